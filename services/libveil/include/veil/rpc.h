@@ -1,0 +1,156 @@
+/*
+ * veil/rpc.h - the RPC server over grpc core, and what handlers may touch.
+ *
+ * A service is a protobuf-c service struct bound with its generated __INIT
+ * macro (so a missing handler is a compile error) plus a policy table that
+ * names, for every method, who may call it and where it runs.  The dispatcher
+ * enforces the table; handlers never check callers themselves.
+ *
+ * A handler has the protobuf-c signature and always ends with VEIL_REPLY:
+ *
+ *   static void vault_erase(Veil__Vault__Vault_Service *svc,
+ *                           const Veil__Vault__SubjectRequest *req,
+ *                           Veil__Empty_Closure done, void *call)
+ *   {
+ *       Veil__Empty resp = VEIL__EMPTY__INIT;
+ *       veil_err err = ...;   // on failure: veil_call_fail(call, err, "...")
+ *       VEIL_REPLY(done, call, err, &resp);
+ *   }
+ *
+ * The request and everything from veil_call_alloc live in the call's arena
+ * and are freed when the call ends; the reply is packed inside VEIL_REPLY, so
+ * it may live on the handler's stack.
+ */
+#ifndef VEIL_RPC_H
+#define VEIL_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "veil/err.h"
+#include "veil/tls.h"
+
+/* Caller roles, one bit each; a policy's `allow` is a mask of them. */
+enum {
+    VEIL_PEER_GATEWAY    = 1u << 0,
+    VEIL_PEER_VAULT      = 1u << 1,
+    VEIL_PEER_CONSENT    = 1u << 2,
+    VEIL_PEER_REVOCATION = 1u << 3,
+    VEIL_PEER_PSEUDONYM  = 1u << 4,
+    VEIL_PEER_ADMIN      = 1u << 5,
+    VEIL_PEER_APP        = 1u << 6,
+    VEIL_PEER_CITIZEN    = 1u << 7, /* TLS without a client certificate: a wallet */
+    VEIL_PEER_PROBE      = 1u << 8, /* plaintext health port: kubelet, load balancers */
+};
+#define VEIL_PEER_ANYONE 0x1ffu
+
+typedef struct veil_peer {
+    unsigned role;     /* one VEIL_PEER_* bit; 0 when the identity is not one of ours */
+    char name[128];    /* app id, admin name or service name ("" for citizens, probes) */
+    char uri[256];     /* the identity URI as presented */
+} veil_peer;
+
+/* Where a method's handler runs. */
+typedef enum veil_exec {
+    VEIL_EXEC_INLINE = 0, /* on the completion-queue thread: CPU only, microseconds */
+    VEIL_EXEC_WORKER,     /* on a worker thread: may use PostgreSQL or call other services */
+    VEIL_EXEC_WAIT,       /* on a waiter thread: long-polls that block by design */
+    VEIL_EXEC_UNSERVED,   /* not served (e.g. streaming): callers get UNIMPLEMENTED */
+} veil_exec;
+
+typedef struct veil_method_policy {
+    const char *method; /* as in the .proto, e.g. "Enrol" */
+    unsigned allow;     /* VEIL_PEER_* mask */
+    veil_exec exec;
+} veil_method_policy;
+
+typedef struct veil_server_config {
+    const char *listen_addr;  /* host:port; port 0 picks a free one */
+    const char *health_addr;  /* optional plaintext port answering only Health */
+    veil_tls_config tls;
+    int client_cert_optional; /* gateway: wallets connect without a certificate */
+    const char *trust_domain; /* spiffe://<trust_domain>/...; default "veil" */
+    int workers;              /* worker threads (PostgreSQL, outbound RPCs) */
+    int waiters;              /* long-poll threads */
+    int queue_max;            /* calls queued per pool before UNAVAILABLE */
+    int max_message_bytes;    /* larger requests get RESOURCE_EXHAUSTED */
+    int64_t drain_delay_ms;   /* SIGTERM: report NOT_SERVING this long before closing */
+    int64_t drain_grace_ms;   /* then let in-flight calls finish this long before cancelling */
+} veil_server_config;
+
+typedef struct veil_server veil_server;
+typedef struct veil_call veil_call;
+
+/* Creates a server (not yet listening); adds grpc.health.v1.Health itself. */
+veil_err veil_server_new(const veil_server_config *cfg, veil_server **out, char *errbuf,
+                         size_t errlen) VEIL_WUR;
+
+/*
+ * Adds a service.  Every method of its descriptor must have exactly one
+ * policy row and every row must name a method, or this fails: a new RPC
+ * without a policy never reaches production.  svc must outlive the server.
+ */
+veil_err veil_server_add(veil_server *srv, ProtobufCService *svc,
+                         const veil_method_policy *policy, size_t n, char *errbuf,
+                         size_t errlen) VEIL_WUR;
+
+/* Binds and starts serving; *port receives the bound port of listen_addr. */
+veil_err veil_server_start(veil_server *srv, int *port, char *errbuf, size_t errlen) VEIL_WUR;
+
+/* Health: whether Check answers SERVING (the default once started). */
+void veil_server_set_serving(veil_server *srv, int serving);
+
+/*
+ * Graceful stop: NOT_SERVING for drain_delay_ms, then no new calls while
+ * in-flight ones finish (cancelled after drain_grace_ms), then every thread
+ * joined.  Safe to call once, from one thread.
+ */
+void veil_server_drain(veil_server *srv);
+
+/* Frees a drained (or never started) server; accepts NULL. */
+void veil_server_free(veil_server *srv);
+
+/* ---- what a handler may use ---- */
+
+/* Marks the call failed with err and a short, lowercase client message. */
+void veil_call_fail(veil_call *call, veil_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records err (keeping a message set by veil_call_fail); used by VEIL_REPLY. */
+void veil_call_set_error(veil_call *call, veil_err err);
+
+#define VEIL_REPLY(done, call, err, resp)                                  \
+    do {                                                                   \
+        veil_err veil_reply_err_ = (err);                                  \
+        veil_call_set_error((call), veil_reply_err_);                      \
+        (done)(veil_reply_err_ == VEIL_OK ? (resp) : NULL, (call));        \
+    } while (0)
+
+/* The authenticated caller. */
+const veil_peer *veil_call_peer(const veil_call *call);
+
+/* The full method path, e.g. "/veil.vault.Vault/Enrol". */
+const char *veil_call_method(const veil_call *call);
+
+/* Arena memory freed when the call ends; NULL when out of memory. */
+void *veil_call_alloc(veil_call *call, size_t n);
+char *veil_call_strdup(veil_call *call, const char *s);
+ProtobufCAllocator *veil_call_allocator(veil_call *call);
+
+/* Milliseconds left before the caller's deadline (INT64_MAX when none). */
+int64_t veil_call_remaining_ms(const veil_call *call);
+
+/*
+ * The timeout to give an outbound call made on behalf of this call: the time
+ * left, capped at cap_ms, minus a little for the reply's own trip.
+ */
+int64_t veil_call_budget_ms(const veil_call *call, int64_t cap_ms);
+
+/*
+ * A request metadata value (keys are lowercase).  Returns 1 and sets
+ * *value and *len (not NUL-terminated, owned by the call) when present.
+ */
+int veil_call_metadata(const veil_call *call, const char *key, const char **value, size_t *len);
+
+#endif

@@ -1,0 +1,703 @@
+/*
+ * rpc_server.c - unary gRPC server over grpc core (veil/rpc.h).
+ *
+ * One completion-queue thread takes every event.  For each registered method
+ * a few request slots are kept posted; when one fills, the thread re-arms the
+ * method first, then checks the caller against the method's policy and either
+ * runs the handler inline (CPU-only methods) or queues the call to a worker
+ * pool, so a handler waiting on PostgreSQL or another service never holds up
+ * the completion queue.  Whoever ran the handler starts the reply batch; its
+ * completion comes back to the completion-queue thread, which frees the call.
+ *
+ * Shutdown follows docs/internals/rpc-layer.md: NOT_SERVING, stop re-arming,
+ * grpc_server_shutdown_and_notify, cancel after the grace period, join the
+ * pools (so no handler can start a batch any more), destroy the server, and
+ * only then shut the completion queue down and join its thread.
+ */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+
+#include "internal.h"
+#include "veil/codec.h"
+#include "veil/log.h"
+
+#define SLOTS_PER_METHOD 16
+#define MAX_SERVICES 8
+
+struct method {
+    char *path;
+    ProtobufCService *svc;
+    unsigned index;
+    const ProtobufCMethodDescriptor *desc;
+    unsigned allow;
+    veil_exec exec;
+    void *reg;
+};
+
+enum tag_kind { TAG_NEW, TAG_UNKNOWN, TAG_DONE, TAG_SHUTDOWN };
+
+struct tag {
+    enum tag_kind kind;
+    veil_call *call;
+};
+
+struct veil_call {
+    struct tag t_new, t_done;
+    veil_server *srv;
+    struct method *m; /* NULL for the catch-all */
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details;
+    ProtobufCAllocator alloc;
+    veil_peer peer;
+    veil_err err;
+    int has_message;
+    char message[240];
+    int replied;
+    grpc_byte_buffer *reply;
+    grpc_slice status_slice;
+    int cancelled;
+    int64_t t0;
+    grpc_op ops[4];
+};
+
+struct veil_server {
+    veil_server_config cfg;
+    char *listen_addr, *health_addr, *trust_domain;
+    grpc_server *server;
+    grpc_completion_queue *cq, *shutdown_cq;
+    pthread_t cq_thread;
+    int cq_thread_started;
+    struct method *methods;
+    size_t n_methods;
+    const char *service_names[MAX_SERVICES];
+    size_t n_services;
+    struct veil_pool workers, waiters;
+    atomic_int stopping; /* no more re-arming */
+    atomic_int draining; /* queued calls are refused instead of run */
+    atomic_int serving;
+    int started;
+    struct tag shutdown_tag;
+};
+
+/* ---- the call arena as a protobuf-c allocator ---- */
+
+static void *arena_alloc(void *data, size_t n)
+{
+    veil_call *c = data;
+    return grpc_call_arena_alloc(c->call, n ? n : 1);
+}
+
+static void arena_free(void *data, void *p)
+{
+    (void)data;
+    (void)p; /* released with the call */
+}
+
+void *veil_call_alloc(veil_call *c, size_t n)
+{
+    return grpc_call_arena_alloc(c->call, n ? n : 1);
+}
+
+char *veil_call_strdup(veil_call *c, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = veil_call_alloc(c, n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+ProtobufCAllocator *veil_call_allocator(veil_call *c)
+{
+    return &c->alloc;
+}
+
+/* ---- what handlers see ---- */
+
+void veil_call_fail(veil_call *c, veil_err err, const char *fmt, ...)
+{
+    va_list ap;
+    c->err = err;
+    c->has_message = 1;
+    va_start(ap, fmt);
+    vsnprintf(c->message, sizeof c->message, fmt, ap);
+    va_end(ap);
+}
+
+void veil_call_set_error(veil_call *c, veil_err err)
+{
+    if (err == c->err)
+        return;
+    c->err = err;
+    c->has_message = 0;
+}
+
+const veil_peer *veil_call_peer(const veil_call *c)
+{
+    return &c->peer;
+}
+
+const char *veil_call_method(const veil_call *c)
+{
+    return c->m ? c->m->path : "";
+}
+
+int64_t veil_call_remaining_ms(const veil_call *c)
+{
+    if (gpr_time_cmp(c->deadline, gpr_inf_future(c->deadline.clock_type)) == 0)
+        return INT64_MAX;
+    gpr_timespec now = gpr_now(c->deadline.clock_type);
+    gpr_timespec left = gpr_time_sub(c->deadline, now);
+    int64_t ms = (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
+    return ms < 0 ? 0 : ms;
+}
+
+int64_t veil_call_budget_ms(const veil_call *c, int64_t cap_ms)
+{
+    int64_t left = veil_call_remaining_ms(c);
+    if (left == INT64_MAX)
+        return cap_ms;
+    left -= left / 20 + 1; /* keep ~5% for our own reply */
+    if (left < 1)
+        left = 1;
+    return left < cap_ms ? left : cap_ms;
+}
+
+int veil_call_metadata(const veil_call *c, const char *key, const char **value, size_t *len)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i < c->md.count; i++) {
+        grpc_slice k = c->md.metadata[i].key;
+        if (GRPC_SLICE_LENGTH(k) == kl && memcmp(GRPC_SLICE_START_PTR(k), key, kl) == 0) {
+            *value = (const char *)GRPC_SLICE_START_PTR(c->md.metadata[i].value);
+            *len = GRPC_SLICE_LENGTH(c->md.metadata[i].value);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- call lifecycle ---- */
+
+static void call_free(veil_call *c)
+{
+    grpc_metadata_array_destroy(&c->md);
+    if (c->payload)
+        grpc_byte_buffer_destroy(c->payload);
+    if (c->reply)
+        grpc_byte_buffer_destroy(c->reply);
+    if (!c->m)
+        grpc_call_details_destroy(&c->details);
+    grpc_slice_unref(c->status_slice);
+    if (c->call)
+        grpc_call_unref(c->call);
+    free(c);
+}
+
+/* Posts one request slot for m (or the catch-all when m is NULL). */
+static void arm(veil_server *s, struct method *m)
+{
+    veil_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        veil_log(VEIL_LOG_ERROR, "out of memory posting a request slot", VL_END);
+        return;
+    }
+    c->srv = s;
+    c->m = m;
+    c->t_new = (struct tag){m ? TAG_NEW : TAG_UNKNOWN, c};
+    c->t_done = (struct tag){TAG_DONE, c};
+    c->alloc = (ProtobufCAllocator){arena_alloc, arena_free, c};
+    c->status_slice = grpc_empty_slice();
+    grpc_metadata_array_init(&c->md);
+    grpc_call_error e;
+    if (m) {
+        e = grpc_server_request_registered_call(s->server, m->reg, &c->call, &c->deadline, &c->md,
+                                                &c->payload, s->cq, s->cq, &c->t_new);
+    } else {
+        grpc_call_details_init(&c->details);
+        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
+                                     &c->t_new);
+    }
+    if (e != GRPC_CALL_OK) {
+        veil_log(VEIL_LOG_ERROR, "cannot post a request slot", VL_INT("grpc_call_error", e),
+                 VL_END);
+        c->call = NULL;
+        call_free(c);
+    }
+}
+
+/* Packs the handler's reply; called through the protobuf-c closure. */
+static void reply_closure(const ProtobufCMessage *msg, void *data)
+{
+    veil_call *c = data;
+    if (c->replied)
+        return;
+    c->replied = 1;
+    if (c->err != VEIL_OK)
+        return;
+    if (!msg || msg->descriptor != c->m->desc->output) {
+        veil_call_fail(c, VEIL_ERR_INTERNAL, "internal error");
+        veil_log(VEIL_LOG_ERROR, "handler replied without a message of the method's type",
+                 VL_STR("method", c->m->path), VL_END);
+        return;
+    }
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    if (n > (size_t)c->srv->cfg.max_message_bytes) {
+        veil_call_fail(c, VEIL_ERR_EXHAUSTED, "reply of %zu bytes exceeds the %d byte limit", n,
+                       c->srv->cfg.max_message_bytes);
+        return;
+    }
+    grpc_slice s = grpc_slice_malloc(n);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+    c->reply = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+}
+
+static void send_reply(veil_call *c)
+{
+    size_t n = 0;
+    memset(c->ops, 0, sizeof c->ops);
+    c->ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->err == VEIL_OK && c->reply) {
+        c->ops[n].op = GRPC_OP_SEND_MESSAGE;
+        c->ops[n++].data.send_message.send_message = c->reply;
+    }
+    const char *msg = c->has_message ? c->message : veil_err_message(c->err);
+    if (c->err != VEIL_OK)
+        c->status_slice = grpc_slice_from_copied_string(msg);
+    c->ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    c->ops[n].data.send_status_from_server.status = veil_err_status(c->err);
+    c->ops[n++].data.send_status_from_server.status_details =
+        c->err != VEIL_OK ? &c->status_slice : NULL;
+    c->ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    c->ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    grpc_call_error e = grpc_call_start_batch(c->call, c->ops, n, &c->t_done, NULL);
+    if (e != GRPC_CALL_OK) {
+        veil_log(VEIL_LOG_ERROR, "cannot start the reply batch", VL_STR("method", veil_call_method(c)),
+                 VL_INT("grpc_call_error", e), VL_END);
+        call_free(c);
+    }
+}
+
+static void reply_error(veil_call *c, veil_err err, const char *msg)
+{
+    veil_call_fail(c, err, "%s", msg);
+    send_reply(c);
+}
+
+static int deadline_passed(const veil_call *c)
+{
+    return gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) <= 0;
+}
+
+/* Unpacks the request into the arena and runs the handler; then replies. */
+static void run_call(void *item)
+{
+    veil_call *c = item;
+    veil_server *s = c->srv;
+
+    if (atomic_load(&s->draining))
+        return reply_error(c, VEIL_ERR_UNAVAILABLE, "server is shutting down");
+    if (deadline_passed(c))
+        return reply_error(c, VEIL_ERR_DEADLINE, "deadline exceeded before the call started");
+    if (!c->payload)
+        return reply_error(c, VEIL_ERR_INVALID, "request message missing");
+
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, c->payload))
+        return reply_error(c, VEIL_ERR_INVALID, "request message cannot be read");
+    grpc_slice whole = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    ProtobufCMessage *req = protobuf_c_message_unpack(
+        c->m->desc->input, &c->alloc, GRPC_SLICE_LENGTH(whole), GRPC_SLICE_START_PTR(whole));
+    grpc_slice_unref(whole);
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+    if (!req)
+        return reply_error(c, VEIL_ERR_INVALID, "malformed request message");
+
+    c->m->svc->invoke(c->m->svc, c->m->index, req, reply_closure, c);
+    if (!c->replied) {
+        veil_log(VEIL_LOG_ERROR, "handler returned without replying", VL_STR("method", c->m->path),
+                 VL_END);
+        veil_call_fail(c, VEIL_ERR_INTERNAL, "internal error");
+    }
+    send_reply(c);
+}
+
+static void dispatch(veil_server *s, veil_call *c)
+{
+    c->t0 = veil_mono_ns();
+    veil_peer_identify(c->call, s->trust_domain, s->cfg.tls.plaintext, &c->md, &c->peer);
+    struct method *m = c->m;
+
+    if (!(m->allow & c->peer.role)) {
+        if (c->peer.role == VEIL_PEER_PROBE && !s->cfg.tls.plaintext)
+            return reply_error(c, VEIL_ERR_UNAUTHENTICATED, "this port serves health checks only");
+        if (c->peer.role == VEIL_PEER_CITIZEN || c->peer.role == VEIL_PEER_PROBE)
+            return reply_error(c, VEIL_ERR_UNAUTHENTICATED, "a client certificate is required");
+        veil_call_fail(c, VEIL_ERR_DENIED, "caller may not call %s", m->path);
+        return send_reply(c);
+    }
+    switch (m->exec) {
+    case VEIL_EXEC_INLINE:
+        run_call(c);
+        break;
+    case VEIL_EXEC_WORKER:
+        if (veil_pool_push(&s->workers, c) != 0)
+            reply_error(c, VEIL_ERR_UNAVAILABLE, "server overloaded, retry later");
+        break;
+    case VEIL_EXEC_WAIT:
+        if (veil_pool_push(&s->waiters, c) != 0)
+            reply_error(c, VEIL_ERR_UNAVAILABLE, "server overloaded, retry later");
+        break;
+    case VEIL_EXEC_UNSERVED:
+        reply_error(c, VEIL_ERR_UNIMPLEMENTED, "method not implemented");
+        break;
+    }
+}
+
+static void log_finished(veil_call *c)
+{
+    veil_log_level level = VEIL_LOG_DEBUG;
+    switch (c->err) {
+    case VEIL_OK:
+        break;
+    case VEIL_ERR_INTERNAL:
+    case VEIL_ERR_UNAVAILABLE:
+    case VEIL_ERR_NOMEM:
+        level = VEIL_LOG_WARN;
+        break;
+    default:
+        level = VEIL_LOG_INFO;
+    }
+    if (!veil_log_enabled(level))
+        return;
+    veil_log(level, "call finished", VL_STR("method", c->m ? c->m->path : "(unknown)"),
+             VL_STR("status", veil_status_name(veil_err_status(c->err))),
+             VL_STR("message", c->err == VEIL_OK ? "" : c->has_message ? c->message
+                                                                       : veil_err_message(c->err)),
+             VL_STR("caller", c->peer.uri), VL_BOOL("cancelled", c->cancelled),
+             VL_DBL("ms", (double)(veil_mono_ns() - c->t0) / 1e6), VL_END);
+}
+
+static void *cq_main(void *arg)
+{
+    veil_server *s = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        struct tag *t = ev.tag;
+        veil_call *c = t->call;
+        switch (t->kind) {
+        case TAG_NEW:
+            if (!ev.success) { /* the server is shutting down */
+                call_free(c);
+                break;
+            }
+            if (!atomic_load(&s->stopping))
+                arm(s, c->m);
+            dispatch(s, c);
+            break;
+        case TAG_UNKNOWN:
+            if (!ev.success) {
+                call_free(c);
+                break;
+            }
+            if (!atomic_load(&s->stopping))
+                arm(s, NULL);
+            c->t0 = veil_mono_ns();
+            reply_error(c, VEIL_ERR_UNIMPLEMENTED, "method not implemented");
+            break;
+        case TAG_DONE:
+            log_finished(c);
+            call_free(c);
+            break;
+        case TAG_SHUTDOWN:
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- server set-up and tear-down ---- */
+
+int veil_server_is_serving(const veil_server *s)
+{
+    return atomic_load(&((veil_server *)s)->serving);
+}
+
+int veil_server_has_service(const veil_server *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_services; i++)
+        if (strcmp(s->service_names[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+void veil_server_set_serving(veil_server *s, int serving)
+{
+    atomic_store(&s->serving, serving ? 1 : 0);
+}
+
+veil_err veil_server_new(const veil_server_config *cfg, veil_server **out, char *errbuf,
+                         size_t errlen)
+{
+    *out = NULL;
+    veil_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return VEIL_ERR_NOMEM;
+    s->cfg = *cfg;
+    s->listen_addr = strdup(cfg->listen_addr ? cfg->listen_addr : "127.0.0.1:0");
+    s->health_addr = cfg->health_addr && *cfg->health_addr ? strdup(cfg->health_addr) : NULL;
+    s->trust_domain = strdup(cfg->trust_domain && *cfg->trust_domain ? cfg->trust_domain : "veil");
+    if (s->cfg.workers <= 0)
+        s->cfg.workers = 4;
+    if (s->cfg.waiters <= 0)
+        s->cfg.waiters = 2;
+    if (s->cfg.queue_max <= 0)
+        s->cfg.queue_max = 4096;
+    if (s->cfg.max_message_bytes <= 0)
+        s->cfg.max_message_bytes = 4 << 20;
+    if (s->cfg.drain_grace_ms <= 0)
+        s->cfg.drain_grace_ms = 10000;
+    s->shutdown_tag = (struct tag){TAG_SHUTDOWN, NULL};
+
+    grpc_init();
+    grpc_arg args[] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = s->cfg.max_message_bytes}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = s->cfg.max_message_bytes}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 10000}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, {.integer = 1}},
+    };
+    grpc_channel_args cargs = {sizeof args / sizeof args[0], args};
+    s->server = grpc_server_create(&cargs, NULL);
+    s->cq = grpc_completion_queue_create_for_next(NULL);
+    s->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->cq, NULL);
+    grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
+    atomic_store(&s->serving, 1);
+    veil_err err = veil_health_add(s, errbuf, errlen);
+    if (err) {
+        veil_server_free(s);
+        return err;
+    }
+    *out = s;
+    return VEIL_OK;
+}
+
+static const veil_method_policy *find_policy(const veil_method_policy *policy, size_t n,
+                                             const char *name)
+{
+    const veil_method_policy *found = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(policy[i].method, name) != 0)
+            continue;
+        if (found)
+            return NULL; /* duplicate rows are as bad as none */
+        found = &policy[i];
+    }
+    return found;
+}
+
+veil_err veil_server_add(veil_server *s, ProtobufCService *svc, const veil_method_policy *policy,
+                         size_t n, char *errbuf, size_t errlen)
+{
+    const ProtobufCServiceDescriptor *d = svc->descriptor;
+    if (s->started || s->n_services == MAX_SERVICES) {
+        snprintf(errbuf, errlen, "cannot add service %s now", d->name);
+        return VEIL_ERR_INTERNAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!protobuf_c_service_descriptor_get_method_by_name(d, policy[i].method)) {
+            snprintf(errbuf, errlen, "policy of %s names unknown method %s", d->name,
+                     policy[i].method);
+            return VEIL_ERR_INTERNAL;
+        }
+    }
+    struct method *grown = realloc(s->methods, (s->n_methods + d->n_methods) * sizeof *grown);
+    if (!grown)
+        return VEIL_ERR_NOMEM;
+    s->methods = grown;
+    for (unsigned i = 0; i < d->n_methods; i++) {
+        const ProtobufCMethodDescriptor *md = &d->methods[i];
+        const veil_method_policy *p = find_policy(policy, n, md->name);
+        if (!p) {
+            snprintf(errbuf, errlen, "method %s.%s has no policy row (or more than one)", d->name,
+                     md->name);
+            return VEIL_ERR_INTERNAL;
+        }
+        if (p->exec == VEIL_EXEC_UNSERVED)
+            continue; /* left to the catch-all: UNIMPLEMENTED */
+        struct method *m = &s->methods[s->n_methods];
+        size_t len = strlen(d->name) + strlen(md->name) + 3;
+        m->path = malloc(len);
+        if (!m->path)
+            return VEIL_ERR_NOMEM;
+        snprintf(m->path, len, "/%s/%s", d->name, md->name);
+        m->svc = svc;
+        m->index = i;
+        m->desc = md;
+        m->allow = p->allow;
+        m->exec = p->exec;
+        m->reg = grpc_server_register_method(s->server, m->path, NULL,
+                                             GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (!m->reg) {
+            snprintf(errbuf, errlen, "cannot register %s", m->path);
+            free(m->path);
+            return VEIL_ERR_INTERNAL;
+        }
+        s->n_methods++;
+    }
+    s->service_names[s->n_services++] = d->name;
+    return VEIL_OK;
+}
+
+veil_err veil_server_start(veil_server *s, int *port, char *errbuf, size_t errlen)
+{
+    *port = 0;
+    grpc_server_credentials *creds;
+    if (s->cfg.tls.plaintext) {
+        veil_log(VEIL_LOG_WARN,
+                 "DEVELOPMENT MODE: PLAINTEXT TRANSPORT. Traffic is unencrypted and callers "
+                 "name themselves in the x-veil-dev-peer header. Never run this in production.",
+                 VL_STR("addr", s->listen_addr), VL_END);
+        creds = grpc_insecure_server_credentials_create();
+    } else {
+        creds = veil_tls_server_credentials(&s->cfg.tls, s->cfg.client_cert_optional, errbuf,
+                                            errlen);
+        if (!creds)
+            return VEIL_ERR_INVALID;
+    }
+    *port = grpc_server_add_http2_port(s->server, s->listen_addr, creds);
+    grpc_server_credentials_release(creds);
+    if (*port == 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s (address in use or not local)",
+                 s->listen_addr);
+        return VEIL_ERR_UNAVAILABLE;
+    }
+    if (s->health_addr) {
+        creds = grpc_insecure_server_credentials_create();
+        int hp = grpc_server_add_http2_port(s->server, s->health_addr, creds);
+        grpc_server_credentials_release(creds);
+        if (hp == 0) {
+            snprintf(errbuf, errlen, "cannot listen on %s for health checks", s->health_addr);
+            return VEIL_ERR_UNAVAILABLE;
+        }
+    }
+    grpc_server_start(s->server);
+    s->started = 1;
+    for (size_t i = 0; i < s->n_methods; i++)
+        for (int k = 0; k < SLOTS_PER_METHOD; k++)
+            arm(s, &s->methods[i]);
+    for (int k = 0; k < 4; k++)
+        arm(s, NULL);
+    if (veil_pool_start(&s->workers, "workers", s->cfg.workers, (size_t)s->cfg.queue_max,
+                        run_call) != 0 ||
+        veil_pool_start(&s->waiters, "waiters", s->cfg.waiters, (size_t)s->cfg.queue_max,
+                        run_call) != 0) {
+        snprintf(errbuf, errlen, "cannot start worker threads");
+        return VEIL_ERR_NOMEM;
+    }
+    if (pthread_create(&s->cq_thread, NULL, cq_main, s) != 0) {
+        snprintf(errbuf, errlen, "cannot start the completion-queue thread");
+        return VEIL_ERR_NOMEM;
+    }
+    s->cq_thread_started = 1;
+    return VEIL_OK;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static gpr_timespec in_ms(int64_t ms)
+{
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+void veil_server_drain(veil_server *s)
+{
+    if (!s || !s->started)
+        return;
+    veil_server_set_serving(s, 0);
+    veil_log(VEIL_LOG_INFO, "draining", VL_INT("delay_ms", s->cfg.drain_delay_ms),
+             VL_INT("grace_ms", s->cfg.drain_grace_ms), VL_END);
+    if (s->cfg.drain_delay_ms > 0)
+        sleep_ms(s->cfg.drain_delay_ms);
+
+    atomic_store(&s->stopping, 1);
+    grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &s->shutdown_tag);
+    grpc_event ev = grpc_completion_queue_next(s->shutdown_cq, in_ms(s->cfg.drain_grace_ms), NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        veil_log(VEIL_LOG_WARN, "cancelling calls still running after the grace period", VL_END);
+        grpc_server_cancel_all_calls(s->server);
+        grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    /* No new calls can arrive; refuse queued ones and wait for running handlers. */
+    atomic_store(&s->draining, 1);
+    veil_pool_stop(&s->workers);
+    veil_pool_stop(&s->waiters);
+    grpc_server_destroy(s->server);
+    s->server = NULL;
+
+    grpc_completion_queue_shutdown(s->cq);
+    if (s->cq_thread_started)
+        pthread_join(s->cq_thread, NULL);
+    s->cq_thread_started = 0;
+    grpc_completion_queue_shutdown(s->shutdown_cq);
+    while (grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+               .type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    s->started = 0;
+    veil_log(VEIL_LOG_INFO, "drained", VL_END);
+}
+
+void veil_server_free(veil_server *s)
+{
+    if (!s)
+        return;
+    if (s->started)
+        veil_server_drain(s);
+    if (s->server) { /* never started */
+        grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &s->shutdown_tag);
+        grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        grpc_server_destroy(s->server);
+        grpc_completion_queue_shutdown(s->cq);
+        while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_shutdown(s->shutdown_cq);
+        while (grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN)
+            ;
+    }
+    grpc_completion_queue_destroy(s->cq);
+    grpc_completion_queue_destroy(s->shutdown_cq);
+    for (size_t i = 0; i < s->n_methods; i++)
+        free(s->methods[i].path);
+    free(s->methods);
+    free(s->listen_addr);
+    free(s->health_addr);
+    free(s->trust_domain);
+    free(s);
+    grpc_shutdown();
+}

@@ -1,0 +1,496 @@
+/*
+ * check_rpc.c - the RPC layer over real loopback gRPC: a veil-echo process
+ * (tests/lib/echo_server.c) called through libveil's client with
+ * certificates made by tests/run.
+ */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "veil/client.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "veil/testing.pb-c.h"
+#include "veil/vault.pb-c.h"
+
+static h_proc echo;
+
+static void start_echo(const char *identity, const char *const *env)
+{
+    ck_assert_int_eq(h_spawn(&echo, "veil-echo", identity, env), 0);
+}
+
+static void stop_echo(void)
+{
+    ck_assert_int_eq(h_stop(&echo), 0);
+}
+
+static veil_err call_echo(const char *identity, const char *method,
+                          const Veil__Testing__EchoRequest *req, int64_t timeout_ms,
+                          Veil__Testing__EchoReply **resp, veil_status *st)
+{
+    veil_channel *ch = h_channel(echo.addr, identity, &veil__testing__echo__descriptor);
+    veil_err err = veil_channel_call(ch, method, &req->base, NULL, timeout_ms, resp, st);
+    veil_channel_free(ch);
+    return err;
+}
+
+static void free_reply(Veil__Testing__EchoReply *r)
+{
+    if (r)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+START_TEST(test_success)
+{
+    start_echo("svc/vault", NULL);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    req.text = "hello veil";
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    ck_assert_int_eq(call_echo("svc/gateway", "Echo", &req, 2000, &resp, &st), VEIL_OK);
+    ck_assert_str_eq(resp->text, "hello veil");
+    ck_assert(resp->remaining_ms > 0 && resp->remaining_ms <= 2000);
+    free_reply(resp);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_error_status_and_message)
+{
+    start_echo("svc/vault", NULL);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    req.fail_code = VEIL_ERR_NOT_FOUND;
+    req.fail_message = "device not found";
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    ck_assert_int_eq(call_echo("svc/gateway", "Fail", &req, 2000, &resp, &st), VEIL_ERR_NOT_FOUND);
+    ck_assert_ptr_null(resp);
+    ck_assert_int_eq(st.code, GRPC_STATUS_NOT_FOUND);
+    ck_assert_str_eq(st.message, "device not found");
+
+    /* Without a message the enum's default is sent. */
+    req.fail_code = VEIL_ERR_PRECONDITION;
+    req.fail_message = "";
+    ck_assert_int_eq(call_echo("svc/gateway", "Fail", &req, 2000, &resp, &st), VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+    ck_assert_str_eq(st.message, "failed precondition");
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_error_map_is_complete)
+{
+    /* Every error has a name, a message and a status, and maps back. */
+    for (int e = 0; e < VEIL_ERR__COUNT; e++) {
+        ck_assert_ptr_nonnull(veil_err_name(e));
+        ck_assert_ptr_nonnull(veil_err_message(e));
+        grpc_status_code s = veil_err_status(e);
+        ck_assert_int_eq(veil_err_status(veil_err_from_status(s)), s);
+    }
+    ck_assert_int_eq(veil_err_status(VEIL_ERR_UNAVAILABLE), GRPC_STATUS_UNAVAILABLE);
+    ck_assert_int_eq(veil_err_status(VEIL_ERR_EXISTS), GRPC_STATUS_ALREADY_EXISTS);
+    ck_assert_str_eq(veil_status_name(GRPC_STATUS_PERMISSION_DENIED), "PERMISSION_DENIED");
+}
+END_TEST
+
+START_TEST(test_deadline_exceeded)
+{
+    start_echo("svc/vault", NULL);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    req.sleep_ms = 1500;
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    ck_assert_int_eq(call_echo("svc/gateway", "Sleep", &req, 200, &resp, &st), VEIL_ERR_DEADLINE);
+    ck_assert_int_eq(st.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_unknown_method)
+{
+    start_echo("svc/vault", NULL);
+    /* A vault method path sent to the echo server. */
+    veil_channel *ch = h_channel(echo.addr, "svc/gateway", &veil__vault__vault__descriptor);
+    Veil__Vault__LookupWebNumberRequest req = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
+    Veil__Vault__LookupWebNumberResponse *resp;
+    veil_status st;
+    ck_assert_int_eq(veil_channel_call(ch, "LookupWebNumber", &req.base, NULL, 2000, &resp, &st),
+                     VEIL_ERR_UNIMPLEMENTED);
+    ck_assert_int_eq(st.code, GRPC_STATUS_UNIMPLEMENTED);
+    veil_channel_free(ch);
+    /* Health/Watch is streaming and deliberately not served. */
+    char msg[256];
+    ck_assert_int_eq(h_raw_call(echo.addr, "svc/gateway", "/grpc.health.v1.Health/Watch", "", 0,
+                                2000, msg, sizeof msg),
+                     GRPC_STATUS_UNIMPLEMENTED);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_oversize_message)
+{
+    const char *env[] = {"VEIL_MAX_MESSAGE_BYTES=4096", NULL};
+    start_echo("svc/vault", env);
+    char *big = malloc(8192 + 1);
+    memset(big, 'a', 8192);
+    big[8192] = '\0';
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    req.text = big;
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    ck_assert_int_eq(call_echo("svc/gateway", "Echo", &req, 2000, &resp, &st), VEIL_ERR_EXHAUSTED);
+    ck_assert_int_eq(st.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    /* An oversize reply is refused by the server, not sent. */
+    req.text = "";
+    req.reply_bytes = 10000;
+    ck_assert_int_eq(call_echo("svc/gateway", "Big", &req, 2000, &resp, &st), VEIL_ERR_EXHAUSTED);
+    /* And the server still works. */
+    req.reply_bytes = 1000;
+    ck_assert_int_eq(call_echo("svc/gateway", "Big", &req, 2000, &resp, &st), VEIL_OK);
+    ck_assert_uint_eq(resp->payload.len, 1000);
+    free_reply(resp);
+    free(big);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_malformed_protobuf)
+{
+    start_echo("svc/vault", NULL);
+    char msg[256];
+    /* field 1 (string) with a length running past the end */
+    const unsigned char truncated[] = {0x0a, 0x7f, 'a', 'b'};
+    ck_assert_int_eq(h_raw_call(echo.addr, "svc/gateway", "/veil.testing.Echo/Echo", truncated,
+                                sizeof truncated, 2000, msg, sizeof msg),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    ck_assert_str_eq(msg, "malformed request message");
+    /* field 1 sent as a varint: wrong wire type */
+    const unsigned char wiretype[] = {0x08, 0x01};
+    ck_assert_int_eq(h_raw_call(echo.addr, "svc/gateway", "/veil.testing.Echo/Echo", wiretype,
+                                sizeof wiretype, 2000, msg, sizeof msg),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    /* An empty message is a valid (all-default) request. */
+    ck_assert_int_eq(h_raw_call(echo.addr, "svc/gateway", "/veil.testing.Echo/Empty", "", 0, 2000,
+                                msg, sizeof msg),
+                     GRPC_STATUS_OK);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_mtls_identity)
+{
+    start_echo("svc/vault", NULL);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    ck_assert_int_eq(call_echo("svc/gateway", "Whoami", &req, 2000, &resp, &st), VEIL_OK);
+    ck_assert_str_eq(resp->peer, "role=1 name=gateway uri=spiffe://veil/svc/gateway");
+    free_reply(resp);
+    ck_assert_int_eq(call_echo("app/chat.wechat", "Whoami", &req, 2000, &resp, &st), VEIL_OK);
+    ck_assert_str_eq(resp->peer, "role=64 name=chat.wechat uri=spiffe://veil/app/chat.wechat");
+    free_reply(resp);
+    /* TLS without a client certificate (allowed by this server): a citizen. */
+    ck_assert_int_eq(call_echo("none", "Whoami", &req, 2000, &resp, &st), VEIL_OK);
+    ck_assert_str_eq(resp->peer, "role=128 name= uri=");
+    free_reply(resp);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_mtls_rejections)
+{
+    const char *env[] = {"ECHO_REQUIRE_CLIENT_CERT=1", NULL};
+    start_echo("svc/vault", env);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    ck_assert_int_eq(call_echo("svc/gateway", "Echo", &req, 2000, &resp, &st), VEIL_OK);
+    free_reply(resp);
+    /* a certificate from another CA */
+    ck_assert_int_eq(call_echo("foreign", "Echo", &req, 2000, &resp, &st), VEIL_ERR_UNAVAILABLE);
+    /* no client certificate at all */
+    ck_assert_int_eq(call_echo("none", "Echo", &req, 2000, &resp, &st), VEIL_ERR_UNAVAILABLE);
+    /* plaintext against a TLS port */
+    ck_assert_int_eq(call_echo("plaintext", "Echo", &req, 2000, &resp, &st), VEIL_ERR_UNAVAILABLE);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_policy_enforced)
+{
+    start_echo("svc/vault", NULL);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    ck_assert_int_eq(call_echo("svc/gateway", "AdminOnly", &req, 2000, &resp, &st), VEIL_ERR_DENIED);
+    ck_assert_int_eq(st.code, GRPC_STATUS_PERMISSION_DENIED);
+    ck_assert_int_eq(call_echo("app/chat.wechat", "AdminOnly", &req, 2000, &resp, &st),
+                     VEIL_ERR_DENIED);
+    ck_assert_int_eq(call_echo("none", "AdminOnly", &req, 2000, &resp, &st),
+                     VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_int_eq(call_echo("admin/ops", "AdminOnly", &req, 2000, &resp, &st), VEIL_OK);
+    ck_assert_str_eq(resp->text, "admin ok");
+    free_reply(resp);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_health)
+{
+    int hp = h_free_port();
+    char env_health[64], addr[64];
+    snprintf(env_health, sizeof env_health, "VEIL_HEALTH_ADDR=127.0.0.1:%d", hp);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", hp);
+    const char *env[] = {env_health, NULL};
+    start_echo("svc/vault", env);
+    ck_assert_int_eq(h_health(echo.addr, "svc/gateway"), 1);
+    ck_assert_int_eq(h_health(echo.addr, "none"), 1);
+    /* The plaintext health port answers health and nothing else. */
+    ck_assert_int_eq(h_health(addr, "plaintext"), 1);
+    char msg[256];
+    ck_assert_int_eq(h_raw_call(addr, "plaintext", "/veil.testing.Echo/Empty", "", 0, 2000, msg,
+                                sizeof msg),
+                     GRPC_STATUS_UNAUTHENTICATED);
+    /* A named service: known -> SERVING, unknown -> NOT_FOUND. */
+    veil_channel *ch = h_channel(echo.addr, "svc/gateway", &grpc__health__v1__health__descriptor);
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    Grpc__Health__V1__HealthCheckResponse *resp;
+    veil_status st;
+    req.service = "veil.testing.Echo";
+    ck_assert_int_eq(veil_channel_call(ch, "Check", &req.base, NULL, 2000, &resp, &st), VEIL_OK);
+    ck_assert_int_eq(resp->status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    req.service = "veil.nothing.Here";
+    ck_assert_int_eq(veil_channel_call(ch, "Check", &req.base, NULL, 2000, &resp, &st),
+                     VEIL_ERR_NOT_FOUND);
+    veil_channel_free(ch);
+    stop_echo();
+}
+END_TEST
+
+struct slow_call {
+    const char *addr;
+    unsigned sleep_ms;
+    veil_err err;
+    int done;
+};
+
+static void *slow_call_main(void *arg)
+{
+    struct slow_call *sc = arg;
+    veil_channel *ch = h_channel(sc->addr, "svc/gateway", &veil__testing__echo__descriptor);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    req.sleep_ms = sc->sleep_ms;
+    req.text = "finished";
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    sc->err = veil_channel_call(ch, "Sleep", &req.base, NULL, 10000, &resp, &st);
+    if (sc->err == VEIL_OK) {
+        ck_assert_str_eq(resp->text, "finished");
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    veil_channel_free(ch);
+    veil_client_thread_done();
+    __atomic_store_n(&sc->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+START_TEST(test_worker_does_not_block_cq)
+{
+    start_echo("svc/vault", NULL);
+    struct slow_call sc = {echo.addr, 3000, VEIL_ERR_INTERNAL, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, slow_call_main, &sc);
+    sleep_ms(300);
+    /* While a worker sleeps inside a handler, inline calls are still answered. */
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    req.text = "not blocked";
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    for (int i = 0; i < 20; i++) {
+        ck_assert_int_eq(call_echo("svc/gateway", "Echo", &req, 2000, &resp, &st), VEIL_OK);
+        free_reply(resp);
+    }
+    ck_assert_int_eq(__atomic_load_n(&sc.done, __ATOMIC_SEQ_CST), 0);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(sc.err, VEIL_OK);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_sigterm_drains_in_flight_call)
+{
+    const char *env[] = {"VEIL_DRAIN_DELAY_MS=600", NULL};
+    start_echo("svc/vault", env);
+    struct slow_call sc = {echo.addr, 1500, VEIL_ERR_INTERNAL, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, slow_call_main, &sc);
+    sleep_ms(200);
+    kill(echo.pid, SIGTERM);
+    sleep_ms(150);
+    /* During the drain delay the server says NOT_SERVING but still answers. */
+    ck_assert_int_eq(h_health(echo.addr, "svc/gateway"), 0);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(sc.err, VEIL_OK); /* the in-flight call completed */
+    ck_assert_int_eq(h_stop(&echo), 0);  /* and the process exited 0 */
+    ck_assert(h_log_contains(&echo, "\"msg\":\"drained\""));
+}
+END_TEST
+
+START_TEST(test_new_calls_refused_after_stop)
+{
+    start_echo("svc/vault", NULL);
+    char addr[64];
+    snprintf(addr, sizeof addr, "%s", echo.addr);
+    ck_assert_int_eq(h_stop(&echo), 0);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    veil_channel *ch = h_channel(addr, "svc/gateway", &veil__testing__echo__descriptor);
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    ck_assert_int_eq(veil_channel_call(ch, "Echo", &req.base, NULL, 1000, &resp, &st),
+                     VEIL_ERR_UNAVAILABLE);
+    veil_channel_free(ch);
+}
+END_TEST
+
+START_TEST(test_plaintext_dev_mode)
+{
+    start_echo("plaintext", NULL);
+    ck_assert(h_log_contains(&echo, "DEVELOPMENT MODE: PLAINTEXT TRANSPORT"));
+    h_tls t;
+    h_tls_for(&t, "plaintext");
+    t.cfg.dev_identity = "spiffe://veil/admin/ops";
+    veil_channel *ch;
+    char err[256];
+    ck_assert_int_eq(veil_channel_new(echo.addr, &t.cfg, &veil__testing__echo__descriptor, NULL,
+                                      &ch, err, sizeof err),
+                     VEIL_OK);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    req.metadata_key = VEIL_DEV_PEER_HEADER;
+    Veil__Testing__EchoReply *resp;
+    veil_status st;
+    ck_assert_int_eq(veil_channel_call(ch, "AdminOnly", &req.base, NULL, 2000, &resp, &st), VEIL_OK);
+    free_reply(resp);
+    /* metadata is readable by handlers */
+    ck_assert_int_eq(veil_channel_call(ch, "Echo", &req.base, NULL, 2000, &resp, &st), VEIL_OK);
+    ck_assert_str_eq(resp->metadata_value, "spiffe://veil/admin/ops");
+    free_reply(resp);
+    veil_channel_free(ch);
+    stop_echo();
+}
+END_TEST
+
+struct hammer {
+    const char *addr;
+    veil_channel *ch;
+    int ok;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    req.text = "x";
+    for (int i = 0; i < 200; i++) {
+        Veil__Testing__EchoReply *resp;
+        veil_status st;
+        if (veil_channel_call(h->ch, i % 2 ? "Echo" : "Sleep", &req.base, NULL, 5000, &resp, &st) ==
+            VEIL_OK) {
+            __atomic_add_fetch(&h->ok, 1, __ATOMIC_SEQ_CST);
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+        }
+    }
+    veil_client_thread_done();
+    return NULL;
+}
+
+START_TEST(test_one_channel_many_threads)
+{
+    start_echo("svc/vault", NULL);
+    struct hammer h = {echo.addr, h_channel(echo.addr, "svc/gateway", &veil__testing__echo__descriptor), 0};
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, hammer_main, &h);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_int_eq(h.ok, 800);
+    veil_channel_free(h.ch);
+    stop_echo();
+}
+END_TEST
+
+START_TEST(test_bad_configuration_refused)
+{
+    /* A bad variable: exit status 2 and a message naming it. */
+    const char *env[] = {"VEIL_WORKERS=lots", NULL};
+    h_proc p;
+    ck_assert_int_eq(h_spawn(&p, "veil-echo", "svc/vault", env), -1);
+    ck_assert(h_log_contains(&p, "VEIL_WORKERS: must be an integer from 1 to 256"));
+    const char *env2[] = {"VEIL_TLS_CA=/nonexistent/ca.crt", NULL};
+    ck_assert_int_eq(h_spawn(&p, "veil-echo", "svc/vault", env2), -1);
+    ck_assert(h_log_contains(&p, "VEIL_TLS_CA: must name an existing file"));
+}
+END_TEST
+
+START_TEST(test_port_in_use_refused)
+{
+    start_echo("svc/vault", NULL);
+    char env_addr[96];
+    snprintf(env_addr, sizeof env_addr, "VEIL_LISTEN_ADDR=%s", echo.addr);
+    /* SO_REUSEPORT is off, so a second server on the same port must fail to start. */
+    const char *env[] = {env_addr, NULL};
+    h_proc second;
+    /* h_spawn sets VEIL_LISTEN_ADDR first; our env entry overrides it. */
+    ck_assert_int_eq(h_spawn(&second, "veil-echo", "svc/vault", env), -1);
+    ck_assert(h_log_contains(&second, "cannot listen on"));
+    stop_echo();
+}
+END_TEST
+
+static Suite *rpc_suite(void)
+{
+    Suite *s = suite_create("rpc");
+    TCase *tc = tcase_create("layer");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_success);
+    tcase_add_test(tc, test_error_status_and_message);
+    tcase_add_test(tc, test_error_map_is_complete);
+    tcase_add_test(tc, test_deadline_exceeded);
+    tcase_add_test(tc, test_unknown_method);
+    tcase_add_test(tc, test_oversize_message);
+    tcase_add_test(tc, test_malformed_protobuf);
+    tcase_add_test(tc, test_mtls_identity);
+    tcase_add_test(tc, test_mtls_rejections);
+    tcase_add_test(tc, test_policy_enforced);
+    tcase_add_test(tc, test_health);
+    tcase_add_test(tc, test_worker_does_not_block_cq);
+    tcase_add_test(tc, test_sigterm_drains_in_flight_call);
+    tcase_add_test(tc, test_new_calls_refused_after_stop);
+    tcase_add_test(tc, test_plaintext_dev_mode);
+    tcase_add_test(tc, test_one_channel_many_threads);
+    tcase_add_test(tc, test_bad_configuration_refused);
+    tcase_add_test(tc, test_port_in_use_refused);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(rpc_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
