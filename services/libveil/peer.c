@@ -13,6 +13,7 @@
 #include <grpc/grpc_security.h>
 
 #include "internal.h"
+#include "veil/formats.h"
 
 static const struct {
     const char *name;
@@ -22,21 +23,6 @@ static const struct {
     {"consent", VEIL_PEER_CONSENT},     {"revocation", VEIL_PEER_REVOCATION},
     {"pseudonym", VEIL_PEER_PSEUDONYM},
 };
-
-/* An app id or admin name: 1-64 of [a-z0-9._-], starting with a letter or digit. */
-static int valid_name(const char *s, size_t n)
-{
-    if (n == 0 || n > 64)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 (i > 0 && (c == '.' || c == '_' || c == '-'));
-        if (!ok)
-            return 0;
-    }
-    return 1;
-}
 
 void veil_peer_from_uri(const char *uri, size_t len, const char *trust_domain, veil_peer *out)
 {
@@ -58,7 +44,12 @@ void veil_peer_from_uri(const char *uri, size_t len, const char *trust_domain, v
         return;
     const char *name = slash + 1;
     size_t klen = (size_t)(slash - kind), nlen = (size_t)(end - name);
-    if (!valid_name(name, nlen))
+    char ident[sizeof out->name];
+    if (nlen >= sizeof ident)
+        return;
+    memcpy(ident, name, nlen);
+    ident[nlen] = '\0';
+    if (!veil_ident_valid(ident))
         return;
 
     unsigned role = 0;

@@ -1,0 +1,254 @@
+/* formats.c - canonical signed bytes, tickets, web numbers, attributes (veil/formats.h). */
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "veil/formats.h"
+
+static void domain(veil_buf *b, const char *label)
+{
+    veil_buf_put(b, label, strlen(label) + 1); /* with its NUL */
+}
+
+void veil_attestation_bytes(veil_buf *b, const char *id_number, const char *full_name,
+                            int face_match, const unsigned char device_pk[32],
+                            int64_t attested_at_ms)
+{
+    char norm[32];
+    size_t n = strlen(id_number);
+    if (n >= sizeof norm)
+        n = sizeof norm - 1;
+    for (size_t i = 0; i < n; i++)
+        norm[i] = id_number[i] == 'x' ? 'X' : id_number[i];
+    unsigned char h[32];
+    crypto_generichash(h, sizeof h, (const unsigned char *)norm, n, NULL, 0);
+    sodium_memzero(norm, sizeof norm);
+    domain(b, "veil-proofing-attestation-v1");
+    veil_buf_put(b, h, sizeof h);
+    veil_buf_put_str(b, full_name);
+    veil_buf_put_u8(b, face_match ? 1 : 0);
+    veil_buf_put(b, device_pk, 32);
+    veil_buf_put_i64(b, attested_at_ms);
+}
+
+void veil_ticket_signed_bytes(veil_buf *b, const char *app_id, const unsigned char *challenge,
+                              size_t challenge_len, int64_t time_ms,
+                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES])
+{
+    domain(b, "veil-login-ticket-v1");
+    veil_buf_put_str(b, app_id);
+    veil_buf_put_lp(b, challenge, challenge_len);
+    veil_buf_put_i64(b, time_ms);
+    veil_buf_put(b, device_id, VEIL_DEVICE_ID_BYTES);
+}
+
+veil_err veil_ticket_make(const char *app_id, const unsigned char *challenge,
+                          size_t challenge_len, int64_t time_ms,
+                          const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                          const unsigned char *device_sk, const unsigned char vault_pk[32],
+                          uint32_t key_version, char **out)
+{
+    veil_err err = VEIL_ERR_NOMEM;
+    veil_buf msg = {0}, wire = {0};
+    unsigned char inner[VEIL_DEVICE_ID_BYTES + 64];
+    unsigned char sealed[sizeof inner + crypto_box_SEALBYTES];
+    *out = NULL;
+
+    veil_ticket_signed_bytes(&msg, app_id, challenge, challenge_len, time_ms, device_id);
+    if (msg.failed)
+        goto out;
+    memcpy(inner, device_id, VEIL_DEVICE_ID_BYTES);
+    crypto_sign_detached(inner + VEIL_DEVICE_ID_BYTES, NULL, msg.data, msg.len, device_sk);
+    if (crypto_box_seal(sealed, inner, sizeof inner, vault_pk) != 0) {
+        err = VEIL_ERR_INVALID;
+        goto out;
+    }
+    veil_buf_put_u8(&wire, 1);
+    veil_buf_put_u32(&wire, key_version);
+    veil_buf_put_str(&wire, app_id);
+    veil_buf_put_lp(&wire, challenge, challenge_len);
+    veil_buf_put_i64(&wire, time_ms);
+    veil_buf_put_lp(&wire, sealed, sizeof sealed);
+    if (wire.failed)
+        goto out;
+    size_t cap = veil_b64url_len(wire.len);
+    char *s = malloc(cap);
+    if (!s)
+        goto out;
+    veil_b64url_encode(s, cap, wire.data, wire.len);
+    *out = s;
+    err = VEIL_OK;
+out:
+    sodium_memzero(inner, sizeof inner);
+    veil_buf_free(&msg);
+    veil_buf_free(&wire);
+    return err;
+}
+
+veil_err veil_ticket_parse(const char *s, size_t len, veil_ticket *t)
+{
+    size_t n;
+    memset(t, 0, offsetof(veil_ticket, raw));
+    if (len == 0 || len > VEIL_TICKET_MAX ||
+        veil_b64url_decode(t->raw, sizeof t->raw, s, len, &n) != 0)
+        return VEIL_ERR_INVALID;
+    veil_reader r = {t->raw, n, 0};
+    if (veil_read_u8(&r) != 1)
+        return VEIL_ERR_INVALID;
+    t->key_version = veil_read_u32(&r);
+    size_t al, cl;
+    const unsigned char *app = veil_read_lp(&r, &al);
+    const unsigned char *ch = veil_read_lp(&r, &cl);
+    t->time_ms = veil_read_i64(&r);
+    t->sealed = veil_read_lp(&r, &t->sealed_len);
+    if (r.bad || r.left != 0 || al == 0 || al >= sizeof t->app_id || memchr(app, '\0', al) ||
+        cl != VEIL_CHALLENGE_BYTES ||
+        t->sealed_len != VEIL_DEVICE_ID_BYTES + 64 + crypto_box_SEALBYTES)
+        return VEIL_ERR_INVALID;
+    memcpy(t->app_id, app, al);
+    t->app_id[al] = '\0';
+    memcpy(t->challenge, ch, cl);
+    return VEIL_OK;
+}
+
+veil_err veil_ticket_open(const veil_ticket *t, const unsigned char vault_pk[32],
+                          const unsigned char *vault_sk,
+                          unsigned char device_id[VEIL_DEVICE_ID_BYTES], unsigned char sig[64])
+{
+    unsigned char inner[VEIL_DEVICE_ID_BYTES + 64];
+    if (t->sealed_len != sizeof inner + crypto_box_SEALBYTES ||
+        crypto_box_seal_open(inner, t->sealed, t->sealed_len, vault_pk, vault_sk) != 0)
+        return VEIL_ERR_UNAUTHENTICATED;
+    memcpy(device_id, inner, VEIL_DEVICE_ID_BYTES);
+    memcpy(sig, inner + VEIL_DEVICE_ID_BYTES, 64);
+    return VEIL_OK;
+}
+
+void veil_citizen_signed_bytes(veil_buf *b, const char *method, const void *payload,
+                               size_t payload_len, int64_t time_ms, const unsigned char *nonce,
+                               size_t nonce_len, const char *device_id)
+{
+    domain(b, "veil-citizen-request-v1");
+    veil_buf_put_str(b, method);
+    veil_buf_put_u32(b, (uint32_t)payload_len);
+    veil_buf_put(b, payload, payload_len);
+    veil_buf_put_i64(b, time_ms);
+    veil_buf_put_lp(b, nonce, nonce_len);
+    veil_buf_put_str(b, device_id);
+}
+
+/* ---- web numbers ---- */
+
+static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+static int symbol_value(char c)
+{
+    const char *p = c ? strchr(crockford, c) : NULL;
+    return p ? (int)(p - crockford) : -1;
+}
+
+/* Luhn mod N (N = 32) over symbol values: the check value for 15 symbols. */
+static int luhn32_check(const int *v, size_t n)
+{
+    int factor = 2, sum = 0;
+    for (size_t i = n; i-- > 0;) {
+        int addend = factor * v[i];
+        factor = factor == 2 ? 1 : 2;
+        sum += addend / 32 + addend % 32;
+    }
+    return (32 - sum % 32) % 32;
+}
+
+void veil_web_number_new(char out[VEIL_WEB_NUMBER_LEN + 1])
+{
+    int v[16];
+    for (int i = 0; i < 15; i++)
+        v[i] = (int)randombytes_uniform(32);
+    v[15] = luhn32_check(v, 15);
+    size_t k = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i && i % 4 == 0)
+            out[k++] = '-';
+        out[k++] = crockford[v[i]];
+    }
+    out[k] = '\0';
+}
+
+int veil_web_number_valid(const char *s)
+{
+    int v[16];
+    if (!s || strlen(s) != VEIL_WEB_NUMBER_LEN)
+        return 0;
+    for (int i = 0, k = 0; i < VEIL_WEB_NUMBER_LEN; i++) {
+        if (i % 5 == 4) {
+            if (s[i] != '-')
+                return 0;
+            continue;
+        }
+        if ((v[k++] = symbol_value(s[i])) < 0)
+            return 0;
+    }
+    return luhn32_check(v, 15) == v[15];
+}
+
+void veil_device_id_text(const unsigned char id[VEIL_DEVICE_ID_BYTES], char out[33])
+{
+    sodium_bin2hex(out, 33, id, VEIL_DEVICE_ID_BYTES);
+}
+
+int veil_device_id_parse(const char *text, unsigned char id[VEIL_DEVICE_ID_BYTES])
+{
+    size_t n;
+    const char *end;
+    if (!text || strlen(text) != 32)
+        return -1;
+    if (sodium_hex2bin(id, VEIL_DEVICE_ID_BYTES, text, 32, NULL, &n, &end) != 0 ||
+        n != VEIL_DEVICE_ID_BYTES || *end)
+        return -1;
+    for (const char *p = text; *p; p++) /* lowercase only: one spelling per id */
+        if (*p >= 'A' && *p <= 'F')
+            return -1;
+    return 0;
+}
+
+/* ---- attributes ---- */
+
+static const veil_attr catalogue[] = {
+    {"real_name_verified", VEIL_ATTR_DERIVED},
+    {"age_over_14", VEIL_ATTR_DERIVED},
+    {"age_over_18", VEIL_ATTR_DERIVED},
+    {"age_over_60", VEIL_ATTR_DERIVED},
+    {"province", VEIL_ATTR_DERIVED},
+    {"full_name", VEIL_ATTR_RAW},
+    {"gender", VEIL_ATTR_RAW},
+    {"birth_date", VEIL_ATTR_RAW},
+};
+
+const veil_attr *veil_attr_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof catalogue / sizeof catalogue[0]; i++)
+        if (strcmp(catalogue[i].name, name) == 0)
+            return &catalogue[i];
+    return NULL;
+}
+
+const veil_attr *veil_attr_catalogue(size_t *n)
+{
+    *n = sizeof catalogue / sizeof catalogue[0];
+    return catalogue;
+}
+
+int veil_ident_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 (i > 0 && (c == '.' || c == '_' || c == '-'));
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}

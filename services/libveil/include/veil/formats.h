@@ -1,0 +1,123 @@
+/*
+ * veil/formats.h - the exact bytes veil signs, in one place.
+ *
+ * Every signature in veil covers a canonical byte string built here, never a
+ * serialized protobuf or JSON the verifier would have to re-create.  Each
+ * string starts with a NUL-terminated domain label, so a signature made for
+ * one purpose can never be replayed as another.  Integers are big-endian; a
+ * "field" is a u16 length then its bytes.  docs/internals/signed-formats.md
+ * documents the same layouts for implementers of wallets and proofing
+ * authorities.
+ */
+#ifndef VEIL_FORMATS_H
+#define VEIL_FORMATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "veil/codec.h"
+#include "veil/err.h"
+
+#define VEIL_DEVICE_ID_BYTES 16
+#define VEIL_CHALLENGE_BYTES 32
+#define VEIL_NONCE_BYTES 16
+#define VEIL_TICKET_MAX 1024 /* longest ticket string accepted */
+
+/*
+ * Proofing attestation (signed by the proofing authority):
+ *   "veil-proofing-attestation-v1\0" | BLAKE2b-256(ID number, 'x' upper-cased)
+ *   | field(full name, UTF-8) | u8 face_match | device public key (32)
+ *   | i64 attested_at_ms
+ */
+void veil_attestation_bytes(veil_buf *b, const char *id_number, const char *full_name,
+                            int face_match, const unsigned char device_pk[32],
+                            int64_t attested_at_ms);
+
+/*
+ * Login ticket.  Signed by the device key:
+ *   "veil-login-ticket-v1\0" | field(app id) | field(challenge) | i64 time_ms
+ *   | device id (16)
+ * On the wire (base64url, no padding) - what the app relays to the gateway:
+ *   u8 format (1) | u32 ticket key version | field(app id) | field(challenge)
+ *   | i64 time_ms | field(sealed box to the vault's ticket key of
+ *                         device id (16) | signature (64))
+ * The device id travels sealed, so an app sees nothing that identifies the
+ * device or the person: two apps comparing tickets learn nothing.
+ */
+typedef struct veil_ticket {
+    uint32_t key_version;
+    char app_id[128];
+    unsigned char challenge[VEIL_CHALLENGE_BYTES];
+    int64_t time_ms;
+    const unsigned char *sealed; /* points into the decoded buffer */
+    size_t sealed_len;
+    unsigned char raw[VEIL_TICKET_MAX]; /* the decoded wire form */
+} veil_ticket;
+
+void veil_ticket_signed_bytes(veil_buf *b, const char *app_id, const unsigned char *challenge,
+                              size_t challenge_len, int64_t time_ms,
+                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES]);
+
+/*
+ * Wallet side: builds the ticket string.  device_sk is the Ed25519 secret
+ * key (64 bytes); vault_pk the vault's X25519 ticket key.  *out is malloc'd.
+ */
+veil_err veil_ticket_make(const char *app_id, const unsigned char *challenge,
+                          size_t challenge_len, int64_t time_ms,
+                          const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                          const unsigned char *device_sk, const unsigned char vault_pk[32],
+                          uint32_t key_version, char **out) VEIL_WUR;
+
+/* Parses the wire form; VEIL_ERR_INVALID when malformed. */
+veil_err veil_ticket_parse(const char *s, size_t len, veil_ticket *t) VEIL_WUR;
+
+/* Vault side: opens the sealed part; VEIL_ERR_UNAUTHENTICATED when it does not open. */
+veil_err veil_ticket_open(const veil_ticket *t, const unsigned char vault_pk[32],
+                          const unsigned char *vault_sk,
+                          unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                          unsigned char sig[64]) VEIL_WUR;
+
+/*
+ * Citizen request (signed by a device key):
+ *   "veil-citizen-request-v1\0" | field(method path) | u32 length | payload
+ *   | i64 time_ms | field(nonce) | field(device id, text)
+ */
+void veil_citizen_signed_bytes(veil_buf *b, const char *method, const void *payload,
+                               size_t payload_len, int64_t time_ms, const unsigned char *nonce,
+                               size_t nonce_len, const char *device_id);
+
+/*
+ * Web number: 15 random symbols of Crockford's base32 and a Luhn mod 32
+ * check symbol, shown as XXXX-XXXX-XXXX-XXXX.  Random, so it says nothing
+ * about the person; the check symbol catches a mistyped or swapped symbol.
+ */
+#define VEIL_WEB_NUMBER_LEN 19
+void veil_web_number_new(char out[VEIL_WEB_NUMBER_LEN + 1]);
+/* Whether s is a well-formed web number with a correct check symbol. */
+int veil_web_number_valid(const char *s);
+
+/* Device ids are shown as 32 lowercase hex characters. */
+void veil_device_id_text(const unsigned char id[VEIL_DEVICE_ID_BYTES], char out[33]);
+int veil_device_id_parse(const char *text, unsigned char id[VEIL_DEVICE_ID_BYTES]);
+
+/* ---- the attribute catalogue (DESIGN.md, Attributes) ---- */
+
+typedef enum veil_attr_kind {
+    VEIL_ATTR_DERIVED, /* predicates and coarse derived values: fine for commercial apps */
+    VEIL_ATTR_RAW,     /* raw personal data: public-service platforms only */
+} veil_attr_kind;
+
+typedef struct veil_attr {
+    const char *name;
+    veil_attr_kind kind;
+} veil_attr;
+
+/* The catalogue entry of a name, or NULL when it is not an attribute. */
+const veil_attr *veil_attr_find(const char *name);
+/* The whole catalogue; *n receives its size. */
+const veil_attr *veil_attr_catalogue(size_t *n);
+
+/* An app id, sector id or admin name: 1-64 of [a-z0-9._-], starting alphanumeric. */
+int veil_ident_valid(const char *s);
+
+#endif

@@ -1,0 +1,276 @@
+/*
+ * check_formats.c - veil's signed formats: JWS (checked against an
+ * independent JOSE implementation, Debian's python3-jwt), login tickets,
+ * citizen-request bytes, web numbers and the attribute catalogue.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "harness.h"
+#include "veil/formats.h"
+#include "veil/jws.h"
+
+static veil_keyring *ring;
+static veil_signer *signer;
+
+static void setup(void)
+{
+    char err[256];
+    char *dir = h_tempdir("fmt");
+    ck_assert_int_ge(sodium_init(), 0);
+    h_keyfile(dir, "signing", 1);
+    ck_assert_int_eq(veil_keyring_load(dir, "signing", &ring, err, sizeof err), VEIL_OK);
+    ck_assert_int_eq(veil_signer_new(veil_keyring_get(ring, 1), "test", &signer), VEIL_OK);
+    free(dir);
+}
+
+static void teardown(void)
+{
+    veil_signer_free(signer);
+    veil_keyring_free(ring);
+}
+
+static const unsigned char *lookup(void *ctx, const char *kid)
+{
+    veil_signer *s = ctx;
+    return strcmp(kid, s->kid) == 0 ? s->pk : NULL;
+}
+
+START_TEST(test_jws_roundtrip_and_tamper)
+{
+    json_t *claims = json_pack("{s:s, s:i, s:s}", "sub", "p1", "iat", 1700000000, "name", "王小明");
+    char *token;
+    ck_assert_int_eq(veil_jws_sign(signer, "JWT", claims, &token), VEIL_OK);
+    json_t *back;
+    ck_assert_int_eq(veil_jws_verify(token, strlen(token), "JWT", lookup, signer, &back), VEIL_OK);
+    ck_assert_str_eq(json_string_value(json_object_get(back, "name")), "王小明");
+    json_decref(back);
+    /* wrong typ, unknown kid, flipped payload bit, truncated, extra segment */
+    ck_assert_int_eq(veil_jws_verify(token, strlen(token), "secevent+jwt", lookup, signer, &back),
+                     VEIL_ERR_INVALID);
+    char *dot = strchr(token, '.');
+    char saved = dot[3];
+    dot[3] = dot[3] == 'A' ? 'B' : 'A';
+    ck_assert_int_eq(veil_jws_verify(token, strlen(token), "JWT", lookup, signer, &back),
+                     VEIL_ERR_UNAUTHENTICATED);
+    dot[3] = saved;
+    ck_assert_int_eq(veil_jws_verify(token, strlen(token) - 5, "JWT", lookup, signer, &back),
+                     VEIL_ERR_INVALID);
+    char *extra = malloc(strlen(token) + 3);
+    sprintf(extra, "%s.x", token);
+    ck_assert_int_eq(veil_jws_verify(extra, strlen(extra), NULL, lookup, signer, &back),
+                     VEIL_ERR_INVALID);
+    free(extra);
+    /* alg "none" with an empty signature must never pass */
+    const char *none = "eyJhbGciOiJub25lIiwia2lkIjoidGVzdC0xIn0.eyJzdWIiOiJ4In0.";
+    ck_assert_int_eq(veil_jws_verify(none, strlen(none), NULL, lookup, signer, &back),
+                     VEIL_ERR_INVALID);
+    json_decref(claims);
+    free(token);
+}
+END_TEST
+
+START_TEST(test_jws_verifies_with_python_jwt)
+{
+    json_t *claims = json_pack("{s:s, s:s, s:I, s:I}", "iss", "veil", "aud", "app.one", "iat",
+                               (json_int_t)1700000000, "exp", (json_int_t)4000000000LL);
+    char *token;
+    ck_assert_int_eq(veil_jws_sign(signer, "JWT", claims, &token), VEIL_OK);
+    json_t *jwks = json_pack("{s:[o]}", "keys", veil_jwk_ed25519(signer->kid, signer->pk));
+    char *dir = h_tempdir("jose"), path[1024];
+    snprintf(path, sizeof path, "%s/jwks.json", dir);
+    ck_assert_int_eq(json_dump_file(jwks, path, 0), 0);
+    snprintf(path, sizeof path, "%s/token", dir);
+    FILE *f = fopen(path, "w");
+    fputs(token, f);
+    fclose(f);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -c 'import json,jwt,sys; d=sys.argv[1]; "
+             "ks=json.load(open(d+\"/jwks.json\"))[\"keys\"]; t=open(d+\"/token\").read(); "
+             "k=jwt.algorithms.OKPAlgorithm.from_jwk(json.dumps(ks[0])); "
+             "c=jwt.decode(t,k,algorithms=[\"EdDSA\"],audience=\"app.one\"); "
+             "assert c[\"iss\"]==\"veil\"' %s",
+             dir);
+    ck_assert_int_eq(system(cmd), 0);
+    veil_jwks parsed;
+    char *text = json_dumps(jwks, 0);
+    ck_assert_int_eq(veil_jwks_parse(text, &parsed), VEIL_OK);
+    ck_assert_uint_eq(parsed.n, 1);
+    ck_assert_mem_eq(veil_jwks_find(&parsed, signer->kid), signer->pk, 32);
+    free(text);
+    json_decref(jwks);
+    json_decref(claims);
+    free(token);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_ticket_roundtrip)
+{
+    unsigned char dpk[32], dsk[64], vpk[32], vsk[32], ch[32], id[16], id2[16], sig[64];
+    crypto_sign_keypair(dpk, dsk);
+    crypto_box_keypair(vpk, vsk);
+    randombytes_buf(ch, sizeof ch);
+    randombytes_buf(id, sizeof id);
+    char *s;
+    ck_assert_int_eq(veil_ticket_make("shop.taobao", ch, 32, 1700000000123LL, id, dsk, vpk, 7, &s),
+                     VEIL_OK);
+    veil_ticket t;
+    ck_assert_int_eq(veil_ticket_parse(s, strlen(s), &t), VEIL_OK);
+    ck_assert_str_eq(t.app_id, "shop.taobao");
+    ck_assert_uint_eq(t.key_version, 7);
+    ck_assert_int_eq(t.time_ms, 1700000000123LL);
+    ck_assert_mem_eq(t.challenge, ch, 32);
+    /* the device id is not visible in the ticket */
+    ck_assert_ptr_null(memmem(t.raw, sizeof t.raw, id, sizeof id));
+    ck_assert_int_eq(veil_ticket_open(&t, vpk, vsk, id2, sig), VEIL_OK);
+    ck_assert_mem_eq(id2, id, 16);
+    veil_buf msg = {0};
+    veil_ticket_signed_bytes(&msg, "shop.taobao", ch, 32, 1700000000123LL, id);
+    ck_assert_int_eq(crypto_sign_verify_detached(sig, msg.data, msg.len, dpk), 0);
+    veil_buf_free(&msg);
+    /* another vault key cannot open it */
+    unsigned char opk[32], osk[32];
+    crypto_box_keypair(opk, osk);
+    ck_assert_int_eq(veil_ticket_open(&t, opk, osk, id2, sig), VEIL_ERR_UNAUTHENTICATED);
+    /* every truncation is malformed */
+    for (size_t n = 0; n < strlen(s); n += 7)
+        ck_assert_int_eq(veil_ticket_parse(s, n, &t), VEIL_ERR_INVALID);
+    ck_assert_int_eq(veil_ticket_parse("!!", 2, &t), VEIL_ERR_INVALID);
+    free(s);
+}
+END_TEST
+
+START_TEST(test_two_tickets_share_nothing)
+{
+    /* Same device, same time, two apps: the sealed parts differ entirely. */
+    unsigned char dpk[32], dsk[64], vpk[32], vsk[32], ch[32] = {0}, id[16] = {1};
+    crypto_sign_keypair(dpk, dsk);
+    crypto_box_keypair(vpk, vsk);
+    char *a, *b;
+    ck_assert_int_eq(veil_ticket_make("app.a", ch, 32, 1, id, dsk, vpk, 1, &a), VEIL_OK);
+    ck_assert_int_eq(veil_ticket_make("app.a", ch, 32, 1, id, dsk, vpk, 1, &b), VEIL_OK);
+    veil_ticket ta, tb;
+    ck_assert_int_eq(veil_ticket_parse(a, strlen(a), &ta), VEIL_OK);
+    ck_assert_int_eq(veil_ticket_parse(b, strlen(b), &tb), VEIL_OK);
+    int same = 0;
+    for (size_t i = 0; i + 4 <= ta.sealed_len; i++)
+        same += memmem(tb.sealed, tb.sealed_len, ta.sealed + i, 4) != NULL;
+    ck_assert_int_le(same, 2); /* chance 4-byte matches only */
+    free(a);
+    free(b);
+}
+END_TEST
+
+START_TEST(test_signed_bytes_are_domain_separated)
+{
+    veil_buf a = {0}, c = {0}, p = {0};
+    unsigned char pk[32] = {0}, id[16] = {0}, nonce[16] = {0};
+    veil_ticket_signed_bytes(&a, "x", nonce, 16, 0, id);
+    veil_citizen_signed_bytes(&c, "x", "", 0, 0, nonce, 16, "x");
+    veil_attestation_bytes(&p, "11010519491231002X", "x", 1, pk, 0);
+    ck_assert_str_eq((const char *)a.data, "veil-login-ticket-v1");
+    ck_assert_str_eq((const char *)c.data, "veil-citizen-request-v1");
+    ck_assert_str_eq((const char *)p.data, "veil-proofing-attestation-v1");
+    /* lowercase x hashes like uppercase X */
+    veil_buf q = {0};
+    veil_attestation_bytes(&q, "11010519491231002x", "x", 1, pk, 0);
+    ck_assert_uint_eq(p.len, q.len);
+    ck_assert_mem_eq(p.data, q.data, p.len);
+    veil_buf_free(&a);
+    veil_buf_free(&c);
+    veil_buf_free(&p);
+    veil_buf_free(&q);
+}
+END_TEST
+
+START_TEST(test_web_numbers)
+{
+    char wn[VEIL_WEB_NUMBER_LEN + 1], other[VEIL_WEB_NUMBER_LEN + 1];
+    veil_web_number_new(wn);
+    veil_web_number_new(other);
+    ck_assert_uint_eq(strlen(wn), 19);
+    ck_assert_str_ne(wn, other);
+    ck_assert(veil_web_number_valid(wn));
+    const char *alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    /* every single-symbol change is caught */
+    for (int i = 0; i < 19; i++) {
+        if (i % 5 == 4)
+            continue;
+        char saved = wn[i];
+        for (const char *a = alphabet; *a; a++) {
+            if (*a == saved)
+                continue;
+            wn[i] = *a;
+            ck_assert(!veil_web_number_valid(wn));
+        }
+        wn[i] = saved;
+    }
+    ck_assert(!veil_web_number_valid("0000-0000-0000-000"));
+    ck_assert(!veil_web_number_valid("0000 0000 0000 0000"));
+    ck_assert(!veil_web_number_valid("IIII-LLLL-OOOO-UUUU"));
+    ck_assert(veil_web_number_valid("0000-0000-0000-0000"));
+}
+END_TEST
+
+START_TEST(test_device_ids_and_idents)
+{
+    unsigned char id[16], back[16];
+    char text[33];
+    randombytes_buf(id, sizeof id);
+    veil_device_id_text(id, text);
+    ck_assert_int_eq(veil_device_id_parse(text, back), 0);
+    ck_assert_mem_eq(id, back, 16);
+    ck_assert_int_eq(veil_device_id_parse("00112233445566778899AABBCCDDEEFF", back), -1);
+    ck_assert_int_eq(veil_device_id_parse("0011", back), -1);
+    ck_assert_int_eq(veil_device_id_parse(NULL, back), -1);
+    ck_assert(veil_ident_valid("gov.tax"));
+    ck_assert(veil_ident_valid("chat-2_x"));
+    ck_assert(!veil_ident_valid(".hidden"));
+    ck_assert(!veil_ident_valid("Upper"));
+    ck_assert(!veil_ident_valid("a b"));
+    ck_assert(!veil_ident_valid("x'; DROP TABLE apps;--"));
+    ck_assert(!veil_ident_valid(""));
+}
+END_TEST
+
+START_TEST(test_attribute_catalogue)
+{
+    size_t n;
+    const veil_attr *all = veil_attr_catalogue(&n);
+    ck_assert_uint_eq(n, 8);
+    ck_assert_ptr_eq(veil_attr_find(all[0].name), &all[0]);
+    ck_assert_int_eq(veil_attr_find("age_over_18")->kind, VEIL_ATTR_DERIVED);
+    ck_assert_int_eq(veil_attr_find("province")->kind, VEIL_ATTR_DERIVED);
+    ck_assert_int_eq(veil_attr_find("full_name")->kind, VEIL_ATTR_RAW);
+    ck_assert_int_eq(veil_attr_find("birth_date")->kind, VEIL_ATTR_RAW);
+    ck_assert_ptr_null(veil_attr_find("id_number")); /* never releasable */
+    ck_assert_ptr_null(veil_attr_find("age_over_21"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("formats");
+    TCase *tc = tcase_create("formats");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_jws_roundtrip_and_tamper);
+    tcase_add_test(tc, test_jws_verifies_with_python_jwt);
+    tcase_add_test(tc, test_ticket_roundtrip);
+    tcase_add_test(tc, test_two_tickets_share_nothing);
+    tcase_add_test(tc, test_signed_bytes_are_domain_separated);
+    tcase_add_test(tc, test_web_numbers);
+    tcase_add_test(tc, test_device_ids_and_idents);
+    tcase_add_test(tc, test_attribute_catalogue);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,283 @@
+/*
+ * check_support.c - libveil's small parts: key files and keyrings, signers,
+ * codecs and byte readers, UTF-8 checks, configuration and JSON logs.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <sodium.h>
+
+#include "harness.h"
+#include "veil/codec.h"
+#include "veil/config.h"
+#include "veil/keys.h"
+#include "veil/log.h"
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    chmod(path, mode);
+}
+
+START_TEST(test_key_files)
+{
+    char *dir = h_tempdir("keys");
+    char path[1024], err[512];
+    veil_key *k;
+
+    snprintf(path, sizeof path, "%s/good.key", dir);
+    /* 32 bytes 0x01..0x20 in base64, with surrounding whitespace */
+    write_file(path, "  AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n", 0600);
+    ck_assert_int_eq(veil_key_load(path, 3, &k, err, sizeof err), VEIL_OK);
+    ck_assert_uint_eq(k->version, 3);
+    ck_assert_int_eq(k->bytes[0], 1);
+    ck_assert_int_eq(k->bytes[31], 32);
+    veil_key_free(k);
+
+    snprintf(path, sizeof path, "%s/missing.key", dir);
+    ck_assert_int_eq(veil_key_load(path, 1, &k, err, sizeof err), VEIL_ERR_NOT_FOUND);
+    ck_assert_ptr_null(k);
+    ck_assert_ptr_nonnull(strstr(err, "missing.key: does not exist"));
+
+    snprintf(path, sizeof path, "%s/short.key", dir);
+    write_file(path, "AQIDBAUGBwgJCgsMDQ4PEA==\n", 0600);
+    ck_assert_int_eq(veil_key_load(path, 1, &k, err, sizeof err), VEIL_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err, "holds 16 bytes, a key is 32"));
+
+    snprintf(path, sizeof path, "%s/junk.key", dir);
+    write_file(path, "this is not base64 at all!\n", 0600);
+    ck_assert_int_eq(veil_key_load(path, 1, &k, err, sizeof err), VEIL_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err, "not valid base64"));
+    /* the message never quotes the file's contents */
+    ck_assert_ptr_null(strstr(err, "this is not"));
+
+    snprintf(path, sizeof path, "%s/open.key", dir);
+    write_file(path, "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n", 0644);
+    ck_assert_int_eq(veil_key_load(path, 1, &k, err, sizeof err), VEIL_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err, "mode 0644"));
+
+    snprintf(path, sizeof path, "%s/unreadable.key", dir);
+    write_file(path, "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n", 0000);
+    if (geteuid() != 0) { /* root reads anything */
+        ck_assert_int_eq(veil_key_load(path, 1, &k, err, sizeof err), VEIL_ERR_NOT_FOUND);
+        ck_assert_ptr_nonnull(strstr(err, "cannot be opened"));
+    }
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_keyring)
+{
+    char *dir = h_tempdir("ring");
+    char err[512];
+    veil_keyring *ring;
+    ck_assert_int_eq(veil_keyring_load(dir, "master", &ring, err, sizeof err), VEIL_ERR_NOT_FOUND);
+    ck_assert_ptr_nonnull(strstr(err, "expected a file master-1.key"));
+    h_keyfile(dir, "master", 1);
+    h_keyfile(dir, "master", 2);
+    h_keyfile(dir, "other", 9);
+    ck_assert_int_eq(veil_keyring_load(dir, "master", &ring, err, sizeof err), VEIL_OK);
+    ck_assert_uint_eq(veil_keyring_latest(ring), 2);
+    ck_assert_ptr_nonnull(veil_keyring_get(ring, 1));
+    ck_assert_ptr_null(veil_keyring_get(ring, 9));
+    const veil_key *k1 = veil_keyring_get(ring, 1);
+    h_keyfile(dir, "master", 3);
+    ck_assert_int_eq(veil_keyring_refresh(ring, err, sizeof err), VEIL_OK);
+    ck_assert_uint_eq(veil_keyring_latest(ring), 3);
+    ck_assert_ptr_eq(veil_keyring_get(ring, 1), k1); /* existing keys stay put */
+    uint32_t v[8];
+    ck_assert_uint_eq(veil_keyring_versions(ring, v, 8), 3);
+    ck_assert_uint_eq(v[0], 1);
+    ck_assert_uint_eq(v[2], 3);
+    veil_keyring_free(ring);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_signer)
+{
+    char *dir = h_tempdir("sig");
+    char err[512];
+    veil_keyring *ring;
+    h_keyfile(dir, "signing", 4);
+    ck_assert_int_eq(veil_keyring_load(dir, "signing", &ring, err, sizeof err), VEIL_OK);
+    veil_signer *s;
+    ck_assert_int_eq(veil_signer_new(veil_keyring_get(ring, 4), "gw", &s), VEIL_OK);
+    ck_assert_str_eq(s->kid, "gw-4");
+    unsigned char sig[64];
+    veil_signer_sign(s, sig, "message", 7);
+    ck_assert_int_eq(crypto_sign_verify_detached(sig, (const unsigned char *)"message", 7, s->pk), 0);
+    sig[0] ^= 1;
+    ck_assert_int_ne(crypto_sign_verify_detached(sig, (const unsigned char *)"message", 7, s->pk), 0);
+    veil_signer_free(s);
+    veil_keyring_free(ring);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_codecs)
+{
+    const unsigned char bin[] = {0xfb, 0xff, 0x00, 0x10, 0x7e};
+    char text[64];
+    unsigned char back[16];
+    size_t n;
+    ck_assert_ptr_nonnull(veil_b64url_encode(text, sizeof text, bin, sizeof bin));
+    ck_assert_str_eq(text, "-_8AEH4");
+    ck_assert_int_eq(veil_b64url_decode(back, sizeof back, text, strlen(text), &n), 0);
+    ck_assert_uint_eq(n, sizeof bin);
+    ck_assert_mem_eq(back, bin, n);
+    ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "-_8AEH4=", 8, &n), -1); /* padding */
+    ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "+/8A", 4, &n), -1);     /* std alphabet */
+    ck_assert_int_eq(veil_b64url_decode(back, 2, text, strlen(text), &n), -1);      /* overflow */
+    ck_assert_ptr_null(veil_b64url_encode(text, 3, bin, sizeof bin));
+    ck_assert_str_eq(veil_hex_encode(text, sizeof text, bin, 2), "fbff");
+
+    veil_buf b = {0};
+    veil_buf_put_u8(&b, 7);
+    veil_buf_put_u16(&b, 0x1234);
+    veil_buf_put_u32(&b, 0xdeadbeef);
+    veil_buf_put_i64(&b, -2);
+    veil_buf_put_str(&b, "app");
+    ck_assert(!b.failed);
+    veil_reader r = {b.data, b.len, 0};
+    ck_assert_uint_eq(veil_read_u8(&r), 7);
+    ck_assert_uint_eq(veil_read_u16(&r), 0x1234);
+    ck_assert_uint_eq(veil_read_u32(&r), 0xdeadbeef);
+    ck_assert_int_eq(veil_read_i64(&r), -2);
+    size_t len;
+    const unsigned char *s = veil_read_lp(&r, &len);
+    ck_assert_uint_eq(len, 3);
+    ck_assert_mem_eq(s, "app", 3);
+    ck_assert(!r.bad && r.left == 0);
+    ck_assert_uint_eq(veil_read_u8(&r), 0); /* past the end */
+    ck_assert(r.bad);
+    /* a length prefix that promises more than there is */
+    const unsigned char lie[] = {0x00, 0x09, 'a', 'b'};
+    veil_reader r2 = {lie, sizeof lie, 0};
+    ck_assert_ptr_null(veil_read_lp(&r2, &len));
+    ck_assert(r2.bad);
+    veil_buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_utf8)
+{
+    ck_assert(veil_utf8_printable("王小明", strlen("王小明")));
+    ck_assert(veil_utf8_printable("Zhang San", 9));
+    ck_assert(veil_utf8_printable("𠀋", strlen("𠀋"))); /* a 4-byte CJK extension character */
+    ck_assert(!veil_utf8_printable("\xff\xfe", 2));
+    ck_assert(!veil_utf8_printable("\xc0\xaf", 2));       /* overlong '/' */
+    ck_assert(!veil_utf8_printable("\xed\xa0\x80", 3));   /* a surrogate */
+    ck_assert(!veil_utf8_printable("a\nb", 3));           /* control character */
+    ck_assert(!veil_utf8_printable("a\0b", 3));
+    ck_assert(!veil_utf8_printable("\xe4\xb8", 2));       /* truncated */
+    ck_assert(!veil_utf8_printable("\xc2\x85", 2));       /* C1 control */
+}
+END_TEST
+
+START_TEST(test_config)
+{
+    char *s = NULL, *addr = NULL, *file = NULL;
+    int64_t n = 0;
+    int flag = 0;
+    char err[512];
+    veil_config_var vars[] = {
+        {"T_STR", VEIL_CFG_STRING, "dflt", 0, &s, 0, 0, "a string"},
+        {"T_INT", VEIL_CFG_INT, "5", 0, &n, 1, 10, "a number"},
+        {"T_BOOL", VEIL_CFG_BOOL, "no", 0, &flag, 0, 0, "a flag"},
+        {"T_ADDR", VEIL_CFG_ADDR, NULL, 1, &addr, 0, 0, "an address"},
+        {"T_FILE", VEIL_CFG_FILE, "/etc/hostname", 0, &file, 0, 0, "a file"},
+    };
+    size_t nv = sizeof vars / sizeof vars[0];
+    unsetenv("T_ADDR");
+    ck_assert_int_eq(veil_config_load(vars, nv, err, sizeof err), VEIL_ERR_INVALID);
+    ck_assert_str_eq(err, "T_ADDR: must be set (an address)");
+    setenv("T_ADDR", "localhost:7000", 1);
+    setenv("T_INT", "11", 1);
+    ck_assert_int_eq(veil_config_load(vars, nv, err, sizeof err), VEIL_ERR_INVALID);
+    ck_assert_str_eq(err, "T_INT: must be an integer from 1 to 10 (a number)");
+    setenv("T_INT", "7", 1);
+    setenv("T_BOOL", "maybe", 1);
+    ck_assert_int_eq(veil_config_load(vars, nv, err, sizeof err), VEIL_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err, "T_BOOL: must be true or false"));
+    setenv("T_BOOL", "on", 1);
+    setenv("T_ADDR", "nocolon", 1);
+    ck_assert_int_eq(veil_config_load(vars, nv, err, sizeof err), VEIL_ERR_INVALID);
+    setenv("T_ADDR", "localhost:7000", 1);
+    setenv("T_FILE", "/nonexistent", 1);
+    ck_assert_int_eq(veil_config_load(vars, nv, err, sizeof err), VEIL_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err, "T_FILE: must name an existing file"));
+    unsetenv("T_FILE");
+    ck_assert_int_eq(veil_config_load(vars, nv, err, sizeof err), VEIL_OK);
+    ck_assert_str_eq(s, "dflt");
+    ck_assert_int_eq(n, 7);
+    ck_assert_int_eq(flag, 1);
+    ck_assert_str_eq(addr, "localhost:7000");
+    veil_config_free(vars, nv);
+    ck_assert_ptr_null(s);
+}
+END_TEST
+
+START_TEST(test_log_lines_are_json)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        veil_log_init("unit", VEIL_LOG_INFO);
+        veil_log(VEIL_LOG_DEBUG, "hidden", VL_END);
+        veil_log(VEIL_LOG_WARN, "quote \" backslash \\ newline \n tab \t ctl \x01",
+                 VL_STR("k", "v\"w"), VL_INT("n", -5), VL_BOOL("b", 1), VL_DBL("d", 1.5), VL_END);
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[4096] = {0};
+    ssize_t got = 0, r;
+    while ((r = read(fds[0], buf + got, sizeof buf - 1 - (size_t)got)) > 0)
+        got += r;
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    ck_assert_ptr_null(strstr(buf, "hidden"));
+    ck_assert_int_eq(buf[got - 1], '\n');
+    json_error_t je;
+    json_t *j = json_loads(buf, 0, &je);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "level")), "warn");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "svc")), "unit");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "k")), "v\"w");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "n")), -5);
+    ck_assert(json_is_true(json_object_get(j, "b")));
+    ck_assert_str_eq(json_string_value(json_object_get(j, "msg")),
+                     "quote \" backslash \\ newline \n tab \t ctl \x01");
+    json_decref(j);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("support");
+    TCase *tc = tcase_create("support");
+    tcase_add_test(tc, test_key_files);
+    tcase_add_test(tc, test_keyring);
+    tcase_add_test(tc, test_signer);
+    tcase_add_test(tc, test_codecs);
+    tcase_add_test(tc, test_utf8);
+    tcase_add_test(tc, test_config);
+    tcase_add_test(tc, test_log_lines_are_json);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
