@@ -1,0 +1,225 @@
+/*
+ * check_pseudonym.c - the pseudonym service over real gRPC: determinism,
+ * separation by sector, epoch and key version, rotation overlap, batches,
+ * bad input and callers, plus a known-answer vector from an independent
+ * BLAKE2b implementation (Python's hashlib).
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "pseudonym.h"
+
+static h_proc svc;
+static char *keys;
+static char env_keys[1100];
+
+static void start(void)
+{
+    keys = h_tempdir("pkeys");
+    h_keyfile(keys, "pseudonym", 1);
+    h_keyfile(keys, "pseudonym", 2);
+    snprintf(env_keys, sizeof env_keys, "VEIL_KEYS_DIR=%s", keys);
+    const char *env[] = {env_keys, "PSEUDONYM_KEY_VERSION=1", NULL};
+    ck_assert_int_eq(h_spawn(&svc, "pseudonym", "svc/pseudonym", env), 0);
+}
+
+static void stop(void)
+{
+    ck_assert_int_eq(h_stop(&svc), 0);
+    free(keys);
+}
+
+static veil_err derive(const char *identity, const unsigned char *subject, size_t slen,
+                       const char *sector, uint32_t epoch, uint32_t v, uint32_t prev,
+                       char *out, char *prev_out)
+{
+    veil_channel *ch = h_channel(svc.addr, identity, &veil__pseudonym__pseudonym__descriptor);
+    Veil__Pseudonym__DeriveRequest req = VEIL__PSEUDONYM__DERIVE_REQUEST__INIT;
+    req.subject_ref.data = (unsigned char *)subject;
+    req.subject_ref.len = slen;
+    req.sector_id = (char *)sector;
+    req.link_epoch = epoch;
+    req.key_version = v;
+    req.previous_key_version = prev;
+    Veil__Pseudonym__DeriveResponse *resp;
+    veil_status st;
+    veil_err err = veil_channel_call(ch, "Derive", &req.base, NULL, 2000, &resp, &st);
+    if (!err) {
+        strcpy(out, resp->pseudonym);
+        if (prev_out)
+            strcpy(prev_out, resp->previous_pseudonym);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    veil_channel_free(ch);
+    return err;
+}
+
+static const unsigned char subj_a[32] = {1, 2, 3}, subj_b[32] = {9, 9, 9};
+
+START_TEST(test_known_answer)
+{
+    veil_key key = {.version = 5};
+    unsigned char bytes[32], subject[32];
+    for (int i = 0; i < 32; i++)
+        bytes[i] = (unsigned char)(i + 1);
+    memset(subject, 0xaa, sizeof subject);
+    key.bytes = bytes;
+    char out[PSEUDONYM_MAX_LEN];
+    pseudonym_compute(&key, subject, "shop.taobao", 3, out);
+    ck_assert_str_eq(out, "v5.YY7URqf1g3p8MCIPwTyThtC5wMg");
+}
+END_TEST
+
+START_TEST(test_derive_properties)
+{
+    start();
+    char a1[64], a2[64], other[64], prev[64];
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 0, 0, a1, NULL), VEIL_OK);
+    ck_assert_int_eq(strncmp(a1, "v1.", 3), 0); /* the configured default version */
+    ck_assert_uint_eq(strlen(a1), 3 + 27);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 1, 0, a2, NULL), VEIL_OK);
+    ck_assert_str_eq(a1, a2); /* stable */
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "chat.wechat", 0, 1, 0, other, NULL), VEIL_OK);
+    ck_assert_str_ne(a1, other); /* another sector */
+    ck_assert_int_eq(derive("svc/gateway", subj_b, 32, "shop.taobao", 0, 1, 0, other, NULL), VEIL_OK);
+    ck_assert_str_ne(a1, other); /* another person */
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 1, 1, 0, other, NULL), VEIL_OK);
+    ck_assert_str_ne(a1, other); /* a fresh link epoch */
+    /* rotation overlap: current v2, previous v1 -> previous equals the old pseudonym */
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 2, 1, other, prev), VEIL_OK);
+    ck_assert_int_eq(strncmp(other, "v2.", 3), 0);
+    ck_assert_str_eq(prev, a1);
+    stop();
+}
+END_TEST
+
+START_TEST(test_bad_input)
+{
+    start();
+    char out[64];
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 16, "shop.taobao", 0, 1, 0, out, NULL),
+                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "Bad Sector", 0, 1, 0, out, NULL),
+                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "", 0, 1, 0, out, NULL), VEIL_ERR_INVALID);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop", 0, 9, 0, out, NULL),
+                     VEIL_ERR_PRECONDITION);
+    /* a key file added later is picked up on demand */
+    h_keyfile(keys, "pseudonym", 9);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop", 0, 9, 0, out, NULL), VEIL_OK);
+    ck_assert_int_eq(strncmp(out, "v9.", 3), 0);
+    stop();
+}
+END_TEST
+
+START_TEST(test_only_the_gateway)
+{
+    start();
+    char out[64];
+    const char *others[] = {"svc/vault", "svc/consent", "svc/revocation", "app/chat.wechat",
+                            "admin/ops"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        ck_assert_int_eq(derive(others[i], subj_a, 32, "shop", 0, 1, 0, out, NULL),
+                         VEIL_ERR_DENIED);
+    ck_assert_int_eq(derive("foreign", subj_a, 32, "shop", 0, 1, 0, out, NULL), VEIL_ERR_UNAVAILABLE);
+    ck_assert_int_eq(derive("none", subj_a, 32, "shop", 0, 1, 0, out, NULL), VEIL_ERR_UNAVAILABLE);
+    stop();
+}
+END_TEST
+
+START_TEST(test_batch_matches_single)
+{
+    start();
+    enum { N = 500 };
+    Veil__Pseudonym__DeriveItem items[N], *ptrs[N];
+    unsigned char subjects[N][32];
+    char sectors[N][16];
+    for (int i = 0; i < N; i++) {
+        veil__pseudonym__derive_item__init(&items[i]);
+        memset(subjects[i], i & 0xff, 32);
+        subjects[i][0] = (unsigned char)(i >> 8);
+        snprintf(sectors[i], sizeof sectors[i], "app%d", i % 81);
+        items[i].subject_ref.data = subjects[i];
+        items[i].subject_ref.len = 32;
+        items[i].sector_id = sectors[i];
+        items[i].link_epoch = (uint32_t)(i % 3);
+        ptrs[i] = &items[i];
+    }
+    Veil__Pseudonym__DeriveBatchRequest req = VEIL__PSEUDONYM__DERIVE_BATCH_REQUEST__INIT;
+    req.n_items = N;
+    req.items = ptrs;
+    req.key_version = 2;
+    req.previous_key_version = 1;
+    veil_channel *ch = h_channel(svc.addr, "svc/gateway", &veil__pseudonym__pseudonym__descriptor);
+    Veil__Pseudonym__DeriveBatchResponse *resp;
+    veil_status st;
+    ck_assert_int_eq(veil_channel_call(ch, "DeriveBatch", &req.base, NULL, 5000, &resp, &st), VEIL_OK);
+    ck_assert_uint_eq(resp->n_pseudonyms, N);
+    ck_assert_uint_eq(resp->n_previous_pseudonyms, N);
+    for (int i = 0; i < N; i += 37) {
+        char one[64], prev[64];
+        ck_assert_int_eq(derive("svc/gateway", subjects[i], 32, sectors[i], (uint32_t)(i % 3), 2, 1,
+                                one, prev),
+                         VEIL_OK);
+        ck_assert_str_eq(resp->pseudonyms[i], one);
+        ck_assert_str_eq(resp->previous_pseudonyms[i], prev);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    /* empty and bad batches */
+    req.n_items = 0;
+    ck_assert_int_eq(veil_channel_call(ch, "DeriveBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_ERR_INVALID);
+    req.n_items = N;
+    items[7].subject_ref.len = 3;
+    ck_assert_int_eq(veil_channel_call(ch, "DeriveBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_ERR_INVALID);
+    veil_channel_free(ch);
+    stop();
+}
+END_TEST
+
+START_TEST(test_refuses_to_start_without_keys)
+{
+    char *empty = h_tempdir("nokeys");
+    char env[1100];
+    snprintf(env, sizeof env, "VEIL_KEYS_DIR=%s", empty);
+    const char *e[] = {env, NULL};
+    h_proc p;
+    ck_assert_int_eq(h_spawn(&p, "pseudonym", "svc/pseudonym", e), -1);
+    ck_assert(h_log_contains(&p, "no pseudonym key (expected a file pseudonym-1.key)"));
+    /* a key file others can read is refused with a clear message */
+    char path[1200];
+    h_keyfile(empty, "pseudonym", 1);
+    snprintf(path, sizeof path, "%s/pseudonym-1.key", empty);
+    chmod(path, 0644);
+    ck_assert_int_eq(h_spawn(&p, "pseudonym", "svc/pseudonym", e), -1);
+    ck_assert(h_log_contains(&p, "readable or writable by group or others (mode 0644)"));
+    free(empty);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("pseudonym");
+    TCase *tc = tcase_create("pseudonym");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_known_answer);
+    tcase_add_test(tc, test_derive_properties);
+    tcase_add_test(tc, test_bad_input);
+    tcase_add_test(tc, test_only_the_gateway);
+    tcase_add_test(tc, test_batch_matches_single);
+    tcase_add_test(tc, test_refuses_to_start_without_keys);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
