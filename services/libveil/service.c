@@ -64,9 +64,9 @@ static void usage(const veil_service_spec *spec)
         printf("  %s %s\n", spec->name, spec->commands[i].usage);
     if (spec->n_commands)
         printf("\n");
-    veil_config_usage(common_vars, N_COMMON);
+    veil_config_usage("Configuration (environment variables):", common_vars, N_COMMON);
     if (spec->n_vars)
-        veil_config_usage(spec->vars, spec->n_vars);
+        veil_config_usage("Configuration of this service:", spec->vars, spec->n_vars);
 }
 
 /* Reads and checks all configuration; returns 0 or prints why and returns 2. */
@@ -104,6 +104,7 @@ static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx)
     ctx->name = spec->name;
     ctx->database_url = cfg.database_url;
     ctx->keys_dir = cfg.keys_dir;
+    ctx->trust_domain = cfg.trust_domain;
     ctx->rpc_timeout_ms = cfg.rpc_timeout_ms;
     ctx->tls = (veil_tls_config){
         .ca_file = cfg.tls_ca,

@@ -27,6 +27,7 @@ typedef struct veil_service_ctx {
     veil_server *server;       /* add services to it in start(); NULL for commands */
     const char *database_url;  /* NULL when the service has no database */
     const char *keys_dir;      /* VEIL_KEYS_DIR, or NULL */
+    const char *trust_domain;  /* VEIL_TRUST_DOMAIN: identities are spiffe://<it>/... */
     veil_tls_config tls;       /* this service's identity, for its outbound channels too */
     int64_t rpc_timeout_ms;    /* default budget of an outbound call */
 } veil_service_ctx;
