@@ -69,8 +69,11 @@ static void usage(const veil_service_spec *spec)
         veil_config_usage("Configuration of this service:", spec->vars, spec->n_vars);
 }
 
-/* Reads and checks all configuration; returns 0 or prints why and returns 2. */
-static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx)
+/*
+ * Reads and checks all configuration; returns 0 or prints why and returns 2.
+ * TLS and keys are demanded only for serving: `migrate` needs neither.
+ */
+static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx, int serving)
 {
     char err[512];
     if (veil_config_load(common_vars, N_COMMON, err, sizeof err) != VEIL_OK ||
@@ -84,7 +87,7 @@ static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx)
     veil_log_init(spec->name, (veil_log_level)level);
     if (!cfg.listen_addr && !(cfg.listen_addr = strdup(spec->default_listen)))
         return 1;
-    if (!cfg.plaintext && (!cfg.tls_ca || !cfg.tls_cert || !cfg.tls_key)) {
+    if (serving && !cfg.plaintext && (!cfg.tls_ca || !cfg.tls_cert || !cfg.tls_key)) {
         snprintf(err, sizeof err, "%s: must be set unless VEIL_DEV_PLAINTEXT=true",
                  !cfg.tls_ca ? "VEIL_TLS_CA" : !cfg.tls_cert ? "VEIL_TLS_CERT" : "VEIL_TLS_KEY");
         goto bad;
@@ -93,7 +96,7 @@ static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx)
         snprintf(err, sizeof err, "VEIL_DATABASE_URL: must be set (the %s database)", spec->name);
         goto bad;
     }
-    if (spec->needs_keys && !cfg.keys_dir) {
+    if (serving && spec->needs_keys && !cfg.keys_dir) {
         snprintf(err, sizeof err, "VEIL_KEYS_DIR: must be set (directory of key files)");
         goto bad;
     }
@@ -222,7 +225,7 @@ int veil_service_main(int argc, char **argv, const veil_service_spec *spec)
         return 1;
     }
     veil_service_ctx ctx = {0};
-    int status = load_config(spec, &ctx);
+    int status = load_config(spec, &ctx, strcmp(cmd, "serve") == 0);
     if (status != 0)
         goto out;
 
