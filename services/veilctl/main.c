@@ -45,6 +45,8 @@ static const struct verb verbs[] = {
     {"admin keys rotate", vc_admin_keys_rotate, "--kind assertion|pseudonym --version N"},
     {"admin identity", vc_admin_identity,
      "--web-number W --state active|suspended|revoked [--reason TEXT]"},
+    {"dev proofing-key", vc_dev_proofing_key, "--out DIR   (development proofing authority)"},
+    {"dev id-number", vc_dev_id_number, "[--region NNNNNN] [--birth YYYYMMDD]   (synthetic)"},
 };
 #define N_VERBS (sizeof verbs / sizeof verbs[0])
 
@@ -188,6 +190,8 @@ static const struct option long_opts[] = {
     {"cursor", required_argument, NULL, 'c'},   {"gateway", required_argument, NULL, 'g'},
     {"json", no_argument, NULL, 'j'},           {"keep", no_argument, NULL, 'K'},
     {"yes", no_argument, NULL, 'y'},            {"help", no_argument, NULL, 'h'},
+    {"out", required_argument, NULL, 'O'},      {"region", required_argument, NULL, 'R'},
+    {"birth", required_argument, NULL, 'B'},
     {NULL, 0, NULL, 0},
 };
 
@@ -243,6 +247,9 @@ int main(int argc, char **argv)
         case 'j': o.json = 1; break;
         case 'K': o.keep = 1; break;
         case 'y': o.yes = 1; break;
+        case 'O': o.out = optarg; break;
+        case 'R': o.region = optarg; break;
+        case 'B': o.birth = optarg; break;
         case 'h':
             printf("usage: veilctl %s %s\n", verb->words, verb->usage);
             return 0;

@@ -25,6 +25,7 @@
 typedef struct vc_opts {
     const char *wallet, *app, *attrs, *purpose, *id_number, *name, *label, *device, *reason;
     const char *kind, *sector, *org, *state, *web_number, *cursor, *gateway;
+    const char *out, *region, *birth;
     long days, version;
     int json, keep, yes;
 } vc_opts;
@@ -99,5 +100,7 @@ int vc_admin_apps_suspend(const vc_opts *o);
 int vc_admin_apps_reinstate(const vc_opts *o);
 int vc_admin_keys_rotate(const vc_opts *o);
 int vc_admin_identity(const vc_opts *o);
+int vc_dev_proofing_key(const vc_opts *o);
+int vc_dev_id_number(const vc_opts *o);
 
 #endif

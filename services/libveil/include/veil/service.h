@@ -6,6 +6,7 @@
  * gives the binary these commands:
  *   serve     (the default) check the schema, listen, serve until SIGTERM, drain, exit 0
  *   migrate   apply the migrations compiled into the binary
+ *   probe     ask the instance at VEIL_LISTEN_ADDR whether it is SERVING (exit 0 if so)
  *   config    validate the configuration and print it (no secrets: it holds none)
  *   help      list commands and environment variables
  * plus the service's own commands (e.g. `vault rotate-master-key`).
