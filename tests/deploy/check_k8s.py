@@ -223,6 +223,23 @@ def check_secret_files(c, objs):
                                    f"files must come through the owner-only copy (fsGroup makes Secret files 0440)")
 
 
+def check_metadata(c, objs):
+    """Everything in the namespace veil, labelled as part of veil; every
+    ConfigMap a container reads exists."""
+    for o in objs:
+        where = f"{o.get('kind')}/{o['metadata'].get('name')}"
+        if o.get("kind") != "Namespace":
+            c.expect(o["metadata"].get("namespace") == "veil", f"{where}: must be in namespace veil")
+        c.expect((o["metadata"].get("labels") or {}).get(PART_OF) == "veil", f"{where}: needs label {PART_OF}: veil")
+        if o.get("kind") in WORKLOAD_KINDS:
+            c.expect(NAME in (o["metadata"].get("labels") or {}), f"{where}: needs label {NAME}")
+            for _, ctr in containers_of(pod_of(o)[0]):
+                for ef in ctr.get("envFrom") or []:
+                    ref = (ef.get("configMapRef") or {}).get("name")
+                    c.expect(not ref or find(objs, "ConfigMap", ref),
+                             f"{where}: container {ctr.get('name')} reads ConfigMap {ref}, which is not rendered")
+
+
 def check_manifest_material(c, objs, text):
     """No key material in the manifests: no Secret with data, nothing
     key-like in ConfigMaps, and never the development plaintext switch."""
@@ -811,6 +828,7 @@ def check_dockerfile(c, text, bootstrap_packages, dockerignore):
 # ------------------------------------------------------------------ driver
 
 def check_overlay(c, objs, text, profile):
+    check_metadata(c, objs)
     check_pod_hardening(c, objs)
     check_secret_files(c, objs)
     check_manifest_material(c, objs, text)
@@ -861,6 +879,15 @@ def main(src):
         c = Checker("make-dev-secrets")
         checkers.append(c)
         check_dev_secrets(c, src, rendered["dev"])
+    c = Checker("unfinished work")
+    checkers.append(c)
+    for base in (os.path.join(src, "deploy", "k8s"), os.path.join(src, "deploy", "docker")):
+        for d, _, names in os.walk(base):
+            for n in names:
+                with open(os.path.join(d, n), errors="replace") as f:
+                    for i, line in enumerate(f, 1):
+                        if re.search(r"\b(TODO|FIXME|XXX|CHANGEME)\b|placeholder", line, re.I):
+                            c.fail(f"{os.path.relpath(os.path.join(d, n), src)}:{i}: {line.strip()}")
     c = Checker("deploy/docker/Dockerfile")
     checkers.append(c)
     with open(os.path.join(src, "deploy", "docker", "Dockerfile")) as f:
