@@ -20,6 +20,12 @@ each service needs, the NetworkPolicies (by evaluating who can reach whom, not
 by matching their text), the CloudNativePG cluster and, in production,
 autoscaling, disruption budgets and spreading.  Also the Dockerfile's
 structure and that make-dev-secrets produces every Secret the manifests name.
+
+With VEIL_TEST_BIN (set by tests/run) it also runs every service binary built
+there with the dev overlay's configuration on a file layout like its pod's:
+`<service> config` must accept it, and the pseudonym service, which needs no
+database, must answer kubelet's gRPC probe SERVING, report NOT_SERVING after
+SIGTERM and exit 0.
 """
 import base64
 import copy
@@ -677,15 +683,11 @@ def check_secret_copy(c, objs):
                     c.expect(f.read() == text, f"secret-files: {vol}/{name} content differs")
 
 
-def check_dev_secrets(c, src_dir, objs):
-    """make-dev-secrets must produce every Secret and ConfigMap the dev
-    manifests name, in the shape the services and CloudNativePG read."""
-    script = os.path.join(src_dir, "deploy", "k8s", "make-dev-secrets")
+def check_dev_secrets(c, out, objs):
+    """make-dev-secrets (which wrote into out) must produce every Secret and
+    ConfigMap the dev manifests name, in the shape the services and
+    CloudNativePG read."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "dev")
-        r = subprocess.run([script, out], capture_output=True, text=True)
-        if not c.expect(r.returncode == 0, f"make-dev-secrets failed: {r.stderr.strip()}"):
-            return
         with open(os.path.join(out, "secrets.yaml")) as f:
             made = [d for d in yaml.safe_load_all(f) if d]
         secrets = {s["metadata"]["name"]: s for s in made if s["kind"] == "Secret"}
@@ -744,6 +746,146 @@ def check_dev_secrets(c, src_dir, objs):
                 host = (gw.get("data") or {}).get(f"GATEWAY_{svc.upper()}_ADDR", "").rsplit(":", 1)[0]
                 c.expect(host and f"DNS:{host}" in sans,
                          f"make-dev-secrets: {svc} certificate has no DNS SAN {host!r} the gateway dials")
+
+
+# ------------------------------------- the services under the rendered config
+
+def grpc_health_check(port, timeout=2.0):
+    """grpc.health.v1.Health/Check over plaintext HTTP/2, as kubelet's gRPC
+    probe sends it.  Returns the serving status (1 SERVING, 2 NOT_SERVING)
+    or None when there is no answer."""
+    import socket
+    import struct
+
+    def frame(ftype, flags, stream, payload=b""):
+        return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
+
+    def literal(index, value, name=None):
+        # HPACK literal header field without indexing, no Huffman coding.
+        head = bytes([0x00]) + bytes([len(name)]) + name if name else \
+            (bytes([index]) if index < 15 else bytes([0x0F, index - 15]))
+        return head + bytes([len(value)]) + value
+
+    headers = (b"\x83\x86" + literal(4, b"/grpc.health.v1.Health/Check")
+               + literal(1, f"127.0.0.1:{port}".encode()) + literal(31, b"application/grpc")
+               + literal(0, b"trailers", name=b"te"))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(1, 4, 1, headers)
+                      + frame(0, 1, 1, b"\x00\x00\x00\x00\x00"))
+            buf = b""
+            while True:
+                while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                    n = int.from_bytes(buf[:3], "big")
+                    ftype, flags, stream, payload = buf[3], buf[4], int.from_bytes(buf[5:9], "big"), buf[9:9 + n]
+                    buf = buf[9 + n:]
+                    if ftype == 4 and not flags & 1:
+                        s.sendall(frame(4, 1, 0))
+                    elif ftype in (3, 7):  # RST_STREAM, GOAWAY
+                        return None
+                    elif ftype == 0 and stream == 1 and len(payload) >= 7 and payload[5] == 0x08:
+                        return payload[6]
+                    elif ftype == 1 and stream == 1 and flags & 1:
+                        return None  # trailers only: an error status
+                data = s.recv(65536)
+                if not data:
+                    return None
+                buf += data
+    except OSError:
+        return None
+
+
+def check_services_run(c, objs, dev_secrets, bindir):
+    """Runs each built service binary with the configuration the dev overlay
+    renders, on a file layout like its pod's (Secrets as the kubelet writes
+    them, then the init container's copy): `config` must accept it, and the
+    pseudonym service (no database needed) must start, answer the health
+    probe SERVING, report NOT_SERVING once sent SIGTERM and exit 0."""
+    import signal
+    import socket
+    import time
+    ran = 0
+    for svc in SERVICES:
+        binary = os.path.join(bindir, svc)
+        dep = next((d for d in by_kind(objs, "Deployment") if pod_of(d)[1].get(NAME) == svc), None)
+        if not os.access(binary, os.X_OK) or not dep:
+            continue
+        ran += 1
+        pod = pod_of(dep)[0]
+        server = [x for k, x in containers_of(pod) if k == "main"][0]
+        init = [x for k, x in containers_of(pod) if x.get("name") == "secret-files"][0]
+        with tempfile.TemporaryDirectory() as root:
+            def at(path):
+                return root + path
+
+            # What the kubelet would mount, at the mount paths of the manifests.
+            sources = {f"{svc}-tls": {"tls.crt": f"tls/{svc}.crt", "tls.key": f"tls/{svc}.key", "ca.crt": "tls/ca.crt"},
+                       f"{svc}-db": {"pgpass": f"db/{svc}.pgpass"},
+                       "veil-db-ca": {"ca.crt": "tls/ca.crt"}}
+            if svc in KEY_PURPOSES:
+                sources[f"{svc}-keys"] = {f"{p}-1.key": f"keys/{svc}/{p}-1.key" for p in KEY_PURPOSES[svc]}
+            for ctr in (init, server):
+                for m in ctr.get("volumeMounts") or []:
+                    vol = next(v for v in pod["volumes"] if v["name"] == m["name"])
+                    base = at(m["mountPath"])
+                    os.makedirs(base, exist_ok=True)
+                    if "secret" in vol:
+                        stamp = os.path.join(base, "..2024_01_01_00_00_00.000000001")
+                        os.makedirs(stamp, exist_ok=True)
+                        for key, rel in sources[vol["secret"]["secretName"]].items():
+                            shutil.copyfile(os.path.join(dev_secrets, rel), os.path.join(stamp, key))
+                            os.chmod(os.path.join(stamp, key), 0o440)  # defaultMode 0400 under fsGroup
+                            if not os.path.lexists(os.path.join(base, key)):
+                                os.symlink(os.path.join("..data", key), os.path.join(base, key))
+                        if not os.path.lexists(os.path.join(base, "..data")):
+                            os.symlink(os.path.basename(stamp), os.path.join(base, "..data"))
+                    elif "configMap" in vol and vol["configMap"]["name"] == "vault-proofing":
+                        shutil.copyfile(os.path.join(dev_secrets, "proofing", "proofing-authority.pub"),
+                                        os.path.join(base, "proofing-authority.pub"))
+            script = init["command"][2]
+            r = subprocess.run(["/bin/sh", "-c", script.replace("/var/run/veil", at("/var/run/veil"))],
+                               capture_output=True, text=True)
+            if not c.expect(r.returncode == 0, f"{svc}: secret-files failed: {r.stderr.strip()}"):
+                continue
+            env = {k: v for k, v in os.environ.items()
+                   if k in ("PATH", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS")}
+            for k, v in effective_env(objs, server).items():
+                env[k] = re.sub(r"(?<![\w/])/(var/run/veil|etc/veil)/", lambda m: at("/" + m.group(1) + "/"), v)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                health = s.getsockname()[1]
+            env.update(VEIL_LISTEN_ADDR="127.0.0.1:0", VEIL_HEALTH_ADDR=f"127.0.0.1:{health}",
+                       VEIL_DRAIN_DELAY_MS="1000")
+            r = subprocess.run([binary, "config"], env=env, capture_output=True, text=True, timeout=60)
+            c.expect(r.returncode == 0, f"{svc} config rejects the rendered configuration: "
+                                        f"{(r.stderr or r.stdout).strip()}")
+            if svc in DATA_OWNERS or r.returncode != 0:
+                continue
+            args = (server.get("command") or []) + (server.get("args") or [])
+            proc = subprocess.Popen([binary] + args[1:], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                status = None
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and proc.poll() is None:
+                    status = grpc_health_check(health)
+                    if status == 1:
+                        break
+                    time.sleep(0.2)
+                c.expect(status == 1, f"{svc}: the readiness probe on the health port never saw SERVING")
+                proc.send_signal(signal.SIGTERM)
+                time.sleep(0.3)
+                draining = grpc_health_check(health)
+                c.expect(draining == 2, f"{svc}: after SIGTERM the probe saw {draining}, not NOT_SERVING")
+                out, err = proc.communicate(timeout=30)
+                c.expect(proc.returncode == 0, f"{svc}: exit status {proc.returncode} after SIGTERM: "
+                                               f"{err.strip()[-500:]}")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+    if not ran:
+        print(f"check_k8s: note: no service binaries in {bindir}; the services were not run")
 
 
 # ------------------------------------------------------------- Dockerfile
@@ -875,10 +1017,21 @@ def main(src):
         rendered[overlay] = objs
         check_overlay(c, copy.deepcopy(objs), r.stdout, overlay)
         check_secret_copy(c, objs)
-    if "dev" in rendered:
+    with tempfile.TemporaryDirectory() as tmp:
+        dev_secrets = os.path.join(tmp, "dev-secrets")
         c = Checker("make-dev-secrets")
         checkers.append(c)
-        check_dev_secrets(c, src, rendered["dev"])
+        r = subprocess.run([os.path.join(src, "deploy", "k8s", "make-dev-secrets"), dev_secrets],
+                           capture_output=True, text=True)
+        if c.expect(r.returncode == 0, f"make-dev-secrets failed: {r.stderr.strip()}") and "dev" in rendered:
+            check_dev_secrets(c, dev_secrets, rendered["dev"])
+            bindir = os.environ.get("VEIL_TEST_BIN")
+            if bindir:
+                c = Checker("services run with the dev overlay's configuration")
+                checkers.append(c)
+                check_services_run(c, rendered["dev"], dev_secrets, bindir)
+            else:
+                print("check_k8s: note: VEIL_TEST_BIN is not set (tests/run sets it); the services were not run")
     c = Checker("unfinished work")
     checkers.append(c)
     for base in (os.path.join(src, "deploy", "k8s"), os.path.join(src, "deploy", "docker")):
@@ -919,6 +1072,28 @@ def self_test(src):
         for e in expects:
             t.expect(any(e in v for v in c.violations),
                      f"the checker did not report {e!r}; it reported: {c.violations}")
+        results.append(t)
+    # The run check must fail when a service cannot start: with key files left
+    # group-readable (what a Secret volume under fsGroup gives), the pseudonym
+    # service must refuse them.  Needs kubectl and the built binaries.
+    bindir, kubectl = os.environ.get("VEIL_TEST_BIN"), shutil.which("kubectl")
+    if bindir and kubectl and os.access(os.path.join(bindir, "pseudonym"), os.X_OK):
+        r = subprocess.run([kubectl, "kustomize", os.path.join(src, "deploy", "k8s", "overlays", "dev")],
+                           capture_output=True, text=True, check=True)
+        objs = [d for d in yaml.safe_load_all(r.stdout) if d]
+        for d in by_kind(objs, "Deployment"):
+            for _, ctr in containers_of(pod_of(d)[0]):
+                if ctr.get("name") == "secret-files":
+                    ctr["command"][2] = ctr["command"][2].replace("umask 077", "umask 022") \
+                                                         .replace("chmod 0400", "chmod 0440")
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([os.path.join(src, "deploy", "k8s", "make-dev-secrets"), tmp + "/dev"],
+                           check=True, capture_output=True)
+            c = Checker("group-readable keys")
+            check_services_run(c, objs, tmp + "/dev", bindir)
+        t = Checker("self-test group-readable keys")
+        t.expect(any("never saw SERVING" in v for v in c.violations),
+                 f"the pseudonym service started with group-readable keys: {c.violations}")
         results.append(t)
     return report(results)
 
