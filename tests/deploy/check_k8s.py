@@ -33,9 +33,13 @@ import ipaddress
 import os
 import re
 import shutil
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 import yaml
 
@@ -754,8 +758,6 @@ def grpc_health_check(port, timeout=2.0):
     """grpc.health.v1.Health/Check over plaintext HTTP/2, as kubelet's gRPC
     probe sends it.  Returns the serving status (1 SERVING, 2 NOT_SERVING)
     or None when there is no answer."""
-    import socket
-    import struct
 
     def frame(ftype, flags, stream, payload=b""):
         return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
@@ -801,9 +803,6 @@ def check_services_run(c, objs, dev_secrets, bindir):
     them, then the init container's copy): `config` must accept it, and the
     pseudonym service (no database needed) must start, answer the health
     probe SERVING, report NOT_SERVING once sent SIGTERM and exit 0."""
-    import signal
-    import socket
-    import time
     ran = 0
     for svc in SERVICES:
         binary = os.path.join(bindir, svc)
@@ -877,7 +876,7 @@ def check_services_run(c, objs, dev_secrets, bindir):
                 time.sleep(0.3)
                 draining = grpc_health_check(health)
                 c.expect(draining == 2, f"{svc}: after SIGTERM the probe saw {draining}, not NOT_SERVING")
-                out, err = proc.communicate(timeout=30)
+                _, err = proc.communicate(timeout=30)
                 c.expect(proc.returncode == 0, f"{svc}: exit status {proc.returncode} after SIGTERM: "
                                                f"{err.strip()[-500:]}")
             finally:
