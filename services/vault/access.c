@@ -16,30 +16,49 @@
 #include "veil/log.h"
 #include "vault.h"
 
-#define APPEND_ATTEMPTS 8
+#define APPEND_ATTEMPTS 3
 #define ENTRY_TEXT_MAX 4096
 
+/* Seals e as entry head_seq + 1 after prev and appends it; ABORTED when the head moved. */
+static veil_err append_after(struct vault *v, vault_conn *c, const unsigned char *subject,
+                             const unsigned char *dk, int64_t head_seq, const unsigned char *prev,
+                             const struct vault_entry *e)
+{
+    unsigned char mac[VAULT_HASH_BYTES];
+    veil_buf sealed = {0};
+    int64_t seq = head_seq + 1, at = veil_now_ms();
+    veil_err err = vault_entry_seal(dk, subject, seq, e, &sealed);
+    if (!err) {
+        vault_chain_hash(v->keys->audit_key, subject, prev, seq, at, sealed.data, sealed.len, mac);
+        err = vault_store_append_log(c, subject, seq, at, sealed.data, sealed.len, mac);
+    }
+    veil_buf_free(&sealed);
+    return err;
+}
+
+/*
+ * The common case costs one statement: the head read with the device or
+ * citizen is still current.  When another append for the same citizen won
+ * (two of their devices at once), the head row is locked in a transaction
+ * and the entry appended behind it, which cannot lose again.
+ */
 veil_err vault_access_append_dk(struct vault *v, vault_conn *c,
                                 const unsigned char subject[VAULT_SUBJECT_BYTES],
                                 const unsigned char dk[VAULT_DEK_BYTES], int64_t head_seq,
                                 const unsigned char head[VAULT_HASH_BYTES],
                                 const struct vault_entry *e)
 {
-    unsigned char prev[VAULT_HASH_BYTES], mac[VAULT_HASH_BYTES];
-    veil_buf sealed = {0};
-    veil_err err = VEIL_ERR_ABORTED;
-    memcpy(prev, head, sizeof prev);
-    for (int attempt = 0; attempt < APPEND_ATTEMPTS && err == VEIL_ERR_ABORTED; attempt++) {
-        if (attempt > 0 && (err = vault_store_log_head(c, subject, &head_seq, prev)))
+    unsigned char prev[VAULT_HASH_BYTES];
+    veil_err err = append_after(v, c, subject, dk, head_seq, head, e);
+    for (int attempt = 0; err == VEIL_ERR_ABORTED && attempt < APPEND_ATTEMPTS; attempt++) {
+        if ((err = vault_store_begin(c)))
             break;
-        int64_t seq = head_seq + 1, at = veil_now_ms();
-        sealed.len = 0;
-        if ((err = vault_entry_seal(dk, subject, seq, e, &sealed)))
-            break;
-        vault_chain_hash(v->keys->audit_key, subject, prev, seq, at, sealed.data, sealed.len, mac);
-        err = vault_store_append_log(c, subject, seq, at, sealed.data, sealed.len, mac);
+        if (!(err = vault_store_lock_log_head(c, subject, &head_seq, prev)) &&
+            !(err = append_after(v, c, subject, dk, head_seq, prev, e)))
+            err = vault_store_commit(c);
+        if (err)
+            vault_store_rollback(c); /* ABORTED here is a deadlock or serialization failure */
     }
-    veil_buf_free(&sealed);
     return err;
 }
 

@@ -57,7 +57,8 @@ static const veil_pg_stmt stmts[] = {
                    "WHERE subject_ref = $1::bytea AND seq = $2::int8 - 1 RETURNING subject_ref) "
                    "INSERT INTO access_log (subject_ref, seq, at_ms, entry, mac) "
                    "SELECT subject_ref, $2::int8, $3::int8, $4::bytea, $5::bytea FROM head"},
-    [ST_HEAD] = {"log_head", "SELECT seq, head FROM access_heads WHERE subject_ref = $1::bytea"},
+    [ST_HEAD] = {"lock_log_head",
+                 "SELECT seq, head FROM access_heads WHERE subject_ref = $1::bytea FOR UPDATE"},
     [ST_LIST_LOG] = {"list_log", "SELECT seq, at_ms, entry, mac FROM access_log "
                                  "WHERE subject_ref = $1::bytea ORDER BY seq"},
     [ST_LIST_DEVICES] = {"list_devices",
@@ -282,7 +283,7 @@ veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT
     return err;
 }
 
-veil_err vault_store_log_head(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+veil_err vault_store_lock_log_head(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                               int64_t *seq, unsigned char head[VAULT_HASH_BYTES])
 {
     PGresult *r;

@@ -303,8 +303,11 @@ veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT
                                 int64_t seq, int64_t at_ms, const unsigned char *sealed,
                                 size_t len, const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
 
-/* The current chain head; VEIL_ERR_NOT_FOUND when the subject is gone. */
-veil_err vault_store_log_head(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+/*
+ * The current chain head, row-locked until the caller's transaction ends;
+ * VEIL_ERR_NOT_FOUND when the subject is gone.
+ */
+veil_err vault_store_lock_log_head(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                               int64_t *seq, unsigned char head[VAULT_HASH_BYTES]) VEIL_WUR;
 
 /* One stored log row; pointers are valid only during the callback. */
@@ -497,8 +500,8 @@ veil_err vault_citizen_build(struct vault_keys *k, const struct vault_profile *p
 
 /*
  * Appends e to subject's log: seals it under the data key (unwrapped from
- * wrapped / key_version), chains it after (head_seq, head), re-reading the
- * head and retrying when a concurrent append won.
+ * wrapped / key_version) and chains it after (head_seq, head); when a
+ * concurrent append moved the head, appends behind the locked head instead.
  */
 veil_err vault_access_append(struct vault *v, vault_conn *c,
                              const unsigned char subject[VAULT_SUBJECT_BYTES], uint32_t key_version,

@@ -344,7 +344,23 @@ START_TEST(test_bad_fields)
     req = request("r", id, "孙八", &d, &pa);
     req.device_label = "a label that is much much longer than sixty-four bytes, which is the limit";
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "device_label must be");
+    /* bytes that are not an EnrolRequest at all, and a truncated one */
+    char msg[256];
+    ck_assert_int_eq(h_raw_call(t.proc.addr, "svc/gateway", "/veil.vault.Vault/Enrol",
+                                "\xff\xff\xff\xff", 4, 5000, msg, sizeof msg),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    req = request("r", id, "孙八", &d, &pa);
+    size_t n = protobuf_c_message_get_packed_size(&req.base);
+    unsigned char *packed = malloc(n);
+    protobuf_c_message_pack(&req.base, packed);
+    ck_assert_int_eq(h_raw_call(t.proc.addr, "svc/gateway", "/veil.vault.Vault/Enrol", packed,
+                                n - 5, 5000, msg, sizeof msg),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_null(strstr(msg, id));
+    free(packed);
     ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens"), 0);
+    ck_assert(!h_log_contains(&t.proc, id));
+    ck_assert(!h_log_contains(&t.proc, "孙八"));
     vt_stop(&t);
 }
 END_TEST
