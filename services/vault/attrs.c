@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <sodium.h>
 
 #include "vault.h"
 
@@ -117,8 +118,9 @@ veil_err vault_attrs_compute(veil_call *call, const struct vault_profile *p, int
                              Veil__Attribute **out)
 {
     struct vault_idnumber id;
+    veil_err err = VEIL_ERR_INTERNAL; /* a stored profile always holds a valid number */
     if (vault_idnumber_parse(p->id_number, strlen(p->id_number), today_ymd, &id) != VAULT_ID_OK)
-        return VEIL_ERR_INTERNAL; /* a stored profile always holds a valid number */
+        goto out;
     int32_t birth = id.year * 10000 + id.month * 100 + id.day;
     int age = vault_age_on(birth, today_ymd);
     snprintf(birth_date, 11, "%04d-%02d-%02d", id.year, id.month, id.day);
@@ -143,10 +145,15 @@ veil_err vault_attrs_compute(veil_call *call, const struct vault_profile *p, int
         else if (strcmp(name, "birth_date") == 0)
             a = text(call, name, birth_date);
         else
-            return VEIL_ERR_INTERNAL; /* the catalogue grew without this table */
-        if (!a)
-            return VEIL_ERR_NOMEM;
+            goto out; /* the catalogue grew without this table */
+        if (!a) {
+            err = VEIL_ERR_NOMEM;
+            goto out;
+        }
         out[i] = a;
     }
-    return VEIL_OK;
+    err = VEIL_OK;
+out:
+    sodium_memzero(&id, sizeof id);
+    return err;
 }

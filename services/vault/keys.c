@@ -186,8 +186,11 @@ veil_err vault_keys_load(const char *dir, const char *proofing_file, uint32_t ma
         goto out;
     }
     if ((err = veil_signer_new(veil_keyring_get(k->webcert, veil_keyring_latest(k->webcert)),
-                               "webcert", &k->webcert_signer)) ||
-        (err = build_jwks(k, errbuf, errlen)) || (err = add_boxkeys(k, errbuf, errlen)) ||
+                               "webcert", &k->webcert_signer))) {
+        snprintf(errbuf, errlen, "cannot derive the web certificate signing key");
+        goto out;
+    }
+    if ((err = build_jwks(k, errbuf, errlen)) || (err = add_boxkeys(k, errbuf, errlen)) ||
         (proofing_file && (err = load_proofing(k, proofing_file, errbuf, errlen))))
         goto out;
     k->ticket_current = veil_keyring_latest(k->ticket);

@@ -313,6 +313,7 @@ veil_err vault_entry_open(const unsigned char dk[VAULT_DEK_BYTES],
         goto out;
     err = VEIL_OK;
 out:
+    sodium_memzero(pt, ptlen ? ptlen : 1);
     free(pt);
     if (err)
         memset(e, 0, sizeof *e);

@@ -144,7 +144,10 @@ veil_err vault_dek_unwrap(const veil_key *master, const unsigned char subject[VA
                           const unsigned char *wrapped, size_t len,
                           unsigned char dk[VAULT_DEK_BYTES]) VEIL_WUR;
 
-/* Seals or opens a device label (associated data: subject and device id). */
+/*
+ * Seals a device label, appending the box to out (the caller's buffer), or
+ * opens one into out (NUL-terminated).  Associated data: subject and device id.
+ */
 veil_err vault_label_seal(const unsigned char dk[VAULT_DEK_BYTES],
                           const unsigned char subject[VAULT_SUBJECT_BYTES],
                           const unsigned char device_id[VEIL_DEVICE_ID_BYTES], const char *label,
@@ -252,11 +255,14 @@ int vault_proofing_verify(const struct vault_keys *k, const unsigned char sig[64
 typedef struct vault_store vault_store;
 typedef struct vault_conn vault_conn; /* the calling thread's connection */
 
+/* A handle on the vault's database (no connection yet); free with vault_store_close. */
 veil_err vault_store_open(const char *url, vault_store **out) VEIL_WUR;
+/* Frees the handle and the calling thread's connection; accepts NULL. */
 void vault_store_close(vault_store *st);
 /* The calling thread's connection (opened on first use, closed at thread exit). */
 veil_err vault_store_conn(vault_store *st, vault_conn **out) VEIL_WUR;
 
+/* Transactions on the thread's connection; rollback never fails visibly. */
 veil_err vault_store_begin(vault_conn *c) VEIL_WUR;
 /* A read-only snapshot: every statement until commit sees the same data. */
 veil_err vault_store_begin_snapshot(vault_conn *c) VEIL_WUR;
@@ -439,7 +445,7 @@ struct vault_bulk {
     size_t rows;
 };
 
-/* Adds one enrolled identity (a citizen with one device) to the batch. */
+/* Adds one enrolled identity (a citizen with one device) to the batch; copies everything. */
 void vault_bulk_add(struct vault_bulk *b, const struct vault_new_citizen *n,
                     const unsigned char device_id[VEIL_DEVICE_ID_BYTES], const unsigned char pk[32],
                     const unsigned char *label, size_t label_len);
@@ -448,6 +454,7 @@ void vault_bulk_add(struct vault_bulk *b, const struct vault_new_citizen *n,
 veil_err vault_store_bulk_flush(vault_conn *c, struct vault_bulk *b, char *errbuf,
                                 size_t errlen) VEIL_WUR;
 
+/* Frees (and wipes) the batch's buffers. */
 void vault_bulk_free(struct vault_bulk *b);
 
 /* ---- the service ---- */
@@ -536,20 +543,20 @@ veil_err vault_attrs_compute(veil_call *call, const struct vault_profile *p, int
                              char *const *names, size_t n, char birth_date[11],
                              Veil__Attribute **out) VEIL_WUR;
 
-/* ---- handlers.c ---- */
+/* ---- handlers.c: the service table (bound with its __INIT macro) and its caller policy ---- */
 
 extern const Veil__Vault__Vault_Service vault_rpc;
 extern const veil_method_policy vault_policy[];
 extern const size_t vault_policy_len;
 
-/* ---- commands.c ---- */
+/* ---- commands.c: `vault rotate-master-key` and `vault bulk-enrol`; return the exit status ---- */
 
 int vault_cmd_rotate_master_key(const veil_service_ctx *ctx, int argc, char **argv);
 int vault_cmd_bulk_enrol(const veil_service_ctx *ctx, int argc, char **argv);
 
-/* main.c: the service's configuration, read by the commands too. */
-extern const struct vault_config *vault_config_current(void);
-extern const char *vault_proofing_file(void);
-extern uint32_t vault_master_version(void);
+/* main.c: the configuration read from the environment, for the commands too (static storage). */
+const struct vault_config *vault_config_current(void);
+const char *vault_proofing_file(void);
+uint32_t vault_master_version(void);
 
 #endif

@@ -312,6 +312,11 @@ START_TEST(test_citizen_requests)
     enrolled(&t, &d, "r1", "500103", 5);
     enrolled(&t, &other, "r2", "500103", 9);
     ck_assert_int_eq(vt_login(&t, &d, "gov.tax", &(veil_status){0}), VEIL_OK);
+    /* housekeeping's work: an expired nonce and a day-old enrol request */
+    PQclear(vt_sql_bytes(&t, "INSERT INTO used_nonces VALUES ($1, '\\x00112233445566778899aabbccddeeff', "
+                             "now() - interval '1 minute')", d.id, 16));
+    PQclear(vt_sql_bytes(&t, "UPDATE enrol_requests SET created_at = now() - interval '25 hours' "
+                             "WHERE device_id = $1", d.id, 16));
     const char *m = "/veil.gateway.Wallet/GrantConsent";
     unsigned char nonce[16], subject[32];
     veil_status st;
@@ -319,6 +324,11 @@ START_TEST(test_citizen_requests)
     int64_t now = veil_now_ms();
     ck_assert_int_eq(citizen(&t, &d, m, "payload", nonce, now, d.sk, subject, &st), VEIL_OK);
     ck_assert_mem_eq(subject, d.subject, 32);
+    /* the first citizen request after start ran it: both are gone, nothing else is */
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM used_nonces WHERE expires_at < now()"), 0);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM used_nonces"), 1);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM enrol_requests"), 1);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens"), 2);
     /* the same nonce again is a replay, whatever else changed */
     ck_assert_int_eq(citizen(&t, &d, m, "payload", nonce, now, d.sk, NULL, &st),
                      VEIL_ERR_UNAUTHENTICATED);
