@@ -98,6 +98,7 @@ static veil_err rotate_pass(struct rotation *r, struct vault_wrap_row *rows)
     unsigned char wrapped[VAULT_WRAPPED_BYTES];
     const veil_key *target = vault_master_key(r->keys, r->to);
     veil_err err = VEIL_OK;
+    r->failed = 0; /* rows that fail fail again in every pass: count them once */
     for (;;) {
         size_t n;
         if ((err = vault_store_rotation_batch(r->c, after, r->to, rows, r->batch, &n)))

@@ -47,13 +47,18 @@ static int within_skew(const struct vault *v, int64_t t)
     return t >= now - v->cfg.skew_ms && t <= now + v->cfg.skew_ms;
 }
 
-/* Deletes expired nonces and enrol requests, at most once a minute per process. */
-static void maybe_purge(struct vault *v, vault_conn *c)
+/*
+ * Deletes expired nonces and day-old enrol requests, at most once a minute
+ * per process, on the worker that just replied to a citizen request (so no
+ * caller waits for it).
+ */
+static void maybe_purge(struct vault *v)
 {
+    vault_conn *c;
     int64_t now = veil_now_ms(), next = atomic_load(&v->next_purge_ms);
     if (now < next || !atomic_compare_exchange_strong(&v->next_purge_ms, &next, now + PURGE_EVERY_MS))
         return;
-    if (vault_store_purge(c) != VEIL_OK)
+    if (vault_store_conn(v->store, &c) != VEIL_OK || vault_store_purge(c) != VEIL_OK)
         veil_log(VEIL_LOG_WARN, "housekeeping failed; retrying in a minute", VL_END);
 }
 
@@ -241,7 +246,6 @@ static veil_err verify_citizen(struct vault *v, veil_call *call,
     if (err)
         goto out;
     memcpy(subject, row.subject, VAULT_SUBJECT_BYTES);
-    maybe_purge(v, c);
 out:
     veil_buf_free(&msg);
     return err;
@@ -262,6 +266,7 @@ static void vault_verify_citizen_request(Veil__Vault__Vault_Service *svc,
         resp.device_id = req->auth->device_id;
     }
     VEIL_REPLY(done, call, err, &resp);
+    maybe_purge(self(svc));
 }
 
 /* ---- ReleaseAttributes ---- */

@@ -486,6 +486,14 @@ START_TEST(test_master_key_rotation)
     /* nothing left to do; unknown versions and bad arguments are refused */
     ck_assert_int_eq(vt_command(&t, "rotate-master-key --to 2", out, sizeof out), 0);
     ck_assert_msg(strstr(out, "0 re-wrapped"), "%s", out);
+    /* a row naming a master key that is not there is reported, and the command fails */
+    PQclear(vt_sql_bytes(&t, "UPDATE citizens SET key_version = 9 WHERE subject_ref = $1",
+                         people[3].subject, 32));
+    ck_assert_int_eq(vt_command(&t, "rotate-master-key --to 2", out, sizeof out), 1);
+    ck_assert_msg(strstr(out, "1 could not be unwrapped"), "%s", out);
+    ck_assert_msg(strstr(out, "master key version 9: 1 data keys"), "%s", out);
+    PQclear(vt_sql_bytes(&t, "UPDATE citizens SET key_version = 2 WHERE subject_ref = $1",
+                         people[3].subject, 32));
     ck_assert_int_eq(vt_command(&t, "rotate-master-key --to 5", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "master-5.key"), "%s", out);
     ck_assert_int_eq(vt_command(&t, "rotate-master-key --too 2", out, sizeof out), 2);
