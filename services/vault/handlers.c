@@ -298,7 +298,7 @@ static veil_err check_release(veil_call *call, const Veil__Vault__ReleaseAttribu
     return VEIL_OK;
 }
 
-/* The citizen's decrypted profile and data key.  Personal: the caller wipes both. */
+/* A citizen's row, data key and decrypted profile.  Personal: freed with sodium_free. */
 struct opened {
     struct vault_citizen_row row;
     unsigned char dk[VAULT_DEK_BYTES];
@@ -306,45 +306,58 @@ struct opened {
     char birth_date[11];
 };
 
+/* Loads the citizen and unwraps its data key into o; a missing subject fails the call. */
+static veil_err open_citizen(struct vault *v, veil_call *call, vault_conn *c,
+                             const unsigned char *subject, struct opened *o)
+{
+    veil_err err = vault_store_citizen(c, subject, &o->row);
+    if (err == VEIL_ERR_NOT_FOUND)
+        return fail(call, err, "subject not found");
+    if (err)
+        return err;
+    return unwrap(v, subject, o->row.key_version, o->row.wrapped, o->dk);
+}
+
+/* Computes the attributes and logs the release; nothing is released without its log entry. */
+static veil_err release(struct vault *v, veil_call *call,
+                        const Veil__Vault__ReleaseAttributesRequest *req, struct opened *o,
+                        Veil__Attribute **attrs)
+{
+    const unsigned char *subject = req->subject_ref.data;
+    vault_conn *c;
+    veil_err err;
+    if ((err = vault_store_conn(v->store, &c)) || (err = open_citizen(v, call, c, subject, o)))
+        return err;
+    if (vault_profile_open(o->dk, subject, o->row.profile, o->row.profile_len, &o->profile) !=
+        VEIL_OK) {
+        veil_log(VEIL_LOG_ERROR, "a stored profile does not decrypt", VL_END);
+        return VEIL_ERR_INTERNAL;
+    }
+    if ((err = vault_attrs_compute(call, &o->profile, vault_today_cst(veil_now_ms()),
+                                   req->attributes, req->n_attributes, o->birth_date, attrs)))
+        return err;
+    struct vault_entry e = {.app_id = req->app_id, .action = "attributes_released",
+                            .attributes = (const char *const *)req->attributes,
+                            .n_attributes = req->n_attributes, .purpose = req->purpose};
+    err = vault_access_append_dk(v, c, subject, o->dk, o->row.head_seq, o->row.head, &e);
+    if (err == VEIL_ERR_NOT_FOUND) /* erased in between */
+        fail(call, err, "subject not found");
+    return err;
+}
+
 static void vault_release_attributes(Veil__Vault__Vault_Service *svc,
                                      const Veil__Vault__ReleaseAttributesRequest *req,
                                      Veil__Vault__ReleaseAttributesResponse_Closure done,
                                      void *call)
 {
     Veil__Vault__ReleaseAttributesResponse resp = VEIL__VAULT__RELEASE_ATTRIBUTES_RESPONSE__INIT;
-    struct vault *v = self(svc);
     struct opened *o = sodium_malloc(sizeof *o);
     Veil__Attribute **attrs = NULL;
-    vault_conn *c;
     veil_err err = check_release(call, req);
-    if (!err && !o)
+    if (!err && (!o || !(attrs = veil_call_alloc(call, req->n_attributes * sizeof *attrs))))
         err = VEIL_ERR_NOMEM;
-    if (!err && !(attrs = veil_call_alloc(call, req->n_attributes * sizeof *attrs)))
-        err = VEIL_ERR_NOMEM;
-    if (!err && !(err = vault_store_conn(v->store, &c))) {
-        const unsigned char *subject = req->subject_ref.data;
-        err = vault_store_citizen(c, subject, &o->row);
-        if (err == VEIL_ERR_NOT_FOUND)
-            fail(call, err, "subject not found");
-        if (!err)
-            err = unwrap(v, subject, o->row.key_version, o->row.wrapped, o->dk);
-        if (!err && vault_profile_open(o->dk, subject, o->row.profile, o->row.profile_len,
-                                       &o->profile) != VEIL_OK) {
-            veil_log(VEIL_LOG_ERROR, "a stored profile does not decrypt", VL_END);
-            err = VEIL_ERR_INTERNAL;
-        }
-        if (!err)
-            err = vault_attrs_compute(call, &o->profile, vault_today_cst(veil_now_ms()),
-                                      req->attributes, req->n_attributes, o->birth_date, attrs);
-        /* Logged before anything is released; no log entry, no release. */
-        struct vault_entry e = {.app_id = req->app_id, .action = "attributes_released",
-                                .attributes = (const char *const *)req->attributes,
-                                .n_attributes = req->n_attributes, .purpose = req->purpose};
-        if (!err)
-            err = vault_access_append_dk(v, c, subject, o->dk, o->row.head_seq, o->row.head, &e);
-        if (err == VEIL_ERR_NOT_FOUND)
-            fail(call, err, "subject not found");
-    }
+    if (!err)
+        err = release(self(svc), call, req, o, attrs);
     if (!err) {
         resp.attributes = attrs;
         resp.n_attributes = req->n_attributes;
@@ -407,22 +420,17 @@ static void vault_list_devices(Veil__Vault__Vault_Service *svc, const Veil__Vaul
     veil_err err = check_subject(call, &req->subject_ref);
     if (!err && !o)
         err = VEIL_ERR_NOMEM;
-    if (!err && !(err = vault_store_conn(v->store, &c))) {
-        err = vault_store_citizen(c, req->subject_ref.data, &o->row);
-        if (err == VEIL_ERR_NOT_FOUND)
-            fail(call, err, "subject not found");
-        if (!err)
-            err = unwrap(v, req->subject_ref.data, o->row.key_version, o->row.wrapped, o->dk);
-        l.dk = o ? o->dk : NULL;
-        if (!err)
-            err = vault_store_list_devices(c, req->subject_ref.data, add_device, &l);
+    if (!err && !(err = vault_store_conn(v->store, &c)) &&
+        !(err = open_citizen(v, call, c, req->subject_ref.data, o))) {
+        l.dk = o->dk;
+        err = vault_store_list_devices(c, req->subject_ref.data, add_device, &l);
     }
     if (!err) {
         resp.devices = l.items;
         resp.n_devices = l.n;
     }
     VEIL_REPLY(done, call, err, &resp);
-    sodium_free(o);
+    sodium_free(o); /* wipes the data key */
 }
 
 /* ---- RevokeDevice ---- */

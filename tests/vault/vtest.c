@@ -26,12 +26,25 @@ static void spawn(vt *t)
         env[i] = t->env[i];
     env[i] = NULL;
     ck_assert_int_eq(h_spawn(&t->proc, "vault", "svc/vault", env), 0);
-    t->ch = h_channel(t->proc.addr, "svc/gateway", &veil__vault__vault__descriptor);
+    /*
+     * Its own connection: h_spawn's health probe, as the same identity, just
+     * closed a channel whose shared connection a new channel could pick up
+     * while it is being torn down (the first call then fails UNAVAILABLE).
+     */
+    h_tls tls;
+    char errbuf[512];
+    veil_channel_options opt = {.own_connection = 1};
+    h_tls_for(&tls, "svc/gateway");
+    ck_assert_msg(veil_channel_new(t->proc.addr, &tls.cfg, &veil__vault__vault__descriptor, &opt,
+                                   &t->ch, errbuf, sizeof errbuf) == VEIL_OK,
+                  "channel: %s", errbuf);
     Veil__Empty req = VEIL__EMPTY__INIT;
     Veil__Vault__GetWalletKeysResponse *resp;
     veil_status st;
-    ck_assert_int_eq(veil_channel_call(t->ch, "GetWalletKeys", &req.base, NULL, 5000, &resp, &st),
-                     VEIL_OK);
+    veil_err err = veil_channel_call(t->ch, "GetWalletKeys", &req.base, NULL, 5000, &resp, &st);
+    if (err)
+        h_dump_log(&t->proc);
+    ck_assert_msg(err == VEIL_OK, "GetWalletKeys: %s (%s)", veil_err_name(err), st.message);
     ck_assert_uint_eq(resp->ticket_public_key.len, 32);
     memcpy(t->ticket_pk, resp->ticket_public_key.data, 32);
     t->ticket_version = resp->ticket_key_version;
