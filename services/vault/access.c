@@ -17,7 +17,7 @@
 #include "vault.h"
 
 #define APPEND_ATTEMPTS 3
-#define ENTRY_TEXT_MAX 4096
+#define ENTRY_TEXT_MAX  4096
 
 /* Seals e as entry head_seq + 1 after prev and appends it; ABORTED when the head moved. */
 static veil_err append_after(struct vault *v, vault_conn *c, const unsigned char *subject,
@@ -70,8 +70,7 @@ veil_err vault_access_append(struct vault *v, vault_conn *c,
 {
     unsigned char dk[VAULT_DEK_BYTES];
     const veil_key *master = vault_master_key(v->keys, key_version);
-    if (!master ||
-        vault_dek_unwrap(master, subject, wrapped, VAULT_WRAPPED_BYTES, dk) != VEIL_OK) {
+    if (!master || vault_dek_unwrap(master, subject, wrapped, VAULT_WRAPPED_BYTES, dk) != VEIL_OK) {
         veil_log(VEIL_LOG_ERROR, "cannot unwrap a data key", VL_INT("key_version", key_version),
                  VL_END);
         return VEIL_ERR_INTERNAL;
@@ -135,14 +134,14 @@ static veil_err add_entry(struct walk *w, const struct vault_log_row *row)
     veil__vault__access_log_entry__init(out);
     out->seq = row->seq;
     out->at_ms = row->at_ms;
-    if (vault_entry_open(w->dk, w->subject, row->seq, row->entry, row->entry_len, text,
-                         sizeof text, &e, attrs, VAULT_ENTRY_ATTRS_MAX) != VEIL_OK) {
+    if (vault_entry_open(w->dk, w->subject, row->seq, row->entry, row->entry_len, text, sizeof text,
+                         &e, attrs, VAULT_ENTRY_ATTRS_MAX) != VEIL_OK) {
         /* Shown, so the citizen sees that something is there, but flagged. */
         mark_bad(w, row->seq);
         out->action = "unreadable";
     } else {
-        char **names = e.n_attributes ? veil_call_alloc(w->call, e.n_attributes * sizeof *names)
-                                      : NULL;
+        char **names =
+            e.n_attributes ? veil_call_alloc(w->call, e.n_attributes * sizeof *names) : NULL;
         if ((e.n_attributes && !names) || !(out->app_id = veil_call_strdup(w->call, e.app_id)) ||
             !(out->action = veil_call_strdup(w->call, e.action)) ||
             !(out->purpose = veil_call_strdup(w->call, e.purpose)))
@@ -181,8 +180,8 @@ veil_err vault_access_list(struct vault *v, veil_call *call,
     const veil_key *master = vault_master_key(v->keys, row->key_version);
     if (!master ||
         vault_dek_unwrap(master, subject, row->wrapped, VAULT_WRAPPED_BYTES, dk) != VEIL_OK) {
-        veil_log(VEIL_LOG_ERROR, "cannot unwrap a data key", VL_INT("key_version",
-                 row->key_version), VL_END);
+        veil_log(VEIL_LOG_ERROR, "cannot unwrap a data key",
+                 VL_INT("key_version", row->key_version), VL_END);
         err = VEIL_ERR_INTERNAL;
         goto out;
     }

@@ -28,7 +28,7 @@
 #include "vault.h"
 
 #define ROTATE_BATCH_MAX 10000
-#define BULK_BATCH_MAX 100000
+#define BULK_BATCH_MAX   100000
 
 /* Parses "--name value" pairs; returns -1 (after printing why) on anything unexpected. */
 static int option(int argc, char **argv, const char *name, long long lo, long long hi,
@@ -109,8 +109,8 @@ static veil_err rotate_pass(struct rotation *r, struct vault_wrap_row *rows)
             break;
         for (size_t i = 0; i < n && !err; i++) {
             const veil_key *old = vault_master_key(r->keys, rows[i].key_version);
-            if (!old || vault_dek_unwrap(old, rows[i].subject, rows[i].wrapped,
-                                         VAULT_WRAPPED_BYTES, dk) != VEIL_OK) {
+            if (!old || vault_dek_unwrap(old, rows[i].subject, rows[i].wrapped, VAULT_WRAPPED_BYTES,
+                                         dk) != VEIL_OK) {
                 r->failed++;
                 continue;
             }
@@ -183,12 +183,15 @@ int vault_cmd_rotate_master_key(const veil_service_ctx *ctx, int argc, char **ar
             break;
     }
     printf("vault: %lld re-wrapped, %lld changed concurrently (erased or already re-wrapped), "
-           "%lld could not be unwrapped\n", r.rotated, r.skipped, r.failed);
+           "%lld could not be unwrapped\n",
+           r.rotated, r.skipped, r.failed);
     if (vault_store_version_counts(r.c, print_count, &r.to) != VEIL_OK)
         goto out;
     if (r.failed) {
-        fprintf(stderr, "vault rotate-master-key: %lld data keys could not be unwrapped "
-                        "(their master key file is missing or wrong); see docs/vault.md\n", r.failed);
+        fprintf(stderr,
+                "vault rotate-master-key: %lld data keys could not be unwrapped "
+                "(their master key file is missing or wrong); see docs/vault.md\n",
+                r.failed);
         goto out;
     }
     if (remaining[0] > 0)
@@ -299,7 +302,8 @@ int vault_cmd_bulk_enrol(const veil_service_ctx *ctx, int argc, char **argv)
     fprintf(out, "# veil vault bulk-enrol v1: device_id ed25519_seed_base64 web_number\n");
     int64_t t0 = veil_mono_ns(), now = veil_now_ms();
     for (long long i = first; i < first + count; i++) {
-        unsigned char dk[VAULT_DEK_BYTES], seed[32], pk[32], sk[64], device_id[VEIL_DEVICE_ID_BYTES];
+        unsigned char dk[VAULT_DEK_BYTES], seed[32], pk[32], sk[64],
+            device_id[VEIL_DEVICE_ID_BYTES];
         char seed64[64], id_text[33];
         veil_buf label = {0};
         synthetic_person(i, p, now);
@@ -322,9 +326,12 @@ int vault_cmd_bulk_enrol(const veil_service_ctx *ctx, int argc, char **argv)
             goto out;
         }
         if (bulk.rows == (size_t)batch || i + 1 == first + count) {
+            long long pending = (long long)bulk.rows;
             if (vault_store_bulk_flush(c, &bulk, err, sizeof err) != VEIL_OK) {
-                fprintf(stderr, "vault bulk-enrol: %s (identities before %lld are stored)\n", err,
-                        i + 1 - (long long)batch);
+                fprintf(stderr,
+                        "vault bulk-enrol: %s; the first %lld persons from %lld are stored, the "
+                        "batch after them is not (nor its lines in the output file)\n",
+                        err, i + 1 - pending - first, first);
                 goto out;
             }
             printf("  ... %lld enrolled\n", i + 1 - first);

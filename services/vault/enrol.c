@@ -47,12 +47,12 @@ static veil_err check_request(veil_call *call, const Veil__Vault__EnrolRequest *
     if (st != VAULT_ID_OK)
         return fail(call, VEIL_ERR_INVALID, vault_id_status_message(st));
     if (nl == 0 || !printable(req->full_name, VAULT_NAME_MAX))
-        return fail(call, VEIL_ERR_INVALID,
-                    "full_name must be 1 to 200 bytes of printable UTF-8");
+        return fail(call, VEIL_ERR_INVALID, "full_name must be 1 to 200 bytes of printable UTF-8");
     if (req->device_public_key.len != 32)
         return fail(call, VEIL_ERR_INVALID, "device_public_key must be 32 bytes (Ed25519)");
     if (!printable(req->device_label, VAULT_LABEL_MAX))
-        return fail(call, VEIL_ERR_INVALID, "device_label must be at most 64 bytes of printable UTF-8");
+        return fail(call, VEIL_ERR_INVALID,
+                    "device_label must be at most 64 bytes of printable UTF-8");
     if (!at)
         return fail(call, VEIL_ERR_INVALID, "attestation is required");
     if (at->signature.len != 64)
@@ -77,8 +77,9 @@ static veil_err check_signature(struct vault *v, veil_call *call,
                     "attestation.signature does not verify for this id_number, full_name, "
                     "face_match, device_public_key and attested_at_ms");
     if (!at->face_match)
-        return fail(call, VEIL_ERR_PRECONDITION,
-                    "attestation.face_match is false: the proofing authority did not match the face");
+        return fail(
+            call, VEIL_ERR_PRECONDITION,
+            "attestation.face_match is false: the proofing authority did not match the face");
     return VEIL_OK;
 }
 
@@ -104,8 +105,8 @@ veil_err vault_webcert_issue(const struct vault_keys *k, const char *web_number,
     veil_b64url_encode(x, sizeof x, device_pk, 32);
     json_int_t iat = (json_int_t)(now_ms / 1000);
     json_t *claims = json_pack("{s:s, s:s, s:{s:{s:s, s:s, s:s}}, s:I, s:I}", "iss", "veil-vault",
-                               "wn", web_number, "cnf", "jwk", "kty", "OKP", "crv", "Ed25519",
-                               "x", x, "iat", iat, "exp", iat + (json_int_t)days * 86400);
+                               "wn", web_number, "cnf", "jwk", "kty", "OKP", "crv", "Ed25519", "x",
+                               x, "iat", iat, "exp", iat + (json_int_t)days * 86400);
     *out = NULL;
     if (!claims)
         return VEIL_ERR_NOMEM;
@@ -134,7 +135,7 @@ struct enrol {
     struct vault *v;
     veil_call *call;
     const Veil__Vault__EnrolRequest *req;
-    struct vault_profile profile;            /* personal: wiped at the end */
+    struct vault_profile profile; /* personal: wiped at the end */
     unsigned char blind[VAULT_HASH_BYTES];
     unsigned char request_key[VAULT_HASH_BYTES];
     struct vault_request_row result;
@@ -154,8 +155,8 @@ static veil_err ensure_citizen(struct enrol *e, vault_conn *c, unsigned char dk[
         const veil_key *master = vault_master_key(e->v->keys, row->key_version);
         if (!master || vault_dek_unwrap(master, row->subject, row->wrapped, VAULT_WRAPPED_BYTES,
                                         dk) != VEIL_OK) {
-            veil_log(VEIL_LOG_ERROR, "cannot unwrap a data key", VL_INT("key_version",
-                     row->key_version), VL_END);
+            veil_log(VEIL_LOG_ERROR, "cannot unwrap a data key",
+                     VL_INT("key_version", row->key_version), VL_END);
             err = VEIL_ERR_INTERNAL;
             goto out;
         }
@@ -188,7 +189,8 @@ out:
 }
 
 /* The device of the request's key: a new one, or this person's existing active one. */
-static veil_err ensure_device(struct enrol *e, vault_conn *c, const unsigned char dk[VAULT_DEK_BYTES])
+static veil_err ensure_device(struct enrol *e, vault_conn *c,
+                              const unsigned char dk[VAULT_DEK_BYTES])
 {
     const unsigned char *pk = e->req->device_public_key.data;
     unsigned char owner[VAULT_SUBJECT_BYTES];
@@ -206,7 +208,8 @@ static veil_err ensure_device(struct enrol *e, vault_conn *c, const unsigned cha
         return err;
     veil_buf label = {0};
     randombytes_buf(e->result.device_id, VEIL_DEVICE_ID_BYTES);
-    err = vault_label_seal(dk, e->result.subject, e->result.device_id, e->req->device_label, &label);
+    err =
+        vault_label_seal(dk, e->result.subject, e->result.device_id, e->req->device_label, &label);
     if (!err)
         err = vault_store_insert_device(c, e->result.device_id, e->result.subject, pk, label.data,
                                         label.len);
@@ -215,7 +218,8 @@ static veil_err ensure_device(struct enrol *e, vault_conn *c, const unsigned cha
 }
 
 /* One attempt at the whole transaction; VEIL_ERR_ABORTED means "lost a race, try again". */
-static veil_err enrol_once(struct enrol *e, vault_conn *c, const unsigned char mac[VAULT_HASH_BYTES])
+static veil_err enrol_once(struct enrol *e, vault_conn *c,
+                           const unsigned char mac[VAULT_HASH_BYTES])
 {
     unsigned char dk[VAULT_DEK_BYTES];
     veil_err err = vault_store_begin(c);

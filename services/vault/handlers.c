@@ -17,9 +17,9 @@
 #include "veil/log.h"
 #include "vault.h"
 
-#define TICKET_FAILED "login ticket could not be verified"
+#define TICKET_FAILED  "login ticket could not be verified"
 #define CITIZEN_FAILED "citizen request could not be verified"
-#define METHOD_MAX 256
+#define METHOD_MAX     256
 #define PURGE_EVERY_MS 60000
 
 static struct vault *self(Veil__Vault__Vault_Service *svc)
@@ -56,7 +56,8 @@ static void maybe_purge(struct vault *v)
 {
     vault_conn *c;
     int64_t now = veil_now_ms(), next = atomic_load(&v->next_purge_ms);
-    if (now < next || !atomic_compare_exchange_strong(&v->next_purge_ms, &next, now + PURGE_EVERY_MS))
+    if (now < next ||
+        !atomic_compare_exchange_strong(&v->next_purge_ms, &next, now + PURGE_EVERY_MS))
         return;
     if (vault_store_conn(v->store, &c) != VEIL_OK || vault_store_purge(c) != VEIL_OK)
         veil_log(VEIL_LOG_WARN, "housekeeping failed; retrying in a minute", VL_END);
@@ -145,7 +146,8 @@ static veil_err verify_ticket(struct vault *v, veil_call *call,
     if (sodium_memcmp(t.challenge, req->challenge.data, VEIL_CHALLENGE_BYTES) != 0)
         return fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket does not answer this challenge");
     if (!within_skew(v, t.time_ms))
-        return fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket time is outside the allowed clock skew");
+        return fail(call, VEIL_ERR_UNAUTHENTICATED,
+                    "ticket time is outside the allowed clock skew");
     const struct vault_boxkey *bk = vault_ticket_key(v->keys, t.key_version);
     if (!bk || veil_ticket_open(&t, bk->pk, bk->sk, device_id, sig) != VEIL_OK)
         return fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
@@ -225,8 +227,8 @@ static veil_err verify_citizen(struct vault *v, veil_call *call,
 
     if ((err = vault_store_conn(v->store, &c)))
         goto out;
-    veil_citizen_signed_bytes(&msg, req->method, req->payload.data, req->payload.len,
-                              auth->time_ms, auth->nonce.data, auth->nonce.len, auth->device_id);
+    veil_citizen_signed_bytes(&msg, req->method, req->payload.data, req->payload.len, auth->time_ms,
+                              auth->nonce.data, auth->nonce.len, auth->device_id);
     err = device_signed(v, c, device_id, auth->signature.data, &msg, &row);
     if (err == VEIL_ERR_UNAUTHENTICATED)
         fail(call, err, CITIZEN_FAILED);
@@ -237,8 +239,8 @@ static veil_err verify_citizen(struct vault *v, veil_call *call,
         goto out;
     }
     /* Twice the skew: a nonce outlives every time the skew check still accepts. */
-    err = vault_store_use_nonce(c, device_id, auth->nonce.data, auth->nonce.len,
-                                2 * v->cfg.skew_ms);
+    err =
+        vault_store_use_nonce(c, device_id, auth->nonce.data, auth->nonce.len, 2 * v->cfg.skew_ms);
     if (err == VEIL_ERR_EXISTS)
         err = fail(call, VEIL_ERR_UNAUTHENTICATED, "request replayed");
     else if (err == VEIL_ERR_NOT_FOUND)
@@ -287,8 +289,8 @@ static veil_err check_release(veil_call *call, const Veil__Vault__ReleaseAttribu
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(req->attributes[i], req->attributes[j]) == 0) {
-                veil_call_fail(call, VEIL_ERR_INVALID, "attributes[%zu] repeats attributes[%zu]",
-                               i, j);
+                veil_call_fail(call, VEIL_ERR_INVALID, "attributes[%zu] repeats attributes[%zu]", i,
+                               j);
                 return VEIL_ERR_INVALID;
             }
     }
@@ -336,9 +338,11 @@ static veil_err release(struct vault *v, veil_call *call,
     if ((err = vault_attrs_compute(call, &o->profile, vault_today_cst(veil_now_ms()),
                                    req->attributes, req->n_attributes, o->birth_date, attrs)))
         return err;
-    struct vault_entry e = {.app_id = req->app_id, .action = "attributes_released",
+    struct vault_entry e = {.app_id = req->app_id,
+                            .action = "attributes_released",
                             .attributes = (const char *const *)req->attributes,
-                            .n_attributes = req->n_attributes, .purpose = req->purpose};
+                            .n_attributes = req->n_attributes,
+                            .purpose = req->purpose};
     err = vault_access_append_dk(v, c, subject, o->dk, o->row.head_seq, o->row.head, &e);
     if (err == VEIL_ERR_NOT_FOUND) /* erased in between */
         fail(call, err, "subject not found");
@@ -394,7 +398,8 @@ static veil_err add_device(void *ctx, const struct vault_device_info *d)
     if (!dev)
         return VEIL_ERR_NOMEM;
     veil__vault__device__init(dev);
-    if (vault_label_open(l->dk, l->subject, d->device_id, d->label, d->label_len, label) != VEIL_OK) {
+    if (vault_label_open(l->dk, l->subject, d->device_id, d->label, d->label_len, label) !=
+        VEIL_OK) {
         veil_log(VEIL_LOG_ERROR, "a stored device label does not decrypt", VL_END);
         return VEIL_ERR_INTERNAL;
     }
@@ -409,7 +414,8 @@ static veil_err add_device(void *ctx, const struct vault_device_info *d)
     return VEIL_OK;
 }
 
-static void vault_list_devices(Veil__Vault__Vault_Service *svc, const Veil__Vault__SubjectRequest *req,
+static void vault_list_devices(Veil__Vault__Vault_Service *svc,
+                               const Veil__Vault__SubjectRequest *req,
                                Veil__Vault__ListDevicesResponse_Closure done, void *call)
 {
     Veil__Vault__ListDevicesResponse resp = VEIL__VAULT__LIST_DEVICES_RESPONSE__INIT;

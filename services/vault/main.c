@@ -25,7 +25,8 @@ static struct vault_config config;
 static const veil_config_var vault_vars[] = {
     /* A path checked when serving starts, so `vault migrate` runs without the file. */
     {"VAULT_PROOFING_PUBLIC_KEY", VEIL_CFG_STRING, NULL, 0, &cfg_proofing_file, 0, 0,
-     "file of the proofing authority's Ed25519 public keys (base64, one a line); required to serve"},
+     "file of the proofing authority's Ed25519 public keys (base64, one a line); required to "
+     "serve"},
     {"VAULT_ATTESTATION_MAX_AGE_S", VEIL_CFG_INT, "600", 0, &cfg_attestation_max_age_s, 1, 86400,
      "oldest proofing attestation accepted, seconds"},
     {"VAULT_TICKET_SKEW_S", VEIL_CFG_INT, "120", 0, &cfg_skew_s, 1, 3600,
@@ -74,8 +75,9 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
     v->rpc = vault_rpc;
     v->cfg = *vault_config_current();
     if (!cfg_proofing_file) {
-        snprintf(errbuf, errlen, "VAULT_PROOFING_PUBLIC_KEY: must be set (the proofing "
-                                 "authority's public key file)");
+        snprintf(errbuf, errlen,
+                 "VAULT_PROOFING_PUBLIC_KEY: must be set (the proofing "
+                 "authority's public key file)");
         return VEIL_ERR_INVALID;
     }
     if ((err = vault_keys_load(ctx->keys_dir, cfg_proofing_file, vault_master_version(), &v->keys,

@@ -23,8 +23,8 @@
 
 #include "vault.h"
 
-#define NONCE crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-#define TAG crypto_aead_xchacha20poly1305_ietf_ABYTES
+#define NONCE  crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define TAG    crypto_aead_xchacha20poly1305_ietf_ABYTES
 #define AD_MAX 96
 
 _Static_assert(NONCE + TAG == VAULT_BOX_OVERHEAD, "box overhead");
@@ -68,8 +68,8 @@ static int box_open(const unsigned char *key, const ad *a, const unsigned char *
 {
     if (len < NONCE + TAG)
         return -1;
-    return crypto_aead_xchacha20poly1305_ietf_decrypt(pt, NULL, NULL, in + NONCE, len - NONCE,
-                                                      a->b, a->n, in, key);
+    return crypto_aead_xchacha20poly1305_ietf_decrypt(pt, NULL, NULL, in + NONCE, len - NONCE, a->b,
+                                                      a->n, in, key);
 }
 
 /* ---- data keys ---- */
@@ -265,7 +265,8 @@ out:
     return err;
 }
 
-/* Copies the next length-prefixed field to text + *used as a C string; NULL when it does not fit. */
+/* Copies the next length-prefixed field to text + *used as a C string; NULL when it does not fit.
+ */
 static const char *next_field(veil_reader *r, char *text, size_t cap, size_t *used)
 {
     size_t n;

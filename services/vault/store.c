@@ -84,14 +84,13 @@ static const veil_pg_stmt stmts[] = {
      * key and is deleted here.  The outer SELECT sees the snapshot before
      * the statement, so `erased` tells whether a tombstone already existed.
      */
-    [ST_ERASE] = {"erase",
-                  "WITH gone AS (DELETE FROM citizens WHERE subject_ref = $1::bytea "
-                  "RETURNING subject_ref), "
-                  "log AS (DELETE FROM access_log WHERE subject_ref = $1::bytea), "
-                  "tomb AS (INSERT INTO erased_subjects (subject_ref, erased_at) "
-                  "SELECT subject_ref, now() FROM gone ON CONFLICT DO NOTHING) "
-                  "SELECT (SELECT count(*) FROM gone), "
-                  "EXISTS (SELECT 1 FROM erased_subjects WHERE subject_ref = $1::bytea)"},
+    [ST_ERASE] = {"erase", "WITH gone AS (DELETE FROM citizens WHERE subject_ref = $1::bytea "
+                           "RETURNING subject_ref), "
+                           "log AS (DELETE FROM access_log WHERE subject_ref = $1::bytea), "
+                           "tomb AS (INSERT INTO erased_subjects (subject_ref, erased_at) "
+                           "SELECT subject_ref, now() FROM gone ON CONFLICT DO NOTHING) "
+                           "SELECT (SELECT count(*) FROM gone), "
+                           "EXISTS (SELECT 1 FROM erased_subjects WHERE subject_ref = $1::bytea)"},
     [ST_LOOKUP_WN] = {"lookup_web_number",
                       "SELECT subject_ref FROM citizens WHERE web_number = $1::text"},
     [ST_FIND_REQUEST] = {"find_request",
@@ -126,10 +125,9 @@ static const veil_pg_stmt stmts[] = {
                            "WHERE subject_ref > $1::bytea AND key_version <> $2::int8 "
                            "ORDER BY subject_ref LIMIT $3::int8"},
     /* Only if the row is still as read: a concurrent erase or rotation wins. */
-    [ST_REWRAP] = {"rewrap",
-                   "UPDATE citizens SET key_version = $2::int8, wrapped_key = $3::bytea "
-                   "WHERE subject_ref = $1::bytea AND key_version = $4::int8 "
-                   "AND wrapped_key = $5::bytea"},
+    [ST_REWRAP] = {"rewrap", "UPDATE citizens SET key_version = $2::int8, wrapped_key = $3::bytea "
+                             "WHERE subject_ref = $1::bytea AND key_version = $4::int8 "
+                             "AND wrapped_key = $5::bytea"},
     [ST_VERSION_COUNTS] = {"version_counts", "SELECT key_version, count(*) FROM citizens "
                                              "GROUP BY key_version ORDER BY key_version"},
 };
@@ -269,8 +267,8 @@ out:
 }
 
 veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
-                                int64_t seq, int64_t at_ms, const unsigned char *sealed,
-                                size_t len, const unsigned char mac[VAULT_HASH_BYTES])
+                                int64_t seq, int64_t at_ms, const unsigned char *sealed, size_t len,
+                                const unsigned char mac[VAULT_HASH_BYTES])
 {
     PGresult *r;
     veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES), vp_i64(seq), vp_i64(at_ms),
@@ -284,7 +282,7 @@ veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT
 }
 
 veil_err vault_store_lock_log_head(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
-                              int64_t *seq, unsigned char head[VAULT_HASH_BYTES])
+                                   int64_t *seq, unsigned char head[VAULT_HASH_BYTES])
 {
     PGresult *r;
     veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES)};
@@ -519,7 +517,8 @@ veil_err vault_store_update_profile(vault_conn *c, const unsigned char subject[V
     return exec_command(c, ST_UPDATE_PROFILE, p, 2);
 }
 
-veil_err vault_store_insert_device(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+veil_err vault_store_insert_device(vault_conn *c,
+                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                                    const unsigned char subject[VAULT_SUBJECT_BYTES],
                                    const unsigned char pk[32], const unsigned char *label,
                                    size_t label_len)
@@ -533,18 +532,15 @@ veil_err vault_store_insert_device(vault_conn *c, const unsigned char device_id[
 veil_err vault_store_insert_request(vault_conn *c, const unsigned char key[VAULT_HASH_BYTES],
                                     const struct vault_request_row *q)
 {
-    veil_pg_param p[] = {vp_bytes(key, VAULT_HASH_BYTES),
-                         vp_bytes(q->mac, VAULT_HASH_BYTES),
-                         vp_bytes(q->subject, VAULT_SUBJECT_BYTES),
-                         vp_bytes(q->device_id, VEIL_DEVICE_ID_BYTES),
-                         vp_i64(q->new_identity ? 1 : 0),
-                         vp_text(q->certificate)};
+    veil_pg_param p[] = {
+        vp_bytes(key, VAULT_HASH_BYTES),           vp_bytes(q->mac, VAULT_HASH_BYTES),
+        vp_bytes(q->subject, VAULT_SUBJECT_BYTES), vp_bytes(q->device_id, VEIL_DEVICE_ID_BYTES),
+        vp_i64(q->new_identity ? 1 : 0),           vp_text(q->certificate)};
     return exec_command(c, ST_INSERT_REQUEST, p, 6);
 }
 
 veil_err vault_store_rotation_batch(vault_conn *c, const unsigned char after[VAULT_SUBJECT_BYTES],
-                                    uint32_t to, struct vault_wrap_row *rows, size_t max,
-                                    size_t *n)
+                                    uint32_t to, struct vault_wrap_row *rows, size_t max, size_t *n)
 {
     PGresult *r;
     veil_pg_param p[] = {vp_bytes(after, VAULT_SUBJECT_BYTES), vp_i64(to), vp_i64((int64_t)max)};
@@ -686,8 +682,9 @@ veil_err vault_store_bulk_flush(vault_conn *c, struct vault_bulk *b, char *errbu
         return VEIL_ERR_NOMEM;
     }
     if ((err = veil_pg_begin(pg(c))) ||
-        (err = copy_in(conn, "COPY citizens (subject_ref, blind_index, web_number, key_version, "
-                             "wrapped_key, profile) FROM STDIN",
+        (err = copy_in(conn,
+                       "COPY citizens (subject_ref, blind_index, web_number, key_version, "
+                       "wrapped_key, profile) FROM STDIN",
                        &b->citizens, errbuf, errlen)) ||
         (err = copy_in(conn, "COPY access_heads (subject_ref, seq, head) FROM STDIN", &b->heads,
                        errbuf, errlen)) ||

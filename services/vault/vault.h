@@ -31,40 +31,40 @@
 #include "veil/service.h"
 #include "veil/vault.pb-c.h"
 
-#define VAULT_SUBJECT_BYTES 32
-#define VAULT_HASH_BYTES 32
-#define VAULT_DEK_BYTES 32
-#define VAULT_BOX_OVERHEAD 40                          /* 24-byte nonce + 16-byte tag */
-#define VAULT_WRAPPED_BYTES (VAULT_DEK_BYTES + VAULT_BOX_OVERHEAD)
-#define VAULT_NAME_MAX 200                             /* bytes of UTF-8 */
-#define VAULT_LABEL_MAX 64
-#define VAULT_REQUEST_ID_MAX 128
-#define VAULT_PURPOSE_MAX 200
-#define VAULT_PROFILE_MAX 512                          /* sealed profile, bytes */
+#define VAULT_SUBJECT_BYTES     32
+#define VAULT_HASH_BYTES        32
+#define VAULT_DEK_BYTES         32
+#define VAULT_BOX_OVERHEAD      40 /* 24-byte nonce + 16-byte tag */
+#define VAULT_WRAPPED_BYTES     (VAULT_DEK_BYTES + VAULT_BOX_OVERHEAD)
+#define VAULT_NAME_MAX          200 /* bytes of UTF-8 */
+#define VAULT_LABEL_MAX         64
+#define VAULT_REQUEST_ID_MAX    128
+#define VAULT_PURPOSE_MAX       200
+#define VAULT_PROFILE_MAX       512 /* sealed profile, bytes */
 #define VAULT_PROOFING_KEYS_MAX 16
-#define VAULT_ENTRY_ATTRS_MAX 32
+#define VAULT_ENTRY_ATTRS_MAX   32
 
 /* ---- idnumber.c: GB 11643-1999 citizen identity numbers ---- */
 
 /* A parsed, valid ID number. */
 struct vault_idnumber {
-    char text[19];      /* normalised: 17 digits and a digit or upper-case 'X' */
-    int32_t region;     /* the six-digit administrative division code */
-    int province;       /* its first two digits (83 for Taiwan residence permits) */
+    char text[19];  /* normalised: 17 digits and a digit or upper-case 'X' */
+    int32_t region; /* the six-digit administrative division code */
+    int province;   /* its first two digits (83 for Taiwan residence permits) */
     int year, month, day;
-    int sequence;       /* three digits; odd: male, even: female */
+    int sequence; /* three digits; odd: male, even: female */
     int female;
 };
 
 /* Why a string is not a valid ID number (never says which characters). */
 typedef enum vault_id_status {
     VAULT_ID_OK = 0,
-    VAULT_ID_LENGTH,   /* not 18 characters */
-    VAULT_ID_CHARS,    /* not 17 digits and a digit or X */
-    VAULT_ID_REGION,   /* unknown provincial-level code */
-    VAULT_ID_DATE,     /* no such calendar date, or before 1800 */
-    VAULT_ID_FUTURE,   /* birth date after today */
-    VAULT_ID_CHECK,    /* ISO 7064 MOD 11-2 check character wrong */
+    VAULT_ID_LENGTH, /* not 18 characters */
+    VAULT_ID_CHARS,  /* not 17 digits and a digit or X */
+    VAULT_ID_REGION, /* unknown provincial-level code */
+    VAULT_ID_DATE,   /* no such calendar date, or before 1800 */
+    VAULT_ID_FUTURE, /* birth date after today */
+    VAULT_ID_CHECK,  /* ISO 7064 MOD 11-2 check character wrong */
 } vault_id_status;
 
 /*
@@ -155,12 +155,13 @@ veil_err vault_label_seal(const unsigned char dk[VAULT_DEK_BYTES],
 veil_err vault_label_open(const unsigned char dk[VAULT_DEK_BYTES],
                           const unsigned char subject[VAULT_SUBJECT_BYTES],
                           const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
-                          const unsigned char *sealed, size_t len, char out[VAULT_LABEL_MAX + 1]) VEIL_WUR;
+                          const unsigned char *sealed, size_t len,
+                          char out[VAULT_LABEL_MAX + 1]) VEIL_WUR;
 
 /* One access-log entry in the clear.  Strings are borrowed. */
 struct vault_entry {
     const char *app_id;
-    const char *action;   /* "ticket_verified" or "attributes_released" */
+    const char *action; /* "ticket_verified" or "attributes_released" */
     const char *const *attributes;
     size_t n_attributes;
     const char *purpose;
@@ -219,7 +220,7 @@ struct vault_keys {
     pthread_mutex_t box_lock;    /* serialises additions to boxkeys */
     _Atomic size_t n_boxkeys;
     struct vault_boxkey boxkeys[VEIL_KEYRING_MAX];
-    uint32_t ticket_current;     /* newest ticket key: handed to wallets */
+    uint32_t ticket_current;         /* newest ticket key: handed to wallets */
     _Atomic int64_t next_refresh_ms; /* unknown ticket versions rescan no more than 1/s */
     unsigned char proofing[VAULT_PROOFING_KEYS_MAX][32];
     size_t n_proofing;
@@ -306,15 +307,15 @@ veil_err vault_store_device(vault_conn *c, const unsigned char device_id[VEIL_DE
  * append won: re-read it and retry).
  */
 veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
-                                int64_t seq, int64_t at_ms, const unsigned char *sealed,
-                                size_t len, const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
+                                int64_t seq, int64_t at_ms, const unsigned char *sealed, size_t len,
+                                const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
 
 /*
  * The current chain head, row-locked until the caller's transaction ends;
  * VEIL_ERR_NOT_FOUND when the subject is gone.
  */
 veil_err vault_store_lock_log_head(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
-                              int64_t *seq, unsigned char head[VAULT_HASH_BYTES]) VEIL_WUR;
+                                   int64_t *seq, unsigned char head[VAULT_HASH_BYTES]) VEIL_WUR;
 
 /* One stored log row; pointers are valid only during the callback. */
 struct vault_log_row {
@@ -350,7 +351,8 @@ veil_err vault_store_revoke_device(vault_conn *c, const unsigned char subject[VA
 
 /* Records a citizen-request nonce; VEIL_ERR_EXISTS when it was used within its lifetime. */
 veil_err vault_store_use_nonce(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
-                               const unsigned char *nonce, size_t len, int64_t lifetime_ms) VEIL_WUR;
+                               const unsigned char *nonce, size_t len,
+                               int64_t lifetime_ms) VEIL_WUR;
 
 /* Deletes expired nonces and day-old enrol requests. */
 veil_err vault_store_purge(vault_conn *c) VEIL_WUR;
@@ -407,7 +409,8 @@ veil_err vault_store_insert_citizen(vault_conn *c, const struct vault_new_citize
 veil_err vault_store_update_profile(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                                     const unsigned char *profile, size_t len) VEIL_WUR;
 
-veil_err vault_store_insert_device(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+veil_err vault_store_insert_device(vault_conn *c,
+                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                                    const unsigned char subject[VAULT_SUBJECT_BYTES],
                                    const unsigned char pk[32], const unsigned char *label,
                                    size_t label_len) VEIL_WUR;
@@ -433,7 +436,8 @@ veil_err vault_store_rotation_batch(vault_conn *c, const unsigned char after[VAU
 
 /* Replaces a wrapped key only if the row still holds `old`; *updated is 0 or 1. */
 veil_err vault_store_rewrap(vault_conn *c, const struct vault_wrap_row *old, uint32_t to,
-                            const unsigned char wrapped[VAULT_WRAPPED_BYTES], int *updated) VEIL_WUR;
+                            const unsigned char wrapped[VAULT_WRAPPED_BYTES],
+                            int *updated) VEIL_WUR;
 
 /* Calls fn(ctx, version, count) for each master key version in use. */
 veil_err vault_store_version_counts(vault_conn *c, void (*fn)(void *ctx, uint32_t v, int64_t n),
@@ -470,7 +474,7 @@ struct vault {
     struct vault_keys *keys;
     vault_store *store;
     struct vault_config cfg;
-    _Atomic int64_t next_purge_ms;  /* housekeeping runs at most once a minute */
+    _Atomic int64_t next_purge_ms; /* housekeeping runs at most once a minute */
 };
 
 /* ---- enrol.c ---- */

@@ -64,8 +64,8 @@ START_TEST(test_release_attributes)
     veil_status st;
     Veil__Vault__ReleaseAttributesResponse *r;
 
-    const char *all[] = {"province", "full_name", "age_over_18", "real_name_verified", "gender",
-                         "birth_date", "age_over_60", "age_over_14"};
+    const char *all[] = {"province", "full_name",  "age_over_18", "real_name_verified",
+                         "gender",   "birth_date", "age_over_60", "age_over_14"};
     ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", all, 8, "tax filing", &r, &st), VEIL_OK);
     ck_assert_uint_eq(r->n_attributes, 8);
     for (size_t i = 0; i < 8; i++)
@@ -96,13 +96,16 @@ START_TEST(test_release_attributes)
 
     /* bad requests */
     const char *unknown[] = {"gender", "shoe_size"};
-    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", unknown, 2, "x", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", unknown, 2, "x", &r, &st),
+                     VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "attributes[1] is not a known attribute");
     const char *raw_id[] = {"id_number"};
-    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", raw_id, 1, "x", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", raw_id, 1, "x", &r, &st),
+                     VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "attributes[0] is not a known attribute");
     const char *twice[] = {"gender", "gender"};
-    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", twice, 2, "x", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", twice, 2, "x", &r, &st),
+                     VEIL_ERR_INVALID);
     ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", all, 0, "x", &r, &st), VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "attributes must name 1 to 32 attributes");
     ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", all, 1, "", &r, &st), VEIL_ERR_INVALID);
@@ -140,13 +143,15 @@ START_TEST(test_release_attributes)
 }
 END_TEST
 
-/* The date `years` before today (CST), or the day after it; 29 February falls back as the law does. */
+/* The date `years` before today (CST), or the day after it; 29 February falls back as the law does.
+ */
 static void years_ago(int years, int day_after, int *y, int *m, int *d)
 {
     int ty, tm_, td;
     vt_today_cst(&ty, &tm_, &td);
     struct tm tm = {.tm_year = ty - years - 1900, .tm_mon = tm_ - 1, .tm_mday = td, .tm_hour = 12};
-    if (tm_ == 2 && td == 29 && !((ty - years) % 4 == 0 && ((ty - years) % 100 != 0 || (ty - years) % 400 == 0)))
+    if (tm_ == 2 && td == 29 &&
+        !((ty - years) % 4 == 0 && ((ty - years) % 100 != 0 || (ty - years) % 400 == 0)))
         tm.tm_mday = day_after ? 29 : 28; /* timegm turns 29 Feb of a common year into 1 March */
     else if (day_after)
         tm.tm_mday++;
@@ -235,7 +240,8 @@ START_TEST(test_access_log_tampering)
     ck_assert_int_eq(vt_login(&t, &d, "shop.taobao", &st), VEIL_OK);
     const char *names[] = {"age_over_18"};
     Veil__Vault__ReleaseAttributesResponse *r;
-    ck_assert_int_eq(vt_release(&t, d.subject, "shop.taobao", names, 1, "age gate", &r, &st), VEIL_OK);
+    ck_assert_int_eq(vt_release(&t, d.subject, "shop.taobao", names, 1, "age gate", &r, &st),
+                     VEIL_OK);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     ck_assert_int_eq(vt_login(&t, &d, "game.tianfeng", &st), VEIL_OK);
     expect_log(&t, d.subject, 1, 0, 4);
@@ -245,33 +251,44 @@ START_TEST(test_access_log_tampering)
     sql_subject(&t, "INSERT INTO saved SELECT * FROM access_log WHERE subject_ref = $1", d.subject);
 
     /* an edited entry (ciphertext byte) */
-    sql_subject(&t, "UPDATE access_log SET entry = set_byte(entry, 30, get_byte(entry, 30) # 1) "
-                    "WHERE subject_ref = $1 AND seq = 2", d.subject);
+    sql_subject(&t,
+                "UPDATE access_log SET entry = set_byte(entry, 30, get_byte(entry, 30) # 1) "
+                "WHERE subject_ref = $1 AND seq = 2",
+                d.subject);
     expect_log(&t, d.subject, 0, 2, 4);
     Veil__Vault__ListAccessLogResponse *log;
     ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", d.subject, 32, &log, &st), VEIL_OK);
     ck_assert_str_eq(log->entries[1]->action, "unreadable");
     ck_assert_str_eq(log->entries[2]->action, "attributes_released");
     protobuf_c_message_free_unpacked(&log->base, NULL);
-    sql_subject(&t, "UPDATE access_log l SET entry = s.entry FROM saved s "
-                    "WHERE l.subject_ref = $1 AND l.seq = s.seq", d.subject);
+    sql_subject(&t,
+                "UPDATE access_log l SET entry = s.entry FROM saved s "
+                "WHERE l.subject_ref = $1 AND l.seq = s.seq",
+                d.subject);
     expect_log(&t, d.subject, 1, 0, 4);
 
     /* an edited time */
-    sql_subject(&t, "UPDATE access_log SET at_ms = at_ms - 3600000 WHERE subject_ref = $1 AND seq = 3",
+    sql_subject(&t,
+                "UPDATE access_log SET at_ms = at_ms - 3600000 WHERE subject_ref = $1 AND seq = 3",
                 d.subject);
     expect_log(&t, d.subject, 0, 3, 4);
-    sql_subject(&t, "UPDATE access_log l SET at_ms = s.at_ms FROM saved s "
-                    "WHERE l.subject_ref = $1 AND l.seq = s.seq", d.subject);
+    sql_subject(&t,
+                "UPDATE access_log l SET at_ms = s.at_ms FROM saved s "
+                "WHERE l.subject_ref = $1 AND l.seq = s.seq",
+                d.subject);
     expect_log(&t, d.subject, 1, 0, 4);
 
     /* two rows swapped (entries and MACs together: still out of place) */
-    sql_subject(&t, "UPDATE access_log l SET entry = s.entry, mac = s.mac FROM saved s "
-                    "WHERE l.subject_ref = $1 AND l.subject_ref = s.subject_ref "
-                    "AND ((l.seq = 1 AND s.seq = 2) OR (l.seq = 2 AND s.seq = 1))", d.subject);
+    sql_subject(&t,
+                "UPDATE access_log l SET entry = s.entry, mac = s.mac FROM saved s "
+                "WHERE l.subject_ref = $1 AND l.subject_ref = s.subject_ref "
+                "AND ((l.seq = 1 AND s.seq = 2) OR (l.seq = 2 AND s.seq = 1))",
+                d.subject);
     expect_log(&t, d.subject, 0, 1, 4);
-    sql_subject(&t, "UPDATE access_log l SET entry = s.entry, mac = s.mac FROM saved s "
-                    "WHERE l.subject_ref = $1 AND l.seq = s.seq", d.subject);
+    sql_subject(&t,
+                "UPDATE access_log l SET entry = s.entry, mac = s.mac FROM saved s "
+                "WHERE l.subject_ref = $1 AND l.seq = s.seq",
+                d.subject);
     expect_log(&t, d.subject, 1, 0, 4);
 
     /* a deleted middle row */
@@ -289,11 +306,15 @@ START_TEST(test_access_log_tampering)
     expect_log(&t, d.subject, 1, 0, 4);
 
     /* another citizen's genuine row moved into this log as entry 5 */
-    sql_subject(&t, "INSERT INTO access_log (subject_ref, seq, at_ms, entry, mac) "
-                    "SELECT $1, 5, at_ms, entry, mac FROM access_log "
-                    "WHERE subject_ref <> $1 AND seq = 1", d.subject);
-    sql_subject(&t, "UPDATE access_heads SET seq = 5, head = (SELECT mac FROM access_log "
-                    "WHERE subject_ref = $1 AND seq = 5) WHERE subject_ref = $1", d.subject);
+    sql_subject(&t,
+                "INSERT INTO access_log (subject_ref, seq, at_ms, entry, mac) "
+                "SELECT $1, 5, at_ms, entry, mac FROM access_log "
+                "WHERE subject_ref <> $1 AND seq = 1",
+                d.subject);
+    sql_subject(&t,
+                "UPDATE access_heads SET seq = 5, head = (SELECT mac FROM access_log "
+                "WHERE subject_ref = $1 AND seq = 5) WHERE subject_ref = $1",
+                d.subject);
     expect_log(&t, d.subject, 0, 5, 5);
     /* the other citizen's log is untouched by all this */
     expect_log(&t, other.subject, 1, 0, 1);
@@ -348,7 +369,8 @@ START_TEST(test_erase)
     ck_assert_int_eq(vt_release(&t, a.subject, "gov.tax", names, 1, "tax", &r, &st),
                      VEIL_ERR_NOT_FOUND);
     void *resp;
-    ck_assert_int_eq(vt_subject_call(&t, "ListDevices", a.subject, 32, &resp, &st), VEIL_ERR_NOT_FOUND);
+    ck_assert_int_eq(vt_subject_call(&t, "ListDevices", a.subject, 32, &resp, &st),
+                     VEIL_ERR_NOT_FOUND);
     ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", a.subject, 32, &resp, &st),
                      VEIL_ERR_NOT_FOUND);
     Veil__Vault__LookupWebNumberRequest wn = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
@@ -363,7 +385,8 @@ START_TEST(test_erase)
     ck_assert_int_eq(vt_subject_call(&t, "Erase", never, 32, &resp, &st), VEIL_ERR_NOT_FOUND);
     ck_assert_int_eq(vt_login(&t, &keep, "chat.wechat", &st), VEIL_OK);
 
-    /* the same person enrolling later is a new identity, with a new device key as well as an old one */
+    /* the same person enrolling later is a new identity, with a new device key as well as an old
+     * one */
     vt_device again;
     vt_new_device(&again);
     int fresh = -1;
@@ -541,9 +564,11 @@ START_TEST(test_bulk_enrol)
         ck_assert(veil_web_number_valid(wn));
         veil_status st;
         ck_assert_int_eq(vt_login(&t, &d, "shop.taobao", &st), VEIL_OK);
-        const char *names[] = {"birth_date", "gender", "province", "real_name_verified", "full_name"};
+        const char *names[] = {"birth_date", "gender", "province", "real_name_verified",
+                               "full_name"};
         Veil__Vault__ReleaseAttributesResponse *r;
-        ck_assert_int_eq(vt_release(&t, d.subject, "shop.taobao", names, 5, "bench", &r, &st), VEIL_OK);
+        ck_assert_int_eq(vt_release(&t, d.subject, "shop.taobao", names, 5, "bench", &r, &st),
+                         VEIL_OK);
         int y, m, dd;
         ck_assert_int_eq(sscanf(r->attributes[0]->text, "%d-%d-%d", &y, &m, &dd), 3);
         ck_assert(y >= 1940 && y <= 2004);
@@ -556,8 +581,8 @@ START_TEST(test_bulk_enrol)
         Veil__Vault__LookupWebNumberRequest req = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
         Veil__Vault__LookupWebNumberResponse *lr;
         req.web_number = wn;
-        ck_assert_int_eq(veil_channel_call(t.ch, "LookupWebNumber", &req.base, NULL, 5000, &lr, &st),
-                         VEIL_OK);
+        ck_assert_int_eq(
+            veil_channel_call(t.ch, "LookupWebNumber", &req.base, NULL, 5000, &lr, &st), VEIL_OK);
         ck_assert_mem_eq(lr->subject_ref.data, d.subject, 32);
         protobuf_c_message_free_unpacked(&lr->base, NULL);
     }

@@ -95,9 +95,9 @@ START_TEST(test_enrol_and_web_certificate)
     ck_assert_str_eq(jwks.keys[0].kid, "webcert-1");
     json_t *claims;
     const char *cert = resp->web_certificate;
-    ck_assert_int_eq(veil_jws_verify(cert, strlen(cert), "veil-webcert+jwt", veil_jwks_find, &jwks,
-                                     &claims),
-                     VEIL_OK);
+    ck_assert_int_eq(
+        veil_jws_verify(cert, strlen(cert), "veil-webcert+jwt", veil_jwks_find, &jwks, &claims),
+        VEIL_OK);
     ck_assert_str_eq(json_string_value(json_object_get(claims, "iss")), "veil-vault");
     ck_assert_str_eq(json_string_value(json_object_get(claims, "wn")), resp->web_number);
     json_t *jwk = json_object_get(json_object_get(claims, "cnf"), "jwk");
@@ -120,9 +120,9 @@ START_TEST(test_enrol_and_web_certificate)
     char *bad = strdup(cert);
     char *dot = strchr(bad, '.');
     dot[5] = dot[5] == 'A' ? 'B' : 'A';
-    ck_assert_int_ne(veil_jws_verify(bad, strlen(bad), "veil-webcert+jwt", veil_jwks_find, &jwks,
-                                     &claims),
-                     VEIL_OK);
+    ck_assert_int_ne(
+        veil_jws_verify(bad, strlen(bad), "veil-webcert+jwt", veil_jwks_find, &jwks, &claims),
+        VEIL_OK);
     free(bad);
     protobuf_c_message_free_unpacked(&keys->base, NULL);
 
@@ -262,7 +262,8 @@ START_TEST(test_attestations)
     vt_attest(&t, id, name, 1, d.pk, stale, sig);
     pa = attestation(sig, 1, stale);
     req = request("a8", id, name, &d, &pa);
-    expect_enrol_fails(&t, &req, VEIL_ERR_PRECONDITION, "attestation.attested_at_ms is older than 600 s");
+    expect_enrol_fails(&t, &req, VEIL_ERR_PRECONDITION,
+                       "attestation.attested_at_ms is older than 600 s");
     /* from the future beyond the clock skew */
     int64_t future = now + 200 * 1000;
     vt_attest(&t, id, name, 1, d.pk, future, sig);
@@ -410,7 +411,8 @@ START_TEST(test_idempotency)
     ck_assert_str_eq(first->web_certificate, again->web_certificate);
     protobuf_c_message_free_unpacked(&again->base, NULL);
     req2.request_id = "fresh-request";
-    expect_enrol_fails(&t, &req2, VEIL_ERR_PRECONDITION, "attestation.attested_at_ms is older than 2 s");
+    expect_enrol_fails(&t, &req2, VEIL_ERR_PRECONDITION,
+                       "attestation.attested_at_ms is older than 2 s");
     protobuf_c_message_free_unpacked(&first->base, NULL);
     vt_stop(&t);
 }
@@ -488,9 +490,10 @@ START_TEST(test_only_the_gateway)
 {
     vt t;
     vt_start(&t, NULL);
-    const char *others[] = {"svc/vault", "svc/consent", "svc/revocation", "svc/pseudonym",
-                            "app/chat.wechat", "app/gov.socialsecurity", "admin/ops"};
-    const char *methods[] = {"Enrol", "VerifyTicket", "ReleaseAttributes", "GetWalletKeys",
+    const char *others[] = {"svc/vault",     "svc/consent",     "svc/revocation",
+                            "svc/pseudonym", "app/chat.wechat", "app/gov.socialsecurity",
+                            "admin/ops"};
+    const char *methods[] = {"Enrol", "VerifyTicket",  "ReleaseAttributes", "GetWalletKeys",
                              "Erase", "ListAccessLog", "LookupWebNumber"};
     Veil__Vault__EnrolRequest enrol = VEIL__VAULT__ENROL_REQUEST__INIT;
     Veil__Vault__VerifyTicketRequest ticket = VEIL__VAULT__VERIFY_TICKET_REQUEST__INIT;
@@ -499,7 +502,7 @@ START_TEST(test_only_the_gateway)
     Veil__Vault__SubjectRequest subj = VEIL__VAULT__SUBJECT_REQUEST__INIT;
     Veil__Vault__LookupWebNumberRequest wn = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
     const ProtobufCMessage *reqs[] = {&enrol.base, &ticket.base, &rel.base, &empty.base,
-                                      &subj.base, &subj.base, &wn.base};
+                                      &subj.base,  &subj.base,   &wn.base};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
         veil_channel *ch = h_channel(t.proc.addr, others[i], &veil__vault__vault__descriptor);
         for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
@@ -516,8 +519,9 @@ START_TEST(test_only_the_gateway)
         veil_channel *ch = h_channel(t.proc.addr, strangers[i], &veil__vault__vault__descriptor);
         void *resp;
         veil_status st;
-        ck_assert_int_eq(veil_channel_call(ch, "GetWalletKeys", &empty.base, NULL, 5000, &resp, &st),
-                         VEIL_ERR_UNAVAILABLE);
+        ck_assert_int_eq(
+            veil_channel_call(ch, "GetWalletKeys", &empty.base, NULL, 5000, &resp, &st),
+            VEIL_ERR_UNAVAILABLE);
         veil_channel_free(ch);
     }
     vt_stop(&t);
@@ -588,8 +592,8 @@ START_TEST(test_database_holds_no_plaintext)
 
     char path[1024], cmd[2048];
     snprintf(path, sizeof path, "%s/vault-dump-%d.sql", h_env("VEIL_TEST_DIR"), (int)getpid());
-    snprintf(cmd, sizeof cmd, "/usr/lib/postgresql/15/bin/pg_dump --no-owner -d '%s' -f '%s'",
-             t.db, path);
+    snprintf(cmd, sizeof cmd, "/usr/lib/postgresql/15/bin/pg_dump --no-owner -d '%s' -f '%s'", t.db,
+             path);
     ck_assert_int_eq(system(cmd), 0);
     FILE *f = fopen(path, "r");
     ck_assert_ptr_nonnull(f);

@@ -50,7 +50,8 @@ static char *edited(const char *ticket, void (*edit)(unsigned char *w, size_t n)
     return s;
 }
 
-/* Wire layout: u8 1 | u32 version | u16 len app | app | u16 32 | challenge | i64 time | u16 | sealed */
+/* Wire layout: u8 1 | u32 version | u16 len app | app | u16 32 | challenge | i64 time | u16 |
+ * sealed */
 static size_t challenge_at(const unsigned char *w)
 {
     return 1 + 4 + 2 + ((size_t)w[5] << 8 | w[6]) + 2;
@@ -90,7 +91,8 @@ START_TEST(test_ticket_binding)
     unsigned char subject[32];
     char device_id[33];
     veil_status st;
-    ck_assert_int_eq(vt_verify(&t, ticket, "chat.wechat", ch, 32, subject, device_id, &st), VEIL_OK);
+    ck_assert_int_eq(vt_verify(&t, ticket, "chat.wechat", ch, 32, subject, device_id, &st),
+                     VEIL_OK);
     ck_assert_str_eq(device_id, d.device_id);
     /* the ticket names neither the device nor the person: an app sees only its own fields */
     ck_assert_ptr_null(strstr(ticket, d.device_id));
@@ -99,8 +101,10 @@ START_TEST(test_ticket_binding)
                   "ticket was not made for this app");
     expect_ticket(&t, ticket, "chat.wechat", other, 32, VEIL_ERR_UNAUTHENTICATED,
                   "ticket does not answer this challenge");
-    expect_ticket(&t, ticket, "chat.wechat", ch, 31, VEIL_ERR_INVALID, "challenge must be 32 bytes");
-    expect_ticket(&t, ticket, "Chat WeChat", ch, 32, VEIL_ERR_INVALID, "app_id is not a valid app id");
+    expect_ticket(&t, ticket, "chat.wechat", ch, 31, VEIL_ERR_INVALID,
+                  "challenge must be 32 bytes");
+    expect_ticket(&t, ticket, "Chat WeChat", ch, 32, VEIL_ERR_INVALID,
+                  "app_id is not a valid app id");
     free(ticket);
 
     /* time: within VAULT_TICKET_SKEW_S (120 s) either way, not beyond */
@@ -111,7 +115,8 @@ START_TEST(test_ticket_binding)
             expect_ticket(&t, ticket, "chat.wechat", ch, 32, VEIL_ERR_UNAUTHENTICATED,
                           "ticket time is outside the allowed clock skew");
         else
-            ck_assert_int_eq(vt_verify(&t, ticket, "chat.wechat", ch, 32, NULL, NULL, &st), VEIL_OK);
+            ck_assert_int_eq(vt_verify(&t, ticket, "chat.wechat", ch, 32, NULL, NULL, &st),
+                             VEIL_OK);
         free(ticket);
     }
 
@@ -178,7 +183,8 @@ START_TEST(test_ticket_forgery)
     free(ticket);
     /* the untouched ticket still works, and nothing failed was logged as an access */
     veil_status st;
-    ck_assert_int_eq(vt_verify(&t, good, "chat.wechat", ch, 32, victim.subject, NULL, &st), VEIL_OK);
+    ck_assert_int_eq(vt_verify(&t, good, "chat.wechat", ch, 32, victim.subject, NULL, &st),
+                     VEIL_OK);
     free(good);
     Veil__Vault__ListAccessLogResponse *log;
     ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", victim.subject, 32, &log, &st), VEIL_OK);
@@ -189,7 +195,8 @@ START_TEST(test_ticket_forgery)
 }
 END_TEST
 
-static veil_err revoke_device(vt *t, const unsigned char *subject, const char *device_id, veil_status *st)
+static veil_err revoke_device(vt *t, const unsigned char *subject, const char *device_id,
+                              veil_status *st)
 {
     Veil__Vault__RevokeDeviceRequest req = VEIL__VAULT__REVOKE_DEVICE_REQUEST__INIT;
     req.subject_ref.data = (unsigned char *)subject;
@@ -219,13 +226,15 @@ static veil_err citizen(vt *t, const vt_device *d, const char *method, const cha
     auth.nonce.len = 16;
     auth.signature.data = sig;
     auth.signature.len = 64;
-    Veil__Vault__VerifyCitizenRequestRequest req = VEIL__VAULT__VERIFY_CITIZEN_REQUEST_REQUEST__INIT;
+    Veil__Vault__VerifyCitizenRequestRequest req =
+        VEIL__VAULT__VERIFY_CITIZEN_REQUEST_REQUEST__INIT;
     req.method = (char *)method;
     req.payload.data = (unsigned char *)payload;
     req.payload.len = strlen(payload);
     req.auth = &auth;
     Veil__Vault__VerifyCitizenRequestResponse *resp;
-    veil_err err = veil_channel_call(t->ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp, st);
+    veil_err err =
+        veil_channel_call(t->ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp, st);
     if (!err) {
         ck_assert_uint_eq(resp->subject_ref.len, 32);
         ck_assert_str_eq(resp->device_id, d->device_id);
@@ -259,7 +268,8 @@ START_TEST(test_revoked_devices)
                      VEIL_ERR_NOT_FOUND);
     ck_assert_int_eq(revoke_device(&t, a.subject, "not-a-device", &st), VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "device_id must be 32 lowercase hex characters");
-    ck_assert_int_eq(revoke_device(&t, a.subject, "ABCDEF00000000000000000000000000", &st), VEIL_ERR_INVALID);
+    ck_assert_int_eq(revoke_device(&t, a.subject, "ABCDEF00000000000000000000000000", &st),
+                     VEIL_ERR_INVALID);
     ck_assert_int_eq(revoke_device(&t, a.subject, a.device_id, &st), VEIL_OK);
     ck_assert_int_eq(revoke_device(&t, a.subject, a.device_id, &st), VEIL_OK); /* idempotent */
 
@@ -297,7 +307,8 @@ START_TEST(test_revoked_devices)
     ck_assert_int_eq(revoked, 1);
     protobuf_c_message_free_unpacked(&list->base, NULL);
     unsigned char unknown[32] = {7};
-    ck_assert_int_eq(vt_subject_call(&t, "ListDevices", unknown, 32, &list, &st), VEIL_ERR_NOT_FOUND);
+    ck_assert_int_eq(vt_subject_call(&t, "ListDevices", unknown, 32, &list, &st),
+                     VEIL_ERR_NOT_FOUND);
     ck_assert_int_eq(vt_subject_call(&t, "ListDevices", unknown, 31, &list, &st), VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "subject_ref must be 32 bytes");
     vt_stop(&t);
@@ -313,10 +324,15 @@ START_TEST(test_citizen_requests)
     enrolled(&t, &other, "r2", "500103", 9);
     ck_assert_int_eq(vt_login(&t, &d, "gov.tax", &(veil_status){0}), VEIL_OK);
     /* housekeeping's work: an expired nonce and a day-old enrol request */
-    PQclear(vt_sql_bytes(&t, "INSERT INTO used_nonces VALUES ($1, '\\x00112233445566778899aabbccddeeff', "
-                             "now() - interval '1 minute')", d.id, 16));
-    PQclear(vt_sql_bytes(&t, "UPDATE enrol_requests SET created_at = now() - interval '25 hours' "
-                             "WHERE device_id = $1", d.id, 16));
+    PQclear(
+        vt_sql_bytes(&t,
+                     "INSERT INTO used_nonces VALUES ($1, '\\x00112233445566778899aabbccddeeff', "
+                     "now() - interval '1 minute')",
+                     d.id, 16));
+    PQclear(vt_sql_bytes(&t,
+                         "UPDATE enrol_requests SET created_at = now() - interval '25 hours' "
+                         "WHERE device_id = $1",
+                         d.id, 16));
     const char *m = "/veil.gateway.Wallet/GrantConsent";
     unsigned char nonce[16], subject[32];
     veil_status st;
@@ -326,10 +342,12 @@ START_TEST(test_citizen_requests)
     ck_assert_mem_eq(subject, d.subject, 32);
     /* the first citizen request after start runs it, right after its reply */
     for (int i = 0; i < 100 && vt_sql_int(&t, "SELECT count(*) FROM used_nonces WHERE "
-                                              "expires_at < now()") > 0; i++)
+                                              "expires_at < now()") > 0;
+         i++)
         usleep(20000);
     /* both are gone, nothing else is */
-    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM used_nonces WHERE expires_at < now()"), 0);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM used_nonces WHERE expires_at < now()"),
+                     0);
     ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM used_nonces"), 1);
     ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM enrol_requests"), 1);
     ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens"), 2);
@@ -375,46 +393,47 @@ START_TEST(test_citizen_requests)
     auth.nonce.len = 16;
     auth.signature.data = sig;
     auth.signature.len = 64;
-    Veil__Vault__VerifyCitizenRequestRequest req = VEIL__VAULT__VERIFY_CITIZEN_REQUEST_REQUEST__INIT;
+    Veil__Vault__VerifyCitizenRequestRequest req =
+        VEIL__VAULT__VERIFY_CITIZEN_REQUEST_REQUEST__INIT;
     req.method = "/veil.gateway.Wallet/Erase";
     req.payload.data = (unsigned char *)"payload";
     req.payload.len = 7;
     req.auth = &auth;
     void *resp;
-    ck_assert_int_eq(veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp,
-                                       &st),
-                     VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_int_eq(
+        veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp, &st),
+        VEIL_ERR_UNAUTHENTICATED);
     req.method = (char *)m;
     req.payload.data = (unsigned char *)"PAYLOAD";
-    ck_assert_int_eq(veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp,
-                                       &st),
-                     VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_int_eq(
+        veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp, &st),
+        VEIL_ERR_UNAUTHENTICATED);
     /* malformed fields */
     req.payload.data = (unsigned char *)"payload";
     auth.nonce.len = 15;
-    ck_assert_int_eq(veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp,
-                                       &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(
+        veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp, &st),
+        VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "auth.nonce must be 16 bytes");
     auth.nonce.len = 16;
     auth.device_id = "xyz";
-    ck_assert_int_eq(veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp,
-                                       &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(
+        veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp, &st),
+        VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "auth.device_id must be 32 lowercase hex characters");
     auth.device_id = d.device_id;
     auth.signature.len = 10;
-    ck_assert_int_eq(veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp,
-                                       &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(
+        veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp, &st),
+        VEIL_ERR_INVALID);
     req.auth = NULL;
-    ck_assert_int_eq(veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp,
-                                       &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(
+        veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp, &st),
+        VEIL_ERR_INVALID);
     req.method = "";
-    ck_assert_int_eq(veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp,
-                                       &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(
+        veil_channel_call(t.ch, "VerifyCitizenRequest", &req.base, NULL, 5000, &resp, &st),
+        VEIL_ERR_INVALID);
     /* nonces are kept for twice the skew */
     ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM used_nonces WHERE expires_at BETWEEN "
                                     "now() + interval '230 s' AND now() + interval '241 s'"),
@@ -493,9 +512,9 @@ START_TEST(test_ticket_key_versions)
     }
     crypto_box_seed_keypair(pk2, sk2, seed);
     char *ticket;
-    ck_assert_int_eq(veil_ticket_make("chat.wechat", ch, 32, veil_now_ms(), d.id, d.sk, pk2, 2,
-                                      &ticket),
-                     VEIL_OK);
+    ck_assert_int_eq(
+        veil_ticket_make("chat.wechat", ch, 32, veil_now_ms(), d.id, d.sk, pk2, 2, &ticket),
+        VEIL_OK);
     /* an unknown version rescans the key directory (at most once a second) */
     ck_assert_int_eq(vt_verify(&t, ticket, "chat.wechat", ch, 32, NULL, NULL, &st), VEIL_OK);
     free(ticket);
@@ -506,15 +525,15 @@ START_TEST(test_ticket_key_versions)
     vt_restart(&t);
     ck_assert_uint_eq(t.ticket_version, 2);
     ck_assert_mem_eq(t.ticket_pk, pk2, 32);
-    ck_assert_int_eq(veil_ticket_make("chat.wechat", ch, 32, veil_now_ms(), d.id, d.sk, pk1, 1,
-                                      &ticket),
-                     VEIL_OK);
+    ck_assert_int_eq(
+        veil_ticket_make("chat.wechat", ch, 32, veil_now_ms(), d.id, d.sk, pk1, 1, &ticket),
+        VEIL_OK);
     ck_assert_int_eq(vt_verify(&t, ticket, "chat.wechat", ch, 32, NULL, NULL, &st), VEIL_OK);
     free(ticket);
     /* a ticket naming version 2 but sealed to version 1's key does not open */
-    ck_assert_int_eq(veil_ticket_make("chat.wechat", ch, 32, veil_now_ms(), d.id, d.sk, pk1, 2,
-                                      &ticket),
-                     VEIL_OK);
+    ck_assert_int_eq(
+        veil_ticket_make("chat.wechat", ch, 32, veil_now_ms(), d.id, d.sk, pk1, 2, &ticket),
+        VEIL_OK);
     expect_ticket(&t, ticket, "chat.wechat", ch, 32, VEIL_ERR_UNAUTHENTICATED, GENERIC);
     free(ticket);
     vt_stop(&t);
@@ -621,10 +640,12 @@ START_TEST(test_verify_ticket_latency)
         tickets[i] = vt_ticket(&t, &d, "shop.taobao", ch, veil_now_ms());
     veil_status st;
     for (int i = 0; i < 20; i++) /* warm up: connection, prepared statements */
-        ck_assert_int_eq(vt_verify(&t, tickets[i], "shop.taobao", ch, 32, NULL, NULL, &st), VEIL_OK);
+        ck_assert_int_eq(vt_verify(&t, tickets[i], "shop.taobao", ch, 32, NULL, NULL, &st),
+                         VEIL_OK);
     int64_t t0 = veil_mono_ns();
     for (int i = 20; i < N; i++)
-        ck_assert_int_eq(vt_verify(&t, tickets[i], "shop.taobao", ch, 32, NULL, NULL, &st), VEIL_OK);
+        ck_assert_int_eq(vt_verify(&t, tickets[i], "shop.taobao", ch, 32, NULL, NULL, &st),
+                         VEIL_OK);
     double us = (double)(veil_mono_ns() - t0) / 1e3 / (N - 20);
     for (int i = 0; i < N; i++)
         free(tickets[i]);
@@ -647,9 +668,11 @@ START_TEST(test_verify_ticket_latency)
         ck_assert_int_eq(b[i].ok, PER_THREAD);
     }
     double secs = (double)(veil_mono_ns() - t0) / 1e9;
-    fprintf(stderr, "check_vault_login: VerifyTicket %.0f us per serial call; %.0f calls/s with %d "
-                    "concurrent callers (tickets made by the same process, mTLS, synchronous "
-                    "commit, one log entry each)\n", us, THREADS * PER_THREAD / secs, THREADS);
+    fprintf(stderr,
+            "check_vault_login: VerifyTicket %.0f us per serial call; %.0f calls/s with %d "
+            "concurrent callers (tickets made by the same process, mTLS, synchronous "
+            "commit, one log entry each)\n",
+            us, THREADS * PER_THREAD / secs, THREADS);
     ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM access_log"), N + THREADS * PER_THREAD);
     vt_stop(&t);
 }

@@ -106,8 +106,10 @@ int vt_command(vt *t, const char *args, char *out, size_t cap)
     h_tls tls;
     h_tls_for(&tls, "svc/vault");
     snprintf(path, sizeof path, "%s/vault-cmd-%d.out", h_env("VEIL_TEST_DIR"), (int)getpid());
-    k += (size_t)snprintf(cmd + k, sizeof cmd - k, "env VEIL_TLS_CA='%s' VEIL_TLS_CERT='%s' "
-                          "VEIL_TLS_KEY='%s'", tls.ca, tls.cert, tls.key);
+    k += (size_t)snprintf(cmd + k, sizeof cmd - k,
+                          "env VEIL_TLS_CA='%s' VEIL_TLS_CERT='%s' "
+                          "VEIL_TLS_KEY='%s'",
+                          tls.ca, tls.cert, tls.key);
     for (size_t i = 0; i < t->n_env; i++) {
         const char *eq = strchr(t->env[i], '=');
         k += (size_t)snprintf(cmd + k, sizeof cmd - k, " %.*s='%s'", (int)(eq - t->env[i]),

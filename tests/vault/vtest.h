@@ -18,14 +18,14 @@
 
 typedef struct vt {
     h_proc proc;
-    char *db;                    /* libpq connection string of the vault's database */
-    char *keys;                  /* VEIL_KEYS_DIR */
-    char proofing_file[1100];    /* VAULT_PROOFING_PUBLIC_KEY */
+    char *db;                 /* libpq connection string of the vault's database */
+    char *keys;               /* VEIL_KEYS_DIR */
+    char proofing_file[1100]; /* VAULT_PROOFING_PUBLIC_KEY */
     unsigned char proof_pk[32], proof_sk[64];
-    veil_channel *ch;            /* as svc/gateway */
+    veil_channel *ch; /* as svc/gateway */
     unsigned char ticket_pk[32];
     uint32_t ticket_version;
-    char env[8][1200];           /* extra NAME=VALUE given to the process */
+    char env[8][1200]; /* extra NAME=VALUE given to the process */
     size_t n_env;
 } vt;
 
@@ -35,7 +35,7 @@ typedef struct vt_device {
     char device_id[33];
     unsigned char id[VEIL_DEVICE_ID_BYTES];
     char web_number[24];
-    unsigned char subject[32];   /* from VerifyTicket, once known */
+    unsigned char subject[32]; /* from VerifyTicket, once known */
 } vt_device;
 
 /*
