@@ -330,7 +330,7 @@ int vault_cmd_bulk_enrol(const veil_service_ctx *ctx, int argc, char **argv)
             if (vault_store_bulk_flush(c, &bulk, err, sizeof err) != VEIL_OK) {
                 fprintf(stderr,
                         "vault bulk-enrol: %s; the first %lld persons from %lld are stored, the "
-                        "batch after them is not (nor its lines in the output file)\n",
+                        "batch after them is not, though its lines are in the output file\n",
                         err, i + 1 - pending - first, first);
                 goto out;
             }
