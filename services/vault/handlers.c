@@ -77,19 +77,18 @@ static veil_err unwrap(struct vault *v, const unsigned char *subject, uint32_t v
 
 /*
  * Looks up a device and verifies its signature over msg.  Unknown devices
- * still cost one verification (against a fixed key), so the time taken
- * does not tell whether a device exists.
+ * still cost one full verification (against a valid key nobody holds), so
+ * the time taken does not tell whether a device exists.
  */
 static veil_err device_signed(struct vault *v, vault_conn *c,
                               const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                               const unsigned char sig[64], const veil_buf *msg,
                               struct vault_device_row *row)
 {
-    static const unsigned char decoy[32] = {1};
     veil_err err = vault_store_device(c, device_id, row);
     if (err && err != VEIL_ERR_NOT_FOUND)
         return err;
-    const unsigned char *pk = err ? decoy : row->public_key;
+    const unsigned char *pk = err ? v->keys->decoy_pk : row->public_key;
     int good = !msg->failed && crypto_sign_verify_detached(sig, msg->data, msg->len, pk) == 0;
     if (msg->failed)
         return VEIL_ERR_NOMEM;

@@ -224,6 +224,7 @@ struct vault_keys {
     _Atomic int64_t next_refresh_ms; /* unknown ticket versions rescan no more than 1/s */
     unsigned char proofing[VAULT_PROOFING_KEYS_MAX][32];
     size_t n_proofing;
+    unsigned char decoy_pk[32]; /* a valid Ed25519 key whose secret was discarded */
 };
 
 /*
