@@ -40,7 +40,7 @@ const char veil_feedlog_sql_app_head[] =
 
 const char veil_feedlog_sql_redact[] =
     "UPDATE veil_feed_changes SET kind = 'redacted', subject_ref = NULL, device_id = '',"
-    " app_id = '', attributes = '{}' WHERE subject_ref = $1";
+    " app_id = '', attributes = '{}' WHERE subject_ref = $1 AND kind <> $2";
 
 const char veil_feedlog_sql_drop_app_events[] = "DELETE FROM veil_app_events WHERE subject_ref = $1";
 
@@ -262,17 +262,17 @@ out:
 }
 
 veil_err veil_feedlog_forget(veil_pg *c, int base, const unsigned char subject_ref[32],
-                             int64_t *affected)
+                             const char *notice_kind, int64_t *affected)
 {
     PGresult *r;
-    veil_pg_param p = vp_bytes(subject_ref, 32);
+    veil_pg_param p[] = {vp_bytes(subject_ref, 32), vp_text(notice_kind)};
     *affected = 0;
-    veil_err err = veil_pg_exec(c, base + S_REDACT, &p, 1, &r);
+    veil_err err = veil_pg_exec(c, base + S_REDACT, p, 2, &r);
     if (err)
         return err;
     *affected += strtoll(PQcmdTuples(r), NULL, 10);
     PQclear(r);
-    err = veil_pg_exec(c, base + S_DROP, &p, 1, &r);
+    err = veil_pg_exec(c, base + S_DROP, p, 1, &r);
     if (err)
         return err;
     *affected += strtoll(PQcmdTuples(r), NULL, 10);

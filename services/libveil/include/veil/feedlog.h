@@ -107,9 +107,11 @@ veil_err veil_feedlog_app_events(veil_pg *c, int base, const char *app_id, int64
  * Erasure, inside the caller's transaction: the subject's earlier changes
  * keep their numbers (the feed stays gap-free) but lose their content (kind
  * "redacted", no subject, device, app or attributes), and its app events are
- * deleted.  *affected receives how many rows went.
+ * deleted.  Changes of notice_kind - the erasure notices themselves, which a
+ * lagging consumer still needs to drop what it cached - are kept.
+ * *affected receives how many rows went.
  */
 veil_err veil_feedlog_forget(veil_pg *c, int base, const unsigned char subject_ref[32],
-                             int64_t *affected) VEIL_WUR;
+                             const char *notice_kind, int64_t *affected) VEIL_WUR;
 
 #endif
