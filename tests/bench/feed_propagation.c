@@ -11,10 +11,13 @@
  * itself:
  *
  *   feed_propagation --addr HOST:PORT --ca CA --cert CERT --key KEY [-n N] [--pause-ms MS]
+ *                    [--writers W]
  *
  * (or VEIL_BENCH_ADDR, VEIL_BENCH_CA, VEIL_BENCH_CERT, VEIL_BENCH_KEY), as
  * an identity the service lets call RevokeDevice and Changes (the gateway's
- * certificate).  The last line of its output is
+ * certificate).  With --writers W it first measures how many mutations per
+ * second W concurrent writers get through the feed's serialised append
+ * (each writes for about 3 seconds).  The last line of its output is
  *
  *   feed: propagation_p50_ms=... p99_ms=... max_ms=... n=...
  */
@@ -52,6 +55,68 @@ static void apply(const Veil__Change *c, void *ctx)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* One concurrent writer of the throughput phase. */
+struct writer {
+    veil_channel *ch;
+    int64_t until_ns;
+    long done;
+    int failed;
+};
+
+/* Revokes random devices of random subjects until the time is up. */
+static void *write_loop(void *arg)
+{
+    struct writer *w = arg;
+    unsigned char subject[32], id[16];
+    char device[33];
+    while (veil_mono_ns() < w->until_ns) {
+        Veil__Revocation__RevokeDeviceRequest req = VEIL__REVOCATION__REVOKE_DEVICE_REQUEST__INIT;
+        Veil__Empty *resp;
+        veil_status st;
+        randombytes_buf(subject, sizeof subject);
+        randombytes_buf(id, sizeof id);
+        veil_hex_encode(device, sizeof device, id, sizeof id);
+        req.subject_ref.data = subject;
+        req.subject_ref.len = sizeof subject;
+        req.device_id = device;
+        if (veil_channel_call(w->ch, "RevokeDevice", &req.base, NULL, TIMEOUT_MS, &resp, &st) !=
+            VEIL_OK) {
+            w->failed = 1;
+            break;
+        }
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        w->done++;
+    }
+    veil_client_thread_done();
+    return NULL;
+}
+
+/* Runs n writers for about 3 s; prints mutations per second.  Returns 0 or -1. */
+static int throughput(veil_channel *ch, long n)
+{
+    struct writer w[64];
+    pthread_t t[64];
+    int64_t t0 = veil_mono_ns();
+    long total = 0;
+    int failed = 0;
+    for (long i = 0; i < n; i++) {
+        w[i] = (struct writer){.ch = ch, .until_ns = t0 + 3000000000LL};
+        pthread_create(&t[i], NULL, write_loop, &w[i]);
+    }
+    for (long i = 0; i < n; i++) {
+        pthread_join(t[i], NULL);
+        total += w[i].done;
+        failed |= w[i].failed;
+    }
+    double secs = (double)(veil_mono_ns() - t0) / 1e9;
+    if (failed) {
+        fprintf(stderr, "feed_propagation: a writer's RevokeDevice failed\n");
+        return -1;
+    }
+    printf("feed: writers=%ld mutations=%ld mutations_per_s=%.0f\n", n, total, total / secs);
+    return 0;
+}
+
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -72,7 +137,7 @@ static const char *opt_or_env(const char *opt, const char *env)
 static void usage(void)
 {
     fprintf(stderr, "usage: feed_propagation --addr HOST:PORT --ca CA --cert CERT --key KEY "
-                    "[-n N] [--pause-ms MS]\n");
+                    "[-n N] [--pause-ms MS] [--writers W]\n");
     exit(2);
 }
 
@@ -94,11 +159,12 @@ static int64_t await_change(struct probe *p)
 int main(int argc, char **argv)
 {
     const char *addr = NULL, *ca = NULL, *cert = NULL, *key = NULL;
-    long n = 200, pause_ms = 20;
+    long n = 200, pause_ms = 20, writers = 0;
     static const struct option opts[] = {
         {"addr", required_argument, NULL, 'a'}, {"ca", required_argument, NULL, 'c'},
         {"cert", required_argument, NULL, 'e'}, {"key", required_argument, NULL, 'k'},
-        {"pause-ms", required_argument, NULL, 'p'}, {NULL, 0, NULL, 0},
+        {"pause-ms", required_argument, NULL, 'p'}, {"writers", required_argument, NULL, 'w'},
+        {NULL, 0, NULL, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
@@ -109,6 +175,7 @@ int main(int argc, char **argv)
         case 'k': key = optarg; break;
         case 'p': pause_ms = strtol(optarg, NULL, 10); break;
         case 'n': n = strtol(optarg, NULL, 10); break;
+        case 'w': writers = strtol(optarg, NULL, 10); break;
         default: usage();
         }
     }
@@ -116,7 +183,8 @@ int main(int argc, char **argv)
     ca = opt_or_env(ca, "VEIL_BENCH_CA");
     cert = opt_or_env(cert, "VEIL_BENCH_CERT");
     key = opt_or_env(key, "VEIL_BENCH_KEY");
-    if (!addr || !ca || !cert || !key || n < 1 || n > 100000 || pause_ms < 0)
+    if (!addr || !ca || !cert || !key || n < 1 || n > 100000 || pause_ms < 0 || writers < 0 ||
+        writers > 64)
         usage();
     if (sodium_init() < 0)
         return 1;
@@ -129,6 +197,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "feed_propagation: %s\n", err);
         return 1;
     }
+    if (writers && throughput(ch, writers) != 0)
+        return 1;
     struct probe probe = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     veil_follower_config cfg = {.channel = ch, .after_seq = VEIL_FEED_FROM_HEAD, .wait_ms = 10000,
                                 .apply = apply, .ctx = &probe, .name = "revocation"};
