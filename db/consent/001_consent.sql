@@ -2,6 +2,12 @@
 -- receipt; each of its attributes has its own state, so a withdrawal or a
 -- newer grant can end one attribute and leave the others live.
 
+-- Times come from the service's clock as Unix milliseconds (the receipts
+-- state them; expiry must match them exactly): converted without rounding.
+CREATE FUNCTION ms_time(ms bigint) RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN timestamptz 'epoch' + ms * interval '1 millisecond';
+
 CREATE TABLE grants (
     receipt_id text PRIMARY KEY,
     subject_ref bytea NOT NULL CHECK (length(subject_ref) = 32),

@@ -20,13 +20,13 @@
 #include "veil/migrate.h"
 #include "veil/rpc.h"
 
-#define CONSENT_SUBJECT_BYTES 32
-#define CONSENT_ATTRIBUTES_MAX 16
-#define CONSENT_PURPOSE_MAX 200                           /* bytes */
-#define CONSENT_EXPIRY_MAX_MS (INT64_C(1826) * 86400000) /* five years, leap days included */
-#define CONSENT_RECEIPT_ID_BYTES 16                       /* random; base64url in text */
-#define CONSENT_RECEIPT_TYP "veil-consent-receipt+jwt"
-#define CONSENT_RECEIPT_ISS "veil-consent"
+#define CONSENT_SUBJECT_BYTES    32
+#define CONSENT_ATTRIBUTES_MAX   16
+#define CONSENT_PURPOSE_MAX      200                        /* bytes */
+#define CONSENT_EXPIRY_MAX_MS    (INT64_C(1826) * 86400000) /* five years, leap days included */
+#define CONSENT_RECEIPT_ID_BYTES 16                         /* random; base64url in text */
+#define CONSENT_RECEIPT_TYP      "veil-consent-receipt+jwt"
+#define CONSENT_RECEIPT_ISS      "veil-consent"
 
 struct consent_store;
 
@@ -107,8 +107,8 @@ veil_err consent_store_list(struct consent_store *s, const unsigned char *subjec
 
 /* Of the listed attributes, those live for the app now, as Check returns them. */
 veil_err consent_store_check(struct consent_store *s, const unsigned char *subject_ref,
-                             const char *app_id, char *const *attributes, size_t n,
-                             int64_t now_ms, ProtobufCAllocator *alloc,
+                             const char *app_id, char *const *attributes, size_t n, int64_t now_ms,
+                             ProtobufCAllocator *alloc,
                              Veil__Consent__CheckResponse *resp) VEIL_WUR;
 
 /* Deletes everything about the subject, redacting its feed history. */

@@ -40,8 +40,9 @@ static veil_err check_subject(veil_call *call, const ProtobufCBinaryData *subjec
 
 static veil_err check_app(veil_call *call, const char *app_id)
 {
-    return veil_ident_valid(app_id) ? VEIL_OK
-                                    : refuse(call, VEIL_ERR_INVALID, "app_id is not a valid app id");
+    return veil_ident_valid(app_id)
+               ? VEIL_OK
+               : refuse(call, VEIL_ERR_INVALID, "app_id is not a valid app id");
 }
 
 /* Catalogue names, each at most once; an unknown one is named if it looks like a name. */
@@ -52,7 +53,8 @@ static veil_err check_names(veil_call *call, const char *field, char *const *nam
             if (veil_ident_valid(names[i]))
                 veil_call_fail(call, VEIL_ERR_INVALID, "%s: unknown attribute %s", field, names[i]);
             else
-                veil_call_fail(call, VEIL_ERR_INVALID, "%s[%zu] is not an attribute name", field, i);
+                veil_call_fail(call, VEIL_ERR_INVALID, "%s[%zu] is not an attribute name", field,
+                               i);
             return VEIL_ERR_INVALID;
         }
         for (size_t j = 0; j < i; j++) {
@@ -189,8 +191,7 @@ static void consent_withdraw(Veil__Consent__Consent_Service *svc,
     if (!err)
         err = consent_store_withdraw(self(svc)->store, req->subject_ref.data, req->app_id,
                                      req->attributes, req->n_attributes, veil_now_ms(),
-                                     veil_call_allocator(call), &resp.withdrawn,
-                                     &resp.n_withdrawn);
+                                     veil_call_allocator(call), &resp.withdrawn, &resp.n_withdrawn);
     if (err == VEIL_ERR_NOT_FOUND)
         veil_call_fail(call, err, "no live consent for this app");
     VEIL_REPLY(done, call, err, &resp);

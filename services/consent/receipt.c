@@ -26,10 +26,10 @@ veil_err consent_receipt_sign(const veil_signer *s, const struct consent_new_gra
         if (json_array_append_new(attrs, json_string(g->attributes[i])) != 0)
             goto out;
     json_int_t granted = g->granted_at_ms / 1000, expires = g->expires_at_ms / 1000;
-    payload = json_pack("{s:s, s:s, s:s, s:O, s:s, s:I, s:I, s:I}", "iss", CONSENT_RECEIPT_ISS,
-                        "receipt_id", g->receipt_id, "app", g->app_id, "attributes", attrs,
-                        "purpose", g->purpose, "granted_at", granted, "expires_at", expires,
-                        "iat", granted);
+    payload =
+        json_pack("{s:s, s:s, s:s, s:O, s:s, s:I, s:I, s:I}", "iss", CONSENT_RECEIPT_ISS,
+                  "receipt_id", g->receipt_id, "app", g->app_id, "attributes", attrs, "purpose",
+                  g->purpose, "granted_at", granted, "expires_at", expires, "iat", granted);
     if (payload)
         err = veil_jws_sign(s, CONSENT_RECEIPT_TYP, payload, out);
 out:
@@ -56,8 +56,8 @@ veil_err consent_signers_update(struct consent *c, char *errbuf, size_t errlen)
         if (signer_of(s, versions[i]))
             continue;
         size_t slot = atomic_load(&s->count);
-        veil_err err = veil_signer_new(veil_keyring_get(c->keys, versions[i]), "receipt",
-                                       &s->by_index[slot]);
+        veil_err err =
+            veil_signer_new(veil_keyring_get(c->keys, versions[i]), "receipt", &s->by_index[slot]);
         if (err) {
             snprintf(errbuf, errlen, "cannot derive receipt key %u (%s)", versions[i],
                      veil_err_name(err));
@@ -82,8 +82,8 @@ char *consent_signers_jwks(struct consent_signers *s)
     json_t *keys = json_array();
     size_t n = atomic_load(&s->count);
     for (size_t i = 0; keys && i < n; i++)
-        if (json_array_append_new(keys, veil_jwk_ed25519(s->by_index[i]->kid,
-                                                         s->by_index[i]->pk)) != 0)
+        if (json_array_append_new(keys,
+                                  veil_jwk_ed25519(s->by_index[i]->kid, s->by_index[i]->pk)) != 0)
             goto out;
     json_t *jwks = json_pack("{s:O}", "keys", keys);
     if (jwks)

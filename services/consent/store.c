@@ -18,9 +18,6 @@
 /* The change that tells consumers a subject was erased. */
 #define FORGOTTEN "subject_forgotten"
 
-/* $n milliseconds since the Unix epoch as a timestamptz, exactly. */
-#define MS(n) "(timestamptz 'epoch' + $" #n "::int8 * interval '1 millisecond')"
-
 enum {
     ST_SUPERSEDE,
     ST_INSERT_GRANT,
@@ -34,22 +31,25 @@ enum {
 };
 
 static const veil_pg_stmt stmts[ST_COUNT] = {
-    [ST_SUPERSEDE] = {"supersede",
-                      "UPDATE grant_attributes SET state = 'superseded', ended_at = " MS(4)
-                      " WHERE subject_ref = $1 AND app_id = $2 AND state = 'live'"
-                      " AND attribute = ANY (string_to_array($3, ','))"},
+    [ST_SUPERSEDE] =
+        {"supersede",
+         "UPDATE grant_attributes SET state = 'superseded', ended_at = ms_time($4::int8)"
+         " WHERE subject_ref = $1 AND app_id = $2 AND state = 'live'"
+         " AND attribute = ANY (string_to_array($3, ','))"},
     [ST_INSERT_GRANT] = {"insert_grant",
                          "INSERT INTO grants (receipt_id, subject_ref, app_id, purpose, granted_at,"
-                         " expires_at, receipt) VALUES ($1, $2, $3, $4, " MS(5) ", " MS(6) ", $7)"},
+                         " expires_at, receipt)"
+                         " VALUES ($1, $2, $3, $4, ms_time($5::int8), ms_time($6::int8), $7)"},
     [ST_INSERT_ATTRS] = {"insert_attrs",
                          "INSERT INTO grant_attributes (receipt_id, pos, attribute, subject_ref,"
                          " app_id, state) SELECT $1, a.pos, a.name, $2, $3, 'live'"
                          " FROM unnest(string_to_array($4, ',')) WITH ORDINALITY AS a (name, pos)"},
     /* Live means not ended and not expired; $3 = '' withdraws every attribute. */
     [ST_WITHDRAW] = {"withdraw",
-                     "WITH w AS (UPDATE grant_attributes a SET state = 'withdrawn', ended_at = " MS(4)
+                     "WITH w AS (UPDATE grant_attributes a"
+                     "  SET state = 'withdrawn', ended_at = ms_time($4::int8)"
                      "  FROM grants g WHERE g.receipt_id = a.receipt_id AND a.subject_ref = $1"
-                     "  AND a.app_id = $2 AND a.state = 'live' AND g.expires_at > " MS(4)
+                     "  AND a.app_id = $2 AND a.state = 'live' AND g.expires_at > ms_time($4::int8)"
                      "  AND ($3 = '' OR a.attribute = ANY (string_to_array($3, ',')))"
                      "  RETURNING a.attribute)"
                      " SELECT attribute FROM w ORDER BY attribute"},
@@ -62,12 +62,12 @@ static const veil_pg_stmt stmts[ST_COUNT] = {
                  " FROM grants g JOIN grant_attributes a USING (receipt_id)"
                  " WHERE g.subject_ref = $1"
                  " GROUP BY g.receipt_id ORDER BY g.granted_at DESC, g.receipt_id"},
-    [ST_CHECK] = {"check",
-                  "SELECT a.attribute, g.receipt_id, g.purpose, g.expires_at"
-                  " FROM grant_attributes a JOIN grants g USING (receipt_id)"
-                  " WHERE a.subject_ref = $1 AND a.app_id = $2 AND a.state = 'live'"
-                  " AND g.expires_at > " MS(4) " AND a.attribute = ANY (string_to_array($3, ','))"
-                  " ORDER BY array_position(string_to_array($3, ','), a.attribute)"},
+    [ST_CHECK] = {"check", "SELECT a.attribute, g.receipt_id, g.purpose, g.expires_at"
+                           " FROM grant_attributes a JOIN grants g USING (receipt_id)"
+                           " WHERE a.subject_ref = $1 AND a.app_id = $2 AND a.state = 'live'"
+                           " AND g.expires_at > ms_time($4::int8)"
+                           " AND a.attribute = ANY (string_to_array($3, ','))"
+                           " ORDER BY array_position(string_to_array($3, ','), a.attribute)"},
     [ST_FORGET] = {"forget", "DELETE FROM grants WHERE subject_ref = $1"},
     VEIL_FEEDLOG_STMTS(ST_FEED),
 };
@@ -152,12 +152,18 @@ veil_err consent_store_grant(struct consent_store *s, const struct consent_new_g
     veil_pg_param subject = vp_bytes(g->subject_ref, CONSENT_SUBJECT_BYTES);
     veil_pg_param app = vp_text(g->app_id), names = vp_text((const char *)attrs.data);
     veil_pg_param supersede[] = {subject, app, names, vp_i64(g->granted_at_ms)};
-    veil_pg_param grant[] = {vp_text(g->receipt_id), subject, app, vp_text(g->purpose),
-                             vp_i64(g->granted_at_ms), vp_i64(g->expires_at_ms),
+    veil_pg_param grant[] = {vp_text(g->receipt_id),
+                             subject,
+                             app,
+                             vp_text(g->purpose),
+                             vp_i64(g->granted_at_ms),
+                             vp_i64(g->expires_at_ms),
                              vp_text(g->receipt)};
     veil_pg_param rows[] = {vp_text(g->receipt_id), subject, app, names};
-    veil_feed_change ch = {.kind = "consent_granted", .subject_ref = g->subject_ref,
-                           .app_id = g->app_id, .attributes = g->attributes,
+    veil_feed_change ch = {.kind = "consent_granted",
+                           .subject_ref = g->subject_ref,
+                           .app_id = g->app_id,
+                           .attributes = g->attributes,
                            .n_attributes = g->n_attributes};
     err = run(c, ST_SUPERSEDE, supersede, 4);
     if (!err)
@@ -201,8 +207,11 @@ veil_err consent_store_withdraw(struct consent_store *s, const unsigned char *su
     for (size_t i = 0; !err && i < k; i++)
         if (!(v[i] = pstrdup(alloc, veil_pg_get_text(r, (int)i, 0))))
             err = VEIL_ERR_NOMEM;
-    veil_feed_change ch = {.kind = "consent_withdrawn", .subject_ref = subject_ref,
-                           .app_id = app_id, .attributes = v, .n_attributes = k};
+    veil_feed_change ch = {.kind = "consent_withdrawn",
+                           .subject_ref = subject_ref,
+                           .app_id = app_id,
+                           .attributes = v,
+                           .n_attributes = k};
     if (!err)
         err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
     /* The app hears of it too, through its own event stream (the gateway adds the epoch). */
@@ -220,7 +229,8 @@ out:
 }
 
 /* What a grant is now, given what is left of it. */
-static const char *grant_status(int64_t expires_at_ms, int64_t now_ms, size_t live, size_t withdrawn)
+static const char *grant_status(int64_t expires_at_ms, int64_t now_ms, size_t live,
+                                size_t withdrawn)
 {
     if (expires_at_ms <= now_ms)
         return "expired";
@@ -263,9 +273,11 @@ veil_err consent_store_list(struct consent_store *s, const unsigned char *subjec
         if (!g->receipt_id || !g->app_id || !g->purpose || !g->receipt)
             err = VEIL_ERR_NOMEM;
         if (!err)
-            err = veil_feedlog_split_names(alloc, veil_pg_get_text(r, row, 6), &g->attributes, &g->n_attributes);
+            err = veil_feedlog_split_names(alloc, veil_pg_get_text(r, row, 6), &g->attributes,
+                                           &g->n_attributes);
         if (!err)
-            err = veil_feedlog_split_names(alloc, veil_pg_get_text(r, row, 7), &g->withdrawn, &g->n_withdrawn);
+            err = veil_feedlog_split_names(alloc, veil_pg_get_text(r, row, 7), &g->withdrawn,
+                                           &g->n_withdrawn);
         g->status = (char *)grant_status(g->expires_at_ms, now_ms, g->n_attributes, g->n_withdrawn);
         resp->grants[i] = g;
         resp->n_grants = i + 1;
@@ -275,9 +287,8 @@ veil_err consent_store_list(struct consent_store *s, const unsigned char *subjec
 }
 
 veil_err consent_store_check(struct consent_store *s, const unsigned char *subject_ref,
-                             const char *app_id, char *const *attributes, size_t n,
-                             int64_t now_ms, ProtobufCAllocator *alloc,
-                             Veil__Consent__CheckResponse *resp)
+                             const char *app_id, char *const *attributes, size_t n, int64_t now_ms,
+                             ProtobufCAllocator *alloc, Veil__Consent__CheckResponse *resp)
 {
     veil_buf names = {0};
     veil_pg *c;

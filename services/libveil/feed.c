@@ -20,8 +20,8 @@
 #include "veil/formats.h"
 #include "veil/log.h"
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 2000
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     2000
 #define POLL_WHILE_DOWN_MS 200 /* a wait's longest slice while LISTEN is down */
 
 static int64_t mono_ms(void)
@@ -84,8 +84,9 @@ static PGconn *listen_connect(veil_notifier *n)
 {
     /* Later keywords override what the conninfo says: keepalives notice a
      * silently dead TCP peer within about a minute. */
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", "keepalives",
-                          "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+    const char *keys[] = {
+        "dbname",          "connect_timeout",     "application_name", "keepalives",
+        "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
     const char *vals[] = {n->conninfo, "3", "veil feed notifier", "1", "30", "10", "3", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     const char *why = NULL;
@@ -126,7 +127,8 @@ fail:
 /* Reads notifications until the connection fails or the notifier quits. */
 static void listen_loop(veil_notifier *n, PGconn *c)
 {
-    struct pollfd fds[2] = {{.fd = PQsocket(c), .events = POLLIN}, {.fd = n->wake[0], .events = POLLIN}};
+    struct pollfd fds[2] = {{.fd = PQsocket(c), .events = POLLIN},
+                            {.fd = n->wake[0], .events = POLLIN}};
     while (!atomic_load(&n->quit)) {
         int rc = poll(fds, 2, -1);
         if (rc < 0 && errno != EINTR)
@@ -267,7 +269,7 @@ void veil_notifier_free(veil_notifier *n)
 /* A page size as a request asks for it, defaulted and capped. */
 static uint32_t page_size(uint32_t asked)
 {
-    return asked == 0 ? VEIL_FEED_BATCH_DEFAULT
+    return asked == 0                    ? VEIL_FEED_BATCH_DEFAULT
            : asked > VEIL_FEED_BATCH_MAX ? VEIL_FEED_BATCH_MAX
                                          : asked;
 }
@@ -333,7 +335,7 @@ struct veil_follower {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int stopping;          /* under mu */
+    int stopping;           /* under mu */
     veil_pending *inflight; /* under mu: the poll stop() must cancel */
     atomic_llong last_seq;
     atomic_llong last_ok_ms; /* monotonic ms at the end of the last good poll */
@@ -419,7 +421,8 @@ static void *follower_main(void *arg)
     int64_t last = f->cfg.after_seq;
     int from_head = last < 0, backoff = 0, lost = 0;
     if (veil_cq_new(&q) != VEIL_OK) {
-        veil_log(VEIL_LOG_ERROR, "change feed follower cannot start", VL_STR("feed", f->name), VL_END);
+        veil_log(VEIL_LOG_ERROR, "change feed follower cannot start", VL_STR("feed", f->name),
+                 VL_END);
         return NULL;
     }
     for (;;) {
@@ -436,9 +439,9 @@ static void *follower_main(void *arg)
             if (follower_stopping(f))
                 break;
             if (!lost)
-                veil_log(VEIL_LOG_WARN, "change feed follower lost the feed", VL_STR("feed", f->name),
-                         VL_STR("status", veil_status_name(st.code)), VL_STR("error", st.message),
-                         VL_INT("last_seq", last), VL_END);
+                veil_log(VEIL_LOG_WARN, "change feed follower lost the feed",
+                         VL_STR("feed", f->name), VL_STR("status", veil_status_name(st.code)),
+                         VL_STR("error", st.message), VL_INT("last_seq", last), VL_END);
             lost = 1;
             backoff = backoff ? backoff * 2 : BACKOFF_MIN_MS;
             if (backoff > BACKOFF_MAX_MS)

@@ -15,9 +15,11 @@
 /* The counter row's lock serialises feed writers until they commit. */
 const char veil_feedlog_sql_append[] =
     "WITH n AS (UPDATE veil_feed_counter SET last_seq = last_seq + 1 RETURNING last_seq),"
-    " i AS (INSERT INTO veil_feed_changes (seq, kind, subject_ref, device_id, app_id, attributes, at)"
+    " i AS (INSERT INTO veil_feed_changes"
+    "       (seq, kind, subject_ref, device_id, app_id, attributes, at)"
     "       SELECT last_seq, $1, $2, $3, $4, string_to_array($5, ','), now() FROM n RETURNING seq)"
-    " SELECT i.seq FROM i CROSS JOIN LATERAL pg_notify('" VEIL_FEED_CHANNEL "', i.seq::text) AS sent";
+    " SELECT i.seq FROM i"
+    " CROSS JOIN LATERAL pg_notify('" VEIL_FEED_CHANNEL "', i.seq::text) AS sent";
 
 const char veil_feedlog_sql_app_event[] =
     "WITH n AS (INSERT INTO veil_app_event_counters AS c (app_id, last_seq) VALUES ($1, 1)"
@@ -42,7 +44,8 @@ const char veil_feedlog_sql_redact[] =
     "UPDATE veil_feed_changes SET kind = 'redacted', subject_ref = NULL, device_id = '',"
     " app_id = '', attributes = '{}' WHERE subject_ref = $1 AND kind <> $2";
 
-const char veil_feedlog_sql_drop_app_events[] = "DELETE FROM veil_app_events WHERE subject_ref = $1";
+const char veil_feedlog_sql_drop_app_events[] =
+    "DELETE FROM veil_app_events WHERE subject_ref = $1";
 
 enum { S_APPEND, S_APP_EVENT, S_CHANGES, S_HEAD, S_APP_EVENTS, S_APP_HEAD, S_REDACT, S_DROP };
 
@@ -73,8 +76,7 @@ veil_err veil_feedlog_join_names(veil_buf *b, char *const *attrs, size_t n)
     return b->failed ? VEIL_ERR_NOMEM : VEIL_OK;
 }
 
-veil_err veil_feedlog_split_names(ProtobufCAllocator *a, const char *text, char ***out,
-                                  size_t *n)
+veil_err veil_feedlog_split_names(ProtobufCAllocator *a, const char *text, char ***out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -199,7 +201,8 @@ veil_err veil_feedlog_changes(veil_pg *c, int base, int64_t after_seq, uint32_t 
             memcpy(ch->subject_ref.data, subject, len);
             ch->subject_ref.len = len;
         }
-        err = veil_feedlog_split_names(alloc, veil_pg_get_text(r, row, 5), &ch->attributes, &ch->n_attributes);
+        err = veil_feedlog_split_names(alloc, veil_pg_get_text(r, row, 5), &ch->attributes,
+                                       &ch->n_attributes);
         if (err)
             goto out;
         resp->changes[i] = ch;
@@ -248,7 +251,8 @@ veil_err veil_feedlog_app_events(veil_pg *c, int base, const char *app_id, int64
         }
         memcpy(ev->subject_ref.data, subject, len);
         ev->subject_ref.len = len;
-        err = veil_feedlog_split_names(alloc, veil_pg_get_text(r, row, 4), &ev->attributes, &ev->n_attributes);
+        err = veil_feedlog_split_names(alloc, veil_pg_get_text(r, row, 4), &ev->attributes,
+                                       &ev->n_attributes);
         if (err)
             goto out;
         resp->events[i] = ev;

@@ -23,7 +23,8 @@ static veil_err check_subject(veil_call *call, const ProtobufCBinaryData *subjec
 {
     if (subject->len == REVOCATION_SUBJECT_BYTES)
         return VEIL_OK;
-    veil_call_fail(call, VEIL_ERR_INVALID, "subject_ref must be %d bytes", REVOCATION_SUBJECT_BYTES);
+    veil_call_fail(call, VEIL_ERR_INVALID, "subject_ref must be %d bytes",
+                   REVOCATION_SUBJECT_BYTES);
     return VEIL_ERR_INVALID;
 }
 
@@ -133,8 +134,9 @@ static void revocation_set_identity_state(Veil__Revocation__Revocation_Service *
     veil_err err = check_subject(call, &req->subject_ref);
     if (!err && (req->state < VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE ||
                  req->state > VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED)) {
-        veil_call_fail(call, VEIL_ERR_INVALID, "state must be IDENTITY_ACTIVE, IDENTITY_SUSPENDED "
-                                               "or IDENTITY_REVOKED");
+        veil_call_fail(call, VEIL_ERR_INVALID,
+                       "state must be IDENTITY_ACTIVE, IDENTITY_SUSPENDED "
+                       "or IDENTITY_REVOKED");
         err = VEIL_ERR_INVALID;
     }
     if (!err)
@@ -144,8 +146,9 @@ static void revocation_set_identity_state(Veil__Revocation__Revocation_Service *
                                             req->reason, &changed);
     if (err == VEIL_ERR_PRECONDITION)
         veil_call_fail(call, err, "the identity is revoked, which is final: it cannot be %s",
-                       req->state == VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE ? "reinstated"
-                                                                               : "suspended");
+                       req->state == VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE
+                           ? "reinstated"
+                           : "suspended");
     VEIL_REPLY(done, call, err, &resp);
 }
 

@@ -19,7 +19,7 @@
 #include "veil/rpc.h"
 
 #define REVOCATION_SUBJECT_BYTES 32
-#define REVOCATION_REASON_MAX 200 /* bytes of an admin's free-text reason */
+#define REVOCATION_REASON_MAX    200 /* bytes of an admin's free-text reason */
 
 typedef Veil__Revocation__IdentityState revocation_identity_state;
 typedef Veil__Revocation__AppState revocation_app_state;

@@ -32,12 +32,13 @@ enum {
 };
 
 static const veil_pg_stmt stmts[ST_COUNT] = {
-    [ST_FACTS] = {"facts",
-                  "SELECT (SELECT state FROM identities WHERE subject_ref = $1),"
-                  " EXISTS (SELECT 1 FROM revoked_devices WHERE subject_ref = $1 AND device_id = $2),"
-                  " (SELECT state FROM apps WHERE app_id = $3), l.linked, l.epoch"
-                  " FROM (SELECT 1) AS one"
-                  " LEFT JOIN app_links l ON l.subject_ref = $1 AND l.app_id = $3"},
+    [ST_FACTS] =
+        {"facts",
+         "SELECT (SELECT state FROM identities WHERE subject_ref = $1),"
+         " EXISTS (SELECT 1 FROM revoked_devices WHERE subject_ref = $1 AND device_id = $2),"
+         " (SELECT state FROM apps WHERE app_id = $3), l.linked, l.epoch"
+         " FROM (SELECT 1) AS one"
+         " LEFT JOIN app_links l ON l.subject_ref = $1 AND l.app_id = $3"},
     [ST_REVOKE_DEVICE] = {"revoke_device",
                           "INSERT INTO revoked_devices (subject_ref, device_id, revoked_at)"
                           " VALUES ($1, $2, now()) ON CONFLICT DO NOTHING RETURNING 1"},
@@ -53,15 +54,15 @@ static const veil_pg_stmt stmts[ST_COUNT] = {
     [ST_LINKED_APPS] = {"linked_apps",
                         "SELECT app_id, epoch FROM app_links WHERE subject_ref = $1 AND linked"
                         " ORDER BY app_id"},
-    [ST_UNLINK] = {"unlink",
-                   "UPDATE app_links SET linked = false, changed_at = now()"
-                   " WHERE subject_ref = $1 AND app_id = $2 AND linked RETURNING epoch"},
+    [ST_UNLINK] = {"unlink", "UPDATE app_links SET linked = false, changed_at = now()"
+                             " WHERE subject_ref = $1 AND app_id = $2 AND linked RETURNING epoch"},
     [ST_LINK_LOCK] = {"link_lock",
                       "SELECT linked, epoch FROM app_links WHERE subject_ref = $1 AND app_id = $2"
                       " FOR UPDATE"},
-    [ST_RELINK] = {"relink",
-                   "UPDATE app_links SET linked = true, epoch = epoch + $3::int8, changed_at = now()"
-                   " WHERE subject_ref = $1 AND app_id = $2 RETURNING epoch"},
+    [ST_RELINK] =
+        {"relink",
+         "UPDATE app_links SET linked = true, epoch = epoch + $3::int8, changed_at = now()"
+         " WHERE subject_ref = $1 AND app_id = $2 RETURNING epoch"},
     /* Only if still unlinked: two logins racing re-link once, not twice. */
     [ST_LOGIN_RELINK] = {"login_relink",
                          "UPDATE app_links SET linked = true, epoch = epoch + 1, changed_at = now()"
@@ -75,8 +76,9 @@ static const veil_pg_stmt stmts[ST_COUNT] = {
                        "INSERT INTO apps (app_id, state, changed_at) VALUES ($1, 'active', now())"
                        " ON CONFLICT DO NOTHING"},
     [ST_APP_LOCK] = {"app_lock", "SELECT state FROM apps WHERE app_id = $1 FOR UPDATE"},
-    [ST_APP_SET] = {"app_set",
-                    "UPDATE apps SET state = $2, reason = $3, changed_at = now() WHERE app_id = $1"},
+    [ST_APP_SET] =
+        {"app_set",
+         "UPDATE apps SET state = $2, reason = $3, changed_at = now() WHERE app_id = $1"},
     VEIL_FEEDLOG_STMTS(ST_FEED),
 };
 
@@ -198,8 +200,8 @@ veil_err revocation_store_revoke_device(struct revocation_store *s, const unsign
     veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(device_id)};
     err = one_row(c, ST_REVOKE_DEVICE, p, 2, &r, changed);
     if (!err && *changed) {
-        veil_feed_change ch = {.kind = "device_revoked", .subject_ref = subject,
-                               .device_id = device_id};
+        veil_feed_change ch = {
+            .kind = "device_revoked", .subject_ref = subject, .device_id = device_id};
         err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
     }
     PQclear(r);
@@ -250,10 +252,10 @@ veil_err revocation_store_set_identity(struct revocation_store *s, const unsigne
     PQclear(r);
     veil_pg_param p[] = {key, vp_text(identity_names[state]), vp_text(reason)};
     err = veil_pg_exec(c, ST_IDENTITY_SET, p, 3, &r);
-    const char *kind = state == VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE ? "identity_reinstated"
-                       : state == VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_SUSPENDED
-                           ? "identity_suspended"
-                           : "identity_revoked";
+    const char *kind =
+        state == VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE      ? "identity_reinstated"
+        : state == VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_SUSPENDED ? "identity_suspended"
+                                                                        : "identity_revoked";
     veil_feed_change ch = {.kind = kind, .subject_ref = subject};
     if (!err)
         err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
@@ -382,9 +384,10 @@ veil_err revocation_store_set_app(struct revocation_store *s, const char *app_id
     PQclear(r);
     veil_pg_param p[] = {key, vp_text(app_names[state]), vp_text(reason)};
     err = veil_pg_exec(c, ST_APP_SET, p, 3, &r);
-    veil_feed_change ch = {
-        .kind = state == VEIL__REVOCATION__APP_STATE__APP_REVOKED ? "app_revoked" : "app_reinstated",
-        .app_id = app_id};
+    veil_feed_change ch = {.kind = state == VEIL__REVOCATION__APP_STATE__APP_REVOKED
+                                       ? "app_revoked"
+                                       : "app_reinstated",
+                           .app_id = app_id};
     if (!err)
         err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
     *changed = !err;

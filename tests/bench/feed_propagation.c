@@ -161,22 +161,40 @@ int main(int argc, char **argv)
     const char *addr = NULL, *ca = NULL, *cert = NULL, *key = NULL;
     long n = 200, pause_ms = 20, writers = 0;
     static const struct option opts[] = {
-        {"addr", required_argument, NULL, 'a'}, {"ca", required_argument, NULL, 'c'},
-        {"cert", required_argument, NULL, 'e'}, {"key", required_argument, NULL, 'k'},
-        {"pause-ms", required_argument, NULL, 'p'}, {"writers", required_argument, NULL, 'w'},
+        {"addr", required_argument, NULL, 'a'},
+        {"ca", required_argument, NULL, 'c'},
+        {"cert", required_argument, NULL, 'e'},
+        {"key", required_argument, NULL, 'k'},
+        {"pause-ms", required_argument, NULL, 'p'},
+        {"writers", required_argument, NULL, 'w'},
         {NULL, 0, NULL, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
         switch (o) {
-        case 'a': addr = optarg; break;
-        case 'c': ca = optarg; break;
-        case 'e': cert = optarg; break;
-        case 'k': key = optarg; break;
-        case 'p': pause_ms = strtol(optarg, NULL, 10); break;
-        case 'n': n = strtol(optarg, NULL, 10); break;
-        case 'w': writers = strtol(optarg, NULL, 10); break;
-        default: usage();
+        case 'a':
+            addr = optarg;
+            break;
+        case 'c':
+            ca = optarg;
+            break;
+        case 'e':
+            cert = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            break;
+        case 'p':
+            pause_ms = strtol(optarg, NULL, 10);
+            break;
+        case 'n':
+            n = strtol(optarg, NULL, 10);
+            break;
+        case 'w':
+            writers = strtol(optarg, NULL, 10);
+            break;
+        default:
+            usage();
         }
     }
     addr = opt_or_env(addr, "VEIL_BENCH_ADDR");
@@ -200,8 +218,12 @@ int main(int argc, char **argv)
     if (writers && throughput(ch, writers) != 0)
         return 1;
     struct probe probe = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    veil_follower_config cfg = {.channel = ch, .after_seq = VEIL_FEED_FROM_HEAD, .wait_ms = 10000,
-                                .apply = apply, .ctx = &probe, .name = "revocation"};
+    veil_follower_config cfg = {.channel = ch,
+                                .after_seq = VEIL_FEED_FROM_HEAD,
+                                .wait_ms = 10000,
+                                .apply = apply,
+                                .ctx = &probe,
+                                .name = "revocation"};
     veil_follower *f;
     if (veil_follower_start(&cfg, &f) != VEIL_OK)
         return 1;

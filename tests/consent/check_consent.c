@@ -23,8 +23,8 @@ static h_svc con;
 static veil_channel *gw;
 
 static const char *const wechat_scope[] = {"real_name_verified", "age_over_18", "province", NULL};
-static const char *const gov_scope[] = {"real_name_verified", "full_name", "birth_date",
-                                        "province", NULL};
+static const char *const gov_scope[] = {"real_name_verified", "full_name", "birth_date", "province",
+                                        NULL};
 
 static void setup(void)
 {
@@ -153,7 +153,7 @@ START_TEST(test_supersession_and_list)
             g3 = g;
     }
     ck_assert(g1 && g2 && g3);
-    ck_assert_ptr_eq(l->grants[2], g1); /* oldest last */
+    ck_assert_ptr_eq(l->grants[2], g1);        /* oldest last */
     ck_assert_str_eq(g1->status, "withdrawn"); /* age_over_18 superseded, the rest withdrawn */
     ck_assert_uint_eq(g1->n_attributes, 0);
     ck_assert_uint_eq(g1->n_withdrawn, 1);
@@ -232,7 +232,8 @@ static char *tamper(const char *receipt, const char *from, const char *to)
     const char *d1 = strchr(receipt, '.'), *d2 = strrchr(receipt, '.');
     unsigned char json[2048];
     size_t n;
-    ck_assert_int_eq(veil_b64url_decode(json, sizeof json - 1, d1 + 1, (size_t)(d2 - d1 - 1), &n), 0);
+    ck_assert_int_eq(veil_b64url_decode(json, sizeof json - 1, d1 + 1, (size_t)(d2 - d1 - 1), &n),
+                     0);
     json[n] = '\0';
     char edited[2048];
     char *at = strstr((char *)json, from);
@@ -347,8 +348,8 @@ START_TEST(test_receipt_verifies_with_pyjwt)
     ct_subject(s, 6);
     const char *const attrs[] = {"real_name_verified", "full_name", NULL};
     int64_t expires = ct_now_ms() + 365 * CT_DAY_MS;
-    ck_assert_int_eq(ct_grant(gw, s, 32, "gov.tax", attrs, "filing the annual tax return",
-                              expires, gov_scope, rid, &receipt, NULL),
+    ck_assert_int_eq(ct_grant(gw, s, 32, "gov.tax", attrs, "filing the annual tax return", expires,
+                              gov_scope, rid, &receipt, NULL),
                      VEIL_OK);
     Veil__Consent__ListResponse *l = ct_list(gw, s);
     int64_t granted = l->grants[0]->granted_at_ms / 1000;
@@ -454,7 +455,8 @@ START_TEST(test_forget)
     /* the feed keeps its numbers but not the forgotten subject's history */
     Veil__ChangesRequest cr = VEIL__CHANGES_REQUEST__INIT;
     Veil__ChangesResponse *changes;
-    ck_assert_int_eq(veil_channel_call(gw, "Changes", &cr.base, NULL, 5000, &changes, &st), VEIL_OK);
+    ck_assert_int_eq(veil_channel_call(gw, "Changes", &cr.base, NULL, 5000, &changes, &st),
+                     VEIL_OK);
     ck_assert_uint_eq(changes->n_changes, 4);
     static const char *const kinds[] = {"redacted", "consent_granted", "redacted",
                                         "subject_forgotten"};
@@ -475,7 +477,8 @@ START_TEST(test_forget)
     Veil__AppEventsRequest ar = VEIL__APP_EVENTS_REQUEST__INIT;
     Veil__AppEventsResponse *events;
     ar.app_id = "chat.wechat";
-    ck_assert_int_eq(veil_channel_call(gw, "AppEvents", &ar.base, NULL, 5000, &events, &st), VEIL_OK);
+    ck_assert_int_eq(veil_channel_call(gw, "AppEvents", &ar.base, NULL, 5000, &events, &st),
+                     VEIL_OK);
     ck_assert_uint_eq(events->n_events, 0);
     protobuf_c_message_free_unpacked(&events->base, NULL);
 
@@ -489,10 +492,10 @@ END_TEST
 /* Every method, as every kind of caller: only the gateway gets through. */
 START_TEST(test_caller_policy)
 {
-    static const char *const methods[] = {"Grant", "Withdraw", "List", "Check",
-                                          "Forget", "GetKeys", "Changes", "AppEvents"};
+    static const char *const methods[] = {"Grant",  "Withdraw", "List",    "Check",
+                                          "Forget", "GetKeys",  "Changes", "AppEvents"};
     static const char *const refused[] = {"admin/ops", "app/chat.wechat", "app/gov.tax",
-                                          "svc/vault", "svc/revocation", "svc/pseudonym"};
+                                          "svc/vault", "svc/revocation",  "svc/pseudonym"};
     char path[128], msg[256];
     for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
         snprintf(path, sizeof path, "/veil.consent.Consent/%s", methods[m]);
@@ -522,8 +525,8 @@ START_TEST(test_bad_input)
     const char *const garbage[] = {"Robert'); DROP TABLE grants;--", NULL};
     const char *const twice[] = {"age_over_18", "province", "age_over_18", NULL};
     const char *const outside[] = {"age_over_18", "birth_date", NULL};
-    const char *const seventeen[] = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l",
-                                     "m", "n", "o", "p", "q", NULL};
+    const char *const seventeen[] = {"a", "b", "c", "d", "e", "f", "g", "h", "i",
+                                     "j", "k", "l", "m", "n", "o", "p", "q", NULL};
     const char *const bad_scope[] = {"age_over_18", "favourite_colour", NULL};
     char long_purpose[202];
     memset(long_purpose, 'p', 201);
@@ -566,8 +569,7 @@ START_TEST(test_bad_input)
          "expires_at_ms must be at most 5 years ahead"},
         {32, "chat.wechat", ok, "p", 0, bad_scope, VEIL_ERR_INVALID,
          "app_scope: unknown attribute favourite_colour"},
-        {32, "chat.wechat", ok, "p", 0, none, VEIL_ERR_PRECONDITION,
-         "app has no registered scope"},
+        {32, "chat.wechat", ok, "p", 0, none, VEIL_ERR_PRECONDITION, "app has no registered scope"},
         {32, "chat.wechat", outside, "p", 0, wechat_scope, VEIL_ERR_PRECONDITION,
          "attribute birth_date is outside the app's registered scope"},
     };
@@ -580,8 +582,7 @@ START_TEST(test_bad_input)
                                   cases[i].scope, NULL, NULL, &st),
                          cases[i].err);
         if (cases[i].message)
-            ck_assert_msg(strcmp(st.message, cases[i].message) == 0, "case %zu: %s", i,
-                          st.message);
+            ck_assert_msg(strcmp(st.message, cases[i].message) == 0, "case %zu: %s", i, st.message);
     }
     /* the same checks guard Withdraw and Check */
     char out[1024];
@@ -592,7 +593,8 @@ START_TEST(test_bad_input)
     Veil__Consent__ListResponse *l;
     lr.subject_ref.data = s;
     lr.subject_ref.len = 31;
-    ck_assert_int_eq(veil_channel_call(gw, "List", &lr.base, NULL, 5000, &l, &st), VEIL_ERR_INVALID);
+    ck_assert_int_eq(veil_channel_call(gw, "List", &lr.base, NULL, 5000, &l, &st),
+                     VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "subject_ref must be 32 bytes");
     /* nothing of it was written */
     l = ct_list(gw, s);

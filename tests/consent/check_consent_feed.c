@@ -79,8 +79,12 @@ static void wait_lines(journal *l, size_t n)
 
 static veil_follower *follow(journal *l, int64_t after)
 {
-    veil_follower_config cfg = {.channel = gw, .after_seq = after, .wait_ms = 2000,
-                                .apply = apply, .ctx = l, .name = "consent"};
+    veil_follower_config cfg = {.channel = gw,
+                                .after_seq = after,
+                                .wait_ms = 2000,
+                                .apply = apply,
+                                .ctx = l,
+                                .name = "consent"};
     veil_follower *f;
     ck_assert_int_eq(veil_follower_start(&cfg, &f), VEIL_OK);
     return f;
@@ -178,7 +182,8 @@ static void app_stream(const char *app, char *out, size_t len)
     Veil__AppEventsResponse *resp;
     veil_status st;
     req.app_id = (char *)app;
-    ck_assert_int_eq(veil_channel_call(gw, "AppEvents", &req.base, NULL, 5000, &resp, &st), VEIL_OK);
+    ck_assert_int_eq(veil_channel_call(gw, "AppEvents", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_OK);
     size_t used = 0;
     out[0] = '\0';
     for (size_t i = 0; i < resp->n_events; i++) {
@@ -187,11 +192,11 @@ static void app_stream(const char *app, char *out, size_t len)
         ck_assert_int_eq(e->seq, (int64_t)i + 1);
         ck_assert_uint_eq(e->subject_ref.len, 32);
         memcpy(&subject, e->subject_ref.data, sizeof subject);
-        used += (size_t)snprintf(out + used, len - used, "%s:%u:%u:", e->kind, subject,
-                                 e->link_epoch);
+        used +=
+            (size_t)snprintf(out + used, len - used, "%s:%u:%u:", e->kind, subject, e->link_epoch);
         for (size_t k = 0; k < e->n_attributes; k++)
-            used += (size_t)snprintf(out + used, len - used, "%s%s", k ? "," : "",
-                                     e->attributes[k]);
+            used +=
+                (size_t)snprintf(out + used, len - used, "%s%s", k ? "," : "", e->attributes[k]);
         used += (size_t)snprintf(out + used, len - used, ";");
     }
     ck_assert_int_eq(resp->head_seq, (int64_t)resp->n_events);

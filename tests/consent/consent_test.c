@@ -35,8 +35,8 @@ int64_t ct_now_ms(void)
 
 veil_err ct_grant(veil_channel *ch, const unsigned char *subject, size_t subject_len,
                   const char *app, const char *const *attrs, const char *purpose,
-                  int64_t expires_at_ms, const char *const *scope, char *receipt_id,
-                  char **receipt, veil_status *st)
+                  int64_t expires_at_ms, const char *const *scope, char *receipt_id, char **receipt,
+                  veil_status *st)
 {
     Veil__Consent__GrantRequest req = VEIL__CONSENT__GRANT_REQUEST__INIT;
     Veil__Consent__GrantResponse *resp;
@@ -50,8 +50,8 @@ veil_err ct_grant(veil_channel *ch, const unsigned char *subject, size_t subject
     req.expires_at_ms = expires_at_ms;
     req.app_scope = (char **)scope;
     req.n_app_scope = count(scope);
-    veil_err err = veil_channel_call(ch, "Grant", &req.base, NULL, TIMEOUT_MS, &resp,
-                                     st ? st : &local);
+    veil_err err =
+        veil_channel_call(ch, "Grant", &req.base, NULL, TIMEOUT_MS, &resp, st ? st : &local);
     if (!err) {
         if (receipt_id)
             snprintf(receipt_id, 64, "%s", resp->receipt_id);
@@ -75,13 +75,13 @@ veil_err ct_withdraw(veil_channel *ch, const unsigned char *subject, const char 
     req.n_attributes = count(attrs);
     if (out)
         out[0] = '\0';
-    veil_err err = veil_channel_call(ch, "Withdraw", &req.base, NULL, TIMEOUT_MS, &resp,
-                                     st ? st : &local);
+    veil_err err =
+        veil_channel_call(ch, "Withdraw", &req.base, NULL, TIMEOUT_MS, &resp, st ? st : &local);
     if (!err) {
         size_t used = 0;
         for (size_t i = 0; out && i < resp->n_withdrawn; i++)
-            used += (size_t)snprintf(out + used, 256 - used, "%s%s", i ? "," : "",
-                                     resp->withdrawn[i]);
+            used +=
+                (size_t)snprintf(out + used, 256 - used, "%s%s", i ? "," : "", resp->withdrawn[i]);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
     return err;
@@ -99,8 +99,8 @@ veil_err ct_check(veil_channel *ch, const unsigned char *subject, const char *ap
     req.attributes = (char **)attrs;
     req.n_attributes = count(attrs);
     out[0] = '\0';
-    veil_err err = veil_channel_call(ch, "Check", &req.base, NULL, TIMEOUT_MS, &resp,
-                                     st ? st : &local);
+    veil_err err =
+        veil_channel_call(ch, "Check", &req.base, NULL, TIMEOUT_MS, &resp, st ? st : &local);
     if (!err) {
         size_t used = 0;
         for (size_t i = 0; i < resp->n_granted; i++)

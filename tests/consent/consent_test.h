@@ -24,8 +24,8 @@ veil_channel *ct_channel(const h_svc *s, const char *identity);
  */
 veil_err ct_grant(veil_channel *ch, const unsigned char *subject, size_t subject_len,
                   const char *app, const char *const *attrs, const char *purpose,
-                  int64_t expires_at_ms, const char *const *scope, char *receipt_id,
-                  char **receipt, veil_status *st);
+                  int64_t expires_at_ms, const char *const *scope, char *receipt_id, char **receipt,
+                  veil_status *st);
 
 /* Withdraw; the names withdrawn joined with "," go to out (>= 256 bytes). */
 veil_err ct_withdraw(veil_channel *ch, const unsigned char *subject, const char *app,

@@ -13,10 +13,10 @@
 #include "rtest.h"
 #include "veil/pseudonym.pb-c.h"
 
-#define ACTIVE VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE
-#define SUSPENDED VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_SUSPENDED
-#define REVOKED VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED
-#define APP_ACTIVE VEIL__REVOCATION__APP_STATE__APP_ACTIVE
+#define ACTIVE      VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE
+#define SUSPENDED   VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_SUSPENDED
+#define REVOKED     VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED
+#define APP_ACTIVE  VEIL__REVOCATION__APP_STATE__APP_ACTIVE
 #define APP_REVOKED VEIL__REVOCATION__APP_STATE__APP_REVOKED
 
 static h_svc rev;
@@ -120,7 +120,8 @@ START_TEST(test_identity_states)
     expect_status("Status", s, dev, "shop.taobao", "identity_revoked", 0);
     /* revoked is final */
     ck_assert_int_eq(rt_set_identity(gw, s, ACTIVE, "", &st), VEIL_ERR_PRECONDITION);
-    ck_assert_str_eq(st.message, "the identity is revoked, which is final: it cannot be reinstated");
+    ck_assert_str_eq(st.message,
+                     "the identity is revoked, which is final: it cannot be reinstated");
     ck_assert_int_eq(rt_set_identity(gw, s, SUSPENDED, "", &st), VEIL_ERR_PRECONDITION);
     ck_assert_str_eq(st.message, "the identity is revoked, which is final: it cannot be suspended");
     expect_status("Status", s, dev, "shop.taobao", "identity_revoked", 0);
@@ -283,9 +284,9 @@ START_TEST(test_caller_policy)
         const char *method;
         int admin;
     } methods[] = {
-        {"RevokeDevice", 0}, {"SetIdentityState", 1}, {"UnlinkApp", 0}, {"RelinkApp", 0},
-        {"SetAppState", 1},  {"Status", 1},           {"Authorize", 0}, {"Changes", 0},
-        {"AppEvents", 0},
+        {"RevokeDevice", 0}, {"SetIdentityState", 1}, {"UnlinkApp", 0},
+        {"RelinkApp", 0},    {"SetAppState", 1},      {"Status", 1},
+        {"Authorize", 0},    {"Changes", 0},          {"AppEvents", 0},
     };
     static const char *const callers[] = {"svc/gateway", "admin/ops", "app/chat.wechat",
                                           "app/gov.tax", "svc/vault", "svc/consent"};
@@ -348,7 +349,8 @@ START_TEST(test_bad_input)
                      VEIL_ERR_INVALID);
     ck_assert_int_eq(veil_channel_call(gw, "RelinkApp", &al.base, NULL, 5000, &alr, &st),
                      VEIL_ERR_INVALID);
-    Veil__Revocation__SetIdentityStateRequest si = VEIL__REVOCATION__SET_IDENTITY_STATE_REQUEST__INIT;
+    Veil__Revocation__SetIdentityStateRequest si =
+        VEIL__REVOCATION__SET_IDENTITY_STATE_REQUEST__INIT;
     si.subject_ref = req.subject_ref;
     ck_assert_int_eq(veil_channel_call(gw, "SetIdentityState", &si.base, NULL, 5000, &empty, &st),
                      VEIL_ERR_INVALID);
@@ -358,9 +360,9 @@ START_TEST(test_bad_input)
                                               "0123456789abcdef0123456789abcdeg"};
     for (size_t i = 0; i < sizeof bad_devices / sizeof bad_devices[0]; i++) {
         ck_assert_int_eq(rt_revoke_device(gw, s, bad_devices[i]), VEIL_ERR_INVALID);
-        ck_assert_int_eq(rt_status_call(gw, "Authorize", s, bad_devices[i], "chat.wechat", &out,
-                                        &st),
-                         VEIL_ERR_INVALID);
+        ck_assert_int_eq(
+            rt_status_call(gw, "Authorize", s, bad_devices[i], "chat.wechat", &out, &st),
+            VEIL_ERR_INVALID);
         ck_assert_str_eq(st.message, "device_id must be 32 lowercase hex characters");
     }
     ck_assert_int_eq(rt_status_call(gw, "Status", s, "XYZ", "", &out, &st), VEIL_ERR_INVALID);
@@ -374,7 +376,8 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(rt_status_call(gw, "Authorize", s, dev, "", &out, &st), VEIL_ERR_INVALID);
     /* states outside the enums, and reasons that are not short printable text */
     ck_assert_int_eq(rt_set_identity(gw, s, 7, "", &st), VEIL_ERR_INVALID);
-    ck_assert_str_eq(st.message, "state must be IDENTITY_ACTIVE, IDENTITY_SUSPENDED or IDENTITY_REVOKED");
+    ck_assert_str_eq(st.message,
+                     "state must be IDENTITY_ACTIVE, IDENTITY_SUSPENDED or IDENTITY_REVOKED");
     ck_assert_int_eq(rt_set_app(gw, "chat.wechat", 5), VEIL_ERR_INVALID);
     char long_reason[202];
     memset(long_reason, 'r', 201);
@@ -431,7 +434,7 @@ START_TEST(test_no_partial_writes)
                      0);
     ck_assert_int_ne(rt_set_identity(gw, s, SUSPENDED, "", NULL), VEIL_OK);
     expect_status("Status", s, dev, "chat.wechat", "", 0); /* still active */
-    ck_assert_int_eq(rt_head(gw), head);                    /* no feed entry */
+    ck_assert_int_eq(rt_head(gw), head);                   /* no feed entry */
     Veil__AppEventsResponse *ev = rt_app_events(gw, "chat.wechat", 0, 100);
     ck_assert_uint_eq(ev->n_events, 0); /* the event written before the failure is gone */
     ck_assert_int_eq(ev->head_seq, 0);

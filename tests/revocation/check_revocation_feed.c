@@ -18,9 +18,9 @@
 #include "veil/feed.h"
 
 #define SUSPENDED VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_SUSPENDED
-#define ACTIVE VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE
-#define REVOKED VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED
-#define MAX_SEEN 1024
+#define ACTIVE    VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE
+#define REVOKED   VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED
+#define MAX_SEEN  1024
 
 static h_svc rev;
 static veil_channel *gw;
@@ -101,8 +101,12 @@ static void wait_recorded(recorder *r, size_t n)
 
 static veil_follower *follow(recorder *r, int64_t after, uint32_t wait_ms)
 {
-    veil_follower_config cfg = {.channel = gw, .after_seq = after, .wait_ms = wait_ms,
-                                .apply = record, .ctx = r, .name = "revocation"};
+    veil_follower_config cfg = {.channel = gw,
+                                .after_seq = after,
+                                .wait_ms = wait_ms,
+                                .apply = record,
+                                .ctx = r,
+                                .name = "revocation"};
     veil_follower *f;
     ck_assert_int_eq(veil_follower_start(&cfg, &f), VEIL_OK);
     return f;

@@ -68,8 +68,8 @@ static veil_err link_call(veil_channel *ch, const char *method, const unsigned c
     req.subject_ref = bin(subject);
     req.app_id = (char *)app;
     req.keep_pseudonym = keep;
-    veil_err err = veil_channel_call(ch, method, &req.base, NULL, TIMEOUT_MS, &resp,
-                                     st ? st : &local);
+    veil_err err =
+        veil_channel_call(ch, method, &req.base, NULL, TIMEOUT_MS, &resp, st ? st : &local);
     if (!err) {
         if (epoch)
             *epoch = resp->link_epoch;
@@ -78,8 +78,8 @@ static veil_err link_call(veil_channel *ch, const char *method, const unsigned c
     return err;
 }
 
-veil_err rt_unlink(veil_channel *ch, const unsigned char *subject, const char *app,
-                   uint32_t *epoch, veil_status *st)
+veil_err rt_unlink(veil_channel *ch, const unsigned char *subject, const char *app, uint32_t *epoch,
+                   veil_status *st)
 {
     return link_call(ch, "UnlinkApp", subject, app, 0, epoch, st);
 }
@@ -114,8 +114,8 @@ veil_err rt_status_call(veil_channel *ch, const char *method, const unsigned cha
     req.device_id = (char *)device;
     req.app_id = (char *)app;
     memset(out, 0, sizeof *out);
-    veil_err err = veil_channel_call(ch, method, &req.base, NULL, TIMEOUT_MS, &resp,
-                                     st ? st : &local);
+    veil_err err =
+        veil_channel_call(ch, method, &req.base, NULL, TIMEOUT_MS, &resp, st ? st : &local);
     if (!err) {
         out->allowed = resp->allowed;
         out->reason = resp->reason;

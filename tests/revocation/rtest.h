@@ -28,8 +28,8 @@ veil_channel *rt_channel(const h_svc *s, const char *identity);
 veil_err rt_revoke_device(veil_channel *ch, const unsigned char *subject, const char *device);
 veil_err rt_set_identity(veil_channel *ch, const unsigned char *subject, int state,
                          const char *reason, veil_status *st);
-veil_err rt_unlink(veil_channel *ch, const unsigned char *subject, const char *app,
-                   uint32_t *epoch, veil_status *st);
+veil_err rt_unlink(veil_channel *ch, const unsigned char *subject, const char *app, uint32_t *epoch,
+                   veil_status *st);
 veil_err rt_relink(veil_channel *ch, const unsigned char *subject, const char *app, int keep,
                    uint32_t *epoch, veil_status *st);
 veil_err rt_set_app(veil_channel *ch, const char *app, int state);

@@ -31,9 +31,9 @@
 /* The NOTIFY channel a service's feed writers and its notifier share. */
 #define VEIL_FEED_CHANNEL "veil_feed"
 
-#define VEIL_FEED_WAIT_MAX_MS 30000  /* longest long-poll wait a server grants */
-#define VEIL_FEED_BATCH_DEFAULT 256  /* changes per reply when the request says 0 */
-#define VEIL_FEED_BATCH_MAX 1000     /* and at most */
+#define VEIL_FEED_WAIT_MAX_MS   30000 /* longest long-poll wait a server grants */
+#define VEIL_FEED_BATCH_DEFAULT 256   /* changes per reply when the request says 0 */
+#define VEIL_FEED_BATCH_MAX     1000  /* and at most */
 
 /* ---- server side ---- */
 
@@ -100,8 +100,7 @@ typedef veil_err (*veil_feed_read_fn)(void *ctx, int64_t after_seq, uint32_t max
  * UNAVAILABLE when the server starts draining while it waits.
  */
 veil_err veil_feed_serve(veil_notifier *n, veil_call *call, const Veil__ChangesRequest *req,
-                         veil_feed_read_fn read, void *ctx,
-                         Veil__ChangesResponse *resp) VEIL_WUR;
+                         veil_feed_read_fn read, void *ctx, Veil__ChangesResponse *resp) VEIL_WUR;
 
 /*
  * Validates an AppEvents request (app_id an app id, after_seq not negative)
@@ -127,7 +126,7 @@ typedef struct veil_follower_config {
     /* Called on the follower's thread, exactly once per change, in sequence order. */
     void (*apply)(const Veil__Change *change, void *ctx);
     void *ctx;
-    const char *name;      /* names the feed in log lines, e.g. "revocation" */
+    const char *name; /* names the feed in log lines, e.g. "revocation" */
 } veil_follower_config;
 
 /*

@@ -43,6 +43,7 @@ extern const char veil_feedlog_sql_append[], veil_feedlog_sql_app_event[],
     veil_feedlog_sql_app_head[], veil_feedlog_sql_redact[], veil_feedlog_sql_drop_app_events[];
 
 /* Designated initialisers for statements base .. base + VEIL_FEEDLOG_N_STMTS - 1. */
+/* clang-format off */
 #define VEIL_FEEDLOG_STMTS(base)                                                    \
     [(base) + 0] = {"veil_feed_append", veil_feedlog_sql_append},                   \
     [(base) + 1] = {"veil_feed_app_event", veil_feedlog_sql_app_event},             \
@@ -52,6 +53,7 @@ extern const char veil_feedlog_sql_append[], veil_feedlog_sql_app_event[],
     [(base) + 5] = {"veil_feed_app_head", veil_feedlog_sql_app_head},               \
     [(base) + 6] = {"veil_feed_redact", veil_feedlog_sql_redact},                   \
     [(base) + 7] = {"veil_feed_drop_app_events", veil_feedlog_sql_drop_app_events}
+/* clang-format on */
 
 /*
  * Attribute lists travel to and from PostgreSQL as one comma-separated text
