@@ -79,6 +79,21 @@ static void bump(veil_notifier *n, int connected)
     pthread_mutex_unlock(&n->mu);
 }
 
+/* Sends LISTEN for the channel; NULL on success, else why not. */
+static const char *listen_on(PGconn *c, const char *channel)
+{
+    char *ident = PQescapeIdentifier(c, channel, strlen(channel));
+    char sql[256];
+    int fits = ident && snprintf(sql, sizeof sql, "LISTEN %s", ident) < (int)sizeof sql;
+    PQfreemem(ident);
+    if (!fits)
+        return "channel name cannot be quoted";
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok ? NULL : PQerrorMessage(c);
+}
+
 /* Opens the LISTEN connection; NULL when the database cannot be reached. */
 static PGconn *listen_connect(veil_notifier *n)
 {
@@ -89,37 +104,16 @@ static PGconn *listen_connect(veil_notifier *n)
         "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
     const char *vals[] = {n->conninfo, "3", "veil feed notifier", "1", "30", "10", "3", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
-    const char *why = NULL;
-    char *ident = NULL;
-    if (!c || PQstatus(c) != CONNECTION_OK) {
+    const char *why;
+    if (!c || PQstatus(c) != CONNECTION_OK)
         why = c ? PQerrorMessage(c) : "out of memory";
-        goto fail;
-    }
-    ident = PQescapeIdentifier(c, n->channel, strlen(n->channel));
-    char sql[256];
-    if (!ident || snprintf(sql, sizeof sql, "LISTEN %s", ident) >= (int)sizeof sql) {
-        why = "channel name cannot be quoted";
-        goto fail;
-    }
-    PGresult *r = PQexec(c, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    if (!ok) {
-        why = PQerrorMessage(c);
-        goto fail;
-    }
-    PQfreemem(ident);
-    if (PQsetnonblocking(c, 1) != 0) {
+    else if ((why = listen_on(c, n->channel)) == NULL && PQsetnonblocking(c, 1) != 0)
         why = "cannot make the connection non-blocking";
-        ident = NULL;
-        goto fail;
-    }
-    return c;
-fail:
+    if (!why)
+        return c;
+    /* libpq's messages name the host and socket, never data. */
     veil_log(VEIL_LOG_WARN, "feed notifier cannot listen", VL_STR("channel", n->channel),
              VL_STR("error", why), VL_END);
-    if (ident)
-        PQfreemem(ident);
     PQfinish(c);
     return NULL;
 }
