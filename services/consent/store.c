@@ -99,22 +99,6 @@ void consent_store_close(struct consent_store *s)
     free(s);
 }
 
-static veil_err tx_begin(struct consent_store *s, veil_pg **c)
-{
-    veil_err err = veil_db_conn(s->db, c);
-    return err ? err : veil_pg_begin(*c);
-}
-
-/* Commits when err is VEIL_OK, else rolls back; returns the outcome. */
-static veil_err tx_end(veil_pg *c, veil_err err)
-{
-    if (!err)
-        err = veil_pg_commit(c);
-    if (err)
-        veil_pg_rollback(c);
-    return err;
-}
-
 /* Runs a statement whose result is not needed. */
 static veil_err run(veil_pg *c, int stmt, const veil_pg_param *p, int n)
 {
@@ -146,7 +130,7 @@ veil_err consent_store_grant(struct consent_store *s, const struct consent_new_g
     veil_err err = veil_feedlog_join_names(&attrs, g->attributes, g->n_attributes);
     if (err)
         goto out;
-    err = tx_begin(s, &c);
+    err = veil_db_begin(s->db, &c);
     if (err)
         goto out;
     veil_pg_param subject = vp_bytes(g->subject_ref, CONSENT_SUBJECT_BYTES);
@@ -172,7 +156,7 @@ veil_err consent_store_grant(struct consent_store *s, const struct consent_new_g
         err = run(c, ST_INSERT_ATTRS, rows, 4);
     if (!err)
         err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
-    err = tx_end(c, err);
+    err = veil_pg_end(c, err);
 out:
     veil_buf_free(&attrs);
     return err;
@@ -192,7 +176,7 @@ veil_err consent_store_withdraw(struct consent_store *s, const unsigned char *su
     veil_err err = veil_feedlog_join_names(&names, attributes, n);
     if (err)
         goto out;
-    err = tx_begin(s, &c);
+    err = veil_db_begin(s->db, &c);
     if (err)
         goto out;
     veil_pg_param p[] = {vp_bytes(subject_ref, CONSENT_SUBJECT_BYTES), vp_text(app_id),
@@ -217,7 +201,7 @@ veil_err consent_store_withdraw(struct consent_store *s, const unsigned char *su
     /* The app hears of it too, through its own event stream (the gateway adds the epoch). */
     if (!err)
         err = veil_feedlog_app_event(c, ST_FEED, app_id, "consent_withdrawn", subject_ref, 0, v, k);
-    err = tx_end(c, err);
+    err = veil_pg_end(c, err);
     if (!err) {
         *withdrawn = v;
         *n_withdrawn = k;
@@ -335,7 +319,7 @@ veil_err consent_store_forget(struct consent_store *s, const unsigned char *subj
     veil_pg *c;
     PGresult *r = NULL;
     int64_t seq, redacted = 0;
-    veil_err err = tx_begin(s, &c);
+    veil_err err = veil_db_begin(s->db, &c);
     if (err)
         return err;
     veil_pg_param p = vp_bytes(subject_ref, CONSENT_SUBJECT_BYTES);
@@ -348,23 +332,19 @@ veil_err consent_store_forget(struct consent_store *s, const unsigned char *subj
     if (!err && deleted + redacted > 0)
         err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
     PQclear(r);
-    return tx_end(c, err);
+    return veil_pg_end(c, err);
 }
 
 veil_err consent_store_changes(void *store, int64_t after_seq, uint32_t max,
                                ProtobufCAllocator *alloc, Veil__ChangesResponse *resp)
 {
     struct consent_store *s = store;
-    veil_pg *c;
-    veil_err err = veil_db_conn(s->db, &c);
-    return err ? err : veil_feedlog_changes(c, ST_FEED, after_seq, max, alloc, resp);
+    return veil_feedlog_changes(s->db, ST_FEED, after_seq, max, alloc, resp);
 }
 
 veil_err consent_store_app_events(struct consent_store *s, const char *app_id, int64_t after_seq,
                                   uint32_t max, ProtobufCAllocator *alloc,
                                   Veil__AppEventsResponse *resp)
 {
-    veil_pg *c;
-    veil_err err = veil_db_conn(s->db, &c);
-    return err ? err : veil_feedlog_app_events(c, ST_FEED, app_id, after_seq, max, alloc, resp);
+    return veil_feedlog_app_events(s->db, ST_FEED, app_id, after_seq, max, alloc, resp);
 }

@@ -162,13 +162,16 @@ static veil_err read_head(veil_pg *c, int stmt, const veil_pg_param *p, int n, i
     return VEIL_OK;
 }
 
-veil_err veil_feedlog_changes(veil_pg *c, int base, int64_t after_seq, uint32_t max,
+veil_err veil_feedlog_changes(veil_db *db, int base, int64_t after_seq, uint32_t max,
                               ProtobufCAllocator *alloc, Veil__ChangesResponse *resp)
 {
     PGresult *r = NULL;
+    veil_pg *c;
     resp->n_changes = 0;
     veil_pg_param p[] = {vp_i64(after_seq), vp_i64(max)};
-    veil_err err = veil_pg_exec(c, base + S_CHANGES, p, 2, &r);
+    veil_err err = veil_db_conn(db, &c);
+    if (!err)
+        err = veil_pg_exec(c, base + S_CHANGES, p, 2, &r);
     if (err)
         goto out;
     size_t n = (size_t)PQntuples(r);
@@ -214,14 +217,17 @@ out:
     return err;
 }
 
-veil_err veil_feedlog_app_events(veil_pg *c, int base, const char *app_id, int64_t after_seq,
+veil_err veil_feedlog_app_events(veil_db *db, int base, const char *app_id, int64_t after_seq,
                                  uint32_t max, ProtobufCAllocator *alloc,
                                  Veil__AppEventsResponse *resp)
 {
     PGresult *r = NULL;
+    veil_pg *c;
     resp->n_events = 0;
     veil_pg_param p[] = {vp_text(app_id), vp_i64(after_seq), vp_i64(max)};
-    veil_err err = veil_pg_exec(c, base + S_APP_EVENTS, p, 3, &r);
+    veil_err err = veil_db_conn(db, &c);
+    if (!err)
+        err = veil_pg_exec(c, base + S_APP_EVENTS, p, 3, &r);
     if (err)
         goto out;
     size_t n = (size_t)PQntuples(r);

@@ -120,23 +120,6 @@ void revocation_store_close(struct revocation_store *s)
     free(s);
 }
 
-/* Opens a transaction on the calling thread's connection. */
-static veil_err tx_begin(struct revocation_store *s, veil_pg **c)
-{
-    veil_err err = veil_db_conn(s->db, c);
-    return err ? err : veil_pg_begin(*c);
-}
-
-/* Commits when err is VEIL_OK, else rolls back; returns the outcome. */
-static veil_err tx_end(veil_pg *c, veil_err err)
-{
-    if (!err)
-        err = veil_pg_commit(c);
-    if (err)
-        veil_pg_rollback(c);
-    return err;
-}
-
 /*
  * Ends a transaction that may have found nothing to do: commits only when
  * *changed, otherwise (nothing to change, or a failure) rolls back.
@@ -147,7 +130,7 @@ static veil_err finish_if_changed(veil_pg *c, veil_err err, int *changed)
         veil_pg_rollback(c);
         return err;
     }
-    err = tx_end(c, err);
+    err = veil_pg_end(c, err);
     if (err)
         *changed = 0;
     return err;
@@ -194,7 +177,7 @@ veil_err revocation_store_revoke_device(struct revocation_store *s, const unsign
     PGresult *r = NULL;
     int64_t seq;
     *changed = 0;
-    veil_err err = tx_begin(s, &c);
+    veil_err err = veil_db_begin(s->db, &c);
     if (err)
         return err;
     veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(device_id)};
@@ -205,7 +188,7 @@ veil_err revocation_store_revoke_device(struct revocation_store *s, const unsign
         err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
     }
     PQclear(r);
-    return tx_end(c, err);
+    return veil_pg_end(c, err);
 }
 
 /* Tells every app the subject is linked with, each at its own link epoch. */
@@ -230,7 +213,7 @@ veil_err revocation_store_set_identity(struct revocation_store *s, const unsigne
     int found;
     int64_t seq;
     *changed = 0;
-    veil_err err = tx_begin(s, &c);
+    veil_err err = veil_db_begin(s->db, &c);
     if (err)
         return err;
     veil_pg_param key = vp_bytes(subject, REVOCATION_SUBJECT_BYTES);
@@ -275,7 +258,7 @@ veil_err revocation_store_unlink(struct revocation_store *s, const unsigned char
     int found;
     int64_t seq;
     *epoch = 0;
-    veil_err err = tx_begin(s, &c);
+    veil_err err = veil_db_begin(s->db, &c);
     if (err)
         return err;
     veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id)};
@@ -291,7 +274,7 @@ veil_err revocation_store_unlink(struct revocation_store *s, const unsigned char
         err = veil_feedlog_app_event(c, ST_FEED, app_id, "app_unlinked", subject, *epoch, NULL, 0);
 out:
     PQclear(r);
-    return tx_end(c, err);
+    return veil_pg_end(c, err);
 }
 
 veil_err revocation_store_relink(struct revocation_store *s, const unsigned char *subject,
@@ -302,7 +285,7 @@ veil_err revocation_store_relink(struct revocation_store *s, const unsigned char
     int found;
     int64_t seq;
     *epoch = 0;
-    veil_err err = tx_begin(s, &c);
+    veil_err err = veil_db_begin(s->db, &c);
     if (err)
         return err;
     veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id),
@@ -324,7 +307,7 @@ veil_err revocation_store_relink(struct revocation_store *s, const unsigned char
     err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
 out:
     PQclear(r);
-    return tx_end(c, err);
+    return veil_pg_end(c, err);
 }
 
 veil_err revocation_store_login_link(struct revocation_store *s, const unsigned char *subject,
@@ -335,7 +318,7 @@ veil_err revocation_store_login_link(struct revocation_store *s, const unsigned 
     int found;
     int64_t seq;
     *epoch = 0;
-    veil_err err = tx_begin(s, &c);
+    veil_err err = veil_db_begin(s->db, &c);
     if (err)
         return err;
     veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id)};
@@ -359,7 +342,7 @@ veil_err revocation_store_login_link(struct revocation_store *s, const unsigned 
     if (!err)
         *epoch = (uint32_t)veil_pg_get_i64(r, 0, 0);
     PQclear(r);
-    return tx_end(c, err);
+    return veil_pg_end(c, err);
 }
 
 veil_err revocation_store_set_app(struct revocation_store *s, const char *app_id,
@@ -370,7 +353,7 @@ veil_err revocation_store_set_app(struct revocation_store *s, const char *app_id
     int found;
     int64_t seq;
     *changed = 0;
-    veil_err err = tx_begin(s, &c);
+    veil_err err = veil_db_begin(s->db, &c);
     if (err)
         return err;
     veil_pg_param key = vp_text(app_id);
@@ -400,16 +383,12 @@ veil_err revocation_store_changes(void *store, int64_t after_seq, uint32_t max,
                                   ProtobufCAllocator *alloc, Veil__ChangesResponse *resp)
 {
     struct revocation_store *s = store;
-    veil_pg *c;
-    veil_err err = veil_db_conn(s->db, &c);
-    return err ? err : veil_feedlog_changes(c, ST_FEED, after_seq, max, alloc, resp);
+    return veil_feedlog_changes(s->db, ST_FEED, after_seq, max, alloc, resp);
 }
 
 veil_err revocation_store_app_events(struct revocation_store *s, const char *app_id,
                                      int64_t after_seq, uint32_t max, ProtobufCAllocator *alloc,
                                      Veil__AppEventsResponse *resp)
 {
-    veil_pg *c;
-    veil_err err = veil_db_conn(s->db, &c);
-    return err ? err : veil_feedlog_app_events(c, ST_FEED, app_id, after_seq, max, alloc, resp);
+    return veil_feedlog_app_events(s->db, ST_FEED, app_id, after_seq, max, alloc, resp);
 }

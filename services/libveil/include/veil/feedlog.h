@@ -95,13 +95,14 @@ veil_err veil_feedlog_app_event(veil_pg *c, int base, const char *app_id, const 
 
 /*
  * Reads up to max changes after after_seq, in order, and the head, into
- * resp; everything is allocated with alloc (a call's arena).
+ * resp, on the calling thread's connection to db; everything is allocated
+ * with alloc (a call's arena).
  */
-veil_err veil_feedlog_changes(veil_pg *c, int base, int64_t after_seq, uint32_t max,
+veil_err veil_feedlog_changes(veil_db *db, int base, int64_t after_seq, uint32_t max,
                               ProtobufCAllocator *alloc, Veil__ChangesResponse *resp) VEIL_WUR;
 
 /* The same for one app's events. */
-veil_err veil_feedlog_app_events(veil_pg *c, int base, const char *app_id, int64_t after_seq,
+veil_err veil_feedlog_app_events(veil_db *db, int base, const char *app_id, int64_t after_seq,
                                  uint32_t max, ProtobufCAllocator *alloc,
                                  Veil__AppEventsResponse *resp) VEIL_WUR;
 
