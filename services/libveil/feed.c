@@ -292,10 +292,10 @@ veil_err veil_feed_serve(veil_notifier *n, veil_call *call, const Veil__ChangesR
     }
     uint32_t max = page_size(req->max);
     int64_t wait = req->wait_ms > VEIL_FEED_WAIT_MAX_MS ? VEIL_FEED_WAIT_MAX_MS : req->wait_ms;
-    /* Answer before the caller gives up: keep a tenth of its time, and 50 ms, for the reply. */
+    /* Answer before the caller gives up: keep a tenth of its time, and 200 ms, for the reply. */
     int64_t left = veil_call_remaining_ms(call);
     if (left != INT64_MAX) {
-        left -= left / 10 + 50;
+        left -= left / 10 + 200;
         if (wait > left)
             wait = left > 0 ? left : 0;
     }

@@ -98,7 +98,7 @@ START_TEST(test_timeout_and_no_lost_wakeup)
     sleep_ms(300);
     t0 = veil_mono_ns();
     ck_assert_int_eq(veil_notifier_wait(n, gen, 10000), VEIL_WAIT_NOTIFIED);
-    ck_assert_int_lt(ms_since(t0), 100);
+    ck_assert_int_lt(ms_since(t0), 500); /* at once, not after the 10 s */
     veil_notifier_free(n);
     free(db);
 }
@@ -138,12 +138,12 @@ START_TEST(test_shutdown_releases_waiters)
     for (int i = 0; i < 3; i++) {
         pthread_join(t[i], NULL);
         ck_assert_int_eq(w[i].result, VEIL_WAIT_STOPPING);
-        ck_assert_int_lt(w[i].woke_ns - t0, 200 * 1000000LL);
+        ck_assert_int_lt(w[i].woke_ns - t0, 1000 * 1000000LL); /* not their 20 s */
     }
     /* and every later wait returns at once */
     t0 = veil_mono_ns();
     ck_assert_int_eq(veil_notifier_wait(n, veil_notifier_generation(n), 5000), VEIL_WAIT_STOPPING);
-    ck_assert_int_lt(ms_since(t0), 50);
+    ck_assert_int_lt(ms_since(t0), 500);
     veil_notifier_free(n);
     free(db);
 }
