@@ -115,9 +115,9 @@ void veil_config_free(const veil_config_var *vars, size_t n)
     }
 }
 
-void veil_config_usage(const veil_config_var *vars, size_t n)
+void veil_config_usage(const char *title, const veil_config_var *vars, size_t n)
 {
-    printf("Configuration (environment variables):\n");
+    printf("%s\n", title);
     for (size_t i = 0; i < n; i++)
         printf("  %-32s %s%s%s%s\n", vars[i].name, vars[i].help ? vars[i].help : "",
                vars[i].def ? " [default: " : "", vars[i].def ? vars[i].def : "",

@@ -72,14 +72,21 @@ veil_err veil_channel_new(const char *target, const veil_tls_config *tls,
     size_t n = 0;
     args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = max}};
     args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = max}};
-    /* A restarted peer must be found again within a second, not grpc's default minutes.
-     * grpc also takes the "minimum backoff" as the time a connection attempt (TCP, TLS
-     * handshake, SETTINGS) may take: at 100 ms, handshakes on a busy host timed out. */
+    /*
+     * A restarted peer must be found again within a second, not grpc's default
+     * minutes.  Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: grpc core also uses it
+     * as the minimum connect timeout (20 s by default), and lowering it makes
+     * TLS handshakes on a loaded machine time out ("connection attempt timed
+     * out before receiving SETTINGS frame").
+     */
     args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = 100}};
-    args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, {.integer = 2000}};
     args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, {.integer = 1000}};
-    if (opt && opt->own_connection)
-        args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}};
+    /*
+     * Each veil channel keeps its own connections.  A service has one channel
+     * per target anyway; sharing subchannels between channels (grpc's global
+     * pool) only lets a new channel inherit a connection an old one is closing.
+     */
+    args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}};
     if (!tls->plaintext && tls->server_name && *tls->server_name)
         args[n++] = (grpc_arg){GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
                                {.string = (char *)tls->server_name}};

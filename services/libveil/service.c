@@ -9,6 +9,8 @@
 #include <grpc/grpc.h>
 #include <sodium.h>
 
+#include "grpc/health/v1/health.pb-c.h"
+#include "veil/client.h"
 #include "veil/log.h"
 #include "veil/service.h"
 
@@ -56,7 +58,7 @@ static veil_config_var common_vars[] = {
 
 static void usage(const veil_service_spec *spec)
 {
-    printf("usage: %s [serve | migrate | config | help", spec->name);
+    printf("usage: %s [serve | migrate | probe | config | help", spec->name);
     for (size_t i = 0; i < spec->n_commands; i++)
         printf(" | %s", spec->commands[i].name);
     printf("]\n\n");
@@ -64,14 +66,19 @@ static void usage(const veil_service_spec *spec)
         printf("  %s %s\n", spec->name, spec->commands[i].usage);
     if (spec->n_commands)
         printf("\n");
-    veil_config_usage(common_vars, N_COMMON);
+    veil_config_usage("Configuration (environment variables):", common_vars, N_COMMON);
     if (spec->n_vars)
-        veil_config_usage(spec->vars, spec->n_vars);
+        veil_config_usage("Configuration of this service:", spec->vars, spec->n_vars);
 }
 
-/* Reads and checks all configuration; returns 0 or prints why and returns 2. */
-static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx)
+/*
+ * Reads and checks all configuration; returns 0 or prints why and returns 2.
+ * TLS is demanded for serving and probing, keys for serving only: `migrate`
+ * needs neither.
+ */
+static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx, const char *cmd)
 {
+    int serving = strcmp(cmd, "serve") == 0, talking = serving || strcmp(cmd, "probe") == 0;
     char err[512];
     if (veil_config_load(common_vars, N_COMMON, err, sizeof err) != VEIL_OK ||
         (spec->n_vars && veil_config_load(spec->vars, spec->n_vars, err, sizeof err) != VEIL_OK))
@@ -84,7 +91,7 @@ static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx)
     veil_log_init(spec->name, (veil_log_level)level);
     if (!cfg.listen_addr && !(cfg.listen_addr = strdup(spec->default_listen)))
         return 1;
-    if (!cfg.plaintext && (!cfg.tls_ca || !cfg.tls_cert || !cfg.tls_key)) {
+    if (talking && !cfg.plaintext && (!cfg.tls_ca || !cfg.tls_cert || !cfg.tls_key)) {
         snprintf(err, sizeof err, "%s: must be set unless VEIL_DEV_PLAINTEXT=true",
                  !cfg.tls_ca ? "VEIL_TLS_CA" : !cfg.tls_cert ? "VEIL_TLS_CERT" : "VEIL_TLS_KEY");
         goto bad;
@@ -93,7 +100,7 @@ static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx)
         snprintf(err, sizeof err, "VEIL_DATABASE_URL: must be set (the %s database)", spec->name);
         goto bad;
     }
-    if (spec->needs_keys && !cfg.keys_dir) {
+    if (serving && spec->needs_keys && !cfg.keys_dir) {
         snprintf(err, sizeof err, "VEIL_KEYS_DIR: must be set (directory of key files)");
         goto bad;
     }
@@ -104,6 +111,7 @@ static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx)
     ctx->name = spec->name;
     ctx->database_url = cfg.database_url;
     ctx->keys_dir = cfg.keys_dir;
+    ctx->trust_domain = cfg.trust_domain;
     ctx->rpc_timeout_ms = cfg.rpc_timeout_ms;
     ctx->tls = (veil_tls_config){
         .ca_file = cfg.tls_ca,
@@ -200,6 +208,44 @@ out:
     return status;
 }
 
+/*
+ * `<service> probe`: asks the service listening at VEIL_LISTEN_ADDR (with
+ * this configuration's own identity) whether it is SERVING.  Exit 0 if so,
+ * 1 otherwise: for scripts, exec probes and the local stack.
+ */
+static int probe(const veil_service_spec *spec, const veil_service_ctx *ctx)
+{
+    char addr[300], err[512];
+    const char *colon = strrchr(cfg.listen_addr, ':');
+    const char *host = cfg.listen_addr;
+    size_t hl = colon ? (size_t)(colon - host) : strlen(host);
+    /* a wildcard listen address is probed on loopback */
+    if ((hl == 7 && strncmp(host, "0.0.0.0", 7) == 0) || (hl == 4 && strncmp(host, "[::]", 4) == 0))
+        snprintf(addr, sizeof addr, "127.0.0.1%s", colon ? colon : "");
+    else
+        snprintf(addr, sizeof addr, "%s", cfg.listen_addr);
+    veil_channel *ch = NULL;
+    if (veil_channel_new(addr, &ctx->tls, &grpc__health__v1__health__descriptor, NULL, &ch, err,
+                         sizeof err) != VEIL_OK) {
+        fprintf(stderr, "%s probe: %s\n", spec->name, err);
+        return 1;
+    }
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    Grpc__Health__V1__HealthCheckResponse *resp = NULL;
+    veil_status st;
+    int serving = 0;
+    if (veil_channel_call(ch, "Check", &req.base, NULL, 2000, &resp, &st) == VEIL_OK) {
+        serving = resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        printf("%s at %s: %s\n", spec->name, addr, serving ? "SERVING" : "NOT_SERVING");
+    } else {
+        printf("%s at %s: %s (%s)\n", spec->name, addr, veil_status_name(st.code), st.message);
+    }
+    veil_channel_free(ch);
+    veil_client_thread_done();
+    return serving ? 0 : 1;
+}
+
 int veil_service_main(int argc, char **argv, const veil_service_spec *spec)
 {
     /* Block the signals we wait for before any thread exists, so all inherit the mask. */
@@ -221,7 +267,7 @@ int veil_service_main(int argc, char **argv, const veil_service_spec *spec)
         return 1;
     }
     veil_service_ctx ctx = {0};
-    int status = load_config(spec, &ctx);
+    int status = load_config(spec, &ctx, cmd);
     if (status != 0)
         goto out;
 
@@ -242,6 +288,8 @@ int veil_service_main(int argc, char **argv, const veil_service_spec *spec)
             printf("%s: %d migration(s) applied, schema at version %d\n", spec->name, applied,
                    *spec->n_migrations ? spec->migrations[*spec->n_migrations - 1].version : 0);
         }
+    } else if (strcmp(cmd, "probe") == 0) {
+        status = probe(spec, &ctx);
     } else if (strcmp(cmd, "config") == 0) {
         printf("%s: configuration is valid\n", spec->name);
     } else {

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common.h"
 #include "veil/codec.h"
 #include "veil/feed.h"
 #include "veil/revocation.pb-c.h"
@@ -121,12 +122,6 @@ static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
 }
 
 static const char *opt_or_env(const char *opt, const char *env)
@@ -234,11 +229,11 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    int64_t *lag = calloc((size_t)n, sizeof *lag);
+    bench_lat lag = {0};
     long early = 0;
     unsigned char subject[32];
     int status = 0;
-    for (long i = 0; i < n && lag; i++) {
+    for (long i = 0; i < n; i++) {
         sleep_ms(pause_ms);
         Veil__Revocation__RevokeDeviceRequest req = VEIL__REVOCATION__REVOKE_DEVICE_REQUEST__INIT;
         Veil__Empty *resp;
@@ -268,21 +263,23 @@ int main(int argc, char **argv)
             status = 1;
             break;
         }
-        lag[i] = seen > committed ? seen - committed : 0;
+        bench_lat_add(&lag, seen > committed ? (double)(seen - committed) / 1e6 : 0);
         early += seen <= committed;
     }
     veil_follower_stop(f);
     veil_channel_free(ch);
     veil_client_thread_done();
-    if (status == 0 && lag) {
-        qsort(lag, (size_t)n, sizeof *lag, cmp_i64);
-        size_t p99 = (size_t)((n * 99 + 99) / 100) - 1;
+    if (status == 0 && lag.n == (size_t)n) {
         printf("feed: %ld changes, one every %ld ms plus a round trip; %ld seen by the follower "
                "before their own reply\n",
                n, pause_ms, early);
-        printf("feed: propagation_p50_ms=%.3f p99_ms=%.3f max_ms=%.3f n=%ld\n", lag[n / 2] / 1e6,
-               lag[p99] / 1e6, lag[n - 1] / 1e6, n);
+        double p50 = bench_lat_pct(&lag, 50), p99 = bench_lat_pct(&lag, 99);
+        double max = bench_lat_pct(&lag, 100);
+        printf("feed: propagation_p50_ms=%.3f p99_ms=%.3f max_ms=%.3f n=%ld\n", p50, p99, max, n);
+    } else if (status == 0) {
+        fprintf(stderr, "feed_propagation: out of memory recording latencies\n");
+        status = 1;
     }
-    free(lag);
+    bench_lat_free(&lag);
     return status;
 }

@@ -37,6 +37,8 @@ static veil_err call_echo(const char *identity, const char *method,
     veil_channel *ch = h_channel(echo.addr, identity, &veil__testing__echo__descriptor);
     veil_err err = veil_channel_call(ch, method, &req->base, NULL, timeout_ms, resp, st);
     veil_channel_free(ch);
+    if (err == VEIL_ERR_UNAVAILABLE)
+        fprintf(stderr, "call_echo %s as %s: UNAVAILABLE: %s\n", method, identity, st->message);
     return err;
 }
 
@@ -120,8 +122,8 @@ START_TEST(test_unknown_method)
     Veil__Vault__LookupWebNumberRequest req = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
     Veil__Vault__LookupWebNumberResponse *resp;
     veil_status st;
-    ck_assert_int_eq(veil_channel_call(ch, "LookupWebNumber", &req.base, NULL, 2000, &resp, &st),
-                     VEIL_ERR_UNIMPLEMENTED);
+    veil_err err = veil_channel_call(ch, "LookupWebNumber", &req.base, NULL, 2000, &resp, &st);
+    ck_assert_msg(err == VEIL_ERR_UNIMPLEMENTED, "got %s: %s", veil_err_name(err), st.message);
     ck_assert_int_eq(st.code, GRPC_STATUS_UNIMPLEMENTED);
     veil_channel_free(ch);
     /* Health/Watch is streaming and deliberately not served. */

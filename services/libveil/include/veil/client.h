@@ -26,7 +26,7 @@ typedef struct veil_channel veil_channel;
 
 typedef struct veil_channel_options {
     int max_message_bytes;  /* 0: 4 MiB */
-    int own_connection;     /* 1: do not share the TCP connection with other channels */
+    int own_connection;     /* kept for callers; every channel now has its own connections */
 } veil_channel_options;
 
 /*

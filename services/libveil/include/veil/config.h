@@ -42,7 +42,7 @@ veil_err veil_config_load(const veil_config_var *vars, size_t n, char *errbuf,
 /* Frees the strings veil_config_load stored in the table's targets. */
 void veil_config_free(const veil_config_var *vars, size_t n);
 
-/* Prints the table (name, default, help) for --help. */
-void veil_config_usage(const veil_config_var *vars, size_t n);
+/* Prints a title and the table (name, help, default) for --help. */
+void veil_config_usage(const char *title, const veil_config_var *vars, size_t n);
 
 #endif

@@ -6,6 +6,7 @@
  * gives the binary these commands:
  *   serve     (the default) check the schema, listen, serve until SIGTERM, drain, exit 0
  *   migrate   apply the migrations compiled into the binary
+ *   probe     ask the instance at VEIL_LISTEN_ADDR whether it is SERVING (exit 0 if so)
  *   config    validate the configuration and print it (no secrets: it holds none)
  *   help      list commands and environment variables
  * plus the service's own commands (e.g. `vault rotate-master-key`).
@@ -27,6 +28,7 @@ typedef struct veil_service_ctx {
     veil_server *server;       /* add services to it in start(); NULL for commands */
     const char *database_url;  /* NULL when the service has no database */
     const char *keys_dir;      /* VEIL_KEYS_DIR, or NULL */
+    const char *trust_domain;  /* VEIL_TRUST_DOMAIN: identities are spiffe://<it>/... */
     veil_tls_config tls;       /* this service's identity, for its outbound channels too */
     int64_t rpc_timeout_ms;    /* default budget of an outbound call */
 } veil_service_ctx;

@@ -1,0 +1,375 @@
+/*
+ * admin.c - the Admin service: the app registry, key rotation and identity
+ * states, for the admin identity only (spiffe://<domain>/admin/<name>).
+ *
+ * Registry rules: ids and sectors are lowercase identifiers; the scope is a
+ * set of catalogue attributes; commercial apps may hold derived attributes
+ * only (predicates and province), never raw personal data; an app is by
+ * default alone in its own sector (pseudonyms shared with no other app).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+#include "store.h"
+#include "veil/log.h"
+#include "veil/pseudonym.pb-c.h"
+#include "veil/revocation.pb-c.h"
+#include "veil/vault.pb-c.h"
+
+static veil_err invalid(veil_call *call, const char *msg)
+{
+    veil_call_fail(call, VEIL_ERR_INVALID, "%s", msg);
+    return VEIL_ERR_INVALID;
+}
+
+/* Checks an App message and turns it into a registry entry (status active). */
+static veil_err app_from_message(struct gateway *gw, veil_call *call,
+                                 const Veil__Gateway__App *m, gw_app *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!veil_ident_valid(m->app_id))
+        return invalid(call, "app_id must be 1-64 of [a-z0-9._-], starting with a letter or digit");
+    if (!gw_text_ok(m->name, 200))
+        return invalid(call, "name must be 1-200 bytes of printable UTF-8");
+    if (m->organisation[0] && !gw_text_ok(m->organisation, 200))
+        return invalid(call, "organisation must be at most 200 bytes of printable UTF-8");
+    if (strcmp(m->kind, "public_service") != 0 && strcmp(m->kind, "commercial") != 0)
+        return invalid(call, "kind must be public_service or commercial");
+    const char *sector = m->sector_id[0] ? m->sector_id : m->app_id;
+    if (!veil_ident_valid(sector))
+        return invalid(call, "sector_id must be 1-64 of [a-z0-9._-]");
+    for (size_t i = 0; i < m->n_attributes; i++) {
+        const veil_attr *a = veil_attr_find(m->attributes[i]);
+        if (!a) {
+            if (veil_ident_valid(m->attributes[i]))
+                veil_call_fail(call, VEIL_ERR_INVALID, "attributes: unknown attribute %s",
+                               m->attributes[i]);
+            else
+                veil_call_fail(call, VEIL_ERR_INVALID, "attributes: unknown attribute");
+            return VEIL_ERR_INVALID;
+        }
+        if (a->kind == VEIL_ATTR_RAW && strcmp(m->kind, "commercial") == 0) {
+            veil_call_fail(call, VEIL_ERR_PRECONDITION,
+                           "attributes: commercial apps may hold derived attributes only, "
+                           "%s is raw personal data",
+                           a->name);
+            return VEIL_ERR_PRECONDITION;
+        }
+        out->scope |= gw_scope_bit(a->name);
+    }
+    if (m->cert_identity[0]) {
+        if (strlen(m->cert_identity) >= sizeof out->cert_identity ||
+            !veil_utf8_printable(m->cert_identity, strlen(m->cert_identity)))
+            return invalid(call, "cert_identity is not a valid identity URI");
+        snprintf(out->cert_identity, sizeof out->cert_identity, "%s", m->cert_identity);
+    } else {
+        snprintf(out->cert_identity, sizeof out->cert_identity, "spiffe://%s/app/%s",
+                 gw->trust_domain, m->app_id);
+    }
+    snprintf(out->id, sizeof out->id, "%s", m->app_id);
+    snprintf(out->sector, sizeof out->sector, "%s", sector);
+    snprintf(out->kind, sizeof out->kind, "%s", m->kind);
+    snprintf(out->status, sizeof out->status, "active");
+    return VEIL_OK;
+}
+
+/* The registry entry as an App message in the call's arena. */
+static void app_to_message(veil_call *call, const gw_app *a, const char *name, const char *org,
+                           Veil__Gateway__App *m)
+{
+    veil__gateway__app__init(m);
+    m->app_id = veil_call_strdup(call, a->id);
+    m->name = veil_call_strdup(call, name ? name : "");
+    m->kind = veil_call_strdup(call, a->kind);
+    m->sector_id = veil_call_strdup(call, a->sector);
+    m->n_attributes = gw_scope_names(call, a->scope, &m->attributes);
+    m->cert_identity = veil_call_strdup(call, a->cert_identity);
+    m->status = veil_call_strdup(call, a->status);
+    m->organisation = veil_call_strdup(call, org ? org : "");
+}
+
+/* After a registry change: reload now, so this replica answers with it at once. */
+static veil_err changed(struct gateway *gw, veil_call *call, veil_err err, const char *what)
+{
+    if (err == VEIL_ERR_EXISTS) {
+        veil_call_fail(call, err, "app_id or cert_identity is already registered");
+        return err;
+    }
+    if (err == VEIL_ERR_NOT_FOUND) {
+        veil_call_fail(call, err, "app_id: unknown app");
+        return err;
+    }
+    if (err)
+        return gw_store_failed(call, err);
+    if (gw_refresh(gw, 1) != VEIL_OK)
+        veil_log(VEIL_LOG_WARN, "registry reload failed after a change; the poller will retry",
+                 VL_STR("change", what), VL_END);
+    return VEIL_OK;
+}
+
+static void gw_admin_register_app(Veil__Gateway__Admin_Service *svc, const Veil__Gateway__App *req,
+                                  Veil__Gateway__App_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, admin);
+    Veil__Gateway__App resp;
+    gw_app app;
+    veil_err err = app_from_message(gw, call, req, &app);
+    if (!err)
+        err = changed(gw, call, gw_store_insert_app(gw->store, &app, req->name, req->organisation),
+                      "register");
+    if (!err) {
+        app_to_message(call, &app, req->name, req->organisation, &resp);
+        veil_log(VEIL_LOG_INFO, "app registered", VL_STR("app", app.id),
+                 VL_STR("admin", veil_call_peer(call)->name), VL_END);
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_admin_update_app(Veil__Gateway__Admin_Service *svc, const Veil__Gateway__App *req,
+                                Veil__Gateway__App_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, admin);
+    Veil__Gateway__App resp;
+    gw_app app, old;
+    veil_err err = VEIL_OK;
+    if (gw_registry_get(&gw->registry, req->app_id, &old) != 0) {
+        veil_call_fail(call, VEIL_ERR_NOT_FOUND, "app_id: unknown app");
+        err = VEIL_ERR_NOT_FOUND;
+    }
+    if (!err)
+        err = app_from_message(gw, call, req, &app);
+    if (!err) {
+        snprintf(app.status, sizeof app.status, "%s", old.status);
+        err = changed(gw, call, gw_store_update_app(gw->store, &app, req->name, req->organisation),
+                      "update");
+    }
+    if (!err) {
+        app_to_message(call, &app, req->name, req->organisation, &resp);
+        veil_log(VEIL_LOG_INFO, "app updated", VL_STR("app", app.id),
+                 VL_STR("admin", veil_call_peer(call)->name), VL_END);
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* Suspend or reinstate: revocation first (every replica learns it from the feed), then the registry. */
+static veil_err set_app_state(struct gateway *gw, veil_call *call,
+                              const Veil__Gateway__AppRequest *req, int suspend,
+                              Veil__Gateway__App *resp)
+{
+    gw_app app;
+    if (gw_registry_get(&gw->registry, req->app_id, &app) != 0) {
+        veil_call_fail(call, VEIL_ERR_NOT_FOUND, "app_id: unknown app");
+        return VEIL_ERR_NOT_FOUND;
+    }
+    if (req->reason[0] && !gw_text_ok(req->reason, 200))
+        return invalid(call, "reason must be at most 200 bytes of printable UTF-8");
+    Veil__Revocation__SetAppStateRequest r = VEIL__REVOCATION__SET_APP_STATE_REQUEST__INIT;
+    Veil__Empty *ignored;
+    r.app_id = app.id;
+    r.state = suspend ? VEIL__REVOCATION__APP_STATE__APP_REVOKED
+                      : VEIL__REVOCATION__APP_STATE__APP_ACTIVE;
+    r.reason = req->reason;
+    veil_err err = gw_downstream(gw, call, gw->revocation, "SetAppState", &r.base, &ignored);
+    if (!err)
+        err = changed(gw, call,
+                      gw_store_set_app_status(gw->store, app.id, suspend ? "suspended" : "active"),
+                      suspend ? "suspend" : "reinstate");
+    if (!err) {
+        gw_registry_get(&gw->registry, app.id, &app);
+        app_to_message(call, &app, NULL, NULL, resp);
+        veil_log(VEIL_LOG_INFO, suspend ? "app suspended" : "app reinstated", VL_STR("app", app.id),
+                 VL_STR("admin", veil_call_peer(call)->name), VL_END);
+    }
+    return err;
+}
+
+static void gw_admin_suspend_app(Veil__Gateway__Admin_Service *svc,
+                                 const Veil__Gateway__AppRequest *req,
+                                 Veil__Gateway__App_Closure done, void *call)
+{
+    Veil__Gateway__App resp;
+    veil_err err = set_app_state(GW_OF(svc, admin), call, req, 1, &resp);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_admin_reinstate_app(Veil__Gateway__Admin_Service *svc,
+                                   const Veil__Gateway__AppRequest *req,
+                                   Veil__Gateway__App_Closure done, void *call)
+{
+    Veil__Gateway__App resp;
+    veil_err err = set_app_state(GW_OF(svc, admin), call, req, 0, &resp);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+struct full_list {
+    veil_call *call;
+    Veil__Gateway__App **apps;
+    size_t n;
+};
+
+static void add_full(const gw_app *a, void *ctx)
+{
+    struct full_list *l = ctx;
+    Veil__Gateway__App *m = veil_call_alloc(l->call, sizeof *m);
+    if (!m)
+        return;
+    app_to_message(l->call, a, a->name, a->organisation, m);
+    l->apps[l->n++] = m;
+}
+
+static void gw_admin_list_apps(Veil__Gateway__Admin_Service *svc, const Veil__Empty *req,
+                               Veil__Gateway__ListAppsResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, admin);
+    Veil__Gateway__ListAppsResponse resp = VEIL__GATEWAY__LIST_APPS_RESPONSE__INIT;
+    struct full_list l = {call, NULL, 0};
+    veil_err err = gw_registry_each(&gw->registry, call, (void ***)&l.apps, add_full, &l);
+    resp.apps = l.apps;
+    resp.n_apps = l.n;
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/*
+ * Checks the pseudonym service can use a key version (asking it to load new
+ * key files first) and reports the version it uses by default.
+ */
+static veil_err pseudonym_versions(struct gateway *gw, veil_call *call, uint32_t version,
+                                   uint32_t *service_default)
+{
+    Veil__Pseudonym__KeyVersionsRequest r = VEIL__PSEUDONYM__KEY_VERSIONS_REQUEST__INIT;
+    Veil__Pseudonym__KeyVersionsResponse *v;
+    veil_err err = gw_downstream(gw, call, gw->pseudonym, "KeyVersions", &r.base, &v);
+    if (err)
+        return err;
+    *service_default = v->current;
+    if (version == 0)
+        return VEIL_OK;
+    /* A Derive naming the version makes the service load a new key file. */
+    Veil__Pseudonym__DeriveRequest d = VEIL__PSEUDONYM__DERIVE_REQUEST__INIT;
+    Veil__Pseudonym__DeriveResponse *ignored;
+    static const unsigned char probe[32];
+    d.subject_ref.data = (unsigned char *)probe;
+    d.subject_ref.len = sizeof probe;
+    d.sector_id = "veil.key-probe";
+    d.key_version = version;
+    err = gw_downstream(gw, call, gw->pseudonym, "Derive", &d.base, &ignored);
+    if (err == VEIL_ERR_PRECONDITION)
+        veil_call_fail(call, err, "the pseudonym service has no key file pseudonym-%u.key", version);
+    return err;
+}
+
+/*
+ * RotateKey: version N makes key N current and the old current previous
+ * (apps see both: assertions carry previous_sub, the JWKS both keys);
+ * version 0 ends the overlap.  The state is in the database, so every
+ * replica follows within its poll interval.
+ */
+static veil_err rotate(struct gateway *gw, veil_call *call, const Veil__Gateway__RotateKeyRequest *req,
+                       Veil__Gateway__RotateKeyResponse *resp)
+{
+    int assertion = strcmp(req->kind, "assertion") == 0;
+    if (!assertion && strcmp(req->kind, "pseudonym") != 0)
+        return invalid(call, "kind must be assertion or pseudonym");
+    _Atomic uint32_t *cur = assertion ? &gw->keys.assertion_current : &gw->keys.pseudonym_current;
+    _Atomic uint32_t *prev = assertion ? &gw->keys.assertion_previous : &gw->keys.pseudonym_previous;
+    uint32_t old_cur = atomic_load(cur), old_prev = atomic_load(prev), new_cur, new_prev;
+    veil_err err;
+
+    if (assertion) {
+        if (req->version && !gw_keys_signer(&gw->keys, req->version)) {
+            veil_call_fail(call, VEIL_ERR_PRECONDITION, "no key file assertion-%u.key is loaded",
+                           req->version);
+            return VEIL_ERR_PRECONDITION;
+        }
+    } else {
+        uint32_t service_default;
+        if ((err = pseudonym_versions(gw, call, req->version, &service_default)))
+            return err;
+        if (old_cur == 0) /* never rotated: the service's default is what apps know */
+            old_cur = service_default;
+    }
+    if (req->version == 0) {
+        if (old_prev == 0) {
+            veil_call_fail(call, VEIL_ERR_PRECONDITION, "no rotation is in progress");
+            return VEIL_ERR_PRECONDITION;
+        }
+        new_cur = old_cur;
+        new_prev = 0;
+    } else {
+        new_cur = req->version;
+        new_prev = old_cur == req->version ? old_prev : old_cur;
+    }
+    if ((err = gw_store_key_state_init(gw->store, req->kind, new_cur)) ||
+        (err = gw_store_key_state_set(gw->store, req->kind, new_cur, new_prev)))
+        return gw_store_failed(call, err);
+    atomic_store(cur, new_cur);
+    atomic_store(prev, new_prev);
+    resp->kind = req->kind;
+    resp->current = new_cur;
+    resp->previous = new_prev;
+    veil_log(VEIL_LOG_INFO, "key rotation", VL_STR("kind", req->kind), VL_INT("current", new_cur),
+             VL_INT("previous", new_prev), VL_STR("admin", veil_call_peer(call)->name), VL_END);
+    return VEIL_OK;
+}
+
+static void gw_admin_rotate_key(Veil__Gateway__Admin_Service *svc,
+                                const Veil__Gateway__RotateKeyRequest *req,
+                                Veil__Gateway__RotateKeyResponse_Closure done, void *call)
+{
+    Veil__Gateway__RotateKeyResponse resp = VEIL__GATEWAY__ROTATE_KEY_RESPONSE__INIT;
+    veil_err err = rotate(GW_OF(svc, admin), call, req, &resp);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_admin_set_identity_state(Veil__Gateway__Admin_Service *svc,
+                                        const Veil__Gateway__IdentityStateRequest *req,
+                                        Veil__Empty_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, admin);
+    Veil__Empty resp = VEIL__EMPTY__INIT, *ignored;
+    Veil__Revocation__IdentityState state;
+    veil_err err = VEIL_OK;
+    if (strcmp(req->state, "active") == 0)
+        state = VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE;
+    else if (strcmp(req->state, "suspended") == 0)
+        state = VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_SUSPENDED;
+    else if (strcmp(req->state, "revoked") == 0)
+        state = VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED;
+    else
+        err = invalid(call, "state must be active, suspended or revoked");
+    if (!err && req->reason[0] && !gw_text_ok(req->reason, 200))
+        err = invalid(call, "reason must be at most 200 bytes of printable UTF-8");
+    Veil__Vault__LookupWebNumberResponse *who = NULL;
+    if (!err) {
+        Veil__Vault__LookupWebNumberRequest l = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
+        l.web_number = req->web_number;
+        err = gw_downstream(gw, call, gw->vault, "LookupWebNumber", &l.base, &who);
+    }
+    if (!err) {
+        Veil__Revocation__SetIdentityStateRequest s =
+            VEIL__REVOCATION__SET_IDENTITY_STATE_REQUEST__INIT;
+        s.subject_ref = who->subject_ref;
+        s.state = state;
+        s.reason = req->reason;
+        err = gw_downstream(gw, call, gw->revocation, "SetIdentityState", &s.base, &ignored);
+    }
+    if (!err)
+        veil_log(VEIL_LOG_INFO, "identity state set by an admin", VL_STR("state", req->state),
+                 VL_STR("admin", veil_call_peer(call)->name), VL_END);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+const Veil__Gateway__Admin_Service gw_admin_rpc = VEIL__GATEWAY__ADMIN__INIT(gw_admin_);
+
+const veil_method_policy gw_admin_policy[] = {
+    {"RegisterApp", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
+    {"UpdateApp", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
+    {"SuspendApp", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
+    {"ReinstateApp", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
+    {"ListApps", VEIL_PEER_ADMIN, VEIL_EXEC_INLINE},
+    {"RotateKey", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
+    {"SetIdentityState", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
+};
+const size_t gw_admin_policy_len = sizeof gw_admin_policy / sizeof gw_admin_policy[0];

@@ -1,0 +1,110 @@
+/*
+ * downstream.c - what every gateway handler shares: calls to the internal
+ * services, citizen-request verification and finding the calling app.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "gateway.h"
+#include "veil/log.h"
+#include "veil/vault.pb-c.h"
+
+veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, const char *method,
+                       const ProtobufCMessage *req, void *resp)
+{
+    veil_status st;
+    int64_t budget = veil_call_budget_ms(call, gw->rpc_timeout_ms);
+    veil_err err = veil_channel_call(ch, method, req, veil_call_allocator(call), budget, resp, &st);
+    if (!err)
+        return VEIL_OK;
+    switch (err) {
+    case VEIL_ERR_INVALID:
+    case VEIL_ERR_NOT_FOUND:
+    case VEIL_ERR_EXISTS:
+    case VEIL_ERR_DENIED:
+    case VEIL_ERR_UNAUTHENTICATED:
+    case VEIL_ERR_PRECONDITION:
+    case VEIL_ERR_ABORTED:
+        /* The internal services' messages are written for the caller and
+         * never carry personal data, so they pass through. */
+        veil_call_fail(call, err, "%s", st.message);
+        break;
+    case VEIL_ERR_DEADLINE:
+        veil_call_fail(call, err, "deadline exceeded");
+        break;
+    case VEIL_ERR_UNAVAILABLE:
+    case VEIL_ERR_CANCELLED:
+        err = VEIL_ERR_UNAVAILABLE;
+        veil_call_fail(call, err, "a veil service is unavailable, retry later");
+        break;
+    default:
+        veil_call_fail(call, VEIL_ERR_INTERNAL, "internal error");
+        err = VEIL_ERR_INTERNAL;
+    }
+    if (err == VEIL_ERR_UNAVAILABLE || err == VEIL_ERR_INTERNAL || err == VEIL_ERR_DEADLINE)
+        veil_log(VEIL_LOG_WARN, "downstream call failed", VL_STR("method", method),
+                 VL_STR("status", veil_status_name(st.code)), VL_STR("message", st.message),
+                 VL_END);
+    return err;
+}
+
+veil_err gw_citizen(struct gateway *gw, veil_call *call, const Veil__Gateway__SignedRequest *req,
+                    const ProtobufCMessageDescriptor *desc, void *payload,
+                    ProtobufCBinaryData *subject, char **device_id)
+{
+    *(ProtobufCMessage **)payload = NULL;
+    if (!req->auth) {
+        veil_call_fail(call, VEIL_ERR_UNAUTHENTICATED, "auth is missing: requests must be signed");
+        return VEIL_ERR_UNAUTHENTICATED;
+    }
+    Veil__Vault__VerifyCitizenRequestRequest vr = VEIL__VAULT__VERIFY_CITIZEN_REQUEST_REQUEST__INIT;
+    Veil__Vault__VerifyCitizenRequestResponse *vresp;
+    vr.method = (char *)veil_call_method(call);
+    vr.payload = req->payload;
+    vr.auth = req->auth;
+    veil_err err = gw_downstream(gw, call, gw->vault, "VerifyCitizenRequest", &vr.base, &vresp);
+    if (err)
+        return err;
+    ProtobufCMessage *p = protobuf_c_message_unpack(desc, veil_call_allocator(call),
+                                                    req->payload.len, req->payload.data);
+    if (!p) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "payload is malformed");
+        return VEIL_ERR_INVALID;
+    }
+    *(ProtobufCMessage **)payload = p;
+    *subject = vresp->subject_ref;
+    *device_id = vresp->device_id;
+    return VEIL_OK;
+}
+
+veil_err gw_calling_app(struct gateway *gw, veil_call *call, gw_app *app)
+{
+    const veil_peer *peer = veil_call_peer(call);
+    /* The policy already admitted only app certificates; now the registry. */
+    if (gw_registry_get(&gw->registry, peer->name, app) != 0 ||
+        strcmp(app->cert_identity, peer->uri) != 0) {
+        veil_call_fail(call, VEIL_ERR_DENIED, "app is not registered");
+        return VEIL_ERR_DENIED;
+    }
+    if (strcmp(app->status, "active") != 0) {
+        veil_call_fail(call, VEIL_ERR_DENIED, "app is suspended");
+        return VEIL_ERR_DENIED;
+    }
+    return VEIL_OK;
+}
+
+int gw_text_ok(const char *s, size_t max)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n > 0 && n <= max && veil_utf8_printable(s, n);
+}
+
+veil_err gw_store_failed(veil_call *call, veil_err err)
+{
+    if (err == VEIL_ERR_UNAVAILABLE || err == VEIL_ERR_DEADLINE) {
+        veil_call_fail(call, VEIL_ERR_UNAVAILABLE, "database unavailable, retry later");
+        return VEIL_ERR_UNAVAILABLE;
+    }
+    veil_call_fail(call, VEIL_ERR_INTERNAL, "internal error");
+    return VEIL_ERR_INTERNAL;
+}

@@ -1,0 +1,169 @@
+/*
+ * gateway.h - the gateway: veil's only ingress.
+ *
+ * Three gRPC services share one port: Login (apps, by client certificate),
+ * Wallet (citizens' phones, TLS without a client certificate, each request
+ * device-signed) and Admin (the admin identity).  The gateway owns the app
+ * registry, the login challenges and the choice of signing and pseudonym key
+ * versions; everything about people lives in the vault, consent and
+ * revocation services, which it calls with its own certificate.
+ *
+ * Files: main.c (configuration, wiring, background threads), login.c,
+ * wallet.c, admin.c, events.c (the RPC handlers), registry.c (the in-memory
+ * app registry), keys.c (assertion keys, JWKS, key rotation state), cache.c
+ * (revocation and consent caches fed by the change feeds), downstream.c
+ * (calls to the internal services), store.c (the only file speaking SQL).
+ */
+#ifndef VEIL_GATEWAY_H
+#define VEIL_GATEWAY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "veil/client.h"
+#include "veil/common.pb-c.h"
+#include "veil/formats.h"
+#include "veil/gateway.pb-c.h"
+#include "veil/keys.h"
+#include "veil/rpc.h"
+
+struct gw_store;
+struct gw_cache;
+
+/* ---- the app registry (registry.c) ---- */
+
+typedef struct gw_app {
+    char id[65];
+    char sector[65];
+    char kind[16];          /* "public_service" or "commercial" */
+    char status[16];        /* "active" or "suspended" */
+    unsigned scope;         /* bit i: catalogue entry i is registered */
+    char cert_identity[256];
+    char *name;             /* owned by the registry snapshot */
+    char *organisation;
+} gw_app;
+
+typedef struct gw_registry {
+    pthread_rwlock_t lock;
+    gw_app *apps;           /* sorted by id */
+    size_t n;
+    int64_t version;        /* registry_version it was loaded at */
+} gw_registry;
+
+/* Looks an app up by id and copies it into *out (names not copied). 0 if found. */
+int gw_registry_get(gw_registry *r, const char *id, gw_app *out);
+
+/* Replaces the contents (takes ownership of apps, an array of n sorted by id). */
+void gw_registry_replace(gw_registry *r, gw_app *apps, size_t n, int64_t version);
+
+void gw_registry_free(gw_registry *r);
+
+/*
+ * Allocates *slots (one pointer per app) in the call's arena, then calls fn
+ * for every app under the read lock; fn copies what it needs into the arena.
+ */
+veil_err gw_registry_each(gw_registry *r, veil_call *call, void ***slots,
+                          void (*fn)(const gw_app *app, void *ctx), void *ctx);
+
+/* Frees an array of apps as gw_store_load_apps returns it. */
+void gw_apps_free(gw_app *apps, size_t n);
+
+/* Attribute names <-> scope bits over the catalogue of veil/formats.h. */
+unsigned gw_scope_bit(const char *attribute); /* 0 when not in the catalogue */
+/* The scope bits of raw personal data (full_name, gender, birth_date). */
+unsigned gw_scope_raw(void);
+/* Parses "a,b,c"; returns -1 on an unknown name (its name into bad, if given). */
+int gw_scope_parse(const char *csv, unsigned *scope, char *bad, size_t badlen);
+/* Writes the names of a scope, comma-separated, into out. */
+void gw_scope_format(unsigned scope, char *out, size_t len);
+/* The names of a scope as a call-arena array; returns how many. */
+size_t gw_scope_names(veil_call *call, unsigned scope, char ***names);
+
+/* ---- keys (keys.c) ---- */
+
+typedef struct gw_keys {
+    veil_keyring *ring;                     /* assertion-<N>.key */
+    pthread_mutex_t lock;                   /* serialises growing `signers` */
+    veil_signer *signers[VEIL_KEYRING_MAX]; /* append-only, like the keyring */
+    _Atomic size_t n_signers;
+    _Atomic uint32_t assertion_current, assertion_previous;
+    _Atomic uint32_t pseudonym_current, pseudonym_previous;
+    _Atomic int64_t state_version;          /* key_state rows as last loaded */
+} gw_keys;
+
+veil_err gw_keys_open(gw_keys *k, const char *dir, char *errbuf, size_t errlen);
+void gw_keys_close(gw_keys *k);
+/* The signer of a version (loading new key files on a miss), or NULL. */
+const veil_signer *gw_keys_signer(gw_keys *k, uint32_t version);
+/* The JWKS: current, previous and any newer (pre-published) assertion keys. */
+char *gw_keys_jwks(gw_keys *k); /* malloc'd JSON */
+
+/* ---- the gateway ---- */
+
+struct gateway {
+    Veil__Gateway__Login_Service login;
+    Veil__Gateway__Wallet_Service wallet;
+    Veil__Gateway__Admin_Service admin;
+    struct gw_store *store;
+    veil_channel *vault, *consent, *revocation, *pseudonym;
+    gw_registry registry;
+    gw_keys keys;
+    struct gw_cache *cache;
+    const char *issuer;
+    const char *trust_domain;
+    int64_t assertion_ttl_s, challenge_ttl_s, rpc_timeout_ms;
+    pthread_t poller;
+    int poller_started;
+    _Atomic int stopping;
+};
+
+#define GW_OF(svc, member) \
+    ((struct gateway *)((char *)(svc) - offsetof(struct gateway, member)))
+
+/* Handler tables and policies (login.c, wallet.c, admin.c); PollEvents is in events.c. */
+void gw_login_poll_events(Veil__Gateway__Login_Service *svc,
+                          const Veil__Gateway__PollEventsRequest *req,
+                          Veil__Gateway__PollEventsResponse_Closure done, void *call);
+extern const Veil__Gateway__Login_Service gw_login_rpc;
+extern const veil_method_policy gw_login_policy[];
+extern const size_t gw_login_policy_len;
+extern const Veil__Gateway__Wallet_Service gw_wallet_rpc;
+extern const veil_method_policy gw_wallet_policy[];
+extern const size_t gw_wallet_policy_len;
+extern const Veil__Gateway__Admin_Service gw_admin_rpc;
+extern const veil_method_policy gw_admin_policy[];
+extern const size_t gw_admin_policy_len;
+
+/*
+ * Calls method on one of the internal services on behalf of call, within the
+ * call's remaining budget; the reply is allocated in the call's arena.  A
+ * failure is recorded on call (status and a message safe to show the
+ * caller) and returned.
+ */
+veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, const char *method,
+                       const ProtobufCMessage *req, void *resp);
+
+/*
+ * Verifies a citizen's signed request through the vault and unpacks its
+ * payload (of type desc) into the call's arena.  On VEIL_OK *payload, the
+ * subject reference (32 bytes) and the device id are set.
+ */
+veil_err gw_citizen(struct gateway *gw, veil_call *call, const Veil__Gateway__SignedRequest *req,
+                    const ProtobufCMessageDescriptor *desc, void *payload,
+                    ProtobufCBinaryData *subject, char **device_id);
+
+/* The app calling (registered, certificate identity matching); fails the call if not. */
+veil_err gw_calling_app(struct gateway *gw, veil_call *call, gw_app *app);
+
+/* Reloads the registry and key state from the database when they changed. */
+veil_err gw_refresh(struct gateway *gw, int force);
+
+/* Fails the call for an unexpected store error: UNAVAILABLE when retrying may help. */
+veil_err gw_store_failed(veil_call *call, veil_err err);
+
+/* Validates a purpose / display text: 1..max bytes of printable UTF-8. */
+int gw_text_ok(const char *s, size_t max);
+
+#endif

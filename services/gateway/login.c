@@ -1,0 +1,331 @@
+/*
+ * login.c - the Login service: what apps call.
+ *
+ * CompleteLogin is DESIGN.md's flow: the app is registered and active, the
+ * challenge is consumed (once, for that app), the vault verifies the ticket,
+ * revocation allows the login, consent grants part of the requested scope,
+ * the vault releases exactly that part, the pseudonym service derives the
+ * app's pseudonym, and the gateway signs the assertion.  Revocation and
+ * consent answers come from the caches when the change feeds vouch for them.
+ */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "cache.h"
+#include "gateway.h"
+#include "store.h"
+#include "veil/consent.pb-c.h"
+#include "veil/jws.h"
+#include "veil/log.h"
+#include "veil/pseudonym.pb-c.h"
+#include "veil/revocation.pb-c.h"
+#include "veil/vault.pb-c.h"
+
+#define MAX_REQUESTED 16
+
+static void gw_login_begin_login(Veil__Gateway__Login_Service *svc,
+                                 const Veil__Gateway__BeginLoginRequest *req,
+                                 Veil__Gateway__BeginLoginResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, login);
+    Veil__Gateway__BeginLoginResponse resp = VEIL__GATEWAY__BEGIN_LOGIN_RESPONSE__INIT;
+    gw_app app;
+    unsigned char *challenge = veil_call_alloc(call, VEIL_CHALLENGE_BYTES);
+    veil_err err = challenge ? gw_calling_app(gw, call, &app) : VEIL_ERR_NOMEM;
+    if (!err) {
+        randombytes_buf(challenge, VEIL_CHALLENGE_BYTES);
+        int64_t expires = veil_now_ms() + gw->challenge_ttl_s * 1000;
+        err = gw_store_challenge_put(gw->store, challenge, app.id, expires);
+        if (err) {
+            err = gw_store_failed(call, err);
+        } else {
+            resp.challenge.data = challenge;
+            resp.challenge.len = VEIL_CHALLENGE_BYTES;
+            resp.expires_at_ms = expires;
+            resp.app_id = veil_call_strdup(call, app.id);
+        }
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* Parses the requested attribute names into scope bits. */
+static veil_err requested_scope(veil_call *call, const Veil__Gateway__CompleteLoginRequest *req,
+                                unsigned *scope)
+{
+    *scope = 0;
+    if (req->n_attributes > MAX_REQUESTED) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "attributes: at most %d may be requested",
+                       MAX_REQUESTED);
+        return VEIL_ERR_INVALID;
+    }
+    for (size_t i = 0; i < req->n_attributes; i++) {
+        unsigned bit = gw_scope_bit(req->attributes[i]);
+        if (!bit) {
+            if (veil_ident_valid(req->attributes[i]))
+                veil_call_fail(call, VEIL_ERR_INVALID, "attributes: unknown attribute %s",
+                               req->attributes[i]);
+            else
+                veil_call_fail(call, VEIL_ERR_INVALID, "attributes: unknown attribute");
+            return VEIL_ERR_INVALID;
+        }
+        *scope |= bit;
+    }
+    return VEIL_OK;
+}
+
+/* Revocation's verdict for (subject, device, app), from the cache or the service. */
+static veil_err authorize(struct gateway *gw, veil_call *call, const ProtobufCBinaryData *subject,
+                          const char *device, const char *app, gw_authz *out)
+{
+    if (gw_cache_get_authz(gw->cache, subject->data, device, app, out))
+        return VEIL_OK;
+    uint64_t ticket = gw_cache_ticket(gw->cache);
+    Veil__Revocation__StatusRequest r = VEIL__REVOCATION__STATUS_REQUEST__INIT;
+    Veil__Revocation__StatusResponse *s;
+    r.subject_ref = *subject;
+    r.device_id = (char *)device;
+    r.app_id = (char *)app;
+    veil_err err = gw_downstream(gw, call, gw->revocation, "Authorize", &r.base, &s);
+    if (err)
+        return err;
+    memset(out, 0, sizeof *out);
+    out->allowed = s->allowed;
+    out->epoch = s->link_epoch;
+    snprintf(out->reason, sizeof out->reason, "%s", s->reason_code);
+    gw_cache_put_authz(gw->cache, ticket, subject->data, device, app, out);
+    return VEIL_OK;
+}
+
+/* Live consent for the app's whole registered scope, from the cache or the service. */
+static veil_err grants(struct gateway *gw, veil_call *call, const ProtobufCBinaryData *subject,
+                       const gw_app *app, gw_grants *out)
+{
+    int64_t now = veil_now_ms();
+    if (gw_cache_get_grants(gw->cache, subject->data, app->id, now, out))
+        return VEIL_OK;
+    uint64_t ticket = gw_cache_ticket(gw->cache);
+    Veil__Consent__CheckRequest r = VEIL__CONSENT__CHECK_REQUEST__INIT;
+    Veil__Consent__CheckResponse *c;
+    r.subject_ref = *subject;
+    r.app_id = (char *)app->id;
+    r.n_attributes = gw_scope_names(call, app->scope, &r.attributes);
+    veil_err err = gw_downstream(gw, call, gw->consent, "Check", &r.base, &c);
+    if (err)
+        return err;
+    memset(out, 0, sizeof *out);
+    size_t used = 0;
+    for (size_t i = 0; i < c->n_granted; i++) {
+        const Veil__Consent__GrantedAttribute *g = c->granted[i];
+        out->granted |= gw_scope_bit(g->attribute) & app->scope;
+        if (g->expires_at_ms && (!out->expires_ms || g->expires_at_ms < out->expires_ms))
+            out->expires_ms = g->expires_at_ms;
+        if (!strstr(out->purposes, g->purpose)) {
+            int w = snprintf(out->purposes + used, sizeof out->purposes - used, "%s%s",
+                             used ? "; " : "", g->purpose);
+            if (w > 0 && (size_t)w < sizeof out->purposes - used)
+                used += (size_t)w;
+        }
+    }
+    gw_cache_put_grants(gw->cache, ticket, subject->data, app->id, out);
+    return VEIL_OK;
+}
+
+/* Adds one released attribute to the claims. */
+static void add_claim(json_t *claims, const Veil__Attribute *a)
+{
+    switch (a->value_case) {
+    case VEIL__ATTRIBUTE__VALUE_FLAG:
+        json_object_set_new(claims, a->name, json_boolean(a->flag));
+        break;
+    case VEIL__ATTRIBUTE__VALUE_TEXT:
+        json_object_set_new(claims, a->name, json_string(a->text));
+        break;
+    case VEIL__ATTRIBUTE__VALUE_PROVINCE:
+        json_object_set_new(claims, a->name,
+                            json_pack("{s:s, s:s, s:s}", "code", a->province->code, "name",
+                                      a->province->name, "name_en", a->province->name_en));
+        break;
+    default:
+        break;
+    }
+}
+
+/* Builds and signs the assertion; *out is in the call's arena. */
+static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app *app,
+                               const char *sub, const char *previous_sub, unsigned granted,
+                               const Veil__Vault__ReleaseAttributesResponse *released, char **out)
+{
+    unsigned char jti_raw[16];
+    char jti[32];
+    randombytes_buf(jti_raw, sizeof jti_raw);
+    veil_b64url_encode(jti, sizeof jti, jti_raw, sizeof jti_raw);
+    json_int_t now = (json_int_t)(veil_now_ms() / 1000);
+    json_t *claims = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "iss", gw->issuer, "aud", app->id,
+                               "sub", sub, "iat", now, "exp", now + (json_int_t)gw->assertion_ttl_s,
+                               "jti", jti);
+    if (!claims)
+        return VEIL_ERR_NOMEM;
+    if (previous_sub && *previous_sub)
+        json_object_set_new(claims, "previous_sub", json_string(previous_sub));
+    for (size_t i = 0; released && i < released->n_attributes; i++) {
+        const Veil__Attribute *a = released->attributes[i];
+        /* Defence in depth: only what consent granted leaves, whatever came back. */
+        if (!(gw_scope_bit(a->name) & granted)) {
+            veil_log(VEIL_LOG_ERROR, "vault released an attribute that was not asked for",
+                     VL_STR("attribute", a->name), VL_END);
+            continue;
+        }
+        add_claim(claims, a);
+    }
+    veil_err err = VEIL_OK;
+    char *token = NULL;
+    const veil_signer *signer = gw_keys_signer(&gw->keys, atomic_load(&gw->keys.assertion_current));
+    if (!signer) {
+        veil_log(VEIL_LOG_ERROR, "the current assertion key is not loaded",
+                 VL_INT("version", atomic_load(&gw->keys.assertion_current)), VL_END);
+        veil_call_fail(call, VEIL_ERR_INTERNAL, "internal error");
+        err = VEIL_ERR_INTERNAL;
+    } else if ((err = veil_jws_sign(signer, "JWT", claims, &token)) == VEIL_OK) {
+        *out = veil_call_strdup(call, token);
+        if (!*out)
+            err = VEIL_ERR_NOMEM;
+    }
+    free(token);
+    json_decref(claims);
+    return err;
+}
+
+/* Lists the requested attributes that were not released, and why. */
+static void withheld(veil_call *call, unsigned requested, unsigned registered, unsigned granted,
+                     Veil__Gateway__CompleteLoginResponse *resp)
+{
+    char **names;
+    size_t n = gw_scope_names(call, requested & ~granted, &names);
+    Veil__Gateway__Withheld **w = veil_call_alloc(call, (n ? n : 1) * sizeof *w);
+    Veil__Gateway__Withheld *cells = veil_call_alloc(call, (n ? n : 1) * sizeof *cells);
+    if (!w || !cells)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        veil__gateway__withheld__init(&cells[i]);
+        cells[i].attribute = names[i];
+        cells[i].reason = (gw_scope_bit(names[i]) & registered) ? "no_consent" : "not_registered";
+        w[i] = &cells[i];
+    }
+    resp->withheld = w;
+    resp->n_withheld = n;
+}
+
+static veil_err complete_login(struct gateway *gw, veil_call *call,
+                               const Veil__Gateway__CompleteLoginRequest *req,
+                               Veil__Gateway__CompleteLoginResponse *resp)
+{
+    gw_app app;
+    unsigned requested;
+    veil_ticket *t = veil_call_alloc(call, sizeof *t);
+    veil_err err;
+    if (!t)
+        return VEIL_ERR_NOMEM;
+    if ((err = gw_calling_app(gw, call, &app)) || (err = requested_scope(call, req, &requested)))
+        return err;
+    if (veil_ticket_parse(req->ticket, strlen(req->ticket), t) != VEIL_OK) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "ticket is malformed");
+        return VEIL_ERR_INVALID;
+    }
+    if (strcmp(t->app_id, app.id) != 0) {
+        veil_call_fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket was not made for this app");
+        return VEIL_ERR_UNAUTHENTICATED;
+    }
+    err = gw_store_challenge_take(gw->store, t->challenge, app.id);
+    if (err == VEIL_ERR_NOT_FOUND) {
+        veil_call_fail(call, VEIL_ERR_PRECONDITION,
+                       "challenge is unknown, expired or already used");
+        return VEIL_ERR_PRECONDITION;
+    }
+    if (err)
+        return gw_store_failed(call, err);
+
+    Veil__Vault__VerifyTicketRequest vt = VEIL__VAULT__VERIFY_TICKET_REQUEST__INIT;
+    Veil__Vault__VerifyTicketResponse *who;
+    vt.ticket = req->ticket;
+    vt.app_id = app.id;
+    vt.challenge.data = t->challenge;
+    vt.challenge.len = VEIL_CHALLENGE_BYTES;
+    if ((err = gw_downstream(gw, call, gw->vault, "VerifyTicket", &vt.base, &who)))
+        return err;
+
+    gw_authz authz;
+    if ((err = authorize(gw, call, &who->subject_ref, who->device_id, app.id, &authz)))
+        return err;
+    if (!authz.allowed) {
+        veil_call_fail(call, VEIL_ERR_DENIED, "login refused: %s", authz.reason);
+        return VEIL_ERR_DENIED;
+    }
+
+    unsigned in_scope = requested & app.scope, granted = 0;
+    gw_grants g = {0};
+    if (in_scope) {
+        if ((err = grants(gw, call, &who->subject_ref, &app, &g)))
+            return err;
+        granted = in_scope & g.granted;
+    }
+    Veil__Vault__ReleaseAttributesResponse *released = NULL;
+    if (granted) {
+        Veil__Vault__ReleaseAttributesRequest ra = VEIL__VAULT__RELEASE_ATTRIBUTES_REQUEST__INIT;
+        ra.subject_ref = who->subject_ref;
+        ra.app_id = app.id;
+        ra.n_attributes = gw_scope_names(call, granted, &ra.attributes);
+        ra.purpose = g.purposes;
+        if ((err = gw_downstream(gw, call, gw->vault, "ReleaseAttributes", &ra.base, &released)))
+            return err;
+    }
+
+    Veil__Pseudonym__DeriveRequest dr = VEIL__PSEUDONYM__DERIVE_REQUEST__INIT;
+    Veil__Pseudonym__DeriveResponse *p;
+    dr.subject_ref = who->subject_ref;
+    dr.sector_id = app.sector;
+    dr.link_epoch = authz.epoch;
+    dr.key_version = atomic_load(&gw->keys.pseudonym_current);
+    dr.previous_key_version = atomic_load(&gw->keys.pseudonym_previous);
+    if ((err = gw_downstream(gw, call, gw->pseudonym, "Derive", &dr.base, &p)))
+        return err;
+
+    if ((err = sign_assertion(gw, call, &app, p->pseudonym, p->previous_pseudonym, granted, released,
+                              &resp->assertion)))
+        return err;
+    resp->sub = p->pseudonym;
+    resp->previous_sub = p->previous_pseudonym;
+    resp->n_released = gw_scope_names(call, granted, &resp->released);
+    withheld(call, requested, app.scope, granted, resp);
+    return VEIL_OK;
+}
+
+static void gw_login_complete_login(Veil__Gateway__Login_Service *svc,
+                                    const Veil__Gateway__CompleteLoginRequest *req,
+                                    Veil__Gateway__CompleteLoginResponse_Closure done, void *call)
+{
+    Veil__Gateway__CompleteLoginResponse resp = VEIL__GATEWAY__COMPLETE_LOGIN_RESPONSE__INIT;
+    veil_err err = complete_login(GW_OF(svc, login), call, req, &resp);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_login_get_jwks(Veil__Gateway__Login_Service *svc, const Veil__Empty *req,
+                              Veil__Gateway__JwksResponse_Closure done, void *call)
+{
+    Veil__Gateway__JwksResponse resp = VEIL__GATEWAY__JWKS_RESPONSE__INIT;
+    char *jwks = gw_keys_jwks(&GW_OF(svc, login)->keys);
+    resp.jwks = jwks ? veil_call_strdup(call, jwks) : NULL;
+    free(jwks);
+    VEIL_REPLY(done, call, resp.jwks ? VEIL_OK : VEIL_ERR_NOMEM, &resp);
+}
+
+const Veil__Gateway__Login_Service gw_login_rpc = VEIL__GATEWAY__LOGIN__INIT(gw_login_);
+
+const veil_method_policy gw_login_policy[] = {
+    {"BeginLogin", VEIL_PEER_APP, VEIL_EXEC_WORKER},
+    {"CompleteLogin", VEIL_PEER_APP, VEIL_EXEC_WORKER},
+    {"GetJwks", VEIL_PEER_APP | VEIL_PEER_CITIZEN | VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
+    {"PollEvents", VEIL_PEER_APP, VEIL_EXEC_WORKER},
+};
+const size_t gw_login_policy_len = sizeof gw_login_policy / sizeof gw_login_policy[0];

@@ -1,0 +1,317 @@
+/*
+ * main.c - the gateway: configuration, keys, channels to the internal
+ * services, the background poller, and the `seed-apps` command.
+ *
+ * The poller (every 500 ms) reloads the app registry and the key rotation
+ * state when another replica changed them, and sweeps expired challenges.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache.h"
+#include "gateway.h"
+#include "store.h"
+#include "veil/log.h"
+#include "veil/consent.pb-c.h"
+#include "veil/pseudonym.pb-c.h"
+#include "veil/revocation.pb-c.h"
+#include "veil/service.h"
+#include "veil/vault.pb-c.h"
+
+static struct {
+    char *vault, *consent, *revocation, *pseudonym, *issuer;
+    int64_t assertion_ttl_s, challenge_ttl_s, cache_entries;
+} cfg;
+
+static const veil_config_var gateway_vars[] = {
+    {"GATEWAY_VAULT_ADDR", VEIL_CFG_ADDR, "127.0.0.1:7101", 0, &cfg.vault, 0, 0,
+     "host:port of the vault"},
+    {"GATEWAY_CONSENT_ADDR", VEIL_CFG_ADDR, "127.0.0.1:7102", 0, &cfg.consent, 0, 0,
+     "host:port of the consent service"},
+    {"GATEWAY_REVOCATION_ADDR", VEIL_CFG_ADDR, "127.0.0.1:7103", 0, &cfg.revocation, 0, 0,
+     "host:port of the revocation service"},
+    {"GATEWAY_PSEUDONYM_ADDR", VEIL_CFG_ADDR, "127.0.0.1:7104", 0, &cfg.pseudonym, 0, 0,
+     "host:port of the pseudonym service"},
+    {"GATEWAY_ISSUER", VEIL_CFG_STRING, "https://veil.invalid", 0, &cfg.issuer, 0, 0,
+     "the iss of assertions and events"},
+    {"GATEWAY_ASSERTION_TTL_S", VEIL_CFG_INT, "300", 0, &cfg.assertion_ttl_s, 30, 3600,
+     "lifetime of an assertion"},
+    {"GATEWAY_CHALLENGE_TTL_S", VEIL_CFG_INT, "120", 0, &cfg.challenge_ttl_s, 10, 900,
+     "lifetime of a login challenge"},
+    {"GATEWAY_CACHE_ENTRIES", VEIL_CFG_INT, "200000", 0, &cfg.cache_entries, 0, 100000000,
+     "revocation/consent answers kept in memory (0: no cache)"},
+};
+
+veil_err gw_refresh(struct gateway *gw, int force)
+{
+    int64_t reg_v, keys_v;
+    veil_err err = gw_store_versions(gw->store, &reg_v, &keys_v);
+    if (err)
+        return err;
+    pthread_rwlock_rdlock(&gw->registry.lock);
+    int64_t have = gw->registry.version;
+    pthread_rwlock_unlock(&gw->registry.lock);
+    if (force || reg_v != have) {
+        gw_app *apps;
+        size_t n;
+        int64_t v;
+        if ((err = gw_store_load_apps(gw->store, &apps, &n, &v)))
+            return err;
+        gw_registry_replace(&gw->registry, apps, n, v);
+    }
+    if (force || keys_v != atomic_load(&gw->keys.state_version)) {
+        static const char *const kinds[] = {"assertion", "pseudonym"};
+        for (int i = 0; i < 2; i++) {
+            uint32_t cur = 0, prev = 0;
+            err = gw_store_key_state(gw->store, kinds[i], &cur, &prev);
+            if (err == VEIL_ERR_NOT_FOUND)
+                continue; /* never rotated: keep the start-up choice */
+            if (err)
+                return err;
+            atomic_store(i ? &gw->keys.pseudonym_current : &gw->keys.assertion_current, cur);
+            atomic_store(i ? &gw->keys.pseudonym_previous : &gw->keys.assertion_previous, prev);
+        }
+        atomic_store(&gw->keys.state_version, keys_v);
+    }
+    return VEIL_OK;
+}
+
+static void *poller_main(void *arg)
+{
+    struct gateway *gw = arg;
+    int ticks = 0, failing = 0;
+    while (!atomic_load(&gw->stopping)) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        if (++ticks % 5)
+            continue;
+        veil_err err = gw_refresh(gw, 0);
+        if (err && !failing)
+            veil_log(VEIL_LOG_WARN, "cannot refresh the registry", VL_STR("error", veil_err_name(err)),
+                     VL_END);
+        failing = err != VEIL_OK;
+        if (ticks % 300 == 0) { /* every 30 s */
+            int64_t removed;
+            if (gw_store_challenge_sweep(gw->store, &removed) == VEIL_OK && removed)
+                veil_log(VEIL_LOG_DEBUG, "expired challenges removed", VL_INT("count", removed),
+                         VL_END);
+        }
+    }
+    veil_client_thread_done();
+    return NULL;
+}
+
+static veil_err open_channel(const veil_service_ctx *ctx, const char *addr,
+                             const ProtobufCServiceDescriptor *d, veil_channel **out, char *errbuf,
+                             size_t errlen)
+{
+    return veil_channel_new(addr, &ctx->tls, d, NULL, out, errbuf, errlen);
+}
+
+static void stop(void *state);
+
+static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, size_t errlen)
+{
+    struct gateway *gw = calloc(1, sizeof *gw);
+    if (!gw)
+        return VEIL_ERR_NOMEM;
+    *state = gw;
+    gw->login = gw_login_rpc;
+    gw->wallet = gw_wallet_rpc;
+    gw->admin = gw_admin_rpc;
+    gw->issuer = cfg.issuer;
+    gw->trust_domain = ctx->trust_domain;
+    gw->assertion_ttl_s = cfg.assertion_ttl_s;
+    gw->challenge_ttl_s = cfg.challenge_ttl_s;
+    gw->rpc_timeout_ms = ctx->rpc_timeout_ms;
+    pthread_rwlock_init(&gw->registry.lock, NULL);
+    gw->registry.version = -1;
+
+    veil_err err;
+    if ((err = gw_keys_open(&gw->keys, ctx->keys_dir, errbuf, errlen)))
+        return err;
+    atomic_store(&gw->keys.assertion_current, veil_keyring_latest(gw->keys.ring));
+    atomic_store(&gw->keys.state_version, -1);
+    if ((err = gw_store_open(ctx->database_url, &gw->store)) ||
+        (err = gw_cache_new((size_t)cfg.cache_entries, &gw->cache))) {
+        snprintf(errbuf, errlen, "cannot set up the gateway's store");
+        return err;
+    }
+    /* The first replica to start records which assertion key signs. */
+    if ((err = gw_store_key_state_init(gw->store, "assertion",
+                                       atomic_load(&gw->keys.assertion_current))) ||
+        (err = gw_refresh(gw, 1))) {
+        snprintf(errbuf, errlen, "cannot read the registry and key state from the database (%s)",
+                 veil_err_name(err));
+        return err;
+    }
+    if (!gw_keys_signer(&gw->keys, atomic_load(&gw->keys.assertion_current))) {
+        snprintf(errbuf, errlen, "no key file assertion-%u.key for the current assertion key",
+                 atomic_load(&gw->keys.assertion_current));
+        return VEIL_ERR_PRECONDITION;
+    }
+    if ((err = open_channel(ctx, cfg.vault, &veil__vault__vault__descriptor, &gw->vault, errbuf,
+                            errlen)) ||
+        (err = open_channel(ctx, cfg.consent, &veil__consent__consent__descriptor, &gw->consent,
+                            errbuf, errlen)) ||
+        (err = open_channel(ctx, cfg.revocation, &veil__revocation__revocation__descriptor,
+                            &gw->revocation, errbuf, errlen)) ||
+        (err = open_channel(ctx, cfg.pseudonym, &veil__pseudonym__pseudonym__descriptor,
+                            &gw->pseudonym, errbuf, errlen)))
+        return err;
+    if (pthread_create(&gw->poller, NULL, poller_main, gw) != 0) {
+        snprintf(errbuf, errlen, "cannot start the registry poller");
+        return VEIL_ERR_NOMEM;
+    }
+    gw->poller_started = 1;
+    veil_log(VEIL_LOG_INFO, "gateway ready", VL_INT("apps", (long long)gw->registry.n),
+             VL_INT("assertion_key", atomic_load(&gw->keys.assertion_current)), VL_END);
+    if ((err = veil_server_add(ctx->server, &gw->login.base, gw_login_policy, gw_login_policy_len,
+                               errbuf, errlen)) ||
+        (err = veil_server_add(ctx->server, &gw->wallet.base, gw_wallet_policy,
+                               gw_wallet_policy_len, errbuf, errlen)) ||
+        (err = veil_server_add(ctx->server, &gw->admin.base, gw_admin_policy, gw_admin_policy_len,
+                               errbuf, errlen)))
+        return err;
+    return VEIL_OK;
+}
+
+static void stop(void *state)
+{
+    struct gateway *gw = state;
+    atomic_store(&gw->stopping, 1);
+    if (gw->poller_started)
+        pthread_join(gw->poller, NULL);
+    veil_channel_free(gw->vault);
+    veil_channel_free(gw->consent);
+    veil_channel_free(gw->revocation);
+    veil_channel_free(gw->pseudonym);
+    gw_cache_free(gw->cache);
+    gw_store_close(gw->store);
+    gw_registry_free(&gw->registry);
+    pthread_rwlock_destroy(&gw->registry.lock);
+    if (gw->keys.ring)
+        gw_keys_close(&gw->keys);
+    free(gw);
+    veil_client_thread_done();
+}
+
+/* ---- gateway seed-apps FILE ---- */
+
+/* Splits a TSV line in place into at most max fields; returns how many. */
+static int split_tabs(char *line, char **f, int max)
+{
+    int n = 0;
+    line[strcspn(line, "\r\n")] = '\0';
+    for (char *p = line; n < max;) {
+        f[n++] = p;
+        char *tab = strchr(p, '\t');
+        if (!tab)
+            break;
+        *tab = '\0';
+        p = tab + 1;
+    }
+    return n;
+}
+
+/*
+ * Registers every app of a registry TSV file (see db/gateway/sample/) that is
+ * not registered yet; apps already present are left as they are, so running
+ * it again is safe and never undoes an administrator's change.
+ */
+static int seed_apps(const veil_service_ctx *ctx, int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: gateway seed-apps FILE\n");
+        return 2;
+    }
+    FILE *f = fopen(argv[1], "r");
+    if (!f) {
+        fprintf(stderr, "gateway seed-apps: cannot open %s: %s\n", argv[1], strerror(errno));
+        return 1;
+    }
+    struct gw_store *store;
+    if (gw_store_open(ctx->database_url, &store) != VEIL_OK) {
+        fclose(f);
+        return 1;
+    }
+    char line[4096];
+    int lineno = 0, added = 0, kept = 0, status = 0, header = 1;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        if (header) { /* the column names */
+            header = 0;
+            continue;
+        }
+        char *c[6];
+        gw_app app = {0};
+        char bad[64] = "";
+        if (split_tabs(line, c, 6) != 6 || !veil_ident_valid(c[0]) || !veil_ident_valid(c[2]) ||
+            (strcmp(c[1], "public_service") && strcmp(c[1], "commercial")) ||
+            gw_scope_parse(c[4], &app.scope, bad, sizeof bad) != 0 || !gw_text_ok(c[5], 200)) {
+            fprintf(stderr, "gateway seed-apps: %s:%d: malformed line%s%s\n", argv[1], lineno,
+                    bad[0] ? ", unknown attribute " : "", bad);
+            status = 1;
+            break;
+        }
+        if (strcmp(c[1], "commercial") == 0 && (app.scope & gw_scope_raw())) {
+            fprintf(stderr, "gateway seed-apps: %s:%d: a commercial app may not hold raw attributes\n",
+                    argv[1], lineno);
+            status = 1;
+            break;
+        }
+        snprintf(app.id, sizeof app.id, "%s", c[0]);
+        snprintf(app.kind, sizeof app.kind, "%s", c[1]);
+        snprintf(app.sector, sizeof app.sector, "%s", c[2]);
+        snprintf(app.status, sizeof app.status, "active");
+        snprintf(app.cert_identity, sizeof app.cert_identity, "spiffe://%s/app/%s",
+                 ctx->trust_domain, app.id);
+        veil_err err = gw_store_insert_app(store, &app, c[5], c[3]);
+        if (err == VEIL_ERR_EXISTS) {
+            kept++;
+        } else if (err) {
+            fprintf(stderr, "gateway seed-apps: %s:%d: %s\n", argv[1], lineno, veil_err_message(err));
+            status = 1;
+            break;
+        } else {
+            added++;
+        }
+    }
+    fclose(f);
+    gw_store_close(store);
+    if (!status)
+        printf("gateway seed-apps: %d app(s) registered, %d already present\n", added, kept);
+    return status;
+}
+
+static const veil_command commands[] = {
+    {"seed-apps", "seed-apps FILE   register the apps of a registry file (idempotent)", seed_apps},
+};
+
+extern const veil_migration gateway_migrations[];
+extern const size_t gateway_migrations_count;
+
+static const veil_service_spec spec = {
+    .name = "gateway",
+    .default_listen = "127.0.0.1:7100",
+    .client_cert_optional = 1, /* wallets connect without a client certificate */
+    .needs_keys = 1,
+    .migrations = gateway_migrations,
+    .n_migrations = &gateway_migrations_count,
+    .vars = gateway_vars,
+    .n_vars = sizeof gateway_vars / sizeof gateway_vars[0],
+    .start = start,
+    .stop = stop,
+    .commands = commands,
+    .n_commands = sizeof commands / sizeof commands[0],
+};
+
+int main(int argc, char **argv)
+{
+    return veil_service_main(argc, argv, &spec);
+}

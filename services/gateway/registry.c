@@ -1,0 +1,147 @@
+/*
+ * registry.c - the in-memory app registry and attribute scopes.
+ *
+ * The whole registry (81 apps in the first deployment, thousands at most) is
+ * held sorted in memory and replaced wholesale when the database says it
+ * changed; readers copy the one app they need under a read lock.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+
+unsigned gw_scope_bit(const char *attribute)
+{
+    size_t n;
+    const veil_attr *cat = veil_attr_catalogue(&n);
+    const veil_attr *a = veil_attr_find(attribute);
+    return a ? 1u << (unsigned)(a - cat) : 0;
+}
+
+unsigned gw_scope_raw(void)
+{
+    size_t n;
+    unsigned raw = 0;
+    const veil_attr *cat = veil_attr_catalogue(&n);
+    for (size_t i = 0; i < n; i++)
+        if (cat[i].kind == VEIL_ATTR_RAW)
+            raw |= 1u << i;
+    return raw;
+}
+
+int gw_scope_parse(const char *csv, unsigned *scope, char *bad, size_t badlen)
+{
+    *scope = 0;
+    const char *p = csv;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char name[64];
+        if (len == 0 || len >= sizeof name) {
+            if (bad)
+                snprintf(bad, badlen, "%.*s", (int)(len < 32 ? len : 32), p);
+            return -1;
+        }
+        memcpy(name, p, len);
+        name[len] = '\0';
+        unsigned bit = gw_scope_bit(name);
+        if (!bit) {
+            if (bad)
+                snprintf(bad, badlen, "%s", name);
+            return -1;
+        }
+        *scope |= bit;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+void gw_scope_format(unsigned scope, char *out, size_t len)
+{
+    size_t n, used = 0;
+    const veil_attr *cat = veil_attr_catalogue(&n);
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (!(scope & (1u << i)))
+            continue;
+        int w = snprintf(out + used, len - used, "%s%s", used ? "," : "", cat[i].name);
+        if (w < 0 || (size_t)w >= len - used)
+            break;
+        used += (size_t)w;
+    }
+}
+
+size_t gw_scope_names(veil_call *call, unsigned scope, char ***names)
+{
+    size_t n, k = 0;
+    const veil_attr *cat = veil_attr_catalogue(&n);
+    *names = veil_call_alloc(call, n * sizeof **names);
+    if (!*names)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (scope & (1u << i))
+            (*names)[k++] = (char *)cat[i].name;
+    return k;
+}
+
+static int by_id(const void *key, const void *elem)
+{
+    return strcmp(key, ((const gw_app *)elem)->id);
+}
+
+int gw_registry_get(gw_registry *r, const char *id, gw_app *out)
+{
+    pthread_rwlock_rdlock(&r->lock);
+    const gw_app *a = r->apps ? bsearch(id, r->apps, r->n, sizeof *r->apps, by_id) : NULL;
+    if (a) {
+        *out = *a;
+        out->name = out->organisation = NULL; /* owned by the snapshot */
+    }
+    pthread_rwlock_unlock(&r->lock);
+    return a ? 0 : -1;
+}
+
+void gw_apps_free(gw_app *apps, size_t n)
+{
+    for (size_t i = 0; apps && i < n; i++) {
+        free(apps[i].name);
+        free(apps[i].organisation);
+    }
+    free(apps);
+}
+
+void gw_registry_replace(gw_registry *r, gw_app *apps, size_t n, int64_t version)
+{
+    pthread_rwlock_wrlock(&r->lock);
+    gw_app *old = r->apps;
+    size_t old_n = r->n;
+    r->apps = apps;
+    r->n = n;
+    r->version = version;
+    pthread_rwlock_unlock(&r->lock);
+    gw_apps_free(old, old_n);
+}
+
+void gw_registry_free(gw_registry *r)
+{
+    gw_apps_free(r->apps, r->n);
+    r->apps = NULL;
+    r->n = 0;
+}
+
+veil_err gw_registry_each(gw_registry *r, veil_call *call, void ***slots,
+                          void (*fn)(const gw_app *app, void *ctx), void *ctx)
+{
+    veil_err err = VEIL_OK;
+    pthread_rwlock_rdlock(&r->lock);
+    *slots = veil_call_alloc(call, (r->n ? r->n : 1) * sizeof **slots);
+    if (!*slots)
+        err = VEIL_ERR_NOMEM;
+    for (size_t i = 0; !err && i < r->n; i++)
+        fn(&r->apps[i], ctx);
+    pthread_rwlock_unlock(&r->lock);
+    return err;
+}

@@ -1,0 +1,305 @@
+/*
+ * store.c - the gateway's SQL (store.h).  Every statement is prepared once
+ * per connection and every value bound.  A change to the registry bumps
+ * registry_version in the same transaction, which is how other replicas
+ * learn of it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "veil/pg.h"
+
+struct gw_store {
+    veil_db *db;
+};
+
+enum {
+    ST_LOAD_APPS,
+    ST_REGISTRY_VERSION,
+    ST_INSERT_APP,
+    ST_UPDATE_APP,
+    ST_SET_STATUS,
+    ST_BUMP_REGISTRY,
+    ST_CHALLENGE_PUT,
+    ST_CHALLENGE_TAKE,
+    ST_CHALLENGE_SWEEP,
+    ST_KEY_STATE,
+    ST_KEY_STATE_INIT,
+    ST_KEY_STATE_SET,
+    ST_VERSIONS,
+};
+
+static const veil_pg_stmt stmts[] = {
+    [ST_LOAD_APPS] = {"gw_load_apps",
+                      "SELECT app_id, name, kind, sector_id, attributes, cert_identity,"
+                      " organisation, status FROM apps ORDER BY app_id"},
+    [ST_REGISTRY_VERSION] = {"gw_registry_version", "SELECT version FROM registry_version"},
+    [ST_INSERT_APP] = {"gw_insert_app",
+                       "INSERT INTO apps (app_id, name, kind, sector_id, attributes,"
+                       " cert_identity, organisation, status)"
+                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"},
+    [ST_UPDATE_APP] = {"gw_update_app",
+                       "UPDATE apps SET name = $2, kind = $3, sector_id = $4, attributes = $5,"
+                       " cert_identity = $6, organisation = $7, updated_at = now()"
+                       " WHERE app_id = $1"},
+    [ST_SET_STATUS] = {"gw_set_status",
+                       "UPDATE apps SET status = $2, updated_at = now() WHERE app_id = $1"},
+    [ST_BUMP_REGISTRY] = {"gw_bump_registry",
+                          "UPDATE registry_version SET version = version + 1"},
+    [ST_CHALLENGE_PUT] = {"gw_challenge_put",
+                          "INSERT INTO challenges (challenge, app_id, expires_at)"
+                          " VALUES ($1, $2, to_timestamp($3::int8 / 1000.0))"},
+    [ST_CHALLENGE_TAKE] = {"gw_challenge_take",
+                           "DELETE FROM challenges WHERE challenge = $1 AND app_id = $2"
+                           " AND expires_at > now()"},
+    [ST_CHALLENGE_SWEEP] = {"gw_challenge_sweep", "DELETE FROM challenges WHERE expires_at <= now()"},
+    [ST_KEY_STATE] = {"gw_key_state",
+                      "SELECT current_version, coalesce(previous_version, 0)"
+                      " FROM key_state WHERE kind = $1"},
+    [ST_KEY_STATE_INIT] = {"gw_key_state_init",
+                           "INSERT INTO key_state (kind, current_version) VALUES ($1, $2::int8)"
+                           " ON CONFLICT (kind) DO NOTHING"},
+    [ST_KEY_STATE_SET] = {"gw_key_state_set",
+                          "UPDATE key_state SET current_version = $2::int8,"
+                          " previous_version = nullif($3::int8, 0), version = version + 1,"
+                          " updated_at = now() WHERE kind = $1"},
+    [ST_VERSIONS] = {"gw_versions",
+                     "SELECT (SELECT version FROM registry_version),"
+                     " (SELECT coalesce(sum(version), 0)::int8 FROM key_state)"},
+};
+
+veil_err gw_store_open(const char *conninfo, struct gw_store **out)
+{
+    *out = NULL;
+    struct gw_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return VEIL_ERR_NOMEM;
+    veil_err err = veil_db_new(conninfo, stmts, sizeof stmts / sizeof stmts[0], &s->db);
+    if (err) {
+        free(s);
+        return err;
+    }
+    *out = s;
+    return VEIL_OK;
+}
+
+void gw_store_close(struct gw_store *s)
+{
+    if (!s)
+        return;
+    veil_db_free(s->db);
+    free(s);
+}
+
+/* Runs one statement on this thread's connection; *res is NULL or a result to PQclear. */
+static veil_err run(struct gw_store *s, int stmt, const veil_pg_param *p, int n, PGresult **res)
+{
+    veil_pg *c;
+    veil_err err = veil_db_conn(s->db, &c);
+    if (err) {
+        *res = NULL;
+        return err;
+    }
+    return veil_pg_exec(c, stmt, p, n, res);
+}
+
+/* Runs a statement that must change exactly one row, then bumps the registry version. */
+static veil_err change_registry(struct gw_store *s, int stmt, const veil_pg_param *p, int n)
+{
+    veil_pg *c;
+    PGresult *r = NULL;
+    veil_err err = veil_db_conn(s->db, &c);
+    if (err)
+        return err;
+    if ((err = veil_pg_begin(c)))
+        return err;
+    if ((err = veil_pg_exec(c, stmt, p, n, &r)))
+        goto out;
+    if (atoi(PQcmdTuples(r)) != 1) {
+        err = VEIL_ERR_NOT_FOUND;
+        goto out;
+    }
+    PQclear(r);
+    if ((err = veil_pg_exec(c, ST_BUMP_REGISTRY, NULL, 0, &r)))
+        goto out;
+    err = veil_pg_commit(c);
+out:
+    PQclear(r);
+    if (err)
+        veil_pg_rollback(c);
+    return err;
+}
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+veil_err gw_store_load_apps(struct gw_store *s, gw_app **apps, size_t *n, int64_t *version)
+{
+    PGresult *r = NULL, *v = NULL;
+    veil_pg *c;
+    *apps = NULL;
+    *n = 0;
+    veil_err err = veil_db_conn(s->db, &c);
+    if (err)
+        return err;
+    /* One snapshot for the version and the rows. */
+    if ((err = veil_pg_simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")))
+        return err;
+    if ((err = veil_pg_exec(c, ST_REGISTRY_VERSION, NULL, 0, &v)) ||
+        (err = veil_pg_exec(c, ST_LOAD_APPS, NULL, 0, &r)))
+        goto out;
+    if ((err = veil_pg_commit(c)))
+        goto out;
+    int rows = PQntuples(r);
+    gw_app *a = calloc(rows ? (size_t)rows : 1, sizeof *a);
+    if (!a) {
+        err = VEIL_ERR_NOMEM;
+        goto out;
+    }
+    for (int i = 0; i < rows; i++) {
+        snprintf(a[i].id, sizeof a[i].id, "%s", veil_pg_get_text(r, i, 0));
+        a[i].name = dup_or_empty(veil_pg_get_text(r, i, 1));
+        snprintf(a[i].kind, sizeof a[i].kind, "%s", veil_pg_get_text(r, i, 2));
+        snprintf(a[i].sector, sizeof a[i].sector, "%s", veil_pg_get_text(r, i, 3));
+        if (gw_scope_parse(veil_pg_get_text(r, i, 4), &a[i].scope, NULL, 0) != 0)
+            a[i].scope = 0; /* a name no longer in the catalogue grants nothing */
+        snprintf(a[i].cert_identity, sizeof a[i].cert_identity, "%s", veil_pg_get_text(r, i, 5));
+        a[i].organisation = dup_or_empty(veil_pg_get_text(r, i, 6));
+        snprintf(a[i].status, sizeof a[i].status, "%s", veil_pg_get_text(r, i, 7));
+        if (!a[i].name || !a[i].organisation) {
+            gw_apps_free(a, (size_t)i + 1);
+            err = VEIL_ERR_NOMEM;
+            goto out;
+        }
+    }
+    *apps = a;
+    *n = (size_t)rows;
+    *version = veil_pg_get_i64(v, 0, 0);
+out:
+    PQclear(r);
+    PQclear(v);
+    if (err)
+        veil_pg_rollback(c);
+    return err;
+}
+
+static void app_params(const gw_app *app, const char *name, const char *organisation,
+                       char *scope, size_t scope_len, veil_pg_param p[8])
+{
+    gw_scope_format(app->scope, scope, scope_len);
+    p[0] = vp_text(app->id);
+    p[1] = vp_text(name);
+    p[2] = vp_text(app->kind);
+    p[3] = vp_text(app->sector);
+    p[4] = vp_text(scope);
+    p[5] = vp_text(app->cert_identity);
+    p[6] = vp_text(organisation);
+    p[7] = vp_text(app->status);
+}
+
+veil_err gw_store_insert_app(struct gw_store *s, const gw_app *app, const char *name,
+                             const char *organisation)
+{
+    char scope[512];
+    veil_pg_param p[8];
+    app_params(app, name, organisation, scope, sizeof scope, p);
+    return change_registry(s, ST_INSERT_APP, p, 8);
+}
+
+veil_err gw_store_update_app(struct gw_store *s, const gw_app *app, const char *name,
+                             const char *organisation)
+{
+    char scope[512];
+    veil_pg_param p[8];
+    app_params(app, name, organisation, scope, sizeof scope, p);
+    return change_registry(s, ST_UPDATE_APP, p, 7);
+}
+
+veil_err gw_store_set_app_status(struct gw_store *s, const char *id, const char *status)
+{
+    veil_pg_param p[] = {vp_text(id), vp_text(status)};
+    return change_registry(s, ST_SET_STATUS, p, 2);
+}
+
+veil_err gw_store_challenge_put(struct gw_store *s, const unsigned char challenge[32],
+                                const char *app_id, int64_t expires_at_ms)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(challenge, 32), vp_text(app_id), vp_i64(expires_at_ms)};
+    veil_err err = run(s, ST_CHALLENGE_PUT, p, 3, &r);
+    PQclear(r);
+    return err;
+}
+
+veil_err gw_store_challenge_take(struct gw_store *s, const unsigned char challenge[32],
+                                 const char *app_id)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(challenge, 32), vp_text(app_id)};
+    veil_err err = run(s, ST_CHALLENGE_TAKE, p, 2, &r);
+    if (!err && atoi(PQcmdTuples(r)) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    PQclear(r);
+    return err;
+}
+
+veil_err gw_store_challenge_sweep(struct gw_store *s, int64_t *removed)
+{
+    PGresult *r;
+    veil_err err = run(s, ST_CHALLENGE_SWEEP, NULL, 0, &r);
+    *removed = err ? 0 : atoll(PQcmdTuples(r));
+    PQclear(r);
+    return err;
+}
+
+veil_err gw_store_key_state(struct gw_store *s, const char *kind, uint32_t *current,
+                            uint32_t *previous)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(kind)};
+    veil_err err = run(s, ST_KEY_STATE, p, 1, &r);
+    if (!err && PQntuples(r) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    if (!err) {
+        *current = (uint32_t)veil_pg_get_i64(r, 0, 0);
+        *previous = (uint32_t)veil_pg_get_i64(r, 0, 1);
+    }
+    PQclear(r);
+    return err;
+}
+
+veil_err gw_store_key_state_init(struct gw_store *s, const char *kind, uint32_t current)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(kind), vp_i64(current)};
+    veil_err err = run(s, ST_KEY_STATE_INIT, p, 2, &r);
+    PQclear(r);
+    return err;
+}
+
+veil_err gw_store_key_state_set(struct gw_store *s, const char *kind, uint32_t current,
+                                uint32_t previous)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(kind), vp_i64(current), vp_i64(previous)};
+    veil_err err = run(s, ST_KEY_STATE_SET, p, 3, &r);
+    if (!err && atoi(PQcmdTuples(r)) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    PQclear(r);
+    return err;
+}
+
+veil_err gw_store_versions(struct gw_store *s, int64_t *registry, int64_t *keys)
+{
+    PGresult *r;
+    veil_err err = run(s, ST_VERSIONS, NULL, 0, &r);
+    if (!err) {
+        *registry = veil_pg_get_i64(r, 0, 0);
+        *keys = veil_pg_get_i64(r, 0, 1);
+    }
+    PQclear(r);
+    return err;
+}

@@ -1,0 +1,54 @@
+/*
+ * store.h - the gateway's database: app registry, challenges, key state.
+ * store.c is the only file of the gateway that speaks SQL.
+ */
+#ifndef VEIL_GATEWAY_STORE_H
+#define VEIL_GATEWAY_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gateway.h"
+
+struct gw_store;
+
+veil_err gw_store_open(const char *conninfo, struct gw_store **out) VEIL_WUR;
+void gw_store_close(struct gw_store *s);
+
+/* Every app, sorted by id, and the registry version they belong to; free with gw_apps_free. */
+veil_err gw_store_load_apps(struct gw_store *s, gw_app **apps, size_t *n,
+                            int64_t *version) VEIL_WUR;
+
+/* Adds an app (VEIL_ERR_EXISTS if the id or certificate identity is taken). */
+veil_err gw_store_insert_app(struct gw_store *s, const gw_app *app, const char *name,
+                             const char *organisation) VEIL_WUR;
+/* Changes an app's descriptive fields and scope (VEIL_ERR_NOT_FOUND if absent). */
+veil_err gw_store_update_app(struct gw_store *s, const gw_app *app, const char *name,
+                             const char *organisation) VEIL_WUR;
+/* Sets "active" or "suspended" (VEIL_ERR_NOT_FOUND if absent). */
+veil_err gw_store_set_app_status(struct gw_store *s, const char *id, const char *status) VEIL_WUR;
+
+/* Records a fresh challenge for an app. */
+veil_err gw_store_challenge_put(struct gw_store *s, const unsigned char challenge[32],
+                                const char *app_id, int64_t expires_at_ms) VEIL_WUR;
+/*
+ * Consumes a challenge: succeeds once, only for the app it was issued to and
+ * only before it expires; VEIL_ERR_NOT_FOUND otherwise.
+ */
+veil_err gw_store_challenge_take(struct gw_store *s, const unsigned char challenge[32],
+                                 const char *app_id) VEIL_WUR;
+/* Deletes expired challenges; *removed receives how many. */
+veil_err gw_store_challenge_sweep(struct gw_store *s, int64_t *removed) VEIL_WUR;
+
+/* The rotation state of "assertion" or "pseudonym" keys (VEIL_ERR_NOT_FOUND if unset). */
+veil_err gw_store_key_state(struct gw_store *s, const char *kind, uint32_t *current,
+                            uint32_t *previous) VEIL_WUR;
+/* Sets the state if none is recorded yet (first start). */
+veil_err gw_store_key_state_init(struct gw_store *s, const char *kind, uint32_t current) VEIL_WUR;
+/* Records a new state (previous 0: none). */
+veil_err gw_store_key_state_set(struct gw_store *s, const char *kind, uint32_t current,
+                                uint32_t previous) VEIL_WUR;
+/* Cheap change detection: the registry version and a version of the key state. */
+veil_err gw_store_versions(struct gw_store *s, int64_t *registry, int64_t *keys) VEIL_WUR;
+
+#endif

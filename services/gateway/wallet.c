@@ -1,0 +1,436 @@
+/*
+ * wallet.c - the Wallet service: what a citizen's phone calls.
+ *
+ * Phones connect with TLS but without a client certificate (the policy role
+ * VEIL_PEER_CITIZEN); apps can never call these methods.  Enrolment carries
+ * its own proof (the proofing authority's attestation); every other request
+ * that touches a citizen's data is a SignedRequest whose device signature the
+ * vault verifies (gw_citizen) before anything is done on the subject's
+ * behalf.  The subject is always the one the signature proves - never a
+ * value the phone sends.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+#include "veil/consent.pb-c.h"
+#include "veil/revocation.pb-c.h"
+#include "veil/vault.pb-c.h"
+
+#define ERASE_CONFIRMATION "erase my identity"
+
+static void gw_wallet_enrol(Veil__Gateway__Wallet_Service *svc,
+                            const Veil__Gateway__WalletEnrolRequest *req,
+                            Veil__Gateway__WalletEnrolResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__WalletEnrolResponse resp = VEIL__GATEWAY__WALLET_ENROL_RESPONSE__INIT;
+    Veil__Vault__EnrolRequest vr = VEIL__VAULT__ENROL_REQUEST__INIT;
+    Veil__Vault__ProofingAttestation att = VEIL__VAULT__PROOFING_ATTESTATION__INIT;
+    Veil__Vault__EnrolResponse *v;
+    att.face_match = req->face_match;
+    att.attested_at_ms = req->attested_at_ms;
+    att.signature = req->attestation_signature;
+    vr.request_id = req->request_id;
+    vr.id_number = req->id_number;
+    vr.full_name = req->full_name;
+    vr.device_public_key = req->device_public_key;
+    vr.attestation = &att;
+    vr.device_label = req->device_label;
+    veil_err err = gw_downstream(gw, call, gw->vault, "Enrol", &vr.base, &v);
+    if (!err) {
+        resp.web_number = v->web_number;
+        resp.web_certificate = v->web_certificate;
+        resp.device_id = v->device_id;
+        resp.new_identity = v->new_identity;
+        resp.ticket_public_key = v->ticket_public_key;
+        resp.ticket_key_version = v->ticket_key_version;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_wallet_get_keys(Veil__Gateway__Wallet_Service *svc, const Veil__Empty *req,
+                               Veil__Gateway__WalletKeysResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__WalletKeysResponse resp = VEIL__GATEWAY__WALLET_KEYS_RESPONSE__INIT;
+    Veil__Empty empty = VEIL__EMPTY__INIT;
+    Veil__Vault__GetWalletKeysResponse *vk;
+    Veil__Consent__KeysResponse *ck;
+    veil_err err = gw_downstream(gw, call, gw->vault, "GetWalletKeys", &empty.base, &vk);
+    if (!err)
+        err = gw_downstream(gw, call, gw->consent, "GetKeys", &empty.base, &ck);
+    if (!err) {
+        char *jwks = gw_keys_jwks(&gw->keys);
+        resp.gateway_jwks = jwks ? veil_call_strdup(call, jwks) : NULL;
+        free(jwks);
+        resp.ticket_public_key = vk->ticket_public_key;
+        resp.ticket_key_version = vk->ticket_key_version;
+        resp.vault_jwks = vk->vault_jwks;
+        resp.consent_jwks = ck->jwks;
+        if (!resp.gateway_jwks)
+            err = VEIL_ERR_NOMEM;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+struct app_list {
+    veil_call *call;
+    Veil__Gateway__PublicApp **apps;
+    size_t n;
+};
+
+static void add_public(const gw_app *a, void *ctx)
+{
+    struct app_list *l = ctx;
+    Veil__Gateway__PublicApp *p = veil_call_alloc(l->call, sizeof *p);
+    if (!p || strcmp(a->status, "active") != 0)
+        return;
+    veil__gateway__public_app__init(p);
+    p->app_id = veil_call_strdup(l->call, a->id);
+    p->name = veil_call_strdup(l->call, a->name);
+    p->kind = veil_call_strdup(l->call, a->kind);
+    p->status = veil_call_strdup(l->call, a->status);
+    p->n_attributes = gw_scope_names(l->call, a->scope, &p->attributes);
+    l->apps[l->n++] = p;
+}
+
+static void gw_wallet_list_apps(Veil__Gateway__Wallet_Service *svc, const Veil__Empty *req,
+                                Veil__Gateway__PublicAppsResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__PublicAppsResponse resp = VEIL__GATEWAY__PUBLIC_APPS_RESPONSE__INIT;
+    struct app_list l = {call, NULL, 0};
+    veil_err err = gw_registry_each(&gw->registry, call, (void ***)&l.apps, add_public, &l);
+    resp.apps = l.apps;
+    resp.n_apps = l.n;
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* The app a citizen names: registered (NOT_FOUND otherwise). */
+static veil_err named_app(struct gateway *gw, veil_call *call, const char *id, gw_app *app)
+{
+    if (!veil_ident_valid(id) || gw_registry_get(&gw->registry, id, app) != 0) {
+        veil_call_fail(call, VEIL_ERR_NOT_FOUND, "app_id: unknown app");
+        return VEIL_ERR_NOT_FOUND;
+    }
+    return VEIL_OK;
+}
+
+static void gw_wallet_grant_consent(Veil__Gateway__Wallet_Service *svc,
+                                    const Veil__Gateway__SignedRequest *req,
+                                    Veil__Gateway__GrantConsentResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__GrantConsentResponse resp = VEIL__GATEWAY__GRANT_CONSENT_RESPONSE__INIT;
+    Veil__Gateway__GrantConsentPayload *p;
+    ProtobufCBinaryData subject;
+    char *device;
+    gw_app app;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__grant_consent_payload__descriptor, &p,
+                              &subject, &device);
+    if (!err)
+        err = named_app(gw, call, p->app_id, &app);
+    if (!err && strcmp(app.status, "active") != 0) {
+        veil_call_fail(call, VEIL_ERR_PRECONDITION, "app is suspended");
+        err = VEIL_ERR_PRECONDITION;
+    }
+    if (!err) {
+        Veil__Consent__GrantRequest g = VEIL__CONSENT__GRANT_REQUEST__INIT;
+        Veil__Consent__GrantResponse *r;
+        g.subject_ref = subject;
+        g.app_id = app.id;
+        g.n_attributes = p->n_attributes;
+        g.attributes = p->attributes;
+        g.purpose = p->purpose;
+        g.expires_at_ms = p->expires_at_ms;
+        g.n_app_scope = gw_scope_names(call, app.scope, &g.app_scope);
+        err = gw_downstream(gw, call, gw->consent, "Grant", &g.base, &r);
+        if (!err) {
+            resp.receipt_id = r->receipt_id;
+            resp.receipt = r->receipt;
+        }
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_wallet_withdraw_consent(Veil__Gateway__Wallet_Service *svc,
+                                       const Veil__Gateway__SignedRequest *req,
+                                       Veil__Gateway__WithdrawConsentResponse_Closure done,
+                                       void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__WithdrawConsentResponse resp = VEIL__GATEWAY__WITHDRAW_CONSENT_RESPONSE__INIT;
+    Veil__Gateway__WithdrawConsentPayload *p;
+    ProtobufCBinaryData subject;
+    char *device;
+    gw_app app;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__withdraw_consent_payload__descriptor,
+                              &p, &subject, &device);
+    if (!err)
+        err = named_app(gw, call, p->app_id, &app);
+    if (!err) {
+        Veil__Consent__WithdrawRequest w = VEIL__CONSENT__WITHDRAW_REQUEST__INIT;
+        Veil__Consent__WithdrawResponse *r;
+        w.subject_ref = subject;
+        w.app_id = app.id;
+        w.n_attributes = p->n_attributes;
+        w.attributes = p->attributes;
+        err = gw_downstream(gw, call, gw->consent, "Withdraw", &w.base, &r);
+        if (!err) {
+            resp.n_withdrawn = r->n_withdrawn;
+            resp.withdrawn = r->withdrawn;
+        }
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_wallet_list_consents(Veil__Gateway__Wallet_Service *svc,
+                                    const Veil__Gateway__SignedRequest *req,
+                                    Veil__Gateway__ListConsentsResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__ListConsentsResponse resp = VEIL__GATEWAY__LIST_CONSENTS_RESPONSE__INIT;
+    Veil__Gateway__ListConsentsPayload *p;
+    ProtobufCBinaryData subject;
+    char *device;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__list_consents_payload__descriptor, &p,
+                              &subject, &device);
+    Veil__Consent__ListResponse *r = NULL;
+    if (!err) {
+        Veil__Consent__ListRequest l = VEIL__CONSENT__LIST_REQUEST__INIT;
+        l.subject_ref = subject;
+        err = gw_downstream(gw, call, gw->consent, "List", &l.base, &r);
+    }
+    if (!err) {
+        size_t n = r->n_grants;
+        resp.grants = veil_call_alloc(call, (n ? n : 1) * sizeof *resp.grants);
+        Veil__Gateway__ConsentGrant *cells = veil_call_alloc(call, (n ? n : 1) * sizeof *cells);
+        if (!resp.grants || !cells)
+            err = VEIL_ERR_NOMEM;
+        for (size_t i = 0; !err && i < n; i++) {
+            const Veil__Consent__Grant *g = r->grants[i];
+            veil__gateway__consent_grant__init(&cells[i]);
+            cells[i].receipt_id = g->receipt_id;
+            cells[i].app_id = g->app_id;
+            cells[i].n_attributes = g->n_attributes;
+            cells[i].attributes = g->attributes;
+            cells[i].purpose = g->purpose;
+            cells[i].granted_at_ms = g->granted_at_ms;
+            cells[i].expires_at_ms = g->expires_at_ms;
+            cells[i].n_withdrawn = g->n_withdrawn;
+            cells[i].withdrawn = g->withdrawn;
+            cells[i].status = g->status;
+            cells[i].receipt = g->receipt;
+            resp.grants[i] = &cells[i];
+        }
+        resp.n_grants = err ? 0 : n;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_wallet_revoke_device(Veil__Gateway__Wallet_Service *svc,
+                                    const Veil__Gateway__SignedRequest *req,
+                                    Veil__Empty_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Empty resp = VEIL__EMPTY__INIT, *ignored;
+    Veil__Gateway__RevokeDevicePayload *p;
+    ProtobufCBinaryData subject;
+    char *device;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__revoke_device_payload__descriptor, &p,
+                              &subject, &device);
+    if (!err) {
+        const char *target = p->device_id[0] ? p->device_id : device;
+        /* The vault first: once it says revoked, that device's tickets fail. */
+        Veil__Vault__RevokeDeviceRequest v = VEIL__VAULT__REVOKE_DEVICE_REQUEST__INIT;
+        v.subject_ref = subject;
+        v.device_id = (char *)target;
+        err = gw_downstream(gw, call, gw->vault, "RevokeDevice", &v.base, &ignored);
+        if (!err) {
+            Veil__Revocation__RevokeDeviceRequest r = VEIL__REVOCATION__REVOKE_DEVICE_REQUEST__INIT;
+            r.subject_ref = subject;
+            r.device_id = (char *)target;
+            err = gw_downstream(gw, call, gw->revocation, "RevokeDevice", &r.base, &ignored);
+        }
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_wallet_list_devices(Veil__Gateway__Wallet_Service *svc,
+                                   const Veil__Gateway__SignedRequest *req,
+                                   Veil__Gateway__ListDevicesResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__ListDevicesResponse resp = VEIL__GATEWAY__LIST_DEVICES_RESPONSE__INIT;
+    Veil__Gateway__ListDevicesPayload *p;
+    ProtobufCBinaryData subject;
+    char *device;
+    Veil__Vault__ListDevicesResponse *r = NULL;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__list_devices_payload__descriptor, &p,
+                              &subject, &device);
+    if (!err) {
+        Veil__Vault__SubjectRequest s = VEIL__VAULT__SUBJECT_REQUEST__INIT;
+        s.subject_ref = subject;
+        err = gw_downstream(gw, call, gw->vault, "ListDevices", &s.base, &r);
+    }
+    if (!err) {
+        size_t n = r->n_devices;
+        resp.devices = veil_call_alloc(call, (n ? n : 1) * sizeof *resp.devices);
+        Veil__Gateway__WalletDevice *cells = veil_call_alloc(call, (n ? n : 1) * sizeof *cells);
+        if (!resp.devices || !cells)
+            err = VEIL_ERR_NOMEM;
+        for (size_t i = 0; !err && i < n; i++) {
+            veil__gateway__wallet_device__init(&cells[i]);
+            cells[i].device_id = r->devices[i]->device_id;
+            cells[i].status = r->devices[i]->status;
+            cells[i].label = r->devices[i]->label;
+            cells[i].created_at_ms = r->devices[i]->created_at_ms;
+            cells[i].revoked_at_ms = r->devices[i]->revoked_at_ms;
+            resp.devices[i] = &cells[i];
+        }
+        resp.n_devices = err ? 0 : n;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* UnlinkApp and RelinkApp: the same request to revocation's method of that name. */
+static veil_err app_link(struct gateway *gw, veil_call *call,
+                         const Veil__Gateway__SignedRequest *req, const char *method)
+{
+    Veil__Gateway__AppLinkPayload *p;
+    ProtobufCBinaryData subject;
+    char *device;
+    gw_app app;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__app_link_payload__descriptor, &p,
+                              &subject, &device);
+    if (!err)
+        err = named_app(gw, call, p->app_id, &app);
+    if (!err) {
+        Veil__Revocation__AppLinkRequest r = VEIL__REVOCATION__APP_LINK_REQUEST__INIT;
+        Veil__Revocation__AppLinkResponse *out;
+        r.subject_ref = subject;
+        r.app_id = app.id;
+        r.keep_pseudonym = p->keep_pseudonym;
+        err = gw_downstream(gw, call, gw->revocation, method, &r.base, &out);
+    }
+    return err;
+}
+
+static void gw_wallet_unlink_app(Veil__Gateway__Wallet_Service *svc,
+                                 const Veil__Gateway__SignedRequest *req, Veil__Empty_Closure done,
+                                 void *call)
+{
+    Veil__Empty resp = VEIL__EMPTY__INIT;
+    VEIL_REPLY(done, call, app_link(GW_OF(svc, wallet), call, req, "UnlinkApp"), &resp);
+}
+
+static void gw_wallet_relink_app(Veil__Gateway__Wallet_Service *svc,
+                                 const Veil__Gateway__SignedRequest *req, Veil__Empty_Closure done,
+                                 void *call)
+{
+    Veil__Empty resp = VEIL__EMPTY__INIT;
+    VEIL_REPLY(done, call, app_link(GW_OF(svc, wallet), call, req, "RelinkApp"), &resp);
+}
+
+static void gw_wallet_access_log(Veil__Gateway__Wallet_Service *svc,
+                                 const Veil__Gateway__SignedRequest *req,
+                                 Veil__Gateway__AccessLogResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__AccessLogResponse resp = VEIL__GATEWAY__ACCESS_LOG_RESPONSE__INIT;
+    Veil__Gateway__AccessLogPayload *p;
+    ProtobufCBinaryData subject;
+    char *device;
+    Veil__Vault__ListAccessLogResponse *r = NULL;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__access_log_payload__descriptor, &p,
+                              &subject, &device);
+    if (!err) {
+        Veil__Vault__SubjectRequest s = VEIL__VAULT__SUBJECT_REQUEST__INIT;
+        s.subject_ref = subject;
+        err = gw_downstream(gw, call, gw->vault, "ListAccessLog", &s.base, &r);
+    }
+    if (!err) {
+        size_t n = r->n_entries;
+        resp.entries = veil_call_alloc(call, (n ? n : 1) * sizeof *resp.entries);
+        Veil__Gateway__AccessLogEntry *cells = veil_call_alloc(call, (n ? n : 1) * sizeof *cells);
+        if (!resp.entries || !cells)
+            err = VEIL_ERR_NOMEM;
+        for (size_t i = 0; !err && i < n; i++) {
+            const Veil__Vault__AccessLogEntry *e = r->entries[i];
+            veil__gateway__access_log_entry__init(&cells[i]);
+            cells[i].seq = e->seq;
+            cells[i].app_id = e->app_id;
+            cells[i].action = e->action;
+            cells[i].n_attributes = e->n_attributes;
+            cells[i].attributes = e->attributes;
+            cells[i].purpose = e->purpose;
+            cells[i].at_ms = e->at_ms;
+            resp.entries[i] = &cells[i];
+        }
+        resp.n_entries = err ? 0 : n;
+        resp.chain_valid = r->chain_valid;
+        resp.first_bad_seq = r->first_bad_seq;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_wallet_erase(Veil__Gateway__Wallet_Service *svc,
+                            const Veil__Gateway__SignedRequest *req, Veil__Empty_Closure done,
+                            void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Empty resp = VEIL__EMPTY__INIT, *ignored;
+    Veil__Gateway__ErasePayload *p;
+    ProtobufCBinaryData subject;
+    char *device;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__erase_payload__descriptor, &p,
+                              &subject, &device);
+    if (!err && strcmp(p->confirm, ERASE_CONFIRMATION) != 0) {
+        veil_call_fail(call, VEIL_ERR_PRECONDITION, "confirm must be \"%s\"", ERASE_CONFIRMATION);
+        err = VEIL_ERR_PRECONDITION;
+    }
+    /*
+     * Stop logins first (apps also get identity_revoked events), then forget
+     * consent, and shred the vault record last: until then a failed step can
+     * be retried with the same device signature.  Each step is idempotent.
+     */
+    if (!err) {
+        Veil__Revocation__SetIdentityStateRequest s =
+            VEIL__REVOCATION__SET_IDENTITY_STATE_REQUEST__INIT;
+        s.subject_ref = subject;
+        s.state = VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED;
+        s.reason = "erased by the citizen";
+        err = gw_downstream(gw, call, gw->revocation, "SetIdentityState", &s.base, &ignored);
+    }
+    if (!err) {
+        Veil__Consent__ForgetRequest f = VEIL__CONSENT__FORGET_REQUEST__INIT;
+        f.subject_ref = subject;
+        err = gw_downstream(gw, call, gw->consent, "Forget", &f.base, &ignored);
+    }
+    if (!err) {
+        Veil__Vault__SubjectRequest e = VEIL__VAULT__SUBJECT_REQUEST__INIT;
+        e.subject_ref = subject;
+        err = gw_downstream(gw, call, gw->vault, "Erase", &e.base, &ignored);
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+const Veil__Gateway__Wallet_Service gw_wallet_rpc = VEIL__GATEWAY__WALLET__INIT(gw_wallet_);
+
+#define PUBLIC (VEIL_PEER_CITIZEN | VEIL_PEER_APP | VEIL_PEER_ADMIN)
+const veil_method_policy gw_wallet_policy[] = {
+    {"Enrol", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"GetKeys", PUBLIC, VEIL_EXEC_WORKER},
+    {"ListApps", PUBLIC, VEIL_EXEC_INLINE},
+    {"GrantConsent", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"WithdrawConsent", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"ListConsents", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"RevokeDevice", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"ListDevices", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"UnlinkApp", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"RelinkApp", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"AccessLog", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"Erase", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+};
+const size_t gw_wallet_policy_len = sizeof gw_wallet_policy / sizeof gw_wallet_policy[0];

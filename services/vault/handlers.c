@@ -1,0 +1,574 @@
+/*
+ * handlers.c - the vault's RPCs, one function each, and the caller policy:
+ * only the gateway may call the vault (it forwards citizens' and admins'
+ * requests after authenticating them).  Everything that touches the
+ * database runs on a worker; GetWalletKeys is answered from memory.
+ *
+ * Failure messages name the field at fault and never echo a value: no ID
+ * number, name, ticket, signature or subject reference reaches a client or
+ * the log.  Ticket and citizen-request failures that could tell whether a
+ * person or device exists share one message (and one code path cost).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "veil/log.h"
+#include "vault.h"
+
+#define TICKET_FAILED  "login ticket could not be verified"
+#define CITIZEN_FAILED "citizen request could not be verified"
+#define METHOD_MAX     256
+#define PURGE_EVERY_MS 60000
+
+static struct vault *self(Veil__Vault__Vault_Service *svc)
+{
+    return (struct vault *)svc;
+}
+
+static veil_err fail(veil_call *call, veil_err err, const char *msg)
+{
+    veil_call_fail(call, err, "%s", msg);
+    return err;
+}
+
+static veil_err check_subject(veil_call *call, const ProtobufCBinaryData *subject)
+{
+    if (subject->len != VAULT_SUBJECT_BYTES)
+        return fail(call, VEIL_ERR_INVALID, "subject_ref must be 32 bytes");
+    return VEIL_OK;
+}
+
+/* The caller's clock and ours agree within the configured skew. */
+static int within_skew(const struct vault *v, int64_t t)
+{
+    int64_t now = veil_now_ms();
+    return t >= now - v->cfg.skew_ms && t <= now + v->cfg.skew_ms;
+}
+
+/*
+ * Deletes expired nonces and day-old enrol requests, at most once a minute
+ * per process, on the worker that just replied to a citizen request (so no
+ * caller waits for it).
+ */
+static void maybe_purge(struct vault *v)
+{
+    vault_conn *c;
+    int64_t now = veil_now_ms(), next = atomic_load(&v->next_purge_ms);
+    if (now < next ||
+        !atomic_compare_exchange_strong(&v->next_purge_ms, &next, now + PURGE_EVERY_MS))
+        return;
+    if (vault_store_conn(v->store, &c) != VEIL_OK || vault_store_purge(c) != VEIL_OK)
+        veil_log(VEIL_LOG_WARN, "housekeeping failed; retrying in a minute", VL_END);
+}
+
+/* Unwraps a citizen's data key; any failure is the operator's problem, not the caller's. */
+static veil_err unwrap(struct vault *v, const unsigned char *subject, uint32_t version,
+                       const unsigned char *wrapped, unsigned char dk[VAULT_DEK_BYTES])
+{
+    const veil_key *master = vault_master_key(v->keys, version);
+    if (master && vault_dek_unwrap(master, subject, wrapped, VAULT_WRAPPED_BYTES, dk) == VEIL_OK)
+        return VEIL_OK;
+    veil_log(VEIL_LOG_ERROR, "cannot unwrap a data key (master key missing or wrong)",
+             VL_INT("key_version", version), VL_END);
+    return VEIL_ERR_INTERNAL;
+}
+
+/*
+ * Looks up a device and verifies its signature over msg.  Unknown devices
+ * still cost one full verification (against a valid key nobody holds), so
+ * the time taken does not tell whether a device exists.
+ */
+static veil_err device_signed(struct vault *v, vault_conn *c,
+                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                              const unsigned char sig[64], const veil_buf *msg,
+                              struct vault_device_row *row)
+{
+    veil_err err = vault_store_device(c, device_id, row);
+    if (err && err != VEIL_ERR_NOT_FOUND)
+        return err;
+    const unsigned char *pk = err ? v->keys->decoy_pk : row->public_key;
+    int good = !msg->failed && crypto_sign_verify_detached(sig, msg->data, msg->len, pk) == 0;
+    if (msg->failed)
+        return VEIL_ERR_NOMEM;
+    return err || !good ? VEIL_ERR_UNAUTHENTICATED : VEIL_OK;
+}
+
+/* ---- Enrol ---- */
+
+static void vault_enrol(Veil__Vault__Vault_Service *svc, const Veil__Vault__EnrolRequest *req,
+                        Veil__Vault__EnrolResponse_Closure done, void *call)
+{
+    Veil__Vault__EnrolResponse resp = VEIL__VAULT__ENROL_RESPONSE__INIT;
+    struct vault *v = self(svc);
+    struct vault_enrolment en;
+    veil_err err = vault_enrolment_run(v, call, req, &en);
+    if (!err) {
+        const struct vault_boxkey *tk = vault_ticket_key(v->keys, v->keys->ticket_current);
+        resp.web_number = en.web_number;
+        resp.web_certificate = en.certificate;
+        resp.device_id = en.device_id;
+        resp.new_identity = en.new_identity;
+        resp.ticket_public_key.data = (unsigned char *)tk->pk;
+        resp.ticket_public_key.len = sizeof tk->pk;
+        resp.ticket_key_version = tk->version;
+        veil_log(VEIL_LOG_INFO, "enrolled", VL_BOOL("new_identity", en.new_identity), VL_END);
+    }
+    VEIL_REPLY(done, call, err, &resp);
+    if (!err)
+        free(en.certificate);
+}
+
+/* ---- VerifyTicket ---- */
+
+static veil_err verify_ticket(struct vault *v, veil_call *call,
+                              const Veil__Vault__VerifyTicketRequest *req,
+                              unsigned char subject[VAULT_SUBJECT_BYTES],
+                              unsigned char device_id[VEIL_DEVICE_ID_BYTES])
+{
+    veil_ticket t;
+    unsigned char sig[64];
+    struct vault_device_row row;
+    veil_buf msg = {0};
+    vault_conn *c;
+    veil_err err;
+
+    if (!veil_ident_valid(req->app_id))
+        return fail(call, VEIL_ERR_INVALID, "app_id is not a valid app id");
+    if (req->challenge.len != VEIL_CHALLENGE_BYTES)
+        return fail(call, VEIL_ERR_INVALID, "challenge must be 32 bytes");
+    if (veil_ticket_parse(req->ticket, strlen(req->ticket), &t) != VEIL_OK)
+        return fail(call, VEIL_ERR_INVALID, "ticket is malformed");
+    if (strcmp(t.app_id, req->app_id) != 0)
+        return fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket was not made for this app");
+    if (sodium_memcmp(t.challenge, req->challenge.data, VEIL_CHALLENGE_BYTES) != 0)
+        return fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket does not answer this challenge");
+    if (!within_skew(v, t.time_ms))
+        return fail(call, VEIL_ERR_UNAUTHENTICATED,
+                    "ticket time is outside the allowed clock skew");
+    const struct vault_boxkey *bk = vault_ticket_key(v->keys, t.key_version);
+    if (!bk || veil_ticket_open(&t, bk->pk, bk->sk, device_id, sig) != VEIL_OK)
+        return fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
+
+    if ((err = vault_store_conn(v->store, &c)))
+        goto out;
+    veil_ticket_signed_bytes(&msg, t.app_id, t.challenge, VEIL_CHALLENGE_BYTES, t.time_ms,
+                             device_id);
+    err = device_signed(v, c, device_id, sig, &msg, &row);
+    if (err == VEIL_ERR_UNAUTHENTICATED)
+        fail(call, err, TICKET_FAILED);
+    if (err)
+        goto out;
+    if (row.revoked) {
+        err = fail(call, VEIL_ERR_DENIED, "device revoked");
+        goto out;
+    }
+    struct vault_entry e = {.app_id = req->app_id, .action = "ticket_verified", .purpose = "login"};
+    if ((err = vault_access_append(v, c, row.subject, row.key_version, row.wrapped, row.head_seq,
+                                   row.head, &e))) {
+        /* erased between the lookup and the append: as unknown as any other */
+        if (err == VEIL_ERR_NOT_FOUND)
+            err = fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
+        goto out;
+    }
+    memcpy(subject, row.subject, VAULT_SUBJECT_BYTES);
+out:
+    veil_buf_free(&msg);
+    sodium_memzero(sig, sizeof sig);
+    return err;
+}
+
+static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
+                                const Veil__Vault__VerifyTicketRequest *req,
+                                Veil__Vault__VerifyTicketResponse_Closure done, void *call)
+{
+    Veil__Vault__VerifyTicketResponse resp = VEIL__VAULT__VERIFY_TICKET_RESPONSE__INIT;
+    unsigned char subject[VAULT_SUBJECT_BYTES], device_id[VEIL_DEVICE_ID_BYTES];
+    char device_text[33];
+    veil_err err = verify_ticket(self(svc), call, req, subject, device_id);
+    if (!err) {
+        resp.subject_ref.data = subject;
+        resp.subject_ref.len = sizeof subject;
+        veil_device_id_text(device_id, device_text);
+        resp.device_id = device_text;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* ---- VerifyCitizenRequest ---- */
+
+static veil_err verify_citizen(struct vault *v, veil_call *call,
+                               const Veil__Vault__VerifyCitizenRequestRequest *req,
+                               unsigned char subject[VAULT_SUBJECT_BYTES])
+{
+    const Veil__CitizenAuth *auth = req->auth;
+    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
+    struct vault_device_row row;
+    veil_buf msg = {0};
+    vault_conn *c;
+    veil_err err;
+    size_t ml = strlen(req->method);
+
+    if (ml < 3 || ml > METHOD_MAX || req->method[0] != '/' || !veil_utf8_printable(req->method, ml))
+        return fail(call, VEIL_ERR_INVALID, "method must be a full gRPC method path");
+    if (!auth)
+        return fail(call, VEIL_ERR_INVALID, "auth is required");
+    if (veil_device_id_parse(auth->device_id, device_id) != 0)
+        return fail(call, VEIL_ERR_INVALID, "auth.device_id must be 32 lowercase hex characters");
+    if (auth->nonce.len != VEIL_NONCE_BYTES)
+        return fail(call, VEIL_ERR_INVALID, "auth.nonce must be 16 bytes");
+    if (auth->signature.len != 64)
+        return fail(call, VEIL_ERR_INVALID, "auth.signature must be 64 bytes");
+    if (!within_skew(v, auth->time_ms))
+        return fail(call, VEIL_ERR_UNAUTHENTICATED,
+                    "request time is outside the allowed clock skew");
+
+    if ((err = vault_store_conn(v->store, &c)))
+        goto out;
+    veil_citizen_signed_bytes(&msg, req->method, req->payload.data, req->payload.len, auth->time_ms,
+                              auth->nonce.data, auth->nonce.len, auth->device_id);
+    err = device_signed(v, c, device_id, auth->signature.data, &msg, &row);
+    if (err == VEIL_ERR_UNAUTHENTICATED)
+        fail(call, err, CITIZEN_FAILED);
+    if (err)
+        goto out;
+    if (row.revoked) {
+        err = fail(call, VEIL_ERR_DENIED, "device revoked");
+        goto out;
+    }
+    /* Twice the skew: a nonce outlives every time the skew check still accepts. */
+    err =
+        vault_store_use_nonce(c, device_id, auth->nonce.data, auth->nonce.len, 2 * v->cfg.skew_ms);
+    if (err == VEIL_ERR_EXISTS)
+        err = fail(call, VEIL_ERR_UNAUTHENTICATED, "request replayed");
+    else if (err == VEIL_ERR_NOT_FOUND)
+        err = fail(call, VEIL_ERR_UNAUTHENTICATED, CITIZEN_FAILED);
+    if (err)
+        goto out;
+    memcpy(subject, row.subject, VAULT_SUBJECT_BYTES);
+out:
+    veil_buf_free(&msg);
+    return err;
+}
+
+static void vault_verify_citizen_request(Veil__Vault__Vault_Service *svc,
+                                         const Veil__Vault__VerifyCitizenRequestRequest *req,
+                                         Veil__Vault__VerifyCitizenRequestResponse_Closure done,
+                                         void *call)
+{
+    Veil__Vault__VerifyCitizenRequestResponse resp =
+        VEIL__VAULT__VERIFY_CITIZEN_REQUEST_RESPONSE__INIT;
+    unsigned char subject[VAULT_SUBJECT_BYTES];
+    veil_err err = verify_citizen(self(svc), call, req, subject);
+    if (!err) {
+        resp.subject_ref.data = subject;
+        resp.subject_ref.len = sizeof subject;
+        resp.device_id = req->auth->device_id;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+    maybe_purge(self(svc));
+}
+
+/* ---- ReleaseAttributes ---- */
+
+static veil_err check_release(veil_call *call, const Veil__Vault__ReleaseAttributesRequest *req)
+{
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (err)
+        return err;
+    if (!veil_ident_valid(req->app_id))
+        return fail(call, VEIL_ERR_INVALID, "app_id is not a valid app id");
+    if (req->n_attributes == 0 || req->n_attributes > VAULT_ENTRY_ATTRS_MAX)
+        return fail(call, VEIL_ERR_INVALID, "attributes must name 1 to 32 attributes");
+    for (size_t i = 0; i < req->n_attributes; i++) {
+        if (!veil_attr_find(req->attributes[i])) {
+            veil_call_fail(call, VEIL_ERR_INVALID, "attributes[%zu] is not a known attribute", i);
+            return VEIL_ERR_INVALID;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(req->attributes[i], req->attributes[j]) == 0) {
+                veil_call_fail(call, VEIL_ERR_INVALID, "attributes[%zu] repeats attributes[%zu]", i,
+                               j);
+                return VEIL_ERR_INVALID;
+            }
+    }
+    size_t pl = strlen(req->purpose);
+    if (pl == 0 || pl > VAULT_PURPOSE_MAX || !veil_utf8_printable(req->purpose, pl))
+        return fail(call, VEIL_ERR_INVALID, "purpose must be 1 to 200 bytes of printable UTF-8");
+    return VEIL_OK;
+}
+
+/* A citizen's row, data key and decrypted profile.  Personal: freed with sodium_free. */
+struct opened {
+    struct vault_citizen_row row;
+    unsigned char dk[VAULT_DEK_BYTES];
+    struct vault_profile profile;
+    char birth_date[11];
+};
+
+/* Loads the citizen and unwraps its data key into o; a missing subject fails the call. */
+static veil_err open_citizen(struct vault *v, veil_call *call, vault_conn *c,
+                             const unsigned char *subject, struct opened *o)
+{
+    veil_err err = vault_store_citizen(c, subject, &o->row);
+    if (err == VEIL_ERR_NOT_FOUND)
+        return fail(call, err, "subject not found");
+    if (err)
+        return err;
+    return unwrap(v, subject, o->row.key_version, o->row.wrapped, o->dk);
+}
+
+/* Computes the attributes and logs the release; nothing is released without its log entry. */
+static veil_err release(struct vault *v, veil_call *call,
+                        const Veil__Vault__ReleaseAttributesRequest *req, struct opened *o,
+                        Veil__Attribute **attrs)
+{
+    const unsigned char *subject = req->subject_ref.data;
+    vault_conn *c;
+    veil_err err;
+    if ((err = vault_store_conn(v->store, &c)) || (err = open_citizen(v, call, c, subject, o)))
+        return err;
+    if (vault_profile_open(o->dk, subject, o->row.profile, o->row.profile_len, &o->profile) !=
+        VEIL_OK) {
+        veil_log(VEIL_LOG_ERROR, "a stored profile does not decrypt", VL_END);
+        return VEIL_ERR_INTERNAL;
+    }
+    if ((err = vault_attrs_compute(call, &o->profile, vault_today_cst(veil_now_ms()),
+                                   req->attributes, req->n_attributes, o->birth_date, attrs)))
+        return err;
+    struct vault_entry e = {.app_id = req->app_id,
+                            .action = "attributes_released",
+                            .attributes = (const char *const *)req->attributes,
+                            .n_attributes = req->n_attributes,
+                            .purpose = req->purpose};
+    err = vault_access_append_dk(v, c, subject, o->dk, o->row.head_seq, o->row.head, &e);
+    if (err == VEIL_ERR_NOT_FOUND) /* erased in between */
+        fail(call, err, "subject not found");
+    return err;
+}
+
+static void vault_release_attributes(Veil__Vault__Vault_Service *svc,
+                                     const Veil__Vault__ReleaseAttributesRequest *req,
+                                     Veil__Vault__ReleaseAttributesResponse_Closure done,
+                                     void *call)
+{
+    Veil__Vault__ReleaseAttributesResponse resp = VEIL__VAULT__RELEASE_ATTRIBUTES_RESPONSE__INIT;
+    struct opened *o = sodium_malloc(sizeof *o);
+    Veil__Attribute **attrs = NULL;
+    veil_err err = check_release(call, req);
+    if (!err && (!o || !(attrs = veil_call_alloc(call, req->n_attributes * sizeof *attrs))))
+        err = VEIL_ERR_NOMEM;
+    if (!err)
+        err = release(self(svc), call, req, o, attrs);
+    if (!err) {
+        resp.attributes = attrs;
+        resp.n_attributes = req->n_attributes;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+    sodium_free(o); /* wipes the profile, the birth date and the data key */
+}
+
+/* ---- ListDevices ---- */
+
+struct device_list {
+    veil_call *call;
+    const unsigned char *subject;
+    const unsigned char *dk;
+    size_t n, cap;
+    Veil__Vault__Device **items;
+};
+
+static veil_err add_device(void *ctx, const struct vault_device_info *d)
+{
+    struct device_list *l = ctx;
+    char label[VAULT_LABEL_MAX + 1], id[33];
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        Veil__Vault__Device **grown = veil_call_alloc(l->call, cap * sizeof *grown);
+        if (!grown)
+            return VEIL_ERR_NOMEM;
+        if (l->n)
+            memcpy(grown, l->items, l->n * sizeof *grown);
+        l->items = grown;
+        l->cap = cap;
+    }
+    Veil__Vault__Device *dev = veil_call_alloc(l->call, sizeof *dev);
+    if (!dev)
+        return VEIL_ERR_NOMEM;
+    veil__vault__device__init(dev);
+    if (vault_label_open(l->dk, l->subject, d->device_id, d->label, d->label_len, label) !=
+        VEIL_OK) {
+        veil_log(VEIL_LOG_ERROR, "a stored device label does not decrypt", VL_END);
+        return VEIL_ERR_INTERNAL;
+    }
+    veil_device_id_text(d->device_id, id);
+    if (!(dev->device_id = veil_call_strdup(l->call, id)) ||
+        !(dev->label = veil_call_strdup(l->call, label)))
+        return VEIL_ERR_NOMEM;
+    dev->status = d->revoked_at_ms ? "revoked" : "active";
+    dev->created_at_ms = d->created_at_ms;
+    dev->revoked_at_ms = d->revoked_at_ms;
+    l->items[l->n++] = dev;
+    return VEIL_OK;
+}
+
+static void vault_list_devices(Veil__Vault__Vault_Service *svc,
+                               const Veil__Vault__SubjectRequest *req,
+                               Veil__Vault__ListDevicesResponse_Closure done, void *call)
+{
+    Veil__Vault__ListDevicesResponse resp = VEIL__VAULT__LIST_DEVICES_RESPONSE__INIT;
+    struct vault *v = self(svc);
+    struct opened *o = sodium_malloc(sizeof *o);
+    struct device_list l = {.call = call, .subject = req->subject_ref.data};
+    vault_conn *c;
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (!err && !o)
+        err = VEIL_ERR_NOMEM;
+    if (!err && !(err = vault_store_conn(v->store, &c)) &&
+        !(err = open_citizen(v, call, c, req->subject_ref.data, o))) {
+        l.dk = o->dk;
+        err = vault_store_list_devices(c, req->subject_ref.data, add_device, &l);
+    }
+    if (!err) {
+        resp.devices = l.items;
+        resp.n_devices = l.n;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+    sodium_free(o); /* wipes the data key */
+}
+
+/* ---- RevokeDevice ---- */
+
+static void vault_revoke_device(Veil__Vault__Vault_Service *svc,
+                                const Veil__Vault__RevokeDeviceRequest *req,
+                                Veil__Empty_Closure done, void *call)
+{
+    Veil__Empty resp = VEIL__EMPTY__INIT;
+    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
+    vault_conn *c;
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (!err && veil_device_id_parse(req->device_id, device_id) != 0)
+        err = fail(call, VEIL_ERR_INVALID, "device_id must be 32 lowercase hex characters");
+    if (!err && !(err = vault_store_conn(self(svc)->store, &c))) {
+        err = vault_store_revoke_device(c, req->subject_ref.data, device_id);
+        if (err == VEIL_ERR_NOT_FOUND)
+            fail(call, err, "device not found");
+        if (!err)
+            veil_log(VEIL_LOG_INFO, "device revoked", VL_END);
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* ---- ListAccessLog ---- */
+
+static void vault_list_access_log(Veil__Vault__Vault_Service *svc,
+                                  const Veil__Vault__SubjectRequest *req,
+                                  Veil__Vault__ListAccessLogResponse_Closure done, void *call)
+{
+    Veil__Vault__ListAccessLogResponse resp = VEIL__VAULT__LIST_ACCESS_LOG_RESPONSE__INIT;
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (!err) {
+        err = vault_access_list(self(svc), call, req->subject_ref.data, &resp);
+        if (err == VEIL_ERR_NOT_FOUND)
+            fail(call, err, "subject not found");
+        if (!err && !resp.chain_valid)
+            veil_log(VEIL_LOG_WARN, "an access log failed verification",
+                     VL_INT("first_bad_seq", resp.first_bad_seq), VL_END);
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* ---- Erase ---- */
+
+static void vault_erase(Veil__Vault__Vault_Service *svc, const Veil__Vault__SubjectRequest *req,
+                        Veil__Empty_Closure done, void *call)
+{
+    Veil__Empty resp = VEIL__EMPTY__INIT;
+    vault_conn *c;
+    int erased_now = 0;
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (!err && !(err = vault_store_conn(self(svc)->store, &c))) {
+        err = vault_store_erase(c, req->subject_ref.data, &erased_now);
+        if (err == VEIL_ERR_NOT_FOUND)
+            fail(call, err, "subject not found");
+        if (!err)
+            veil_log(VEIL_LOG_INFO, "subject erased", VL_BOOL("already_erased", !erased_now),
+                     VL_END);
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* ---- LookupWebNumber ---- */
+
+static veil_err check_web_number(veil_call *call, const char *in, char out[VEIL_WEB_NUMBER_LEN + 1])
+{
+    static const char symbols[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    size_t n = strlen(in);
+    int shape = n == VEIL_WEB_NUMBER_LEN;
+    /* People type it: lower case is accepted. */
+    for (size_t i = 0; shape && i < n; i++) {
+        char ch = in[i] >= 'a' && in[i] <= 'z' ? (char)(in[i] - 'a' + 'A') : in[i];
+        shape = i % 5 == 4 ? ch == '-' : ch && strchr(symbols, ch) != NULL;
+        out[i] = ch;
+    }
+    if (!shape)
+        return fail(call, VEIL_ERR_INVALID,
+                    "web_number must be four groups of four symbols (XXXX-XXXX-XXXX-XXXX)");
+    out[n] = '\0';
+    if (!veil_web_number_valid(out))
+        return fail(call, VEIL_ERR_INVALID, "web_number check symbol is wrong");
+    return VEIL_OK;
+}
+
+static void vault_lookup_web_number(Veil__Vault__Vault_Service *svc,
+                                    const Veil__Vault__LookupWebNumberRequest *req,
+                                    Veil__Vault__LookupWebNumberResponse_Closure done, void *call)
+{
+    Veil__Vault__LookupWebNumberResponse resp = VEIL__VAULT__LOOKUP_WEB_NUMBER_RESPONSE__INIT;
+    char wn[VEIL_WEB_NUMBER_LEN + 1];
+    unsigned char subject[VAULT_SUBJECT_BYTES];
+    vault_conn *c;
+    veil_err err = check_web_number(call, req->web_number, wn);
+    if (!err && !(err = vault_store_conn(self(svc)->store, &c))) {
+        err = vault_store_lookup_web_number(c, wn, subject);
+        if (err == VEIL_ERR_NOT_FOUND)
+            fail(call, err, "web number not found");
+    }
+    if (!err) {
+        resp.subject_ref.data = subject;
+        resp.subject_ref.len = sizeof subject;
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* ---- GetWalletKeys ---- */
+
+static void vault_get_wallet_keys(Veil__Vault__Vault_Service *svc, const Veil__Empty *req,
+                                  Veil__Vault__GetWalletKeysResponse_Closure done, void *call)
+{
+    Veil__Vault__GetWalletKeysResponse resp = VEIL__VAULT__GET_WALLET_KEYS_RESPONSE__INIT;
+    struct vault_keys *k = self(svc)->keys;
+    const struct vault_boxkey *tk = vault_ticket_key(k, k->ticket_current);
+    resp.ticket_public_key.data = (unsigned char *)tk->pk;
+    resp.ticket_public_key.len = sizeof tk->pk;
+    resp.ticket_key_version = tk->version;
+    resp.vault_jwks = k->jwks;
+    VEIL_REPLY(done, call, VEIL_OK, &resp);
+}
+
+const Veil__Vault__Vault_Service vault_rpc = VEIL__VAULT__VAULT__INIT(vault_);
+
+const veil_method_policy vault_policy[] = {
+    {"Enrol", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"VerifyTicket", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"VerifyCitizenRequest", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"ReleaseAttributes", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"ListDevices", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"RevokeDevice", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"ListAccessLog", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"Erase", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"LookupWebNumber", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"GetWalletKeys", VEIL_PEER_GATEWAY, VEIL_EXEC_INLINE},
+};
+const size_t vault_policy_len = sizeof vault_policy / sizeof vault_policy[0];

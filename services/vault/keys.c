@@ -1,0 +1,280 @@
+/*
+ * keys.c - every key the vault holds, loaded once at start.
+ *
+ * From VEIL_KEYS_DIR (veil/keys.h file format):
+ *   master-N   wrap per-citizen data keys; every version stays loaded so rows
+ *              not yet re-wrapped stay readable during a rotation
+ *   blind-1    keys the blind index of ID numbers (and the enrol request hashes)
+ *   audit-1    keys the access-log hash chain
+ *   webcert-N  Ed25519 seeds; the newest signs web certificates, all are in the JWKS
+ *   ticket-N   X25519 seeds (crypto_box_seed_keypair); the newest is handed to
+ *              wallets, every loaded version opens tickets
+ * and the proofing authority's Ed25519 public keys from VAULT_PROOFING_PUBLIC_KEY.
+ *
+ * Key pairs are derived here once, not per call.  Everything is append-only
+ * after start, so readers on any thread need no lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <sodium.h>
+
+#include "veil/jws.h"
+#include "vault.h"
+
+#define PROOFING_FILE_MAX 65536
+
+/* Derives the key pairs of ticket versions not derived yet.  Caller holds box_lock. */
+static veil_err add_boxkeys(struct vault_keys *k, char *errbuf, size_t errlen)
+{
+    uint32_t v[VEIL_KEYRING_MAX];
+    size_t n = veil_keyring_versions(k->ticket, v, VEIL_KEYRING_MAX);
+    for (size_t i = 0; i < n; i++) {
+        size_t have = atomic_load(&k->n_boxkeys), j;
+        for (j = 0; j < have && k->boxkeys[j].version != v[i]; j++)
+            ;
+        if (j < have)
+            continue;
+        struct vault_boxkey *b = &k->boxkeys[have];
+        if (!(b->sk = sodium_malloc(crypto_box_SECRETKEYBYTES))) {
+            snprintf(errbuf, errlen, "out of guarded memory for ticket keys");
+            return VEIL_ERR_NOMEM;
+        }
+        crypto_box_seed_keypair(b->pk, b->sk, veil_keyring_get(k->ticket, v[i])->bytes);
+        sodium_mprotect_readonly(b->sk);
+        b->version = v[i];
+        atomic_store(&k->n_boxkeys, have + 1); /* publish after the slot is written */
+    }
+    return VEIL_OK;
+}
+
+/* {"keys":[...]} of every webcert key, for GetWalletKeys. */
+static veil_err build_jwks(struct vault_keys *k, char *errbuf, size_t errlen)
+{
+    uint32_t v[VEIL_KEYRING_MAX];
+    size_t n = veil_keyring_versions(k->webcert, v, VEIL_KEYRING_MAX);
+    veil_err err = VEIL_ERR_NOMEM;
+    json_t *keys = json_array(), *root = NULL;
+    if (!keys)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        veil_signer *s;
+        if (veil_signer_new(veil_keyring_get(k->webcert, v[i]), "webcert", &s) != VEIL_OK)
+            goto out;
+        int bad = json_array_append_new(keys, veil_jwk_ed25519(s->kid, s->pk)) != 0;
+        veil_signer_free(s);
+        if (bad)
+            goto out;
+    }
+    root = json_pack("{s:O}", "keys", keys);
+    if (root && (k->jwks = json_dumps(root, JSON_COMPACT)))
+        err = VEIL_OK;
+out:
+    if (err)
+        snprintf(errbuf, errlen, "out of memory building the web certificate JWKS");
+    json_decref(keys);
+    json_decref(root);
+    return err;
+}
+
+/* Reads the proofing authority's keys: base64 Ed25519 public keys, one a line. */
+static veil_err load_proofing(struct vault_keys *k, const char *path, char *errbuf, size_t errlen)
+{
+    char *text = malloc(PROOFING_FILE_MAX + 1);
+    veil_err err = VEIL_ERR_INVALID;
+    size_t len = 0;
+    int fd = -1, line = 0;
+    if (!text)
+        return VEIL_ERR_NOMEM;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        snprintf(errbuf, errlen, "VAULT_PROOFING_PUBLIC_KEY: %s cannot be read", path);
+        goto out;
+    }
+    for (;;) {
+        ssize_t r = read(fd, text + len, PROOFING_FILE_MAX - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(errbuf, errlen, "VAULT_PROOFING_PUBLIC_KEY: %s cannot be read", path);
+            goto out;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len == PROOFING_FILE_MAX) {
+            snprintf(errbuf, errlen, "VAULT_PROOFING_PUBLIC_KEY: %s is too large", path);
+            goto out;
+        }
+    }
+    text[len] = '\0';
+    for (char *p = text, *next; p && *p; p = next) {
+        next = strchr(p, '\n');
+        if (next)
+            *next++ = '\0';
+        line++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t n = strlen(p);
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r'))
+            p[--n] = '\0';
+        if (n == 0 || p[0] == '#')
+            continue;
+        unsigned char pk[64];
+        size_t got;
+        if (veil_b64_decode(pk, sizeof pk, p, n, &got) != 0 || got != 32) {
+            snprintf(errbuf, errlen,
+                     "VAULT_PROOFING_PUBLIC_KEY: line %d of %s is not a base64 Ed25519 public key",
+                     line, path);
+            goto out;
+        }
+        if (k->n_proofing == VAULT_PROOFING_KEYS_MAX) {
+            snprintf(errbuf, errlen, "VAULT_PROOFING_PUBLIC_KEY: more than %d keys in %s",
+                     VAULT_PROOFING_KEYS_MAX, path);
+            goto out;
+        }
+        memcpy(k->proofing[k->n_proofing++], pk, 32);
+    }
+    if (k->n_proofing == 0) {
+        snprintf(errbuf, errlen, "VAULT_PROOFING_PUBLIC_KEY: %s holds no key", path);
+        goto out;
+    }
+    err = VEIL_OK;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    return err;
+}
+
+/* Loads one version of a single-version purpose (blind-1, audit-1). */
+static veil_err need_version(veil_keyring *ring, const char *dir, const char *purpose,
+                             uint32_t version, const veil_key **out, char *errbuf, size_t errlen)
+{
+    *out = veil_keyring_get(ring, version);
+    if (*out)
+        return VEIL_OK;
+    snprintf(errbuf, errlen, "key directory %s: no %s-%u.key", dir, purpose, version);
+    return VEIL_ERR_NOT_FOUND;
+}
+
+veil_err vault_keys_load(const char *dir, const char *proofing_file, uint32_t master_version,
+                         struct vault_keys **out, char *errbuf, size_t errlen)
+{
+    struct vault_keys *k = calloc(1, sizeof *k);
+    veil_err err = VEIL_ERR_NOMEM;
+    *out = NULL;
+    if (!k)
+        return VEIL_ERR_NOMEM;
+    pthread_mutex_init(&k->box_lock, NULL);
+    if ((err = veil_keyring_load(dir, "master", &k->master, errbuf, errlen)) ||
+        (err = veil_keyring_load(dir, "blind", &k->blind, errbuf, errlen)) ||
+        (err = veil_keyring_load(dir, "audit", &k->audit, errbuf, errlen)) ||
+        (err = veil_keyring_load(dir, "webcert", &k->webcert, errbuf, errlen)) ||
+        (err = veil_keyring_load(dir, "ticket", &k->ticket, errbuf, errlen)) ||
+        (err = need_version(k->blind, dir, "blind", 1, &k->blind_key, errbuf, errlen)) ||
+        (err = need_version(k->audit, dir, "audit", 1, &k->audit_key, errbuf, errlen)))
+        goto out;
+    k->master_current = master_version ? master_version : veil_keyring_latest(k->master);
+    if (!veil_keyring_get(k->master, k->master_current)) {
+        snprintf(errbuf, errlen, "VAULT_MASTER_KEY_VERSION: no key file master-%u.key in %s",
+                 k->master_current, dir);
+        err = VEIL_ERR_INVALID;
+        goto out;
+    }
+    if ((err = veil_signer_new(veil_keyring_get(k->webcert, veil_keyring_latest(k->webcert)),
+                               "webcert", &k->webcert_signer))) {
+        snprintf(errbuf, errlen, "cannot derive the web certificate signing key");
+        goto out;
+    }
+    if ((err = build_jwks(k, errbuf, errlen)) || (err = add_boxkeys(k, errbuf, errlen)) ||
+        (proofing_file && (err = load_proofing(k, proofing_file, errbuf, errlen))))
+        goto out;
+    k->ticket_current = veil_keyring_latest(k->ticket);
+    /* Unknown devices are "verified" against this, at the cost of a real verification. */
+    unsigned char decoy_sk[crypto_sign_SECRETKEYBYTES];
+    crypto_sign_keypair(k->decoy_pk, decoy_sk);
+    sodium_memzero(decoy_sk, sizeof decoy_sk);
+    *out = k;
+    k = NULL;
+out:
+    vault_keys_free(k);
+    return err;
+}
+
+veil_err vault_keys_refresh(struct vault_keys *k, char *errbuf, size_t errlen)
+{
+    veil_err err;
+    if ((err = veil_keyring_refresh(k->master, errbuf, errlen)) ||
+        (err = veil_keyring_refresh(k->ticket, errbuf, errlen)))
+        return err;
+    pthread_mutex_lock(&k->box_lock);
+    err = add_boxkeys(k, errbuf, errlen);
+    pthread_mutex_unlock(&k->box_lock);
+    return err;
+}
+
+void vault_keys_free(struct vault_keys *k)
+{
+    if (!k)
+        return;
+    size_t n = atomic_load(&k->n_boxkeys);
+    for (size_t i = 0; i < n; i++)
+        sodium_free(k->boxkeys[i].sk);
+    veil_signer_free(k->webcert_signer);
+    free(k->jwks);
+    veil_keyring_free(k->master);
+    veil_keyring_free(k->blind);
+    veil_keyring_free(k->audit);
+    veil_keyring_free(k->webcert);
+    veil_keyring_free(k->ticket);
+    pthread_mutex_destroy(&k->box_lock);
+    sodium_memzero(k->proofing, sizeof k->proofing);
+    free(k);
+}
+
+const veil_key *vault_master_key(struct vault_keys *k, uint32_t version)
+{
+    const veil_key *key = veil_keyring_get(k->master, version);
+    char err[256];
+    /* Another instance may already wrap under a version this one has not loaded. */
+    if (!key && veil_keyring_refresh(k->master, err, sizeof err) == VEIL_OK)
+        key = veil_keyring_get(k->master, version);
+    return key;
+}
+
+static const struct vault_boxkey *find_boxkey(struct vault_keys *k, uint32_t version)
+{
+    size_t n = atomic_load(&k->n_boxkeys);
+    for (size_t i = 0; i < n; i++)
+        if (k->boxkeys[i].version == version)
+            return &k->boxkeys[i];
+    return NULL;
+}
+
+const struct vault_boxkey *vault_ticket_key(struct vault_keys *k, uint32_t version)
+{
+    const struct vault_boxkey *b = find_boxkey(k, version);
+    if (b || version == 0)
+        return b;
+    /* Tickets name their version; an unknown one rescans the directory at most once a second. */
+    int64_t now = veil_now_ms(), next = atomic_load(&k->next_refresh_ms);
+    if (now < next || !atomic_compare_exchange_strong(&k->next_refresh_ms, &next, now + 1000))
+        return NULL;
+    char err[256];
+    if (vault_keys_refresh(k, err, sizeof err) != VEIL_OK)
+        return NULL;
+    return find_boxkey(k, version);
+}
+
+int vault_proofing_verify(const struct vault_keys *k, const unsigned char sig[64],
+                          const unsigned char *msg, size_t len)
+{
+    for (size_t i = 0; i < k->n_proofing; i++)
+        if (crypto_sign_verify_detached(sig, msg, len, k->proofing[i]) == 0)
+            return 1;
+    return 0;
+}

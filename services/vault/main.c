@@ -1,0 +1,132 @@
+/*
+ * main.c - the identity vault: configuration, keys, wiring.
+ *
+ * Keys come from VEIL_KEYS_DIR (keys.c lists them); the proofing
+ * authority's public keys from the file VAULT_PROOFING_PUBLIC_KEY names.
+ * SIGHUP picks up new master and ticket key files (a master key version
+ * named by a stored row, or a ticket key version named by a ticket, is also
+ * loaded on demand); the versions used for new wraps and handed to wallets
+ * change only with a restart.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "veil/log.h"
+#include "vault.h"
+
+/* Defined by veil_embed_migrations(vault_lib vault). */
+extern const veil_migration vault_migrations[];
+extern const size_t vault_migrations_count;
+
+static char *cfg_proofing_file;
+static int64_t cfg_attestation_max_age_s, cfg_skew_s, cfg_webcert_days, cfg_master_version;
+static struct vault_config config;
+
+static const veil_config_var vault_vars[] = {
+    /* A path checked when serving starts, so `vault migrate` runs without the file. */
+    {"VAULT_PROOFING_PUBLIC_KEY", VEIL_CFG_STRING, NULL, 0, &cfg_proofing_file, 0, 0,
+     "file of the proofing authority's Ed25519 public keys (base64, one a line); required to "
+     "serve"},
+    {"VAULT_ATTESTATION_MAX_AGE_S", VEIL_CFG_INT, "600", 0, &cfg_attestation_max_age_s, 1, 86400,
+     "oldest proofing attestation accepted, seconds"},
+    {"VAULT_TICKET_SKEW_S", VEIL_CFG_INT, "120", 0, &cfg_skew_s, 1, 3600,
+     "a ticket's or citizen request's time must be within this many seconds of now"},
+    {"VAULT_WEBCERT_DAYS", VEIL_CFG_INT, "365", 0, &cfg_webcert_days, 1, 3650,
+     "validity of a web certificate, days"},
+    {"VAULT_MASTER_KEY_VERSION", VEIL_CFG_INT, "0", 0, &cfg_master_version, 0, 1000000,
+     "master key version new data keys are wrapped under (0: the newest loaded)"},
+};
+
+const struct vault_config *vault_config_current(void)
+{
+    config.attestation_max_age_ms = cfg_attestation_max_age_s * 1000;
+    config.skew_ms = cfg_skew_s * 1000;
+    config.webcert_days = cfg_webcert_days;
+    return &config;
+}
+
+const char *vault_proofing_file(void)
+{
+    return cfg_proofing_file;
+}
+
+uint32_t vault_master_version(void)
+{
+    return (uint32_t)cfg_master_version;
+}
+
+static void stop(void *state)
+{
+    struct vault *v = state;
+    if (!v)
+        return;
+    vault_store_close(v->store);
+    vault_keys_free(v->keys);
+    free(v);
+}
+
+static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, size_t errlen)
+{
+    struct vault *v = calloc(1, sizeof *v);
+    veil_err err;
+    if (!v)
+        return VEIL_ERR_NOMEM;
+    *state = v;
+    v->rpc = vault_rpc;
+    v->cfg = *vault_config_current();
+    if (!cfg_proofing_file) {
+        snprintf(errbuf, errlen,
+                 "VAULT_PROOFING_PUBLIC_KEY: must be set (the proofing "
+                 "authority's public key file)");
+        return VEIL_ERR_INVALID;
+    }
+    if ((err = vault_keys_load(ctx->keys_dir, cfg_proofing_file, vault_master_version(), &v->keys,
+                               errbuf, errlen)))
+        return err;
+    if ((err = vault_store_open(ctx->database_url, &v->store))) {
+        snprintf(errbuf, errlen, "cannot set up the database handle");
+        return err;
+    }
+    veil_log(VEIL_LOG_INFO, "vault keys loaded", VL_INT("master_version", v->keys->master_current),
+             VL_INT("ticket_version", v->keys->ticket_current),
+             VL_STR("webcert_kid", v->keys->webcert_signer->kid),
+             VL_INT("proofing_keys", (long long)v->keys->n_proofing), VL_END);
+    return veil_server_add(ctx->server, &v->rpc.base, vault_policy, vault_policy_len, errbuf,
+                           errlen);
+}
+
+static void reload(void *state)
+{
+    struct vault *v = state;
+    char err[256];
+    if (vault_keys_refresh(v->keys, err, sizeof err) != VEIL_OK)
+        veil_log(VEIL_LOG_ERROR, "cannot reload keys", VL_STR("error", err), VL_END);
+}
+
+static const veil_command commands[] = {
+    {"rotate-master-key", "rotate-master-key --to N [--batch 500]   re-wrap every data key",
+     vault_cmd_rotate_master_key},
+    {"bulk-enrol",
+     "bulk-enrol --count N --out FILE [--batch 5000] [--first K]   load synthetic identities",
+     vault_cmd_bulk_enrol},
+};
+
+static const veil_service_spec spec = {
+    .name = "vault",
+    .default_listen = "127.0.0.1:7101",
+    .needs_keys = 1,
+    .migrations = vault_migrations,
+    .n_migrations = &vault_migrations_count,
+    .vars = vault_vars,
+    .n_vars = sizeof vault_vars / sizeof vault_vars[0],
+    .start = start,
+    .stop = stop,
+    .reload = reload,
+    .commands = commands,
+    .n_commands = sizeof commands / sizeof commands[0],
+};
+
+int main(int argc, char **argv)
+{
+    return veil_service_main(argc, argv, &spec);
+}

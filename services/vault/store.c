@@ -1,0 +1,709 @@
+/*
+ * store.c - the vault's SQL, and the only file that talks to PostgreSQL.
+ *
+ * Every statement is declared once in the table below and prepared on each
+ * worker's connection the first time it runs; parameters are always bound.
+ * The login path costs two round trips: one join that returns the device,
+ * its citizen's wrapped data key and the log head, and one statement that
+ * appends the log entry and advances the head (row-locking only that
+ * citizen's head).  Results are copied into the caller's structs, so no
+ * PGresult outlives a function here.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "veil/pg.h"
+#include "vault.h"
+
+enum {
+    ST_CITIZEN,
+    ST_DEVICE,
+    ST_APPEND,
+    ST_HEAD,
+    ST_LIST_LOG,
+    ST_LIST_DEVICES,
+    ST_REVOKE,
+    ST_NONCE,
+    ST_PURGE,
+    ST_ERASE,
+    ST_LOOKUP_WN,
+    ST_FIND_REQUEST,
+    ST_LOCK_CITIZEN,
+    ST_FIND_DEVICE_KEY,
+    ST_INSERT_CITIZEN,
+    ST_UPDATE_PROFILE,
+    ST_INSERT_DEVICE,
+    ST_INSERT_REQUEST,
+    ST_ROTATION_BATCH,
+    ST_REWRAP,
+    ST_VERSION_COUNTS,
+};
+
+static const veil_pg_stmt stmts[] = {
+    [ST_CITIZEN] = {"citizen",
+                    "SELECT c.web_number, c.key_version, c.wrapped_key, c.profile, h.seq, h.head "
+                    "FROM citizens c JOIN access_heads h ON h.subject_ref = c.subject_ref "
+                    "WHERE c.subject_ref = $1::bytea"},
+    [ST_DEVICE] = {"device",
+                   "SELECT d.subject_ref, d.public_key, d.revoked_at IS NOT NULL, c.key_version, "
+                   "c.wrapped_key, h.seq, h.head "
+                   "FROM devices d JOIN citizens c ON c.subject_ref = d.subject_ref "
+                   "JOIN access_heads h ON h.subject_ref = d.subject_ref "
+                   "WHERE d.device_id = $1::bytea"},
+    /* Advances the head only from seq - 1, so of two concurrent appends one wins. */
+    [ST_APPEND] = {"append_log",
+                   "WITH head AS (UPDATE access_heads SET seq = $2::int8, head = $5::bytea "
+                   "WHERE subject_ref = $1::bytea AND seq = $2::int8 - 1 RETURNING subject_ref) "
+                   "INSERT INTO access_log (subject_ref, seq, at_ms, entry, mac) "
+                   "SELECT subject_ref, $2::int8, $3::int8, $4::bytea, $5::bytea FROM head"},
+    [ST_HEAD] = {"lock_log_head",
+                 "SELECT seq, head FROM access_heads WHERE subject_ref = $1::bytea FOR UPDATE"},
+    [ST_LIST_LOG] = {"list_log", "SELECT seq, at_ms, entry, mac FROM access_log "
+                                 "WHERE subject_ref = $1::bytea ORDER BY seq"},
+    [ST_LIST_DEVICES] = {"list_devices",
+                         "SELECT device_id, label, created_at, revoked_at FROM devices "
+                         "WHERE subject_ref = $1::bytea ORDER BY created_at, device_id"},
+    [ST_REVOKE] = {"revoke_device",
+                   "UPDATE devices SET revoked_at = COALESCE(revoked_at, now()) "
+                   "WHERE device_id = $1::bytea AND subject_ref = $2::bytea RETURNING 1"},
+    /* A nonce may be reused only once its record expired (the time check rejects it anyway). */
+    [ST_NONCE] = {"use_nonce",
+                  "INSERT INTO used_nonces (device_id, nonce, expires_at) "
+                  "VALUES ($1::bytea, $2::bytea, now() + $3::int8 * interval '1 millisecond') "
+                  "ON CONFLICT (device_id, nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at "
+                  "WHERE used_nonces.expires_at < now() RETURNING 1"},
+    [ST_PURGE] = {"purge",
+                  "WITH n AS (DELETE FROM used_nonces WHERE expires_at < now()), "
+                  "r AS (DELETE FROM enrol_requests WHERE created_at < now() - interval '1 day') "
+                  "SELECT 1"},
+    /*
+     * Deleting the citizen row destroys the wrapped data key, the profile,
+     * the blind index and the web number; devices, nonces, the log head and
+     * enrol requests go with it (ON DELETE CASCADE); the log has no foreign
+     * key and is deleted here.  The outer SELECT sees the snapshot before
+     * the statement, so `erased` tells whether a tombstone already existed.
+     */
+    [ST_ERASE] = {"erase", "WITH gone AS (DELETE FROM citizens WHERE subject_ref = $1::bytea "
+                           "RETURNING subject_ref), "
+                           "log AS (DELETE FROM access_log WHERE subject_ref = $1::bytea), "
+                           "tomb AS (INSERT INTO erased_subjects (subject_ref, erased_at) "
+                           "SELECT subject_ref, now() FROM gone ON CONFLICT DO NOTHING) "
+                           "SELECT (SELECT count(*) FROM gone), "
+                           "EXISTS (SELECT 1 FROM erased_subjects WHERE subject_ref = $1::bytea)"},
+    [ST_LOOKUP_WN] = {"lookup_web_number",
+                      "SELECT subject_ref FROM citizens WHERE web_number = $1::text"},
+    [ST_FIND_REQUEST] = {"find_request",
+                         "SELECT r.request_mac, r.subject_ref, r.device_id, r.new_identity, "
+                         "r.certificate, c.web_number FROM enrol_requests r "
+                         "JOIN citizens c ON c.subject_ref = r.subject_ref "
+                         "WHERE r.request_key = $1::bytea"},
+    /* NO KEY UPDATE: enrolments of one person serialise, logins (key-share locks) do not wait. */
+    [ST_LOCK_CITIZEN] = {"lock_citizen",
+                         "SELECT subject_ref, web_number, key_version, wrapped_key FROM citizens "
+                         "WHERE blind_index = $1::bytea FOR NO KEY UPDATE"},
+    [ST_FIND_DEVICE_KEY] = {"find_device_key",
+                            "SELECT device_id, subject_ref, revoked_at IS NOT NULL FROM devices "
+                            "WHERE public_key = $1::bytea"},
+    [ST_INSERT_CITIZEN] = {"insert_citizen",
+                           "WITH c AS (INSERT INTO citizens (subject_ref, blind_index, web_number, "
+                           "key_version, wrapped_key, profile) VALUES ($1::bytea, $2::bytea, "
+                           "$3::text, $4::int8, $5::bytea, $6::bytea) RETURNING subject_ref) "
+                           "INSERT INTO access_heads (subject_ref, seq, head) "
+                           "SELECT subject_ref, 0, $7::bytea FROM c"},
+    [ST_UPDATE_PROFILE] = {"update_profile",
+                           "UPDATE citizens SET profile = $2::bytea WHERE subject_ref = $1::bytea"},
+    [ST_INSERT_DEVICE] = {"insert_device",
+                          "INSERT INTO devices (device_id, subject_ref, public_key, label) "
+                          "VALUES ($1::bytea, $2::bytea, $3::bytea, $4::bytea)"},
+    [ST_INSERT_REQUEST] = {"insert_request",
+                           "INSERT INTO enrol_requests (request_key, request_mac, subject_ref, "
+                           "device_id, new_identity, certificate) VALUES ($1::bytea, $2::bytea, "
+                           "$3::bytea, $4::bytea, $5::int8 <> 0, $6::text)"},
+    [ST_ROTATION_BATCH] = {"rotation_batch",
+                           "SELECT subject_ref, key_version, wrapped_key FROM citizens "
+                           "WHERE subject_ref > $1::bytea AND key_version <> $2::int8 "
+                           "ORDER BY subject_ref LIMIT $3::int8"},
+    /* Only if the row is still as read: a concurrent erase or rotation wins. */
+    [ST_REWRAP] = {"rewrap", "UPDATE citizens SET key_version = $2::int8, wrapped_key = $3::bytea "
+                             "WHERE subject_ref = $1::bytea AND key_version = $4::int8 "
+                             "AND wrapped_key = $5::bytea"},
+    [ST_VERSION_COUNTS] = {"version_counts", "SELECT key_version, count(*) FROM citizens "
+                                             "GROUP BY key_version ORDER BY key_version"},
+};
+#define N_STMTS (sizeof stmts / sizeof stmts[0])
+
+struct vault_store {
+    veil_db *db;
+};
+
+/* A vault_conn is the thread's veil_pg; the cast keeps libpq out of vault.h. */
+static veil_pg *pg(vault_conn *c)
+{
+    return (veil_pg *)c;
+}
+
+veil_err vault_store_open(const char *url, vault_store **out)
+{
+    *out = NULL;
+    vault_store *st = calloc(1, sizeof *st);
+    if (!st)
+        return VEIL_ERR_NOMEM;
+    veil_err err = veil_db_new(url, stmts, N_STMTS, &st->db);
+    if (err) {
+        free(st);
+        return err;
+    }
+    *out = st;
+    return VEIL_OK;
+}
+
+void vault_store_close(vault_store *st)
+{
+    if (!st)
+        return;
+    veil_db_free(st->db);
+    free(st);
+}
+
+veil_err vault_store_conn(vault_store *st, vault_conn **out)
+{
+    veil_pg *c;
+    veil_err err = veil_db_conn(st->db, &c);
+    *out = err ? NULL : (vault_conn *)c;
+    return err;
+}
+
+veil_err vault_store_begin(vault_conn *c)
+{
+    return veil_pg_begin(pg(c));
+}
+
+veil_err vault_store_begin_snapshot(vault_conn *c)
+{
+    return veil_pg_simple(pg(c), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+}
+
+veil_err vault_store_commit(vault_conn *c)
+{
+    return veil_pg_commit(pg(c));
+}
+
+void vault_store_rollback(vault_conn *c)
+{
+    veil_pg_rollback(pg(c));
+}
+
+/* Copies a bytea column of exactly n bytes; -1 when it has another length. */
+static int copy_bytes(const PGresult *r, int row, int col, void *dst, size_t n)
+{
+    size_t len;
+    const unsigned char *p = veil_pg_get_bytes(r, row, col, &len);
+    if (!p || len != n)
+        return -1;
+    memcpy(dst, p, n);
+    return 0;
+}
+
+static veil_err exec(vault_conn *c, int stmt, const veil_pg_param *p, int n, PGresult **r)
+{
+    return veil_pg_exec(pg(c), stmt, p, n, r);
+}
+
+veil_err vault_store_citizen(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                             struct vault_citizen_row *out)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES)};
+    veil_err err = exec(c, ST_CITIZEN, p, 1, &r);
+    if (err)
+        return err;
+    err = VEIL_ERR_NOT_FOUND;
+    if (PQntuples(r) != 1)
+        goto out;
+    err = VEIL_ERR_INTERNAL;
+    size_t plen;
+    const unsigned char *profile = veil_pg_get_bytes(r, 0, 3, &plen);
+    if (!profile || plen > VAULT_PROFILE_MAX ||
+        copy_bytes(r, 0, 2, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
+        copy_bytes(r, 0, 5, out->head, VAULT_HASH_BYTES) != 0)
+        goto out;
+    memcpy(out->subject, subject, VAULT_SUBJECT_BYTES);
+    snprintf(out->web_number, sizeof out->web_number, "%s", veil_pg_get_text(r, 0, 0));
+    out->key_version = (uint32_t)veil_pg_get_i64(r, 0, 1);
+    memcpy(out->profile, profile, plen);
+    out->profile_len = plen;
+    out->head_seq = veil_pg_get_i64(r, 0, 4);
+    err = VEIL_OK;
+out:
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_device(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                            struct vault_device_row *out)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES)};
+    veil_err err = exec(c, ST_DEVICE, p, 1, &r);
+    if (err)
+        return err;
+    err = VEIL_ERR_NOT_FOUND;
+    if (PQntuples(r) != 1)
+        goto out;
+    err = VEIL_ERR_INTERNAL;
+    if (copy_bytes(r, 0, 0, out->subject, VAULT_SUBJECT_BYTES) != 0 ||
+        copy_bytes(r, 0, 1, out->public_key, 32) != 0 ||
+        copy_bytes(r, 0, 4, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
+        copy_bytes(r, 0, 6, out->head, VAULT_HASH_BYTES) != 0)
+        goto out;
+    out->revoked = veil_pg_get_bool(r, 0, 2);
+    out->key_version = (uint32_t)veil_pg_get_i64(r, 0, 3);
+    out->head_seq = veil_pg_get_i64(r, 0, 5);
+    err = VEIL_OK;
+out:
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                int64_t seq, int64_t at_ms, const unsigned char *sealed, size_t len,
+                                const unsigned char mac[VAULT_HASH_BYTES])
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES), vp_i64(seq), vp_i64(at_ms),
+                         vp_bytes(sealed, len), vp_bytes(mac, VAULT_HASH_BYTES)};
+    veil_err err = exec(c, ST_APPEND, p, 5, &r);
+    if (err)
+        return err == VEIL_ERR_EXISTS ? VEIL_ERR_ABORTED : err;
+    err = strcmp(PQcmdTuples(r), "1") == 0 ? VEIL_OK : VEIL_ERR_ABORTED;
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_lock_log_head(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                   int64_t *seq, unsigned char head[VAULT_HASH_BYTES])
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES)};
+    veil_err err = exec(c, ST_HEAD, p, 1, &r);
+    if (err)
+        return err;
+    if (PQntuples(r) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    else if (copy_bytes(r, 0, 1, head, VAULT_HASH_BYTES) != 0)
+        err = VEIL_ERR_INTERNAL;
+    else
+        *seq = veil_pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_list_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                              vault_log_fn fn, void *ctx)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES)};
+    veil_err err = exec(c, ST_LIST_LOG, p, 1, &r);
+    if (err)
+        return err;
+    for (int i = 0; !err && i < PQntuples(r); i++) {
+        struct vault_log_row row = {
+            .seq = veil_pg_get_i64(r, i, 0),
+            .at_ms = veil_pg_get_i64(r, i, 1),
+        };
+        row.entry = veil_pg_get_bytes(r, i, 2, &row.entry_len);
+        row.mac = veil_pg_get_bytes(r, i, 3, &row.mac_len);
+        err = fn(ctx, &row);
+    }
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_list_devices(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                  vault_device_fn fn, void *ctx)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES)};
+    veil_err err = exec(c, ST_LIST_DEVICES, p, 1, &r);
+    if (err)
+        return err;
+    for (int i = 0; !err && i < PQntuples(r); i++) {
+        struct vault_device_info d = {
+            .created_at_ms = veil_pg_get_time_ms(r, i, 2),
+            .revoked_at_ms = veil_pg_is_null(r, i, 3) ? 0 : veil_pg_get_time_ms(r, i, 3),
+        };
+        if (copy_bytes(r, i, 0, d.device_id, VEIL_DEVICE_ID_BYTES) != 0) {
+            err = VEIL_ERR_INTERNAL;
+            break;
+        }
+        d.label = veil_pg_get_bytes(r, i, 1, &d.label_len);
+        err = fn(ctx, &d);
+    }
+    PQclear(r);
+    return err;
+}
+
+/* Runs a statement that returns rows and reports whether it returned any. */
+static veil_err exec_any_row(vault_conn *c, int stmt, const veil_pg_param *p, int n, int *any)
+{
+    PGresult *r;
+    veil_err err = exec(c, stmt, p, n, &r);
+    if (err)
+        return err;
+    *any = PQntuples(r) > 0;
+    PQclear(r);
+    return VEIL_OK;
+}
+
+veil_err vault_store_revoke_device(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES])
+{
+    int any = 0;
+    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES),
+                         vp_bytes(subject, VAULT_SUBJECT_BYTES)};
+    veil_err err = exec_any_row(c, ST_REVOKE, p, 2, &any);
+    return err ? err : any ? VEIL_OK : VEIL_ERR_NOT_FOUND;
+}
+
+veil_err vault_store_use_nonce(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                               const unsigned char *nonce, size_t len, int64_t lifetime_ms)
+{
+    int fresh = 0;
+    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES), vp_bytes(nonce, len),
+                         vp_i64(lifetime_ms)};
+    veil_err err = exec_any_row(c, ST_NONCE, p, 3, &fresh);
+    /* The device was deleted between the lookup and here (an erase): treat as unknown. */
+    if (err == VEIL_ERR_PRECONDITION)
+        return VEIL_ERR_NOT_FOUND;
+    return err ? err : fresh ? VEIL_OK : VEIL_ERR_EXISTS;
+}
+
+veil_err vault_store_purge(vault_conn *c)
+{
+    PGresult *r;
+    veil_err err = exec(c, ST_PURGE, NULL, 0, &r);
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_erase(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                           int *erased_now)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES)};
+    veil_err err = exec(c, ST_ERASE, p, 1, &r);
+    if (err)
+        return err;
+    *erased_now = veil_pg_get_i64(r, 0, 0) > 0;
+    if (!*erased_now && !veil_pg_get_bool(r, 0, 1))
+        err = VEIL_ERR_NOT_FOUND;
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_lookup_web_number(vault_conn *c, const char *web_number,
+                                       unsigned char subject[VAULT_SUBJECT_BYTES])
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(web_number)};
+    veil_err err = exec(c, ST_LOOKUP_WN, p, 1, &r);
+    if (err)
+        return err;
+    if (PQntuples(r) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    else if (copy_bytes(r, 0, 0, subject, VAULT_SUBJECT_BYTES) != 0)
+        err = VEIL_ERR_INTERNAL;
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_find_request(vault_conn *c, const unsigned char key[VAULT_HASH_BYTES],
+                                  struct vault_request_row *out)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(key, VAULT_HASH_BYTES)};
+    out->certificate = NULL;
+    veil_err err = exec(c, ST_FIND_REQUEST, p, 1, &r);
+    if (err)
+        return err;
+    err = VEIL_ERR_NOT_FOUND;
+    if (PQntuples(r) != 1)
+        goto out;
+    err = VEIL_ERR_INTERNAL;
+    if (copy_bytes(r, 0, 0, out->mac, VAULT_HASH_BYTES) != 0 ||
+        copy_bytes(r, 0, 1, out->subject, VAULT_SUBJECT_BYTES) != 0 ||
+        copy_bytes(r, 0, 2, out->device_id, VEIL_DEVICE_ID_BYTES) != 0)
+        goto out;
+    out->new_identity = veil_pg_get_bool(r, 0, 3);
+    snprintf(out->web_number, sizeof out->web_number, "%s", veil_pg_get_text(r, 0, 5));
+    if (!(out->certificate = strdup(veil_pg_get_text(r, 0, 4)))) {
+        err = VEIL_ERR_NOMEM;
+        goto out;
+    }
+    err = VEIL_OK;
+out:
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_lock_citizen(vault_conn *c, const unsigned char blind[VAULT_HASH_BYTES],
+                                  struct vault_citizen_row *out)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(blind, VAULT_HASH_BYTES)};
+    veil_err err = exec(c, ST_LOCK_CITIZEN, p, 1, &r);
+    if (err)
+        return err;
+    if (PQntuples(r) != 1) {
+        err = VEIL_ERR_NOT_FOUND;
+    } else if (copy_bytes(r, 0, 0, out->subject, VAULT_SUBJECT_BYTES) != 0 ||
+               copy_bytes(r, 0, 3, out->wrapped, VAULT_WRAPPED_BYTES) != 0) {
+        err = VEIL_ERR_INTERNAL;
+    } else {
+        snprintf(out->web_number, sizeof out->web_number, "%s", veil_pg_get_text(r, 0, 1));
+        out->key_version = (uint32_t)veil_pg_get_i64(r, 0, 2);
+        out->profile_len = 0;
+    }
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_find_device_key(vault_conn *c, const unsigned char pk[32],
+                                     unsigned char subject[VAULT_SUBJECT_BYTES],
+                                     unsigned char device_id[VEIL_DEVICE_ID_BYTES], int *revoked)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(pk, 32)};
+    veil_err err = exec(c, ST_FIND_DEVICE_KEY, p, 1, &r);
+    if (err)
+        return err;
+    if (PQntuples(r) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    else if (copy_bytes(r, 0, 0, device_id, VEIL_DEVICE_ID_BYTES) != 0 ||
+             copy_bytes(r, 0, 1, subject, VAULT_SUBJECT_BYTES) != 0)
+        err = VEIL_ERR_INTERNAL;
+    else
+        *revoked = veil_pg_get_bool(r, 0, 2);
+    PQclear(r);
+    return err;
+}
+
+static veil_err exec_command(vault_conn *c, int stmt, const veil_pg_param *p, int n)
+{
+    PGresult *r;
+    veil_err err = exec(c, stmt, p, n, &r);
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_insert_citizen(vault_conn *c, const struct vault_new_citizen *n)
+{
+    static const unsigned char zero[VAULT_HASH_BYTES];
+    veil_pg_param p[] = {vp_bytes(n->subject, VAULT_SUBJECT_BYTES),
+                         vp_bytes(n->blind, VAULT_HASH_BYTES),
+                         vp_text(n->web_number),
+                         vp_i64(n->key_version),
+                         vp_bytes(n->wrapped, VAULT_WRAPPED_BYTES),
+                         vp_bytes(n->profile, n->profile_len),
+                         vp_bytes(zero, sizeof zero)};
+    return exec_command(c, ST_INSERT_CITIZEN, p, 7);
+}
+
+veil_err vault_store_update_profile(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                    const unsigned char *profile, size_t len)
+{
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES), vp_bytes(profile, len)};
+    return exec_command(c, ST_UPDATE_PROFILE, p, 2);
+}
+
+veil_err vault_store_insert_device(vault_conn *c,
+                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                                   const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                   const unsigned char pk[32], const unsigned char *label,
+                                   size_t label_len)
+{
+    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES),
+                         vp_bytes(subject, VAULT_SUBJECT_BYTES), vp_bytes(pk, 32),
+                         vp_bytes(label, label_len)};
+    return exec_command(c, ST_INSERT_DEVICE, p, 4);
+}
+
+veil_err vault_store_insert_request(vault_conn *c, const unsigned char key[VAULT_HASH_BYTES],
+                                    const struct vault_request_row *q)
+{
+    veil_pg_param p[] = {
+        vp_bytes(key, VAULT_HASH_BYTES),           vp_bytes(q->mac, VAULT_HASH_BYTES),
+        vp_bytes(q->subject, VAULT_SUBJECT_BYTES), vp_bytes(q->device_id, VEIL_DEVICE_ID_BYTES),
+        vp_i64(q->new_identity ? 1 : 0),           vp_text(q->certificate)};
+    return exec_command(c, ST_INSERT_REQUEST, p, 6);
+}
+
+veil_err vault_store_rotation_batch(vault_conn *c, const unsigned char after[VAULT_SUBJECT_BYTES],
+                                    uint32_t to, struct vault_wrap_row *rows, size_t max, size_t *n)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(after, VAULT_SUBJECT_BYTES), vp_i64(to), vp_i64((int64_t)max)};
+    *n = 0;
+    veil_err err = exec(c, ST_ROTATION_BATCH, p, 3, &r);
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(r) && (size_t)i < max; i++) {
+        if (copy_bytes(r, i, 0, rows[i].subject, VAULT_SUBJECT_BYTES) != 0 ||
+            copy_bytes(r, i, 2, rows[i].wrapped, VAULT_WRAPPED_BYTES) != 0) {
+            err = VEIL_ERR_INTERNAL;
+            break;
+        }
+        rows[i].key_version = (uint32_t)veil_pg_get_i64(r, i, 1);
+        (*n)++;
+    }
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_rewrap(vault_conn *c, const struct vault_wrap_row *old, uint32_t to,
+                            const unsigned char wrapped[VAULT_WRAPPED_BYTES], int *updated)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(old->subject, VAULT_SUBJECT_BYTES), vp_i64(to),
+                         vp_bytes(wrapped, VAULT_WRAPPED_BYTES), vp_i64(old->key_version),
+                         vp_bytes(old->wrapped, VAULT_WRAPPED_BYTES)};
+    *updated = 0;
+    veil_err err = exec(c, ST_REWRAP, p, 5, &r);
+    if (err)
+        return err;
+    *updated = strcmp(PQcmdTuples(r), "1") == 0;
+    PQclear(r);
+    return VEIL_OK;
+}
+
+veil_err vault_store_version_counts(vault_conn *c, void (*fn)(void *ctx, uint32_t v, int64_t n),
+                                    void *ctx)
+{
+    PGresult *r;
+    veil_err err = exec(c, ST_VERSION_COUNTS, NULL, 0, &r);
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++)
+        fn(ctx, (uint32_t)veil_pg_get_i64(r, i, 0), veil_pg_get_i64(r, i, 1));
+    PQclear(r);
+    return VEIL_OK;
+}
+
+/* ---- bulk loading with COPY (text format; bytea as \\x hex) ---- */
+
+static void copy_hex(veil_buf *b, const unsigned char *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    veil_buf_put(b, "\\\\x", 3);
+    for (size_t i = 0; i < n; i++) {
+        char two[2] = {hex[p[i] >> 4], hex[p[i] & 15]};
+        veil_buf_put(b, two, 2);
+    }
+}
+
+void vault_bulk_add(struct vault_bulk *b, const struct vault_new_citizen *n,
+                    const unsigned char device_id[VEIL_DEVICE_ID_BYTES], const unsigned char pk[32],
+                    const unsigned char *label, size_t label_len)
+{
+    static const unsigned char zero[VAULT_HASH_BYTES];
+    char version[16];
+    int vl = snprintf(version, sizeof version, "%u", n->key_version);
+
+    /* citizens: subject_ref, blind_index, web_number, key_version, wrapped_key, profile */
+    copy_hex(&b->citizens, n->subject, VAULT_SUBJECT_BYTES);
+    veil_buf_put_u8(&b->citizens, '\t');
+    copy_hex(&b->citizens, n->blind, VAULT_HASH_BYTES);
+    veil_buf_put_u8(&b->citizens, '\t');
+    veil_buf_put(&b->citizens, n->web_number, strlen(n->web_number));
+    veil_buf_put_u8(&b->citizens, '\t');
+    veil_buf_put(&b->citizens, version, (size_t)vl);
+    veil_buf_put_u8(&b->citizens, '\t');
+    copy_hex(&b->citizens, n->wrapped, VAULT_WRAPPED_BYTES);
+    veil_buf_put_u8(&b->citizens, '\t');
+    copy_hex(&b->citizens, n->profile, n->profile_len);
+    veil_buf_put_u8(&b->citizens, '\n');
+
+    /* access_heads: subject_ref, seq, head */
+    copy_hex(&b->heads, n->subject, VAULT_SUBJECT_BYTES);
+    veil_buf_put(&b->heads, "\t0\t", 3);
+    copy_hex(&b->heads, zero, sizeof zero);
+    veil_buf_put_u8(&b->heads, '\n');
+
+    /* devices: device_id, subject_ref, public_key, label */
+    copy_hex(&b->devices, device_id, VEIL_DEVICE_ID_BYTES);
+    veil_buf_put_u8(&b->devices, '\t');
+    copy_hex(&b->devices, n->subject, VAULT_SUBJECT_BYTES);
+    veil_buf_put_u8(&b->devices, '\t');
+    copy_hex(&b->devices, pk, 32);
+    veil_buf_put_u8(&b->devices, '\t');
+    copy_hex(&b->devices, label, label_len);
+    veil_buf_put_u8(&b->devices, '\n');
+    b->rows++;
+}
+
+/* Streams one buffer into COPY <sql> FROM STDIN. */
+static veil_err copy_in(PGconn *conn, const char *sql, const veil_buf *data, char *errbuf,
+                        size_t errlen)
+{
+    PGresult *r = PQexec(conn, sql);
+    int ok = r && PQresultStatus(r) == PGRES_COPY_IN;
+    PQclear(r);
+    if (!ok) {
+        snprintf(errbuf, errlen, "cannot start %s", sql);
+        return VEIL_ERR_INTERNAL;
+    }
+    const size_t chunk = 1 << 20;
+    for (size_t off = 0; ok && off < data->len; off += chunk) {
+        size_t n = data->len - off < chunk ? data->len - off : chunk;
+        ok = PQputCopyData(conn, (const char *)data->data + off, (int)n) == 1;
+    }
+    ok = PQputCopyEnd(conn, ok ? NULL : "client failed") == 1 && ok;
+    while ((r = PQgetResult(conn)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            /* the SQLSTATE only: a server message may quote row values */
+            const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            snprintf(errbuf, errlen, "%s failed (SQLSTATE %s)", sql, st ? st : "none");
+            ok = 0;
+        }
+        PQclear(r);
+    }
+    return ok ? VEIL_OK : VEIL_ERR_INTERNAL;
+}
+
+veil_err vault_store_bulk_flush(vault_conn *c, struct vault_bulk *b, char *errbuf, size_t errlen)
+{
+    veil_err err = VEIL_OK;
+    PGconn *conn = veil_pg_raw(pg(c));
+    if (b->rows == 0)
+        return VEIL_OK;
+    if (b->citizens.failed || b->heads.failed || b->devices.failed) {
+        snprintf(errbuf, errlen, "out of memory building the batch");
+        return VEIL_ERR_NOMEM;
+    }
+    if ((err = veil_pg_begin(pg(c))) ||
+        (err = copy_in(conn,
+                       "COPY citizens (subject_ref, blind_index, web_number, key_version, "
+                       "wrapped_key, profile) FROM STDIN",
+                       &b->citizens, errbuf, errlen)) ||
+        (err = copy_in(conn, "COPY access_heads (subject_ref, seq, head) FROM STDIN", &b->heads,
+                       errbuf, errlen)) ||
+        (err = copy_in(conn, "COPY devices (device_id, subject_ref, public_key, label) FROM STDIN",
+                       &b->devices, errbuf, errlen)) ||
+        (err = veil_pg_commit(pg(c)))) {
+        veil_pg_rollback(pg(c));
+        if (!errbuf[0])
+            snprintf(errbuf, errlen, "the batch could not be committed");
+    }
+    b->citizens.len = b->heads.len = b->devices.len = 0;
+    b->rows = 0;
+    return err;
+}
+
+void vault_bulk_free(struct vault_bulk *b)
+{
+    veil_buf_free(&b->citizens);
+    veil_buf_free(&b->heads);
+    veil_buf_free(&b->devices);
+    b->rows = 0;
+}

@@ -1,0 +1,567 @@
+/*
+ * vault.h - the identity vault: the only place a citizen's real identity
+ * exists.  Everything other services see is an opaque 32-byte subject
+ * reference.  docs/vault.md describes the API, the data protection and the
+ * key hierarchy; this header is the map of the code:
+ *
+ *   idnumber.c  GB 11643 ID numbers, calendar dates, ages (pure functions)
+ *   profile.c   every encryption and keyed hash the vault stores
+ *   keys.c      key rings, ticket key pairs, proofing keys, web-cert signer
+ *   store.c     all SQL (the only file that includes veil/pg.h)
+ *   enrol.c     enrolment and web certificates
+ *   access.c    the hash-chained, encrypted access log
+ *   attrs.c     attribute release and the province table
+ *   handlers.c  one function per RPC, and the caller policy
+ *   commands.c  `vault rotate-master-key` and `vault bulk-enrol`
+ *   main.c      configuration and wiring
+ */
+#ifndef VEIL_VAULT_H
+#define VEIL_VAULT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#include "veil/codec.h"
+#include "veil/err.h"
+#include "veil/formats.h"
+#include "veil/keys.h"
+#include "veil/rpc.h"
+#include "veil/service.h"
+#include "veil/vault.pb-c.h"
+
+#define VAULT_SUBJECT_BYTES     32
+#define VAULT_HASH_BYTES        32
+#define VAULT_DEK_BYTES         32
+#define VAULT_BOX_OVERHEAD      40 /* 24-byte nonce + 16-byte tag */
+#define VAULT_WRAPPED_BYTES     (VAULT_DEK_BYTES + VAULT_BOX_OVERHEAD)
+#define VAULT_NAME_MAX          200 /* bytes of UTF-8 */
+#define VAULT_LABEL_MAX         64
+#define VAULT_REQUEST_ID_MAX    128
+#define VAULT_PURPOSE_MAX       200
+#define VAULT_PROFILE_MAX       512 /* sealed profile, bytes */
+#define VAULT_PROOFING_KEYS_MAX 16
+#define VAULT_ENTRY_ATTRS_MAX   32
+
+/* ---- idnumber.c: GB 11643-1999 citizen identity numbers ---- */
+
+/* A parsed, valid ID number. */
+struct vault_idnumber {
+    char text[19];  /* normalised: 17 digits and a digit or upper-case 'X' */
+    int32_t region; /* the six-digit administrative division code */
+    int province;   /* its first two digits (83 for Taiwan residence permits) */
+    int year, month, day;
+    int sequence; /* three digits; odd: male, even: female */
+    int female;
+};
+
+/* Why a string is not a valid ID number (never says which characters). */
+typedef enum vault_id_status {
+    VAULT_ID_OK = 0,
+    VAULT_ID_LENGTH, /* not 18 characters */
+    VAULT_ID_CHARS,  /* not 17 digits and a digit or X */
+    VAULT_ID_REGION, /* unknown provincial-level code */
+    VAULT_ID_DATE,   /* no such calendar date, or before 1800 */
+    VAULT_ID_FUTURE, /* birth date after today */
+    VAULT_ID_CHECK,  /* ISO 7064 MOD 11-2 check character wrong */
+} vault_id_status;
+
+/*
+ * Parses and validates s[0..len) as an 18-character GB 11643 number, 'x'
+ * accepted for 'X', against today's date (YYYYMMDD, China Standard Time).
+ * Pure and allocation-free, so a fuzzer can drive it.  *out is written
+ * only on VAULT_ID_OK.
+ */
+vault_id_status vault_idnumber_parse(const char *s, size_t len, int32_t today_ymd,
+                                     struct vault_idnumber *out);
+
+/* A client-facing message naming the field, never the value. */
+const char *vault_id_status_message(vault_id_status st);
+
+/* The ISO 7064 MOD 11-2 check character of 17 digits ('0'-'9' or 'X'). */
+char vault_idnumber_check_char(const char digits[17]);
+
+/* Whether year-month-day is a date of the proleptic Gregorian calendar. */
+int vault_date_valid(int year, int month, int day);
+
+/* Today's date in China Standard Time (UTC+8) as YYYYMMDD, for Unix ms now_ms. */
+int32_t vault_today_cst(int64_t now_ms);
+
+/*
+ * Age in whole years on today_ymd of someone born on birth_ymd (both
+ * YYYYMMDD).  A person is N on their Nth birthday; someone born on 29
+ * February has their birthday on 1 March in years that are not leap years.
+ */
+int vault_age_on(int32_t birth_ymd, int32_t today_ymd);
+
+/* ---- attrs.c: provinces and attribute release ---- */
+
+struct vault_province {
+    int code;            /* GB/T 2260 provincial code */
+    const char *name;    /* Chinese name */
+    const char *name_en; /* English name */
+};
+
+/* The provincial-level division of a two-digit code (83 maps to Taiwan), or NULL. */
+const struct vault_province *vault_province_find(int code);
+
+/* The 34 provincial-level divisions; *n receives the count. */
+const struct vault_province *vault_province_table(size_t *n);
+
+/* ---- profile.c: what the vault encrypts and hashes ---- */
+
+/* The decrypted profile.  Holds personal data: wipe with sodium_memzero. */
+struct vault_profile {
+    char id_number[19];
+    char full_name[VAULT_NAME_MAX + 1];
+    int face_match;
+    int64_t proofed_at_ms;
+};
+
+/*
+ * Seals p under the data key dk with subject as associated data into out
+ * (nonce | ciphertext | tag), *out_len bytes of at most VAULT_PROFILE_MAX.
+ */
+veil_err vault_profile_seal(const unsigned char dk[VAULT_DEK_BYTES],
+                            const unsigned char subject[VAULT_SUBJECT_BYTES],
+                            const struct vault_profile *p, unsigned char out[VAULT_PROFILE_MAX],
+                            size_t *out_len) VEIL_WUR;
+
+/* Opens a sealed profile; VEIL_ERR_INTERNAL when it does not authenticate. */
+veil_err vault_profile_open(const unsigned char dk[VAULT_DEK_BYTES],
+                            const unsigned char subject[VAULT_SUBJECT_BYTES],
+                            const unsigned char *sealed, size_t len,
+                            struct vault_profile *out) VEIL_WUR;
+
+/* Wraps a data key under a master key (the key's version is bound in). */
+void vault_dek_wrap(const veil_key *master, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                    const unsigned char dk[VAULT_DEK_BYTES],
+                    unsigned char out[VAULT_WRAPPED_BYTES]);
+
+/* Unwraps a data key into dk (caller wipes it); VEIL_ERR_INTERNAL when it fails. */
+veil_err vault_dek_unwrap(const veil_key *master, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                          const unsigned char *wrapped, size_t len,
+                          unsigned char dk[VAULT_DEK_BYTES]) VEIL_WUR;
+
+/*
+ * Seals a device label, appending the box to out (the caller's buffer), or
+ * opens one into out (NUL-terminated).  Associated data: subject and device id.
+ */
+veil_err vault_label_seal(const unsigned char dk[VAULT_DEK_BYTES],
+                          const unsigned char subject[VAULT_SUBJECT_BYTES],
+                          const unsigned char device_id[VEIL_DEVICE_ID_BYTES], const char *label,
+                          veil_buf *out) VEIL_WUR;
+veil_err vault_label_open(const unsigned char dk[VAULT_DEK_BYTES],
+                          const unsigned char subject[VAULT_SUBJECT_BYTES],
+                          const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                          const unsigned char *sealed, size_t len,
+                          char out[VAULT_LABEL_MAX + 1]) VEIL_WUR;
+
+/* One access-log entry in the clear.  Strings are borrowed. */
+struct vault_entry {
+    const char *app_id;
+    const char *action; /* "ticket_verified" or "attributes_released" */
+    const char *const *attributes;
+    size_t n_attributes;
+    const char *purpose;
+};
+
+/* Seals an entry for position seq of subject's log (associated data: both). */
+veil_err vault_entry_seal(const unsigned char dk[VAULT_DEK_BYTES],
+                          const unsigned char subject[VAULT_SUBJECT_BYTES], int64_t seq,
+                          const struct vault_entry *e, veil_buf *out) VEIL_WUR;
+
+/*
+ * Opens a sealed entry.  The strings of *e point into text (capacity cap),
+ * which the caller owns.  VEIL_ERR_INTERNAL when it does not authenticate.
+ */
+veil_err vault_entry_open(const unsigned char dk[VAULT_DEK_BYTES],
+                          const unsigned char subject[VAULT_SUBJECT_BYTES], int64_t seq,
+                          const unsigned char *sealed, size_t len, char *text, size_t cap,
+                          struct vault_entry *e, const char **attrs, size_t max_attrs) VEIL_WUR;
+
+/*
+ * The chain value of log entry seq: keyed BLAKE2b-256 (audit key) over
+ * subject, the previous chain value, seq, the time and the sealed entry.
+ */
+void vault_chain_hash(const veil_key *audit, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                      const unsigned char prev[VAULT_HASH_BYTES], int64_t seq, int64_t at_ms,
+                      const unsigned char *sealed, size_t len, unsigned char out[VAULT_HASH_BYTES]);
+
+/* The blind index of a normalised ID number (keyed BLAKE2b-256, blind key). */
+void vault_blind_index(const veil_key *blind, const char id_number[18],
+                       unsigned char out[VAULT_HASH_BYTES]);
+
+/* A keyed hash (blind key) of a client's request id, so it is not stored as given. */
+void vault_request_key(const veil_key *blind, const char *request_id,
+                       unsigned char out[VAULT_HASH_BYTES]);
+
+/* A keyed hash (blind key) of an enrol request's whole content, for idempotency. */
+void vault_request_mac(const veil_key *blind, const Veil__Vault__EnrolRequest *req,
+                       const char id_number[18], unsigned char out[VAULT_HASH_BYTES]);
+
+/* ---- keys.c: every key the vault holds ---- */
+
+/* An X25519 key pair tickets are sealed to; the secret half in guarded memory. */
+struct vault_boxkey {
+    uint32_t version;
+    unsigned char pk[32];
+    unsigned char *sk;
+};
+
+struct vault_keys {
+    veil_keyring *master, *blind, *audit, *webcert, *ticket;
+    const veil_key *blind_key;   /* blind-1 */
+    const veil_key *audit_key;   /* audit-1 */
+    uint32_t master_current;     /* version new data keys are wrapped under */
+    veil_signer *webcert_signer; /* newest webcert key: signs certificates */
+    char *jwks;                  /* JWKS of every loaded webcert key (malloc'd) */
+    pthread_mutex_t box_lock;    /* serialises additions to boxkeys */
+    _Atomic size_t n_boxkeys;
+    struct vault_boxkey boxkeys[VEIL_KEYRING_MAX];
+    uint32_t ticket_current;         /* newest ticket key: handed to wallets */
+    _Atomic int64_t next_refresh_ms; /* unknown ticket versions rescan no more than 1/s */
+    unsigned char proofing[VAULT_PROOFING_KEYS_MAX][32];
+    size_t n_proofing;
+    unsigned char decoy_pk[32]; /* a valid Ed25519 key whose secret was discarded */
+};
+
+/*
+ * Loads all keys from dir and the proofing authority's public keys from
+ * proofing_file (base64 Ed25519 keys, one a line, '#' comments; NULL for
+ * commands that verify no attestation).
+ * master_version 0 means the newest master key.  On failure errbuf names
+ * the file or variable.  Caller frees with vault_keys_free.
+ */
+veil_err vault_keys_load(const char *dir, const char *proofing_file, uint32_t master_version,
+                         struct vault_keys **out, char *errbuf, size_t errlen) VEIL_WUR;
+
+/* Picks up key files added since (SIGHUP); current versions stay as they are. */
+veil_err vault_keys_refresh(struct vault_keys *k, char *errbuf, size_t errlen) VEIL_WUR;
+
+void vault_keys_free(struct vault_keys *k);
+
+/* The master key of a version, rescanning the directory on a miss; NULL if absent. */
+const veil_key *vault_master_key(struct vault_keys *k, uint32_t version);
+
+/* The ticket key pair of a version (a rescan at most once a second on a miss), or NULL. */
+const struct vault_boxkey *vault_ticket_key(struct vault_keys *k, uint32_t version);
+
+/* Whether sig is a proofing-authority signature over msg by any configured key. */
+int vault_proofing_verify(const struct vault_keys *k, const unsigned char sig[64],
+                          const unsigned char *msg, size_t len);
+
+/* ---- store.c: the database ---- */
+
+typedef struct vault_store vault_store;
+typedef struct vault_conn vault_conn; /* the calling thread's connection */
+
+/* A handle on the vault's database (no connection yet); free with vault_store_close. */
+veil_err vault_store_open(const char *url, vault_store **out) VEIL_WUR;
+/* Frees the handle and the calling thread's connection; accepts NULL. */
+void vault_store_close(vault_store *st);
+/* The calling thread's connection (opened on first use, closed at thread exit). */
+veil_err vault_store_conn(vault_store *st, vault_conn **out) VEIL_WUR;
+
+/* Transactions on the thread's connection; rollback never fails visibly. */
+veil_err vault_store_begin(vault_conn *c) VEIL_WUR;
+/* A read-only snapshot: every statement until commit sees the same data. */
+veil_err vault_store_begin_snapshot(vault_conn *c) VEIL_WUR;
+veil_err vault_store_commit(vault_conn *c) VEIL_WUR;
+void vault_store_rollback(vault_conn *c);
+
+/* A citizen's keys and log head, and (when asked) the sealed profile. */
+struct vault_citizen_row {
+    unsigned char subject[VAULT_SUBJECT_BYTES];
+    char web_number[VEIL_WEB_NUMBER_LEN + 1];
+    uint32_t key_version;
+    unsigned char wrapped[VAULT_WRAPPED_BYTES];
+    unsigned char profile[VAULT_PROFILE_MAX];
+    size_t profile_len;
+    int64_t head_seq;
+    unsigned char head[VAULT_HASH_BYTES];
+};
+
+/* Loads a citizen by subject reference; VEIL_ERR_NOT_FOUND when absent or erased. */
+veil_err vault_store_citizen(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                             struct vault_citizen_row *out) VEIL_WUR;
+
+/* A device with what verifying its signature and logging the access need. */
+struct vault_device_row {
+    unsigned char subject[VAULT_SUBJECT_BYTES];
+    unsigned char public_key[32];
+    int revoked;
+    uint32_t key_version;
+    unsigned char wrapped[VAULT_WRAPPED_BYTES];
+    int64_t head_seq;
+    unsigned char head[VAULT_HASH_BYTES];
+};
+
+/* One round trip for the login path; VEIL_ERR_NOT_FOUND when there is no such device. */
+veil_err vault_store_device(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                            struct vault_device_row *out) VEIL_WUR;
+
+/*
+ * Appends entry seq to subject's log and advances the chain head from
+ * seq - 1, in one statement.  VEIL_ERR_ABORTED when the head moved (another
+ * append won: re-read it and retry).
+ */
+veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                int64_t seq, int64_t at_ms, const unsigned char *sealed, size_t len,
+                                const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
+
+/*
+ * The current chain head, row-locked until the caller's transaction ends;
+ * VEIL_ERR_NOT_FOUND when the subject is gone.
+ */
+veil_err vault_store_lock_log_head(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                   int64_t *seq, unsigned char head[VAULT_HASH_BYTES]) VEIL_WUR;
+
+/* One stored log row; pointers are valid only during the callback. */
+struct vault_log_row {
+    int64_t seq;
+    int64_t at_ms;
+    const unsigned char *entry;
+    size_t entry_len;
+    const unsigned char *mac;
+    size_t mac_len;
+};
+typedef veil_err (*vault_log_fn)(void *ctx, const struct vault_log_row *row);
+
+/* Calls fn for each log row of subject in seq order, stopping at its first error. */
+veil_err vault_store_list_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                              vault_log_fn fn, void *ctx) VEIL_WUR;
+
+/* One stored device; pointers are valid only during the callback. */
+struct vault_device_info {
+    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
+    const unsigned char *label;
+    size_t label_len;
+    int64_t created_at_ms;
+    int64_t revoked_at_ms; /* 0 while active */
+};
+typedef veil_err (*vault_device_fn)(void *ctx, const struct vault_device_info *d);
+
+veil_err vault_store_list_devices(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                  vault_device_fn fn, void *ctx) VEIL_WUR;
+
+/* Revokes a device of subject (idempotent); VEIL_ERR_NOT_FOUND when it is not theirs. */
+veil_err vault_store_revoke_device(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES]) VEIL_WUR;
+
+/* Records a citizen-request nonce; VEIL_ERR_EXISTS when it was used within its lifetime. */
+veil_err vault_store_use_nonce(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                               const unsigned char *nonce, size_t len,
+                               int64_t lifetime_ms) VEIL_WUR;
+
+/* Deletes expired nonces and day-old enrol requests. */
+veil_err vault_store_purge(vault_conn *c) VEIL_WUR;
+
+/*
+ * Erases a subject: citizen row (data key, profile, blind index, web
+ * number), devices, nonces, log and enrol requests, leaving a tombstone.
+ * *erased_now is 1 when this call erased it, 0 when it already was.
+ * VEIL_ERR_NOT_FOUND when the subject never existed.
+ */
+veil_err vault_store_erase(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                           int *erased_now) VEIL_WUR;
+
+/* The subject of a web number; VEIL_ERR_NOT_FOUND when there is none. */
+veil_err vault_store_lookup_web_number(vault_conn *c, const char *web_number,
+                                       unsigned char subject[VAULT_SUBJECT_BYTES]) VEIL_WUR;
+
+/* ---- enrolment (inside a transaction) ---- */
+
+struct vault_request_row {
+    unsigned char mac[VAULT_HASH_BYTES];
+    unsigned char subject[VAULT_SUBJECT_BYTES];
+    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
+    int new_identity;
+    char web_number[VEIL_WEB_NUMBER_LEN + 1];
+    char *certificate; /* malloc'd; the caller frees it */
+};
+
+veil_err vault_store_find_request(vault_conn *c, const unsigned char key[VAULT_HASH_BYTES],
+                                  struct vault_request_row *out) VEIL_WUR;
+
+/* Finds and row-locks the citizen with a blind index (profile not loaded). */
+veil_err vault_store_lock_citizen(vault_conn *c, const unsigned char blind[VAULT_HASH_BYTES],
+                                  struct vault_citizen_row *out) VEIL_WUR;
+
+/* Which subject a device key belongs to; VEIL_ERR_NOT_FOUND when none. */
+veil_err vault_store_find_device_key(vault_conn *c, const unsigned char pk[32],
+                                     unsigned char subject[VAULT_SUBJECT_BYTES],
+                                     unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                                     int *revoked) VEIL_WUR;
+
+/* A new citizen: its row and an empty log head.  VEIL_ERR_EXISTS on a unique conflict. */
+struct vault_new_citizen {
+    unsigned char subject[VAULT_SUBJECT_BYTES];
+    unsigned char blind[VAULT_HASH_BYTES];
+    char web_number[VEIL_WEB_NUMBER_LEN + 1];
+    uint32_t key_version;
+    unsigned char wrapped[VAULT_WRAPPED_BYTES];
+    unsigned char profile[VAULT_PROFILE_MAX];
+    size_t profile_len;
+};
+veil_err vault_store_insert_citizen(vault_conn *c, const struct vault_new_citizen *n) VEIL_WUR;
+
+veil_err vault_store_update_profile(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                    const unsigned char *profile, size_t len) VEIL_WUR;
+
+veil_err vault_store_insert_device(vault_conn *c,
+                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                                   const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                   const unsigned char pk[32], const unsigned char *label,
+                                   size_t label_len) VEIL_WUR;
+
+veil_err vault_store_insert_request(vault_conn *c, const unsigned char key[VAULT_HASH_BYTES],
+                                    const struct vault_request_row *r) VEIL_WUR;
+
+/* ---- key rotation and bulk loading (commands.c) ---- */
+
+struct vault_wrap_row {
+    unsigned char subject[VAULT_SUBJECT_BYTES];
+    uint32_t key_version;
+    unsigned char wrapped[VAULT_WRAPPED_BYTES];
+};
+
+/*
+ * Up to max rows (max <= 10000) after subject `after` (in subject order)
+ * whose data key is not wrapped under version `to`; *n receives the count.
+ */
+veil_err vault_store_rotation_batch(vault_conn *c, const unsigned char after[VAULT_SUBJECT_BYTES],
+                                    uint32_t to, struct vault_wrap_row *rows, size_t max,
+                                    size_t *n) VEIL_WUR;
+
+/* Replaces a wrapped key only if the row still holds `old`; *updated is 0 or 1. */
+veil_err vault_store_rewrap(vault_conn *c, const struct vault_wrap_row *old, uint32_t to,
+                            const unsigned char wrapped[VAULT_WRAPPED_BYTES],
+                            int *updated) VEIL_WUR;
+
+/* Calls fn(ctx, version, count) for each master key version in use. */
+veil_err vault_store_version_counts(vault_conn *c, void (*fn)(void *ctx, uint32_t v, int64_t n),
+                                    void *ctx) VEIL_WUR;
+
+/* The three COPY streams a bulk load writes, in foreign-key order. */
+struct vault_bulk {
+    veil_buf citizens, heads, devices;
+    size_t rows;
+};
+
+/* Adds one enrolled identity (a citizen with one device) to the batch; copies everything. */
+void vault_bulk_add(struct vault_bulk *b, const struct vault_new_citizen *n,
+                    const unsigned char device_id[VEIL_DEVICE_ID_BYTES], const unsigned char pk[32],
+                    const unsigned char *label, size_t label_len);
+
+/* Writes the batch with COPY in one transaction and empties it. */
+veil_err vault_store_bulk_flush(vault_conn *c, struct vault_bulk *b, char *errbuf,
+                                size_t errlen) VEIL_WUR;
+
+/* Frees (and wipes) the batch's buffers. */
+void vault_bulk_free(struct vault_bulk *b);
+
+/* ---- the service ---- */
+
+struct vault_config {
+    int64_t attestation_max_age_ms;
+    int64_t skew_ms;
+    int64_t webcert_days;
+};
+
+struct vault {
+    Veil__Vault__Vault_Service rpc; /* first: handlers cast the service to this */
+    struct vault_keys *keys;
+    vault_store *store;
+    struct vault_config cfg;
+    _Atomic int64_t next_purge_ms; /* housekeeping runs at most once a minute */
+};
+
+/* ---- enrol.c ---- */
+
+struct vault_enrolment {
+    char web_number[VEIL_WEB_NUMBER_LEN + 1];
+    char device_id[33];
+    int new_identity;
+    char *certificate; /* malloc'd; the caller frees it */
+};
+
+/*
+ * Enrols (or re-enrols) the person of req after validating every field and
+ * the attestation.  On failure the call carries the client message.
+ * Caller frees out->certificate on VEIL_OK.
+ */
+veil_err vault_enrolment_run(struct vault *v, veil_call *call, const Veil__Vault__EnrolRequest *req,
+                             struct vault_enrolment *out) VEIL_WUR;
+
+/*
+ * A web certificate: compact JWS (typ veil-webcert+jwt) binding the web
+ * number and the device key until now + days.  *out is malloc'd.
+ */
+veil_err vault_webcert_issue(const struct vault_keys *k, const char *web_number,
+                             const unsigned char device_pk[32], int64_t now_ms, int64_t days,
+                             char **out) VEIL_WUR;
+
+/* Builds one new citizen record (random subject, data key and web number). */
+veil_err vault_citizen_build(struct vault_keys *k, const struct vault_profile *p,
+                             struct vault_new_citizen *out,
+                             unsigned char dk[VAULT_DEK_BYTES]) VEIL_WUR;
+
+/* ---- access.c ---- */
+
+/*
+ * Appends e to subject's log: seals it under the data key (unwrapped from
+ * wrapped / key_version) and chains it after (head_seq, head); when a
+ * concurrent append moved the head, appends behind the locked head instead.
+ */
+veil_err vault_access_append(struct vault *v, vault_conn *c,
+                             const unsigned char subject[VAULT_SUBJECT_BYTES], uint32_t key_version,
+                             const unsigned char wrapped[VAULT_WRAPPED_BYTES], int64_t head_seq,
+                             const unsigned char head[VAULT_HASH_BYTES],
+                             const struct vault_entry *e) VEIL_WUR;
+
+/* Same, for a caller that already holds the unwrapped data key. */
+veil_err vault_access_append_dk(struct vault *v, vault_conn *c,
+                                const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                const unsigned char dk[VAULT_DEK_BYTES], int64_t head_seq,
+                                const unsigned char head[VAULT_HASH_BYTES],
+                                const struct vault_entry *e) VEIL_WUR;
+
+/*
+ * Reads and verifies subject's log into resp (entries in the call's arena).
+ * VEIL_ERR_NOT_FOUND when the subject does not exist.
+ */
+veil_err vault_access_list(struct vault *v, veil_call *call,
+                           const unsigned char subject[VAULT_SUBJECT_BYTES],
+                           Veil__Vault__ListAccessLogResponse *resp) VEIL_WUR;
+
+/* ---- attrs.c ---- */
+
+/*
+ * Computes exactly the named attributes from a profile on today_ymd into
+ * out[0..n) (messages in the call's arena).  Raw values point into *p and
+ * birth_date, which the caller keeps until the reply is packed and then
+ * wipes.  The names must have been checked against the catalogue.
+ */
+veil_err vault_attrs_compute(veil_call *call, const struct vault_profile *p, int32_t today_ymd,
+                             char *const *names, size_t n, char birth_date[11],
+                             Veil__Attribute **out) VEIL_WUR;
+
+/* ---- handlers.c: the service table (bound with its __INIT macro) and its caller policy ---- */
+
+extern const Veil__Vault__Vault_Service vault_rpc;
+extern const veil_method_policy vault_policy[];
+extern const size_t vault_policy_len;
+
+/* ---- commands.c: `vault rotate-master-key` and `vault bulk-enrol`; return the exit status ---- */
+
+int vault_cmd_rotate_master_key(const veil_service_ctx *ctx, int argc, char **argv);
+int vault_cmd_bulk_enrol(const veil_service_ctx *ctx, int argc, char **argv);
+
+/* main.c: the configuration read from the environment, for the commands too (static storage). */
+const struct vault_config *vault_config_current(void);
+const char *vault_proofing_file(void);
+uint32_t vault_master_version(void);
+
+#endif

@@ -1,0 +1,153 @@
+/* admin_cmds.c - the administrator's verbs: the app registry, key rotation, identity states. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "veilctl.h"
+
+static json_t *app_json(const Veil__Gateway__App *a)
+{
+    json_t *attrs = json_array();
+    for (size_t i = 0; i < a->n_attributes; i++)
+        json_array_append_new(attrs, json_string(a->attributes[i]));
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "app", a->app_id, "name", a->name,
+                     "kind", a->kind, "sector", a->sector_id, "attributes", attrs, "status",
+                     a->status, "organisation", a->organisation, "cert_identity",
+                     a->cert_identity);
+}
+
+static void print_app(const vc_opts *o, const Veil__Gateway__App *a)
+{
+    if (o->json) {
+        vc_print_json(app_json(a));
+        return;
+    }
+    printf("%s  %s  %s  sector %s  status %s\n", a->app_id, a->kind, a->name, a->sector_id,
+           a->status);
+}
+
+static int admin_call(const vc_opts *o, const char *method, const ProtobufCMessage *req, void *resp)
+{
+    veil_channel *ch = vc_channel(o, "admin", &veil__gateway__admin__descriptor);
+    int rc = vc_call(ch, method, req, resp, o);
+    veil_channel_free(ch);
+    return rc;
+}
+
+int vc_admin_apps_list(const vc_opts *o)
+{
+    Veil__Empty req = VEIL__EMPTY__INIT;
+    Veil__Gateway__ListAppsResponse *resp = NULL;
+    if (admin_call(o, "ListApps", &req.base, &resp))
+        return 1;
+    if (o->json) {
+        json_t *all = json_array();
+        for (size_t i = 0; i < resp->n_apps; i++)
+            json_array_append_new(all, app_json(resp->apps[i]));
+        vc_print_json(all);
+    } else {
+        vc_table t;
+        vc_table_init(&t, 6, "APP", "KIND", "SECTOR", "STATUS", "ATTRIBUTES", "NAME");
+        for (size_t i = 0; i < resp->n_apps; i++) {
+            const Veil__Gateway__App *a = resp->apps[i];
+            char attrs[512] = "";
+            for (size_t k = 0; k < a->n_attributes; k++) {
+                size_t used = strlen(attrs);
+                snprintf(attrs + used, sizeof attrs - used, "%s%s", k ? "," : "", a->attributes[k]);
+            }
+            vc_table_row(&t, a->app_id, a->kind, a->sector_id, a->status, attrs, a->name);
+        }
+        vc_table_print(&t);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+int vc_admin_apps_register(const vc_opts *o)
+{
+    if (!o->app || !o->name || !o->kind)
+        return vc_usage("admin apps register --app ID --name NAME --kind public_service|commercial "
+                        "[--sector S] [--attrs a,b] [--org O]");
+    size_t n;
+    char **attrs = vc_split(o->attrs, &n);
+    Veil__Gateway__App req = VEIL__GATEWAY__APP__INIT, *resp = NULL;
+    req.app_id = (char *)o->app;
+    req.name = (char *)o->name;
+    req.kind = (char *)o->kind;
+    req.sector_id = (char *)(o->sector ? o->sector : "");
+    req.organisation = (char *)(o->org ? o->org : "");
+    req.attributes = attrs;
+    req.n_attributes = n;
+    int rc = admin_call(o, "RegisterApp", &req.base, &resp);
+    if (!rc) {
+        print_app(o, resp);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vc_split_free(attrs);
+    return rc;
+}
+
+static int app_state(const vc_opts *o, const char *method)
+{
+    if (!o->app)
+        return vc_usage("admin apps suspend|reinstate --app ID [--reason TEXT]");
+    Veil__Gateway__AppRequest req = VEIL__GATEWAY__APP_REQUEST__INIT;
+    Veil__Gateway__App *resp = NULL;
+    req.app_id = (char *)o->app;
+    req.reason = (char *)(o->reason ? o->reason : "");
+    if (admin_call(o, method, &req.base, &resp))
+        return 1;
+    print_app(o, resp);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+int vc_admin_apps_suspend(const vc_opts *o)
+{
+    return app_state(o, "SuspendApp");
+}
+
+int vc_admin_apps_reinstate(const vc_opts *o)
+{
+    return app_state(o, "ReinstateApp");
+}
+
+int vc_admin_keys_rotate(const vc_opts *o)
+{
+    if (!o->kind || o->version < 0)
+        return vc_usage("admin keys rotate --kind assertion|pseudonym --version N "
+                        "(N = 0 ends the overlap with the previous key)");
+    Veil__Gateway__RotateKeyRequest req = VEIL__GATEWAY__ROTATE_KEY_REQUEST__INIT;
+    Veil__Gateway__RotateKeyResponse *resp = NULL;
+    req.kind = (char *)o->kind;
+    req.version = (uint32_t)o->version;
+    if (admin_call(o, "RotateKey", &req.base, &resp))
+        return 1;
+    if (o->json)
+        vc_print_json(json_pack("{s:s, s:i, s:i}", "kind", resp->kind, "current", resp->current,
+                                "previous", resp->previous));
+    else
+        printf("%s keys: current version %u, previous %u%s\n", resp->kind, resp->current,
+               resp->previous, resp->previous ? " (still honoured during the overlap)" : "");
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+int vc_admin_identity(const vc_opts *o)
+{
+    if (!o->web_number || !o->state)
+        return vc_usage("admin identity --web-number W --state active|suspended|revoked");
+    Veil__Gateway__IdentityStateRequest req = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
+    Veil__Empty *resp = NULL;
+    req.web_number = (char *)o->web_number;
+    req.state = (char *)o->state;
+    req.reason = (char *)(o->reason ? o->reason : "");
+    if (admin_call(o, "SetIdentityState", &req.base, &resp))
+        return 1;
+    if (o->json)
+        vc_print_json(json_pack("{s:s, s:s}", "web_number", o->web_number, "state", o->state));
+    else
+        printf("identity %s is now %s\n", o->web_number, o->state);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}

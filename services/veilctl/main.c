@@ -1,0 +1,269 @@
+/*
+ * main.c - veilctl's verb table, options, connections and error reporting.
+ *
+ * Exit status: 0 success, 1 the call or check failed (the gRPC status and
+ * message are printed), 2 usage.  `--json` on any verb prints one JSON value
+ * on stdout (errors as {"error":{"code":…,"message":…}}), for scripts.
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "veilctl.h"
+
+struct verb {
+    const char *words; /* e.g. "wallet consent grant" */
+    vc_fn fn;
+    const char *usage;
+};
+
+static const struct verb verbs[] = {
+    {"wallet create", vc_wallet_create, "--wallet FILE"},
+    {"wallet enroll", vc_wallet_enroll, "--wallet FILE --id-number N --name NAME [--label L]"},
+    {"wallet show", vc_wallet_show, "--wallet FILE"},
+    {"wallet consent grant", vc_consent_grant,
+     "--wallet FILE --app APP_ID --attrs a,b --purpose TEXT [--days N]"},
+    {"wallet consent withdraw", vc_consent_withdraw, "--wallet FILE --app APP_ID [--attrs a,b]"},
+    {"wallet consent list", vc_consent_list, "--wallet FILE"},
+    {"wallet revoke-device", vc_wallet_revoke_device, "--wallet FILE [--device ID]"},
+    {"wallet devices", vc_wallet_devices, "--wallet FILE"},
+    {"wallet unlink", vc_wallet_unlink, "--wallet FILE --app APP_ID"},
+    {"wallet relink", vc_wallet_relink, "--wallet FILE --app APP_ID [--keep]"},
+    {"wallet access-log", vc_wallet_access_log, "--wallet FILE"},
+    {"wallet erase", vc_wallet_erase, "--wallet FILE"},
+    {"app login", vc_app_login, "--app APP_ID --wallet FILE [--attrs a,b]"},
+    {"app jwks", vc_app_jwks, ""},
+    {"app events", vc_app_events, "--app APP_ID [--cursor C]"},
+    {"admin apps list", vc_admin_apps_list, ""},
+    {"admin apps register", vc_admin_apps_register,
+     "--app ID --name NAME --kind public_service|commercial [--sector S] [--attrs a,b] [--org O]"},
+    {"admin apps suspend", vc_admin_apps_suspend, "--app ID [--reason TEXT]"},
+    {"admin apps reinstate", vc_admin_apps_reinstate, "--app ID [--reason TEXT]"},
+    {"admin keys rotate", vc_admin_keys_rotate, "--kind assertion|pseudonym --version N"},
+    {"admin identity", vc_admin_identity,
+     "--web-number W --state active|suspended|revoked [--reason TEXT]"},
+    {"dev proofing-key", vc_dev_proofing_key, "--out DIR   (development proofing authority)"},
+    {"dev id-number", vc_dev_id_number, "[--region NNNNNN] [--birth YYYYMMDD]   (synthetic)"},
+};
+#define N_VERBS (sizeof verbs / sizeof verbs[0])
+
+static void usage_all(FILE *f)
+{
+    fprintf(f, "usage: veilctl VERB... [options] [--json]\n\n");
+    for (size_t i = 0; i < N_VERBS; i++)
+        fprintf(f, "  veilctl %s %s\n", verbs[i].words, verbs[i].usage);
+    fprintf(f, "\nenvironment (see `deploy/local/stack env`): VEILCTL_GATEWAY, VEILCTL_CA, "
+               "VEILCTL_CERTS, VEILCTL_ADMIN, VEILCTL_PROOFING_KEY\n");
+}
+
+int vc_usage(const char *line)
+{
+    fprintf(stderr, "usage: veilctl %s\n", line);
+    return 2;
+}
+
+int vc_fail(const vc_opts *o, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "veilctl: %s: %s\n", code, msg);
+    if (o->json)
+        vc_print_json(json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
+    return 1;
+}
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : def;
+}
+
+veil_channel *vc_channel(const vc_opts *o, const char *as, const ProtobufCServiceDescriptor *svc)
+{
+    static char ca[1024], cert[1024], key[1024];
+    const char *addr = o->gateway ? o->gateway : env_or("VEILCTL_GATEWAY", "127.0.0.1:7100");
+    const char *certs = env_or("VEILCTL_CERTS", "var/certs");
+    veil_tls_config tls = {0};
+    snprintf(ca, sizeof ca, "%s", env_or("VEILCTL_CA", "var/certs/ca.crt"));
+    tls.ca_file = ca;
+    if (strcmp(as, "citizen") != 0) {
+        const char *base = strcmp(as, "admin") == 0 ? "admin" : "app";
+        const char *name = strcmp(as, "admin") == 0 ? env_or("VEILCTL_ADMIN", "ops") : as + 4;
+        snprintf(cert, sizeof cert, "%s/%s-%s.crt", certs, base, name);
+        snprintf(key, sizeof key, "%s/%s-%s.key", certs, base, name);
+        tls.cert_file = cert;
+        tls.key_file = key;
+    }
+    char err[512];
+    veil_channel *ch = NULL;
+    if (veil_channel_new(addr, &tls, svc, NULL, &ch, err, sizeof err) != VEIL_OK) {
+        vc_fail(o, "UNAVAILABLE", "%s", err);
+        return NULL;
+    }
+    return ch;
+}
+
+int vc_call(veil_channel *ch, const char *method, const ProtobufCMessage *req, void *resp,
+            const vc_opts *o)
+{
+    veil_status st;
+    if (!ch)
+        return 1;
+    if (veil_channel_call(ch, method, req, NULL, 15000, resp, &st) == VEIL_OK)
+        return 0;
+    return vc_fail(o, veil_status_name(st.code), "%s", st.message[0] ? st.message : "call failed");
+}
+
+vw_wallet *vc_wallet(const vc_opts *o)
+{
+    char err[512];
+    vw_wallet *w = NULL;
+    if (!o->wallet) {
+        vc_fail(o, "INVALID_ARGUMENT", "--wallet FILE is required");
+        return NULL;
+    }
+    if (vw_wallet_load(o->wallet, &w, err, sizeof err) != VEIL_OK) {
+        vc_fail(o, "FAILED_PRECONDITION", "%s", err);
+        return NULL;
+    }
+    return w;
+}
+
+int vc_citizen(const vc_opts *o, vw_wallet *w, const char *method, const ProtobufCMessage *payload,
+               void *resp)
+{
+    char path[128];
+    Veil__Gateway__SignedRequest req;
+    if (!w->device_id[0])
+        return vc_fail(o, "FAILED_PRECONDITION", "wallet %s is not enrolled yet", o->wallet);
+    snprintf(path, sizeof path, "/veil.gateway.Wallet/%s", method);
+    if (vw_sign(w, path, payload, veil_now_ms(), &req) != VEIL_OK)
+        return vc_fail(o, "INTERNAL", "cannot sign the request");
+    veil_channel *ch = vc_channel(o, "citizen", &veil__gateway__wallet__descriptor);
+    int rc = vc_call(ch, method, &req.base, resp, o);
+    veil_channel_free(ch);
+    vw_signed_free(&req);
+    return rc;
+}
+
+char **vc_split(const char *csv, size_t *n)
+{
+    *n = 0;
+    size_t cap = 1;
+    for (const char *p = csv; p && *p; p++)
+        cap += *p == ',';
+    char **v = calloc(cap + 1, sizeof *v);
+    for (const char *p = csv; v && p && *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len)
+            v[(*n)++] = strndup(p, len);
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return v;
+}
+
+void vc_split_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static const struct option long_opts[] = {
+    {"wallet", required_argument, NULL, 'w'},   {"app", required_argument, NULL, 'a'},
+    {"attrs", required_argument, NULL, 't'},    {"purpose", required_argument, NULL, 'p'},
+    {"days", required_argument, NULL, 'd'},     {"id-number", required_argument, NULL, 'i'},
+    {"name", required_argument, NULL, 'n'},     {"label", required_argument, NULL, 'l'},
+    {"device", required_argument, NULL, 'D'},   {"reason", required_argument, NULL, 'r'},
+    {"kind", required_argument, NULL, 'k'},     {"sector", required_argument, NULL, 's'},
+    {"org", required_argument, NULL, 'o'},      {"version", required_argument, NULL, 'v'},
+    {"state", required_argument, NULL, 'S'},    {"web-number", required_argument, NULL, 'W'},
+    {"cursor", required_argument, NULL, 'c'},   {"gateway", required_argument, NULL, 'g'},
+    {"json", no_argument, NULL, 'j'},           {"keep", no_argument, NULL, 'K'},
+    {"yes", no_argument, NULL, 'y'},            {"help", no_argument, NULL, 'h'},
+    {"out", required_argument, NULL, 'O'},      {"region", required_argument, NULL, 'R'},
+    {"birth", required_argument, NULL, 'B'},
+    {NULL, 0, NULL, 0},
+};
+
+int main(int argc, char **argv)
+{
+    vc_opts o = {.days = 365};
+    if (sodium_init() < 0)
+        return 1;
+    /* The verb is the longest prefix of plain words that names one. */
+    char words[128] = "";
+    int nwords = 0;
+    const struct verb *verb = NULL;
+    for (int i = 1; i < argc && argv[i][0] != '-' && nwords < 4; i++) {
+        size_t len = strlen(words);
+        snprintf(words + len, sizeof words - len, "%s%s", len ? " " : "", argv[i]);
+        nwords++;
+        for (size_t k = 0; k < N_VERBS; k++)
+            if (strcmp(verbs[k].words, words) == 0)
+                verb = &verbs[k];
+        if (verb)
+            break;
+    }
+    if (!verb) {
+        if (argc > 1 && (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)) {
+            usage_all(stdout);
+            return 0;
+        }
+        usage_all(stderr);
+        return 2;
+    }
+    int c;
+    optind = 1 + nwords;
+    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'w': o.wallet = optarg; break;
+        case 'a': o.app = optarg; break;
+        case 't': o.attrs = optarg; break;
+        case 'p': o.purpose = optarg; break;
+        case 'd': o.days = strtol(optarg, NULL, 10); break;
+        case 'i': o.id_number = optarg; break;
+        case 'n': o.name = optarg; break;
+        case 'l': o.label = optarg; break;
+        case 'D': o.device = optarg; break;
+        case 'r': o.reason = optarg; break;
+        case 'k': o.kind = optarg; break;
+        case 's': o.sector = optarg; break;
+        case 'o': o.org = optarg; break;
+        case 'v': o.version = strtol(optarg, NULL, 10); break;
+        case 'S': o.state = optarg; break;
+        case 'W': o.web_number = optarg; break;
+        case 'c': o.cursor = optarg; break;
+        case 'g': o.gateway = optarg; break;
+        case 'j': o.json = 1; break;
+        case 'K': o.keep = 1; break;
+        case 'y': o.yes = 1; break;
+        case 'O': o.out = optarg; break;
+        case 'R': o.region = optarg; break;
+        case 'B': o.birth = optarg; break;
+        case 'h':
+            printf("usage: veilctl %s %s\n", verb->words, verb->usage);
+            return 0;
+        default:
+            fprintf(stderr, "usage: veilctl %s %s\n", verb->words, verb->usage);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "veilctl: unexpected argument %s\nusage: veilctl %s %s\n", argv[optind],
+                verb->words, verb->usage);
+        return 2;
+    }
+    int rc = verb->fn(&o);
+    veil_client_thread_done();
+    return rc;
+}

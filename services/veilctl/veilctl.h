@@ -1,0 +1,106 @@
+/*
+ * veilctl.h - the command-line tool: a citizen's simulated phone (wallet
+ * verbs), an app (app verbs) and the administrator (admin verbs), all
+ * talking to the gateway like the real thing.
+ *
+ * Files: main.c (verb table, options, connections, errors), wallet_cmds.c,
+ * app_cmds.c, admin_cmds.c, output.c (JSON and tables), qr.c (terminal QR).
+ *
+ * Where things are comes from the environment `deploy/local/stack env`
+ * prints: VEILCTL_GATEWAY (host:port), VEILCTL_CA (CA bundle),
+ * VEILCTL_CERTS (directory of app-<id>.{crt,key} and admin-<name>.{crt,key}),
+ * VEILCTL_ADMIN (admin name, default "ops") and VEILCTL_PROOFING_KEY (the
+ * development proofing authority's seed - a stand-in for the ID-card and
+ * face check).
+ */
+#ifndef VEIL_VEILCTL_H
+#define VEIL_VEILCTL_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "veil/client.h"
+#include "wallet.h"
+
+typedef struct vc_opts {
+    const char *wallet, *app, *attrs, *purpose, *id_number, *name, *label, *device, *reason;
+    const char *kind, *sector, *org, *state, *web_number, *cursor, *gateway;
+    const char *out, *region, *birth;
+    long days, version;
+    int json, keep, yes;
+} vc_opts;
+
+/* A verb: argv[0] is the first word after the verb's own words. */
+typedef int (*vc_fn)(const vc_opts *o);
+
+/* ---- connections (main.c) ---- */
+
+/* A channel to the gateway for svc as a citizen ("citizen"), "app/<id>" or "admin". */
+veil_channel *vc_channel(const vc_opts *o, const char *as, const ProtobufCServiceDescriptor *svc);
+
+/* Makes a call; on failure prints the gRPC status and message and returns 1. */
+int vc_call(veil_channel *ch, const char *method, const ProtobufCMessage *req, void *resp,
+            const vc_opts *o);
+
+/* Loads the wallet named by --wallet, or prints why not and returns NULL. */
+vw_wallet *vc_wallet(const vc_opts *o);
+
+/* A device-signed Wallet call; returns 0 or 1 after printing the error. */
+int vc_citizen(const vc_opts *o, vw_wallet *w, const char *method, const ProtobufCMessage *payload,
+               void *resp);
+
+/* Prints an error (JSON with --json) and returns 1; usage errors return 2. */
+int vc_fail(const vc_opts *o, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int vc_usage(const char *line);
+
+/* Splits "a,b,c" into a NULL-terminated array of malloc'd strings; *n set. */
+char **vc_split(const char *csv, size_t *n);
+void vc_split_free(char **v);
+
+/* ---- output (output.c) ---- */
+
+/* Prints JSON (compact, one line) to stdout and frees it. */
+void vc_print_json(json_t *j);
+/* Unix milliseconds as an ISO 8601 UTC string into buf. */
+const char *vc_time(long long ms, char *buf, size_t len);
+
+/* A text table: add rows of strings, print aligned. */
+typedef struct vc_table {
+    size_t cols, rows;
+    char **cells; /* rows * cols, malloc'd strings */
+} vc_table;
+void vc_table_init(vc_table *t, size_t cols, ...);            /* header cells */
+void vc_table_row(vc_table *t, ...);                          /* cols strings */
+void vc_table_print(vc_table *t);                             /* prints and frees */
+void vc_table_free(vc_table *t);
+
+/* ---- terminal QR code (qr.c) ---- */
+int vc_print_qr(const char *text);
+
+/* ---- verbs ---- */
+int vc_wallet_create(const vc_opts *o);
+int vc_wallet_enroll(const vc_opts *o);
+int vc_consent_grant(const vc_opts *o);
+int vc_consent_withdraw(const vc_opts *o);
+int vc_consent_list(const vc_opts *o);
+int vc_wallet_revoke_device(const vc_opts *o);
+int vc_wallet_devices(const vc_opts *o);
+int vc_wallet_unlink(const vc_opts *o);
+int vc_wallet_relink(const vc_opts *o);
+int vc_wallet_access_log(const vc_opts *o);
+int vc_wallet_erase(const vc_opts *o);
+int vc_wallet_show(const vc_opts *o);
+int vc_app_login(const vc_opts *o);
+int vc_app_jwks(const vc_opts *o);
+int vc_app_events(const vc_opts *o);
+int vc_admin_apps_list(const vc_opts *o);
+int vc_admin_apps_register(const vc_opts *o);
+int vc_admin_apps_suspend(const vc_opts *o);
+int vc_admin_apps_reinstate(const vc_opts *o);
+int vc_admin_keys_rotate(const vc_opts *o);
+int vc_admin_identity(const vc_opts *o);
+int vc_dev_proofing_key(const vc_opts *o);
+int vc_dev_id_number(const vc_opts *o);
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * wallet.h - a simulated citizen's phone: the device key pair and what
+ * enrolment returned, kept in a JSON file readable by its owner only, and
+ * the client side of veil's protocol - login tickets, device-signed
+ * requests - plus the development stand-in for the proofing authority.
+ *
+ * Used by veilctl and by the end-to-end suites; a real wallet app would do
+ * the same with its platform's secure key store.
+ */
+#ifndef VEIL_WALLET_H
+#define VEIL_WALLET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "veil/err.h"
+#include "veil/formats.h"
+#include "veil/gateway.pb-c.h"
+
+typedef struct vw_wallet {
+    unsigned char pk[32];
+    unsigned char *sk;                 /* 64-byte Ed25519 secret key, guarded memory */
+    char device_id[33];                /* "" until enrolled */
+    char web_number[VEIL_WEB_NUMBER_LEN + 1];
+    char *web_certificate;             /* malloc'd, or NULL */
+    unsigned char ticket_pk[32];       /* the vault's ticket key */
+    uint32_t ticket_key_version;
+} vw_wallet;
+
+/* A fresh device key pair (not yet saved). */
+veil_err vw_wallet_new(vw_wallet **out) VEIL_WUR;
+
+/* Reads a wallet file; refuses one readable by others. */
+veil_err vw_wallet_load(const char *path, vw_wallet **out, char *errbuf, size_t errlen) VEIL_WUR;
+
+/* Writes the wallet atomically, mode 0600; with exclusive, refuses to replace a file. */
+veil_err vw_wallet_save(const vw_wallet *w, const char *path, int exclusive, char *errbuf,
+                        size_t errlen) VEIL_WUR;
+
+void vw_wallet_free(vw_wallet *w);
+
+/* Records an enrolment's result in the wallet. */
+veil_err vw_wallet_enrolled(vw_wallet *w, const Veil__Gateway__WalletEnrolResponse *r) VEIL_WUR;
+
+/*
+ * Fills an enrolment request as the proofing authority would attest it:
+ * signs the attestation with the authority's Ed25519 seed key.  Strings are
+ * referenced, not copied; the signature goes into sig (64 bytes).
+ */
+void vw_attest(const vw_wallet *w, const unsigned char authority_seed[32], const char *id_number,
+               const char *full_name, int face_match, int64_t at_ms, unsigned char sig[64],
+               Veil__Gateway__WalletEnrolRequest *req);
+
+/* A login ticket for app_id answering challenge; *out malloc'd. */
+veil_err vw_ticket(const vw_wallet *w, const char *app_id, const unsigned char *challenge,
+                   size_t challenge_len, int64_t time_ms, char **out) VEIL_WUR;
+
+/*
+ * Signs payload for the gateway method path (e.g. "/veil.gateway.Wallet/GrantConsent").
+ * Fills req (its payload, auth, nonce and signature point into memory
+ * allocated here); release it with vw_signed_free.
+ */
+veil_err vw_sign(const vw_wallet *w, const char *method_path, const ProtobufCMessage *payload,
+                 int64_t time_ms, Veil__Gateway__SignedRequest *req) VEIL_WUR;
+void vw_signed_free(Veil__Gateway__SignedRequest *req);
+
+#endif

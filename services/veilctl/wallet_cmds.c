@@ -1,0 +1,394 @@
+/*
+ * wallet_cmds.c - the citizen's verbs: a simulated phone's wallet file,
+ * enrolment through the (development) proofing authority, consent, devices,
+ * app links, the access log and erasure.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "veil/codec.h"
+#include "veil/keys.h"
+#include "veilctl.h"
+
+static json_t *str_array(char **v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+static void join(char **v, size_t n, char *out, size_t len)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t used = strlen(out);
+        snprintf(out + used, len - used, "%s%s", i ? "," : "", v[i]);
+    }
+}
+
+int vc_wallet_create(const vc_opts *o)
+{
+    if (!o->wallet)
+        return vc_usage("wallet create --wallet FILE");
+    vw_wallet *w;
+    char err[512], pk[64];
+    if (vw_wallet_new(&w) != VEIL_OK)
+        return vc_fail(o, "INTERNAL", "cannot make a key pair");
+    int rc = 0;
+    if (vw_wallet_save(w, o->wallet, 1, err, sizeof err) != VEIL_OK) {
+        rc = vc_fail(o, "ALREADY_EXISTS", "%s", err);
+    } else {
+        veil_b64url_encode(pk, sizeof pk, w->pk, 32);
+        if (o->json)
+            vc_print_json(json_pack("{s:s, s:s}", "wallet", o->wallet, "device_public_key", pk));
+        else
+            printf("wallet %s created (mode 0600)\ndevice public key %s\n", o->wallet, pk);
+    }
+    vw_wallet_free(w);
+    return rc;
+}
+
+/* The development proofing authority's seed, from VEILCTL_PROOFING_KEY. */
+static int proofing_seed(const vc_opts *o, veil_key **key)
+{
+    const char *path = getenv("VEILCTL_PROOFING_KEY");
+    char err[512];
+    if (!path || !*path)
+        return vc_fail(o, "FAILED_PRECONDITION",
+                       "VEILCTL_PROOFING_KEY is not set (run: eval \"$(deploy/local/stack env)\")");
+    if (veil_key_load(path, 1, key, err, sizeof err) != VEIL_OK)
+        return vc_fail(o, "FAILED_PRECONDITION", "%s", err);
+    return 0;
+}
+
+int vc_wallet_enroll(const vc_opts *o)
+{
+    if (!o->wallet || !o->id_number || !o->name)
+        return vc_usage("wallet enroll --wallet FILE --id-number N --name NAME");
+    vw_wallet *w = vc_wallet(o);
+    veil_key *seed = NULL;
+    if (!w || proofing_seed(o, &seed) != 0) {
+        vw_wallet_free(w);
+        return 1;
+    }
+    Veil__Gateway__WalletEnrolRequest req = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
+    Veil__Gateway__WalletEnrolResponse *resp = NULL;
+    unsigned char sig[64], rid[16];
+    char request_id[32], err[512];
+    /* The proofing authority checked the card and the face; here it only signs. */
+    vw_attest(w, seed->bytes, o->id_number, o->name, 1, veil_now_ms(), sig, &req);
+    veil_key_free(seed);
+    randombytes_buf(rid, sizeof rid);
+    veil_b64url_encode(request_id, sizeof request_id, rid, sizeof rid);
+    req.request_id = request_id;
+    req.device_label = (char *)(o->label ? o->label : "veilctl wallet");
+    veil_channel *ch = vc_channel(o, "citizen", &veil__gateway__wallet__descriptor);
+    int rc = vc_call(ch, "Enrol", &req.base, &resp, o);
+    veil_channel_free(ch);
+    if (!rc && vw_wallet_enrolled(w, resp) != VEIL_OK)
+        rc = vc_fail(o, "INTERNAL", "the gateway's reply is incomplete");
+    if (!rc && vw_wallet_save(w, o->wallet, 0, err, sizeof err) != VEIL_OK)
+        rc = vc_fail(o, "UNAVAILABLE", "%s", err);
+    if (!rc) {
+        if (o->json) {
+            vc_print_json(json_pack("{s:s, s:s, s:b, s:s}", "web_number", resp->web_number,
+                                    "device_id", resp->device_id, "new_identity",
+                                    resp->new_identity, "web_certificate", resp->web_certificate));
+        } else {
+            printf("%s\nweb number  %s\ndevice      %s\n",
+                   resp->new_identity ? "enrolled: a new identity" : "enrolled: a new device "
+                                                                      "for a known identity",
+                   resp->web_number, resp->device_id);
+            printf("web certificate (show this QR code when asked for your web certificate):\n");
+            vc_print_qr(resp->web_certificate);
+        }
+    }
+    if (resp)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_wallet_show(const vc_opts *o)
+{
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    char pk[64];
+    veil_b64url_encode(pk, sizeof pk, w->pk, 32);
+    if (o->json)
+        vc_print_json(json_pack("{s:s, s:s, s:s, s:b}", "device_public_key", pk, "device_id",
+                                w->device_id, "web_number", w->web_number, "enrolled",
+                                w->device_id[0] != 0));
+    else
+        printf("device public key  %s\ndevice id          %s\nweb number         %s\n", pk,
+               w->device_id[0] ? w->device_id : "(not enrolled)",
+               w->web_number[0] ? w->web_number : "-");
+    vw_wallet_free(w);
+    return 0;
+}
+
+int vc_consent_grant(const vc_opts *o)
+{
+    if (!o->app || !o->attrs || !o->purpose)
+        return vc_usage("wallet consent grant --wallet FILE --app APP_ID --attrs a,b --purpose TEXT");
+    if (o->days <= 0)
+        return vc_fail(o, "INVALID_ARGUMENT", "--days must be positive");
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    size_t n;
+    char **attrs = vc_split(o->attrs, &n);
+    Veil__Gateway__GrantConsentPayload p = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
+    Veil__Gateway__GrantConsentResponse *resp = NULL;
+    p.app_id = (char *)o->app;
+    p.attributes = attrs;
+    p.n_attributes = n;
+    p.purpose = (char *)o->purpose;
+    p.expires_at_ms = veil_now_ms() + o->days * 86400000LL;
+    int rc = vc_citizen(o, w, "GrantConsent", &p.base, &resp);
+    if (!rc) {
+        char when[64];
+        vc_time(p.expires_at_ms, when, sizeof when);
+        if (o->json)
+            vc_print_json(json_pack("{s:s, s:s, s:o, s:s, s:s}", "receipt_id", resp->receipt_id,
+                                    "app", o->app, "attributes", str_array(attrs, n),
+                                    "expires_at", when, "receipt", resp->receipt));
+        else
+            printf("consent granted to %s for %s until %s\nreceipt %s\n", o->app, o->attrs, when,
+                   resp->receipt_id);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vc_split_free(attrs);
+    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_consent_withdraw(const vc_opts *o)
+{
+    if (!o->app)
+        return vc_usage("wallet consent withdraw --wallet FILE --app APP_ID [--attrs a,b]");
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    size_t n;
+    char **attrs = vc_split(o->attrs, &n);
+    Veil__Gateway__WithdrawConsentPayload p = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
+    Veil__Gateway__WithdrawConsentResponse *resp = NULL;
+    p.app_id = (char *)o->app;
+    p.attributes = attrs;
+    p.n_attributes = n;
+    int rc = vc_citizen(o, w, "WithdrawConsent", &p.base, &resp);
+    if (!rc) {
+        char list[512];
+        join(resp->withdrawn, resp->n_withdrawn, list, sizeof list);
+        if (o->json)
+            vc_print_json(json_pack("{s:s, s:o}", "app", o->app, "withdrawn",
+                                    str_array(resp->withdrawn, resp->n_withdrawn)));
+        else
+            printf("consent withdrawn from %s: %s\n", o->app, list);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vc_split_free(attrs);
+    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_consent_list(const vc_opts *o)
+{
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    Veil__Gateway__ListConsentsPayload p = VEIL__GATEWAY__LIST_CONSENTS_PAYLOAD__INIT;
+    Veil__Gateway__ListConsentsResponse *resp = NULL;
+    int rc = vc_citizen(o, w, "ListConsents", &p.base, &resp);
+    if (!rc) {
+        json_t *all = json_array();
+        vc_table t;
+        vc_table_init(&t, 6, "RECEIPT", "APP", "ATTRIBUTES", "PURPOSE", "EXPIRES", "STATUS");
+        for (size_t i = 0; i < resp->n_grants; i++) {
+            const Veil__Gateway__ConsentGrant *g = resp->grants[i];
+            char granted[64], expires[64], attrs[512];
+            join(g->attributes, g->n_attributes, attrs, sizeof attrs);
+            vc_time(g->granted_at_ms, granted, sizeof granted);
+            vc_time(g->expires_at_ms, expires, sizeof expires);
+            json_array_append_new(
+                all, json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:o}", "receipt_id",
+                               g->receipt_id, "app", g->app_id, "attributes",
+                               str_array(g->attributes, g->n_attributes), "purpose", g->purpose,
+                               "granted_at", granted, "expires_at", expires, "status", g->status,
+                               "withdrawn", str_array(g->withdrawn, g->n_withdrawn)));
+            vc_table_row(&t, g->receipt_id, g->app_id, attrs, g->purpose, expires, g->status);
+        }
+        if (o->json) {
+            vc_print_json(all);
+            vc_table_free(&t);
+        } else {
+            json_decref(all);
+            vc_table_print(&t);
+        }
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_wallet_revoke_device(const vc_opts *o)
+{
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    Veil__Gateway__RevokeDevicePayload p = VEIL__GATEWAY__REVOKE_DEVICE_PAYLOAD__INIT;
+    Veil__Empty *resp = NULL;
+    p.device_id = (char *)(o->device ? o->device : "");
+    int rc = vc_citizen(o, w, "RevokeDevice", &p.base, &resp);
+    if (!rc) {
+        const char *which = o->device ? o->device : w->device_id;
+        if (o->json)
+            vc_print_json(json_pack("{s:s}", "revoked", which));
+        else
+            printf("device %s revoked: its tickets and requests are refused from now on\n", which);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_wallet_devices(const vc_opts *o)
+{
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    Veil__Gateway__ListDevicesPayload p = VEIL__GATEWAY__LIST_DEVICES_PAYLOAD__INIT;
+    Veil__Gateway__ListDevicesResponse *resp = NULL;
+    int rc = vc_citizen(o, w, "ListDevices", &p.base, &resp);
+    if (!rc) {
+        json_t *all = json_array();
+        vc_table t;
+        vc_table_init(&t, 4, "DEVICE", "STATUS", "LABEL", "ENROLLED");
+        for (size_t i = 0; i < resp->n_devices; i++) {
+            const Veil__Gateway__WalletDevice *d = resp->devices[i];
+            char created[64];
+            vc_time(d->created_at_ms, created, sizeof created);
+            json_array_append_new(all, json_pack("{s:s, s:s, s:s, s:s, s:b}", "device", d->device_id,
+                                                 "status", d->status, "label", d->label,
+                                                 "enrolled_at", created, "this_device",
+                                                 strcmp(d->device_id, w->device_id) == 0));
+            vc_table_row(&t, d->device_id, d->status, d->label, created);
+        }
+        if (o->json) {
+            vc_print_json(all);
+            vc_table_free(&t);
+        } else {
+            json_decref(all);
+            vc_table_print(&t);
+        }
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vw_wallet_free(w);
+    return rc;
+}
+
+static int app_link(const vc_opts *o, const char *method, const char *done_text)
+{
+    if (!o->app)
+        return vc_usage("wallet unlink|relink --wallet FILE --app APP_ID");
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    Veil__Gateway__AppLinkPayload p = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
+    Veil__Empty *resp = NULL;
+    p.app_id = (char *)o->app;
+    p.keep_pseudonym = o->keep;
+    int rc = vc_citizen(o, w, method, &p.base, &resp);
+    if (!rc) {
+        if (o->json)
+            vc_print_json(json_pack("{s:s, s:s}", strcmp(method, "UnlinkApp") ? "relinked" : "unlinked",
+                                    o->app, "pseudonym", o->keep ? "kept" : "fresh on next login"));
+        else
+            printf("%s %s\n", o->app, done_text);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_wallet_unlink(const vc_opts *o)
+{
+    return app_link(o, "UnlinkApp",
+                    "unlinked: the app is told to close the account; a later login starts afresh");
+}
+
+int vc_wallet_relink(const vc_opts *o)
+{
+    return app_link(o, "RelinkApp",
+                    o->keep ? "relinked with the old pseudonym" : "relinked with a fresh pseudonym");
+}
+
+int vc_wallet_access_log(const vc_opts *o)
+{
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
+    Veil__Gateway__AccessLogResponse *resp = NULL;
+    int rc = vc_citizen(o, w, "AccessLog", &p.base, &resp);
+    if (!rc) {
+        json_t *entries = json_array();
+        vc_table t;
+        vc_table_init(&t, 5, "TIME", "APP", "ACTION", "ATTRIBUTES", "PURPOSE");
+        for (size_t i = 0; i < resp->n_entries; i++) {
+            const Veil__Gateway__AccessLogEntry *e = resp->entries[i];
+            char at[64], attrs[512];
+            vc_time(e->at_ms, at, sizeof at);
+            join(e->attributes, e->n_attributes, attrs, sizeof attrs);
+            json_array_append_new(entries,
+                                  json_pack("{s:I, s:s, s:s, s:s, s:o, s:s}", "seq",
+                                            (json_int_t)e->seq, "at", at, "app", e->app_id,
+                                            "action", e->action, "attributes",
+                                            str_array(e->attributes, e->n_attributes), "purpose",
+                                            e->purpose));
+            vc_table_row(&t, at, e->app_id, e->action, attrs, e->purpose);
+        }
+        if (o->json) {
+            vc_print_json(json_pack("{s:o, s:b, s:I}", "entries", entries, "chain_valid",
+                                    resp->chain_valid, "first_bad_seq",
+                                    (json_int_t)resp->first_bad_seq));
+            vc_table_free(&t);
+        } else {
+            json_decref(entries);
+            vc_table_print(&t);
+            printf(resp->chain_valid ? "log intact: every entry matches its hash chain\n"
+                                     : "LOG TAMPERED: the hash chain breaks at entry %lld\n",
+                   (long long)resp->first_bad_seq);
+        }
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_wallet_erase(const vc_opts *o)
+{
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    Veil__Gateway__ErasePayload p = VEIL__GATEWAY__ERASE_PAYLOAD__INIT;
+    Veil__Empty *resp = NULL;
+    p.confirm = "erase my identity";
+    int rc = vc_citizen(o, w, "Erase", &p.base, &resp);
+    if (!rc) {
+        if (o->json)
+            vc_print_json(json_pack("{s:b, s:s}", "erased", 1, "web_number", w->web_number));
+        else
+            printf("identity %s erased: its record is crypto-shredded, apps are told, consent "
+                   "forgotten\n",
+                   w->web_number);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vw_wallet_free(w);
+    return rc;
+}

@@ -1,0 +1,718 @@
+/*
+ * check_gateway.c - the login flow end to end: all five services over mTLS,
+ * the real PostgreSQL, the 81 sample apps, citizens with simulated phones.
+ *
+ * Each test case starts one stack (an unchecked fixture) and its tests use
+ * their own citizens, so they do not disturb each other; tests run in one
+ * process because grpc core must not be used across fork().
+ */
+#include <check.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "e2e.h"
+#include "veil/codec.h"
+#include "veil/jws.h"
+
+static h_stack S;
+
+static void stack_up(void)
+{
+    if (h_stack_start(&S, NULL) != 0)
+        ck_abort_msg("the stack did not start");
+}
+
+static void stack_down(void)
+{
+    ck_assert_int_eq(h_stack_stop(&S), 0);
+}
+
+/* The apps of the sample registry, as the admin lists them. */
+static Veil__Gateway__ListAppsResponse *list_apps(void)
+{
+    Veil__Empty req = VEIL__EMPTY__INIT;
+    Veil__Gateway__ListAppsResponse *apps;
+    veil_status st;
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "ListApps",
+                              &req.base, &apps, &st),
+                     VEIL_OK);
+    return apps;
+}
+
+/* The claims of a compact JWS (not verified here). */
+static json_t *claims_of(const char *token)
+{
+    const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+    ck_assert_ptr_nonnull(d2);
+    size_t n, len = (size_t)(d2 - d1 - 1);
+    char *buf = malloc(len + 1);
+    ck_assert_int_eq(veil_b64url_decode(buf, len + 1, d1 + 1, len, &n), 0);
+    json_error_t je;
+    json_t *j = json_loadb(buf, n, 0, &je);
+    free(buf);
+    ck_assert_ptr_nonnull(j);
+    return j;
+}
+
+static Veil__Gateway__CompleteLoginResponse *login_ok(const char *app, const vw_wallet *w,
+                                                      const char *const *attrs, size_t n)
+{
+    Veil__Gateway__CompleteLoginResponse *r;
+    veil_status st;
+    veil_err err = e2e_login(&S, app, w, attrs, n, &r, &st);
+    if (err)
+        ck_abort_msg("login to %s failed: %s: %s", app, veil_status_name(st.code), st.message);
+    return r;
+}
+
+static veil_err login_err(const char *app, const vw_wallet *w, veil_status *st)
+{
+    Veil__Gateway__CompleteLoginResponse *r;
+    veil_err err = e2e_login(&S, app, w, NULL, 0, &r, st);
+    if (r)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    return err;
+}
+
+static char *sub_at(const char *app, const vw_wallet *w)
+{
+    Veil__Gateway__CompleteLoginResponse *r = login_ok(app, w, NULL, 0);
+    char *sub = strdup(r->sub);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return sub;
+}
+
+static void free_resp(void *m)
+{
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+}
+
+START_TEST(test_81_apps_81_pseudonyms)
+{
+    char id[19];
+    e2e_id_number("44030419900307211", id);
+    vw_wallet *w = e2e_enrol(&S, id, "王小明");
+    e2e_id_number("11010519491231002", id);
+    vw_wallet *other = e2e_enrol(&S, id, "李华");
+    Veil__Gateway__ListAppsResponse *apps = list_apps();
+    ck_assert_uint_eq(apps->n_apps, 81);
+
+    size_t n = apps->n_apps;
+    char **subs = calloc(n, sizeof *subs), **tokens = calloc(n, sizeof *tokens),
+         **auds = calloc(n, sizeof *auds);
+    json_t **claims = calloc(n, sizeof *claims);
+    size_t public_service = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Veil__Gateway__App *a = apps->apps[i];
+        public_service += strcmp(a->kind, "public_service") == 0;
+        /* ask for the whole registered scope plus all raw attributes */
+        const char *ask[16];
+        size_t k = 0;
+        for (size_t j = 0; j < a->n_attributes; j++)
+            ask[k++] = a->attributes[j];
+        ask[k++] = "full_name";
+        ask[k++] = "birth_date";
+        Veil__Gateway__CompleteLoginResponse *r = login_ok(a->app_id, w, ask, k);
+        subs[i] = strdup(r->sub);
+        tokens[i] = strdup(r->assertion);
+        auds[i] = a->app_id;
+        claims[i] = claims_of(r->assertion);
+        /* nothing is released without consent; raw data never to a commercial app */
+        ck_assert_uint_eq(r->n_released, 0);
+        for (size_t j = 0; j < r->n_withheld; j++) {
+            const char *attr = r->withheld[j]->attribute, *why = r->withheld[j]->reason;
+            if (strcmp(a->kind, "commercial") == 0 &&
+                (!strcmp(attr, "full_name") || !strcmp(attr, "birth_date")))
+                ck_assert_str_eq(why, "not_registered");
+        }
+        ck_assert_str_eq(json_string_value(json_object_get(claims[i], "aud")), a->app_id);
+        ck_assert_str_eq(json_string_value(json_object_get(claims[i], "sub")), r->sub);
+        free_resp(r);
+    }
+    ck_assert_uint_eq(public_service, 10);
+
+    /* 81 apps, 80 distinct pseudonyms: the Haipeng group's two shops share a sector */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++) {
+            int shared = (!strcmp(auds[i], "shop.haigou") && !strcmp(auds[j], "shop.youpin")) ||
+                         (!strcmp(auds[j], "shop.haigou") && !strcmp(auds[i], "shop.youpin"));
+            if (shared)
+                ck_assert_str_eq(subs[i], subs[j]);
+            else
+                ck_assert_str_ne(subs[i], subs[j]);
+        }
+
+    /*
+     * No claim value repeats across two apps, except iss and the time claims
+     * (every token issued in the same second has the same iat and exp; they
+     * say when, never who) - and the shared sector's sub.
+     */
+    for (size_t i = 0; i < n; i++) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(claims[i], key, v)
+        {
+            if (!strcmp(key, "iss") || !strcmp(key, "iat") || !strcmp(key, "exp"))
+                continue;
+            for (size_t j = 0; j < n; j++) {
+                if (j == i)
+                    continue;
+                const char *k2;
+                json_t *v2;
+                json_object_foreach(claims[j], k2, v2)
+                {
+                    if (!json_equal(v, v2))
+                        continue;
+                    int shared_sub = !strcmp(key, "sub") && !strcmp(k2, "sub") &&
+                                     strstr(auds[i], "shop.") && strstr(auds[j], "shop.") &&
+                                     !strcmp(subs[i], subs[j]);
+                    if (!shared_sub)
+                        ck_abort_msg("claim %s of %s repeats as %s at %s", key, auds[i], k2,
+                                     auds[j]);
+                }
+            }
+        }
+    }
+
+    /* the same app again gives the same pseudonym; another person another */
+    for (size_t i = 0; i < n; i += 20) {
+        char *again = sub_at(auds[i], w), *theirs = sub_at(auds[i], other);
+        ck_assert_str_eq(again, subs[i]);
+        ck_assert_str_ne(theirs, subs[i]);
+        free(again);
+        free(theirs);
+    }
+
+    /* every assertion verifies with an independent JOSE implementation */
+    char *jwks = e2e_jwks(&S);
+    ck_assert_int_eq(e2e_verify_with_pyjwt(jwks, tokens, auds, n), (int)n);
+    free(jwks);
+    for (size_t i = 0; i < n; i++) {
+        free(subs[i]);
+        free(tokens[i]);
+        json_decref(claims[i]);
+    }
+    free(subs);
+    free(tokens);
+    free(auds);
+    free(claims);
+    free_resp(apps);
+    vw_wallet_free(w);
+    vw_wallet_free(other);
+}
+END_TEST
+
+START_TEST(test_consent_releases_minimal_attributes)
+{
+    char id[19];
+    e2e_id_number("44030419900307211", id); /* Guangdong, born 1990-03-07, male */
+    vw_wallet *w = e2e_enrol(&S, id, "陈静");
+    const char *ask[] = {"full_name", "province", "gender"};
+    Veil__Gateway__CompleteLoginResponse *r = login_ok("gov.tax", w, ask, 3);
+    ck_assert_uint_eq(r->n_released, 0);
+    ck_assert_uint_eq(r->n_withheld, 3);
+    for (size_t i = 0; i < r->n_withheld; i++) {
+        if (!strcmp(r->withheld[i]->attribute, "gender"))
+            ck_assert_str_eq(r->withheld[i]->reason, "not_registered"); /* not in gov.tax's scope */
+        else
+            ck_assert_str_eq(r->withheld[i]->reason, "no_consent");
+    }
+    free_resp(r);
+
+    const char *grant[] = {"full_name", "province"};
+    e2e_grant(&S, w, "gov.tax", grant, 2);
+    r = login_ok("gov.tax", w, ask, 3);
+    ck_assert_uint_eq(r->n_released, 2);
+    json_t *c = claims_of(r->assertion);
+    ck_assert_str_eq(json_string_value(json_object_get(c, "full_name")), "陈静");
+    json_t *prov = json_object_get(c, "province");
+    ck_assert_str_eq(json_string_value(json_object_get(prov, "code")), "44");
+    ck_assert_str_eq(json_string_value(json_object_get(prov, "name_en")), "Guangdong");
+    ck_assert_ptr_null(json_object_get(c, "gender"));
+    ck_assert_ptr_null(json_object_get(c, "birth_date"));
+    json_decref(c);
+    free_resp(r);
+
+    /* a game gets age_over_18 and nothing else once consented */
+    const char *adult[] = {"age_over_18"};
+    e2e_grant(&S, w, "game.tianfeng", adult, 1);
+    const char *greedy[] = {"age_over_18", "province", "full_name"};
+    r = login_ok("game.tianfeng", w, greedy, 3);
+    c = claims_of(r->assertion);
+    ck_assert(json_is_true(json_object_get(c, "age_over_18")));
+    ck_assert_ptr_null(json_object_get(c, "province"));
+    ck_assert_ptr_null(json_object_get(c, "full_name"));
+    json_decref(c);
+    free_resp(r);
+
+    /* a commercial app can never be granted raw data: outside its scope */
+    Veil__Gateway__GrantConsentPayload p = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
+    const char *raw[] = {"full_name"};
+    Veil__Gateway__GrantConsentResponse *gr;
+    veil_status st;
+    p.app_id = "shop.jiale";
+    p.attributes = (char **)raw;
+    p.n_attributes = 1;
+    p.purpose = "delivery";
+    p.expires_at_ms = veil_now_ms() + 3600000;
+    ck_assert_int_eq(e2e_citizen(&S, w, "GrantConsent", &p.base, &gr, &st), VEIL_ERR_PRECONDITION);
+    vw_wallet_free(w);
+}
+END_TEST
+
+START_TEST(test_withdrawn_consent_stops_release)
+{
+    char id[19];
+    e2e_id_number("31010119851111222", id);
+    vw_wallet *w = e2e_enrol(&S, id, "赵敏");
+    const char *attrs[] = {"real_name_verified", "province"};
+    e2e_grant(&S, w, "shop.jiale", attrs, 2);
+    Veil__Gateway__CompleteLoginResponse *r = login_ok("shop.jiale", w, attrs, 2);
+    ck_assert_uint_eq(r->n_released, 2);
+    free_resp(r);
+    Veil__Gateway__WithdrawConsentPayload p = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
+    const char *which[] = {"province"};
+    Veil__Gateway__WithdrawConsentResponse *wr;
+    veil_status st;
+    p.app_id = "shop.jiale";
+    p.attributes = (char **)which;
+    p.n_attributes = 1;
+    ck_assert_int_eq(e2e_citizen(&S, w, "WithdrawConsent", &p.base, &wr, &st), VEIL_OK);
+    free_resp(wr);
+    r = login_ok("shop.jiale", w, attrs, 2);
+    ck_assert_uint_eq(r->n_released, 1);
+    ck_assert_str_eq(r->released[0], "real_name_verified");
+    ck_assert_str_eq(r->withheld[0]->reason, "no_consent");
+    free_resp(r);
+    vw_wallet_free(w);
+}
+END_TEST
+
+START_TEST(test_ticket_bound_to_app_and_challenge)
+{
+    char id[19], *ticket;
+    e2e_id_number("51010719920101333", id);
+    vw_wallet *w = e2e_enrol(&S, id, "周杰");
+    unsigned char ch[32];
+    Veil__Gateway__CompleteLoginResponse *r;
+    veil_status st;
+    /* made for shop.jiale, presented by chat.lianxin */
+    ck_assert_int_eq(e2e_challenge(&S, "shop.jiale", ch), VEIL_OK);
+    ck_assert_int_eq(vw_ticket(w, "shop.jiale", ch, 32, veil_now_ms(), &ticket), VEIL_OK);
+    ck_assert_int_eq(e2e_complete(&S, "chat.lianxin", ticket, NULL, 0, &r, &st),
+                     VEIL_ERR_UNAUTHENTICATED);
+    /* ... and still good at shop.jiale, once */
+    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st), VEIL_OK);
+    free_resp(r);
+    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st),
+                     VEIL_ERR_PRECONDITION); /* replay */
+    ck_assert_str_eq(st.message, "challenge is unknown, expired or already used");
+    free(ticket);
+    /* a challenge the gateway never issued */
+    randombytes_buf(ch, sizeof ch);
+    ck_assert_int_eq(vw_ticket(w, "shop.jiale", ch, 32, veil_now_ms(), &ticket), VEIL_OK);
+    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st), VEIL_ERR_PRECONDITION);
+    free(ticket);
+    /* an expired challenge */
+    ck_assert_int_eq(e2e_challenge(&S, "shop.jiale", ch), VEIL_OK);
+    ck_assert_int_eq(h_db_exec(S.db[H_GATEWAY], "UPDATE challenges SET expires_at = now() - interval '1 second'"), 0);
+    ck_assert_int_eq(vw_ticket(w, "shop.jiale", ch, 32, veil_now_ms(), &ticket), VEIL_OK);
+    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st), VEIL_ERR_PRECONDITION);
+    free(ticket);
+    /* a forged ticket: another device key signs for the same device id */
+    vw_wallet *forger;
+    ck_assert_int_eq(vw_wallet_new(&forger), VEIL_OK);
+    memcpy(forger->device_id, w->device_id, sizeof w->device_id);
+    memcpy(forger->ticket_pk, w->ticket_pk, 32);
+    forger->ticket_key_version = w->ticket_key_version;
+    ck_assert_int_eq(e2e_challenge(&S, "shop.jiale", ch), VEIL_OK);
+    ck_assert_int_eq(vw_ticket(forger, "shop.jiale", ch, 32, veil_now_ms(), &ticket), VEIL_OK);
+    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st),
+                     VEIL_ERR_UNAUTHENTICATED);
+    free(ticket);
+    /* garbage */
+    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", "not-a-ticket", NULL, 0, &r, &st),
+                     VEIL_ERR_INVALID);
+    vw_wallet_free(forger);
+    vw_wallet_free(w);
+}
+END_TEST
+
+START_TEST(test_every_revocation_kind)
+{
+    char id[19];
+    e2e_id_number("32010219880808444", id);
+    vw_wallet *w = e2e_enrol(&S, id, "孙丽");
+    veil_status st;
+    Veil__Empty *empty;
+
+    /* the app link: unlink, and the next login is a fresh pseudonym */
+    char *before = sub_at("chat.qingyu", w);
+    Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
+    lp.app_id = "chat.qingyu";
+    ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
+    free_resp(empty);
+    char *after = sub_at("chat.qingyu", w);
+    ck_assert_str_ne(before, after);
+    /* unlink again, but relink keeping the pseudonym */
+    ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
+    free_resp(empty);
+    lp.keep_pseudonym = 1;
+    ck_assert_int_eq(e2e_citizen(&S, w, "RelinkApp", &lp.base, &empty, &st), VEIL_OK);
+    free_resp(empty);
+    char *kept = sub_at("chat.qingyu", w);
+    ck_assert_str_eq(kept, after);
+    free(before), free(after), free(kept);
+
+    /* the identity: suspended by the admin, then reinstated */
+    Veil__Gateway__IdentityStateRequest is = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
+    is.web_number = w->web_number;
+    is.state = "suspended";
+    is.reason = "court order 2026-117";
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SetIdentityState",
+                              &is.base, &empty, &st),
+                     VEIL_OK);
+    free_resp(empty);
+    ck_assert_int_eq(login_err("chat.huiliao", w, &st), VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "login refused: identity_suspended");
+    is.state = "active";
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SetIdentityState",
+                              &is.base, &empty, &st),
+                     VEIL_OK);
+    free_resp(empty);
+    free(sub_at("chat.huiliao", w));
+
+    /* the app itself: suspended by the admin */
+    Veil__Gateway__AppRequest ar = VEIL__GATEWAY__APP_REQUEST__INIT;
+    Veil__Gateway__App *app;
+    ar.app_id = "ride.huoyun";
+    ar.reason = "licence withdrawn";
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SuspendApp",
+                              &ar.base, &app, &st),
+                     VEIL_OK);
+    ck_assert_str_eq(app->status, "suspended");
+    free_resp(app);
+    ck_assert_int_eq(login_err("ride.huoyun", w, &st), VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "app is suspended");
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "ReinstateApp",
+                              &ar.base, &app, &st),
+                     VEIL_OK);
+    free_resp(app);
+    free(sub_at("ride.huoyun", w));
+
+    /* the device: a lost phone, revoked from the phone itself */
+    Veil__Gateway__RevokeDevicePayload rd = VEIL__GATEWAY__REVOKE_DEVICE_PAYLOAD__INIT;
+    ck_assert_int_eq(e2e_citizen(&S, w, "RevokeDevice", &rd.base, &empty, &st), VEIL_OK);
+    free_resp(empty);
+    ck_assert_int_eq(login_err("chat.huiliao", w, &st), VEIL_ERR_DENIED);
+    vw_wallet_free(w);
+}
+END_TEST
+
+START_TEST(test_new_phone_same_pseudonyms)
+{
+    char id[19];
+    e2e_id_number("33010619750505555", id);
+    vw_wallet *old = e2e_enrol(&S, id, "钱伟");
+    char *sub = sub_at("travel.jiudian", old);
+    vw_wallet *fresh;
+    Veil__Gateway__WalletEnrolResponse *er;
+    veil_status st;
+    ck_assert_int_eq(vw_wallet_new(&fresh), VEIL_OK);
+    ck_assert_int_eq(e2e_try_enrol(&S, fresh, id, "钱伟", &er, &st), VEIL_OK);
+    ck_assert(!er->new_identity);
+    ck_assert_str_eq(er->web_number, old->web_number);
+    free_resp(er);
+    char *again = sub_at("travel.jiudian", fresh);
+    ck_assert_str_eq(again, sub);
+    /* revoking the old phone leaves the new one working */
+    Veil__Gateway__RevokeDevicePayload rd = VEIL__GATEWAY__REVOKE_DEVICE_PAYLOAD__INIT;
+    Veil__Empty *empty;
+    rd.device_id = old->device_id;
+    ck_assert_int_eq(e2e_citizen(&S, fresh, "RevokeDevice", &rd.base, &empty, &st), VEIL_OK);
+    free_resp(empty);
+    ck_assert_int_eq(login_err("travel.jiudian", old, &st), VEIL_ERR_DENIED);
+    free(sub_at("travel.jiudian", fresh));
+    free(sub), free(again);
+    vw_wallet_free(old);
+    vw_wallet_free(fresh);
+}
+END_TEST
+
+START_TEST(test_callers_kept_apart)
+{
+    char id[19];
+    e2e_id_number("42010219950909666", id);
+    vw_wallet *w = e2e_enrol(&S, id, "吴磊");
+    veil_status st;
+    Veil__Gateway__ListConsentsPayload lp = VEIL__GATEWAY__LIST_CONSENTS_PAYLOAD__INIT;
+    Veil__Gateway__SignedRequest req;
+    Veil__Gateway__ListConsentsResponse *lr;
+    ck_assert_int_eq(vw_sign(w, "/veil.gateway.Wallet/ListConsents", &lp.base, veil_now_ms(), &req),
+                     VEIL_OK);
+    /* an app may not use the citizen API, even with a valid citizen signature */
+    ck_assert_int_eq(e2e_call(&S, "app/chat.lianxin", &veil__gateway__wallet__descriptor,
+                              "ListConsents", &req.base, &lr, &st),
+                     VEIL_ERR_DENIED);
+    /* the citizen may, once */
+    ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "ListConsents",
+                              &req.base, &lr, &st),
+                     VEIL_OK);
+    free_resp(lr);
+    ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "ListConsents",
+                              &req.base, &lr, &st),
+                     VEIL_ERR_UNAUTHENTICATED);
+    /* a signature made for one method does not work for another */
+    Veil__Gateway__ListDevicesResponse *ld;
+    ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "ListDevices",
+                              &req.base, &ld, &st),
+                     VEIL_ERR_UNAUTHENTICATED);
+    vw_signed_free(&req);
+    /* unsigned */
+    Veil__Gateway__SignedRequest bare = VEIL__GATEWAY__SIGNED_REQUEST__INIT;
+    ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "ListConsents",
+                              &bare.base, &lr, &st),
+                     VEIL_ERR_UNAUTHENTICATED);
+    /* citizens and apps may not administer; a citizen may not log apps in */
+    Veil__Empty e = VEIL__EMPTY__INIT;
+    Veil__Gateway__ListAppsResponse *apps;
+    ck_assert_int_eq(e2e_call(&S, "app/chat.lianxin", &veil__gateway__admin__descriptor,
+                              "ListApps", &e.base, &apps, &st),
+                     VEIL_ERR_DENIED);
+    ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__admin__descriptor, "ListApps", &e.base,
+                              &apps, &st),
+                     VEIL_ERR_UNAUTHENTICATED);
+    Veil__Gateway__BeginLoginRequest bl = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
+    Veil__Gateway__BeginLoginResponse *blr;
+    ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__login__descriptor, "BeginLogin",
+                              &bl.base, &blr, &st),
+                     VEIL_ERR_UNAUTHENTICATED);
+    /* an app certificate the registry does not know */
+    ck_assert_int_eq(e2e_call(&S, "app/chat.wechat", &veil__gateway__login__descriptor,
+                              "BeginLogin", &bl.base, &blr, &st),
+                     VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "app is not registered");
+    /* an unknown attribute */
+    const char *bad[] = {"id_number"};
+    Veil__Gateway__CompleteLoginResponse *r;
+    ck_assert_int_eq(e2e_login(&S, "shop.jiale", w, bad, 1, &r, &st), VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "attributes: unknown attribute id_number");
+    vw_wallet_free(w);
+}
+END_TEST
+
+START_TEST(test_access_log_names_apps)
+{
+    char id[19];
+    e2e_id_number("35020319700707777", id);
+    vw_wallet *w = e2e_enrol(&S, id, "郑强");
+    const char *attrs[] = {"age_over_18"};
+    e2e_grant(&S, w, "video.zhibo", attrs, 1);
+    free_resp(login_ok("video.zhibo", w, attrs, 1));
+    free_resp(login_ok("music.kge", w, NULL, 0));
+    Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
+    Veil__Gateway__AccessLogResponse *log;
+    veil_status st;
+    ck_assert_int_eq(e2e_citizen(&S, w, "AccessLog", &p.base, &log, &st), VEIL_OK);
+    ck_assert(log->chain_valid);
+    int zhibo_release = 0, kge_login = 0;
+    for (size_t i = 0; i < log->n_entries; i++) {
+        const Veil__Gateway__AccessLogEntry *e = log->entries[i];
+        if (!strcmp(e->app_id, "video.zhibo") && !strcmp(e->action, "attributes_released"))
+            zhibo_release = e->n_attributes == 1 && !strcmp(e->attributes[0], "age_over_18");
+        if (!strcmp(e->app_id, "music.kge") && !strcmp(e->action, "ticket_verified"))
+            kge_login = 1;
+    }
+    ck_assert(zhibo_release && kge_login);
+    free_resp(log);
+    vw_wallet_free(w);
+}
+END_TEST
+
+START_TEST(test_app_events_after_unlink)
+{
+    char id[19];
+    e2e_id_number("12010119830303888", id);
+    vw_wallet *w = e2e_enrol(&S, id, "冯军");
+    char *sub = sub_at("social.shequ", w);
+    free(sub_at("social.xiangqin", w));
+    Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
+    Veil__Empty *empty;
+    veil_status st;
+    lp.app_id = "social.shequ";
+    ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
+    free_resp(empty);
+
+    char *jwks_text = e2e_jwks(&S);
+    veil_jwks jwks;
+    ck_assert_int_eq(veil_jwks_parse(jwks_text, &jwks), VEIL_OK);
+    Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
+    Veil__Gateway__PollEventsResponse *ev;
+    ck_assert_int_eq(e2e_call(&S, "app/social.shequ", &veil__gateway__login__descriptor,
+                              "PollEvents", &pr.base, &ev, &st),
+                     VEIL_OK);
+    int found = 0;
+    for (size_t i = 0; i < ev->n_events; i++) {
+        json_t *set;
+        ck_assert_int_eq(veil_jws_verify(ev->events[i], strlen(ev->events[i]), "secevent+jwt",
+                                         veil_jwks_find, &jwks, &set),
+                         VEIL_OK);
+        ck_assert_str_eq(json_string_value(json_object_get(set, "aud")), "social.shequ");
+        json_t *e = json_object_get(json_object_get(set, "events"), "urn:veil:event:app_unlinked");
+        const char *s = json_string_value(json_object_get(json_object_get(e, "subject"), "sub"));
+        found += s && !strcmp(s, sub);
+        json_decref(set);
+    }
+    ck_assert_int_eq(found, 1);
+    /* resuming from the cursor gives nothing new */
+    pr.cursor = ev->cursor;
+    Veil__Gateway__PollEventsResponse *again;
+    ck_assert_int_eq(e2e_call(&S, "app/social.shequ", &veil__gateway__login__descriptor,
+                              "PollEvents", &pr.base, &again, &st),
+                     VEIL_OK);
+    for (size_t i = 0; i < again->n_events; i++)
+        ck_assert_ptr_null(strstr(again->events[i], sub));
+    free_resp(again);
+    free_resp(ev);
+    /* another app never sees this citizen's event for social.shequ */
+    pr.cursor = "";
+    ck_assert_int_eq(e2e_call(&S, "app/social.xiangqin", &veil__gateway__login__descriptor,
+                              "PollEvents", &pr.base, &ev, &st),
+                     VEIL_OK);
+    for (size_t i = 0; i < ev->n_events; i++) {
+        json_t *set = claims_of(ev->events[i]);
+        ck_assert_str_eq(json_string_value(json_object_get(set, "aud")), "social.xiangqin");
+        json_decref(set);
+    }
+    free_resp(ev);
+    free(jwks_text);
+    free(sub);
+    vw_wallet_free(w);
+}
+END_TEST
+
+START_TEST(test_key_rotation)
+{
+    char id[19];
+    e2e_id_number("65010219990101999", id);
+    vw_wallet *w = e2e_enrol(&S, id, "马丽");
+    Veil__Gateway__CompleteLoginResponse *first = login_ok("edu.xuexi", w, NULL, 0);
+    veil_status st;
+    Veil__Gateway__RotateKeyRequest rk = VEIL__GATEWAY__ROTATE_KEY_REQUEST__INIT;
+    Veil__Gateway__RotateKeyResponse *rr;
+
+    /* pseudonym keys: v2 becomes current; assertions carry previous_sub */
+    h_keyfile(S.keys[H_PSEUDONYM], "pseudonym", 2);
+    rk.kind = "pseudonym";
+    rk.version = 2;
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
+                              &rk.base, &rr, &st),
+                     VEIL_OK);
+    ck_assert_uint_eq(rr->current, 2);
+    ck_assert_uint_eq(rr->previous, 1);
+    free_resp(rr);
+    Veil__Gateway__CompleteLoginResponse *second = login_ok("edu.xuexi", w, NULL, 0);
+    ck_assert_str_ne(second->sub, first->sub);
+    ck_assert_str_eq(second->previous_sub, first->sub);
+    json_t *c = claims_of(second->assertion);
+    ck_assert_str_eq(json_string_value(json_object_get(c, "previous_sub")), first->sub);
+    json_decref(c);
+
+    /* assertion keys: a new key is published before it signs */
+    h_keyfile(S.keys[H_GATEWAY], "assertion", 2);
+    char *jwks = e2e_jwks(&S);
+    ck_assert_ptr_nonnull(strstr(jwks, "\"assertion-2\""));
+    ck_assert_ptr_nonnull(strstr(jwks, "\"assertion-1\""));
+    free(jwks);
+    rk.kind = "assertion";
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
+                              &rk.base, &rr, &st),
+                     VEIL_OK);
+    free_resp(rr);
+    Veil__Gateway__CompleteLoginResponse *third = login_ok("edu.xuexi", w, NULL, 0);
+    jwks = e2e_jwks(&S);
+    char *tokens[] = {first->assertion, third->assertion};
+    char *auds[] = {"edu.xuexi", "edu.xuexi"};
+    ck_assert_int_eq(e2e_verify_with_pyjwt(jwks, tokens, auds, 2), 2);
+    free(jwks);
+
+    /* ending the overlap stops previous_sub */
+    rk.kind = "pseudonym";
+    rk.version = 0;
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
+                              &rk.base, &rr, &st),
+                     VEIL_OK);
+    free_resp(rr);
+    Veil__Gateway__CompleteLoginResponse *fourth = login_ok("edu.xuexi", w, NULL, 0);
+    ck_assert_str_eq(fourth->sub, second->sub);
+    ck_assert_str_eq(fourth->previous_sub, "");
+    /* unknown versions are refused */
+    rk.version = 7;
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
+                              &rk.base, &rr, &st),
+                     VEIL_ERR_PRECONDITION);
+    free_resp(first), free_resp(second), free_resp(third), free_resp(fourth);
+    vw_wallet_free(w);
+}
+END_TEST
+
+START_TEST(test_erase_then_enrol_anew)
+{
+    char id[19];
+    e2e_id_number("21010219860606123", id);
+    vw_wallet *w = e2e_enrol(&S, id, "刘洋");
+    char *sub = sub_at("news.xinwen", w);
+    Veil__Gateway__ErasePayload ep = VEIL__GATEWAY__ERASE_PAYLOAD__INIT;
+    Veil__Empty *empty;
+    veil_status st;
+    ep.confirm = "yes";
+    ck_assert_int_eq(e2e_citizen(&S, w, "Erase", &ep.base, &empty, &st), VEIL_ERR_PRECONDITION);
+    ep.confirm = "erase my identity";
+    ck_assert_int_eq(e2e_citizen(&S, w, "Erase", &ep.base, &empty, &st), VEIL_OK);
+    free_resp(empty);
+    veil_err err = login_err("news.xinwen", w, &st);
+    ck_assert(err == VEIL_ERR_UNAUTHENTICATED || err == VEIL_ERR_DENIED);
+    /* the same person enrols again: a new identity, new pseudonyms */
+    vw_wallet *again = e2e_enrol(&S, id, "刘洋");
+    ck_assert_str_ne(again->web_number, w->web_number);
+    char *sub2 = sub_at("news.xinwen", again);
+    ck_assert_str_ne(sub2, sub);
+    free(sub), free(sub2);
+    vw_wallet_free(w);
+    vw_wallet_free(again);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gateway");
+    TCase *flow = tcase_create("flow");
+    tcase_add_unchecked_fixture(flow, stack_up, stack_down);
+    tcase_set_timeout(flow, 300);
+    tcase_add_test(flow, test_81_apps_81_pseudonyms);
+    tcase_add_test(flow, test_consent_releases_minimal_attributes);
+    tcase_add_test(flow, test_withdrawn_consent_stops_release);
+    tcase_add_test(flow, test_ticket_bound_to_app_and_challenge);
+    tcase_add_test(flow, test_every_revocation_kind);
+    tcase_add_test(flow, test_new_phone_same_pseudonyms);
+    tcase_add_test(flow, test_callers_kept_apart);
+    tcase_add_test(flow, test_access_log_names_apps);
+    tcase_add_test(flow, test_app_events_after_unlink);
+    tcase_add_test(flow, test_erase_then_enrol_anew);
+    suite_add_tcase(s, flow);
+    TCase *rot = tcase_create("rotation");
+    tcase_add_unchecked_fixture(rot, stack_up, stack_down);
+    tcase_set_timeout(rot, 300);
+    tcase_add_test(rot, test_key_rotation);
+    suite_add_tcase(s, rot);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,180 @@
+/* e2e.c - driving the stack as a citizen, an app and the admin do (e2e.h). */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "e2e.h"
+#include "veil/codec.h"
+
+void e2e_id_number(const char *first17, char out[19])
+{
+    static const int weights[17] = {7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2};
+    static const char checks[] = "10X98765432";
+    int sum = 0;
+    for (int i = 0; i < 17; i++)
+        sum += (first17[i] - '0') * weights[i];
+    memcpy(out, first17, 17);
+    out[17] = checks[sum % 11];
+    out[18] = '\0';
+}
+
+veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescriptor *svc,
+                  const char *method, const ProtobufCMessage *req, void *resp, veil_status *st)
+{
+    veil_channel *ch = h_channel(s->gateway.addr, identity, svc);
+    veil_err err = veil_channel_call(ch, method, req, NULL, 10000, resp, st);
+    veil_channel_free(ch);
+    return err;
+}
+
+veil_err e2e_try_enrol(h_stack *s, vw_wallet *w, const char *id_number, const char *name,
+                       Veil__Gateway__WalletEnrolResponse **resp, veil_status *st)
+{
+    Veil__Gateway__WalletEnrolRequest req = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
+    unsigned char sig[64], rid[16];
+    char request_id[40];
+    randombytes_buf(rid, sizeof rid);
+    veil_b64url_encode(request_id, sizeof request_id, rid, sizeof rid);
+    vw_attest(w, s->proofing_seed, id_number, name, 1, veil_now_ms(), sig, &req);
+    req.request_id = request_id;
+    req.device_label = "test phone";
+    veil_err err = e2e_call(s, "none", &veil__gateway__wallet__descriptor, "Enrol", &req.base, resp,
+                            st);
+    if (!err)
+        ck_assert_int_eq(vw_wallet_enrolled(w, *resp), VEIL_OK);
+    return err;
+}
+
+vw_wallet *e2e_enrol(h_stack *s, const char *id_number, const char *name)
+{
+    vw_wallet *w;
+    Veil__Gateway__WalletEnrolResponse *resp;
+    veil_status st;
+    ck_assert_int_eq(vw_wallet_new(&w), VEIL_OK);
+    veil_err err = e2e_try_enrol(s, w, id_number, name, &resp, &st);
+    if (err)
+        ck_abort_msg("enrolment failed: %s: %s", veil_status_name(st.code), st.message);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return w;
+}
+
+veil_err e2e_challenge(h_stack *s, const char *app_id, unsigned char out[32])
+{
+    char identity[128];
+    snprintf(identity, sizeof identity, "app/%s", app_id);
+    Veil__Gateway__BeginLoginRequest req = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
+    Veil__Gateway__BeginLoginResponse *resp;
+    veil_status st;
+    veil_err err = e2e_call(s, identity, &veil__gateway__login__descriptor, "BeginLogin", &req.base,
+                            &resp, &st);
+    if (err)
+        return err;
+    ck_assert_uint_eq(resp->challenge.len, 32);
+    ck_assert_str_eq(resp->app_id, app_id);
+    memcpy(out, resp->challenge.data, 32);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return VEIL_OK;
+}
+
+veil_err e2e_complete(h_stack *s, const char *app_id, const char *ticket, const char *const *attrs,
+                      size_t n, Veil__Gateway__CompleteLoginResponse **resp, veil_status *st)
+{
+    char identity[128];
+    snprintf(identity, sizeof identity, "app/%s", app_id);
+    Veil__Gateway__CompleteLoginRequest req = VEIL__GATEWAY__COMPLETE_LOGIN_REQUEST__INIT;
+    req.ticket = (char *)ticket;
+    req.attributes = (char **)attrs;
+    req.n_attributes = n;
+    return e2e_call(s, identity, &veil__gateway__login__descriptor, "CompleteLogin", &req.base,
+                    resp, st);
+}
+
+veil_err e2e_login(h_stack *s, const char *app_id, const vw_wallet *w, const char *const *attrs,
+                   size_t n, Veil__Gateway__CompleteLoginResponse **resp, veil_status *st)
+{
+    unsigned char ch[32];
+    char *ticket;
+    *resp = NULL;
+    veil_err err = e2e_challenge(s, app_id, ch);
+    if (err) {
+        st->code = veil_err_status(err);
+        snprintf(st->message, sizeof st->message, "BeginLogin failed");
+        return err;
+    }
+    ck_assert_int_eq(vw_ticket(w, app_id, ch, sizeof ch, veil_now_ms(), &ticket), VEIL_OK);
+    err = e2e_complete(s, app_id, ticket, attrs, n, resp, st);
+    free(ticket);
+    return err;
+}
+
+veil_err e2e_citizen(h_stack *s, const vw_wallet *w, const char *method,
+                     const ProtobufCMessage *payload, void *resp, veil_status *st)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/veil.gateway.Wallet/%s", method);
+    Veil__Gateway__SignedRequest req;
+    ck_assert_int_eq(vw_sign(w, path, payload, veil_now_ms(), &req), VEIL_OK);
+    veil_err err = e2e_call(s, "none", &veil__gateway__wallet__descriptor, method, &req.base, resp,
+                            st);
+    vw_signed_free(&req);
+    return err;
+}
+
+void e2e_grant(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs, size_t n)
+{
+    Veil__Gateway__GrantConsentPayload p = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
+    Veil__Gateway__GrantConsentResponse *resp;
+    veil_status st;
+    p.app_id = (char *)app;
+    p.attributes = (char **)attrs;
+    p.n_attributes = n;
+    p.purpose = "account opening";
+    p.expires_at_ms = veil_now_ms() + 86400000LL;
+    veil_err err = e2e_citizen(s, w, "GrantConsent", &p.base, &resp, &st);
+    if (err)
+        ck_abort_msg("grant to %s failed: %s: %s", app, veil_status_name(st.code), st.message);
+    ck_assert_str_ne(resp->receipt, "");
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+char *e2e_jwks(h_stack *s)
+{
+    Veil__Empty req = VEIL__EMPTY__INIT;
+    Veil__Gateway__JwksResponse *resp;
+    veil_status st;
+    ck_assert_int_eq(e2e_call(s, "app/chat.lianxin", &veil__gateway__login__descriptor, "GetJwks",
+                              &req.base, &resp, &st),
+                     VEIL_OK);
+    char *jwks = strdup(resp->jwks);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return jwks;
+}
+
+int e2e_verify_with_pyjwt(const char *jwks, char *const *tokens, char *const *audiences, size_t n)
+{
+    char *dir = h_tempdir("pyjwt"), path[1200], cmd[4096];
+    snprintf(path, sizeof path, "%s/jwks.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(jwks, f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/tokens", dir);
+    f = fopen(path, "w");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s %s\n", audiences[i], tokens[i]);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/gateway/verify_jwt.py %s/jwks.json %s > %s/out",
+             h_env("VEIL_SOURCE_DIR"), dir, path, dir);
+    int rc = system(cmd);
+    snprintf(path, sizeof path, "%s/out", dir);
+    f = fopen(path, "r");
+    int ok = -1;
+    if (!f || fscanf(f, "verified %d", &ok) != 1)
+        ok = -1;
+    if (f)
+        fclose(f);
+    free(dir);
+    return rc == 0 ? ok : -1;
+}

@@ -1,0 +1,58 @@
+/*
+ * e2e.h - helpers for suites that drive the whole stack as its users do: a
+ * citizen's wallet, apps with their certificates, the admin.
+ */
+#ifndef VEIL_TEST_E2E_H
+#define VEIL_TEST_E2E_H
+
+#include "stack.h"
+#include "veil/gateway.pb-c.h"
+#include "wallet.h"
+
+/* A valid GB 11643 ID number from its first 17 digits (writes the check character). */
+void e2e_id_number(const char *first17, char out[19]);
+
+/* Enrols a fresh wallet for (id number, name); returns it or fails the test. */
+vw_wallet *e2e_enrol(h_stack *s, const char *id_number, const char *name);
+
+/* Enrolment that may fail: the status code, response in *resp (NULL on error). */
+veil_err e2e_try_enrol(h_stack *s, vw_wallet *w, const char *id_number, const char *name,
+                       Veil__Gateway__WalletEnrolResponse **resp, veil_status *st);
+
+/*
+ * An app's whole login: BeginLogin as app/<app_id>, a ticket from the wallet,
+ * CompleteLogin requesting attrs (n of them).  *resp is malloc'd (free with
+ * protobuf_c_message_free_unpacked) or NULL.
+ */
+veil_err e2e_login(h_stack *s, const char *app_id, const vw_wallet *w, const char *const *attrs,
+                   size_t n, Veil__Gateway__CompleteLoginResponse **resp, veil_status *st);
+
+/* BeginLogin only; the challenge is copied into out (32 bytes). */
+veil_err e2e_challenge(h_stack *s, const char *app_id, unsigned char out[32]);
+
+/* CompleteLogin with a given ticket, as app_id. */
+veil_err e2e_complete(h_stack *s, const char *app_id, const char *ticket, const char *const *attrs,
+                      size_t n, Veil__Gateway__CompleteLoginResponse **resp, veil_status *st);
+
+/* A device-signed Wallet call (method name as in the .proto); *resp malloc'd or NULL. */
+veil_err e2e_citizen(h_stack *s, const vw_wallet *w, const char *method,
+                     const ProtobufCMessage *payload, void *resp, veil_status *st);
+
+/* A call to the gateway's Admin, Login or Wallet service as identity. */
+veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescriptor *svc,
+                  const char *method, const ProtobufCMessage *req, void *resp, veil_status *st);
+
+/* Grants consent for attrs to app with a purpose, valid for a day. */
+void e2e_grant(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs, size_t n);
+
+/* The gateway's JWKS as JSON text (malloc'd). */
+char *e2e_jwks(h_stack *s);
+
+/*
+ * Verifies assertions with an independent JOSE implementation (Debian's
+ * python3-jwt) against jwks: signature, kid, alg EdDSA, audience, expiry.
+ * Returns how many verified.
+ */
+int e2e_verify_with_pyjwt(const char *jwks, char *const *tokens, char *const *audiences, size_t n);
+
+#endif

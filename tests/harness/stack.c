@@ -1,0 +1,143 @@
+/* stack.c - all five services for end-to-end suites (stack.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sodium.h>
+
+#include "stack.h"
+
+static const char *const names[] = {"gateway", "vault", "consent", "revocation", "pseudonym"};
+
+/* The NAME=VALUE strings of one service's environment, in static-enough storage. */
+struct env {
+    char v[16][1200];
+    const char *p[17];
+    int n;
+};
+
+static void env_add(struct env *e, const char *name, const char *value)
+{
+    if (name)
+        snprintf(e->v[e->n], sizeof e->v[e->n], "%s=%s", name, value);
+    else
+        snprintf(e->v[e->n], sizeof e->v[e->n], "%s", value);
+    e->p[e->n] = e->v[e->n];
+    e->p[++e->n] = NULL;
+}
+
+static void service_env(h_stack *s, int which, struct env *e)
+{
+    e->n = 0;
+    e->p[0] = NULL;
+    env_add(e, "VEIL_KEYS_DIR", s->keys[which]);
+    if (which <= H_REVOCATION)
+        env_add(e, "VEIL_DATABASE_URL", s->db[which]);
+    if (which == H_VAULT) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/proofing.pub", s->dir);
+        env_add(e, "VAULT_PROOFING_PUBLIC_KEY", path);
+    }
+    if (which == H_GATEWAY) {
+        env_add(e, "GATEWAY_VAULT_ADDR", s->vault.addr);
+        env_add(e, "GATEWAY_CONSENT_ADDR", s->consent.addr);
+        env_add(e, "GATEWAY_REVOCATION_ADDR", s->revocation.addr);
+        env_add(e, "GATEWAY_PSEUDONYM_ADDR", s->pseudonym.addr);
+        env_add(e, "GATEWAY_ISSUER", "https://veil.test");
+    }
+}
+
+int h_stack_command(h_stack *s, int which, const char *args)
+{
+    struct env e;
+    service_env(s, which, &e);
+    char cmd[8192] = "env";
+    for (int i = 0; i < e.n; i++) {
+        strncat(cmd, " '", sizeof cmd - strlen(cmd) - 1);
+        strncat(cmd, e.p[i], sizeof cmd - strlen(cmd) - 1);
+        strncat(cmd, "'", sizeof cmd - strlen(cmd) - 1);
+    }
+    char tail[2048];
+    snprintf(tail, sizeof tail, " %s/%s %s >>%s/%s-commands.log 2>&1", h_env("VEIL_TEST_BIN"),
+             names[which], args, s->dir, names[which]);
+    strncat(cmd, tail, sizeof cmd - strlen(cmd) - 1);
+    int rc = system(cmd);
+    if (rc != 0)
+        fprintf(stderr, "stack: `%s %s` failed (see %s/%s-commands.log)\n", names[which], args,
+                s->dir, names[which]);
+    return rc;
+}
+
+int h_stack_restart(h_stack *s, int which)
+{
+    h_proc *procs[] = {&s->gateway, &s->vault, &s->consent, &s->revocation, &s->pseudonym};
+    struct env e;
+    char identity[64];
+    service_env(s, which, &e);
+    snprintf(identity, sizeof identity, "svc/%s", names[which]);
+    return h_spawn(procs[which], names[which], identity, e.p);
+}
+
+int h_stack_start(h_stack *s, const char *const *gateway_env)
+{
+    memset(s, 0, sizeof *s);
+    s->dir = h_tempdir("stack");
+    static const char *const purposes[5][6] = {
+        {"assertion", NULL},
+        {"master", "blind", "audit", "webcert", "ticket", NULL},
+        {"receipt", NULL},
+        {NULL},
+        {"pseudonym", NULL},
+    };
+    for (int i = 0; i < 5; i++) {
+        snprintf(s->keys[i], sizeof s->keys[i], "%s/keys-%s", s->dir, names[i]);
+        mkdir(s->keys[i], 0700);
+        for (int k = 0; purposes[i][k]; k++)
+            h_keyfile(s->keys[i], purposes[i][k], 1);
+    }
+    for (int i = 0; i <= H_REVOCATION; i++)
+        s->db[i] = h_db_create(names[i]);
+
+    /* The development proofing authority: its public key is the vault's to trust. */
+    unsigned char pk[32], sk[64];
+    char pk64[64], path[1100];
+    randombytes_buf(s->proofing_seed, sizeof s->proofing_seed);
+    crypto_sign_seed_keypair(pk, sk, s->proofing_seed);
+    sodium_bin2base64(pk64, sizeof pk64, pk, sizeof pk, sodium_base64_VARIANT_ORIGINAL);
+    snprintf(path, sizeof path, "%s/proofing.pub", s->dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%s\n", pk64);
+    fclose(f);
+
+    for (int i = 0; i <= H_REVOCATION; i++)
+        if (h_stack_command(s, i, "migrate") != 0)
+            return -1;
+    char seed[2048];
+    snprintf(seed, sizeof seed, "seed-apps %s/db/gateway/sample/first-deployment-apps.tsv",
+             h_env("VEIL_SOURCE_DIR"));
+    if (h_stack_command(s, H_GATEWAY, seed) != 0)
+        return -1;
+    for (int i = H_VAULT; i <= H_PSEUDONYM; i++)
+        if (h_stack_restart(s, i) != 0)
+            return -1;
+    struct env e;
+    service_env(s, H_GATEWAY, &e);
+    for (const char *const *x = gateway_env; x && *x && e.n < 15; x++)
+        env_add(&e, NULL, *x);
+    return h_spawn(&s->gateway, "gateway", "svc/gateway", e.p);
+}
+
+int h_stack_stop(h_stack *s)
+{
+    h_proc *procs[] = {&s->gateway, &s->vault, &s->consent, &s->revocation, &s->pseudonym};
+    int bad = 0;
+    for (int i = 0; i < 5; i++)
+        if (procs[i]->pid > 0 && h_stop(procs[i]) != 0)
+            bad++;
+    for (int i = 0; i < 4; i++)
+        free(s->db[i]);
+    free(s->dir);
+    return bad;
+}

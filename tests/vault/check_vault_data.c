@@ -1,0 +1,618 @@
+/*
+ * check_vault_data.c - what the vault does with a citizen's data, over real
+ * gRPC and PostgreSQL: attribute release (exact set, values, age predicates
+ * on and around today's birthday in China Standard Time), the access log
+ * and its tamper detection (edited, reordered, deleted, moved and truncated
+ * rows), erasure (nothing left, a new identity afterwards), master-key
+ * rotation while serving (reads before, during and after, old key removed),
+ * and bulk loading of identities that log in like enrolled ones.
+ */
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sodium.h>
+
+#include "vtest.h"
+
+static void person(vt *t, vt_device *d, const char *rid, const char *id, const char *name,
+                   const char *app)
+{
+    veil_status st;
+    vt_new_device(d);
+    ck_assert_int_eq(vt_enrol(t, rid, id, name, d, NULL, &st), VEIL_OK);
+    ck_assert_int_eq(vt_login(t, d, app, &st), VEIL_OK);
+}
+
+static const Veil__Attribute *find(const Veil__Vault__ReleaseAttributesResponse *r,
+                                   const char *name)
+{
+    for (size_t i = 0; i < r->n_attributes; i++)
+        if (strcmp(r->attributes[i]->name, name) == 0)
+            return r->attributes[i];
+    return NULL;
+}
+
+static int flag_of(vt *t, const unsigned char *subject, const char *name)
+{
+    const char *names[] = {name};
+    Veil__Vault__ReleaseAttributesResponse *r;
+    veil_status st;
+    ck_assert_int_eq(vt_release(t, subject, "gov.socialsecurity", names, 1, "age check", &r, &st),
+                     VEIL_OK);
+    ck_assert_uint_eq(r->n_attributes, 1);
+    ck_assert_int_eq(r->attributes[0]->value_case, VEIL__ATTRIBUTE__VALUE_FLAG);
+    int v = r->attributes[0]->flag;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return v;
+}
+
+START_TEST(test_release_attributes)
+{
+    vt t;
+    vt_start(&t, NULL);
+    char id[19], id2[19];
+    vt_id_number(id, "440305", 1990, 3, 7, 1);   /* Guangdong, male */
+    vt_id_number(id2, "540102", 1950, 10, 1, 2); /* Xizang, female */
+    vt_device d, d2;
+    person(&t, &d, "r1", id, "王小明", "gov.tax");
+    person(&t, &d2, "r2", id2, "卓玛", "gov.tax");
+    veil_status st;
+    Veil__Vault__ReleaseAttributesResponse *r;
+
+    const char *all[] = {"province", "full_name",  "age_over_18", "real_name_verified",
+                         "gender",   "birth_date", "age_over_60", "age_over_14"};
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", all, 8, "tax filing", &r, &st), VEIL_OK);
+    ck_assert_uint_eq(r->n_attributes, 8);
+    for (size_t i = 0; i < 8; i++)
+        ck_assert_str_eq(r->attributes[i]->name, all[i]); /* exactly these, in this order */
+    const Veil__Attribute *a = find(r, "province");
+    ck_assert_int_eq(a->value_case, VEIL__ATTRIBUTE__VALUE_PROVINCE);
+    ck_assert_str_eq(a->province->code, "44");
+    ck_assert_str_eq(a->province->name, "广东省");
+    ck_assert_str_eq(a->province->name_en, "Guangdong");
+    ck_assert_str_eq(find(r, "full_name")->text, "王小明");
+    ck_assert_str_eq(find(r, "gender")->text, "male");
+    ck_assert_str_eq(find(r, "birth_date")->text, "1990-03-07");
+    ck_assert(find(r, "age_over_18")->flag);
+    ck_assert(find(r, "age_over_14")->flag);
+    ck_assert(!find(r, "age_over_60")->flag);
+    ck_assert(find(r, "real_name_verified")->flag);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    const char *some[] = {"gender", "province", "age_over_60"};
+    ck_assert_int_eq(vt_release(&t, d2.subject, "gov.tax", some, 3, "pension", &r, &st), VEIL_OK);
+    ck_assert_uint_eq(r->n_attributes, 3);
+    ck_assert_str_eq(find(r, "gender")->text, "female");
+    ck_assert_str_eq(find(r, "province")->province->code, "54");
+    ck_assert_str_eq(find(r, "province")->province->name, "西藏自治区");
+    ck_assert(find(r, "age_over_60")->flag);
+    ck_assert_ptr_null(find(r, "full_name"));
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    /* bad requests */
+    const char *unknown[] = {"gender", "shoe_size"};
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", unknown, 2, "x", &r, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "attributes[1] is not a known attribute");
+    const char *raw_id[] = {"id_number"};
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", raw_id, 1, "x", &r, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "attributes[0] is not a known attribute");
+    const char *twice[] = {"gender", "gender"};
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", twice, 2, "x", &r, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", all, 0, "x", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "attributes must name 1 to 32 attributes");
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", all, 1, "", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(st.message, "purpose"));
+    ck_assert_int_eq(vt_release(&t, d.subject, "GOV TAX", all, 1, "x", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "app_id is not a valid app id");
+    unsigned char nobody[32];
+    randombytes_buf(nobody, 32);
+    ck_assert_int_eq(vt_release(&t, nobody, "gov.tax", all, 1, "x", &r, &st), VEIL_ERR_NOT_FOUND);
+    ck_assert_str_eq(st.message, "subject not found");
+
+    /* each release (and only a successful one) is in the log, with names and purpose */
+    Veil__Vault__ListAccessLogResponse *log;
+    ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", d.subject, 32, &log, &st), VEIL_OK);
+    ck_assert(log->chain_valid);
+    ck_assert_uint_eq(log->n_entries, 2);
+    ck_assert_str_eq(log->entries[0]->action, "ticket_verified");
+    ck_assert_str_eq(log->entries[0]->app_id, "gov.tax");
+    ck_assert_uint_eq(log->entries[0]->n_attributes, 0);
+    Veil__Vault__AccessLogEntry *e = log->entries[1];
+    ck_assert_int_eq(e->seq, 2);
+    ck_assert_str_eq(e->action, "attributes_released");
+    ck_assert_str_eq(e->app_id, "gov.tax");
+    ck_assert_str_eq(e->purpose, "tax filing");
+    ck_assert_uint_eq(e->n_attributes, 8);
+    for (size_t i = 0; i < 8; i++)
+        ck_assert_str_eq(e->attributes[i], all[i]);
+    ck_assert(llabs((long long)(e->at_ms - veil_now_ms())) < 60000);
+    ck_assert(e->at_ms >= log->entries[0]->at_ms);
+    protobuf_c_message_free_unpacked(&log->base, NULL);
+    const char *secrets[] = {id, id2, "王小明", "卓玛", "1990-03-07"};
+    for (int i = 0; i < 5; i++)
+        ck_assert(!h_log_contains(&t.proc, secrets[i]));
+    vt_stop(&t);
+}
+END_TEST
+
+/* The date `years` before today (CST), or the day after it; 29 February falls back as the law does.
+ */
+static void years_ago(int years, int day_after, int *y, int *m, int *d)
+{
+    int ty, tm_, td;
+    vt_today_cst(&ty, &tm_, &td);
+    struct tm tm = {.tm_year = ty - years - 1900, .tm_mon = tm_ - 1, .tm_mday = td, .tm_hour = 12};
+    if (tm_ == 2 && td == 29 &&
+        !((ty - years) % 4 == 0 && ((ty - years) % 100 != 0 || (ty - years) % 400 == 0)))
+        tm.tm_mday = day_after ? 29 : 28; /* timegm turns 29 Feb of a common year into 1 March */
+    else if (day_after)
+        tm.tm_mday++;
+    time_t when = timegm(&tm);
+    gmtime_r(&when, &tm);
+    *y = tm.tm_year + 1900;
+    *m = tm.tm_mon + 1;
+    *d = tm.tm_mday;
+}
+
+START_TEST(test_age_boundaries)
+{
+    vt t;
+    vt_start(&t, NULL);
+    const int ages[] = {14, 18, 60};
+    const char *flags[] = {"age_over_14", "age_over_18", "age_over_60"};
+    for (int i = 0; i < 3; i++) {
+        for (int after = 0; after < 2; after++) {
+            int y, m, d;
+            years_ago(ages[i], after, &y, &m, &d);
+            char id[19], rid[32];
+            vt_id_number(id, "210102", y, m, d, 10 + i * 2 + after);
+            snprintf(rid, sizeof rid, "age-%d-%d", ages[i], after);
+            vt_device dev;
+            person(&t, &dev, rid, id, "边界", "game.tianfeng");
+            /* born N years ago today: N today; born the day after: N only tomorrow */
+            ck_assert_msg(flag_of(&t, dev.subject, flags[i]) == !after, "%s for %04d-%02d-%02d",
+                          flags[i], y, m, d);
+            for (int j = 0; j < 3; j++)
+                if (j != i)
+                    ck_assert_int_eq(flag_of(&t, dev.subject, flags[j]), ages[j] < ages[i]);
+        }
+    }
+    /* someone born today is enrolled and is 0 */
+    int y, m, d;
+    years_ago(0, 0, &y, &m, &d);
+    char id[19];
+    vt_id_number(id, "210102", y, m, d, 99);
+    vt_device baby;
+    person(&t, &baby, "baby", id, "新生", "gov.socialsecurity");
+    ck_assert_int_eq(flag_of(&t, baby.subject, "age_over_14"), 0);
+    vt_stop(&t);
+}
+END_TEST
+
+static void access_log(vt *t, const unsigned char *subject, int *valid, int64_t *first_bad,
+                       size_t *n)
+{
+    Veil__Vault__ListAccessLogResponse *log;
+    veil_status st;
+    ck_assert_int_eq(vt_subject_call(t, "ListAccessLog", subject, 32, &log, &st), VEIL_OK);
+    *valid = log->chain_valid;
+    *first_bad = log->first_bad_seq;
+    *n = log->n_entries;
+    protobuf_c_message_free_unpacked(&log->base, NULL);
+}
+
+static void expect_log(vt *t, const unsigned char *subject, int valid, int64_t first_bad, size_t n)
+{
+    int v;
+    int64_t fb;
+    size_t count;
+    access_log(t, subject, &v, &fb, &count);
+    ck_assert_int_eq(v, valid);
+    ck_assert_int_eq(fb, first_bad);
+    ck_assert_uint_eq(count, n);
+}
+
+static void sql_subject(vt *t, const char *sql, const unsigned char *subject)
+{
+    PGresult *r = vt_sql_bytes(t, sql, subject, 32);
+    PQclear(r);
+}
+
+START_TEST(test_access_log_tampering)
+{
+    vt t;
+    vt_start(&t, NULL);
+    char id[19], id2[19];
+    vt_id_number(id, "350102", 1980, 5, 20, 31);
+    vt_id_number(id2, "350102", 1981, 6, 21, 32);
+    vt_device d, other;
+    person(&t, &d, "r1", id, "林一", "chat.wechat");
+    person(&t, &other, "r2", id2, "林二", "chat.wechat");
+    veil_status st;
+    ck_assert_int_eq(vt_login(&t, &d, "shop.taobao", &st), VEIL_OK);
+    const char *names[] = {"age_over_18"};
+    Veil__Vault__ReleaseAttributesResponse *r;
+    ck_assert_int_eq(vt_release(&t, d.subject, "shop.taobao", names, 1, "age gate", &r, &st),
+                     VEIL_OK);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    ck_assert_int_eq(vt_login(&t, &d, "game.tianfeng", &st), VEIL_OK);
+    expect_log(&t, d.subject, 1, 0, 4);
+
+    /* keep a copy to restore after each tampering */
+    PQclear(vt_sql(&t, "CREATE TABLE saved (LIKE access_log)"));
+    sql_subject(&t, "INSERT INTO saved SELECT * FROM access_log WHERE subject_ref = $1", d.subject);
+
+    /* an edited entry (ciphertext byte) */
+    sql_subject(&t,
+                "UPDATE access_log SET entry = set_byte(entry, 30, get_byte(entry, 30) # 1) "
+                "WHERE subject_ref = $1 AND seq = 2",
+                d.subject);
+    expect_log(&t, d.subject, 0, 2, 4);
+    Veil__Vault__ListAccessLogResponse *log;
+    ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", d.subject, 32, &log, &st), VEIL_OK);
+    ck_assert_str_eq(log->entries[1]->action, "unreadable");
+    ck_assert_str_eq(log->entries[2]->action, "attributes_released");
+    protobuf_c_message_free_unpacked(&log->base, NULL);
+    sql_subject(&t,
+                "UPDATE access_log l SET entry = s.entry FROM saved s "
+                "WHERE l.subject_ref = $1 AND l.seq = s.seq",
+                d.subject);
+    expect_log(&t, d.subject, 1, 0, 4);
+
+    /* an edited time */
+    sql_subject(&t,
+                "UPDATE access_log SET at_ms = at_ms - 3600000 WHERE subject_ref = $1 AND seq = 3",
+                d.subject);
+    expect_log(&t, d.subject, 0, 3, 4);
+    sql_subject(&t,
+                "UPDATE access_log l SET at_ms = s.at_ms FROM saved s "
+                "WHERE l.subject_ref = $1 AND l.seq = s.seq",
+                d.subject);
+    expect_log(&t, d.subject, 1, 0, 4);
+
+    /* two rows swapped (entries and MACs together: still out of place) */
+    sql_subject(&t,
+                "UPDATE access_log l SET entry = s.entry, mac = s.mac FROM saved s "
+                "WHERE l.subject_ref = $1 AND l.subject_ref = s.subject_ref "
+                "AND ((l.seq = 1 AND s.seq = 2) OR (l.seq = 2 AND s.seq = 1))",
+                d.subject);
+    expect_log(&t, d.subject, 0, 1, 4);
+    sql_subject(&t,
+                "UPDATE access_log l SET entry = s.entry, mac = s.mac FROM saved s "
+                "WHERE l.subject_ref = $1 AND l.seq = s.seq",
+                d.subject);
+    expect_log(&t, d.subject, 1, 0, 4);
+
+    /* a deleted middle row */
+    sql_subject(&t, "DELETE FROM access_log WHERE subject_ref = $1 AND seq = 2", d.subject);
+    expect_log(&t, d.subject, 0, 2, 3);
+    sql_subject(&t, "INSERT INTO access_log SELECT * FROM saved WHERE seq = 2 AND subject_ref = $1",
+                d.subject);
+    expect_log(&t, d.subject, 1, 0, 4);
+
+    /* a deleted last row: the stored head notices */
+    sql_subject(&t, "DELETE FROM access_log WHERE subject_ref = $1 AND seq = 4", d.subject);
+    expect_log(&t, d.subject, 0, 4, 3);
+    sql_subject(&t, "INSERT INTO access_log SELECT * FROM saved WHERE seq = 4 AND subject_ref = $1",
+                d.subject);
+    expect_log(&t, d.subject, 1, 0, 4);
+
+    /* another citizen's genuine row moved into this log as entry 5 */
+    sql_subject(&t,
+                "INSERT INTO access_log (subject_ref, seq, at_ms, entry, mac) "
+                "SELECT $1, 5, at_ms, entry, mac FROM access_log "
+                "WHERE subject_ref <> $1 AND seq = 1",
+                d.subject);
+    sql_subject(&t,
+                "UPDATE access_heads SET seq = 5, head = (SELECT mac FROM access_log "
+                "WHERE subject_ref = $1 AND seq = 5) WHERE subject_ref = $1",
+                d.subject);
+    expect_log(&t, d.subject, 0, 5, 5);
+    /* the other citizen's log is untouched by all this */
+    expect_log(&t, other.subject, 1, 0, 1);
+    vt_stop(&t);
+}
+END_TEST
+
+START_TEST(test_erase)
+{
+    vt t;
+    vt_start(&t, NULL);
+    char id[19], id2[19];
+    vt_id_number(id, "530102", 1993, 7, 15, 51);
+    vt_id_number(id2, "530102", 1994, 8, 16, 53);
+    vt_device a, b, keep;
+    person(&t, &a, "ra", id, "段一", "chat.wechat");
+    vt_new_device(&b);
+    veil_status st;
+    ck_assert_int_eq(vt_enrol(&t, "rb", id, "段一", &b, NULL, &st), VEIL_OK);
+    person(&t, &keep, "rk", id2, "段二", "chat.wechat");
+    const char *names[] = {"full_name"};
+    Veil__Vault__ReleaseAttributesResponse *r;
+    ck_assert_int_eq(vt_release(&t, a.subject, "gov.tax", names, 1, "tax", &r, &st), VEIL_OK);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    Veil__Empty *empty;
+    ck_assert_int_eq(vt_subject_call(&t, "Erase", a.subject, 32, &empty, &st), VEIL_OK);
+    protobuf_c_message_free_unpacked(&empty->base, NULL);
+
+    /* nothing about the person is left; the other citizen is untouched */
+    const char *tables[] = {"citizens", "devices", "access_heads", "access_log", "enrol_requests"};
+    char sql[256];
+    for (int i = 0; i < 5; i++) {
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE subject_ref = $1", tables[i]);
+        PGresult *res = vt_sql_bytes(&t, sql, a.subject, 32);
+        ck_assert_msg(atoi(PQgetvalue(res, 0, 0)) == 0, "%s still holds rows", tables[i]);
+        PQclear(res);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE subject_ref = $1", tables[i]);
+        res = vt_sql_bytes(&t, sql, keep.subject, 32);
+        ck_assert_msg(atoi(PQgetvalue(res, 0, 0)) > 0, "%s lost the other citizen", tables[i]);
+        PQclear(res);
+    }
+    PGresult *res = vt_sql_bytes(&t, "SELECT count(*) FROM erased_subjects WHERE subject_ref = $1",
+                                 a.subject, 32);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "1");
+    PQclear(res);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM erased_subjects"), 1);
+
+    /* every later call about the subject finds nothing, and a ticket says nothing more */
+    ck_assert_int_eq(vt_login(&t, &a, "chat.wechat", &st), VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_str_eq(st.message, "login ticket could not be verified");
+    ck_assert_int_eq(vt_login(&t, &b, "chat.wechat", &st), VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_int_eq(vt_release(&t, a.subject, "gov.tax", names, 1, "tax", &r, &st),
+                     VEIL_ERR_NOT_FOUND);
+    void *resp;
+    ck_assert_int_eq(vt_subject_call(&t, "ListDevices", a.subject, 32, &resp, &st),
+                     VEIL_ERR_NOT_FOUND);
+    ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", a.subject, 32, &resp, &st),
+                     VEIL_ERR_NOT_FOUND);
+    Veil__Vault__LookupWebNumberRequest wn = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
+    wn.web_number = a.web_number;
+    ck_assert_int_eq(veil_channel_call(t.ch, "LookupWebNumber", &wn.base, NULL, 5000, &resp, &st),
+                     VEIL_ERR_NOT_FOUND);
+    /* erasing again is fine; a subject that never existed is not found */
+    ck_assert_int_eq(vt_subject_call(&t, "Erase", a.subject, 32, &empty, &st), VEIL_OK);
+    protobuf_c_message_free_unpacked(&empty->base, NULL);
+    unsigned char never[32];
+    randombytes_buf(never, 32);
+    ck_assert_int_eq(vt_subject_call(&t, "Erase", never, 32, &resp, &st), VEIL_ERR_NOT_FOUND);
+    ck_assert_int_eq(vt_login(&t, &keep, "chat.wechat", &st), VEIL_OK);
+
+    /* the same person enrolling later is a new identity, with a new device key as well as an old
+     * one */
+    vt_device again;
+    vt_new_device(&again);
+    int fresh = -1;
+    ck_assert_int_eq(vt_enrol(&t, "ra", id, "段一", &again, &fresh, &st), VEIL_OK);
+    ck_assert_int_eq(fresh, 1);
+    ck_assert_str_ne(again.web_number, a.web_number);
+    ck_assert_int_eq(vt_login(&t, &again, "chat.wechat", &st), VEIL_OK);
+    ck_assert_mem_ne(again.subject, a.subject, 32);
+    vt_device old_key = a;
+    ck_assert_int_eq(vt_enrol(&t, "ra-old-key", id, "段一", &old_key, &fresh, &st), VEIL_OK);
+    ck_assert_int_eq(fresh, 0);
+    expect_log(&t, again.subject, 1, 0, 1);
+    vt_stop(&t);
+}
+END_TEST
+
+struct reader {
+    vt *t;
+    vt_device *people;
+    int n;
+    atomic_int stop;
+    int reads, failures;
+};
+
+static void *keep_reading(void *arg)
+{
+    struct reader *rd = arg;
+    const char *names[] = {"birth_date"};
+    while (!atomic_load(&rd->stop)) {
+        for (int i = 0; i < rd->n; i++) {
+            Veil__Vault__ReleaseAttributesResponse *r;
+            veil_status st;
+            if (vt_release(rd->t, rd->people[i].subject, "gov.tax", names, 1, "rotation", &r,
+                           &st) == VEIL_OK) {
+                rd->reads++;
+                protobuf_c_message_free_unpacked(&r->base, NULL);
+            } else {
+                rd->failures++;
+            }
+        }
+    }
+    veil_client_thread_done();
+    return NULL;
+}
+
+static void birth_dates_are(vt *t, vt_device *people, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const char *names[] = {"birth_date"};
+        Veil__Vault__ReleaseAttributesResponse *r;
+        veil_status st;
+        char want[32];
+        ck_assert_int_eq(vt_release(t, people[i].subject, "gov.tax", names, 1, "check", &r, &st),
+                         VEIL_OK);
+        snprintf(want, sizeof want, "%04d-01-%02d", 1960 + i, i + 1);
+        ck_assert_str_eq(r->attributes[0]->text, want);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+}
+
+START_TEST(test_master_key_rotation)
+{
+    vt t;
+    vt_start(&t, NULL);
+    enum { N = 7 };
+    vt_device people[N];
+    for (int i = 0; i < N; i++) {
+        char id[19], rid[16];
+        vt_id_number(id, "410102", 1960 + i, 1, i + 1, 100 + i);
+        snprintf(rid, sizeof rid, "p%d", i);
+        person(&t, &people[i], rid, id, "钟某", "gov.tax");
+    }
+    birth_dates_are(&t, people, N);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens WHERE key_version = 1"), N);
+    PGresult *before = vt_sql(&t, "SELECT wrapped_key FROM citizens ORDER BY subject_ref");
+
+    /* a new master key; the rotation runs while the service keeps answering */
+    h_keyfile(t.keys, "master", 2);
+    struct reader rd = {.t = &t, .people = people, .n = N};
+    pthread_t th;
+    pthread_create(&th, NULL, keep_reading, &rd);
+    char out[8192];
+    int rc = vt_command(&t, "rotate-master-key --to 2 --batch 3", out, sizeof out);
+    atomic_store(&rd.stop, 1);
+    pthread_join(th, NULL);
+    ck_assert_msg(rc == 0, "rotate-master-key: %s", out);
+    ck_assert_msg(strstr(out, "7 re-wrapped"), "%s", out);
+    ck_assert_int_eq(rd.failures, 0);
+    ck_assert_int_gt(rd.reads, 0);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens WHERE key_version = 2"), N);
+    PGresult *after = vt_sql(&t, "SELECT wrapped_key FROM citizens ORDER BY subject_ref");
+    for (int i = 0; i < N; i++)
+        ck_assert_str_ne(PQgetvalue(before, i, 0), PQgetvalue(after, i, 0));
+    PQclear(before);
+    PQclear(after);
+    /* the running service reads through the new version (loaded on demand) */
+    birth_dates_are(&t, people, N);
+
+    /* once rotated, the old key can go: a restart without it still reads everything */
+    char path[1200];
+    snprintf(path, sizeof path, "%s/master-1.key", t.keys);
+    ck_assert_int_eq(unlink(path), 0);
+    vt_restart(&t);
+    birth_dates_are(&t, people, N);
+    vt_device late;
+    char id[19];
+    vt_id_number(id, "410102", 1999, 9, 9, 199);
+    person(&t, &late, "late", id, "钟某", "gov.tax");
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens WHERE key_version = 2"), N + 1);
+    /* the access logs written before the rotation still open and verify */
+    for (int i = 0; i < N; i++) {
+        int valid;
+        int64_t first_bad;
+        size_t n;
+        access_log(&t, people[i].subject, &valid, &first_bad, &n);
+        ck_assert(valid);
+        ck_assert_uint_ge(n, 4);
+    }
+
+    /* nothing left to do; unknown versions and bad arguments are refused */
+    ck_assert_int_eq(vt_command(&t, "rotate-master-key --to 2", out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "0 re-wrapped"), "%s", out);
+    /* a row naming a master key that is not there is reported, and the command fails */
+    PQclear(vt_sql_bytes(&t, "UPDATE citizens SET key_version = 9 WHERE subject_ref = $1",
+                         people[3].subject, 32));
+    ck_assert_int_eq(vt_command(&t, "rotate-master-key --to 2", out, sizeof out), 1);
+    ck_assert_msg(strstr(out, "1 could not be unwrapped"), "%s", out);
+    ck_assert_msg(strstr(out, "master key version 9: 1 data keys"), "%s", out);
+    PQclear(vt_sql_bytes(&t, "UPDATE citizens SET key_version = 2 WHERE subject_ref = $1",
+                         people[3].subject, 32));
+    ck_assert_int_eq(vt_command(&t, "rotate-master-key --to 5", out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "master-5.key"), "%s", out);
+    ck_assert_int_eq(vt_command(&t, "rotate-master-key --too 2", out, sizeof out), 2);
+    ck_assert_int_eq(vt_command(&t, "rotate-master-key --to 2 --batch 0", out, sizeof out), 2);
+    vt_stop(&t);
+}
+END_TEST
+
+START_TEST(test_bulk_enrol)
+{
+    vt t;
+    vt_start(&t, NULL);
+    char path[1024], args[1200], out[8192];
+    snprintf(path, sizeof path, "%s/bulk-%d.txt", h_env("VEIL_TEST_DIR"), (int)getpid());
+    snprintf(args, sizeof args, "bulk-enrol --count 40 --batch 15 --out '%s'", path);
+    ck_assert_msg(vt_command(&t, args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "40 identities enrolled"), "%s", out);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens"), 40);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM devices"), 40);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM access_heads"), 40);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(DISTINCT wrapped_key) FROM citizens"), 40);
+
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    int n = 0;
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_int_eq(line[0], '#');
+    while (fgets(line, sizeof line, f)) {
+        char device[64], seed64[128], wn[64];
+        ck_assert_int_eq(sscanf(line, "%63s %127s %63s", device, seed64, wn), 3);
+        n++;
+        if (n % 9 != 1)
+            continue;
+        /* a bulk identity logs in, releases attributes and is found by web number */
+        vt_device d;
+        memset(&d, 0, sizeof d);
+        unsigned char seed[32];
+        size_t len;
+        ck_assert_int_eq(veil_b64_decode(seed, sizeof seed, seed64, strlen(seed64), &len), 0);
+        ck_assert_uint_eq(len, 32);
+        crypto_sign_seed_keypair(d.pk, d.sk, seed);
+        snprintf(d.device_id, sizeof d.device_id, "%.32s", device);
+        ck_assert_int_eq(veil_device_id_parse(device, d.id), 0);
+        ck_assert(veil_web_number_valid(wn));
+        veil_status st;
+        ck_assert_int_eq(vt_login(&t, &d, "shop.taobao", &st), VEIL_OK);
+        const char *names[] = {"birth_date", "gender", "province", "real_name_verified",
+                               "full_name"};
+        Veil__Vault__ReleaseAttributesResponse *r;
+        ck_assert_int_eq(vt_release(&t, d.subject, "shop.taobao", names, 5, "bench", &r, &st),
+                         VEIL_OK);
+        int y, m, dd;
+        ck_assert_int_eq(sscanf(r->attributes[0]->text, "%d-%d-%d", &y, &m, &dd), 3);
+        ck_assert(y >= 1940 && y <= 2004);
+        ck_assert(strcmp(r->attributes[1]->text, "male") == 0 ||
+                  strcmp(r->attributes[1]->text, "female") == 0);
+        ck_assert_uint_eq(strlen(r->attributes[2]->province->code), 2);
+        ck_assert(r->attributes[3]->flag);
+        ck_assert(strlen(r->attributes[4]->text) >= 6); /* two or three CJK characters */
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+        Veil__Vault__LookupWebNumberRequest req = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
+        Veil__Vault__LookupWebNumberResponse *lr;
+        req.web_number = wn;
+        ck_assert_int_eq(
+            veil_channel_call(t.ch, "LookupWebNumber", &req.base, NULL, 5000, &lr, &st), VEIL_OK);
+        ck_assert_mem_eq(lr->subject_ref.data, d.subject, 32);
+        protobuf_c_message_free_unpacked(&lr->base, NULL);
+    }
+    fclose(f);
+    ck_assert_int_eq(n, 40);
+    /* loading the same people again is refused (blind index); the next ones load */
+    ck_assert_int_ne(vt_command(&t, args, out, sizeof out), 0);
+    snprintf(args, sizeof args, "bulk-enrol --count 20 --first 40 --out '%s'", path);
+    ck_assert_msg(vt_command(&t, args, out, sizeof out) == 0, "%s", out);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens"), 60);
+    remove(path);
+    vt_stop(&t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("vault_data");
+    TCase *tc = tcase_create("data");
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, test_release_attributes);
+    tcase_add_test(tc, test_age_boundaries);
+    tcase_add_test(tc, test_access_log_tampering);
+    tcase_add_test(tc, test_erase);
+    tcase_add_test(tc, test_master_key_rotation);
+    tcase_add_test(tc, test_bulk_enrol);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,105 @@
+/*
+ * vtest.h - what the vault suites share: a real vault process on a fresh
+ * database of the test cluster, with fresh key files and a test proofing
+ * authority, called over gRPC as svc/gateway; plus the wallet's side
+ * (device keys, attestations, tickets, citizen requests) built with
+ * libveil's formats, and SQL access for inspecting and tampering.
+ */
+#ifndef VEIL_VTEST_H
+#define VEIL_VTEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+
+#include "harness.h"
+#include "veil/formats.h"
+#include "veil/vault.pb-c.h"
+
+typedef struct vt {
+    h_proc proc;
+    char *db;                 /* libpq connection string of the vault's database */
+    char *keys;               /* VEIL_KEYS_DIR */
+    char proofing_file[1100]; /* VAULT_PROOFING_PUBLIC_KEY */
+    unsigned char proof_pk[32], proof_sk[64];
+    veil_channel *ch; /* as svc/gateway */
+    unsigned char ticket_pk[32];
+    uint32_t ticket_version;
+    char env[8][1200]; /* extra NAME=VALUE given to the process */
+    size_t n_env;
+} vt;
+
+/* A wallet: one device key pair, and what enrolment gave it. */
+typedef struct vt_device {
+    unsigned char pk[32], sk[64];
+    char device_id[33];
+    unsigned char id[VEIL_DEVICE_ID_BYTES];
+    char web_number[24];
+    unsigned char subject[32]; /* from VerifyTicket, once known */
+} vt_device;
+
+/*
+ * Creates the database (migrated with `vault migrate`), key files and a
+ * proofing authority, starts the vault with the extra environment (NULL or
+ * NULL-terminated NAME=VALUE strings) and opens a gateway channel.
+ */
+void vt_start(vt *t, const char *const *env);
+/* SIGTERM (asserting a clean exit) and frees everything. */
+void vt_stop(vt *t);
+/* Stops and starts the process again with the same database, keys and environment. */
+void vt_restart(vt *t);
+
+/* Runs `vault <args>` with the suite's configuration; returns the exit status, output in out. */
+int vt_command(vt *t, const char *args, char *out, size_t cap);
+
+/* A valid ID number: region (6 digits), birth date, sequence, check character computed here. */
+void vt_id_number(char out[19], const char *region, int y, int m, int d, int seq);
+
+/* A fresh device key pair. */
+void vt_new_device(vt_device *d);
+
+/* Signs an attestation as the test proofing authority. */
+void vt_attest(const vt *t, const char *id, const char *name, int face_match,
+               const unsigned char pk[32], int64_t at_ms, unsigned char sig[64]);
+
+/* Enrols with a fresh, correctly signed attestation (now); fills d's ids on success. */
+veil_err vt_enrol(vt *t, const char *request_id, const char *id, const char *name, vt_device *d,
+                  int *new_identity, veil_status *st);
+
+/* Enrol with every field given (the attestation as built by the caller). */
+veil_err vt_enrol_raw(vt *t, const Veil__Vault__EnrolRequest *req,
+                      Veil__Vault__EnrolResponse **resp, veil_status *st);
+
+/* A ticket string made by device d (malloc'd). */
+char *vt_ticket(const vt *t, const vt_device *d, const char *app, const unsigned char challenge[32],
+                int64_t time_ms);
+
+/* VerifyTicket; on success fills subject (32 bytes) and device_id text (33). */
+veil_err vt_verify(vt *t, const char *ticket, const char *app, const unsigned char *challenge,
+                   size_t challenge_len, unsigned char *subject, char *device_id, veil_status *st);
+
+/* A full login by device d at app; fills d->subject. */
+veil_err vt_login(vt *t, vt_device *d, const char *app, veil_status *st);
+
+/* ReleaseAttributes; *resp freed by the caller with protobuf_c_message_free_unpacked. */
+veil_err vt_release(vt *t, const unsigned char *subject, const char *app, const char *const *names,
+                    size_t n, const char *purpose, Veil__Vault__ReleaseAttributesResponse **resp,
+                    veil_status *st);
+
+/* A subject-only call (ListDevices, ListAccessLog, Erase) with its reply in *resp. */
+veil_err vt_subject_call(vt *t, const char *method, const unsigned char *subject, size_t len,
+                         void *resp, veil_status *st);
+
+/* ---- the database ---- */
+
+/* Runs SQL (no parameters) on the vault's database; returns the result (PQclear it). */
+PGresult *vt_sql(const vt *t, const char *sql);
+/* The first column of the first row as an integer. */
+long long vt_sql_int(const vt *t, const char *sql);
+/* Runs a statement with one bytea parameter ($1). */
+PGresult *vt_sql_bytes(const vt *t, const char *sql, const unsigned char *p, size_t n);
+
+/* Today's date in China Standard Time from the test's own clock: y, m, d. */
+void vt_today_cst(int *y, int *m, int *d);
+
+#endif
