@@ -9,11 +9,15 @@ function(veil_embed_migrations target service)
   file(GLOB sqls CONFIGURE_DEPENDS ${dir}/[0-9][0-9][0-9]_*.sql)
   list(SORT sqls)
   set(out ${CMAKE_CURRENT_BINARY_DIR}/${service}_migrations.c)
+  # The list travels as one argument: its semicolons must reach the script
+  # as semicolons, not split the command line.
+  string(REPLACE ";" "$<SEMICOLON>" sqls_arg "${sqls}")
   add_custom_command(
     OUTPUT ${out}
     COMMAND ${CMAKE_COMMAND} -DSERVICE=${service} -DOUT=${out}
-            "-DSQLS=${sqls}" -P ${PROJECT_SOURCE_DIR}/cmake/embed_migrations.cmake
+            "-DSQLS=${sqls_arg}" -P ${PROJECT_SOURCE_DIR}/cmake/embed_migrations.cmake
     DEPENDS ${sqls} ${PROJECT_SOURCE_DIR}/cmake/embed_migrations.cmake
-    COMMENT "Embedding ${service} migrations")
+    COMMENT "Embedding ${service} migrations"
+    VERBATIM)
   target_sources(${target} PRIVATE ${out})
 endfunction()

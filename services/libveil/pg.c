@@ -294,6 +294,23 @@ void veil_pg_rollback(veil_pg *c)
     }
 }
 
+veil_err veil_db_begin(veil_db *db, veil_pg **out)
+{
+    veil_err err = veil_db_conn(db, out);
+    if (!err && (err = veil_pg_begin(*out)) != VEIL_OK)
+        *out = NULL;
+    return err;
+}
+
+veil_err veil_pg_end(veil_pg *c, veil_err err)
+{
+    if (!err)
+        err = veil_pg_commit(c);
+    if (err)
+        veil_pg_rollback(c);
+    return err;
+}
+
 /* ---- typed getters ---- */
 
 static int type_ok(const PGresult *r, int col, const Oid *ok, size_t n)

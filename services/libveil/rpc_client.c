@@ -166,8 +166,10 @@ static void pending_free(veil_pending *p)
     free(p);
 }
 
-veil_err veil_channel_start(veil_channel *c, const char *method, const ProtobufCMessage *req,
-                            int64_t timeout_ms, veil_cq *q, void *user, veil_pending **out)
+/* Starts a call; flags go on its initial metadata (GRPC_INITIAL_METADATA_*). */
+static veil_err start_call(veil_channel *c, const char *method, const ProtobufCMessage *req,
+                           int64_t timeout_ms, uint32_t flags, veil_cq *q, void *user,
+                           veil_pending **out)
 {
     *out = NULL;
     const ProtobufCMethodDescriptor *m =
@@ -207,6 +209,7 @@ veil_err veil_channel_start(veil_channel *c, const char *method, const ProtobufC
     grpc_op *op = p->ops;
     memset(p->ops, 0, sizeof p->ops);
     op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    op->flags = flags;
     if (c->dev_identity) {
         p->dev_md.key = grpc_slice_from_static_string(VEIL_DEV_PEER_HEADER);
         p->dev_md.value = grpc_slice_from_static_string(c->dev_identity);
@@ -239,6 +242,22 @@ veil_err veil_channel_start(veil_channel *c, const char *method, const ProtobufC
     return VEIL_OK;
 }
 
+veil_err veil_channel_start(veil_channel *c, const char *method, const ProtobufCMessage *req,
+                            int64_t timeout_ms, veil_cq *q, void *user, veil_pending **out)
+{
+    return start_call(c, method, req, timeout_ms, 0, q, user, out);
+}
+
+veil_err veil_channel_start_wait_ready(veil_channel *c, const char *method,
+                                       const ProtobufCMessage *req, int64_t timeout_ms,
+                                       veil_cq *q, void *user, veil_pending **out)
+{
+    return start_call(c, method, req, timeout_ms,
+                      GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+                          GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET,
+                      q, user, out);
+}
+
 veil_pending *veil_cq_next(veil_cq *q, int64_t timeout_ms)
 {
     gpr_timespec until = timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
@@ -248,6 +267,11 @@ veil_pending *veil_cq_next(veil_cq *q, int64_t timeout_ms)
     if (ev.type != GRPC_OP_COMPLETE)
         return NULL;
     return ev.tag;
+}
+
+void veil_pending_cancel(veil_pending *p)
+{
+    grpc_call_cancel(p->call, NULL);
 }
 
 veil_err veil_pending_finish(veil_pending *p, ProtobufCAllocator *alloc, void *resp,

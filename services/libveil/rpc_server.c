@@ -31,6 +31,7 @@
 
 #define SLOTS_PER_METHOD 16
 #define MAX_SERVICES 8
+#define MAX_DRAIN_HOOKS 4
 
 struct method {
     char *path;
@@ -88,6 +89,11 @@ struct veil_server {
     atomic_int serving;
     int started;
     struct tag shutdown_tag;
+    struct {
+        void (*fn)(void *arg);
+        void *arg;
+    } drain_hooks[MAX_DRAIN_HOOKS];
+    size_t n_drain_hooks;
 };
 
 /* ---- the call arena as a protobuf-c allocator ---- */
@@ -634,11 +640,23 @@ static gpr_timespec in_ms(int64_t ms)
     return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
+veil_err veil_server_on_drain(veil_server *s, void (*fn)(void *arg), void *arg)
+{
+    if (s->started || s->n_drain_hooks == MAX_DRAIN_HOOKS)
+        return VEIL_ERR_INTERNAL;
+    s->drain_hooks[s->n_drain_hooks].fn = fn;
+    s->drain_hooks[s->n_drain_hooks].arg = arg;
+    s->n_drain_hooks++;
+    return VEIL_OK;
+}
+
 void veil_server_drain(veil_server *s)
 {
     if (!s || !s->started)
         return;
     veil_server_set_serving(s, 0);
+    for (size_t i = 0; i < s->n_drain_hooks; i++)
+        s->drain_hooks[i].fn(s->drain_hooks[i].arg);
     veil_log(VEIL_LOG_INFO, "draining", VL_INT("delay_ms", s->cfg.drain_delay_ms),
              VL_INT("grace_ms", s->cfg.drain_grace_ms), VL_END);
     if (s->cfg.drain_delay_ms > 0)

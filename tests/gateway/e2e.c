@@ -60,15 +60,15 @@ vw_wallet *e2e_enrol(h_stack *s, const char *id_number, const char *name)
     return w;
 }
 
-veil_err e2e_challenge(h_stack *s, const char *app_id, unsigned char out[32])
+/* BeginLogin as the app; st receives the gateway's status when it refuses. */
+static veil_err challenge(h_stack *s, const char *app_id, unsigned char out[32], veil_status *st)
 {
     char identity[128];
     snprintf(identity, sizeof identity, "app/%s", app_id);
     Veil__Gateway__BeginLoginRequest req = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
     Veil__Gateway__BeginLoginResponse *resp;
-    veil_status st;
     veil_err err = e2e_call(s, identity, &veil__gateway__login__descriptor, "BeginLogin", &req.base,
-                            &resp, &st);
+                            &resp, st);
     if (err)
         return err;
     ck_assert_uint_eq(resp->challenge.len, 32);
@@ -76,6 +76,12 @@ veil_err e2e_challenge(h_stack *s, const char *app_id, unsigned char out[32])
     memcpy(out, resp->challenge.data, 32);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return VEIL_OK;
+}
+
+veil_err e2e_challenge(h_stack *s, const char *app_id, unsigned char out[32])
+{
+    veil_status st;
+    return challenge(s, app_id, out, &st);
 }
 
 veil_err e2e_complete(h_stack *s, const char *app_id, const char *ticket, const char *const *attrs,
@@ -97,12 +103,9 @@ veil_err e2e_login(h_stack *s, const char *app_id, const vw_wallet *w, const cha
     unsigned char ch[32];
     char *ticket;
     *resp = NULL;
-    veil_err err = e2e_challenge(s, app_id, ch);
-    if (err) {
-        st->code = veil_err_status(err);
-        snprintf(st->message, sizeof st->message, "BeginLogin failed");
+    veil_err err = challenge(s, app_id, ch, st); /* a refusal keeps the gateway's message */
+    if (err)
         return err;
-    }
     ck_assert_int_eq(vw_ticket(w, app_id, ch, sizeof ch, veil_now_ms(), &ticket), VEIL_OK);
     err = e2e_complete(s, app_id, ticket, attrs, n, resp, st);
     free(ticket);

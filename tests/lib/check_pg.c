@@ -197,6 +197,36 @@ START_TEST(test_transaction_rollback)
 }
 END_TEST
 
+START_TEST(test_begin_and_end)
+{
+    char *ci;
+    veil_db *db = open_db(&ci);
+    veil_pg *c;
+    PGresult *r;
+    veil_pg_param p[] = {vp_i64(7), vp_bytes("", 0), vp_text("kept")};
+    veil_pg_param key = vp_i64(7);
+    /* an error: veil_pg_end rolls back and hands the error on */
+    ck_assert_int_eq(veil_db_begin(db, &c), VEIL_OK);
+    ck_assert_int_eq(veil_pg_exec(c, ST_INSERT, p, 3, &r), VEIL_OK);
+    PQclear(r);
+    ck_assert_int_eq(veil_pg_end(c, VEIL_ERR_PRECONDITION), VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(veil_pg_exec(c, ST_GET, &key, 1, &r), VEIL_OK);
+    ck_assert_int_eq(PQntuples(r), 0);
+    PQclear(r);
+    /* success: it commits */
+    ck_assert_int_eq(veil_db_begin(db, &c), VEIL_OK);
+    ck_assert_int_eq(veil_pg_exec(c, ST_INSERT, p, 3, &r), VEIL_OK);
+    PQclear(r);
+    ck_assert_int_eq(veil_pg_end(c, VEIL_OK), VEIL_OK);
+    veil_db_thread_done(db); /* a fresh connection sees it */
+    ck_assert_int_eq(run(db, ST_GET, &key, 1, &r), VEIL_OK);
+    ck_assert_int_eq(PQntuples(r), 1);
+    PQclear(r);
+    veil_db_free(db);
+    free(ci);
+}
+END_TEST
+
 static veil_db *shared_db;
 static int64_t thread_pid;
 
@@ -302,6 +332,7 @@ int main(void)
     tcase_add_test(tc, test_binary_params_and_results);
     tcase_add_test(tc, test_sqlstate_mapping);
     tcase_add_test(tc, test_transaction_rollback);
+    tcase_add_test(tc, test_begin_and_end);
     tcase_add_test(tc, test_connection_per_thread);
     tcase_add_test(tc, test_reconnect_after_restart);
     tcase_add_test(tc, test_backoff_while_down);

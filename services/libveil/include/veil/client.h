@@ -69,6 +69,25 @@ veil_err veil_channel_start(veil_channel *ch, const char *method, const Protobuf
 /* The next finished call, or NULL after timeout_ms. */
 veil_pending *veil_cq_next(veil_cq *cq, int64_t timeout_ms);
 
+/*
+ * As veil_channel_start, but "wait for ready": while the peer cannot be
+ * reached the call waits (up to its deadline) for the channel to connect
+ * instead of failing at once with UNAVAILABLE.  A thread waiting for such a
+ * call also drives the reconnection, which matters in processes where no
+ * other thread polls grpc (a client without a server): there a fail-fast
+ * call made after the peer restarted finds the channel still broken.
+ */
+veil_err veil_channel_start_wait_ready(veil_channel *ch, const char *method,
+                                       const ProtobufCMessage *req, int64_t timeout_ms,
+                                       veil_cq *cq, void *user, veil_pending **out) VEIL_WUR;
+
+/*
+ * Cancels a started call (any thread may do this while the call is still
+ * pending); its completion still arrives through veil_cq_next, with status
+ * CANCELLED unless it had already finished.
+ */
+void veil_pending_cancel(veil_pending *p);
+
 /* The outcome of a finished call, as veil_channel_call gives it; frees p. */
 veil_err veil_pending_finish(veil_pending *p, ProtobufCAllocator *alloc, void *resp,
                              veil_status *st, void **user);

@@ -74,6 +74,16 @@ veil_err veil_pg_commit(veil_pg *c) VEIL_WUR;
 /* Rolls back if a transaction is open; never fails visibly. */
 void veil_pg_rollback(veil_pg *c);
 
+/* The calling thread's connection with a transaction begun on it (conn + BEGIN). */
+veil_err veil_db_begin(veil_db *db, veil_pg **out) VEIL_WUR;
+
+/*
+ * Ends the transaction on c: commits when err is VEIL_OK, otherwise rolls
+ * back.  Returns err, or the COMMIT's failure (after which nothing was
+ * written either).  The one-line end of a store's mutation.
+ */
+veil_err veil_pg_end(veil_pg *c, veil_err err) VEIL_WUR;
+
 /* The libpq connection, for LISTEN and the migration runner. */
 PGconn *veil_pg_raw(veil_pg *c);
 

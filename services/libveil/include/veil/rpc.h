@@ -108,6 +108,14 @@ void veil_server_set_serving(veil_server *srv, int serving);
  */
 void veil_server_drain(veil_server *srv);
 
+/*
+ * Registers fn(arg) to run once when veil_server_drain begins, before the
+ * drain delay.  Long-poll handlers use it to return at once rather than hold
+ * the drain up for the grace period (veil/feed.h).  fn runs on the draining
+ * thread and must not block.  At most 4 hooks; register before starting.
+ */
+veil_err veil_server_on_drain(veil_server *srv, void (*fn)(void *arg), void *arg) VEIL_WUR;
+
 /* Frees a drained (or never started) server; accepts NULL. */
 void veil_server_free(veil_server *srv);
 

@@ -1,0 +1,394 @@
+/*
+ * store.c - the revocation service's PostgreSQL store, the only file of the
+ * service that speaks SQL.  Every mutation is one transaction that ends by
+ * appending its change to the feed (veil/feedlog.h), so a change is either
+ * committed together with its feed entry and app events or not at all.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "revocation.h"
+#include "veil/feedlog.h"
+#include "veil/pg.h"
+
+enum {
+    ST_FACTS,
+    ST_REVOKE_DEVICE,
+    ST_IDENTITY_ENSURE,
+    ST_IDENTITY_LOCK,
+    ST_IDENTITY_SET,
+    ST_LINKED_APPS,
+    ST_UNLINK,
+    ST_LINK_LOCK,
+    ST_RELINK,
+    ST_LOGIN_RELINK,
+    ST_LOGIN_CREATE,
+    ST_LINK_EPOCH,
+    ST_APP_ENSURE,
+    ST_APP_LOCK,
+    ST_APP_SET,
+    ST_FEED,
+    ST_COUNT = ST_FEED + VEIL_FEEDLOG_N_STMTS
+};
+
+static const veil_pg_stmt stmts[ST_COUNT] = {
+    [ST_FACTS] =
+        {"facts",
+         "SELECT (SELECT state FROM identities WHERE subject_ref = $1),"
+         " EXISTS (SELECT 1 FROM revoked_devices WHERE subject_ref = $1 AND device_id = $2),"
+         " (SELECT state FROM apps WHERE app_id = $3), l.linked, l.epoch"
+         " FROM (SELECT 1) AS one"
+         " LEFT JOIN app_links l ON l.subject_ref = $1 AND l.app_id = $3"},
+    [ST_REVOKE_DEVICE] = {"revoke_device",
+                          "INSERT INTO revoked_devices (subject_ref, device_id, revoked_at)"
+                          " VALUES ($1, $2, now()) ON CONFLICT DO NOTHING RETURNING 1"},
+    /* A row to lock even for a subject never seen: concurrent first changes then queue. */
+    [ST_IDENTITY_ENSURE] = {"identity_ensure",
+                            "INSERT INTO identities (subject_ref, state, changed_at)"
+                            " VALUES ($1, 'active', now()) ON CONFLICT DO NOTHING"},
+    [ST_IDENTITY_LOCK] = {"identity_lock",
+                          "SELECT state FROM identities WHERE subject_ref = $1 FOR UPDATE"},
+    [ST_IDENTITY_SET] = {"identity_set",
+                         "UPDATE identities SET state = $2, reason = $3, changed_at = now()"
+                         " WHERE subject_ref = $1"},
+    [ST_LINKED_APPS] = {"linked_apps",
+                        "SELECT app_id, epoch FROM app_links WHERE subject_ref = $1 AND linked"
+                        " ORDER BY app_id"},
+    [ST_UNLINK] = {"unlink", "UPDATE app_links SET linked = false, changed_at = now()"
+                             " WHERE subject_ref = $1 AND app_id = $2 AND linked RETURNING epoch"},
+    [ST_LINK_LOCK] = {"link_lock",
+                      "SELECT linked, epoch FROM app_links WHERE subject_ref = $1 AND app_id = $2"
+                      " FOR UPDATE"},
+    [ST_RELINK] =
+        {"relink",
+         "UPDATE app_links SET linked = true, epoch = epoch + $3::int8, changed_at = now()"
+         " WHERE subject_ref = $1 AND app_id = $2 RETURNING epoch"},
+    /* Only if still unlinked: two logins racing re-link once, not twice. */
+    [ST_LOGIN_RELINK] = {"login_relink",
+                         "UPDATE app_links SET linked = true, epoch = epoch + 1, changed_at = now()"
+                         " WHERE subject_ref = $1 AND app_id = $2 AND NOT linked RETURNING epoch"},
+    [ST_LOGIN_CREATE] = {"login_create",
+                         "INSERT INTO app_links (subject_ref, app_id, epoch, linked, changed_at)"
+                         " VALUES ($1, $2, 0, true, now()) ON CONFLICT DO NOTHING RETURNING epoch"},
+    [ST_LINK_EPOCH] = {"link_epoch",
+                       "SELECT epoch FROM app_links WHERE subject_ref = $1 AND app_id = $2"},
+    [ST_APP_ENSURE] = {"app_ensure",
+                       "INSERT INTO apps (app_id, state, changed_at) VALUES ($1, 'active', now())"
+                       " ON CONFLICT DO NOTHING"},
+    [ST_APP_LOCK] = {"app_lock", "SELECT state FROM apps WHERE app_id = $1 FOR UPDATE"},
+    [ST_APP_SET] =
+        {"app_set",
+         "UPDATE apps SET state = $2, reason = $3, changed_at = now() WHERE app_id = $1"},
+    VEIL_FEEDLOG_STMTS(ST_FEED),
+};
+
+struct revocation_store {
+    veil_db *db;
+};
+
+static const char *const identity_names[] = {"active", "suspended", "revoked"};
+static const char *const app_names[] = {"active", "revoked"};
+
+static revocation_identity_state identity_from(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, identity_names[i]) == 0)
+            return (revocation_identity_state)i;
+    return VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE;
+}
+
+veil_err revocation_store_open(const char *conninfo, struct revocation_store **out)
+{
+    *out = NULL;
+    struct revocation_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return VEIL_ERR_NOMEM;
+    veil_err err = veil_db_new(conninfo, stmts, ST_COUNT, &s->db);
+    if (err) {
+        free(s);
+        return err;
+    }
+    *out = s;
+    return VEIL_OK;
+}
+
+void revocation_store_close(struct revocation_store *s)
+{
+    if (!s)
+        return;
+    veil_db_free(s->db);
+    free(s);
+}
+
+/*
+ * Ends a transaction that may have found nothing to do: commits only when
+ * *changed, otherwise (nothing to change, or a failure) rolls back.
+ */
+static veil_err finish_if_changed(veil_pg *c, veil_err err, int *changed)
+{
+    if (!*changed) {
+        veil_pg_rollback(c);
+        return err;
+    }
+    err = veil_pg_end(c, err);
+    if (err)
+        *changed = 0;
+    return err;
+}
+
+/* Runs a statement that returns at most one row; *found says whether it did. */
+static veil_err one_row(veil_pg *c, int stmt, const veil_pg_param *p, int n, PGresult **r,
+                        int *found)
+{
+    veil_err err = veil_pg_exec(c, stmt, p, n, r);
+    *found = !err && PQntuples(*r) > 0;
+    return err;
+}
+
+veil_err revocation_store_facts(struct revocation_store *s, const unsigned char *subject,
+                                const char *device_id, const char *app_id,
+                                struct revocation_facts *out)
+{
+    veil_pg *c;
+    PGresult *r;
+    memset(out, 0, sizeof *out);
+    veil_err err = veil_db_conn(s->db, &c);
+    if (err)
+        return err;
+    veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(device_id),
+                         vp_text(app_id)};
+    err = veil_pg_exec(c, ST_FACTS, p, 3, &r);
+    if (err)
+        return err;
+    out->identity = identity_from(veil_pg_get_text(r, 0, 0));
+    out->device_revoked = veil_pg_get_bool(r, 0, 1);
+    out->app_revoked = strcmp(veil_pg_get_text(r, 0, 2), "revoked") == 0;
+    out->has_link = !veil_pg_is_null(r, 0, 3);
+    out->linked = veil_pg_get_bool(r, 0, 3);
+    out->epoch = (uint32_t)veil_pg_get_i64(r, 0, 4);
+    PQclear(r);
+    return VEIL_OK;
+}
+
+veil_err revocation_store_revoke_device(struct revocation_store *s, const unsigned char *subject,
+                                        const char *device_id, int *changed)
+{
+    veil_pg *c;
+    PGresult *r = NULL;
+    int64_t seq;
+    *changed = 0;
+    veil_err err = veil_db_begin(s->db, &c);
+    if (err)
+        return err;
+    veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(device_id)};
+    err = one_row(c, ST_REVOKE_DEVICE, p, 2, &r, changed);
+    if (!err && *changed) {
+        veil_feed_change ch = {
+            .kind = "device_revoked", .subject_ref = subject, .device_id = device_id};
+        err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+    }
+    PQclear(r);
+    return veil_pg_end(c, err);
+}
+
+/* Tells every app the subject is linked with, each at its own link epoch. */
+static veil_err fan_out(veil_pg *c, const unsigned char *subject, const char *kind)
+{
+    PGresult *r;
+    veil_pg_param p = vp_bytes(subject, REVOCATION_SUBJECT_BYTES);
+    veil_err err = veil_pg_exec(c, ST_LINKED_APPS, &p, 1, &r);
+    for (int i = 0; !err && i < PQntuples(r); i++)
+        err = veil_feedlog_app_event(c, ST_FEED, veil_pg_get_text(r, i, 0), kind, subject,
+                                     (uint32_t)veil_pg_get_i64(r, i, 1), NULL, 0);
+    PQclear(r);
+    return err;
+}
+
+veil_err revocation_store_set_identity(struct revocation_store *s, const unsigned char *subject,
+                                       revocation_identity_state state, const char *reason,
+                                       int *changed)
+{
+    veil_pg *c;
+    PGresult *r = NULL;
+    int found;
+    int64_t seq;
+    *changed = 0;
+    veil_err err = veil_db_begin(s->db, &c);
+    if (err)
+        return err;
+    veil_pg_param key = vp_bytes(subject, REVOCATION_SUBJECT_BYTES);
+    err = veil_pg_exec(c, ST_IDENTITY_ENSURE, &key, 1, &r);
+    PQclear(r);
+    r = NULL;
+    if (!err)
+        err = one_row(c, ST_IDENTITY_LOCK, &key, 1, &r, &found);
+    if (err)
+        goto out;
+    revocation_identity_state now = found ? identity_from(veil_pg_get_text(r, 0, 0))
+                                          : VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE;
+    if (now == state)
+        goto out; /* nothing to change: no change recorded, rolled back */
+    if (now == VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED) {
+        err = VEIL_ERR_PRECONDITION;
+        goto out;
+    }
+    PQclear(r);
+    veil_pg_param p[] = {key, vp_text(identity_names[state]), vp_text(reason)};
+    err = veil_pg_exec(c, ST_IDENTITY_SET, p, 3, &r);
+    const char *kind =
+        state == VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE      ? "identity_reinstated"
+        : state == VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_SUSPENDED ? "identity_suspended"
+                                                                        : "identity_revoked";
+    veil_feed_change ch = {.kind = kind, .subject_ref = subject};
+    if (!err)
+        err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+    if (!err)
+        err = fan_out(c, subject, kind);
+    *changed = !err;
+out:
+    PQclear(r);
+    return finish_if_changed(c, err, changed);
+}
+
+veil_err revocation_store_unlink(struct revocation_store *s, const unsigned char *subject,
+                                 const char *app_id, uint32_t *epoch)
+{
+    veil_pg *c;
+    PGresult *r = NULL;
+    int found;
+    int64_t seq;
+    *epoch = 0;
+    veil_err err = veil_db_begin(s->db, &c);
+    if (err)
+        return err;
+    veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id)};
+    err = one_row(c, ST_UNLINK, p, 2, &r, &found);
+    if (!err && !found)
+        err = VEIL_ERR_NOT_FOUND;
+    if (err)
+        goto out;
+    *epoch = (uint32_t)veil_pg_get_i64(r, 0, 0);
+    veil_feed_change ch = {.kind = "app_unlinked", .subject_ref = subject, .app_id = app_id};
+    err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+    if (!err)
+        err = veil_feedlog_app_event(c, ST_FEED, app_id, "app_unlinked", subject, *epoch, NULL, 0);
+out:
+    PQclear(r);
+    return veil_pg_end(c, err);
+}
+
+veil_err revocation_store_relink(struct revocation_store *s, const unsigned char *subject,
+                                 const char *app_id, int keep, uint32_t *epoch)
+{
+    veil_pg *c;
+    PGresult *r = NULL;
+    int found;
+    int64_t seq;
+    *epoch = 0;
+    veil_err err = veil_db_begin(s->db, &c);
+    if (err)
+        return err;
+    veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id),
+                         vp_i64(keep ? 0 : 1)};
+    err = one_row(c, ST_LINK_LOCK, p, 2, &r, &found);
+    if (!err && !found)
+        err = VEIL_ERR_NOT_FOUND;
+    else if (!err && veil_pg_get_bool(r, 0, 0))
+        err = VEIL_ERR_PRECONDITION;
+    PQclear(r);
+    r = NULL;
+    if (err)
+        goto out;
+    err = one_row(c, ST_RELINK, p, 3, &r, &found);
+    if (err)
+        goto out;
+    *epoch = (uint32_t)veil_pg_get_i64(r, 0, 0);
+    veil_feed_change ch = {.kind = "app_relinked", .subject_ref = subject, .app_id = app_id};
+    err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+out:
+    PQclear(r);
+    return veil_pg_end(c, err);
+}
+
+veil_err revocation_store_login_link(struct revocation_store *s, const unsigned char *subject,
+                                     const char *app_id, uint32_t *epoch)
+{
+    veil_pg *c;
+    PGresult *r = NULL;
+    int found;
+    int64_t seq;
+    *epoch = 0;
+    veil_err err = veil_db_begin(s->db, &c);
+    if (err)
+        return err;
+    veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id)};
+    err = one_row(c, ST_LOGIN_RELINK, p, 2, &r, &found);
+    if (!err && found) {
+        veil_feed_change ch = {.kind = "app_relinked", .subject_ref = subject, .app_id = app_id};
+        err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+    }
+    if (!err && !found) {
+        PQclear(r);
+        r = NULL;
+        err = one_row(c, ST_LOGIN_CREATE, p, 2, &r, &found);
+    }
+    if (!err && !found) { /* a concurrent login made or re-linked it: take its epoch */
+        PQclear(r);
+        r = NULL;
+        err = one_row(c, ST_LINK_EPOCH, p, 2, &r, &found);
+        if (!err && !found)
+            err = VEIL_ERR_ABORTED;
+    }
+    if (!err)
+        *epoch = (uint32_t)veil_pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return veil_pg_end(c, err);
+}
+
+veil_err revocation_store_set_app(struct revocation_store *s, const char *app_id,
+                                  revocation_app_state state, const char *reason, int *changed)
+{
+    veil_pg *c;
+    PGresult *r = NULL;
+    int found;
+    int64_t seq;
+    *changed = 0;
+    veil_err err = veil_db_begin(s->db, &c);
+    if (err)
+        return err;
+    veil_pg_param key = vp_text(app_id);
+    err = veil_pg_exec(c, ST_APP_ENSURE, &key, 1, &r);
+    PQclear(r);
+    r = NULL;
+    if (!err)
+        err = one_row(c, ST_APP_LOCK, &key, 1, &r, &found);
+    if (err || (found && strcmp(veil_pg_get_text(r, 0, 0), app_names[state]) == 0))
+        goto out;
+    PQclear(r);
+    veil_pg_param p[] = {key, vp_text(app_names[state]), vp_text(reason)};
+    err = veil_pg_exec(c, ST_APP_SET, p, 3, &r);
+    veil_feed_change ch = {.kind = state == VEIL__REVOCATION__APP_STATE__APP_REVOKED
+                                       ? "app_revoked"
+                                       : "app_reinstated",
+                           .app_id = app_id};
+    if (!err)
+        err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+    *changed = !err;
+out:
+    PQclear(r);
+    return finish_if_changed(c, err, changed);
+}
+
+veil_err revocation_store_changes(void *store, int64_t after_seq, uint32_t max,
+                                  ProtobufCAllocator *alloc, Veil__ChangesResponse *resp)
+{
+    struct revocation_store *s = store;
+    return veil_feedlog_changes(s->db, ST_FEED, after_seq, max, alloc, resp);
+}
+
+veil_err revocation_store_app_events(struct revocation_store *s, const char *app_id,
+                                     int64_t after_seq, uint32_t max, ProtobufCAllocator *alloc,
+                                     Veil__AppEventsResponse *resp)
+{
+    return veil_feedlog_app_events(s->db, ST_FEED, app_id, after_seq, max, alloc, resp);
+}

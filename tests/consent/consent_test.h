@@ -1,0 +1,50 @@
+/*
+ * consent_test.h - calls to the consent service shared by its suites:
+ * typed wrappers taking NULL-terminated name lists.
+ */
+#ifndef VEIL_CONSENT_TEST_H
+#define VEIL_CONSENT_TEST_H
+
+#include <stdint.h>
+
+#include "harness.h"
+#include "svc.h"
+#include "veil/consent.pb-c.h"
+
+#define CT_DAY_MS (INT64_C(86400000))
+
+/* A subject_ref made from a number. */
+void ct_subject(unsigned char out[32], unsigned n);
+
+veil_channel *ct_channel(const h_svc *s, const char *identity);
+
+/*
+ * Grant; on success receipt_id (>= 64 bytes) and *receipt (malloc'd, may be
+ * NULL to skip) are filled.
+ */
+veil_err ct_grant(veil_channel *ch, const unsigned char *subject, size_t subject_len,
+                  const char *app, const char *const *attrs, const char *purpose,
+                  int64_t expires_at_ms, const char *const *scope, char *receipt_id, char **receipt,
+                  veil_status *st);
+
+/* Withdraw; the names withdrawn joined with "," go to out (>= 256 bytes). */
+veil_err ct_withdraw(veil_channel *ch, const unsigned char *subject, const char *app,
+                     const char *const *attrs, char *out, veil_status *st);
+
+/* Check; "attribute=receipt_id" joined with "," goes to out (>= 1024 bytes). */
+veil_err ct_check(veil_channel *ch, const unsigned char *subject, const char *app,
+                  const char *const *attrs, char *out, veil_status *st);
+
+/* List (free with protobuf_c_message_free_unpacked). */
+Veil__Consent__ListResponse *ct_list(veil_channel *ch, const unsigned char *subject);
+
+/* The JWKS from GetKeys (malloc'd). */
+char *ct_jwks(veil_channel *ch);
+
+/* The feed's head, read with a Changes call that does not wait. */
+int64_t ct_head(veil_channel *ch);
+
+/* Unix milliseconds now. */
+int64_t ct_now_ms(void);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * svc.h - a database-backed service under test: its own fresh database,
+ * migrated with the binary's own `migrate` command, an optional key
+ * directory, and the process itself, which can be restarted on the same
+ * port (to test clients that must survive a restart).
+ */
+#ifndef VEIL_HARNESS_SVC_H
+#define VEIL_HARNESS_SVC_H
+
+#include <stddef.h>
+
+#include "harness.h"
+
+#define H_SVC_ENV_MAX 12
+
+typedef struct h_svc {
+    char binary[64];
+    h_proc proc;
+    char *db;   /* libpq connection string of its database */
+    char *keys; /* VEIL_KEYS_DIR, or NULL */
+    char env[H_SVC_ENV_MAX][1200];
+    const char *envp[H_SVC_ENV_MAX + 2];
+    size_t n_env;
+} h_svc;
+
+/*
+ * Creates a database, runs `<binary> migrate` on it and starts the service
+ * as svc/<binary>.  keys_purpose, when not NULL, gives it a key directory
+ * holding <purpose>-1.key.  extra_env (NAME=VALUE, NULL-terminated) is
+ * added to its environment.  Returns 0, or -1 after printing why.
+ */
+int h_svc_start(h_svc *s, const char *binary, const char *keys_purpose,
+                const char *const *extra_env);
+
+/* Runs `<binary> migrate` against conninfo; returns its exit status. */
+int h_svc_migrate(const char *binary, const char *conninfo, const char *keys_dir);
+
+/* Starts a stopped service again on its old port and database; 0 or -1. */
+int h_svc_respawn(h_svc *s);
+
+/* SIGTERM, then h_svc_respawn; 0 or -1. */
+int h_svc_restart(h_svc *s);
+
+/* SIGTERM and waits; returns the exit status (0 after a clean drain). */
+int h_svc_stop(h_svc *s);
+
+#endif
