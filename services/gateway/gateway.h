@@ -31,6 +31,7 @@
 
 struct gw_store;
 struct gw_cache;
+struct veil_follower;
 
 /* ---- the app registry (registry.c) ---- */
 
@@ -111,6 +112,7 @@ struct gateway {
     gw_registry registry;
     gw_keys keys;
     struct gw_cache *cache;
+    struct veil_follower *feeds[2]; /* revocation, consent: invalidate the cache */
     const char *issuer;
     const char *trust_domain;
     int64_t assertion_ttl_s, challenge_ttl_s, rpc_timeout_ms;

@@ -2,8 +2,11 @@
  * main.c - the gateway: configuration, keys, channels to the internal
  * services, the background poller, and the `seed-apps` command.
  *
- * The poller (every 500 ms) reloads the app registry and the key rotation
- * state when another replica changed them, and sweeps expired challenges.
+ * The poller reloads the app registry and the key rotation state when
+ * another replica changed them (every 500 ms), sweeps expired challenges,
+ * and trusts the revocation/consent caches only while both change feeds
+ * are healthy (checked every 100 ms).  The feed followers drop cached
+ * answers about a subject as soon as a change about it commits.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +17,7 @@
 #include "cache.h"
 #include "gateway.h"
 #include "store.h"
+#include "veil/feed.h"
 #include "veil/log.h"
 #include "veil/consent.pb-c.h"
 #include "veil/pseudonym.pb-c.h"
@@ -79,6 +83,49 @@ veil_err gw_refresh(struct gateway *gw, int force)
     return VEIL_OK;
 }
 
+/*
+ * A change from revocation or consent: drop what the cache holds about its
+ * subject, or everything when it concerns an app as a whole.
+ */
+static void apply_change(const Veil__Change *c, void *ctx)
+{
+    struct gateway *gw = ctx;
+    if (c->subject_ref.len == 32)
+        gw_cache_invalidate_subject(gw->cache, c->subject_ref.data);
+    else
+        gw_cache_invalidate_all(gw->cache);
+}
+
+/* The caches answer only while both feeds are current. */
+static void check_feeds(struct gateway *gw)
+{
+    int healthy = gw->feeds[0] && gw->feeds[1] && veil_follower_healthy(gw->feeds[0]) &&
+                  veil_follower_healthy(gw->feeds[1]);
+    gw_cache_set_usable(gw->cache, healthy);
+}
+
+static veil_err start_feeds(struct gateway *gw, char *errbuf, size_t errlen)
+{
+    veil_channel *channels[2] = {gw->revocation, gw->consent};
+    const char *names[2] = {"revocation", "consent"};
+    for (int i = 0; i < 2; i++) {
+        veil_follower_config fc = {
+            .channel = channels[i],
+            .after_seq = VEIL_FEED_FROM_HEAD, /* the cache starts empty: history is not needed */
+            .wait_ms = 800,                   /* a quiet feed still answers this often ... */
+            .stale_ms = 1200,                 /* ... so a silent one is distrusted within ~1 s */
+            .apply = apply_change,
+            .ctx = gw,
+            .name = names[i],
+        };
+        if (veil_follower_start(&fc, &gw->feeds[i]) != VEIL_OK) {
+            snprintf(errbuf, errlen, "cannot follow the %s change feed", names[i]);
+            return VEIL_ERR_NOMEM;
+        }
+    }
+    return VEIL_OK;
+}
+
 static void *poller_main(void *arg)
 {
     struct gateway *gw = arg;
@@ -86,6 +133,7 @@ static void *poller_main(void *arg)
     while (!atomic_load(&gw->stopping)) {
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
+        check_feeds(gw);
         if (++ticks % 5)
             continue;
         veil_err err = gw_refresh(gw, 0);
@@ -162,6 +210,8 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         (err = open_channel(ctx, cfg.pseudonym, &veil__pseudonym__pseudonym__descriptor,
                             &gw->pseudonym, errbuf, errlen)))
         return err;
+    if (cfg.cache_entries > 0 && (err = start_feeds(gw, errbuf, errlen)))
+        return err;
     if (pthread_create(&gw->poller, NULL, poller_main, gw) != 0) {
         snprintf(errbuf, errlen, "cannot start the registry poller");
         return VEIL_ERR_NOMEM;
@@ -185,6 +235,14 @@ static void stop(void *state)
     atomic_store(&gw->stopping, 1);
     if (gw->poller_started)
         pthread_join(gw->poller, NULL);
+    for (int i = 0; i < 2; i++)
+        veil_follower_stop(gw->feeds[i]);
+    if (gw->cache) {
+        uint64_t hits, misses;
+        gw_cache_stats(gw->cache, &hits, &misses);
+        veil_log(VEIL_LOG_INFO, "cache statistics", VL_INT("cache_hits", (long long)hits),
+                 VL_INT("cache_misses", (long long)misses), VL_END);
+    }
     veil_channel_free(gw->vault);
     veil_channel_free(gw->consent);
     veil_channel_free(gw->revocation);

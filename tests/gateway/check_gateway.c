@@ -687,6 +687,57 @@ START_TEST(test_erase_then_enrol_anew)
 }
 END_TEST
 
+START_TEST(test_revocation_stops_cached_logins_within_a_second)
+{
+    char id[19];
+    e2e_id_number("37020219910202246", id);
+    vw_wallet *w = e2e_enrol(&S, id, "黄蓉");
+    /* warm the cache: these answers now come from the gateway's memory */
+    for (int i = 0; i < 3; i++)
+        free(sub_at("ride.kuaiche", w));
+    Veil__Gateway__IdentityStateRequest is = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
+    Veil__Empty *empty;
+    veil_status st;
+    is.web_number = w->web_number;
+    is.state = "suspended";
+    is.reason = "test";
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SetIdentityState",
+                              &is.base, &empty, &st),
+                     VEIL_OK);
+    free_resp(empty);
+    int64_t t0 = veil_now_ms();
+    veil_err err = VEIL_OK;
+    while (err == VEIL_OK && veil_now_ms() - t0 < 3000)
+        err = login_err("ride.kuaiche", w, &st);
+    int64_t took = veil_now_ms() - t0;
+    ck_assert_int_eq(err, VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "login refused: identity_suspended");
+    ck_assert_msg(took < 1000, "the suspension took %lld ms to stop logins", (long long)took);
+    vw_wallet_free(w);
+}
+END_TEST
+
+/* The caches really answer: the gateway reports hits when it stops. */
+START_TEST(test_cache_is_used)
+{
+    h_stack s;
+    ck_assert_int_eq(h_stack_start(&s, NULL), 0);
+    h_stack saved = S;
+    S = s;
+    char id[19];
+    e2e_id_number("45010219930303357", id);
+    vw_wallet *w = e2e_enrol(&S, id, "覃云");
+    for (int i = 0; i < 5; i++)
+        free(sub_at("music.yinyue", w));
+    vw_wallet_free(w);
+    h_proc gateway = S.gateway;
+    ck_assert_int_eq(h_stack_stop(&S), 0);
+    S = saved;
+    ck_assert(h_log_contains(&gateway, "\"cache_hits\":"));
+    ck_assert(!h_log_contains(&gateway, "\"cache_hits\":0,"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gateway");
@@ -703,12 +754,17 @@ int main(void)
     tcase_add_test(flow, test_access_log_names_apps);
     tcase_add_test(flow, test_app_events_after_unlink);
     tcase_add_test(flow, test_erase_then_enrol_anew);
+    tcase_add_test(flow, test_revocation_stops_cached_logins_within_a_second);
     suite_add_tcase(s, flow);
     TCase *rot = tcase_create("rotation");
     tcase_add_unchecked_fixture(rot, stack_up, stack_down);
     tcase_set_timeout(rot, 300);
     tcase_add_test(rot, test_key_rotation);
     suite_add_tcase(s, rot);
+    TCase *cache = tcase_create("cache");
+    tcase_set_timeout(cache, 300);
+    tcase_add_test(cache, test_cache_is_used);
+    suite_add_tcase(s, cache);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
