@@ -95,6 +95,14 @@ veil_err veil_server_add(veil_server *srv, ProtobufCService *svc,
                          const veil_method_policy *policy, size_t n, char *errbuf,
                          size_t errlen) VEIL_WUR;
 
+/*
+ * The policy of grpc.health.v1.Health, which veil_server_new adds to every
+ * server: the one service a plaintext probe may call.  Exported so the
+ * authorization matrix (tests/authz) checks it like every other table.
+ */
+extern const veil_method_policy veil_health_policy[];
+extern const size_t veil_health_policy_len;
+
 /* Binds and starts serving; *port receives the bound port of listen_addr. */
 veil_err veil_server_start(veil_server *srv, int *port, char *errbuf, size_t errlen) VEIL_WUR;
 
