@@ -17,6 +17,14 @@
 /* A required environment variable (the suite aborts when it is missing). */
 const char *h_env(const char *name);
 
+/*
+ * How many times longer than usual to wait for processes to start and stop
+ * (VEIL_TEST_TIMEOUT_SCALE, default 1): services under valgrind are slow.
+ * h_spawn runs a service through VEIL_TEST_WRAPPER (a program taking the
+ * binary and its arguments) when that is set.
+ */
+int h_timeout_scale(void);
+
 /* TLS material for an identity: "svc/gateway", "app/<id>", "admin/ops",
  * "foreign" (a gateway certificate from an unrelated CA), "none" (CA only,
  * no client certificate) or "plaintext". */
