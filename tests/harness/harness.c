@@ -163,8 +163,9 @@ int h_spawn(h_proc *p, const char *binary, const char *identity, const char *con
         }
         int status;
         if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            p->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
             fprintf(stderr, "harness: %s exited during start-up (status %d)\n", binary,
-                    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+                    p->exit_status);
             h_dump_log(p);
             p->pid = 0;
             return -1;

@@ -41,6 +41,7 @@ typedef struct h_proc {
     char addr[64];
     char log[512];
     char name[64];
+    int exit_status; /* when h_spawn saw it exit during start-up: its status (-1: a signal) */
 } h_proc;
 
 /*
