@@ -127,7 +127,7 @@ static void *load_main(void *arg)
                                                 : &veil__gateway__login__descriptor;
     snprintf(identity, sizeof identity, t->kind == LOAD_ENROL ? "none" : "app/%s", t->app);
     veil_channel *ch = load_channel(t->stack, identity, svc);
-    for (int i = 0; ch && !atomic_load(&t->stop); i++) {
+    for (int i = 0; ch && !atomic_load(&t->stop) && (!t->max_ops || i < t->max_ops); i++) {
         veil_status st;
         memset(&st, 0, sizeof st);
         int64_t start = veil_now_ms();

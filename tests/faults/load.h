@@ -38,6 +38,7 @@ typedef struct load_thread {
     vw_wallet *const *wallets;    /* logins: citizens to log in, round robin */
     size_t n_wallets;
     int pause_ms;                 /* between operations */
+    int max_ops;                  /* stop after this many (0: until load_stop) */
     /* results, read after load_stop */
     load_op *ops;
     size_t n_ops, cap_ops;
