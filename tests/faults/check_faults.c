@@ -12,7 +12,8 @@
  *   once, and the gateway exits 0;
  * - a full disk and a read-only file system under VEIL_PORT_FILE, and a key
  *   file the service's user cannot read: each a clear refusal to start that
- *   names the file, and a non-zero exit.
+ *   names the file, and a non-zero exit (a key file open to others is
+ *   check_pseudonym's test_refuses_to_start_without_keys).
  */
 #include <check.h>
 #include <errno.h>
@@ -335,23 +336,6 @@ START_TEST(test_unreadable_key_file_refuses_to_start)
 }
 END_TEST
 
-START_TEST(test_open_key_file_refuses_to_start)
-{
-    char *keys = pseudonym_keys(), key[1200], env_keys[1200];
-    snprintf(key, sizeof key, "%s/pseudonym-1.key", keys);
-    ck_assert_int_eq(chmod(key, 0644), 0);
-    snprintf(env_keys, sizeof env_keys, "VEIL_KEYS_DIR=%s", keys);
-    const char *env[] = {env_keys, NULL};
-    char want[1300];
-    snprintf(want, sizeof want,
-             "key file %s: readable or writable by group or others (mode 0644); make it 0600 or "
-             "0400",
-             key);
-    refused("svc/pseudonym", env, want);
-    free(keys);
-}
-END_TEST
-
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -369,7 +353,6 @@ int main(void)
     tcase_add_test(start, test_full_disk_refuses_to_start);
     tcase_add_test(start, test_read_only_disk_refuses_to_start);
     tcase_add_test(start, test_unreadable_key_file_refuses_to_start);
-    tcase_add_test(start, test_open_key_file_refuses_to_start);
     suite_add_tcase(s, start);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
