@@ -49,7 +49,10 @@ struct server {
     struct table tables[4];
 };
 
-#define HEALTH {&grpc__health__v1__health__descriptor, veil_health_policy, &veil_health_policy_len}
+#define HEALTH                                                                                     \
+    {                                                                                              \
+        &grpc__health__v1__health__descriptor, veil_health_policy, &veil_health_policy_len         \
+    }
 
 static const struct server servers[] = {
     {H_GATEWAY,
@@ -59,7 +62,9 @@ static const struct server servers[] = {
       {&veil__gateway__admin__descriptor, gw_admin_policy, &gw_admin_policy_len},
       HEALTH}},
     {H_VAULT, 1, {{&veil__vault__vault__descriptor, vault_policy, &vault_policy_len}, HEALTH}},
-    {H_CONSENT, 1, {{&veil__consent__consent__descriptor, consent_policy, &consent_policy_len}, HEALTH}},
+    {H_CONSENT,
+     1,
+     {{&veil__consent__consent__descriptor, consent_policy, &consent_policy_len}, HEALTH}},
     {H_REVOCATION,
      1,
      {{&veil__revocation__revocation__descriptor, revocation_policy, &revocation_policy_len},
@@ -68,7 +73,7 @@ static const struct server servers[] = {
      1,
      {{&veil__pseudonym__pseudonym__descriptor, pseudonym_policy, &pseudonym_policy_len}, HEALTH}},
 };
-#define N_SERVERS (sizeof servers / sizeof servers[0])
+#define N_SERVERS  (sizeof servers / sizeof servers[0])
 #define MAX_TABLES 4
 
 /* How a caller reaches a server. */
@@ -111,10 +116,9 @@ enum outcome {
     O_UNSERVED,  /* UNIMPLEMENTED: a method the layer does not serve (streaming) */
     O_OTHER,     /* anything else: never expected */
 };
-static const char *const outcome_names[] = {"allowed",        "denied by policy",
-                                            "denied: no cert", "denied: health port only",
-                                            "refused by TLS", "unimplemented",
-                                            "unexpected"};
+static const char *const outcome_names[] = {
+    "allowed",        "denied by policy", "denied: no cert", "denied: health port only",
+    "refused by TLS", "unimplemented",    "unexpected"};
 
 static h_stack S;
 
@@ -256,8 +260,8 @@ START_TEST(test_table_invariants)
                 const veil_method_policy *r = &tb->policy[i];
                 const char *svc = tb->desc->name;
                 ck_assert_msg(r->allow != 0, "%s/%s admits nobody", svc, r->method);
-                ck_assert_msg((r->allow & ~VEIL_PEER_ANYONE) == 0, "%s/%s: unknown role bits",
-                              svc, r->method);
+                ck_assert_msg((r->allow & ~VEIL_PEER_ANYONE) == 0, "%s/%s: unknown role bits", svc,
+                              r->method);
                 if (is_health) {
                     health_admits_probe |= (r->allow & VEIL_PEER_PROBE) != 0;
                     continue;
@@ -269,8 +273,7 @@ START_TEST(test_table_invariants)
                                   "internal %s/%s admits an app, a citizen or a probe", svc,
                                   r->method);
                     ck_assert_msg(!(r->allow & ~internal_callers),
-                                  "internal %s/%s admits another internal service", svc,
-                                  r->method);
+                                  "internal %s/%s admits another internal service", svc, r->method);
                     ck_assert_msg(r->allow & VEIL_PEER_GATEWAY,
                                   "internal %s/%s does not answer the gateway", svc, r->method);
                     int admin_ok = 0;
@@ -288,9 +291,9 @@ START_TEST(test_table_invariants)
                                   "Admin/%s admits someone besides the admin", r->method);
                 if (tb->desc == &veil__gateway__login__descriptor ||
                     tb->desc == &veil__gateway__wallet__descriptor)
-                    ck_assert_msg(!(r->allow & ~(VEIL_PEER_APP | VEIL_PEER_CITIZEN |
-                                                 VEIL_PEER_ADMIN)),
-                                  "%s/%s admits an internal service", svc, r->method);
+                    ck_assert_msg(
+                        !(r->allow & ~(VEIL_PEER_APP | VEIL_PEER_CITIZEN | VEIL_PEER_ADMIN)),
+                        "%s/%s admits an internal service", svc, r->method);
             }
         }
     }
@@ -354,8 +357,8 @@ START_TEST(test_servers_host_their_tables)
             req.service = (char *)servers[s].tables[t].desc->name;
             ck_assert_msg(veil_channel_call(ch, "Check", &req.base, NULL, 5000, &resp, &st) ==
                               VEIL_OK,
-                          "%s does not host %s: %s", proc_of(servers[s].which)->name,
-                          req.service, st.message);
+                          "%s does not host %s: %s", proc_of(servers[s].which)->name, req.service,
+                          st.message);
             protobuf_c_message_free_unpacked(&resp->base, NULL);
         }
         veil_channel_free(ch);
@@ -383,8 +386,8 @@ START_TEST(test_matrix)
             for (size_t c = 0; c < N_CALLERS; c++) {
                 const struct caller *cl = &callers[c];
                 /* one channel (one connection) per caller, reused for every method */
-                veil_channel *ch = h_channel(cl->reach == R_PROBE ? health_addr : p->addr,
-                                             cl->identity, tb->desc);
+                veil_channel *ch =
+                    h_channel(cl->reach == R_PROBE ? health_addr : p->addr, cl->identity, tb->desc);
                 for (unsigned i = 0; i < tb->desc->n_methods; i++) {
                     const ProtobufCMethodDescriptor *m = &tb->desc->methods[i];
                     const veil_method_policy *r = row_of(tb, m->name);
@@ -433,9 +436,8 @@ START_TEST(test_unregistered_app_gets_nothing)
 {
     static const char *const methods[] = {"BeginLogin", "CompleteLogin", "PollEvents"};
     for (size_t i = 0; i < 3; i++) {
-        const ProtobufCMethodDescriptor *m =
-            protobuf_c_service_descriptor_get_method_by_name(&veil__gateway__login__descriptor,
-                                                             methods[i]);
+        const ProtobufCMethodDescriptor *m = protobuf_c_service_descriptor_get_method_by_name(
+            &veil__gateway__login__descriptor, methods[i]);
         ProtobufCMessage *req = empty_request(m), *resp = NULL;
         veil_status st;
         veil_err err = e2e_call(&S, "app/chat.wechat", &veil__gateway__login__descriptor,
@@ -472,9 +474,8 @@ static int events_naming(const Veil__Gateway__PollEventsResponse *ev, const char
         ck_assert_ptr_nonnull(d2);
         char buf[8192];
         size_t len;
-        ck_assert_int_eq(veil_b64url_decode(buf, sizeof buf - 1, d1 + 1, (size_t)(d2 - d1 - 1),
-                                            &len),
-                         0);
+        ck_assert_int_eq(
+            veil_b64url_decode(buf, sizeof buf - 1, d1 + 1, (size_t)(d2 - d1 - 1), &len), 0);
         buf[len] = '\0';
         json_error_t je;
         json_t *claims = json_loads(buf, 0, &je);

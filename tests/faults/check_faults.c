@@ -29,8 +29,9 @@
 #include "e2e.h"
 #include "load.h"
 
-#define KNOWN 4
-#define DOWNSTREAM_BUDGET_MS 2000 /* VEIL_RPC_TIMEOUT_MS: the gateway's budget per internal call */
+#define KNOWN                4
+#define DOWNSTREAM_BUDGET_MS 2000 /* VEIL_RPC_TIMEOUT_MS: the gateway's budget per internal call   \
+                                   */
 #define RECOVERY_MS 3000          /* from the service being back to logins succeeding */
 
 static h_stack S;
@@ -116,8 +117,9 @@ static void kill_and_return(int which)
         for (size_t k = 0; k < t[i].n_ops; k++) {
             const load_op *op = &t[i].ops[k];
             if (op->err) {
-                ck_assert_msg(op->err == VEIL_ERR_UNAVAILABLE, "%s down: a login failed with %s (%s)",
-                              name, veil_err_name(op->err), op->message);
+                ck_assert_msg(op->err == VEIL_ERR_UNAVAILABLE,
+                              "%s down: a login failed with %s (%s)", name, veil_err_name(op->err),
+                              op->message);
                 ck_assert_str_eq(op->message, "a veil service is unavailable, retry later");
                 if (op->end_ms - op->start_ms > slowest_failure)
                     slowest_failure = op->end_ms - op->start_ms;
@@ -137,8 +139,8 @@ static void kill_and_return(int which)
     ck_assert_msg(before > 0, "no login succeeded before %s was killed", name);
     ck_assert_msg(down > 0 && down_failed == down, "%s down: %zu of %zu logins did not fail", name,
                   down - down_failed, down);
-    ck_assert_msg(slowest_failure < DOWNSTREAM_BUDGET_MS + 500,
-                  "%s down: a refusal took %lld ms", name, (long long)slowest_failure);
+    ck_assert_msg(slowest_failure < DOWNSTREAM_BUDGET_MS + 500, "%s down: a refusal took %lld ms",
+                  name, (long long)slowest_failure);
     ck_assert_msg(first_ok_after != INT64_MAX, "%s back: no login succeeded", name);
     for (int i = 0; i < 2; i++)
         load_free(&t[i]);
@@ -305,8 +307,7 @@ START_TEST(test_read_only_disk_refuses_to_start)
     snprintf(env_port, sizeof env_port, "VEIL_PORT_FILE=%s/port", disk);
     const char *env[] = {env_keys, env_port, NULL};
     char want[1300];
-    snprintf(want, sizeof want, "cannot write VEIL_PORT_FILE %s/port: Read-only file system",
-             disk);
+    snprintf(want, sizeof want, "cannot write VEIL_PORT_FILE %s/port: Read-only file system", disk);
     refused("svc/pseudonym", env, want);
     ck_assert_int_eq(umount(disk), 0);
     free(disk);

@@ -20,11 +20,11 @@
 #include "e2e.h"
 #include "load.h"
 
-#define ENROLLERS 2
-#define LOGGERS 2
-#define RECOVERY_MS 10000 /* how long the stack may take to serve everyone again */
-#define BACKOFF_MAX_MS 2000 /* libveil's reconnect backoff (pg.c): the longest a worker waits */
-#define KNOWN 4
+#define ENROLLERS      2
+#define LOGGERS        2
+#define RECOVERY_MS    10000 /* how long the stack may take to serve everyone again */
+#define BACKOFF_MAX_MS 2000  /* libveil's reconnect backoff (pg.c): the longest a worker waits */
+#define KNOWN          4
 
 static h_stack S;
 static vw_wallet *known[KNOWN]; /* citizens enrolled before any fault */
@@ -65,8 +65,7 @@ static size_t check_failures(const load_thread *t)
             continue;
         failed++;
         ck_assert_msg(op->err == VEIL_ERR_UNAVAILABLE, "a call failed with %s (%s) after %lld ms",
-                      veil_err_name(op->err), op->message,
-                      (long long)(op->end_ms - op->start_ms));
+                      veil_err_name(op->err), op->message, (long long)(op->end_ms - op->start_ms));
         ck_assert_msg(!strcmp(op->message, "a veil service is unavailable, retry later") ||
                           !strcmp(op->message, "database unavailable, retry later"),
                       "UNAVAILABLE with an unexpected message: %s", op->message);

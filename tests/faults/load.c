@@ -34,8 +34,7 @@ static void id_number(int series, int n, char out[19])
     e2e_id_number(first17, out);
 }
 
-veil_err load_enrol(h_stack *s, veil_channel *ch, vw_wallet *w, int series, int n,
-                    veil_status *st)
+veil_err load_enrol(h_stack *s, veil_channel *ch, vw_wallet *w, int series, int n, veil_status *st)
 {
     Veil__Gateway__WalletEnrolRequest req = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
     Veil__Gateway__WalletEnrolResponse *resp = NULL;
@@ -55,16 +54,16 @@ veil_err load_enrol(h_stack *s, veil_channel *ch, vw_wallet *w, int series, int 
     return err;
 }
 
-veil_err load_login(veil_channel *ch, const char *app, const vw_wallet *w,
-                    const char *const *attrs, size_t n, veil_status *st)
+veil_err load_login(veil_channel *ch, const char *app, const vw_wallet *w, const char *const *attrs,
+                    size_t n, veil_status *st)
 {
     Veil__Gateway__BeginLoginRequest bl = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
     Veil__Gateway__BeginLoginResponse *challenge = NULL;
     Veil__Gateway__CompleteLoginRequest cl = VEIL__GATEWAY__COMPLETE_LOGIN_REQUEST__INIT;
     Veil__Gateway__CompleteLoginResponse *done = NULL;
     char *ticket = NULL;
-    veil_err err = veil_channel_call(ch, "BeginLogin", &bl.base, NULL, LOAD_TIMEOUT_MS, &challenge,
-                                     st);
+    veil_err err =
+        veil_channel_call(ch, "BeginLogin", &bl.base, NULL, LOAD_TIMEOUT_MS, &challenge, st);
     if (err)
         return err;
     err = vw_ticket(w, app, challenge->challenge.data, challenge->challenge.len, veil_now_ms(),
@@ -142,8 +141,8 @@ static void *load_main(void *arg)
             else
                 keep_enrolled(t, w);
         } else {
-            err = load_login(ch, t->app, t->wallets[(size_t)i % t->n_wallets], t->attrs,
-                             t->n_attrs, &st);
+            err = load_login(ch, t->app, t->wallets[(size_t)i % t->n_wallets], t->attrs, t->n_attrs,
+                             &st);
         }
         record(t, start, err, &st);
         if (t->pause_ms)

@@ -31,18 +31,18 @@ typedef struct load_thread {
     /* set by the caller */
     h_stack *stack;
     load_kind kind;
-    int id;                       /* distinguishes the ID numbers enrolment threads make */
-    const char *app;              /* logins: the app, and the attributes it asks for */
+    int id;          /* distinguishes the ID numbers enrolment threads make */
+    const char *app; /* logins: the app, and the attributes it asks for */
     const char *const *attrs;
     size_t n_attrs;
-    vw_wallet *const *wallets;    /* logins: citizens to log in, round robin */
+    vw_wallet *const *wallets; /* logins: citizens to log in, round robin */
     size_t n_wallets;
-    int pause_ms;                 /* between operations */
-    int max_ops;                  /* stop after this many (0: until load_stop) */
+    int pause_ms; /* between operations */
+    int max_ops;  /* stop after this many (0: until load_stop) */
     /* results, read after load_stop */
     load_op *ops;
     size_t n_ops, cap_ops;
-    vw_wallet **enrolled;         /* enrolments acknowledged with OK (owned) */
+    vw_wallet **enrolled; /* enrolments acknowledged with OK (owned) */
     size_t n_enrolled, cap_enrolled;
     /* private */
     atomic_int stop;
@@ -63,12 +63,11 @@ void load_free(load_thread *t);
  * from (series, n), attested by the stack's proofing authority.  On VEIL_OK
  * the wallet is recorded as enrolled.  Thread-safe, asserts nothing.
  */
-veil_err load_enrol(h_stack *s, veil_channel *ch, vw_wallet *w, int series, int n,
-                    veil_status *st);
+veil_err load_enrol(h_stack *s, veil_channel *ch, vw_wallet *w, int series, int n, veil_status *st);
 
 /* One login of w at app through the Login channel ch (as app/<app>); asserts nothing. */
-veil_err load_login(veil_channel *ch, const char *app, const vw_wallet *w,
-                    const char *const *attrs, size_t n, veil_status *st);
+veil_err load_login(veil_channel *ch, const char *app, const vw_wallet *w, const char *const *attrs,
+                    size_t n, veil_status *st);
 
 /* A fresh channel to the stack's gateway for svc as identity, or NULL. */
 veil_channel *load_channel(h_stack *s, const char *identity, const ProtobufCServiceDescriptor *svc);
