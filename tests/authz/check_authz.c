@@ -559,10 +559,5 @@ int main(void)
     tcase_add_test(wire, test_unregistered_app_gets_nothing);
     tcase_add_test(wire, test_apps_kept_apart);
     suite_add_tcase(s, wire);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite(s);
 }

@@ -2,10 +2,10 @@
  * check_faults.c - faults injected into a running stack, and into a start.
  *
  * - kill -9 of each internal service (vault, pseudonym, consent, revocation)
- *   while logins run: the gateway answers UNAVAILABLE within its downstream
- *   budget - never a hang, never INTERNAL, never a login served from a cache
- *   whose feed is gone - and recovers by itself once the service is back on
- *   its port;
+ *   while logins run: the gateway answers UNAVAILABLE within the call's
+ *   deadline - never DEADLINE_EXCEEDED, never INTERNAL, never a login served
+ *   from a cache whose feed is gone - and recovers by itself once the
+ *   service is back on its port;
  * - SIGTERM of the gateway with logins in flight (held up inside the vault,
  *   which is stopped with SIGSTOP for a moment, so they are really in
  *   flight): they complete OK, new calls are refused with UNAVAILABLE at
@@ -29,10 +29,9 @@
 #include "e2e.h"
 #include "load.h"
 
-#define KNOWN                4
-#define DOWNSTREAM_BUDGET_MS 2000 /* VEIL_RPC_TIMEOUT_MS: the gateway's budget per internal call   \
-                                   */
-#define RECOVERY_MS 3000          /* from the service being back to logins succeeding */
+#define KNOWN 4
+/* From a killed service being back on its port to every login succeeding. */
+#define RECOVERY_MS 5000
 
 static h_stack S;
 static vw_wallet *known[KNOWN];
@@ -47,21 +46,12 @@ static void sleep_ms(long ms)
 
 static void stack_up(void)
 {
-    if (h_stack_start(&S, NULL) != 0)
-        ck_abort_msg("the stack did not start");
-    for (int i = 0; i < KNOWN; i++) {
-        char id[19], first17[64];
-        snprintf(first17, sizeof first17, "440305199201%02d246", i + 1);
-        e2e_id_number(first17, id);
-        known[i] = e2e_enrol(&S, id, "林一");
-    }
+    load_stack_up(&S, known, KNOWN, "440305199201", "林一");
 }
 
 static void stack_down(void)
 {
-    for (int i = 0; i < KNOWN; i++)
-        vw_wallet_free(known[i]);
-    ck_assert_int_eq(h_stack_stop(&S), 0);
+    load_stack_down(&S, known, KNOWN);
 }
 
 static h_proc *proc_of(int which)
@@ -99,7 +89,7 @@ static void kill_and_return(int which)
     sleep_ms(500);
     int64_t killed = veil_now_ms();
     h_kill(proc_of(which));
-    sleep_ms(1500);
+    sleep_ms(2500);
     int64_t restart = veil_now_ms();
     ck_assert_int_eq(h_stack_restart(&S, which), 0);
     int64_t back = veil_now_ms();
@@ -111,9 +101,9 @@ static void kill_and_return(int which)
     int64_t slowest_failure = 0, first_ok_after = INT64_MAX;
     for (int i = 0; i < 2; i++) {
         before += load_count(&t[i], VEIL_OK, 0, killed);
-        /* the gateway may take a moment to see a follower's feed break: 500 ms */
-        down += load_count(&t[i], -1, killed + 500, restart);
-        down_failed += load_count(&t[i], VEIL_ERR_UNAVAILABLE, killed + 500, restart);
+        /* the gateway may take a moment to see a follower's feed break: a second */
+        down += load_count(&t[i], -1, killed + 1000, restart);
+        down_failed += load_count(&t[i], VEIL_ERR_UNAVAILABLE, killed + 1000, restart);
         for (size_t k = 0; k < t[i].n_ops; k++) {
             const load_op *op = &t[i].ops[k];
             if (op->err) {
@@ -139,8 +129,8 @@ static void kill_and_return(int which)
     ck_assert_msg(before > 0, "no login succeeded before %s was killed", name);
     ck_assert_msg(down > 0 && down_failed == down, "%s down: %zu of %zu logins did not fail", name,
                   down - down_failed, down);
-    ck_assert_msg(slowest_failure < DOWNSTREAM_BUDGET_MS + 500, "%s down: a refusal took %lld ms",
-                  name, (long long)slowest_failure);
+    ck_assert_msg(slowest_failure < LOAD_TIMEOUT_MS, "%s down: a refusal took %lld ms", name,
+                  (long long)slowest_failure);
     ck_assert_msg(first_ok_after != INT64_MAX, "%s back: no login succeeded", name);
     for (int i = 0; i < 2; i++)
         load_free(&t[i]);
@@ -208,12 +198,12 @@ START_TEST(test_gateway_sigterm_in_flight)
     veil_err on_old = begin_login(old, &took, &st);
     ck_assert_msg(on_old == VEIL_ERR_UNAVAILABLE, "a new call on the old connection: %s (%s)",
                   veil_err_name(on_old), st.message);
-    ck_assert_int_lt(took, 1000);
+    ck_assert_int_lt(took, 3000);
     veil_channel *fresh = load_channel(&S, identity, &veil__gateway__login__descriptor);
     veil_err on_new = begin_login(fresh, &took, &st);
     ck_assert_msg(on_new == VEIL_ERR_UNAVAILABLE, "a call on a new connection: %s (%s)",
                   veil_err_name(on_new), st.message);
-    ck_assert_int_lt(took, 1000);
+    ck_assert_int_lt(took, 3000);
     veil_channel_free(fresh);
 
     /* The vault resumes; the logins in flight finish, well inside their budget. */
@@ -275,43 +265,42 @@ static char *small_disk(const char *options)
     return dir;
 }
 
-START_TEST(test_full_disk_refuses_to_start)
+/*
+ * The pseudonym service with VEIL_PORT_FILE on a small tmpfs (mount options;
+ * filled first if fill): it must refuse to start, saying why.
+ */
+static void port_file_refused(const char *options, int fill, const char *why)
 {
-    char *disk = small_disk(""), *keys = pseudonym_keys(), path[1200], env_keys[1200],
-         env_port[1200];
-    /* fill it */
-    snprintf(path, sizeof path, "%s/filler", disk);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    static char block[4096];
-    while (fwrite(block, 1, sizeof block, f) == sizeof block && fflush(f) == 0)
-        ;
-    fclose(f);
+    char *disk = small_disk(options), *keys = pseudonym_keys(), path[1200], env_keys[1200],
+         env_port[1200], want[1300];
+    if (fill) {
+        snprintf(path, sizeof path, "%s/filler", disk);
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        static char block[4096];
+        while (fwrite(block, 1, sizeof block, f) == sizeof block && fflush(f) == 0)
+            ;
+        fclose(f);
+    }
     snprintf(env_keys, sizeof env_keys, "VEIL_KEYS_DIR=%s", keys);
     snprintf(env_port, sizeof env_port, "VEIL_PORT_FILE=%s/port", disk);
     const char *env[] = {env_keys, env_port, NULL};
-    char want[1300];
-    snprintf(want, sizeof want, "cannot write VEIL_PORT_FILE %s/port: No space left on device",
-             disk);
+    snprintf(want, sizeof want, "cannot write VEIL_PORT_FILE %s/port: %s", disk, why);
     refused("svc/pseudonym", env, want);
     ck_assert_int_eq(umount(disk), 0);
     free(disk);
     free(keys);
 }
+
+START_TEST(test_full_disk_refuses_to_start)
+{
+    port_file_refused("", 1, "No space left on device");
+}
 END_TEST
 
 START_TEST(test_read_only_disk_refuses_to_start)
 {
-    char *disk = small_disk(",ro"), *keys = pseudonym_keys(), env_keys[1200], env_port[1200];
-    snprintf(env_keys, sizeof env_keys, "VEIL_KEYS_DIR=%s", keys);
-    snprintf(env_port, sizeof env_port, "VEIL_PORT_FILE=%s/port", disk);
-    const char *env[] = {env_keys, env_port, NULL};
-    char want[1300];
-    snprintf(want, sizeof want, "cannot write VEIL_PORT_FILE %s/port: Read-only file system", disk);
-    refused("svc/pseudonym", env, want);
-    ck_assert_int_eq(umount(disk), 0);
-    free(disk);
-    free(keys);
+    port_file_refused(",ro", 0, "Read-only file system");
 }
 END_TEST
 
@@ -355,10 +344,5 @@ int main(void)
     tcase_add_test(start, test_read_only_disk_refuses_to_start);
     tcase_add_test(start, test_unreadable_key_file_refuses_to_start);
     suite_add_tcase(s, start);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite(s);
 }

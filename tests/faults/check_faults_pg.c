@@ -32,21 +32,12 @@ static const char *const APP = "shop.jiale";
 
 static void stack_up(void)
 {
-    if (h_stack_start(&S, NULL) != 0)
-        ck_abort_msg("the stack did not start");
-    for (int i = 0; i < KNOWN; i++) {
-        char id[19], first17[64];
-        snprintf(first17, sizeof first17, "310101198506%02d123", i + 1);
-        e2e_id_number(first17, id);
-        known[i] = e2e_enrol(&S, id, "钱多多");
-    }
+    load_stack_up(&S, known, KNOWN, "310101198506", "钱多多");
 }
 
 static void stack_down(void)
 {
-    for (int i = 0; i < KNOWN; i++)
-        vw_wallet_free(known[i]);
-    ck_assert_int_eq(h_stack_stop(&S), 0);
+    load_stack_down(&S, known, KNOWN);
 }
 
 static void sleep_ms(long ms)
@@ -121,8 +112,8 @@ START_TEST(test_pg_restart_under_load)
         after += load_count(&t[i], VEIL_OK, up, INT64_MAX);
         acked += t[i].n_enrolled;
         /* a worker whose reconnect failed during the outage waits out its backoff */
-        late += load_count(&t[i], -1, up + BACKOFF_MAX_MS + 500, INT64_MAX) -
-                load_count(&t[i], VEIL_OK, up + BACKOFF_MAX_MS + 500, INT64_MAX);
+        late += load_count(&t[i], -1, up + BACKOFF_MAX_MS + 1500, INT64_MAX) -
+                load_count(&t[i], VEIL_OK, up + BACKOFF_MAX_MS + 1500, INT64_MAX);
     }
     fprintf(stderr,
             "faults: PostgreSQL restart took %lld ms; %zu operations, %zu failed (all "
@@ -132,7 +123,7 @@ START_TEST(test_pg_restart_under_load)
     ck_assert_msg(failed > 0, "the restart went unnoticed: the fault was not injected");
     ck_assert_msg(after > 0, "nothing succeeded in the 3 s after the restart");
     ck_assert_msg(late == 0, "%zu calls failed more than %d ms after the database was back", late,
-                  BACKOFF_MAX_MS + 500);
+                  BACKOFF_MAX_MS + 1500);
 
     /* Recovery without a restart, and nothing acknowledged was lost. */
     veil_channel *ch = load_channel(&S, "app/shop.jiale", &veil__gateway__login__descriptor);
@@ -200,10 +191,5 @@ int main(void)
     tcase_add_test(tc, test_pg_restart_under_load);
     tcase_add_test(tc, test_pg_restart_while_idle);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite(s);
 }

@@ -1,4 +1,5 @@
 /* load.c - background enrolments and logins on a stack (load.h). */
+#include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +175,25 @@ void load_free(load_thread *t)
     t->enrolled = NULL;
     t->ops = NULL;
     t->n_ops = t->n_enrolled = t->cap_ops = t->cap_enrolled = 0;
+}
+
+void load_stack_up(h_stack *s, vw_wallet **out, size_t n, const char *first12, const char *name)
+{
+    if (h_stack_start(s, NULL) != 0)
+        ck_abort_msg("the stack did not start");
+    for (size_t i = 0; i < n; i++) {
+        char id[19], first17[64];
+        snprintf(first17, sizeof first17, "%.12s%02zu%s", first12, i + 1, "246");
+        e2e_id_number(first17, id);
+        out[i] = e2e_enrol(s, id, name);
+    }
+}
+
+void load_stack_down(h_stack *s, vw_wallet **known, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        vw_wallet_free(known[i]);
+    ck_assert_int_eq(h_stack_stop(s), 0);
 }
 
 size_t load_count(const load_thread *t, int err, int64_t from_ms, int64_t to_ms)

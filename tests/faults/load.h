@@ -72,6 +72,14 @@ veil_err load_login(veil_channel *ch, const char *app, const vw_wallet *w, const
 /* A fresh channel to the stack's gateway for svc as identity, or NULL. */
 veil_channel *load_channel(h_stack *s, const char *identity, const ProtobufCServiceDescriptor *svc);
 
+/*
+ * Starts a stack and enrols n citizens into out (born on days 1..n of the
+ * month that first12, the first twelve digits of their ID numbers, names);
+ * aborts the test case when that fails.  load_stack_down frees and stops.
+ */
+void load_stack_up(h_stack *s, vw_wallet **out, size_t n, const char *first12, const char *name);
+void load_stack_down(h_stack *s, vw_wallet **known, size_t n);
+
 /* Counts ops in [from_ms, to_ms) (by start time) with err (or, with err < 0, all). */
 size_t load_count(const load_thread *t, int err, int64_t from_ms, int64_t to_ms);
 

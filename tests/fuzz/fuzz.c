@@ -276,6 +276,26 @@ veil_err fz_call(ProtobufCService *svc, const char *method, const void *request,
     return err;
 }
 
+void fz_issue(char **cert, char **receipt)
+{
+    unsigned char pk[32], sk[64], id[VEIL_DEVICE_ID_BYTES];
+    char wn[VEIL_WEB_NUMBER_LEN + 1];
+    fz_device(pk, sk, id);
+    veil_web_number_new(wn);
+    if (vault_webcert_issue(fz_vault()->keys, wn, pk, veil_now_ms(), 365, cert) != VEIL_OK)
+        abort();
+    char *attrs[] = {"age_over_18", "province"};
+    struct consent_new_grant g = {.app_id = FZ_APP,
+                                  .attributes = attrs,
+                                  .n_attributes = 2,
+                                  .purpose = "age check",
+                                  .granted_at_ms = veil_now_ms(),
+                                  .expires_at_ms = veil_now_ms() + 86400000,
+                                  .receipt_id = "q3Fh8Zk0m1Vb2wH7yC9dLg"};
+    if (consent_receipt_sign(atomic_load(&fz_consent()->signers.current), &g, receipt) != VEIL_OK)
+        abort();
+}
+
 uint8_t *fz_pack(const ProtobufCMessage *m, size_t *n)
 {
     *n = protobuf_c_message_get_packed_size(m);

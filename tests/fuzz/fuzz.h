@@ -89,6 +89,12 @@ size_t fz_methods(const fz_method **out);
 /* The number of /service/method in that list (the first byte of a dispatch input), or -1. */
 int fz_method_index(const char *service, const char *method);
 
+/*
+ * A web certificate for the fuzz device (a fresh web number) and a consent
+ * receipt, made by the vault's and consent's own code; both malloc'd.
+ */
+void fz_issue(char **cert, char **receipt);
+
 /* Packs a message into a malloc'd buffer; *n receives its length. */
 uint8_t *fz_pack(const ProtobufCMessage *m, size_t *n);
 

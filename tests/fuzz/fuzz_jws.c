@@ -178,22 +178,8 @@ static void tampered(char *token, uint16_t at, uint8_t x, int (*claims)(const js
 
 static void mode_issued(fz_reader *r)
 {
-    unsigned char pk[32], sk[64], id[VEIL_DEVICE_ID_BYTES];
-    char wn[VEIL_WEB_NUMBER_LEN + 1], *cert, *receipt;
-    fz_device(pk, sk, id);
-    veil_web_number_new(wn);
-    if (vault_webcert_issue(fz_vault()->keys, wn, pk, veil_now_ms(), 365, &cert) != VEIL_OK)
-        abort();
-    char *attrs[] = {"age_over_18", "province"};
-    struct consent_new_grant g = {.app_id = FZ_APP,
-                                  .attributes = attrs,
-                                  .n_attributes = 2,
-                                  .purpose = "age check",
-                                  .granted_at_ms = veil_now_ms(),
-                                  .expires_at_ms = veil_now_ms() + 86400000,
-                                  .receipt_id = "q3Fh8Zk0m1Vb2wH7yC9dLg"};
-    if (consent_receipt_sign(atomic_load(&fz_consent()->signers.current), &g, &receipt) != VEIL_OK)
-        abort();
+    char *cert, *receipt;
+    fz_issue(&cert, &receipt);
     uint16_t at = fz_u16(r);
     uint8_t x = fz_u8(r);
     tampered(cert, at, x, webcert_claims, "veil-webcert+jwt");

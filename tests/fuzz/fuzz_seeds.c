@@ -334,22 +334,8 @@ static void citizen_seeds(void)
 
 static void jws_seeds(void)
 {
-    unsigned char pk[32], sk[64], id[VEIL_DEVICE_ID_BYTES];
-    char wn[VEIL_WEB_NUMBER_LEN + 1], *cert, *receipt;
-    fz_device(pk, sk, id);
-    veil_web_number_new(wn);
-    if (vault_webcert_issue(fz_vault()->keys, wn, pk, veil_now_ms(), 365, &cert) != VEIL_OK)
-        abort();
-    char *attrs[] = {"age_over_18", "province"};
-    struct consent_new_grant g = {.app_id = FZ_APP,
-                                  .attributes = attrs,
-                                  .n_attributes = 2,
-                                  .purpose = "age check",
-                                  .granted_at_ms = veil_now_ms(),
-                                  .expires_at_ms = veil_now_ms() + 86400000,
-                                  .receipt_id = "q3Fh8Zk0m1Vb2wH7yC9dLg"};
-    if (consent_receipt_sign(atomic_load(&fz_consent()->signers.current), &g, &receipt) != VEIL_OK)
-        abort();
+    char *cert, *receipt;
+    fz_issue(&cert, &receipt);
     seed_mode("fuzz_jws", "webcert", 0, cert, strlen(cert));
     seed_mode("fuzz_jws", "receipt", 0, receipt, strlen(receipt));
     seed_mode("fuzz_jws", "three-dots", 0, "a.b.c.d", 7);

@@ -53,6 +53,16 @@ void h_tls_for(h_tls *t, const char *identity)
     t->cfg.key_file = t->key;
 }
 
+int h_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 int h_timeout_scale(void)
 {
     const char *v = getenv("VEIL_TEST_TIMEOUT_SCALE");

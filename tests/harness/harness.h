@@ -10,6 +10,7 @@
 #ifndef VEIL_HARNESS_H
 #define VEIL_HARNESS_H
 
+#include <check.h>
 #include <sys/types.h>
 #include "veil/client.h"
 #include "veil/tls.h"
@@ -88,6 +89,12 @@ void h_keyfile(const char *dir, const char *purpose, unsigned version);
  */
 int h_raw_call(const char *addr, const char *identity, const char *path, const void *bytes,
                size_t len, int timeout_ms, char *message, size_t msglen);
+
+/*
+ * Runs a suite in this process (grpc core must not be used across fork())
+ * and returns the exit status for main: EXIT_SUCCESS when every test passed.
+ */
+int h_run_suite(Suite *s);
 
 /* A TCP port that was free a moment ago on 127.0.0.1. */
 int h_free_port(void);
