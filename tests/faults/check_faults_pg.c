@@ -32,7 +32,7 @@ static const char *const APP = "shop.jiale";
 
 static void stack_up(void)
 {
-    load_stack_up(&S, known, KNOWN, "310101198506", "钱多多");
+    load_stack_up(&S, NULL, known, KNOWN, "310101198506", "钱多多");
 }
 
 static void stack_down(void)
@@ -96,7 +96,8 @@ START_TEST(test_pg_restart_under_load)
         t[i].pause_ms = 5;
         ck_assert_int_eq(load_start(&t[i]), 0);
     }
-    sleep_ms(1500);
+    for (int i = 0; i < ENROLLERS + LOGGERS; i++) /* the load is under way */
+        ck_assert_int_eq(load_wait_ok(&t[i], 5, 30000), 0);
     int64_t down = veil_now_ms();
     h_pg_restart();
     int64_t up = veil_now_ms();

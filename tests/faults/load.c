@@ -127,7 +127,7 @@ static void *load_main(void *arg)
                                                 : &veil__gateway__login__descriptor;
     snprintf(identity, sizeof identity, t->kind == LOAD_ENROL ? "none" : "app/%s", t->app);
     veil_channel *ch = load_channel(t->stack, identity, svc);
-    for (int i = 0; ch && !atomic_load(&t->stop) && (!t->max_ops || i < t->max_ops); i++) {
+    for (int i = 0; ch && !atomic_load(&t->stop); i++) {
         veil_status st;
         memset(&st, 0, sizeof st);
         int64_t start = veil_now_ms();
@@ -146,6 +146,8 @@ static void *load_main(void *arg)
                              &st);
         }
         record(t, start, err, &st);
+        if (!err)
+            atomic_fetch_add(&t->n_ok, 1);
         if (t->pause_ms)
             pause_ms(t->pause_ms);
     }
@@ -157,7 +159,18 @@ static void *load_main(void *arg)
 int load_start(load_thread *t)
 {
     atomic_store(&t->stop, 0);
+    atomic_store(&t->n_ok, 0);
     return pthread_create(&t->thread, NULL, load_main, t) == 0 ? 0 : -1;
+}
+
+int load_wait_ok(load_thread *t, size_t n, int timeout_ms)
+{
+    for (int waited = 0; atomic_load(&t->n_ok) < n; waited += 10) {
+        if (waited >= timeout_ms)
+            return -1;
+        pause_ms(10);
+    }
+    return 0;
 }
 
 void load_stop(load_thread *t)
@@ -177,9 +190,10 @@ void load_free(load_thread *t)
     t->n_ops = t->n_enrolled = t->cap_ops = t->cap_enrolled = 0;
 }
 
-void load_stack_up(h_stack *s, vw_wallet **out, size_t n, const char *first12, const char *name)
+void load_stack_up(h_stack *s, const char *const *gateway_env, vw_wallet **out, size_t n,
+                   const char *first12, const char *name)
 {
-    if (h_stack_start(s, NULL) != 0)
+    if (h_stack_start(s, gateway_env) != 0)
         ck_abort_msg("the stack did not start");
     for (size_t i = 0; i < n; i++) {
         char id[19], first17[64];

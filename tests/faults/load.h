@@ -38,12 +38,12 @@ typedef struct load_thread {
     vw_wallet *const *wallets; /* logins: citizens to log in, round robin */
     size_t n_wallets;
     int pause_ms; /* between operations */
-    int max_ops;  /* stop after this many (0: until load_stop) */
     /* results, read after load_stop */
     load_op *ops;
     size_t n_ops, cap_ops;
     vw_wallet **enrolled; /* enrolments acknowledged with OK (owned) */
     size_t n_enrolled, cap_enrolled;
+    atomic_size_t n_ok; /* operations that succeeded so far (readable any time) */
     /* private */
     atomic_int stop;
     pthread_t thread;
@@ -51,6 +51,9 @@ typedef struct load_thread {
 
 /* Starts the thread; 0 or -1. */
 int load_start(load_thread *t);
+
+/* Waits until t has had n successful operations; 0, or -1 after timeout_ms. */
+int load_wait_ok(load_thread *t, size_t n, int timeout_ms);
 
 /* Asks the thread to stop after its current operation and joins it. */
 void load_stop(load_thread *t);
@@ -73,11 +76,12 @@ veil_err load_login(veil_channel *ch, const char *app, const vw_wallet *w, const
 veil_channel *load_channel(h_stack *s, const char *identity, const ProtobufCServiceDescriptor *svc);
 
 /*
- * Starts a stack and enrols n citizens into out (born on days 1..n of the
- * month that first12, the first twelve digits of their ID numbers, names);
- * aborts the test case when that fails.  load_stack_down frees and stops.
+ * Starts a stack (gateway_env as for h_stack_start) and enrols n citizens into out (born on
+ * days 1..n of the month that first12, the first twelve digits of their ID numbers, names); aborts
+ * the test case when that fails.  load_stack_down frees and stops.
  */
-void load_stack_up(h_stack *s, vw_wallet **out, size_t n, const char *first12, const char *name);
+void load_stack_up(h_stack *s, const char *const *gateway_env, vw_wallet **out, size_t n,
+                   const char *first12, const char *name);
 void load_stack_down(h_stack *s, vw_wallet **known, size_t n);
 
 /* Counts ops in [from_ms, to_ms) (by start time) with err (or, with err < 0, all). */
