@@ -380,14 +380,15 @@ veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_p
     if (reply)
         *reply = (ProtobufCBinaryData){0, NULL};
     const ProtobufCServiceDescriptor *d = svc->descriptor;
-    const ProtobufCMethodDescriptor *md = protobuf_c_service_descriptor_get_method_by_name(d, method);
+    const ProtobufCMethodDescriptor *md =
+        protobuf_c_service_descriptor_get_method_by_name(d, method);
     if (!md)
         return VEIL_ERR_UNIMPLEMENTED;
     char path[256];
     snprintf(path, sizeof path, "/%s/%s", d->name, md->name);
     struct method m = {.path = path, .svc = svc, .index = (unsigned)(md - d->methods), .desc = md};
-    veil_server srv = {.cfg = {.max_message_bytes = max_message_bytes > 0 ? max_message_bytes
-                                                                         : 4 << 20}};
+    veil_server srv = {
+        .cfg = {.max_message_bytes = max_message_bytes > 0 ? max_message_bytes : 4 << 20}};
     veil_call c = {.srv = &srv, .m = &m, .peer = *peer};
     c.alloc = (ProtobufCAllocator){arena_alloc, arena_free, &c};
     c.deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
@@ -396,8 +397,10 @@ veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_p
     if (req)
         invoke(&c, req);
     if (msg && msglen)
-        snprintf(msg, msglen, "%s", c.err == VEIL_OK ? "" : c.has_message ? c.message
-                                                                         : veil_err_message(c.err));
+        snprintf(msg, msglen, "%s",
+                 c.err == VEIL_OK ? ""
+                 : c.has_message  ? c.message
+                                  : veil_err_message(c.err));
     if (c.reply && reply) {
         grpc_byte_buffer_reader reader;
         if (grpc_byte_buffer_reader_init(&reader, c.reply)) {

@@ -205,9 +205,9 @@ START_TEST(test_call_local_answers_as_the_server)
     size_t n = protobuf_c_message_pack(&req.base, bytes);
     char msg[256], wire[64];
     ProtobufCBinaryData reply;
-    ck_assert_int_eq(veil_call_local(&local.rpc.base, "Derive", &gateway, bytes, n, 0, &reply, msg,
-                                     sizeof msg),
-                     VEIL_OK);
+    ck_assert_int_eq(
+        veil_call_local(&local.rpc.base, "Derive", &gateway, bytes, n, 0, &reply, msg, sizeof msg),
+        VEIL_OK);
     ck_assert_str_eq(msg, "");
     Veil__Pseudonym__DeriveResponse *resp =
         veil__pseudonym__derive_response__unpack(NULL, reply.len, reply.data);
@@ -217,23 +217,23 @@ START_TEST(test_call_local_answers_as_the_server)
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     free(reply.data);
     /* the reply is packed and size-checked as on the wire: 16 bytes are too few */
-    ck_assert_int_eq(veil_call_local(&local.rpc.base, "Derive", &gateway, bytes, n, 16, NULL, msg,
-                                     sizeof msg),
-                     VEIL_ERR_EXHAUSTED);
+    ck_assert_int_eq(
+        veil_call_local(&local.rpc.base, "Derive", &gateway, bytes, n, 16, NULL, msg, sizeof msg),
+        VEIL_ERR_EXHAUSTED);
     req.subject_ref.len = 16;
     n = protobuf_c_message_pack(&req.base, bytes);
-    ck_assert_int_eq(veil_call_local(&local.rpc.base, "Derive", &gateway, bytes, n, 0, NULL, msg,
-                                     sizeof msg),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(
+        veil_call_local(&local.rpc.base, "Derive", &gateway, bytes, n, 0, NULL, msg, sizeof msg),
+        VEIL_ERR_INVALID);
     ck_assert_str_eq(msg, "subject_ref must be 32 bytes");
     const unsigned char truncated[] = {0x0a, 0x7f, 'a'};
     ck_assert_int_eq(veil_call_local(&local.rpc.base, "Derive", &gateway, truncated,
                                      sizeof truncated, 0, NULL, msg, sizeof msg),
                      VEIL_ERR_INVALID);
     ck_assert_str_eq(msg, "malformed request message");
-    ck_assert_int_eq(veil_call_local(&local.rpc.base, "Nothing", &gateway, NULL, 0, 0, NULL, msg,
-                                     sizeof msg),
-                     VEIL_ERR_UNIMPLEMENTED);
+    ck_assert_int_eq(
+        veil_call_local(&local.rpc.base, "Nothing", &gateway, NULL, 0, 0, NULL, msg, sizeof msg),
+        VEIL_ERR_UNIMPLEMENTED);
     veil_keyring_free(local.keys);
     stop();
 }
