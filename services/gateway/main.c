@@ -49,40 +49,6 @@ static const veil_config_var gateway_vars[] = {
      "revocation/consent answers kept in memory (0: no cache)"},
 };
 
-veil_err gw_refresh(struct gateway *gw, int force)
-{
-    int64_t reg_v, keys_v;
-    veil_err err = gw_store_versions(gw->store, &reg_v, &keys_v);
-    if (err)
-        return err;
-    pthread_rwlock_rdlock(&gw->registry.lock);
-    int64_t have = gw->registry.version;
-    pthread_rwlock_unlock(&gw->registry.lock);
-    if (force || reg_v != have) {
-        gw_app *apps;
-        size_t n;
-        int64_t v;
-        if ((err = gw_store_load_apps(gw->store, &apps, &n, &v)))
-            return err;
-        gw_registry_replace(&gw->registry, apps, n, v);
-    }
-    if (force || keys_v != atomic_load(&gw->keys.state_version)) {
-        static const char *const kinds[] = {"assertion", "pseudonym"};
-        for (int i = 0; i < 2; i++) {
-            uint32_t cur = 0, prev = 0;
-            err = gw_store_key_state(gw->store, kinds[i], &cur, &prev);
-            if (err == VEIL_ERR_NOT_FOUND)
-                continue; /* never rotated: keep the start-up choice */
-            if (err)
-                return err;
-            atomic_store(i ? &gw->keys.pseudonym_current : &gw->keys.assertion_current, cur);
-            atomic_store(i ? &gw->keys.pseudonym_previous : &gw->keys.assertion_previous, prev);
-        }
-        atomic_store(&gw->keys.state_version, keys_v);
-    }
-    return VEIL_OK;
-}
-
 /*
  * A change from revocation or consent: drop what the cache holds about its
  * subject, or everything when it concerns an app as a whole.

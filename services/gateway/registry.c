@@ -1,5 +1,7 @@
 /*
- * registry.c - the in-memory app registry and attribute scopes.
+ * registry.c - the in-memory app registry and attribute scopes, and
+ * gw_refresh, which reloads the registry and the key rotation state from the
+ * database (here rather than in main.c so that gateway_lib links on its own).
  *
  * The whole registry (81 apps in the first deployment, thousands at most) is
  * held sorted in memory and replaced wholesale when the database says it
@@ -10,6 +12,7 @@
 #include <string.h>
 
 #include "gateway.h"
+#include "store.h"
 
 unsigned gw_scope_bit(const char *attribute)
 {
@@ -144,4 +147,38 @@ veil_err gw_registry_each(gw_registry *r, veil_call *call, void ***slots,
         fn(&r->apps[i], ctx);
     pthread_rwlock_unlock(&r->lock);
     return err;
+}
+
+veil_err gw_refresh(struct gateway *gw, int force)
+{
+    int64_t reg_v, keys_v;
+    veil_err err = gw_store_versions(gw->store, &reg_v, &keys_v);
+    if (err)
+        return err;
+    pthread_rwlock_rdlock(&gw->registry.lock);
+    int64_t have = gw->registry.version;
+    pthread_rwlock_unlock(&gw->registry.lock);
+    if (force || reg_v != have) {
+        gw_app *apps;
+        size_t n;
+        int64_t v;
+        if ((err = gw_store_load_apps(gw->store, &apps, &n, &v)))
+            return err;
+        gw_registry_replace(&gw->registry, apps, n, v);
+    }
+    if (force || keys_v != atomic_load(&gw->keys.state_version)) {
+        static const char *const kinds[] = {"assertion", "pseudonym"};
+        for (int i = 0; i < 2; i++) {
+            uint32_t cur = 0, prev = 0;
+            err = gw_store_key_state(gw->store, kinds[i], &cur, &prev);
+            if (err == VEIL_ERR_NOT_FOUND)
+                continue; /* never rotated: keep the start-up choice */
+            if (err)
+                return err;
+            atomic_store(i ? &gw->keys.pseudonym_current : &gw->keys.assertion_current, cur);
+            atomic_store(i ? &gw->keys.pseudonym_previous : &gw->keys.assertion_previous, prev);
+        }
+        atomic_store(&gw->keys.state_version, keys_v);
+    }
+    return VEIL_OK;
 }

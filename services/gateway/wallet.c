@@ -418,7 +418,11 @@ static void gw_wallet_erase(Veil__Gateway__Wallet_Service *svc,
 
 const Veil__Gateway__Wallet_Service gw_wallet_rpc = VEIL__GATEWAY__WALLET__INIT(gw_wallet_);
 
-#define PUBLIC (VEIL_PEER_CITIZEN | VEIL_PEER_APP | VEIL_PEER_ADMIN)
+/*
+ * The keys and the app list are public, but the Wallet is the citizens' API
+ * and apps never reach it (they have Login/GetJwks); the admin may read.
+ */
+#define PUBLIC (VEIL_PEER_CITIZEN | VEIL_PEER_ADMIN)
 const veil_method_policy gw_wallet_policy[] = {
     {"Enrol", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
     {"GetKeys", PUBLIC, VEIL_EXEC_WORKER},

@@ -18,9 +18,26 @@ char *veil_b64url_encode(char *out, size_t outlen, const void *bin, size_t n)
     return sodium_bin2base64(out, outlen, bin, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
+/*
+ * libsodium 1.0.18 (Debian 12) decodes any byte from 0x80 up as if it were a
+ * base64 symbol, so "_" and 0xa0 spell the same bytes: a ticket, token or key
+ * file would have many spellings, and garbage would decode.  With a set of
+ * characters to ignore it also skips NUL bytes (strchr finds the set's own
+ * terminator).  Both are refused here, before libsodium sees them.
+ */
+static int ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80 || s[i] == '\0')
+            return 0;
+    return 1;
+}
+
 int veil_b64url_decode(void *out, size_t outlen, const char *s, size_t slen, size_t *n_out)
 {
     const char *end = NULL;
+    if (!ascii(s, slen))
+        return -1;
     if (sodium_base642bin(out, outlen, s, slen, NULL, n_out, &end,
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
         return -1;
@@ -30,8 +47,8 @@ int veil_b64url_decode(void *out, size_t outlen, const char *s, size_t slen, siz
 int veil_b64_decode(void *out, size_t outlen, const char *s, size_t slen, size_t *n_out)
 {
     const char *end = NULL;
-    if (sodium_base642bin(out, outlen, s, slen, " \t\r\n", n_out, &end,
-                          sodium_base64_VARIANT_ORIGINAL) != 0)
+    if (!ascii(s, slen) || sodium_base642bin(out, outlen, s, slen, " \t\r\n", n_out, &end,
+                                             sodium_base64_VARIANT_ORIGINAL) != 0)
         return -1;
     /* Allow trailing whitespace only. */
     for (; end < s + slen; end++)

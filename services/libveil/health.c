@@ -43,16 +43,17 @@ static void health_watch(Grpc__Health__V1__Health_Service *svc,
     VEIL_REPLY(done, call, VEIL_ERR_UNIMPLEMENTED, NULL);
 }
 
-static const veil_method_policy health_policy[] = {
+const veil_method_policy veil_health_policy[] = {
     {"Check", VEIL_PEER_ANYONE, VEIL_EXEC_INLINE},
     {"Watch", VEIL_PEER_ANYONE, VEIL_EXEC_UNSERVED},
 };
+const size_t veil_health_policy_len = sizeof veil_health_policy / sizeof veil_health_policy[0];
 
 veil_err veil_health_add(veil_server *srv, char *errbuf, size_t errlen)
 {
     /* One per process is enough, and it must outlive every server. */
     static struct health health = {GRPC__HEALTH__V1__HEALTH__INIT(health_), NULL};
     health.srv = srv;
-    return veil_server_add(srv, &health.rpc.base, health_policy,
-                           sizeof health_policy / sizeof health_policy[0], errbuf, errlen);
+    return veil_server_add(srv, &health.rpc.base, veil_health_policy, veil_health_policy_len,
+                           errbuf, errlen);
 }

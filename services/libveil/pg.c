@@ -143,6 +143,21 @@ static veil_err connect_now(veil_pg *c)
     return VEIL_ERR_UNAVAILABLE;
 }
 
+/*
+ * Whether an idle connection is still there.  A server that restarts or fails
+ * over ends its sessions with a FATAL message and end of file; reading them
+ * here means the next call reconnects instead of failing.  PQconsumeInput
+ * never blocks (libpq's socket is non-blocking): the first read takes the
+ * farewell, if any, the second then meets the end of file.
+ */
+static int idle_conn_alive(PGconn *conn)
+{
+    for (int i = 0; i < 2; i++)
+        if (PQstatus(conn) != CONNECTION_OK || !PQconsumeInput(conn))
+            return 0;
+    return PQstatus(conn) == CONNECTION_OK;
+}
+
 veil_err veil_db_conn(veil_db *db, veil_pg **out)
 {
     *out = NULL;
@@ -156,8 +171,10 @@ veil_err veil_db_conn(veil_db *db, veil_pg **out)
         c->db = db;
         pthread_setspecific(db->key, c);
     }
-    if (c->conn && PQstatus(c->conn) != CONNECTION_OK)
+    if (c->conn && !idle_conn_alive(c->conn)) {
+        veil_log(VEIL_LOG_INFO, "the database closed an idle connection; reconnecting", VL_END);
         conn_close(c);
+    }
     if (!c->conn) {
         veil_err err = connect_now(c);
         if (err)

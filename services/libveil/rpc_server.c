@@ -16,6 +16,7 @@
  */
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,9 +51,16 @@ struct tag {
     veil_call *call;
 };
 
+/* Memory of a call run by veil_call_local (no grpc call, so no grpc arena). */
+struct local_block {
+    struct local_block *next;
+    max_align_t data[];
+};
+
 struct veil_call {
     struct tag t_new, t_done;
     veil_server *srv;
+    struct local_block *local; /* veil_call_local: its arena */
     struct method *m; /* NULL for the catch-all */
     grpc_call *call;
     gpr_timespec deadline;
@@ -98,10 +106,21 @@ struct veil_server {
 
 /* ---- the call arena as a protobuf-c allocator ---- */
 
+/* A block of the arena of a call that has no grpc call (veil_call_local). */
+static void *local_alloc(veil_call *c, size_t n)
+{
+    struct local_block *b = malloc(sizeof *b + (n ? n : 1));
+    if (!b)
+        return NULL;
+    b->next = c->local;
+    c->local = b;
+    return b->data;
+}
+
 static void *arena_alloc(void *data, size_t n)
 {
     veil_call *c = data;
-    return grpc_call_arena_alloc(c->call, n ? n : 1);
+    return c->call ? grpc_call_arena_alloc(c->call, n ? n : 1) : local_alloc(c, n);
 }
 
 static void arena_free(void *data, void *p)
@@ -112,7 +131,7 @@ static void arena_free(void *data, void *p)
 
 void *veil_call_alloc(veil_call *c, size_t n)
 {
-    return grpc_call_arena_alloc(c->call, n ? n : 1);
+    return arena_alloc(c, n);
 }
 
 char *veil_call_strdup(veil_call *c, const char *s)
@@ -307,6 +326,26 @@ static int deadline_passed(const veil_call *c)
     return gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) <= 0;
 }
 
+/* Unpacks a request into the call's arena; NULL (and the call failed) when malformed. */
+static ProtobufCMessage *unpack(veil_call *c, const uint8_t *bytes, size_t len)
+{
+    ProtobufCMessage *req = protobuf_c_message_unpack(c->m->desc->input, &c->alloc, len, bytes);
+    if (!req)
+        veil_call_fail(c, VEIL_ERR_INVALID, "malformed request message");
+    return req;
+}
+
+/* Runs the handler, which replies through reply_closure (sending is the caller's). */
+static void invoke(veil_call *c, ProtobufCMessage *req)
+{
+    c->m->svc->invoke(c->m->svc, c->m->index, req, reply_closure, c);
+    if (!c->replied) {
+        veil_log(VEIL_LOG_ERROR, "handler returned without replying", VL_STR("method", c->m->path),
+                 VL_END);
+        veil_call_fail(c, VEIL_ERR_INTERNAL, "internal error");
+    }
+}
+
 /* Unpacks the request into the arena and runs the handler; then replies. */
 static void run_call(void *item)
 {
@@ -325,21 +364,63 @@ static void run_call(void *item)
         return reply_error(c, VEIL_ERR_INVALID, "request message cannot be read");
     grpc_slice whole = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
-    ProtobufCMessage *req = protobuf_c_message_unpack(
-        c->m->desc->input, &c->alloc, GRPC_SLICE_LENGTH(whole), GRPC_SLICE_START_PTR(whole));
+    ProtobufCMessage *req = unpack(c, GRPC_SLICE_START_PTR(whole), GRPC_SLICE_LENGTH(whole));
     grpc_slice_unref(whole);
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
-    if (!req)
-        return reply_error(c, VEIL_ERR_INVALID, "malformed request message");
-
-    c->m->svc->invoke(c->m->svc, c->m->index, req, reply_closure, c);
-    if (!c->replied) {
-        veil_log(VEIL_LOG_ERROR, "handler returned without replying", VL_STR("method", c->m->path),
-                 VL_END);
-        veil_call_fail(c, VEIL_ERR_INTERNAL, "internal error");
-    }
+    if (req)
+        invoke(c, req);
     send_reply(c);
+}
+
+veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_peer *peer,
+                         const void *request, size_t len, int max_message_bytes,
+                         ProtobufCBinaryData *reply, char *msg, size_t msglen)
+{
+    if (reply)
+        *reply = (ProtobufCBinaryData){0, NULL};
+    const ProtobufCServiceDescriptor *d = svc->descriptor;
+    const ProtobufCMethodDescriptor *md =
+        protobuf_c_service_descriptor_get_method_by_name(d, method);
+    if (!md)
+        return VEIL_ERR_UNIMPLEMENTED;
+    char path[256];
+    snprintf(path, sizeof path, "/%s/%s", d->name, md->name);
+    struct method m = {.path = path, .svc = svc, .index = (unsigned)(md - d->methods), .desc = md};
+    veil_server srv = {
+        .cfg = {.max_message_bytes = max_message_bytes > 0 ? max_message_bytes : 4 << 20}};
+    veil_call c = {.srv = &srv, .m = &m, .peer = *peer};
+    c.alloc = (ProtobufCAllocator){arena_alloc, arena_free, &c};
+    c.deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    grpc_metadata_array_init(&c.md);
+    ProtobufCMessage *req = unpack(&c, request, len);
+    if (req)
+        invoke(&c, req);
+    if (msg && msglen)
+        snprintf(msg, msglen, "%s",
+                 c.err == VEIL_OK ? ""
+                 : c.has_message  ? c.message
+                                  : veil_err_message(c.err));
+    if (c.reply && reply) {
+        grpc_byte_buffer_reader reader;
+        if (grpc_byte_buffer_reader_init(&reader, c.reply)) {
+            grpc_slice whole = grpc_byte_buffer_reader_readall(&reader);
+            grpc_byte_buffer_reader_destroy(&reader);
+            reply->len = GRPC_SLICE_LENGTH(whole);
+            if ((reply->data = malloc(reply->len ? reply->len : 1)))
+                memcpy(reply->data, GRPC_SLICE_START_PTR(whole), reply->len);
+            grpc_slice_unref(whole);
+        }
+    }
+    if (c.reply)
+        grpc_byte_buffer_destroy(c.reply);
+    grpc_metadata_array_destroy(&c.md);
+    while (c.local) {
+        struct local_block *next = c.local->next;
+        free(c.local);
+        c.local = next;
+    }
+    return c.err;
 }
 
 static void dispatch(veil_server *s, veil_call *c)

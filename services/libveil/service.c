@@ -128,6 +128,7 @@ bad:
     return 2;
 }
 
+/* Writes the port atomically; on failure returns -1 with errno saying why. */
 static int write_port_file(const char *path, int port)
 {
     char tmp[4096], text[16];
@@ -136,10 +137,20 @@ static int write_port_file(const char *path, int port)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
-    int good = write(fd, text, (size_t)n) == n && fsync(fd) == 0;
-    close(fd);
-    if (!good || rename(tmp, path) != 0) {
+    ssize_t w = write(fd, text, (size_t)n);
+    int good = w == n && fsync(fd) == 0;
+    int saved = good ? 0 : w >= 0 && w < n ? ENOSPC : errno;
+    if (close(fd) != 0 && good) {
+        good = 0;
+        saved = errno;
+    }
+    if (good && rename(tmp, path) != 0) {
+        good = 0;
+        saved = errno;
+    }
+    if (!good) {
         unlink(tmp);
+        errno = saved;
         return -1;
     }
     return 0;
@@ -176,8 +187,8 @@ static int serve(const veil_service_spec *spec, veil_service_ctx *ctx, sigset_t 
     if (veil_server_start(ctx->server, &port, err, sizeof err) != VEIL_OK)
         goto out;
     if (cfg.port_file && write_port_file(cfg.port_file, port) != 0) {
-        snprintf(err, sizeof err, "cannot write VEIL_PORT_FILE %s (disk full or read-only?)",
-                 cfg.port_file);
+        snprintf(err, sizeof err, "cannot write VEIL_PORT_FILE %s: %s", cfg.port_file,
+                 strerror(errno));
         goto out;
     }
     veil_log(VEIL_LOG_INFO, "serving", VL_STR("addr", cfg.listen_addr), VL_INT("port", port),

@@ -24,7 +24,7 @@ veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescri
                   const char *method, const ProtobufCMessage *req, void *resp, veil_status *st)
 {
     veil_channel *ch = h_channel(s->gateway.addr, identity, svc);
-    veil_err err = veil_channel_call(ch, method, req, NULL, 10000, resp, st);
+    veil_err err = veil_channel_call(ch, method, req, NULL, 10000 * h_timeout_scale(), resp, st);
     veil_channel_free(ch);
     return err;
 }

@@ -53,6 +53,23 @@ void h_tls_for(h_tls *t, const char *identity)
     t->cfg.key_file = t->key;
 }
 
+int h_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+int h_timeout_scale(void)
+{
+    const char *v = getenv("VEIL_TEST_TIMEOUT_SCALE");
+    int k = v ? atoi(v) : 1;
+    return k >= 1 && k <= 100 ? k : 1;
+}
+
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -135,12 +152,18 @@ int h_spawn(h_proc *p, const char *binary, const char *identity, const char *con
             name[eq - *e] = '\0';
             setenv(name, eq + 1, 1);
         }
-        execl(exe, exe, "serve", (char *)NULL);
-        fprintf(stderr, "harness: cannot exec %s: %s\n", exe, strerror(errno));
+        /* e.g. tests/valgrind/wrap: runs the service under a checker */
+        const char *wrapper = getenv("VEIL_TEST_WRAPPER");
+        if (wrapper && *wrapper)
+            execl(wrapper, wrapper, exe, "serve", (char *)NULL);
+        else
+            execl(exe, exe, "serve", (char *)NULL);
+        fprintf(stderr, "harness: cannot exec %s: %s\n", wrapper ? wrapper : exe, strerror(errno));
         _exit(127);
     }
     /* Wait for the port file, then for SERVING. */
-    for (int i = 0; i < 1000; i++) {
+    int scale = h_timeout_scale();
+    for (int i = 0; i < 1000 * scale; i++) {
         FILE *f = fopen(portfile, "r");
         if (f) {
             int ok = fscanf(f, "%d", &p->port) == 1;
@@ -150,8 +173,9 @@ int h_spawn(h_proc *p, const char *binary, const char *identity, const char *con
         }
         int status;
         if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            p->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
             fprintf(stderr, "harness: %s exited during start-up (status %d)\n", binary,
-                    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+                    p->exit_status);
             h_dump_log(p);
             p->pid = 0;
             return -1;
@@ -166,7 +190,7 @@ int h_spawn(h_proc *p, const char *binary, const char *identity, const char *con
     }
     snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->port);
     const char *probe = t.cfg.plaintext ? "plaintext" : "svc/gateway";
-    for (int i = 0; i < 500; i++) {
+    for (int i = 0; i < 500 * scale; i++) {
         if (h_health(p->addr, probe) == 1)
             return 0;
         sleep_ms(20);
@@ -196,7 +220,7 @@ int h_stop(h_proc *p)
     if (p->pid <= 0)
         return -1;
     kill(p->pid, SIGTERM);
-    int rc = wait_exit(p, 30000);
+    int rc = wait_exit(p, 30000 * h_timeout_scale());
     if (rc == -2) {
         fprintf(stderr, "harness: %s did not stop on SIGTERM\n", p->name);
         h_dump_log(p);

@@ -10,12 +10,21 @@
 #ifndef VEIL_HARNESS_H
 #define VEIL_HARNESS_H
 
+#include <check.h>
 #include <sys/types.h>
 #include "veil/client.h"
 #include "veil/tls.h"
 
 /* A required environment variable (the suite aborts when it is missing). */
 const char *h_env(const char *name);
+
+/*
+ * How many times longer than usual to wait for processes to start and stop
+ * (VEIL_TEST_TIMEOUT_SCALE, default 1): services under valgrind are slow.
+ * h_spawn runs a service through VEIL_TEST_WRAPPER (a program taking the
+ * binary and its arguments) when that is set.
+ */
+int h_timeout_scale(void);
 
 /* TLS material for an identity: "svc/gateway", "app/<id>", "admin/ops",
  * "foreign" (a gateway certificate from an unrelated CA), "none" (CA only,
@@ -33,6 +42,7 @@ typedef struct h_proc {
     char addr[64];
     char log[512];
     char name[64];
+    int exit_status; /* when h_spawn saw it exit during start-up: its status (-1: a signal) */
 } h_proc;
 
 /*
@@ -79,6 +89,12 @@ void h_keyfile(const char *dir, const char *purpose, unsigned version);
  */
 int h_raw_call(const char *addr, const char *identity, const char *path, const void *bytes,
                size_t len, int timeout_ms, char *message, size_t msglen);
+
+/*
+ * Runs a suite in this process (grpc core must not be used across fork())
+ * and returns the exit status for main: EXIT_SUCCESS when every test passed.
+ */
+int h_run_suite(Suite *s);
 
 /* A TCP port that was free a moment ago on 127.0.0.1. */
 int h_free_port(void);

@@ -31,6 +31,13 @@ static void service_env(h_stack *s, int which, struct env *e)
     e->n = 0;
     e->p[0] = NULL;
     env_add(e, "VEIL_KEYS_DIR", s->keys[which]);
+    if (s->health_port[which]) {
+        char addr[32];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", s->health_port[which]);
+        env_add(e, "VEIL_HEALTH_ADDR", addr);
+    }
+    for (const char *const *x = s->service_env; x && *x && e->n < 15; x++)
+        env_add(e, NULL, *x);
     if (which <= H_REVOCATION)
         env_add(e, "VEIL_DATABASE_URL", s->db[which]);
     if (which == H_VAULT) {
@@ -68,19 +75,44 @@ int h_stack_command(h_stack *s, int which, const char *args)
     return rc;
 }
 
-int h_stack_restart(h_stack *s, int which)
+/* Starts one service; a port it had before is kept (the others know its address). */
+static int spawn_service(h_stack *s, int which, struct env *e)
 {
     h_proc *procs[] = {&s->gateway, &s->vault, &s->consent, &s->revocation, &s->pseudonym};
-    struct env e;
-    char identity[64];
-    service_env(s, which, &e);
+    char identity[64], listen[64];
     snprintf(identity, sizeof identity, "svc/%s", names[which]);
-    return h_spawn(procs[which], names[which], identity, e.p);
+    if (procs[which]->port > 0 && e->n < 16) {
+        snprintf(listen, sizeof listen, "127.0.0.1:%d", procs[which]->port);
+        env_add(e, "VEIL_LISTEN_ADDR", listen); /* overrides h_spawn's port 0 */
+    }
+    return h_spawn(procs[which], names[which], identity, e->p);
+}
+
+int h_stack_restart(h_stack *s, int which)
+{
+    struct env e;
+    service_env(s, which, &e);
+    if (which == H_GATEWAY)
+        for (const char *const *x = s->gateway_env; x && *x && e.n < 15; x++)
+            env_add(&e, NULL, *x);
+    return spawn_service(s, which, &e);
 }
 
 int h_stack_start(h_stack *s, const char *const *gateway_env)
 {
+    h_stack_opts o = {.gateway_env = gateway_env};
+    return h_stack_start_opts(s, &o);
+}
+
+int h_stack_start_opts(h_stack *s, const h_stack_opts *opts)
+{
     memset(s, 0, sizeof *s);
+    if (opts) {
+        s->gateway_env = opts->gateway_env;
+        s->service_env = opts->service_env;
+        for (int i = 0; opts->health_ports && i < 5; i++)
+            s->health_port[i] = h_free_port();
+    }
     s->dir = h_tempdir("stack");
     static const char *const purposes[5][6] = {
         {"assertion", NULL},
@@ -122,11 +154,7 @@ int h_stack_start(h_stack *s, const char *const *gateway_env)
     for (int i = H_VAULT; i <= H_PSEUDONYM; i++)
         if (h_stack_restart(s, i) != 0)
             return -1;
-    struct env e;
-    service_env(s, H_GATEWAY, &e);
-    for (const char *const *x = gateway_env; x && *x && e.n < 15; x++)
-        env_add(&e, NULL, *x);
-    return h_spawn(&s->gateway, "gateway", "svc/gateway", e.p);
+    return h_stack_restart(s, H_GATEWAY);
 }
 
 int h_stack_stop(h_stack *s)

@@ -15,6 +15,9 @@ typedef struct h_stack {
     char keys[5][1024];              /* key folders: gateway, vault, consent, revocation, pseudonym */
     char *db[4];                     /* gateway, vault, consent, revocation */
     unsigned char proofing_seed[32]; /* the development proofing authority's key */
+    int health_port[5];              /* plaintext health ports (0: none), by H_* */
+    const char *const *service_env;  /* h_stack_opts.service_env (must outlive the stack) */
+    const char *const *gateway_env;  /* h_stack_opts.gateway_env (must outlive the stack) */
 } h_stack;
 
 enum { H_GATEWAY, H_VAULT, H_CONSENT, H_REVOCATION, H_PSEUDONYM };
@@ -25,13 +28,26 @@ enum { H_GATEWAY, H_VAULT, H_CONSENT, H_REVOCATION, H_PSEUDONYM };
  */
 int h_stack_start(h_stack *s, const char *const *gateway_env);
 
+/* What h_stack_start_opts may add to a plain stack. */
+typedef struct h_stack_opts {
+    const char *const *gateway_env; /* NAME=VALUE list for the gateway, NULL-terminated */
+    const char *const *service_env; /* NAME=VALUE list for every service, NULL-terminated */
+    int health_ports;               /* give every service a plaintext VEIL_HEALTH_ADDR */
+} h_stack_opts;
+
+/* As h_stack_start, with the options above (NULL: none). */
+int h_stack_start_opts(h_stack *s, const h_stack_opts *opts);
+
 /* Stops every process (SIGTERM) and checks each exited 0; returns the number that did not. */
 int h_stack_stop(h_stack *s);
 
 /* Runs `<binary> <args...>` with the service's database (and keys) in its environment. */
 int h_stack_command(h_stack *s, int which, const char *args);
 
-/* (Re)starts one service of a running stack, e.g. after h_kill. */
+/*
+ * (Re)starts one service of a running stack, e.g. after h_kill: on the port
+ * it had before, so the other services find it again without a restart.
+ */
 int h_stack_restart(h_stack *s, int which);
 
 #endif

@@ -73,6 +73,49 @@ START_TEST(test_jws_roundtrip_and_tamper)
 }
 END_TEST
 
+/* header.payload signed with the test key, whatever the header and payload say (malloc'd). */
+static char *signed_token(const char *header, const char *payload)
+{
+    char h64[512], p64[512], *token = malloc(1200);
+    unsigned char sig[64];
+    veil_b64url_encode(h64, sizeof h64, header, strlen(header));
+    veil_b64url_encode(p64, sizeof p64, payload, strlen(payload));
+    int n = snprintf(token, 1200, "%s.%s", h64, p64);
+    veil_signer_sign(signer, sig, token, (size_t)n);
+    token[n] = '.';
+    veil_b64url_encode(token + n + 1, 1200 - (size_t)n - 1, sig, sizeof sig);
+    return token;
+}
+
+/* The header and payload rules hold even behind a valid signature. */
+START_TEST(test_jws_rules_behind_a_valid_signature)
+{
+    static const struct {
+        const char *header, *payload;
+        veil_err want;
+    } cases[] = {
+        {"{\"alg\":\"EdDSA\",\"kid\":\"test-1\",\"typ\":\"JWT\"}", "{\"sub\":\"x\"}", VEIL_OK},
+        {"{\"alg\":\"EdDSA\",\"kid\":\"test-1\",\"crit\":[\"exp\"]}", "{}", VEIL_ERR_INVALID},
+        {"{\"alg\":\"EdDSA\",\"alg\":\"none\",\"kid\":\"test-1\"}", "{}", VEIL_ERR_INVALID},
+        {"{\"alg\":\"EdDSA\",\"kid\":\"test-1\"}", "{\"sub\":\"a\",\"sub\":\"b\"}",
+         VEIL_ERR_INVALID},
+        {"{\"alg\":\"EdDSA\",\"kid\":\"test-1\"}", "[\"not\",\"an\",\"object\"]", VEIL_ERR_INVALID},
+        {"{\"alg\":\"HS256\",\"kid\":\"test-1\"}", "{}", VEIL_ERR_INVALID},
+        {"{\"alg\":\"EdDSA\"}", "{}", VEIL_ERR_INVALID},
+        {"{\"alg\":\"EdDSA\",\"kid\":\"someone-else\"}", "{}", VEIL_ERR_UNAUTHENTICATED},
+        {"not json", "{}", VEIL_ERR_INVALID},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *token = signed_token(cases[i].header, cases[i].payload);
+        json_t *back = NULL;
+        veil_err err = veil_jws_verify(token, strlen(token), NULL, lookup, signer, &back);
+        ck_assert_msg(err == cases[i].want, "case %zu: %s", i, veil_err_name(err));
+        json_decref(back);
+        free(token);
+    }
+}
+END_TEST
+
 START_TEST(test_jws_verifies_with_python_jwt)
 {
     json_t *claims = json_pack("{s:s, s:s, s:I, s:I}", "iss", "veil", "aud", "app.one", "iat",
@@ -260,6 +303,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_jws_roundtrip_and_tamper);
+    tcase_add_test(tc, test_jws_rules_behind_a_valid_signature);
     tcase_add_test(tc, test_jws_verifies_with_python_jwt);
     tcase_add_test(tc, test_ticket_roundtrip);
     tcase_add_test(tc, test_two_tickets_share_nothing);

@@ -65,7 +65,7 @@ START_TEST(test_failed_migration_rolls_back)
 }
 END_TEST
 
-enum { ST_PING, ST_INSERT, ST_GET, ST_TYPES, ST_CHILD, ST_DIV, ST_PID };
+enum { ST_PING, ST_INSERT, ST_GET, ST_TYPES, ST_CHILD, ST_DIV, ST_PID, ST_DIE };
 static const veil_pg_stmt stmts[] = {
     [ST_PING] = {"ping", "SELECT 42::int8"},
     [ST_INSERT] = {"ins", "INSERT INTO t (id, blob, label) VALUES ($1::int8, $2, $3)"},
@@ -75,6 +75,7 @@ static const veil_pg_stmt stmts[] = {
     [ST_CHILD] = {"child", "INSERT INTO c (parent) VALUES ($1::int8)"},
     [ST_DIV] = {"div", "SELECT 1 / $1::int8"},
     [ST_PID] = {"pid", "SELECT pg_backend_pid()::int8"},
+    [ST_DIE] = {"die", "SELECT pg_terminate_backend(pg_backend_pid())"},
 };
 #define N_STMTS (sizeof stmts / sizeof stmts[0])
 
@@ -267,8 +268,12 @@ START_TEST(test_reconnect_after_restart)
     PQclear(r);
 
     h_pg_restart();
-    /* the call that meets the dead connection fails as retryable ... */
-    ck_assert_int_eq(run(db, ST_PING, NULL, 0, &r), VEIL_ERR_UNAVAILABLE);
+    /* the connection the restart closed while idle is replaced: the next call succeeds */
+    ck_assert_int_eq(run(db, ST_PING, NULL, 0, &r), VEIL_OK);
+    ck_assert_int_eq(veil_pg_get_i64(r, 0, 0), 42);
+    PQclear(r);
+    /* a statement whose connection dies under it fails as retryable ... */
+    ck_assert_int_eq(run(db, ST_DIE, NULL, 0, &r), VEIL_ERR_UNAVAILABLE);
     /* ... and the next one reconnects, re-prepares and succeeds */
     ck_assert_int_eq(run(db, ST_PING, NULL, 0, &r), VEIL_OK);
     ck_assert_int_eq(veil_pg_get_i64(r, 0, 0), 42);

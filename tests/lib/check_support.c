@@ -138,6 +138,16 @@ START_TEST(test_codecs)
     ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "-_8AEH4=", 8, &n), -1); /* padding */
     ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "+/8A", 4, &n), -1);     /* std alphabet */
     ck_assert_int_eq(veil_b64url_decode(back, 2, text, strlen(text), &n), -1);      /* overflow */
+    /* libsodium 1.0.18 would decode bytes >= 0x80 as symbols: "-_8AEH4" had other spellings */
+    ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "-\2408AEH4", 7, &n), -1);
+    ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "\xff\xff\xff\xff", 4, &n), -1);
+    ck_assert_int_eq(veil_b64_decode(back, sizeof back, "+/8AEH4=", 8, &n), 0);
+    ck_assert_int_eq(veil_b64_decode(back, sizeof back, "+\2008AEH4=", 8, &n), -1);
+    /* whitespace is skipped, NUL bytes (which libsodium would skip too) are refused */
+    ck_assert_int_eq(veil_b64_decode(back, sizeof back, "+/8A\nEH4=\n ", 11, &n), 0);
+    ck_assert_int_eq(veil_b64_decode(back, sizeof back, "+/8AEH4=\0", 9, &n), -1);
+    ck_assert_int_eq(veil_b64_decode(back, sizeof back, "+/8A\0EH4=", 9, &n), -1);
+    ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "-_8A\0EH4", 8, &n), -1);
     ck_assert_ptr_null(veil_b64url_encode(text, 3, bin, sizeof bin));
     ck_assert_str_eq(veil_hex_encode(text, sizeof text, bin, 2), "fbff");
 

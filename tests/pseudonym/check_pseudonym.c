@@ -185,6 +185,60 @@ START_TEST(test_batch_matches_single)
 }
 END_TEST
 
+/*
+ * veil_call_local (what the fuzzers drive) answers as the server does: the
+ * same pseudonym from the same keys, the same refusals and messages.
+ */
+START_TEST(test_call_local_answers_as_the_server)
+{
+    start();
+    struct pseudonym local = {.rpc = pseudonym_rpc, .current = 1};
+    char err[256];
+    ck_assert_int_eq(veil_keyring_load(keys, "pseudonym", &local.keys, err, sizeof err), VEIL_OK);
+    veil_peer gateway = {.role = VEIL_PEER_GATEWAY, .name = "gateway"};
+    Veil__Pseudonym__DeriveRequest req = VEIL__PSEUDONYM__DERIVE_REQUEST__INIT;
+    req.subject_ref.data = (unsigned char *)subj_a;
+    req.subject_ref.len = 32;
+    req.sector_id = "shop";
+    req.key_version = 2;
+    unsigned char bytes[256];
+    size_t n = protobuf_c_message_pack(&req.base, bytes);
+    char msg[256], wire[64];
+    ProtobufCBinaryData reply;
+    ck_assert_int_eq(
+        veil_call_local(&local.rpc.base, "Derive", &gateway, bytes, n, 0, &reply, msg, sizeof msg),
+        VEIL_OK);
+    ck_assert_str_eq(msg, "");
+    Veil__Pseudonym__DeriveResponse *resp =
+        veil__pseudonym__derive_response__unpack(NULL, reply.len, reply.data);
+    ck_assert_ptr_nonnull(resp);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop", 0, 2, 0, wire, NULL), VEIL_OK);
+    ck_assert_str_eq(resp->pseudonym, wire);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    free(reply.data);
+    /* the reply is packed and size-checked as on the wire: 16 bytes are too few */
+    ck_assert_int_eq(
+        veil_call_local(&local.rpc.base, "Derive", &gateway, bytes, n, 16, NULL, msg, sizeof msg),
+        VEIL_ERR_EXHAUSTED);
+    req.subject_ref.len = 16;
+    n = protobuf_c_message_pack(&req.base, bytes);
+    ck_assert_int_eq(
+        veil_call_local(&local.rpc.base, "Derive", &gateway, bytes, n, 0, NULL, msg, sizeof msg),
+        VEIL_ERR_INVALID);
+    ck_assert_str_eq(msg, "subject_ref must be 32 bytes");
+    const unsigned char truncated[] = {0x0a, 0x7f, 'a'};
+    ck_assert_int_eq(veil_call_local(&local.rpc.base, "Derive", &gateway, truncated,
+                                     sizeof truncated, 0, NULL, msg, sizeof msg),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(msg, "malformed request message");
+    ck_assert_int_eq(
+        veil_call_local(&local.rpc.base, "Nothing", &gateway, NULL, 0, 0, NULL, msg, sizeof msg),
+        VEIL_ERR_UNIMPLEMENTED);
+    veil_keyring_free(local.keys);
+    stop();
+}
+END_TEST
+
 START_TEST(test_refuses_to_start_without_keys)
 {
     char *empty = h_tempdir("nokeys");
@@ -216,6 +270,7 @@ int main(void)
     tcase_add_test(tc, test_only_the_gateway);
     tcase_add_test(tc, test_batch_matches_single);
     tcase_add_test(tc, test_refuses_to_start_without_keys);
+    tcase_add_test(tc, test_call_local_answers_as_the_server);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -10,7 +10,9 @@
  * When the server goes away, the statement in flight fails with
  * VEIL_ERR_UNAVAILABLE and the connection is dropped; the next call
  * reconnects, retrying no faster than an exponential backoff (100 ms up to
- * 2 s) so a database outage is not hammered.  SQLSTATE is mapped to veil_err
+ * 2 s) so a database outage is not hammered.  A connection the server closed
+ * while it was idle is noticed before it is handed out and replaced, so once
+ * the server is back no call fails for it.  SQLSTATE is mapped to veil_err
  * here, so no handler ever sees one.
  */
 #ifndef VEIL_PG_H

@@ -95,6 +95,14 @@ veil_err veil_server_add(veil_server *srv, ProtobufCService *svc,
                          const veil_method_policy *policy, size_t n, char *errbuf,
                          size_t errlen) VEIL_WUR;
 
+/*
+ * The policy of grpc.health.v1.Health, which veil_server_new adds to every
+ * server: the one service a plaintext probe may call.  Exported so the
+ * authorization matrix (tests/authz) checks it like every other table.
+ */
+extern const veil_method_policy veil_health_policy[];
+extern const size_t veil_health_policy_len;
+
 /* Binds and starts serving; *port receives the bound port of listen_addr. */
 veil_err veil_server_start(veil_server *srv, int *port, char *errbuf, size_t errlen) VEIL_WUR;
 
@@ -118,6 +126,20 @@ veil_err veil_server_on_drain(veil_server *srv, void (*fn)(void *arg), void *arg
 
 /* Frees a drained (or never started) server; accepts NULL. */
 void veil_server_free(veil_server *srv);
+
+/*
+ * Runs one method of svc on a serialized request in this process, as the
+ * dispatcher does once it has admitted the caller - unpacked into the call's
+ * arena, the handler, its reply packed and checked against
+ * max_message_bytes (0: 4 MiB) - but with no grpc call: for fuzzers and
+ * tests.  Handlers run on the calling thread, whatever their policy says.
+ * Returns the call's error; reply (if not NULL) receives the packed reply
+ * (malloc'd, the caller frees reply->data) and msg (if not NULL) the client
+ * message.
+ */
+veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_peer *peer,
+                         const void *request, size_t len, int max_message_bytes,
+                         ProtobufCBinaryData *reply, char *msg, size_t msglen);
 
 /* ---- what a handler may use ---- */
 
