@@ -10,6 +10,7 @@
  *   store.c     all SQL (the only file that includes veil/pg.h)
  *   enrol.c     enrolment and web certificates
  *   access.c    the hash-chained, encrypted access log
+ *   logwriter.c group commit of access-log appends
  *   attrs.c     attribute release and the province table
  *   handlers.c  one function per RPC, and the caller policy
  *   commands.c  `vault rotate-master-key` and `vault bulk-enrol`
@@ -263,6 +264,8 @@ veil_err vault_store_open(const char *url, vault_store **out) VEIL_WUR;
 void vault_store_close(vault_store *st);
 /* The calling thread's connection (opened on first use, closed at thread exit). */
 veil_err vault_store_conn(vault_store *st, vault_conn **out) VEIL_WUR;
+/* Closes the calling thread's connection now (threads the vault starts itself). */
+void vault_store_thread_done(vault_store *st);
 
 /* Transactions on the thread's connection; rollback never fails visibly. */
 veil_err vault_store_begin(vault_conn *c) VEIL_WUR;
@@ -310,6 +313,26 @@ veil_err vault_store_device(vault_conn *c, const unsigned char device_id[VEIL_DE
 veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                                 int64_t seq, int64_t at_ms, const unsigned char *sealed, size_t len,
                                 const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
+
+/* One entry of a group-committed append (the log writer's batch). */
+struct vault_log_append {
+    const unsigned char *subject;
+    int64_t seq;
+    int64_t at_ms;
+    const unsigned char *sealed;
+    size_t sealed_len;
+    const unsigned char *mac;
+    veil_err result; /* set by vault_store_append_batch: VEIL_OK or VEIL_ERR_ABORTED */
+};
+
+/*
+ * Appends n entries of different citizens' logs in one statement (so one
+ * commit), each exactly as vault_store_append_log would: an entry whose head
+ * moved gets result VEIL_ERR_ABORTED, the others VEIL_OK.  Returns the
+ * statement's failure, if any, in which case nothing was appended.
+ */
+veil_err vault_store_append_batch(vault_conn *c, struct vault_log_append *const *e,
+                                  size_t n) VEIL_WUR;
 
 /*
  * The current chain head, row-locked until the caller's transaction ends;
@@ -470,10 +493,13 @@ struct vault_config {
     int64_t webcert_days;
 };
 
+struct vault_logw;
+
 struct vault {
     Veil__Vault__Vault_Service rpc; /* first: handlers cast the service to this */
     struct vault_keys *keys;
     vault_store *store;
+    struct vault_logw *logw; /* group commit of log appends; NULL: each append commits alone */
     struct vault_config cfg;
     _Atomic int64_t next_purge_ms; /* housekeeping runs at most once a minute */
 };
@@ -507,6 +533,27 @@ veil_err vault_webcert_issue(const struct vault_keys *k, const char *web_number,
 veil_err vault_citizen_build(struct vault_keys *k, const struct vault_profile *p,
                              struct vault_new_citizen *out,
                              unsigned char dk[VAULT_DEK_BYTES]) VEIL_WUR;
+
+/* ---- logwriter.c: group commit of access-log appends ---- */
+
+/*
+ * Starts the writer thread, which appends up to max_batch queued entries
+ * per statement and commit on its own connection.  Stop it with
+ * vault_logw_stop once no caller can append any more.
+ */
+veil_err vault_logw_start(vault_store *st, size_t max_batch, struct vault_logw **out) VEIL_WUR;
+
+/* Writes what is still queued, joins the thread and frees w; accepts NULL. */
+void vault_logw_stop(struct vault_logw *w);
+
+/*
+ * Appends like vault_store_append_log, through the writer: returns once the
+ * commit holding the entry returned, with that entry's result (VEIL_ERR_ABORTED
+ * when the head moved).  The pointers need only live until it returns.
+ */
+veil_err vault_logw_append(struct vault_logw *w, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                           int64_t seq, int64_t at_ms, const unsigned char *sealed, size_t len,
+                           const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
 
 /* ---- access.c ---- */
 
