@@ -21,9 +21,10 @@
 
 /*
  * Seals e as entry head_seq + 1 after prev and appends it; ABORTED when the
- * head moved.  Outside a transaction (grouped) the append goes through the
- * log writer's group commit when the vault runs one; inside the caller's
- * transaction it must use the caller's connection, which holds the head lock.
+ * head moved.  Outside a transaction (grouped) the append shares a commit
+ * with concurrent ones (logwriter.c) unless group commit is off; inside the
+ * caller's transaction it must go alone on the caller's connection, which
+ * holds the head lock.
  */
 static veil_err append_after(struct vault *v, vault_conn *c, const unsigned char *subject,
                              const unsigned char *dk, int64_t head_seq, const unsigned char *prev,
@@ -36,7 +37,7 @@ static veil_err append_after(struct vault *v, vault_conn *c, const unsigned char
     if (!err) {
         vault_chain_hash(v->keys->audit_key, subject, prev, seq, at, sealed.data, sealed.len, mac);
         if (grouped && v->logw)
-            err = vault_logw_append(v->logw, subject, seq, at, sealed.data, sealed.len, mac);
+            err = vault_logw_append(v->logw, c, subject, seq, at, sealed.data, sealed.len, mac);
         else
             err = vault_store_append_log(c, subject, seq, at, sealed.data, sealed.len, mac);
     }
@@ -45,8 +46,8 @@ static veil_err append_after(struct vault *v, vault_conn *c, const unsigned char
 }
 
 /*
- * The common case costs one statement (one entry of a group commit when the
- * log writer runs): the head read with the device or citizen is still current.  When another append for the same citizen won
+ * The common case costs one statement (or one entry of a group commit): the
+ * head read with the device or citizen is still current.  When another append for the same citizen won
  * (two of their devices at once), the head row is locked in a transaction
  * and the entry appended behind it, which cannot lose again.
  */

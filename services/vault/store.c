@@ -193,11 +193,6 @@ veil_err vault_store_conn(vault_store *st, vault_conn **out)
     return err;
 }
 
-void vault_store_thread_done(vault_store *st)
-{
-    veil_db_thread_done(st->db);
-}
-
 veil_err vault_store_begin(vault_conn *c)
 {
     return veil_pg_begin(pg(c));

@@ -264,8 +264,6 @@ veil_err vault_store_open(const char *url, vault_store **out) VEIL_WUR;
 void vault_store_close(vault_store *st);
 /* The calling thread's connection (opened on first use, closed at thread exit). */
 veil_err vault_store_conn(vault_store *st, vault_conn **out) VEIL_WUR;
-/* Closes the calling thread's connection now (threads the vault starts itself). */
-void vault_store_thread_done(vault_store *st);
 
 /* Transactions on the thread's connection; rollback never fails visibly. */
 veil_err vault_store_begin(vault_conn *c) VEIL_WUR;
@@ -536,23 +534,24 @@ veil_err vault_citizen_build(struct vault_keys *k, const struct vault_profile *p
 
 /* ---- logwriter.c: group commit of access-log appends ---- */
 
-/*
- * Starts the writer thread, which appends up to max_batch queued entries
- * per statement and commit on its own connection.  Stop it with
- * vault_logw_stop once no caller can append any more.
- */
-veil_err vault_logw_start(vault_store *st, size_t max_batch, struct vault_logw **out) VEIL_WUR;
+#define VAULT_LOG_BATCH_LIMIT 1024 /* most entries one commit may hold */
 
-/* Writes what is still queued, joins the thread and frees w; accepts NULL. */
-void vault_logw_stop(struct vault_logw *w);
+/* Group commit state for at most max_batch entries per commit; free with vault_logw_free. */
+veil_err vault_logw_new(size_t max_batch, struct vault_logw **out) VEIL_WUR;
+
+/* Logs how many batches and entries there were, and frees w; accepts NULL. */
+void vault_logw_free(struct vault_logw *w);
 
 /*
- * Appends like vault_store_append_log, through the writer: returns once the
- * commit holding the entry returned, with that entry's result (VEIL_ERR_ABORTED
- * when the head moved).  The pointers need only live until it returns.
+ * Appends like vault_store_append_log (c outside a transaction), sharing the
+ * commit with the appends of other threads that arrive meanwhile: returns
+ * once the commit holding the entry returned, with that entry's result
+ * (VEIL_ERR_ABORTED when the head moved).  The batch may be written on c or
+ * on another caller's connection.
  */
-veil_err vault_logw_append(struct vault_logw *w, const unsigned char subject[VAULT_SUBJECT_BYTES],
-                           int64_t seq, int64_t at_ms, const unsigned char *sealed, size_t len,
+veil_err vault_logw_append(struct vault_logw *w, vault_conn *c,
+                           const unsigned char subject[VAULT_SUBJECT_BYTES], int64_t seq,
+                           int64_t at_ms, const unsigned char *sealed, size_t len,
                            const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
 
 /* ---- access.c ---- */

@@ -5,7 +5,7 @@
  * devices racing for the same head), and the appends were really grouped;
  * every acknowledged login's entry is still there after the vault is killed
  * mid-load and restarted; an entry the database refuses fails only its own
- * login, not the others committed with it; and the vault without a writer
+ * login, not the others committed with it; and the vault without group commit
  * (VAULT_LOG_BATCH_MAX=0) keeps the same guarantees.
  */
 #include <check.h>
@@ -128,8 +128,8 @@ static size_t whole_chain(vt *t, const unsigned char *subject)
     return n;
 }
 
-/* The writer's statistics line from the log of a stopped vault: batches and entries. */
-static int writer_stats(const h_proc *p, long long *batches, long long *entries)
+/* The group commit statistics line from the log of a stopped vault. */
+static int group_stats(const h_proc *p, long long *batches, long long *entries)
 {
     FILE *f = fopen(p->log, "r");
     char line[8192];
@@ -147,7 +147,7 @@ static int writer_stats(const h_proc *p, long long *batches, long long *entries)
     return found;
 }
 
-static void concurrent_chains(const char *const *env, int expect_writer)
+static void concurrent_chains(const char *const *env, int expect_groups)
 {
     vt t;
     vt_start(&t, env);
@@ -169,15 +169,15 @@ static void concurrent_chains(const char *const *env, int expect_writer)
     h_proc proc = t.proc;
     vt_stop(&t);
     long long batches = 0, entries = 0;
-    int found = writer_stats(&proc, &batches, &entries);
-    if (expect_writer) {
+    int found = group_stats(&proc, &batches, &entries);
+    if (expect_groups) {
         ck_assert_msg(found, "the vault did not report its group commits");
-        /* every append went through the writer once (a lost race then retries outside it) */
+        /* every append was in one batch once (a lost race then retries alone) */
         ck_assert_int_eq(entries, total);
         ck_assert_msg(batches < entries, "no two appends shared a commit (%lld batches, %lld "
                       "entries)", batches, entries);
     } else {
-        ck_assert_msg(!found, "VAULT_LOG_BATCH_MAX=0 still started the writer");
+        ck_assert_msg(!found, "VAULT_LOG_BATCH_MAX=0 still grouped appends");
     }
 }
 
