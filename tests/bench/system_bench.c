@@ -7,7 +7,7 @@
  *
  *   system_bench --certs DIR --identities FILE --proofing-seed FILE
  *                [--gateway ADDR] [--pseudonym ADDR] [--seconds S] [--active N]
- *                [--in-flight D] [--enrol N] [--revocations N] [--rate R]
+ *                [--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N]
  *
  * Phases, each printing one `key=value` line (tests/bench/run reads them):
  *   floor:      the libsodium work one login must do (ticket signature
@@ -27,7 +27,8 @@
  * --active citizens spread evenly over the whole identity file, each using
  * three of the 81 apps; one of the three holds the citizen's consent for the
  * app's whole registered scope, so a third of the logins release attributes.
- * Every login requests the app's registered scope.
+ * Every login requests the app's registered scope.  --apps N uses only the
+ * first N active apps (each app is one mTLS connection to the gateway).
  */
 #include <getopt.h>
 #include <jansson.h>
@@ -69,7 +70,7 @@ struct bench {
     const char *gateway, *pseudonym, *certs;
     double seconds, rate;
     int depth;
-    long active, n_enrol, n_revocations;
+    long active, n_enrol, n_revocations, max_apps;
     struct ident *ids;
     size_t n_ids;
     struct app apps[APPS_MAX];
@@ -182,7 +183,8 @@ static void fetch_public(struct bench *b)
     protobuf_c_message_free_unpacked(&keys->base, NULL);
     if (veil_channel_call(b->wallet, "ListApps", &empty.base, NULL, CALL_MS, &apps, &st) != VEIL_OK)
         die(st.message);
-    for (size_t i = 0; i < apps->n_apps && b->n_apps < APPS_MAX; i++) {
+    size_t cap = b->max_apps > 0 && b->max_apps < APPS_MAX ? (size_t)b->max_apps : APPS_MAX;
+    for (size_t i = 0; i < apps->n_apps && b->n_apps < cap; i++) {
         const Veil__Gateway__PublicApp *pa = apps->apps[i];
         if (strcmp(pa->status, "active") != 0)
             continue;
@@ -948,6 +950,7 @@ int main(int argc, char **argv)
         {"seconds", required_argument, NULL, 's'},   {"active", required_argument, NULL, 'a'},
         {"in-flight", required_argument, NULL, 'd'}, {"enrol", required_argument, NULL, 'e'},
         {"revocations", required_argument, NULL, 'r'}, {"rate", required_argument, NULL, 'R'},
+        {"apps", required_argument, NULL, 'A'},
         {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -963,13 +966,14 @@ int main(int argc, char **argv)
         case 'e': b.n_enrol = atol(optarg); break;
         case 'r': b.n_revocations = atol(optarg); break;
         case 'R': b.rate = atof(optarg); break;
+        case 'A': b.max_apps = atol(optarg); break;
         default: return 2;
         }
     }
     if (!b.certs || !ids || !seed || b.seconds <= 0 || b.depth <= 0 || b.active <= 0) {
         fprintf(stderr, "usage: system_bench --certs DIR --identities FILE --proofing-seed FILE "
                         "[--gateway ADDR] [--pseudonym ADDR] [--seconds S] [--active N] "
-                        "[--in-flight D] [--enrol N] [--revocations N] [--rate R]\n");
+                        "[--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N]\n");
         return 2;
     }
     if (sodium_init() < 0)
