@@ -59,7 +59,7 @@ static const veil_pg_stmt stmts[] = {
                    "INSERT INTO access_log (subject_ref, seq, at_ms, entry, mac) "
                    "SELECT subject_ref, $2::int8, $3::int8, $4::bytea, $5::bytea FROM head"},
     /*
-     * Many citizens' appends in one statement (the log writer's group
+     * Many citizens' appends in one statement (logwriter.c's group
      * commit): each entry advances its citizen's head from seq - 1 exactly as
      * append_log does.  Entries whose head moved (or whose citizen is gone)
      * are not inserted; two entries for one head in the same batch update it

@@ -46,6 +46,7 @@
 #include "veil/gateway.pb-c.h"
 #include "veil/jws.h"
 #include "veil/pseudonym.pb-c.h"
+#include "vault.h"
 #include "wallet.h"
 
 #define APPS_MAX       128
@@ -697,18 +698,13 @@ struct enrol_ctx {
 
 static void id_number(long i, char out[19])
 {
-    static const int weights[17] = {7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2};
-    static const char checks[] = "10X98765432";
     char digits[32];
     /* Guangzhou Tianhe (440106): a region bulk-enrol never uses, so no person repeats;
      * (birth date, sequence) is unique for the first 16.8 million i */
     snprintf(digits, sizeof digits, "440106%04ld%02ld%02ld%03ld", 1950 + (i / 336000) % 50,
              1 + (i / 28000) % 12, 1 + (i / 1000) % 28, i % 1000);
-    int sum = 0;
-    for (int k = 0; k < 17; k++)
-        sum += (digits[k] - '0') * weights[k];
     memcpy(out, digits, 17);
-    out[17] = checks[sum % 11];
+    out[17] = vault_idnumber_check_char(digits);
     out[18] = '\0';
 }
 

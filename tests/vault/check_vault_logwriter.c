@@ -36,7 +36,7 @@ struct job {
     unsigned char subject[32];
     int rounds;
     _Atomic int *stop;
-    int ok;
+    _Atomic int ok; /* read by the crash test while the job runs */
 };
 
 static void enrol_all(vt *t, struct citizen *c)
@@ -56,6 +56,13 @@ static void enrol_all(vt *t, struct citizen *c)
         ck_assert_int_eq(vt_login(t, &c[i].dev[0], "chat.wechat", &st), VEIL_OK);
         memcpy(c[i].subject, c[i].dev[0].subject, 32);
     }
+}
+
+/* A vault (with the extra environment env) and the enrolled citizens, each logged in once. */
+static void start_with_citizens(vt *t, const char *const *env, struct citizen *c)
+{
+    vt_start(t, env);
+    enrol_all(t, c);
 }
 
 static void *run_job(void *arg)
@@ -114,6 +121,13 @@ static int acknowledged(const struct job *jobs, int n, int i)
     return count;
 }
 
+/* Entries of citizen i after make_jobs' jobs all succeeded: the first login, then
+ * every device's logins, and the releases of citizens 1 and 2. */
+static size_t expected_entries(int i)
+{
+    return 1 + (size_t)ROUNDS * (i == 0 ? DEVICES0 : (i <= 2 ? 2 : 1));
+}
+
 /* The citizen's log: a valid chain of seq 1..n; returns n. */
 static size_t whole_chain(vt *t, const unsigned char *subject)
 {
@@ -150,18 +164,16 @@ static int group_stats(const h_proc *p, long long *batches, long long *entries)
 static void concurrent_chains(const char *const *env, int expect_groups)
 {
     vt t;
-    vt_start(&t, env);
     struct citizen c[CITIZENS];
     struct job jobs[CITIZENS + DEVICES0 + 2];
-    enrol_all(&t, c);
+    start_with_citizens(&t, env, c);
     int n = make_jobs(&t, c, jobs, ROUNDS, NULL);
     run_jobs(jobs, n);
     long long total = 0;
     for (int i = 0; i < n; i++)
         ck_assert_int_eq(jobs[i].ok, ROUNDS);
     for (int i = 0; i < CITIZENS; i++) {
-        /* citizen 0: first login + 4 devices; 1 and 2: + logins + releases; others + logins */
-        size_t expect = 1 + (size_t)ROUNDS * (i == 0 ? DEVICES0 : (i <= 2 ? 2 : 1));
+        size_t expect = expected_entries(i);
         ck_assert_uint_eq(whole_chain(&t, c[i].subject), expect);
         total += (long long)expect;
     }
@@ -197,11 +209,10 @@ END_TEST
 START_TEST(test_acknowledged_entries_survive_a_crash)
 {
     vt t;
-    vt_start(&t, NULL);
     struct citizen c[CITIZENS];
     struct job jobs[CITIZENS + DEVICES0 + 2];
     _Atomic int stop = 0;
-    enrol_all(&t, c);
+    start_with_citizens(&t, NULL, c);
     int n = make_jobs(&t, c, jobs, 1000000, &stop);
     pthread_t th[CITIZENS + DEVICES0 + 2];
     for (int i = 0; i < n; i++)
@@ -243,10 +254,9 @@ END_TEST
 START_TEST(test_a_refused_entry_fails_only_its_login)
 {
     vt t;
-    vt_start(&t, NULL);
     struct citizen c[CITIZENS];
     struct job jobs[CITIZENS + DEVICES0 + 2];
-    enrol_all(&t, c);
+    start_with_citizens(&t, NULL, c);
     /* the database refuses every further entry of citizen 4 */
     char hex[65], sql[1024];
     veil_hex_encode(hex, sizeof hex, c[4].subject, 32);
@@ -263,7 +273,7 @@ START_TEST(test_a_refused_entry_fails_only_its_login)
         ck_assert_int_eq(jobs[i].ok, jobs[i].citizen == 4 ? 0 : ROUNDS);
     for (int i = 0; i < CITIZENS; i++)
         ck_assert_uint_eq(whole_chain(&t, c[i].subject),
-                          i == 4 ? 1 : 1 + (size_t)ROUNDS * (i == 0 ? DEVICES0 : (i <= 2 ? 2 : 1)));
+                          i == 4 ? 1 : expected_entries(i));
     vt_stop(&t);
 }
 END_TEST
