@@ -1004,11 +1004,10 @@ int main(int argc, char **argv)
     phase_consent(&b, &tk);
 
     /*
-     * Warm-up, every active pair twice: the first login of a pair creates
-     * its app link, and revocation's change feed then drops the gateway's
-     * cached answers for that citizen; the second pass finds them refilled
-     * as a returning citizen's login would.  It also calibrates the ticket
-     * count of the timed phase.
+     * Warm-up, every active pair twice: the first pass is every pair's first
+     * login (revocation creates the app link; the gateway's caches are
+     * filled), the second runs as returning citizens' logins do, and its
+     * rate sizes the tickets of the timed phase.
      */
     double p50, p99, warm = 0;
     for (int pass = 0; pass < 2; pass++) {
