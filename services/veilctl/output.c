@@ -109,3 +109,14 @@ void vc_table_print(vc_table *t)
     }
     vc_table_free(t);
 }
+
+void vc_emit(const vc_opts *o, json_t *j, vc_table *t)
+{
+    if (o->json) {
+        vc_print_json(j);
+        vc_table_free(t);
+    } else {
+        json_decref(j);
+        vc_table_print(t);
+    }
+}

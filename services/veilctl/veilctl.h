@@ -74,6 +74,8 @@ void vc_table_init(vc_table *t, size_t cols, ...);            /* header cells */
 void vc_table_row(vc_table *t, ...);                          /* cols strings */
 void vc_table_print(vc_table *t);                             /* prints and frees */
 void vc_table_free(vc_table *t);
+/* Prints j (with --json) or the table, and frees both. */
+void vc_emit(const vc_opts *o, json_t *j, vc_table *t);
 
 /* ---- terminal QR code (qr.c) ---- */
 int vc_print_qr(const char *text);

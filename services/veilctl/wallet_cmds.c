@@ -223,13 +223,7 @@ int vc_consent_list(const vc_opts *o)
                                "withdrawn", str_array(g->withdrawn, g->n_withdrawn)));
             vc_table_row(&t, g->receipt_id, g->app_id, attrs, g->purpose, expires, g->status);
         }
-        if (o->json) {
-            vc_print_json(all);
-            vc_table_free(&t);
-        } else {
-            json_decref(all);
-            vc_table_print(&t);
-        }
+        vc_emit(o, all, &t);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
     vw_wallet_free(w);
@@ -279,13 +273,7 @@ int vc_wallet_devices(const vc_opts *o)
                                                  strcmp(d->device_id, w->device_id) == 0));
             vc_table_row(&t, d->device_id, d->status, d->label, created);
         }
-        if (o->json) {
-            vc_print_json(all);
-            vc_table_free(&t);
-        } else {
-            json_decref(all);
-            vc_table_print(&t);
-        }
+        vc_emit(o, all, &t);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
     vw_wallet_free(w);
@@ -353,18 +341,14 @@ int vc_wallet_access_log(const vc_opts *o)
                                             e->purpose));
             vc_table_row(&t, at, e->app_id, e->action, attrs, e->purpose);
         }
-        if (o->json) {
-            vc_print_json(json_pack("{s:o, s:b, s:I}", "entries", entries, "chain_valid",
-                                    resp->chain_valid, "first_bad_seq",
-                                    (json_int_t)resp->first_bad_seq));
-            vc_table_free(&t);
-        } else {
-            json_decref(entries);
-            vc_table_print(&t);
+        vc_emit(o,
+                json_pack("{s:o, s:b, s:I}", "entries", entries, "chain_valid", resp->chain_valid,
+                          "first_bad_seq", (json_int_t)resp->first_bad_seq),
+                &t);
+        if (!o->json)
             printf(resp->chain_valid ? "log intact: every entry matches its hash chain\n"
                                      : "LOG TAMPERED: the hash chain breaks at entry %lld\n",
                    (long long)resp->first_bad_seq);
-        }
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
     vw_wallet_free(w);

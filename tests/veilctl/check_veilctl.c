@@ -1,0 +1,285 @@
+/*
+ * check_veilctl.c - veilctl's verbs, run as a user would run them, against a
+ * real stack: their --json shapes (veil's scripting interface, kept stable),
+ * exit statuses, and error reporting.
+ */
+#include <check.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sodium.h>
+
+#include "stack.h"
+#include "veil/formats.h"
+
+static h_stack S;
+static char *dir;
+
+static void stack_up(void)
+{
+    if (h_stack_start(&S, NULL) != 0)
+        ck_abort_msg("the stack did not start");
+    dir = h_tempdir("veilctl");
+    /* the development proofing authority's seed, as deploy/local/stack keeps it */
+    char path[1200], b64[64];
+    snprintf(path, sizeof path, "%s/proofing-1.key", dir);
+    sodium_bin2base64(b64, sizeof b64, S.proofing_seed, 32, sodium_base64_VARIANT_ORIGINAL);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "%s\n", b64);
+    fclose(f);
+    chmod(path, 0600);
+    setenv("VEILCTL_PROOFING_KEY", path, 1);
+    setenv("VEILCTL_GATEWAY", S.gateway.addr, 1);
+    snprintf(path, sizeof path, "%s/ca.crt", h_env("VEIL_TEST_CERTS"));
+    setenv("VEILCTL_CA", path, 1);
+    setenv("VEILCTL_CERTS", h_env("VEIL_TEST_CERTS"), 1);
+    setenv("VEILCTL_ADMIN", "ops", 1);
+}
+
+static void stack_down(void)
+{
+    ck_assert_int_eq(h_stack_stop(&S), 0);
+    free(dir);
+}
+
+/* Runs veilctl with the arguments; returns its exit status, stdout in *out (malloc'd). */
+static int veilctl(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int veilctl(char **out, const char *fmt, ...)
+{
+    char args[2048], cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s/veilctl %s 2>>%s/stderr", h_env("VEIL_TEST_BIN"), args, dir);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + len, 1, cap - 1 - len, p)) > 0) {
+        len += r;
+        if (len + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    int status = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Runs veilctl ARGS --json, expects success, returns the parsed JSON. */
+static json_t *ok_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static json_t *ok_json(const char *fmt, ...)
+{
+    char *out;
+    char args[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    int rc = veilctl(&out, "%s --json", args);
+    ck_assert_msg(rc == 0, "veilctl %s exited %d: %s", args, rc, out);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    ck_assert_msg(j != NULL, "veilctl %s printed no JSON: %s", args, out);
+    free(out);
+    return j;
+}
+
+static const char *str(json_t *j, const char *key)
+{
+    const char *s = json_string_value(json_object_get(j, key));
+    ck_assert_msg(s != NULL, "no string \"%s\"", key);
+    return s;
+}
+
+START_TEST(test_citizen_verbs)
+{
+    char wallet[1200], id[19];
+    snprintf(wallet, sizeof wallet, "%s/alice.json", dir);
+    json_t *j = ok_json("wallet create --wallet %s", wallet);
+    ck_assert_str_eq(str(j, "wallet"), wallet);
+    ck_assert_uint_eq(strlen(str(j, "device_public_key")), 43);
+    json_decref(j);
+    struct stat st;
+    ck_assert_int_eq(stat(wallet, &st), 0);
+    ck_assert_int_eq(st.st_mode & 0777, 0600);
+    /* never overwrites a wallet */
+    char *out;
+    ck_assert_int_eq(veilctl(&out, "wallet create --wallet %s --json", wallet), 1);
+    j = json_loads(out, 0, NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                     "ALREADY_EXISTS");
+    json_decref(j);
+    free(out);
+
+    ck_assert_int_eq(veilctl(&out, "dev id-number --region 440304 --birth 19900307"), 0);
+    memcpy(id, out, 18);
+    id[18] = '\0';
+    free(out);
+
+    j = ok_json("wallet enroll --wallet %s --id-number %s --name %s", wallet, id, "王小明");
+    ck_assert(veil_web_number_valid(str(j, "web_number")));
+    ck_assert_uint_eq(strlen(str(j, "device_id")), 32);
+    ck_assert(json_is_true(json_object_get(j, "new_identity")));
+    ck_assert_int_eq(strncmp(str(j, "web_certificate"), "ey", 2), 0);
+    json_decref(j);
+
+    j = ok_json("wallet consent grant --wallet %s --app gov.tax --attrs full_name,province "
+                "--purpose 'annual return'",
+                wallet);
+    ck_assert_str_eq(str(j, "app"), "gov.tax");
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "attributes")), 2);
+    ck_assert_str_ne(str(j, "receipt_id"), "");
+    ck_assert_str_ne(str(j, "receipt"), "");
+    str(j, "expires_at");
+    json_decref(j);
+
+    j = ok_json("wallet consent list --wallet %s", wallet);
+    ck_assert(json_is_array(j));
+    ck_assert_uint_eq(json_array_size(j), 1);
+    json_t *g = json_array_get(j, 0);
+    ck_assert_str_eq(str(g, "app"), "gov.tax");
+    ck_assert_str_eq(str(g, "purpose"), "annual return");
+    ck_assert_str_eq(str(g, "status"), "active");
+    json_decref(j);
+
+    j = ok_json("app login --app gov.tax --wallet %s --attrs full_name,province,gender", wallet);
+    ck_assert_str_eq(str(j, "app"), "gov.tax");
+    ck_assert(json_is_true(json_object_get(j, "verified")));
+    ck_assert_int_eq(strncmp(str(j, "assertion"), "ey", 2), 0);
+    json_t *claims = json_object_get(j, "claims");
+    ck_assert_str_eq(str(claims, "aud"), "gov.tax");
+    ck_assert_str_eq(str(claims, "full_name"), "王小明");
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(claims, "province"), "code")),
+                     "44");
+    json_t *w = json_object_get(j, "withheld");
+    ck_assert_uint_eq(json_array_size(w), 1);
+    ck_assert_str_eq(str(json_array_get(w, 0), "attribute"), "gender");
+    ck_assert_str_eq(str(json_array_get(w, 0), "reason"), "not_registered");
+    json_decref(j);
+
+    j = ok_json("wallet consent withdraw --wallet %s --app gov.tax --attrs province", wallet);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(j, "withdrawn"), 0)),
+                     "province");
+    json_decref(j);
+
+    j = ok_json("wallet access-log --wallet %s", wallet);
+    ck_assert(json_is_true(json_object_get(j, "chain_valid")));
+    json_t *entries = json_object_get(j, "entries");
+    ck_assert_uint_ge(json_array_size(entries), 2);
+    ck_assert_str_eq(str(json_array_get(entries, 0), "app"), "gov.tax");
+    json_decref(j);
+
+    j = ok_json("wallet devices --wallet %s", wallet);
+    ck_assert_uint_eq(json_array_size(j), 1);
+    ck_assert(json_is_true(json_object_get(json_array_get(j, 0), "this_device")));
+    json_decref(j);
+
+    /* only a linked app can be unlinked (gov.tax is: the citizen logged in to it) */
+    ck_assert_int_eq(veilctl(NULL, "wallet unlink --wallet %s --app chat.lianxin", wallet), 1);
+    j = ok_json("wallet unlink --wallet %s --app gov.tax", wallet);
+    ck_assert_str_eq(str(j, "unlinked"), "gov.tax");
+    json_decref(j);
+
+    /* a lost phone: revoked, then refused, with the status on stderr and in JSON */
+    j = ok_json("wallet revoke-device --wallet %s", wallet);
+    ck_assert_uint_eq(strlen(str(j, "revoked")), 32);
+    json_decref(j);
+    ck_assert_int_eq(veilctl(&out, "app login --app gov.tax --wallet %s --json", wallet), 1);
+    j = json_loads(out, 0, NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                     "PERMISSION_DENIED");
+    json_decref(j);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_app_and_admin_verbs)
+{
+    json_t *j = ok_json("admin apps list");
+    ck_assert(json_is_array(j));
+    ck_assert_uint_eq(json_array_size(j), 81);
+    size_t i;
+    json_t *a;
+    int public_service = 0;
+    json_array_foreach(j, i, a)
+    {
+        str(a, "app");
+        str(a, "name");
+        str(a, "sector");
+        str(a, "status");
+        const char *kind = str(a, "kind");
+        ck_assert(!strcmp(kind, "public_service") || !strcmp(kind, "commercial"));
+        public_service += !strcmp(kind, "public_service");
+        ck_assert(json_is_array(json_object_get(a, "attributes")));
+    }
+    ck_assert_int_eq(public_service, 10);
+    json_decref(j);
+
+    j = ok_json("app jwks");
+    json_t *keys = json_object_get(j, "keys");
+    ck_assert_uint_ge(json_array_size(keys), 1);
+    ck_assert_str_eq(str(json_array_get(keys, 0), "kty"), "OKP");
+    ck_assert_str_eq(str(json_array_get(keys, 0), "crv"), "Ed25519");
+    json_decref(j);
+
+    j = ok_json("admin apps register --app news.kuaibao --name 'Kuaibao News' --kind commercial "
+                "--attrs age_over_14,province");
+    ck_assert_str_eq(str(j, "app"), "news.kuaibao");
+    ck_assert_str_eq(str(j, "sector"), "news.kuaibao");
+    ck_assert_str_eq(str(j, "status"), "active");
+    json_decref(j);
+    /* a commercial app may not hold raw attributes: refused, exit 1 */
+    char *out;
+    ck_assert_int_eq(veilctl(&out, "admin apps register --app news.bad --name Bad --kind commercial "
+                                   "--attrs full_name --json"),
+                     1);
+    ck_assert_ptr_nonnull(strstr(out, "FAILED_PRECONDITION"));
+    free(out);
+
+    j = ok_json("admin apps suspend --app news.kuaibao --reason test");
+    ck_assert_str_eq(str(j, "status"), "suspended");
+    json_decref(j);
+
+    j = ok_json("admin keys rotate --kind assertion --version 1");
+    ck_assert_str_eq(str(j, "kind"), "assertion");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "current")), 1);
+    json_decref(j);
+
+    /* app events for an app with none: an empty list and a cursor */
+    j = ok_json("app events --app game.longyin");
+    ck_assert(json_is_array(json_object_get(j, "events")));
+    str(j, "cursor");
+    json_decref(j);
+
+    /* usage errors exit 2 */
+    ck_assert_int_eq(veilctl(NULL, "wallet frobnicate"), 2);
+    ck_assert_int_eq(veilctl(NULL, "app login --app gov.tax"), 2);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("veilctl");
+    TCase *tc = tcase_create("veilctl");
+    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_citizen_verbs);
+    tcase_add_test(tc, test_app_and_admin_verbs);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
