@@ -9,14 +9,10 @@
 #include "veil/log.h"
 #include "veil/vault.pb-c.h"
 
-veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, const char *method,
-                       const ProtobufCMessage *req, void *resp)
+/* Records a failed downstream call on call: a status and a message safe for the caller. */
+static veil_err downstream_failed(veil_call *call, const char *method, veil_err err,
+                                  const veil_status *st)
 {
-    veil_status st;
-    int64_t budget = veil_call_budget_ms(call, gw->rpc_timeout_ms);
-    veil_err err = veil_channel_call(ch, method, req, veil_call_allocator(call), budget, resp, &st);
-    if (!err)
-        return VEIL_OK;
     switch (err) {
     case VEIL_ERR_INVALID:
     case VEIL_ERR_NOT_FOUND:
@@ -27,7 +23,7 @@ veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, co
     case VEIL_ERR_ABORTED:
         /* The internal services' messages are written for the caller and
          * never carry personal data, so they pass through. */
-        veil_call_fail(call, err, "%s", st.message);
+        veil_call_fail(call, err, "%s", st->message);
         break;
     case VEIL_ERR_DEADLINE:
         veil_call_fail(call, err, "deadline exceeded");
@@ -43,9 +39,28 @@ veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, co
     }
     if (err == VEIL_ERR_UNAVAILABLE || err == VEIL_ERR_INTERNAL || err == VEIL_ERR_DEADLINE)
         veil_log(VEIL_LOG_WARN, "downstream call failed", VL_STR("method", method),
-                 VL_STR("status", veil_status_name(st.code)), VL_STR("message", st.message),
+                 VL_STR("status", veil_status_name(st->code)), VL_STR("message", st->message),
                  VL_END);
     return err;
+}
+
+veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, const char *method,
+                       const ProtobufCMessage *req, void *resp)
+{
+    veil_status st;
+    int64_t budget = veil_call_budget_ms(call, gw->rpc_timeout_ms);
+    veil_err err = veil_channel_call(ch, method, req, veil_call_allocator(call), budget, resp, &st);
+    return err ? downstream_failed(call, method, err, &st) : VEIL_OK;
+}
+
+veil_err gw_downstream_all(struct gateway *gw, veil_call *call, veil_call_one *calls, size_t n)
+{
+    int64_t budget = veil_call_budget_ms(call, gw->rpc_timeout_ms);
+    veil_channel_call_all(calls, n, veil_call_allocator(call), budget);
+    for (size_t i = 0; i < n; i++)
+        if (calls[i].err)
+            return downstream_failed(call, calls[i].method, calls[i].err, &calls[i].st);
+    return VEIL_OK;
 }
 
 veil_err gw_citizen(struct gateway *gw, veil_call *call, const Veil__Gateway__SignedRequest *req,

@@ -148,6 +148,13 @@ veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, co
                        const ProtobufCMessage *req, void *resp);
 
 /*
+ * As gw_downstream for n independent calls made at once (one wait instead of
+ * n): every reply is in the call's arena; the first failure in calls' order
+ * is recorded on call and returned.
+ */
+veil_err gw_downstream_all(struct gateway *gw, veil_call *call, veil_call_one *calls, size_t n);
+
+/*
  * Verifies a citizen's signed request through the vault and unpacks its
  * payload (of type desc) into the call's arena.  On VEIL_OK *payload, the
  * subject reference (32 bytes) and the device id are set.

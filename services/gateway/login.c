@@ -270,17 +270,10 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
             return err;
         granted = in_scope & g.granted;
     }
-    Veil__Vault__ReleaseAttributesResponse *released = NULL;
-    if (granted) {
-        Veil__Vault__ReleaseAttributesRequest ra = VEIL__VAULT__RELEASE_ATTRIBUTES_REQUEST__INIT;
-        ra.subject_ref = who->subject_ref;
-        ra.app_id = app.id;
-        ra.n_attributes = gw_scope_names(call, granted, &ra.attributes);
-        ra.purpose = g.purposes;
-        if ((err = gw_downstream(gw, call, gw->vault, "ReleaseAttributes", &ra.base, &released)))
-            return err;
-    }
-
+    /*
+     * The pseudonym and the release depend on nothing but what is known now,
+     * so they are asked for at once: one wait instead of two.
+     */
     Veil__Pseudonym__DeriveRequest dr = VEIL__PSEUDONYM__DERIVE_REQUEST__INIT;
     Veil__Pseudonym__DeriveResponse *p;
     dr.subject_ref = who->subject_ref;
@@ -288,7 +281,19 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
     dr.link_epoch = authz.epoch;
     dr.key_version = atomic_load(&gw->keys.pseudonym_current);
     dr.previous_key_version = atomic_load(&gw->keys.pseudonym_previous);
-    if ((err = gw_downstream(gw, call, gw->pseudonym, "Derive", &dr.base, &p)))
+    Veil__Vault__ReleaseAttributesRequest ra = VEIL__VAULT__RELEASE_ATTRIBUTES_REQUEST__INIT;
+    Veil__Vault__ReleaseAttributesResponse *released = NULL;
+    veil_call_one calls[2] = {
+        {.ch = gw->pseudonym, .method = "Derive", .req = &dr.base, .resp = &p},
+        {.ch = gw->vault, .method = "ReleaseAttributes", .req = &ra.base, .resp = &released},
+    };
+    if (granted) {
+        ra.subject_ref = who->subject_ref;
+        ra.app_id = app.id;
+        ra.n_attributes = gw_scope_names(call, granted, &ra.attributes);
+        ra.purpose = g.purposes;
+    }
+    if ((err = gw_downstream_all(gw, call, calls, granted ? 2 : 1)))
         return err;
 
     if ((err = sign_assertion(gw, call, &app, p->pseudonym, p->previous_pseudonym, granted, released,

@@ -375,3 +375,30 @@ veil_err veil_channel_call(veil_channel *c, const char *method, const ProtobufCM
         ;
     return veil_pending_finish(done, alloc, resp, st, NULL);
 }
+
+void veil_channel_call_all(veil_call_one *calls, size_t n, ProtobufCAllocator *alloc,
+                           int64_t timeout_ms)
+{
+    veil_cq *q = thread_cq();
+    size_t pending = 0;
+    for (size_t i = 0; i < n; i++) {
+        veil_pending *p;
+        *(ProtobufCMessage **)calls[i].resp = NULL;
+        calls[i].st.code = GRPC_STATUS_INTERNAL;
+        calls[i].st.message[0] = '\0';
+        calls[i].err = q ? veil_channel_start(calls[i].ch, calls[i].method, calls[i].req,
+                                              timeout_ms, q, &calls[i], &p)
+                         : VEIL_ERR_NOMEM;
+        if (!calls[i].err)
+            pending++;
+    }
+    /* This thread's queue holds exactly these calls; each completes once. */
+    while (pending > 0) {
+        veil_pending *done = veil_cq_next(q, -1);
+        if (!done)
+            continue;
+        veil_call_one *one = done->user; /* read before finishing frees done */
+        one->err = veil_pending_finish(done, alloc, one->resp, &one->st, NULL);
+        pending--;
+    }
+}

@@ -19,10 +19,16 @@
 #define APPEND_ATTEMPTS 3
 #define ENTRY_TEXT_MAX  4096
 
-/* Seals e as entry head_seq + 1 after prev and appends it; ABORTED when the head moved. */
+/*
+ * Seals e as entry head_seq + 1 after prev and appends it; ABORTED when the
+ * head moved.  Outside a transaction (grouped) the append shares a commit
+ * with concurrent ones (logwriter.c) unless group commit is off; inside the
+ * caller's transaction it must go alone on the caller's connection, which
+ * holds the head lock.
+ */
 static veil_err append_after(struct vault *v, vault_conn *c, const unsigned char *subject,
                              const unsigned char *dk, int64_t head_seq, const unsigned char *prev,
-                             const struct vault_entry *e)
+                             const struct vault_entry *e, int grouped)
 {
     unsigned char mac[VAULT_HASH_BYTES];
     veil_buf sealed = {0};
@@ -30,15 +36,18 @@ static veil_err append_after(struct vault *v, vault_conn *c, const unsigned char
     veil_err err = vault_entry_seal(dk, subject, seq, e, &sealed);
     if (!err) {
         vault_chain_hash(v->keys->audit_key, subject, prev, seq, at, sealed.data, sealed.len, mac);
-        err = vault_store_append_log(c, subject, seq, at, sealed.data, sealed.len, mac);
+        if (grouped && v->logw)
+            err = vault_logw_append(v->logw, c, subject, seq, at, sealed.data, sealed.len, mac);
+        else
+            err = vault_store_append_log(c, subject, seq, at, sealed.data, sealed.len, mac);
     }
     veil_buf_free(&sealed);
     return err;
 }
 
 /*
- * The common case costs one statement: the head read with the device or
- * citizen is still current.  When another append for the same citizen won
+ * The common case costs one statement (or one entry of a group commit): the
+ * head read with the device or citizen is still current.  When another append for the same citizen won
  * (two of their devices at once), the head row is locked in a transaction
  * and the entry appended behind it, which cannot lose again.
  */
@@ -49,12 +58,12 @@ veil_err vault_access_append_dk(struct vault *v, vault_conn *c,
                                 const struct vault_entry *e)
 {
     unsigned char prev[VAULT_HASH_BYTES];
-    veil_err err = append_after(v, c, subject, dk, head_seq, head, e);
+    veil_err err = append_after(v, c, subject, dk, head_seq, head, e, 1);
     for (int attempt = 0; err == VEIL_ERR_ABORTED && attempt < APPEND_ATTEMPTS; attempt++) {
         if ((err = vault_store_begin(c)))
             break;
         if (!(err = vault_store_lock_log_head(c, subject, &head_seq, prev)) &&
-            !(err = append_after(v, c, subject, dk, head_seq, prev, e)))
+            !(err = append_after(v, c, subject, dk, head_seq, prev, e, 0)))
             err = vault_store_commit(c);
         if (err)
             vault_store_rollback(c); /* ABORTED here is a deadlock or serialization failure */

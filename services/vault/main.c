@@ -19,7 +19,8 @@ extern const veil_migration vault_migrations[];
 extern const size_t vault_migrations_count;
 
 static char *cfg_proofing_file;
-static int64_t cfg_attestation_max_age_s, cfg_skew_s, cfg_webcert_days, cfg_master_version;
+static int64_t cfg_attestation_max_age_s, cfg_skew_s, cfg_webcert_days, cfg_master_version,
+    cfg_log_batch;
 static struct vault_config config;
 
 static const veil_config_var vault_vars[] = {
@@ -35,6 +36,9 @@ static const veil_config_var vault_vars[] = {
      "validity of a web certificate, days"},
     {"VAULT_MASTER_KEY_VERSION", VEIL_CFG_INT, "0", 0, &cfg_master_version, 0, 1000000,
      "master key version new data keys are wrapped under (0: the newest loaded)"},
+    {"VAULT_LOG_BATCH_MAX", VEIL_CFG_INT, "256", 0, &cfg_log_batch, 0, VAULT_LOG_BATCH_LIMIT,
+     "access-log entries committed together at most (group commit; 0: each append commits "
+     "alone on its worker's connection)"},
 };
 
 const struct vault_config *vault_config_current(void)
@@ -60,6 +64,7 @@ static void stop(void *state)
     struct vault *v = state;
     if (!v)
         return;
+    vault_logw_free(v->logw); /* the server drained: nobody can append any more */
     vault_store_close(v->store);
     vault_keys_free(v->keys);
     free(v);
@@ -87,6 +92,8 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         snprintf(errbuf, errlen, "cannot set up the database handle");
         return err;
     }
+    if (cfg_log_batch > 0 && (err = vault_logw_new((size_t)cfg_log_batch, &v->logw)))
+        return err;
     veil_log(VEIL_LOG_INFO, "vault keys loaded", VL_INT("master_version", v->keys->master_current),
              VL_INT("ticket_version", v->keys->ticket_current),
              VL_STR("webcert_kid", v->keys->webcert_signer->kid),

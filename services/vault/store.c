@@ -20,6 +20,7 @@ enum {
     ST_CITIZEN,
     ST_DEVICE,
     ST_APPEND,
+    ST_APPEND_BATCH,
     ST_HEAD,
     ST_LIST_LOG,
     ST_LIST_DEVICES,
@@ -57,6 +58,24 @@ static const veil_pg_stmt stmts[] = {
                    "WHERE subject_ref = $1::bytea AND seq = $2::int8 - 1 RETURNING subject_ref) "
                    "INSERT INTO access_log (subject_ref, seq, at_ms, entry, mac) "
                    "SELECT subject_ref, $2::int8, $3::int8, $4::bytea, $5::bytea FROM head"},
+    /*
+     * Many citizens' appends in one statement (logwriter.c's group
+     * commit): each entry advances its citizen's head from seq - 1 exactly as
+     * append_log does.  Entries whose head moved (or whose citizen is gone)
+     * are not inserted; two entries for one head in the same batch update it
+     * once, and only the one whose mac became the head is inserted.  The
+     * macs of the inserted entries come back.
+     */
+    [ST_APPEND_BATCH] = {"append_log_batch",
+                         "WITH e AS (SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], "
+                         "$4::bytea[], $5::bytea[]) AS e(subject_ref, seq, at_ms, entry, mac)), "
+                         "h AS (UPDATE access_heads a SET seq = e.seq, head = e.mac FROM e "
+                         "WHERE a.subject_ref = e.subject_ref AND a.seq = e.seq - 1 "
+                         "RETURNING a.subject_ref, a.seq, a.head), "
+                         "i AS (INSERT INTO access_log (subject_ref, seq, at_ms, entry, mac) "
+                         "SELECT e.subject_ref, e.seq, e.at_ms, e.entry, e.mac FROM e JOIN h "
+                         "ON h.subject_ref = e.subject_ref AND h.seq = e.seq AND h.head = e.mac "
+                         "RETURNING mac) SELECT mac FROM i"},
     [ST_HEAD] = {"lock_log_head",
                  "SELECT seq, head FROM access_heads WHERE subject_ref = $1::bytea FOR UPDATE"},
     [ST_LIST_LOG] = {"list_log", "SELECT seq, at_ms, entry, mac FROM access_log "
@@ -278,6 +297,64 @@ veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT
         return err == VEIL_ERR_EXISTS ? VEIL_ERR_ABORTED : err;
     err = strcmp(PQcmdTuples(r), "1") == 0 ? VEIL_OK : VEIL_ERR_ABORTED;
     PQclear(r);
+    return err;
+}
+
+/* PostgreSQL's binary array of n elements of type oid: header, then length-prefixed values. */
+static void array_begin(veil_buf *b, uint32_t oid, size_t n)
+{
+    veil_buf_put_u32(b, 1); /* dimensions */
+    veil_buf_put_u32(b, 0); /* no NULLs */
+    veil_buf_put_u32(b, oid);
+    veil_buf_put_u32(b, (uint32_t)n);
+    veil_buf_put_u32(b, 1); /* lower bound */
+}
+
+#define OID_BYTEA 17
+#define OID_INT8  20
+
+veil_err vault_store_append_batch(vault_conn *c, struct vault_log_append *const *e, size_t n)
+{
+    veil_buf a[5] = {{0}};
+    PGresult *r = NULL;
+    veil_err err = VEIL_ERR_NOMEM;
+    array_begin(&a[0], OID_BYTEA, n);
+    array_begin(&a[1], OID_INT8, n);
+    array_begin(&a[2], OID_INT8, n);
+    array_begin(&a[3], OID_BYTEA, n);
+    array_begin(&a[4], OID_BYTEA, n);
+    for (size_t i = 0; i < n; i++) {
+        veil_buf_put_u32(&a[0], VAULT_SUBJECT_BYTES);
+        veil_buf_put(&a[0], e[i]->subject, VAULT_SUBJECT_BYTES);
+        veil_buf_put_u32(&a[1], 8);
+        veil_buf_put_i64(&a[1], e[i]->seq);
+        veil_buf_put_u32(&a[2], 8);
+        veil_buf_put_i64(&a[2], e[i]->at_ms);
+        veil_buf_put_u32(&a[3], (uint32_t)e[i]->sealed_len);
+        veil_buf_put(&a[3], e[i]->sealed, e[i]->sealed_len);
+        veil_buf_put_u32(&a[4], VAULT_HASH_BYTES);
+        veil_buf_put(&a[4], e[i]->mac, VAULT_HASH_BYTES);
+        e[i]->result = VEIL_ERR_ABORTED; /* until the statement says it was inserted */
+    }
+    for (int k = 0; k < 5; k++)
+        if (a[k].failed)
+            goto out;
+    veil_pg_param p[5];
+    for (int k = 0; k < 5; k++)
+        p[k] = vp_bytes(a[k].data, a[k].len);
+    if ((err = exec(c, ST_APPEND_BATCH, p, 5, &r)))
+        goto out;
+    for (int row = 0; row < PQntuples(r); row++) {
+        size_t len;
+        const unsigned char *mac = veil_pg_get_bytes(r, row, 0, &len);
+        for (size_t i = 0; mac && len == VAULT_HASH_BYTES && i < n; i++)
+            if (memcmp(e[i]->mac, mac, VAULT_HASH_BYTES) == 0)
+                e[i]->result = VEIL_OK;
+    }
+out:
+    PQclear(r);
+    for (int k = 0; k < 5; k++)
+        veil_buf_free(&a[k]);
     return err;
 }
 

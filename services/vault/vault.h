@@ -10,6 +10,7 @@
  *   store.c     all SQL (the only file that includes veil/pg.h)
  *   enrol.c     enrolment and web certificates
  *   access.c    the hash-chained, encrypted access log
+ *   logwriter.c group commit of access-log appends
  *   attrs.c     attribute release and the province table
  *   handlers.c  one function per RPC, and the caller policy
  *   commands.c  `vault rotate-master-key` and `vault bulk-enrol`
@@ -311,6 +312,26 @@ veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT
                                 int64_t seq, int64_t at_ms, const unsigned char *sealed, size_t len,
                                 const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
 
+/* One entry of a group-committed append (the log writer's batch). */
+struct vault_log_append {
+    const unsigned char *subject;
+    int64_t seq;
+    int64_t at_ms;
+    const unsigned char *sealed;
+    size_t sealed_len;
+    const unsigned char *mac;
+    veil_err result; /* set by vault_store_append_batch: VEIL_OK or VEIL_ERR_ABORTED */
+};
+
+/*
+ * Appends n entries of different citizens' logs in one statement (so one
+ * commit), each exactly as vault_store_append_log would: an entry whose head
+ * moved gets result VEIL_ERR_ABORTED, the others VEIL_OK.  Returns the
+ * statement's failure, if any, in which case nothing was appended.
+ */
+veil_err vault_store_append_batch(vault_conn *c, struct vault_log_append *const *e,
+                                  size_t n) VEIL_WUR;
+
 /*
  * The current chain head, row-locked until the caller's transaction ends;
  * VEIL_ERR_NOT_FOUND when the subject is gone.
@@ -470,10 +491,13 @@ struct vault_config {
     int64_t webcert_days;
 };
 
+struct vault_logw;
+
 struct vault {
     Veil__Vault__Vault_Service rpc; /* first: handlers cast the service to this */
     struct vault_keys *keys;
     vault_store *store;
+    struct vault_logw *logw; /* group commit of log appends; NULL: each append commits alone */
     struct vault_config cfg;
     _Atomic int64_t next_purge_ms; /* housekeeping runs at most once a minute */
 };
@@ -507,6 +531,28 @@ veil_err vault_webcert_issue(const struct vault_keys *k, const char *web_number,
 veil_err vault_citizen_build(struct vault_keys *k, const struct vault_profile *p,
                              struct vault_new_citizen *out,
                              unsigned char dk[VAULT_DEK_BYTES]) VEIL_WUR;
+
+/* ---- logwriter.c: group commit of access-log appends ---- */
+
+#define VAULT_LOG_BATCH_LIMIT 1024 /* most entries one commit may hold */
+
+/* Group commit state for at most max_batch entries per commit; free with vault_logw_free. */
+veil_err vault_logw_new(size_t max_batch, struct vault_logw **out) VEIL_WUR;
+
+/* Logs how many batches and entries there were, and frees w; accepts NULL. */
+void vault_logw_free(struct vault_logw *w);
+
+/*
+ * Appends like vault_store_append_log (c outside a transaction), sharing the
+ * commit with the appends of other threads that arrive meanwhile: returns
+ * once the commit holding the entry returned, with that entry's result
+ * (VEIL_ERR_ABORTED when the head moved).  The batch may be written on c or
+ * on another caller's connection.
+ */
+veil_err vault_logw_append(struct vault_logw *w, vault_conn *c,
+                           const unsigned char subject[VAULT_SUBJECT_BYTES], int64_t seq,
+                           int64_t at_ms, const unsigned char *sealed, size_t len,
+                           const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
 
 /* ---- access.c ---- */
 

@@ -14,6 +14,7 @@
 
 #include "harness.h"
 #include "veil/client.h"
+#include "veil/codec.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "veil/testing.pb-c.h"
 #include "veil/vault.pb-c.h"
@@ -461,6 +462,47 @@ START_TEST(test_port_in_use_refused)
 }
 END_TEST
 
+/* veil_channel_call_all: calls made at once, each with its own outcome. */
+START_TEST(test_call_all)
+{
+    start_echo("svc/vault", NULL);
+    veil_channel *ch = h_channel(echo.addr, "svc/gateway", &veil__testing__echo__descriptor);
+    Veil__Testing__EchoRequest slow = VEIL__TESTING__ECHO_REQUEST__INIT,
+                               fail = VEIL__TESTING__ECHO_REQUEST__INIT;
+    slow.text = "slept";
+    slow.sleep_ms = 400;
+    fail.fail_code = VEIL_ERR_NOT_FOUND;
+    fail.fail_message = "no such thing";
+    Veil__Testing__EchoReply *r[3];
+    veil_call_one calls[3] = {
+        {.ch = ch, .method = "Sleep", .req = &slow.base, .resp = &r[0]},
+        {.ch = ch, .method = "Fail", .req = &fail.base, .resp = &r[1]},
+        {.ch = ch, .method = "Sleep", .req = &slow.base, .resp = &r[2]},
+    };
+    int64_t t0 = veil_mono_ns();
+    veil_channel_call_all(calls, 3, NULL, 5000);
+    int64_t ms = (veil_mono_ns() - t0) / 1000000;
+    /* both sleeps ran at once: serially they would take 800 ms */
+    ck_assert_msg(ms < 780, "the calls took %lld ms", (long long)ms);
+    for (int i = 0; i < 3; i += 2) {
+        ck_assert_int_eq(calls[i].err, VEIL_OK);
+        ck_assert_str_eq(r[i]->text, "slept");
+        free_reply(r[i]);
+    }
+    ck_assert_int_eq(calls[1].err, VEIL_ERR_NOT_FOUND);
+    ck_assert_ptr_null(r[1]);
+    ck_assert_int_eq(calls[1].st.code, GRPC_STATUS_NOT_FOUND);
+    ck_assert_str_eq(calls[1].st.message, "no such thing");
+    /* and the thread's queue is clean for the next synchronous call */
+    Veil__Testing__EchoReply *one;
+    veil_status st;
+    ck_assert_int_eq(veil_channel_call(ch, "Echo", &slow.base, NULL, 2000, &one, &st), VEIL_OK);
+    free_reply(one);
+    veil_channel_free(ch);
+    stop_echo();
+}
+END_TEST
+
 static Suite *rpc_suite(void)
 {
     Suite *s = suite_create("rpc");
@@ -484,9 +526,11 @@ static Suite *rpc_suite(void)
     tcase_add_test(tc, test_one_channel_many_threads);
     tcase_add_test(tc, test_bad_configuration_refused);
     tcase_add_test(tc, test_port_in_use_refused);
+    tcase_add_test(tc, test_call_all);
     suite_add_tcase(s, tc);
     return s;
 }
+
 
 int main(void)
 {

@@ -99,6 +99,14 @@ void vt_restart(vt *t)
     spawn(t);
 }
 
+void vt_crash_restart(vt *t)
+{
+    veil_channel_free(t->ch);
+    t->ch = NULL;
+    h_kill(&t->proc);
+    spawn(t);
+}
+
 int vt_command(vt *t, const char *args, char *out, size_t cap)
 {
     char cmd[8192], path[1024];

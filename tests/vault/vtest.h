@@ -49,6 +49,9 @@ void vt_stop(vt *t);
 /* Stops and starts the process again with the same database, keys and environment. */
 void vt_restart(vt *t);
 
+/* SIGKILL (no drain, calls in flight are cut), then starts it again as vt_restart does. */
+void vt_crash_restart(vt *t);
+
 /* Runs `vault <args>` with the suite's configuration; returns the exit status, output in out. */
 int vt_command(vt *t, const char *args, char *out, size_t cap);
 

@@ -50,6 +50,26 @@ veil_err veil_channel_call(veil_channel *ch, const char *method, const ProtobufC
                            ProtobufCAllocator *alloc, int64_t timeout_ms, void *resp,
                            veil_status *st);
 
+/* One call of a veil_channel_call_all set: filled by the caller, results set by it. */
+typedef struct veil_call_one {
+    veil_channel *ch;
+    const char *method;
+    const ProtobufCMessage *req;
+    void *resp;     /* a ProtobufCMessage ** of the method's output type */
+    veil_err err;   /* as veil_channel_call returns it */
+    veil_status st; /* as veil_channel_call fills it */
+} veil_call_one;
+
+/*
+ * Makes n independent calls at once from the calling thread and returns
+ * when all of them finished: one round trip's wait instead of n.  Each call
+ * gets its own err, *resp and st exactly as veil_channel_call gives them
+ * (replies allocated with alloc).  Safe from worker threads, like
+ * veil_channel_call.
+ */
+void veil_channel_call_all(veil_call_one *calls, size_t n, ProtobufCAllocator *alloc,
+                           int64_t timeout_ms);
+
 /* Frees the calling thread's completion queue (threads that made calls call it before exit). */
 void veil_client_thread_done(void);
 

@@ -1,0 +1,151 @@
+/*
+ * logwriter.c - group commit of access-log appends.
+ *
+ * Every verified ticket and every release appends an entry to the citizen's
+ * access log before the call is answered, and that entry must survive a
+ * crash, so each append waits for a synchronous commit.  One commit per
+ * login costs PostgreSQL a transaction, a WAL flush (an fdatasync) and the
+ * executor's start-up per statement.  Here concurrent appends share commits,
+ * the way PostgreSQL groups WAL flushes, without a thread of their own:
+ * a caller that finds no append in progress becomes the leader, takes every
+ * entry queued so far (its own first), appends them in one statement
+ * (vault_store_append_batch) on its own connection and wakes the others with
+ * their own entries' results once the commit returned; callers that arrive
+ * meanwhile queue and wait, and one of them leads the next batch.  No entry
+ * is acknowledged before the commit that holds it, nothing waits on purpose,
+ * and a lone caller pays no hand-off: it appends as it did before.
+ *
+ * Entries of one batch are sorted by subject, so concurrent batches (other
+ * vault replicas) lock head rows in the same order.  When the batch
+ * statement fails for any reason but the database being unreachable, each
+ * entry is appended alone, so one bad entry cannot fail its neighbours.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "veil/log.h"
+#include "vault.h"
+
+struct item {
+    struct vault_log_append e;
+    int done;
+    struct item *next;
+};
+
+struct vault_logw {
+    size_t max_batch;
+    pthread_mutex_t mu;
+    pthread_cond_t finished;
+    struct item *head, *tail;
+    int leading; /* a batch is being appended */
+    _Atomic uint64_t batches, entries;
+};
+
+static int by_subject(const void *a, const void *b)
+{
+    const struct vault_log_append *x = *(struct vault_log_append *const *)a;
+    const struct vault_log_append *y = *(struct vault_log_append *const *)b;
+    int c = memcmp(x->subject, y->subject, VAULT_SUBJECT_BYTES);
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static veil_err append_one(vault_conn *c, const struct vault_log_append *e)
+{
+    return vault_store_append_log(c, e->subject, e->seq, e->at_ms, e->sealed, e->sealed_len,
+                                  e->mac);
+}
+
+/* Appends the batch on c (outside any transaction) and sets every entry's result. */
+static void write_batch(vault_conn *c, struct vault_log_append **batch, size_t n)
+{
+    if (n == 1) {
+        batch[0]->result = append_one(c, batch[0]);
+        return;
+    }
+    qsort(batch, n, sizeof *batch, by_subject);
+    veil_err err = vault_store_append_batch(c, batch, n);
+    if (err && err != VEIL_ERR_UNAVAILABLE && err != VEIL_ERR_DEADLINE) {
+        veil_log(VEIL_LOG_WARN, "access-log batch failed; appending its entries one by one",
+                 VL_STR("error", veil_err_name(err)), VL_INT("entries", (long long)n), VL_END);
+        for (size_t i = 0; i < n; i++)
+            batch[i]->result = append_one(c, batch[i]);
+        return;
+    }
+    for (size_t i = 0; err && i < n; i++)
+        batch[i]->result = err;
+}
+
+veil_err vault_logw_new(size_t max_batch, struct vault_logw **out)
+{
+    *out = NULL;
+    struct vault_logw *w = calloc(1, sizeof *w);
+    if (!w)
+        return VEIL_ERR_NOMEM;
+    w->max_batch = max_batch ? max_batch : 1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->finished, NULL);
+    *out = w;
+    return VEIL_OK;
+}
+
+void vault_logw_free(struct vault_logw *w)
+{
+    if (!w)
+        return;
+    uint64_t batches = atomic_load(&w->batches), entries = atomic_load(&w->entries);
+    veil_log(VEIL_LOG_INFO, "access-log group commit statistics",
+             VL_INT("batches", (long long)batches), VL_INT("entries", (long long)entries), VL_END);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->finished);
+    free(w);
+}
+
+veil_err vault_logw_append(struct vault_logw *w, vault_conn *c,
+                           const unsigned char subject[VAULT_SUBJECT_BYTES], int64_t seq,
+                           int64_t at_ms, const unsigned char *sealed, size_t len,
+                           const unsigned char mac[VAULT_HASH_BYTES])
+{
+    struct item it = {.e = {.subject = subject, .seq = seq, .at_ms = at_ms, .sealed = sealed,
+                            .sealed_len = len, .mac = mac}};
+    /* on the stack: a batch is bounded by max_batch, which the configuration caps */
+    struct vault_log_append *batch[VAULT_LOG_BATCH_LIMIT];
+    struct item *taken[VAULT_LOG_BATCH_LIMIT];
+    size_t limit = w->max_batch < VAULT_LOG_BATCH_LIMIT ? w->max_batch : VAULT_LOG_BATCH_LIMIT;
+    pthread_mutex_lock(&w->mu);
+    if (w->tail)
+        w->tail->next = &it;
+    else
+        w->head = &it;
+    w->tail = &it;
+    while (!it.done) {
+        if (w->leading) {
+            pthread_cond_wait(&w->finished, &w->mu);
+            continue;
+        }
+        /* lead: everything queued so far, this caller's entry among it */
+        w->leading = 1;
+        size_t n = 0;
+        while (w->head && n < limit) {
+            struct item *x = w->head;
+            w->head = x->next;
+            taken[n] = x;
+            batch[n++] = &x->e;
+        }
+        if (!w->head)
+            w->tail = NULL;
+        pthread_mutex_unlock(&w->mu);
+        write_batch(c, batch, n);
+        atomic_fetch_add(&w->batches, 1);
+        atomic_fetch_add(&w->entries, n);
+        pthread_mutex_lock(&w->mu);
+        for (size_t i = 0; i < n; i++)
+            taken[i]->done = 1;
+        w->leading = 0;
+        /* the others: their results, or the lead of the next batch */
+        pthread_cond_broadcast(&w->finished);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return it.e.result;
+}

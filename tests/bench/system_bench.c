@@ -1,0 +1,1050 @@
+/*
+ * system_bench.c - the whole stack under load, as apps and citizens use it.
+ *
+ * A load generator on libveil's asynchronous client (mTLS, one client
+ * thread, many calls in flight) against a running local stack
+ * (deploy/local/stack) whose vault was loaded by `vault bulk-enrol`:
+ *
+ *   system_bench --certs DIR --identities FILE --proofing-seed FILE
+ *                [--gateway ADDR] [--pseudonym ADDR] [--seconds S] [--active N]
+ *                [--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N]
+ *
+ * Phases, each printing one `key=value` line (tests/bench/run reads them):
+ *   floor:      the libsodium work one login must do (ticket signature
+ *               verification + pseudonym PRF + assertion signature), one core
+ *   enrol:      Wallet Enrol of fresh identities through the gateway
+ *   consent:    the set-up grants (Wallet GrantConsent, device-signed)
+ *   login:      CompleteLogin closed loop at maximum for S seconds, then open
+ *               loop at a fixed offered rate (half the maximum unless --rate)
+ *   verify:     every assertion counted is verified afterwards (EdDSA over
+ *               the JWKS, aud = the app, sub = the returned pseudonym)
+ *   derive:     Derive and DeriveBatch straight at the pseudonym service
+ *   revocation: identity revoked through the Admin API until the next login
+ *               of that citizen is refused
+ *
+ * Tickets (BeginLogin + the wallet's signature) are prepared before a timed
+ * phase, so the timed phase measures CompleteLogin alone.  Logins draw on
+ * --active citizens spread evenly over the whole identity file, each using
+ * three of the 81 apps; one of the three holds the citizen's consent for the
+ * app's whole registered scope, so a third of the logins release attributes.
+ * Every login requests the app's registered scope.  --apps N uses only the
+ * first N active apps (each app is one mTLS connection to the gateway).
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+#include "veil/client.h"
+#include "veil/codec.h"
+#include "veil/formats.h"
+#include "veil/gateway.pb-c.h"
+#include "veil/jws.h"
+#include "veil/pseudonym.pb-c.h"
+#include "vault.h"
+#include "wallet.h"
+
+#define APPS_MAX       128
+#define APPS_PER_USER  3
+#define CALL_MS        30000
+#define OPEN_MAX_FLIGHT 4096
+
+struct ident {
+    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
+    unsigned char seed[32];
+    char web_number[VEIL_WEB_NUMBER_LEN + 1];
+};
+
+struct app {
+    char id[65];
+    char **attrs;
+    size_t n_attrs;
+    veil_channel *ch;
+};
+
+struct bench {
+    const char *gateway, *pseudonym, *certs;
+    double seconds, rate;
+    int depth;
+    long active, n_enrol, n_revocations, max_apps;
+    struct ident *ids;
+    size_t n_ids;
+    struct app apps[APPS_MAX];
+    size_t n_apps;
+    unsigned char ticket_pk[32];
+    uint32_t ticket_version;
+    veil_jwks jwks;
+    unsigned char proofing_seed[32];
+    veil_channel *wallet, *admin, *pseudo;
+    veil_cq *cq;
+    long errors; /* every failed call or assertion in a measured phase */
+};
+
+/* ---- set-up ---- */
+
+static void die(const char *what)
+{
+    fprintf(stderr, "system_bench: %s\n", what);
+    exit(1);
+}
+
+static veil_channel *channel(struct bench *b, const char *addr, const char *identity,
+                             const ProtobufCServiceDescriptor *svc)
+{
+    char ca[512], cert[512], key[512], err[512], base[200];
+    veil_tls_config t = {0};
+    snprintf(ca, sizeof ca, "%s/ca.crt", b->certs);
+    t.ca_file = ca;
+    if (identity) { /* NULL: a citizen's phone, TLS without a client certificate */
+        snprintf(base, sizeof base, "%s", identity);
+        for (char *p = base; *p; p++)
+            if (*p == '/')
+                *p = '-';
+        snprintf(cert, sizeof cert, "%s/%s.crt", b->certs, base);
+        snprintf(key, sizeof key, "%s/%s.key", b->certs, base);
+        t.cert_file = cert;
+        t.key_file = key;
+    }
+    veil_channel *ch;
+    veil_channel_options opt = {.own_connection = 1};
+    if (veil_channel_new(addr, &t, svc, &opt, &ch, err, sizeof err) != VEIL_OK)
+        die(err);
+    return ch;
+}
+
+static void load_identities(struct bench *b, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[256], id[64], seed[64], wn[64];
+    size_t cap = 0;
+    if (!f)
+        die("cannot read the identities file");
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#')
+            continue;
+        if (sscanf(line, "%63s %63s %63s", id, seed, wn) != 3)
+            die("identities file: a line is not `device_id seed web_number`");
+        if (b->n_ids == cap) {
+            cap = cap ? cap * 2 : 4096;
+            struct ident *grown = realloc(b->ids, cap * sizeof *grown);
+            if (!grown)
+                die("out of memory");
+            b->ids = grown;
+        }
+        struct ident *x = &b->ids[b->n_ids];
+        size_t len;
+        if (veil_device_id_parse(id, x->device_id) != 0 ||
+            sodium_base642bin(x->seed, sizeof x->seed, seed, strlen(seed), NULL, &len, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            len != 32)
+            die("identities file: a malformed device id or seed");
+        if (strlen(wn) != VEIL_WEB_NUMBER_LEN)
+            die("identities file: a malformed web number");
+        memcpy(x->web_number, wn, VEIL_WEB_NUMBER_LEN + 1);
+        b->n_ids++;
+    }
+    fclose(f);
+    if (b->n_ids == 0)
+        die("the identities file holds no identity");
+}
+
+static void read_seed(struct bench *b, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char text[128];
+    size_t len;
+    if (!f || !fgets(text, sizeof text, f))
+        die("cannot read the proofing seed");
+    fclose(f);
+    text[strcspn(text, "\r\n")] = '\0';
+    if (sodium_base642bin(b->proofing_seed, 32, text, strlen(text), NULL, &len, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        len != 32)
+        die("the proofing seed is not 32 bytes of base64");
+}
+
+/* The ticket key, the assertion JWKS and the apps with their registered scopes. */
+static void fetch_public(struct bench *b)
+{
+    Veil__Empty empty = VEIL__EMPTY__INIT;
+    Veil__Gateway__WalletKeysResponse *keys;
+    Veil__Gateway__PublicAppsResponse *apps;
+    veil_status st;
+    if (veil_channel_call(b->wallet, "GetKeys", &empty.base, NULL, CALL_MS, &keys, &st) != VEIL_OK)
+        die(st.message);
+    if (keys->ticket_public_key.len != 32 || veil_jwks_parse(keys->gateway_jwks, &b->jwks))
+        die("GetKeys returned an unusable ticket key or JWKS");
+    memcpy(b->ticket_pk, keys->ticket_public_key.data, 32);
+    b->ticket_version = keys->ticket_key_version;
+    protobuf_c_message_free_unpacked(&keys->base, NULL);
+    if (veil_channel_call(b->wallet, "ListApps", &empty.base, NULL, CALL_MS, &apps, &st) != VEIL_OK)
+        die(st.message);
+    size_t cap = b->max_apps > 0 && b->max_apps < APPS_MAX ? (size_t)b->max_apps : APPS_MAX;
+    for (size_t i = 0; i < apps->n_apps && b->n_apps < cap; i++) {
+        const Veil__Gateway__PublicApp *pa = apps->apps[i];
+        if (strcmp(pa->status, "active") != 0)
+            continue;
+        struct app *a = &b->apps[b->n_apps++];
+        char identity[80];
+        snprintf(a->id, sizeof a->id, "%s", pa->app_id);
+        a->n_attrs = pa->n_attributes;
+        a->attrs = calloc(a->n_attrs + 1, sizeof *a->attrs);
+        for (size_t k = 0; a->attrs && k < a->n_attrs; k++)
+            a->attrs[k] = strdup(pa->attributes[k]);
+        snprintf(identity, sizeof identity, "app/%s", a->id);
+        a->ch = channel(b, b->gateway, identity, &veil__gateway__login__descriptor);
+    }
+    protobuf_c_message_free_unpacked(&apps->base, NULL);
+    if (b->n_apps == 0)
+        die("the gateway lists no active app");
+}
+
+/* ---- the call driver: closed loop (rate 0) or open loop at a fixed rate ---- */
+
+typedef veil_err (*start_fn)(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p);
+/* Takes the reply (freeing it); returns 1 when the call counts as a success. */
+typedef int (*done_fn)(struct bench *b, void *ctx, size_t i, veil_err e, void *resp,
+                       const veil_status *st);
+
+struct run {
+    size_t n;        /* jobs available */
+    int depth;       /* closed loop: calls in flight */
+    double rate;     /* open loop: calls started per second (0: closed loop) */
+    double seconds;  /* no call starts after this */
+    start_fn start;
+    done_fn done;
+    void *ctx;
+    /* results */
+    bench_lat lat;
+    long ok, failed, started;
+    double elapsed;
+    char first_error[300];
+};
+
+struct slot {
+    size_t i;
+    double t0;
+};
+
+static void run_calls(struct bench *b, struct run *r)
+{
+    struct slot *slots = calloc(r->n ? r->n : 1, sizeof *slots);
+    double begin = bench_now_s(), end = begin + r->seconds;
+    long inflight = 0;
+    size_t next = 0;
+    int open = r->rate > 0;
+    int cap = open ? OPEN_MAX_FLIGHT : r->depth;
+    if (!slots)
+        die("out of memory");
+    for (;;) {
+        double now = bench_now_s();
+        /* start what is due */
+        while (next < r->n && inflight < cap && now < end) {
+            double due = open ? begin + (double)next / r->rate : now;
+            if (due > now)
+                break;
+            struct slot *s = &slots[next];
+            veil_pending *p;
+            s->i = next;
+            s->t0 = due; /* open loop: latency counts from when the call was due */
+            if (r->start(b, r->ctx, next, s, &p) != VEIL_OK) {
+                r->failed++;
+                next++;
+                continue;
+            }
+            next++;
+            inflight++;
+            r->started++;
+        }
+        if (inflight == 0 && (next >= r->n || now >= end))
+            break;
+        int64_t wait_ms = 100;
+        if (open && next < r->n && now < end) {
+            double due = begin + (double)next / r->rate;
+            wait_ms = due > now ? (int64_t)((due - now) * 1000.0) : 0;
+        }
+        veil_pending *p = veil_cq_next(b->cq, wait_ms);
+        if (!p)
+            continue;
+        void *user, *resp = NULL;
+        veil_status st;
+        veil_err e = veil_pending_finish(p, NULL, &resp, &st, &user);
+        struct slot *s = user;
+        double t = bench_now_s();
+        inflight--;
+        if (r->done(b, r->ctx, s->i, e, resp, &st)) {
+            r->ok++;
+            bench_lat_add(&r->lat, (t - s->t0) * 1000.0);
+        } else {
+            if (!r->first_error[0])
+                snprintf(r->first_error, sizeof r->first_error, "%s: %s",
+                         veil_status_name(st.code), e ? st.message : "rejected reply");
+            r->failed++;
+        }
+        r->elapsed = t - begin;
+    }
+    free(slots);
+}
+
+static void report_failures(const char *phase, const struct run *r)
+{
+    if (r->failed)
+        fprintf(stderr, "system_bench: %s: %ld failed calls, the first: %s\n", phase, r->failed,
+                r->first_error);
+}
+
+/* ---- the crypto floor ---- */
+
+struct floor_arg {
+    double seconds;
+    long count;
+};
+
+/* One login's libsodium work: verify the ticket, the pseudonym PRF, sign the assertion. */
+static void *floor_thread(void *arg)
+{
+    struct floor_arg *fa = arg;
+    unsigned char pk[32], sk[64], key[32], msg[300], sig[64], prf[32], asig[64];
+    randombytes_buf(msg, sizeof msg);
+    randombytes_buf(key, sizeof key);
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_detached(sig, NULL, msg, sizeof msg, sk);
+    double end = bench_now_s() + fa->seconds;
+    long n = 0;
+    while (bench_now_s() < end) {
+        for (int k = 0; k < 64; k++) {
+            if (crypto_sign_verify_detached(sig, msg, sizeof msg, pk) != 0)
+                die("floor: a signature did not verify");
+            crypto_generichash(prf, sizeof prf, msg, 64, key, sizeof key);
+            msg[0] = prf[0];
+            crypto_sign_detached(asig, NULL, msg + 1, 250, sk);
+            msg[1] ^= asig[0];
+            crypto_sign_detached(sig, NULL, msg, sizeof msg, sk); /* keep the verify honest */
+            n++;
+        }
+    }
+    fa->count = n;
+    return NULL;
+}
+
+/* The floor without the extra re-signing the loop needs to keep verifying fresh input. */
+static double floor_rate(int threads, double seconds)
+{
+    pthread_t t[4];
+    struct floor_arg fa[4];
+    long total = 0;
+    for (int i = 0; i < threads; i++) {
+        fa[i] = (struct floor_arg){.seconds = seconds};
+        pthread_create(&t[i], NULL, floor_thread, &fa[i]);
+    }
+    for (int i = 0; i < threads; i++) {
+        pthread_join(t[i], NULL);
+        total += fa[i].count;
+    }
+    return (double)total / seconds;
+}
+
+/* Times the re-signing alone, to take it out of floor_rate's figure. */
+static double sign_seconds_each(void)
+{
+    unsigned char pk[32], sk[64], msg[300], sig[64];
+    crypto_sign_keypair(pk, sk);
+    randombytes_buf(msg, sizeof msg);
+    long n = 0;
+    double t0 = bench_now_s();
+    while (bench_now_s() - t0 < 0.5)
+        for (int k = 0; k < 64; k++, n++) {
+            crypto_sign_detached(sig, NULL, msg, sizeof msg, sk);
+            msg[0] ^= sig[0];
+        }
+    return (bench_now_s() - t0) / (double)n;
+}
+
+static void phase_floor(void)
+{
+    double resign = sign_seconds_each();
+    double r1 = floor_rate(1, 2.0), r2 = floor_rate(2, 2.0);
+    /* each counted iteration also re-signed the verified message once */
+    double one = 1.0 / (1.0 / r1 - resign), two = 2.0 / (2.0 / r2 - resign);
+    printf("floor: crypto_login_per_s_1core=%.0f crypto_login_per_s_2threads=%.0f "
+           "work=verify+prf+sign\n",
+           one, two);
+    fflush(stdout);
+}
+
+/* ---- tickets ---- */
+
+struct ticket {
+    int app;
+    char *ticket;
+    char *assertion; /* the reply's assertion, verified after the phase */
+    char *sub;
+};
+
+struct pair {
+    size_t ident;
+    int app;
+    int consented;
+};
+
+struct tickets {
+    struct pair *pairs;
+    size_t n_pairs;
+    struct ticket *t;
+    size_t n;
+    uint64_t seed;
+};
+
+static uint64_t next_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* The app slot k of citizen c: three distinct apps, all apps used across citizens. */
+static int app_of(const struct bench *b, size_t c, int k)
+{
+    return (int)((c * 7 + (size_t)k * 29) % b->n_apps);
+}
+
+/* The active citizens, spread evenly over the identity file, with their three apps each. */
+static void make_pairs(struct bench *b, struct tickets *tk)
+{
+    size_t active = (size_t)b->active < b->n_ids ? (size_t)b->active : b->n_ids;
+    tk->n_pairs = active * APPS_PER_USER;
+    tk->pairs = calloc(tk->n_pairs, sizeof *tk->pairs);
+    if (!tk->pairs)
+        die("out of memory");
+    for (size_t c = 0; c < active; c++) {
+        size_t ident = (size_t)((double)c * (double)b->n_ids / (double)active);
+        for (int k = 0; k < APPS_PER_USER; k++)
+            tk->pairs[c * APPS_PER_USER + (size_t)k] =
+                (struct pair){.ident = ident, .app = app_of(b, c, k), .consented = k == 0};
+    }
+    tk->seed = 0x9e3779b97f4a7c15ULL;
+}
+
+static void tickets_free(struct tickets *tk)
+{
+    for (size_t i = 0; i < tk->n; i++) {
+        free(tk->t[i].ticket);
+        free(tk->t[i].assertion);
+        free(tk->t[i].sub);
+    }
+    free(tk->t);
+    tk->t = NULL;
+    tk->n = 0;
+}
+
+struct begin_ctx {
+    struct tickets *tk;
+    size_t *which; /* pair of each ticket */
+};
+
+static veil_err begin_start(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p)
+{
+    struct begin_ctx *bc = ctx;
+    Veil__Gateway__BeginLoginRequest req = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
+    const struct pair *pr = &bc->tk->pairs[bc->which[i]];
+    return veil_channel_start(b->apps[pr->app].ch, "BeginLogin", &req.base, CALL_MS, b->cq, user,
+                              p);
+}
+
+static int begin_done(struct bench *b, void *ctx, size_t i, veil_err e, void *resp,
+                      const veil_status *st)
+{
+    struct begin_ctx *bc = ctx;
+    Veil__Gateway__BeginLoginResponse *r = resp;
+    const struct pair *pr = &bc->tk->pairs[bc->which[i]];
+    int ok = 0;
+    if (!e && r->challenge.len == VEIL_CHALLENGE_BYTES) {
+        const struct ident *x = &b->ids[pr->ident];
+        unsigned char pk[32], sk[64];
+        crypto_sign_seed_keypair(pk, sk, x->seed);
+        ok = veil_ticket_make(b->apps[pr->app].id, r->challenge.data, r->challenge.len,
+                              veil_now_ms(), x->device_id, sk, b->ticket_pk, b->ticket_version,
+                              &bc->tk->t[i].ticket) == VEIL_OK;
+        bc->tk->t[i].app = pr->app;
+        sodium_memzero(sk, sizeof sk);
+    }
+    if (r)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    return ok;
+}
+
+/* n fresh tickets over the active pairs (all pairs in order when every_pair). */
+static void prepare_tickets(struct bench *b, struct tickets *tk, size_t n, int every_pair)
+{
+    struct begin_ctx bc = {.tk = tk, .which = calloc(n, sizeof(size_t))};
+    tickets_free(tk);
+    tk->t = calloc(n, sizeof *tk->t);
+    if (!tk->t || !bc.which)
+        die("out of memory");
+    tk->n = n;
+    for (size_t i = 0; i < n; i++)
+        bc.which[i] = every_pair ? i % tk->n_pairs : next_rand(&tk->seed) % tk->n_pairs;
+    struct run r = {.n = n, .depth = 64, .seconds = 1e9, .start = begin_start,
+                    .done = begin_done, .ctx = &bc};
+    double t0 = bench_now_s();
+    run_calls(b, &r);
+    report_failures("BeginLogin", &r);
+    if (r.failed)
+        die("could not prepare the tickets");
+    fprintf(stderr, "   %zu tickets prepared in %.1f s\n", n, bench_now_s() - t0);
+    free(bc.which);
+    bench_lat_free(&r.lat);
+}
+
+/* ---- CompleteLogin ---- */
+
+static veil_err login_start(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p)
+{
+    struct tickets *tk = ctx;
+    struct app *a = &b->apps[tk->t[i].app];
+    Veil__Gateway__CompleteLoginRequest req = VEIL__GATEWAY__COMPLETE_LOGIN_REQUEST__INIT;
+    req.ticket = tk->t[i].ticket;
+    req.attributes = a->attrs;
+    req.n_attributes = a->n_attrs;
+    return veil_channel_start(a->ch, "CompleteLogin", &req.base, CALL_MS, b->cq, user, p);
+}
+
+static int login_done(struct bench *b, void *ctx, size_t i, veil_err e, void *resp,
+                      const veil_status *st)
+{
+    struct tickets *tk = ctx;
+    Veil__Gateway__CompleteLoginResponse *r = resp;
+    int ok = 0;
+    if (!e && r->assertion && *r->assertion && r->sub && *r->sub) {
+        tk->t[i].assertion = strdup(r->assertion);
+        tk->t[i].sub = strdup(r->sub);
+        ok = tk->t[i].assertion && tk->t[i].sub;
+    }
+    if (r)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    return ok;
+}
+
+/* Verifies every assertion the phase received; returns how many failed. */
+static long verify_assertions(struct bench *b, struct tickets *tk, long *verified, double *secs)
+{
+    long bad = 0;
+    int64_t now_s = veil_now_ms() / 1000;
+    double t0 = bench_now_s();
+    *verified = 0;
+    for (size_t i = 0; i < tk->n; i++) {
+        const char *jws = tk->t[i].assertion;
+        json_t *claims = NULL;
+        if (!jws)
+            continue;
+        if (veil_jws_verify(jws, strlen(jws), "JWT", veil_jwks_find, &b->jwks, &claims) !=
+            VEIL_OK) {
+            bad++;
+            continue;
+        }
+        const char *aud = json_string_value(json_object_get(claims, "aud"));
+        const char *sub = json_string_value(json_object_get(claims, "sub"));
+        json_int_t exp = json_integer_value(json_object_get(claims, "exp"));
+        if (aud && sub && strcmp(aud, b->apps[tk->t[i].app].id) == 0 &&
+            strcmp(sub, tk->t[i].sub) == 0 && exp > now_s)
+            (*verified)++;
+        else
+            bad++;
+        json_decref(claims);
+    }
+    *secs = bench_now_s() - t0;
+    return bad;
+}
+
+/* One login phase over prepared tickets; prints its line; returns the verified rate. */
+/*
+ * $BENCH_PHASE_HOOK, when set, runs (through the shell) before each timed
+ * phase with the phase's name and length as arguments: a way to start a
+ * profiler (perf record) on exactly that phase.  It must return at once.
+ */
+static void phase_hook(const char *phase, double seconds)
+{
+    const char *hook = getenv("BENCH_PHASE_HOOK");
+    char cmd[1024];
+    if (!hook || !*hook)
+        return;
+    snprintf(cmd, sizeof cmd, "%s %s %.0f", hook, phase, seconds);
+    if (system(cmd) != 0)
+        fprintf(stderr, "system_bench: the phase hook failed\n");
+}
+
+static double login_phase(struct bench *b, struct tickets *tk, const char *mode, double rate,
+                          double seconds, double *p50, double *p99)
+{
+    struct run r = {.n = tk->n, .depth = b->depth, .rate = rate, .seconds = seconds,
+                    .start = login_start, .done = login_done, .ctx = tk};
+    double la[3] = {0};
+    if (strcmp(mode, "warmup") != 0)
+        phase_hook(mode, seconds);
+    run_calls(b, &r);
+    getloadavg(la, 3);
+    long verified;
+    double vsecs;
+    long bad = verify_assertions(b, tk, &verified, &vsecs);
+    report_failures(mode, &r);
+    if (bad)
+        fprintf(stderr, "system_bench: %s: %ld assertions did not verify\n", mode, bad);
+    double per_s = r.elapsed > 0 ? (double)verified / r.elapsed : 0;
+    *p50 = bench_lat_pct(&r.lat, 50);
+    *p99 = bench_lat_pct(&r.lat, 99);
+    printf("login: mode=%s per_s=%.0f offered_per_s=%.0f ok=%ld verified=%ld failed=%ld "
+           "unverified=%ld seconds=%.2f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f "
+           "in_flight=%d verify_per_s=%.0f load=%.2f\n",
+           mode, per_s, rate, r.ok, verified, r.failed, bad, r.elapsed, *p50,
+           bench_lat_pct(&r.lat, 90), *p99, bench_lat_pct(&r.lat, 100), rate > 0 ? 0 : b->depth,
+           vsecs > 0 ? (double)verified / vsecs : 0, la[0]);
+    fflush(stdout);
+    if (strcmp(mode, "warmup") != 0)
+        b->errors += r.failed + bad;
+    if (r.started < (long)tk->n && r.elapsed < seconds * 0.9)
+        fprintf(stderr, "system_bench: %s: stopped early\n", mode);
+    if (r.started == (long)tk->n && rate <= 0 && strcmp(mode, "warmup") != 0)
+        fprintf(stderr, "system_bench: %s: every prepared ticket was used (%.1f s)\n", mode,
+                r.elapsed);
+    bench_lat_free(&r.lat);
+    return per_s;
+}
+
+/* ---- consent set-up: Wallet GrantConsent for each active citizen's first app ---- */
+
+struct grant_ctx {
+    struct tickets *tk;
+    Veil__Gateway__SignedRequest *reqs;
+};
+
+static void wallet_of(const struct bench *b, const struct ident *x, unsigned char sk[64],
+                      vw_wallet *w)
+{
+    memset(w, 0, sizeof *w);
+    crypto_sign_seed_keypair(w->pk, sk, x->seed);
+    w->sk = sk;
+    veil_device_id_text(x->device_id, w->device_id);
+    memcpy(w->ticket_pk, b->ticket_pk, 32);
+    w->ticket_key_version = b->ticket_version;
+}
+
+static veil_err grant_start(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p)
+{
+    struct grant_ctx *g = ctx;
+    return veil_channel_start(b->wallet, "GrantConsent", &g->reqs[i].base, CALL_MS, b->cq, user,
+                              p);
+}
+
+static int plain_done(struct bench *b, void *ctx, size_t i, veil_err e, void *resp,
+                      const veil_status *st)
+{
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return e == VEIL_OK;
+}
+
+static void phase_consent(struct bench *b, struct tickets *tk)
+{
+    size_t n = tk->n_pairs / APPS_PER_USER;
+    struct grant_ctx g = {.tk = tk, .reqs = calloc(n, sizeof *g.reqs)};
+    if (!g.reqs)
+        die("out of memory");
+    for (size_t c = 0; c < n; c++) {
+        const struct pair *pr = &tk->pairs[c * APPS_PER_USER];
+        Veil__Gateway__GrantConsentPayload pl = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
+        unsigned char sk[64];
+        vw_wallet w;
+        wallet_of(b, &b->ids[pr->ident], sk, &w);
+        pl.app_id = b->apps[pr->app].id;
+        pl.attributes = b->apps[pr->app].attrs;
+        pl.n_attributes = b->apps[pr->app].n_attrs;
+        pl.purpose = "benchmark account";
+        pl.expires_at_ms = veil_now_ms() + 86400000LL;
+        veil_err e = vw_sign(&w, "/veil.gateway.Wallet/GrantConsent", &pl.base, veil_now_ms(),
+                             &g.reqs[c]);
+        sodium_memzero(sk, sizeof sk);
+        if (e)
+            die("cannot sign a consent request");
+    }
+    struct run r = {.n = n, .depth = 32, .seconds = 1e9, .start = grant_start,
+                    .done = plain_done, .ctx = &g};
+    run_calls(b, &r);
+    report_failures("GrantConsent", &r);
+    printf("consent: grants=%ld per_s=%.0f failed=%ld\n", r.ok,
+           r.elapsed > 0 ? (double)r.ok / r.elapsed : 0, r.failed);
+    fflush(stdout);
+    b->errors += r.failed;
+    for (size_t c = 0; c < n; c++)
+        vw_signed_free(&g.reqs[c]);
+    free(g.reqs);
+    bench_lat_free(&r.lat);
+}
+
+/* ---- enrolment ---- */
+
+struct enrol_ctx {
+    Veil__Gateway__WalletEnrolRequest *reqs;
+    unsigned char (*sigs)[64];
+    unsigned char (*pks)[32];
+    char (*numbers)[19];
+    char (*rids)[24];
+};
+
+static void id_number(long i, char out[19])
+{
+    char digits[32];
+    /* Guangzhou Tianhe (440106): a region bulk-enrol never uses, so no person repeats;
+     * (birth date, sequence) is unique for the first 16.8 million i */
+    snprintf(digits, sizeof digits, "440106%04ld%02ld%02ld%03ld", 1950 + (i / 336000) % 50,
+             1 + (i / 28000) % 12, 1 + (i / 1000) % 28, i % 1000);
+    memcpy(out, digits, 17);
+    out[17] = vault_idnumber_check_char(digits);
+    out[18] = '\0';
+}
+
+static veil_err enrol_start(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p)
+{
+    struct enrol_ctx *ec = ctx;
+    return veil_channel_start(b->wallet, "Enrol", &ec->reqs[i].base, CALL_MS, b->cq, user, p);
+}
+
+static void phase_enrol(struct bench *b)
+{
+    size_t n = (size_t)b->n_enrol;
+    struct enrol_ctx ec = {
+        .reqs = calloc(n, sizeof *ec.reqs), .sigs = calloc(n, sizeof *ec.sigs),
+        .pks = calloc(n, sizeof *ec.pks), .numbers = calloc(n, sizeof *ec.numbers),
+        .rids = calloc(n, sizeof *ec.rids)};
+    if (!ec.reqs || !ec.sigs || !ec.pks || !ec.numbers || !ec.rids)
+        die("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        vw_wallet w = {0};
+        unsigned char sk[64], rid[16];
+        veil__gateway__wallet_enrol_request__init(&ec.reqs[i]);
+        crypto_sign_keypair(ec.pks[i], sk);
+        memcpy(w.pk, ec.pks[i], 32);
+        id_number((long)i, ec.numbers[i]);
+        vw_attest(&w, b->proofing_seed, ec.numbers[i], "基准测试", 1, veil_now_ms(), ec.sigs[i],
+                  &ec.reqs[i]);
+        ec.reqs[i].device_public_key.data = ec.pks[i]; /* w lives only in this iteration */
+        randombytes_buf(rid, sizeof rid);
+        veil_b64url_encode(ec.rids[i], sizeof ec.rids[i], rid, sizeof rid);
+        ec.reqs[i].request_id = ec.rids[i];
+        ec.reqs[i].device_label = "bench phone";
+        sodium_memzero(sk, sizeof sk);
+    }
+    struct run r = {.n = n, .depth = 32, .seconds = 1e9, .start = enrol_start,
+                    .done = plain_done, .ctx = &ec};
+    run_calls(b, &r);
+    report_failures("Enrol", &r);
+    double la[3] = {0};
+    getloadavg(la, 3);
+    printf("enrol: per_s=%.0f ok=%ld failed=%ld p50_ms=%.2f p99_ms=%.2f load=%.2f\n",
+           r.elapsed > 0 ? (double)r.ok / r.elapsed : 0, r.ok, r.failed,
+           bench_lat_pct(&r.lat, 50), bench_lat_pct(&r.lat, 99), la[0]);
+    fflush(stdout);
+    b->errors += r.failed;
+    bench_lat_free(&r.lat);
+    free(ec.reqs), free(ec.sigs), free(ec.pks), free(ec.numbers), free(ec.rids);
+}
+
+/* ---- pseudonyms ---- */
+
+struct derive_ctx {
+    Veil__Pseudonym__DeriveRequest one;
+    Veil__Pseudonym__DeriveBatchRequest batch;
+    size_t batch_items;
+};
+
+static veil_err derive_start(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p)
+{
+    struct derive_ctx *dc = ctx;
+    return veil_channel_start(b->pseudo, "Derive", &dc->one.base, CALL_MS, b->cq, user, p);
+}
+
+static veil_err batch_start(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p)
+{
+    struct derive_ctx *dc = ctx;
+    return veil_channel_start(b->pseudo, "DeriveBatch", &dc->batch.base, CALL_MS, b->cq, user, p);
+}
+
+static int batch_done(struct bench *b, void *ctx, size_t i, veil_err e, void *resp,
+                      const veil_status *st)
+{
+    struct derive_ctx *dc = ctx;
+    Veil__Pseudonym__DeriveBatchResponse *r = resp;
+    int ok = !e && r->n_pseudonyms == dc->batch_items;
+    if (r)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    return ok;
+}
+
+static void phase_derive(struct bench *b)
+{
+    struct derive_ctx dc;
+    unsigned char subject[32];
+    randombytes_buf(subject, sizeof subject);
+    veil__pseudonym__derive_request__init(&dc.one);
+    dc.one.subject_ref = (ProtobufCBinaryData){sizeof subject, subject};
+    dc.one.sector_id = "bench.sector";
+    dc.one.link_epoch = 1;
+    double secs = b->seconds / 2 > 2 ? b->seconds / 2 : 2;
+    struct run r = {.n = (size_t)1 << 30, .depth = 64, .seconds = secs, .start = derive_start,
+                    .done = plain_done, .ctx = &dc};
+    run_calls(b, &r);
+    report_failures("Derive", &r);
+    double one_per_s = r.elapsed > 0 ? (double)r.ok / r.elapsed : 0;
+    b->errors += r.failed;
+    bench_lat_free(&r.lat);
+
+    dc.batch_items = 1000;
+    Veil__Pseudonym__DeriveItem *items = calloc(dc.batch_items, sizeof *items);
+    Veil__Pseudonym__DeriveItem **ptrs = calloc(dc.batch_items, sizeof *ptrs);
+    unsigned char(*subjects)[32] = calloc(dc.batch_items, 32);
+    if (!items || !ptrs || !subjects)
+        die("out of memory");
+    veil__pseudonym__derive_batch_request__init(&dc.batch);
+    for (size_t k = 0; k < dc.batch_items; k++) {
+        veil__pseudonym__derive_item__init(&items[k]);
+        randombytes_buf(subjects[k], 32);
+        items[k].subject_ref = (ProtobufCBinaryData){32, subjects[k]};
+        items[k].sector_id = b->apps[k % b->n_apps].id;
+        items[k].link_epoch = 1;
+        ptrs[k] = &items[k];
+    }
+    dc.batch.items = ptrs;
+    dc.batch.n_items = dc.batch_items;
+    struct run rb = {.n = (size_t)1 << 30, .depth = 4, .seconds = secs, .start = batch_start,
+                     .done = batch_done, .ctx = &dc};
+    run_calls(b, &rb);
+    report_failures("DeriveBatch", &rb);
+    double la[3] = {0};
+    getloadavg(la, 3);
+    printf("derive: derive_per_s=%.0f batch_pseudonyms_per_s=%.0f batch_items=%zu "
+           "batch_p50_ms=%.2f load=%.2f\n",
+           one_per_s, rb.elapsed > 0 ? (double)rb.ok * (double)dc.batch_items / rb.elapsed : 0,
+           dc.batch_items, bench_lat_pct(&rb.lat, 50), la[0]);
+    fflush(stdout);
+    b->errors += rb.failed;
+    bench_lat_free(&rb.lat);
+    free(items), free(ptrs), free(subjects);
+}
+
+/* ---- revocation propagation ---- */
+
+/* One whole login of citizen x at app a (synchronous); the status code. */
+static grpc_status_code login_once(struct bench *b, const struct ident *x, struct app *a)
+{
+    Veil__Gateway__BeginLoginRequest breq = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
+    Veil__Gateway__BeginLoginResponse *br;
+    Veil__Gateway__CompleteLoginRequest creq = VEIL__GATEWAY__COMPLETE_LOGIN_REQUEST__INIT;
+    Veil__Gateway__CompleteLoginResponse *cr;
+    veil_status st;
+    unsigned char pk[32], sk[64];
+    char *ticket = NULL;
+    if (veil_channel_call(a->ch, "BeginLogin", &breq.base, NULL, CALL_MS, &br, &st) != VEIL_OK)
+        return st.code;
+    crypto_sign_seed_keypair(pk, sk, x->seed);
+    veil_err e = veil_ticket_make(a->id, br->challenge.data, br->challenge.len, veil_now_ms(),
+                                  x->device_id, sk, b->ticket_pk, b->ticket_version, &ticket);
+    sodium_memzero(sk, sizeof sk);
+    protobuf_c_message_free_unpacked(&br->base, NULL);
+    if (e)
+        die("cannot make a ticket");
+    creq.ticket = ticket;
+    grpc_status_code code = GRPC_STATUS_OK;
+    if (veil_channel_call(a->ch, "CompleteLogin", &creq.base, NULL, CALL_MS, &cr, &st) != VEIL_OK)
+        code = st.code;
+    else
+        protobuf_c_message_free_unpacked(&cr->base, NULL);
+    free(ticket);
+    return code;
+}
+
+/* Sets an identity's state through the Admin API; 0 on success. */
+static int set_state(struct bench *b, const struct ident *x, const char *state)
+{
+    Veil__Gateway__IdentityStateRequest req = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
+    Veil__Empty *resp;
+    veil_status st;
+    req.web_number = (char *)x->web_number;
+    req.state = (char *)state;
+    req.reason = "benchmark";
+    if (veil_channel_call(b->admin, "SetIdentityState", &req.base, NULL, CALL_MS, &resp, &st) !=
+        VEIL_OK) {
+        fprintf(stderr, "system_bench: SetIdentityState %s: %s\n", state, st.message);
+        return -1;
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+static void phase_revocation(struct bench *b, size_t first_ident)
+{
+    bench_lat lat = {0};
+    long failed = 0;
+    for (long k = 0; k < b->n_revocations; k++) {
+        size_t idx = first_ident + (size_t)k;
+        if (idx >= b->n_ids)
+            break;
+        const struct ident *x = &b->ids[idx];
+        struct app *a = &b->apps[(size_t)k % b->n_apps];
+        /* a login first, so the gateway has the citizen's allowed verdict cached
+         * (revocation is final: a data set can be measured once) */
+        grpc_status_code first = login_once(b, x, a);
+        if (first != GRPC_STATUS_OK) {
+            fprintf(stderr, "system_bench: the login before a revocation ended with %s%s\n",
+                    veil_status_name(first),
+                    first == GRPC_STATUS_PERMISSION_DENIED ? " (revoked by an earlier run?)" : "");
+            failed++;
+            continue;
+        }
+        if (set_state(b, x, "revoked") != 0) {
+            failed++;
+            continue;
+        }
+        double t0 = bench_now_s(), t;
+        grpc_status_code code;
+        while ((code = login_once(b, x, a)) == GRPC_STATUS_OK && bench_now_s() - t0 < 10)
+            ;
+        t = bench_now_s();
+        if (code != GRPC_STATUS_PERMISSION_DENIED) {
+            fprintf(stderr, "system_bench: a revoked identity's login ended with %s\n",
+                    veil_status_name(code));
+            failed++;
+            continue;
+        }
+        bench_lat_add(&lat, (t - t0) * 1000.0);
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    printf("revocation: n=%zu p50_ms=%.1f p99_ms=%.1f max_ms=%.1f failed=%ld "
+           "measured=admin_reply_to_first_refused_login\n",
+           lat.n, bench_lat_pct(&lat, 50), bench_lat_pct(&lat, 99), bench_lat_pct(&lat, 100),
+           failed);
+    fflush(stdout);
+    b->errors += failed;
+    bench_lat_free(&lat);
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv)
+{
+    static struct bench b = {.gateway = "127.0.0.1:7100", .pseudonym = "127.0.0.1:7104",
+                             .seconds = 10, .depth = 64, .active = 5000, .n_enrol = 2000,
+                             .n_revocations = 30};
+    const char *ids = NULL, *seed = NULL;
+    static const struct option opts[] = {
+        {"gateway", required_argument, NULL, 'g'},   {"pseudonym", required_argument, NULL, 'p'},
+        {"certs", required_argument, NULL, 'c'},     {"identities", required_argument, NULL, 'i'},
+        {"proofing-seed", required_argument, NULL, 'k'},
+        {"seconds", required_argument, NULL, 's'},   {"active", required_argument, NULL, 'a'},
+        {"in-flight", required_argument, NULL, 'd'}, {"enrol", required_argument, NULL, 'e'},
+        {"revocations", required_argument, NULL, 'r'}, {"rate", required_argument, NULL, 'R'},
+        {"apps", required_argument, NULL, 'A'},
+        {NULL, 0, NULL, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'g': b.gateway = optarg; break;
+        case 'p': b.pseudonym = optarg; break;
+        case 'c': b.certs = optarg; break;
+        case 'i': ids = optarg; break;
+        case 'k': seed = optarg; break;
+        case 's': b.seconds = atof(optarg); break;
+        case 'a': b.active = atol(optarg); break;
+        case 'd': b.depth = atoi(optarg); break;
+        case 'e': b.n_enrol = atol(optarg); break;
+        case 'r': b.n_revocations = atol(optarg); break;
+        case 'R': b.rate = atof(optarg); break;
+        case 'A': b.max_apps = atol(optarg); break;
+        default: return 2;
+        }
+    }
+    if (!b.certs || !ids || !seed || b.seconds <= 0 || b.depth <= 0 || b.active <= 0) {
+        fprintf(stderr, "usage: system_bench --certs DIR --identities FILE --proofing-seed FILE "
+                        "[--gateway ADDR] [--pseudonym ADDR] [--seconds S] [--active N] "
+                        "[--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N]\n");
+        return 2;
+    }
+    if (sodium_init() < 0)
+        die("sodium_init failed");
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    phase_floor();
+    load_identities(&b, ids);
+    read_seed(&b, seed);
+    b.wallet = channel(&b, b.gateway, NULL, &veil__gateway__wallet__descriptor);
+    b.admin = channel(&b, b.gateway, "admin/ops", &veil__gateway__admin__descriptor);
+    b.pseudo = channel(&b, b.pseudonym, "svc/gateway", &veil__pseudonym__pseudonym__descriptor);
+    if (veil_cq_new(&b.cq) != VEIL_OK)
+        die("cannot create a completion queue");
+    fetch_public(&b);
+    /* the last identities are kept out of the logins: the revocation phase revokes them */
+    size_t reserve = (size_t)b.n_revocations < b.n_ids / 2 ? (size_t)b.n_revocations : 0;
+    size_t loadable = b.n_ids - reserve;
+    printf("setup: identities=%zu apps=%zu active=%ld\n", b.n_ids, b.n_apps,
+           b.active < (long)loadable ? b.active : (long)loadable);
+
+    if (b.n_enrol > 0)
+        phase_enrol(&b);
+
+    struct tickets tk = {0};
+    size_t all = b.n_ids;
+    b.n_ids = loadable;
+    make_pairs(&b, &tk);
+    b.n_ids = all;
+    phase_consent(&b, &tk);
+
+    /*
+     * Warm-up, every active pair twice: the first pass is every pair's first
+     * login (revocation creates the app link; the gateway's caches are
+     * filled), the second runs as returning citizens' logins do, and its
+     * rate sizes the tickets of the timed phase.
+     */
+    double p50, p99, warm = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        prepare_tickets(&b, &tk, tk.n_pairs, 1);
+        warm = login_phase(&b, &tk, "warmup", 0, 1e9, &p50, &p99);
+    }
+
+    size_t n = (size_t)((warm > 1000 ? warm : 1000) * 1.6 * b.seconds) + 1000;
+    prepare_tickets(&b, &tk, n, 0);
+    double max = login_phase(&b, &tk, "closed", 0, b.seconds, &p50, &p99);
+    double closed_p50 = p50, closed_p99 = p99;
+
+    double rate = b.rate > 0 ? b.rate : max / 2;
+    n = (size_t)(rate * b.seconds) + 1;
+    prepare_tickets(&b, &tk, n, 0);
+    login_phase(&b, &tk, "open", rate, b.seconds, &p50, &p99);
+    tickets_free(&tk);
+    free(tk.pairs);
+
+    phase_derive(&b);
+    if (reserve)
+        phase_revocation(&b, loadable);
+
+    printf("summary: complete_login_per_s=%.0f closed_p50_ms=%.2f closed_p99_ms=%.2f "
+           "open_rate=%.0f open_p50_ms=%.2f open_p99_ms=%.2f errors=%ld\n",
+           max, closed_p50, closed_p99, rate, p50, p99, b.errors);
+
+    for (size_t i = 0; i < b.n_apps; i++) {
+        veil_channel_free(b.apps[i].ch);
+        for (size_t k = 0; k < b.apps[i].n_attrs; k++)
+            free(b.apps[i].attrs[k]);
+        free(b.apps[i].attrs);
+    }
+    veil_channel_free(b.wallet);
+    veil_channel_free(b.admin);
+    veil_channel_free(b.pseudo);
+    veil_cq_free(b.cq);
+    free(b.ids);
+    return 0;
+}

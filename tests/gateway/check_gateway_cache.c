@@ -1,0 +1,173 @@
+/*
+ * check_gateway_cache.c - the gateway's revocation and consent caches
+ * (services/gateway/cache.c) linked directly: answers come back exactly as
+ * stored whatever their size (entries are allocated to their content's
+ * length), kinds, devices and apps never answer for one another, a fill
+ * that raced an invalidation is dropped, a subject's invalidation drops only
+ * that subject, the cache answers nothing while unusable, and a full cache
+ * stores nothing more.  Run under AddressSanitizer by tests/run, so a read
+ * past a short entry fails the suite.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+
+static void subject_of(int i, unsigned char s[32])
+{
+    memset(s, 0, 32);
+    s[0] = (unsigned char)i; /* the bucket comes from the first bytes */
+    s[31] = (unsigned char)(i >> 8);
+}
+
+static struct gw_cache *usable_cache(size_t max)
+{
+    struct gw_cache *c;
+    ck_assert_int_eq(gw_cache_new(max, &c), VEIL_OK);
+    gw_cache_set_usable(c, 1);
+    return c;
+}
+
+START_TEST(test_answers_come_back_as_stored)
+{
+    struct gw_cache *c = usable_cache(1000);
+    unsigned char s[32];
+    subject_of(1, s);
+    gw_authz a = {.allowed = 0, .epoch = 7}, ga;
+    snprintf(a.reason, sizeof a.reason, "DEVICE_REVOKED");
+    gw_cache_put_authz(c, gw_cache_ticket(c), s, "0123456789abcdef0123456789abcdef", "shop.taobao",
+                       &a);
+    /* purposes of every length up to the field's limit, each in its own app */
+    for (int len = 0; len < 256; len += 17) {
+        char app[32];
+        snprintf(app, sizeof app, "app.len%d", len);
+        gw_grants g = {.granted = 5u + (unsigned)len, .expires_ms = 1000 + len};
+        memset(g.purposes, 'p', (size_t)(len < 255 ? len : 255));
+        gw_cache_put_grants(c, gw_cache_ticket(c), s, app, &g);
+    }
+    gw_grants longest = {.granted = 1};
+    memset(longest.purposes, 'q', 255);
+    gw_cache_put_grants(c, gw_cache_ticket(c), s, "app.longest", &longest);
+
+    ck_assert(gw_cache_get_authz(c, s, "0123456789abcdef0123456789abcdef", "shop.taobao", &ga));
+    ck_assert_int_eq(ga.allowed, 0);
+    ck_assert_uint_eq(ga.epoch, 7);
+    ck_assert_str_eq(ga.reason, "DEVICE_REVOKED");
+    for (int len = 0; len < 256; len += 17) {
+        char app[32];
+        gw_grants g;
+        snprintf(app, sizeof app, "app.len%d", len);
+        ck_assert(gw_cache_get_grants(c, s, app, 0, &g));
+        ck_assert_uint_eq(g.granted, 5u + (unsigned)len);
+        ck_assert_int_eq(g.expires_ms, 1000 + len);
+        ck_assert_uint_eq(strlen(g.purposes), (size_t)len);
+    }
+    gw_grants g;
+    ck_assert(gw_cache_get_grants(c, s, "app.longest", 0, &g));
+    ck_assert_uint_eq(strlen(g.purposes), 255);
+    ck_assert_int_eq(g.purposes[0], 'q');
+    /* an expired grant inside the answer makes it a miss */
+    ck_assert(!gw_cache_get_grants(c, s, "app.len17", 1017, &g));
+    gw_cache_free(c);
+}
+END_TEST
+
+START_TEST(test_keys_do_not_cross)
+{
+    struct gw_cache *c = usable_cache(1000);
+    unsigned char s[32], t[32];
+    subject_of(2, s);
+    subject_of(2 + 256, t); /* same bucket, another subject */
+    gw_authz a = {.allowed = 1, .epoch = 1}, out;
+    gw_grants g = {.granted = 3}, gout;
+    snprintf(g.purposes, sizeof g.purposes, "delivery");
+    gw_cache_put_authz(c, gw_cache_ticket(c), s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "chat.wechat",
+                       &a);
+    gw_cache_put_grants(c, gw_cache_ticket(c), s, "chat.wechat", &g);
+    ck_assert(!gw_cache_get_authz(c, s, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "chat.wechat", &out));
+    ck_assert(!gw_cache_get_authz(c, s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "shop.taobao", &out));
+    ck_assert(!gw_cache_get_authz(c, t, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "chat.wechat", &out));
+    ck_assert(!gw_cache_get_grants(c, t, "chat.wechat", 0, &gout));
+    ck_assert(gw_cache_get_grants(c, s, "chat.wechat", 0, &gout));
+    ck_assert_str_eq(gout.purposes, "delivery");
+    /* a newer answer replaces the old one, in place */
+    a.allowed = 0;
+    snprintf(a.reason, sizeof a.reason, "IDENTITY_REVOKED");
+    gw_cache_put_authz(c, gw_cache_ticket(c), s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "chat.wechat",
+                       &a);
+    ck_assert(gw_cache_get_authz(c, s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "chat.wechat", &out));
+    ck_assert_int_eq(out.allowed, 0);
+    ck_assert_str_eq(out.reason, "IDENTITY_REVOKED");
+    gw_cache_free(c);
+}
+END_TEST
+
+START_TEST(test_invalidation)
+{
+    struct gw_cache *c = usable_cache(1000);
+    unsigned char s[32], t[32];
+    subject_of(3, s);
+    subject_of(3 + 256, t);
+    gw_authz a = {.allowed = 1}, out;
+    uint64_t ticket = gw_cache_ticket(c);
+    gw_cache_put_authz(c, ticket, s, "d", "chat.wechat", &a);
+    gw_cache_put_authz(c, ticket, t, "d", "chat.wechat", &a);
+    /* a fill that started before an invalidation is dropped */
+    uint64_t stale = gw_cache_ticket(c);
+    gw_cache_invalidate_subject(c, s);
+    gw_cache_put_authz(c, stale, s, "d", "shop.taobao", &a);
+    ck_assert(!gw_cache_get_authz(c, s, "d", "shop.taobao", &out));
+    /* only that subject went */
+    ck_assert(!gw_cache_get_authz(c, s, "d", "chat.wechat", &out));
+    ck_assert(gw_cache_get_authz(c, t, "d", "chat.wechat", &out));
+    /* unusable: no answers; usable again: starts empty */
+    gw_cache_set_usable(c, 0);
+    ck_assert(!gw_cache_get_authz(c, t, "d", "chat.wechat", &out));
+    gw_cache_set_usable(c, 1);
+    ck_assert(!gw_cache_get_authz(c, t, "d", "chat.wechat", &out));
+    gw_cache_put_authz(c, gw_cache_ticket(c), t, "d", "chat.wechat", &a);
+    gw_cache_invalidate_all(c);
+    ck_assert(!gw_cache_get_authz(c, t, "d", "chat.wechat", &out));
+    uint64_t hits, misses;
+    gw_cache_stats(c, &hits, &misses);
+    ck_assert_uint_eq(hits, 1);
+    gw_cache_free(c);
+}
+END_TEST
+
+START_TEST(test_full_cache_stores_nothing_more)
+{
+    struct gw_cache *c = usable_cache(10);
+    gw_authz a = {.allowed = 1}, out;
+    unsigned char s[32];
+    for (int i = 0; i < 20; i++) {
+        subject_of(i, s);
+        gw_cache_put_authz(c, gw_cache_ticket(c), s, "d", "chat.wechat", &a);
+    }
+    int found = 0;
+    for (int i = 0; i < 20; i++) {
+        subject_of(i, s);
+        found += gw_cache_get_authz(c, s, "d", "chat.wechat", &out);
+    }
+    ck_assert_int_eq(found, 10);
+    gw_cache_free(c);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gateway_cache");
+    TCase *tc = tcase_create("cache");
+    tcase_add_test(tc, test_answers_come_back_as_stored);
+    tcase_add_test(tc, test_keys_do_not_cross);
+    tcase_add_test(tc, test_invalidation);
+    tcase_add_test(tc, test_full_cache_stores_nothing_more);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
