@@ -98,6 +98,22 @@ static veil_err authorize(struct gateway *gw, veil_call *call, const ProtobufCBi
     return VEIL_OK;
 }
 
+/* Whether purpose is already one of the "; "-separated items of list (exactly, not as a part). */
+static int purpose_listed(const char *list, const char *purpose)
+{
+    size_t n = strlen(purpose);
+    for (const char *item = list; *item;) {
+        const char *end = strstr(item, "; ");
+        size_t len = end ? (size_t)(end - item) : strlen(item);
+        if (len == n && memcmp(item, purpose, n) == 0)
+            return 1;
+        if (!end)
+            break;
+        item = end + 2;
+    }
+    return 0;
+}
+
 /* Live consent for the app's whole registered scope, from the cache or the service. */
 static veil_err grants(struct gateway *gw, veil_call *call, const ProtobufCBinaryData *subject,
                        const gw_app *app, gw_grants *out)
@@ -121,7 +137,7 @@ static veil_err grants(struct gateway *gw, veil_call *call, const ProtobufCBinar
         out->granted |= gw_scope_bit(g->attribute) & app->scope;
         if (g->expires_at_ms && (!out->expires_ms || g->expires_at_ms < out->expires_ms))
             out->expires_ms = g->expires_at_ms;
-        if (!strstr(out->purposes, g->purpose)) {
+        if (!purpose_listed(out->purposes, g->purpose)) {
             int w = snprintf(out->purposes + used, sizeof out->purposes - used, "%s%s",
                              used ? "; " : "", g->purpose);
             if (w > 0 && (size_t)w < sizeof out->purposes - used)
@@ -162,9 +178,9 @@ static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app
     randombytes_buf(jti_raw, sizeof jti_raw);
     veil_b64url_encode(jti, sizeof jti, jti_raw, sizeof jti_raw);
     json_int_t now = (json_int_t)(veil_now_ms() / 1000);
-    json_t *claims = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "iss", gw->issuer, "aud", app->id,
-                               "sub", sub, "iat", now, "exp", now + (json_int_t)gw->assertion_ttl_s,
-                               "jti", jti);
+    json_t *claims =
+        json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "iss", gw->issuer, "aud", app->id, "sub", sub,
+                  "iat", now, "exp", now + (json_int_t)gw->assertion_ttl_s, "jti", jti);
     if (!claims)
         return VEIL_ERR_NOMEM;
     if (previous_sub && *previous_sub)
@@ -296,8 +312,8 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
     if ((err = gw_downstream_all(gw, call, calls, granted ? 2 : 1)))
         return err;
 
-    if ((err = sign_assertion(gw, call, &app, p->pseudonym, p->previous_pseudonym, granted, released,
-                              &resp->assertion)))
+    if ((err = sign_assertion(gw, call, &app, p->pseudonym, p->previous_pseudonym, granted,
+                              released, &resp->assertion)))
         return err;
     resp->sub = p->pseudonym;
     resp->previous_sub = p->previous_pseudonym;

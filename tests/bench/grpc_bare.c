@@ -19,7 +19,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
-#define SLOTS 64
+#define SLOTS  64
 #define METHOD "/veil.testing.Echo/Empty"
 
 struct slot {

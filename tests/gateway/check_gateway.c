@@ -315,13 +315,17 @@ START_TEST(test_ticket_bound_to_app_and_challenge)
     /* a challenge the gateway never issued */
     randombytes_buf(ch, sizeof ch);
     ck_assert_int_eq(vw_ticket(w, "shop.jiale", ch, 32, veil_now_ms(), &ticket), VEIL_OK);
-    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st), VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st),
+                     VEIL_ERR_PRECONDITION);
     free(ticket);
     /* an expired challenge */
     ck_assert_int_eq(e2e_challenge(&S, "shop.jiale", ch), VEIL_OK);
-    ck_assert_int_eq(h_db_exec(S.db[H_GATEWAY], "UPDATE challenges SET expires_at = now() - interval '1 second'"), 0);
+    ck_assert_int_eq(h_db_exec(S.db[H_GATEWAY],
+                               "UPDATE challenges SET expires_at = now() - interval '1 second'"),
+                     0);
     ck_assert_int_eq(vw_ticket(w, "shop.jiale", ch, 32, veil_now_ms(), &ticket), VEIL_OK);
-    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st), VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st),
+                     VEIL_ERR_PRECONDITION);
     free(ticket);
     /* a forged ticket: another device key signs for the same device id */
     vw_wallet *forger;
@@ -373,15 +377,15 @@ START_TEST(test_every_revocation_kind)
     is.web_number = w->web_number;
     is.state = "suspended";
     is.reason = "court order 2026-117";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SetIdentityState",
-                              &is.base, &empty, &st),
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
+                              "SetIdentityState", &is.base, &empty, &st),
                      VEIL_OK);
     free_resp(empty);
     ck_assert_int_eq(login_err("chat.huiliao", w, &st), VEIL_ERR_DENIED);
     ck_assert_str_eq(st.message, "login refused: identity_suspended");
     is.state = "active";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SetIdentityState",
-                              &is.base, &empty, &st),
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
+                              "SetIdentityState", &is.base, &empty, &st),
                      VEIL_OK);
     free_resp(empty);
     free(sub_at("chat.huiliao", w));
@@ -480,17 +484,17 @@ START_TEST(test_callers_kept_apart)
     /* citizens and apps may not administer; a citizen may not log apps in */
     Veil__Empty e = VEIL__EMPTY__INIT;
     Veil__Gateway__ListAppsResponse *apps;
-    ck_assert_int_eq(e2e_call(&S, "app/chat.lianxin", &veil__gateway__admin__descriptor,
-                              "ListApps", &e.base, &apps, &st),
+    ck_assert_int_eq(e2e_call(&S, "app/chat.lianxin", &veil__gateway__admin__descriptor, "ListApps",
+                              &e.base, &apps, &st),
                      VEIL_ERR_DENIED);
-    ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__admin__descriptor, "ListApps", &e.base,
-                              &apps, &st),
-                     VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_int_eq(
+        e2e_call(&S, "none", &veil__gateway__admin__descriptor, "ListApps", &e.base, &apps, &st),
+        VEIL_ERR_UNAUTHENTICATED);
     Veil__Gateway__BeginLoginRequest bl = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
     Veil__Gateway__BeginLoginResponse *blr;
-    ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__login__descriptor, "BeginLogin",
-                              &bl.base, &blr, &st),
-                     VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_int_eq(
+        e2e_call(&S, "none", &veil__gateway__login__descriptor, "BeginLogin", &bl.base, &blr, &st),
+        VEIL_ERR_UNAUTHENTICATED);
     /* an app certificate the registry does not know */
     ck_assert_int_eq(e2e_call(&S, "app/chat.wechat", &veil__gateway__login__descriptor,
                               "BeginLogin", &bl.base, &blr, &st),
@@ -528,6 +532,37 @@ START_TEST(test_access_log_names_apps)
             kge_login = 1;
     }
     ck_assert(zhibo_release && kge_login);
+    free_resp(log);
+    vw_wallet_free(w);
+}
+END_TEST
+
+/* Grants for different purposes: the release names each purpose once, even
+ * when one purpose is a part of another's text. */
+START_TEST(test_release_names_every_purpose)
+{
+    char id[19];
+    e2e_id_number("44030419881212121", id);
+    vw_wallet *w = e2e_enrol(&S, id, "黄蓉");
+    const char *first[] = {"real_name_verified"}, *second[] = {"province"};
+    const char *both[] = {"real_name_verified", "province"};
+    e2e_grant_for(&S, w, "shop.jiale", first, 1, "account opening");
+    e2e_grant_for(&S, w, "shop.jiale", second, 1, "account");
+    Veil__Gateway__CompleteLoginResponse *r = login_ok("shop.jiale", w, both, 2);
+    ck_assert_uint_eq(r->n_released, 2);
+    free_resp(r);
+    Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
+    Veil__Gateway__AccessLogResponse *log;
+    veil_status st;
+    ck_assert_int_eq(e2e_citizen(&S, w, "AccessLog", &p.base, &log, &st), VEIL_OK);
+    const char *purpose = NULL;
+    for (size_t i = 0; i < log->n_entries; i++)
+        if (!strcmp(log->entries[i]->action, "attributes_released"))
+            purpose = log->entries[i]->purpose;
+    ck_assert_ptr_nonnull(purpose);
+    ck_assert_msg(!strcmp(purpose, "account opening; account") ||
+                      !strcmp(purpose, "account; account opening"),
+                  "the release's purposes are \"%s\"", purpose);
     free_resp(log);
     vw_wallet_free(w);
 }
@@ -701,8 +736,8 @@ START_TEST(test_revocation_stops_cached_logins_within_a_second)
     is.web_number = w->web_number;
     is.state = "suspended";
     is.reason = "test";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SetIdentityState",
-                              &is.base, &empty, &st),
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
+                              "SetIdentityState", &is.base, &empty, &st),
                      VEIL_OK);
     free_resp(empty);
     int64_t t0 = veil_now_ms();
@@ -752,6 +787,7 @@ int main(void)
     tcase_add_test(flow, test_new_phone_same_pseudonyms);
     tcase_add_test(flow, test_callers_kept_apart);
     tcase_add_test(flow, test_access_log_names_apps);
+    tcase_add_test(flow, test_release_names_every_purpose);
     tcase_add_test(flow, test_app_events_after_unlink);
     tcase_add_test(flow, test_erase_then_enrol_anew);
     tcase_add_test(flow, test_revocation_stops_cached_logins_within_a_second);

@@ -40,8 +40,8 @@ veil_err e2e_try_enrol(h_stack *s, vw_wallet *w, const char *id_number, const ch
     vw_attest(w, s->proofing_seed, id_number, name, 1, veil_now_ms(), sig, &req);
     req.request_id = request_id;
     req.device_label = "test phone";
-    veil_err err = e2e_call(s, "none", &veil__gateway__wallet__descriptor, "Enrol", &req.base, resp,
-                            st);
+    veil_err err =
+        e2e_call(s, "none", &veil__gateway__wallet__descriptor, "Enrol", &req.base, resp, st);
     if (!err)
         ck_assert_int_eq(vw_wallet_enrolled(w, *resp), VEIL_OK);
     return err;
@@ -119,13 +119,19 @@ veil_err e2e_citizen(h_stack *s, const vw_wallet *w, const char *method,
     snprintf(path, sizeof path, "/veil.gateway.Wallet/%s", method);
     Veil__Gateway__SignedRequest req;
     ck_assert_int_eq(vw_sign(w, path, payload, veil_now_ms(), &req), VEIL_OK);
-    veil_err err = e2e_call(s, "none", &veil__gateway__wallet__descriptor, method, &req.base, resp,
-                            st);
+    veil_err err =
+        e2e_call(s, "none", &veil__gateway__wallet__descriptor, method, &req.base, resp, st);
     vw_signed_free(&req);
     return err;
 }
 
 void e2e_grant(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs, size_t n)
+{
+    e2e_grant_for(s, w, app, attrs, n, "account opening");
+}
+
+void e2e_grant_for(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs,
+                   size_t n, const char *purpose)
 {
     Veil__Gateway__GrantConsentPayload p = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
     Veil__Gateway__GrantConsentResponse *resp;
@@ -133,7 +139,7 @@ void e2e_grant(h_stack *s, const vw_wallet *w, const char *app, const char *cons
     p.app_id = (char *)app;
     p.attributes = (char **)attrs;
     p.n_attributes = n;
-    p.purpose = "account opening";
+    p.purpose = (char *)purpose;
     p.expires_at_ms = veil_now_ms() + 86400000LL;
     veil_err err = e2e_citizen(s, w, "GrantConsent", &p.base, &resp, &st);
     if (err)
@@ -168,7 +174,8 @@ int e2e_verify_with_pyjwt(const char *jwks, char *const *tokens, char *const *au
     for (size_t i = 0; i < n; i++)
         fprintf(f, "%s %s\n", audiences[i], tokens[i]);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/gateway/verify_jwt.py %s/jwks.json %s > %s/out",
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 %s/tests/gateway/verify_jwt.py %s/jwks.json %s > %s/out",
              h_env("VEIL_SOURCE_DIR"), dir, path, dir);
     int rc = system(cmd);
     snprintf(path, sizeof path, "%s/out", dir);

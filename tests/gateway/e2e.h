@@ -44,6 +44,9 @@ veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescri
 
 /* Grants consent for attrs to app with a purpose, valid for a day. */
 void e2e_grant(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs, size_t n);
+/* The same with the purpose given. */
+void e2e_grant_for(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs,
+                   size_t n, const char *purpose);
 
 /* The gateway's JWKS as JSON text (malloc'd). */
 char *e2e_jwks(h_stack *s);
