@@ -33,12 +33,6 @@ static void stack_down(void)
     ck_assert_int_eq(h_stack_stop(&S), 0);
 }
 
-static void free_resp(void *m)
-{
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
-}
-
 static const h_proc *proc_of(int which)
 {
     const h_proc *procs[] = {&S.gateway, &S.vault, &S.consent, &S.revocation, &S.pseudonym};
@@ -277,7 +271,7 @@ START_TEST(test_huge_repeated_fields)
                               &pr.base, &ev, &st),
                      VEIL_OK);
     ck_assert_uint_le(ev->n_events, 200);
-    free_resp(ev);
+    e2e_free(ev);
     /* inside: a pseudonym batch of 10,001 and a release of 33 attributes, as the gateway */
     unsigned char subject[32] = {1};
     Veil__Pseudonym__DeriveItem item = VEIL__PSEUDONYM__DERIVE_ITEM__INIT;
@@ -330,7 +324,7 @@ static veil_err enrol_with(vw_wallet *w, const char *id, const char *name, const
         e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "Enrol", &req.base, &resp, st);
     if (!err) {
         ck_assert_int_eq(vw_wallet_enrolled(w, resp), VEIL_OK);
-        free_resp(resp);
+        e2e_free(resp);
     }
     return err;
 }
@@ -394,21 +388,6 @@ static const char *const sql[] = {
 };
 #define N_SQL (sizeof sql / sizeof sql[0])
 
-/* The claims of a compact JWS (the signature is checked elsewhere). */
-static json_t *claims_of(const char *token)
-{
-    const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
-    ck_assert_ptr_nonnull(d2);
-    char buf[8192];
-    size_t n;
-    ck_assert_int_eq(veil_b64url_decode(buf, sizeof buf - 1, d1 + 1, (size_t)(d2 - d1 - 1), &n), 0);
-    buf[n] = '\0';
-    json_error_t je;
-    json_t *j = json_loads(buf, 0, &je);
-    ck_assert_ptr_nonnull(j);
-    return j;
-}
-
 /*
  * SQL metacharacters in every free-text field: stored and returned exactly
  * as sent where the field is free text, refused where it is an identifier,
@@ -430,7 +409,7 @@ START_TEST(test_sql_metacharacters)
         Veil__Gateway__ListDevicesResponse *devices;
         ck_assert_int_eq(e2e_citizen(&S, w, "ListDevices", &lp.base, &devices, &st), VEIL_OK);
         ck_assert_str_eq(devices->devices[0]->label, sql[i]);
-        free_resp(devices);
+        e2e_free(devices);
         /* the purpose of a grant, and the name released to a public service */
         Veil__Gateway__GrantConsentPayload gp = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
         Veil__Gateway__GrantConsentResponse *gr;
@@ -441,19 +420,19 @@ START_TEST(test_sql_metacharacters)
         gp.purpose = (char *)sql[i];
         gp.expires_at_ms = veil_now_ms() + 86400000;
         ck_assert_int_eq(e2e_citizen(&S, w, "GrantConsent", &gp.base, &gr, &st), VEIL_OK);
-        free_resp(gr);
+        e2e_free(gr);
         Veil__Gateway__ListConsentsPayload cp = VEIL__GATEWAY__LIST_CONSENTS_PAYLOAD__INIT;
         Veil__Gateway__ListConsentsResponse *grants;
         ck_assert_int_eq(e2e_citizen(&S, w, "ListConsents", &cp.base, &grants, &st), VEIL_OK);
         ck_assert_str_eq(grants->grants[0]->purpose, sql[i]);
-        free_resp(grants);
+        e2e_free(grants);
         Veil__Gateway__CompleteLoginResponse *r;
         ck_assert_int_eq(e2e_login(&S, "gov.tax", w, (const char *const *)raw_name, 1, &r, &st),
                          VEIL_OK);
-        json_t *c = claims_of(r->assertion);
+        json_t *c = e2e_claims(r->assertion);
         ck_assert_str_eq(json_string_value(json_object_get(c, "full_name")), sql[i]);
         json_decref(c);
-        free_resp(r);
+        e2e_free(r);
         /* the admin's reason: stored for the audit trail, never returned */
         Veil__Gateway__IdentityStateRequest is = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
         is.web_number = w->web_number;
@@ -462,12 +441,12 @@ START_TEST(test_sql_metacharacters)
         ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
                                   "SetIdentityState", &is.base, &empty, &st),
                          VEIL_OK);
-        free_resp(empty);
+        e2e_free(empty);
         is.state = "active";
         ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
                                   "SetIdentityState", &is.base, &empty, &st),
                          VEIL_OK);
-        free_resp(empty);
+        e2e_free(empty);
         /* identifiers: refused, never echoed */
         is.web_number = (char *)sql[i];
         ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
@@ -514,7 +493,7 @@ START_TEST(test_sql_metacharacters)
                      VEIL_OK);
     ck_assert_str_eq(got->name, sql[0]);
     ck_assert_str_eq(got->organisation, sql[1]);
-    free_resp(got);
+    e2e_free(got);
     app.app_id = (char *)sql[2];
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
                               &app.base, &got, &st),
@@ -525,7 +504,7 @@ START_TEST(test_sql_metacharacters)
     vw_wallet *w = e2e_enrol(&S, id, "吴磊");
     Veil__Gateway__CompleteLoginResponse *r;
     ck_assert_int_eq(e2e_login(&S, "chat.wechat", w, NULL, 0, &r, &st), VEIL_OK);
-    free_resp(r);
+    e2e_free(r);
     vw_wallet_free(w);
 }
 END_TEST
@@ -539,7 +518,7 @@ static veil_err login_at(const vw_wallet *w, int64_t time_ms, veil_status *st)
     ck_assert_int_eq(e2e_challenge(&S, "shop.jiale", ch), VEIL_OK);
     ck_assert_int_eq(vw_ticket(w, "shop.jiale", ch, sizeof ch, time_ms, &ticket), VEIL_OK);
     veil_err err = e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, st);
-    free_resp(r);
+    e2e_free(r);
     free(ticket);
     return err;
 }
@@ -554,7 +533,7 @@ static veil_err request_at(const vw_wallet *w, int64_t time_ms, veil_status *st)
                      VEIL_OK);
     veil_err err = e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "ListDevices",
                             &req.base, &resp, st);
-    free_resp(resp);
+    e2e_free(resp);
     vw_signed_free(&req);
     return err;
 }

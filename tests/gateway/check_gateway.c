@@ -42,21 +42,6 @@ static Veil__Gateway__ListAppsResponse *list_apps(void)
     return apps;
 }
 
-/* The claims of a compact JWS (not verified here). */
-static json_t *claims_of(const char *token)
-{
-    const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
-    ck_assert_ptr_nonnull(d2);
-    size_t n, len = (size_t)(d2 - d1 - 1);
-    char *buf = malloc(len + 1);
-    ck_assert_int_eq(veil_b64url_decode(buf, len + 1, d1 + 1, len, &n), 0);
-    json_error_t je;
-    json_t *j = json_loadb(buf, n, 0, &je);
-    free(buf);
-    ck_assert_ptr_nonnull(j);
-    return j;
-}
-
 static Veil__Gateway__CompleteLoginResponse *login_ok(const char *app, const vw_wallet *w,
                                                       const char *const *attrs, size_t n)
 {
@@ -83,12 +68,6 @@ static char *sub_at(const char *app, const vw_wallet *w)
     char *sub = strdup(r->sub);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     return sub;
-}
-
-static void free_resp(void *m)
-{
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
 }
 
 START_TEST(test_81_apps_81_pseudonyms)
@@ -120,7 +99,7 @@ START_TEST(test_81_apps_81_pseudonyms)
         subs[i] = strdup(r->sub);
         tokens[i] = strdup(r->assertion);
         auds[i] = a->app_id;
-        claims[i] = claims_of(r->assertion);
+        claims[i] = e2e_claims(r->assertion);
         /* nothing is released without consent; raw data never to a commercial app */
         ck_assert_uint_eq(r->n_released, 0);
         for (size_t j = 0; j < r->n_withheld; j++) {
@@ -131,7 +110,7 @@ START_TEST(test_81_apps_81_pseudonyms)
         }
         ck_assert_str_eq(json_string_value(json_object_get(claims[i], "aud")), a->app_id);
         ck_assert_str_eq(json_string_value(json_object_get(claims[i], "sub")), r->sub);
-        free_resp(r);
+        e2e_free(r);
     }
     ck_assert_uint_eq(public_service, 10);
 
@@ -200,7 +179,7 @@ START_TEST(test_81_apps_81_pseudonyms)
     free(tokens);
     free(auds);
     free(claims);
-    free_resp(apps);
+    e2e_free(apps);
     vw_wallet_free(w);
     vw_wallet_free(other);
 }
@@ -221,13 +200,13 @@ START_TEST(test_consent_releases_minimal_attributes)
         else
             ck_assert_str_eq(r->withheld[i]->reason, "no_consent");
     }
-    free_resp(r);
+    e2e_free(r);
 
     const char *grant[] = {"full_name", "province"};
     e2e_grant(&S, w, "gov.tax", grant, 2);
     r = login_ok("gov.tax", w, ask, 3);
     ck_assert_uint_eq(r->n_released, 2);
-    json_t *c = claims_of(r->assertion);
+    json_t *c = e2e_claims(r->assertion);
     ck_assert_str_eq(json_string_value(json_object_get(c, "full_name")), "陈静");
     json_t *prov = json_object_get(c, "province");
     ck_assert_str_eq(json_string_value(json_object_get(prov, "code")), "44");
@@ -235,19 +214,19 @@ START_TEST(test_consent_releases_minimal_attributes)
     ck_assert_ptr_null(json_object_get(c, "gender"));
     ck_assert_ptr_null(json_object_get(c, "birth_date"));
     json_decref(c);
-    free_resp(r);
+    e2e_free(r);
 
     /* a game gets age_over_18 and nothing else once consented */
     const char *adult[] = {"age_over_18"};
     e2e_grant(&S, w, "game.tianfeng", adult, 1);
     const char *greedy[] = {"age_over_18", "province", "full_name"};
     r = login_ok("game.tianfeng", w, greedy, 3);
-    c = claims_of(r->assertion);
+    c = e2e_claims(r->assertion);
     ck_assert(json_is_true(json_object_get(c, "age_over_18")));
     ck_assert_ptr_null(json_object_get(c, "province"));
     ck_assert_ptr_null(json_object_get(c, "full_name"));
     json_decref(c);
-    free_resp(r);
+    e2e_free(r);
 
     /* a commercial app can never be granted raw data: outside its scope */
     Veil__Gateway__GrantConsentPayload p = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
@@ -273,7 +252,7 @@ START_TEST(test_withdrawn_consent_stops_release)
     e2e_grant(&S, w, "shop.jiale", attrs, 2);
     Veil__Gateway__CompleteLoginResponse *r = login_ok("shop.jiale", w, attrs, 2);
     ck_assert_uint_eq(r->n_released, 2);
-    free_resp(r);
+    e2e_free(r);
     Veil__Gateway__WithdrawConsentPayload p = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
     const char *which[] = {"province"};
     Veil__Gateway__WithdrawConsentResponse *wr;
@@ -282,12 +261,12 @@ START_TEST(test_withdrawn_consent_stops_release)
     p.attributes = (char **)which;
     p.n_attributes = 1;
     ck_assert_int_eq(e2e_citizen(&S, w, "WithdrawConsent", &p.base, &wr, &st), VEIL_OK);
-    free_resp(wr);
+    e2e_free(wr);
     r = login_ok("shop.jiale", w, attrs, 2);
     ck_assert_uint_eq(r->n_released, 1);
     ck_assert_str_eq(r->released[0], "real_name_verified");
     ck_assert_str_eq(r->withheld[0]->reason, "no_consent");
-    free_resp(r);
+    e2e_free(r);
     vw_wallet_free(w);
 }
 END_TEST
@@ -307,7 +286,7 @@ START_TEST(test_ticket_bound_to_app_and_challenge)
                      VEIL_ERR_UNAUTHENTICATED);
     /* ... and still good at shop.jiale, once */
     ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st), VEIL_OK);
-    free_resp(r);
+    e2e_free(r);
     ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st),
                      VEIL_ERR_PRECONDITION); /* replay */
     ck_assert_str_eq(st.message, "challenge is unknown, expired or already used");
@@ -359,15 +338,15 @@ START_TEST(test_every_revocation_kind)
     Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
     lp.app_id = "chat.qingyu";
     ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
     char *after = sub_at("chat.qingyu", w);
     ck_assert_str_ne(before, after);
     /* unlink again, but relink keeping the pseudonym */
     ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
     lp.keep_pseudonym = 1;
     ck_assert_int_eq(e2e_citizen(&S, w, "RelinkApp", &lp.base, &empty, &st), VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
     char *kept = sub_at("chat.qingyu", w);
     ck_assert_str_eq(kept, after);
     free(before), free(after), free(kept);
@@ -380,14 +359,14 @@ START_TEST(test_every_revocation_kind)
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
                               "SetIdentityState", &is.base, &empty, &st),
                      VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
     ck_assert_int_eq(login_err("chat.huiliao", w, &st), VEIL_ERR_DENIED);
     ck_assert_str_eq(st.message, "login refused: identity_suspended");
     is.state = "active";
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
                               "SetIdentityState", &is.base, &empty, &st),
                      VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
     free(sub_at("chat.huiliao", w));
 
     /* the app itself: suspended by the admin */
@@ -399,19 +378,19 @@ START_TEST(test_every_revocation_kind)
                               &ar.base, &app, &st),
                      VEIL_OK);
     ck_assert_str_eq(app->status, "suspended");
-    free_resp(app);
+    e2e_free(app);
     ck_assert_int_eq(login_err("ride.huoyun", w, &st), VEIL_ERR_DENIED);
     ck_assert_str_eq(st.message, "app is suspended");
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "ReinstateApp",
                               &ar.base, &app, &st),
                      VEIL_OK);
-    free_resp(app);
+    e2e_free(app);
     free(sub_at("ride.huoyun", w));
 
     /* the device: a lost phone, revoked from the phone itself */
     Veil__Gateway__RevokeDevicePayload rd = VEIL__GATEWAY__REVOKE_DEVICE_PAYLOAD__INIT;
     ck_assert_int_eq(e2e_citizen(&S, w, "RevokeDevice", &rd.base, &empty, &st), VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
     ck_assert_int_eq(login_err("chat.huiliao", w, &st), VEIL_ERR_DENIED);
     vw_wallet_free(w);
 }
@@ -430,7 +409,7 @@ START_TEST(test_new_phone_same_pseudonyms)
     ck_assert_int_eq(e2e_try_enrol(&S, fresh, id, "钱伟", &er, &st), VEIL_OK);
     ck_assert(!er->new_identity);
     ck_assert_str_eq(er->web_number, old->web_number);
-    free_resp(er);
+    e2e_free(er);
     char *again = sub_at("travel.jiudian", fresh);
     ck_assert_str_eq(again, sub);
     /* revoking the old phone leaves the new one working */
@@ -438,7 +417,7 @@ START_TEST(test_new_phone_same_pseudonyms)
     Veil__Empty *empty;
     rd.device_id = old->device_id;
     ck_assert_int_eq(e2e_citizen(&S, fresh, "RevokeDevice", &rd.base, &empty, &st), VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
     ck_assert_int_eq(login_err("travel.jiudian", old, &st), VEIL_ERR_DENIED);
     free(sub_at("travel.jiudian", fresh));
     free(sub), free(again);
@@ -466,7 +445,7 @@ START_TEST(test_callers_kept_apart)
     ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "ListConsents",
                               &req.base, &lr, &st),
                      VEIL_OK);
-    free_resp(lr);
+    e2e_free(lr);
     ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "ListConsents",
                               &req.base, &lr, &st),
                      VEIL_ERR_UNAUTHENTICATED);
@@ -516,8 +495,8 @@ START_TEST(test_access_log_names_apps)
     vw_wallet *w = e2e_enrol(&S, id, "郑强");
     const char *attrs[] = {"age_over_18"};
     e2e_grant(&S, w, "video.zhibo", attrs, 1);
-    free_resp(login_ok("video.zhibo", w, attrs, 1));
-    free_resp(login_ok("music.kge", w, NULL, 0));
+    e2e_free(login_ok("video.zhibo", w, attrs, 1));
+    e2e_free(login_ok("music.kge", w, NULL, 0));
     Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
     Veil__Gateway__AccessLogResponse *log;
     veil_status st;
@@ -532,7 +511,7 @@ START_TEST(test_access_log_names_apps)
             kge_login = 1;
     }
     ck_assert(zhibo_release && kge_login);
-    free_resp(log);
+    e2e_free(log);
     vw_wallet_free(w);
 }
 END_TEST
@@ -550,7 +529,7 @@ START_TEST(test_release_names_every_purpose)
     e2e_grant_for(&S, w, "shop.jiale", second, 1, "account");
     Veil__Gateway__CompleteLoginResponse *r = login_ok("shop.jiale", w, both, 2);
     ck_assert_uint_eq(r->n_released, 2);
-    free_resp(r);
+    e2e_free(r);
     Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
     Veil__Gateway__AccessLogResponse *log;
     veil_status st;
@@ -563,7 +542,7 @@ START_TEST(test_release_names_every_purpose)
     ck_assert_msg(!strcmp(purpose, "account opening; account") ||
                       !strcmp(purpose, "account; account opening"),
                   "the release's purposes are \"%s\"", purpose);
-    free_resp(log);
+    e2e_free(log);
     vw_wallet_free(w);
 }
 END_TEST
@@ -580,7 +559,7 @@ START_TEST(test_app_events_after_unlink)
     veil_status st;
     lp.app_id = "social.shequ";
     ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
 
     char *jwks_text = e2e_jwks(&S);
     veil_jwks jwks;
@@ -611,19 +590,19 @@ START_TEST(test_app_events_after_unlink)
                      VEIL_OK);
     for (size_t i = 0; i < again->n_events; i++)
         ck_assert_ptr_null(strstr(again->events[i], sub));
-    free_resp(again);
-    free_resp(ev);
+    e2e_free(again);
+    e2e_free(ev);
     /* another app never sees this citizen's event for social.shequ */
     pr.cursor = "";
     ck_assert_int_eq(e2e_call(&S, "app/social.xiangqin", &veil__gateway__login__descriptor,
                               "PollEvents", &pr.base, &ev, &st),
                      VEIL_OK);
     for (size_t i = 0; i < ev->n_events; i++) {
-        json_t *set = claims_of(ev->events[i]);
+        json_t *set = e2e_claims(ev->events[i]);
         ck_assert_str_eq(json_string_value(json_object_get(set, "aud")), "social.xiangqin");
         json_decref(set);
     }
-    free_resp(ev);
+    e2e_free(ev);
     free(jwks_text);
     free(sub);
     vw_wallet_free(w);
@@ -649,11 +628,11 @@ START_TEST(test_key_rotation)
                      VEIL_OK);
     ck_assert_uint_eq(rr->current, 2);
     ck_assert_uint_eq(rr->previous, 1);
-    free_resp(rr);
+    e2e_free(rr);
     Veil__Gateway__CompleteLoginResponse *second = login_ok("edu.xuexi", w, NULL, 0);
     ck_assert_str_ne(second->sub, first->sub);
     ck_assert_str_eq(second->previous_sub, first->sub);
-    json_t *c = claims_of(second->assertion);
+    json_t *c = e2e_claims(second->assertion);
     ck_assert_str_eq(json_string_value(json_object_get(c, "previous_sub")), first->sub);
     json_decref(c);
 
@@ -667,7 +646,7 @@ START_TEST(test_key_rotation)
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
                               &rk.base, &rr, &st),
                      VEIL_OK);
-    free_resp(rr);
+    e2e_free(rr);
     Veil__Gateway__CompleteLoginResponse *third = login_ok("edu.xuexi", w, NULL, 0);
     jwks = e2e_jwks(&S);
     char *tokens[] = {first->assertion, third->assertion};
@@ -681,7 +660,7 @@ START_TEST(test_key_rotation)
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
                               &rk.base, &rr, &st),
                      VEIL_OK);
-    free_resp(rr);
+    e2e_free(rr);
     Veil__Gateway__CompleteLoginResponse *fourth = login_ok("edu.xuexi", w, NULL, 0);
     ck_assert_str_eq(fourth->sub, second->sub);
     ck_assert_str_eq(fourth->previous_sub, "");
@@ -690,7 +669,7 @@ START_TEST(test_key_rotation)
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
                               &rk.base, &rr, &st),
                      VEIL_ERR_PRECONDITION);
-    free_resp(first), free_resp(second), free_resp(third), free_resp(fourth);
+    e2e_free(first), e2e_free(second), e2e_free(third), e2e_free(fourth);
     vw_wallet_free(w);
 }
 END_TEST
@@ -708,7 +687,7 @@ START_TEST(test_erase_then_enrol_anew)
     ck_assert_int_eq(e2e_citizen(&S, w, "Erase", &ep.base, &empty, &st), VEIL_ERR_PRECONDITION);
     ep.confirm = "erase my identity";
     ck_assert_int_eq(e2e_citizen(&S, w, "Erase", &ep.base, &empty, &st), VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
     veil_err err = login_err("news.xinwen", w, &st);
     ck_assert(err == VEIL_ERR_UNAUTHENTICATED || err == VEIL_ERR_DENIED);
     /* the same person enrols again: a new identity, new pseudonyms */
@@ -739,7 +718,7 @@ START_TEST(test_revocation_stops_cached_logins_within_a_second)
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
                               "SetIdentityState", &is.base, &empty, &st),
                      VEIL_OK);
-    free_resp(empty);
+    e2e_free(empty);
     int64_t t0 = veil_now_ms();
     veil_err err = VEIL_OK;
     while (err == VEIL_OK && veil_now_ms() - t0 < 3000)

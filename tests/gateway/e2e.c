@@ -188,3 +188,24 @@ int e2e_verify_with_pyjwt(const char *jwks, char *const *tokens, char *const *au
     free(dir);
     return rc == 0 ? ok : -1;
 }
+
+void e2e_free(void *m)
+{
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+}
+
+json_t *e2e_claims(const char *token)
+{
+    const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+    ck_assert_ptr_nonnull(d2);
+    size_t n, len = (size_t)(d2 - d1 - 1);
+    char *buf = malloc(len + 1);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_int_eq(veil_b64url_decode(buf, len + 1, d1 + 1, len, &n), 0);
+    json_error_t je;
+    json_t *j = json_loadb(buf, n, 0, &je);
+    free(buf);
+    ck_assert_ptr_nonnull(j);
+    return j;
+}

@@ -5,6 +5,8 @@
 #ifndef VEIL_TEST_E2E_H
 #define VEIL_TEST_E2E_H
 
+#include <jansson.h>
+
 #include "stack.h"
 #include "veil/gateway.pb-c.h"
 #include "wallet.h"
@@ -57,5 +59,11 @@ char *e2e_jwks(h_stack *s);
  * Returns how many verified.
  */
 int e2e_verify_with_pyjwt(const char *jwks, char *const *tokens, char *const *audiences, size_t n);
+
+/* Frees a message the calls above unpacked; NULL is fine. */
+void e2e_free(void *m);
+
+/* The claims of a compact JWS, not verified (tests check signatures with e2e_verify_with_pyjwt). */
+json_t *e2e_claims(const char *token);
 
 #endif

@@ -27,18 +27,12 @@ static void kill_leftovers(void)
         h_kill(procs[i]);
 }
 
-static void free_resp(void *m)
-{
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
-}
-
 /* A call that must succeed; *resp (read after the call, hence the pointer) is freed. */
 static void ok(veil_err err, const veil_status *st, void *resp, const char *what)
 {
     if (err)
         ck_abort_msg("%s: %s: %s", what, veil_status_name(st->code), st->message);
-    free_resp(*(ProtobufCMessage **)resp);
+    e2e_free(*(ProtobufCMessage **)resp);
 }
 
 static void login(const char *app, const vw_wallet *w, const char *const *attrs, size_t n,
@@ -50,7 +44,7 @@ static void login(const char *app, const vw_wallet *w, const char *const *attrs,
     if (err)
         ck_abort_msg("login to %s: %s: %s", app, veil_status_name(st.code), st.message);
     ck_assert_uint_eq(r->n_released, released);
-    free_resp(r);
+    e2e_free(r);
 }
 
 START_TEST(test_a_citizens_story)
@@ -97,7 +91,7 @@ START_TEST(test_a_citizens_story)
     Veil__Gateway__ListDevicesResponse *devices;
     ck_assert_int_eq(e2e_citizen(&S, phone2, "ListDevices", &dp.base, &devices, &st), VEIL_OK);
     ck_assert_uint_eq(devices->n_devices, 2);
-    free_resp(devices);
+    e2e_free(devices);
 
     /* the admin suspends and reinstates the identity */
     Veil__Gateway__IdentityStateRequest is = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
@@ -120,7 +114,7 @@ START_TEST(test_a_citizens_story)
     ck_assert_int_eq(e2e_citizen(&S, phone2, "AccessLog", &ap.base, &log, &st), VEIL_OK);
     ck_assert(log->chain_valid);
     ck_assert_uint_ge(log->n_entries, 6);
-    free_resp(log);
+    e2e_free(log);
     Veil__Gateway__ErasePayload ep = VEIL__GATEWAY__ERASE_PAYLOAD__INIT;
     ep.confirm = "erase my identity";
     ok(e2e_citizen(&S, phone2, "Erase", &ep.base, &empty, &st), &st, &empty, "Erase");
