@@ -780,10 +780,5 @@ int main(void)
     tcase_set_timeout(cache, 300);
     tcase_add_test(cache, test_cache_is_used);
     suite_add_tcase(s, cache);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite(s);
 }

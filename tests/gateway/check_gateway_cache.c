@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "harness.h"
 
 static void subject_of(int i, unsigned char s[32])
 {
@@ -165,9 +166,5 @@ int main(void)
     tcase_add_test(tc, test_invalidation);
     tcase_add_test(tc, test_full_cache_stores_nothing_more);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite_forked(s);
 }

@@ -53,14 +53,24 @@ void h_tls_for(h_tls *t, const char *identity)
     t->cfg.key_file = t->key;
 }
 
-int h_run_suite(Suite *s)
+static int run_suite(Suite *s, enum fork_status fork)
 {
     SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_set_fork_status(sr, fork);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+int h_run_suite(Suite *s)
+{
+    return run_suite(s, CK_NOFORK);
+}
+
+int h_run_suite_forked(Suite *s)
+{
+    return run_suite(s, CK_FORK);
 }
 
 int h_timeout_scale(void)
@@ -311,7 +321,8 @@ int h_db_exec(const char *conninfo, const char *sql)
     int rc = -1;
     if (PQstatus(c) == CONNECTION_OK) {
         PGresult *r = PQexec(c, sql);
-        rc = (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK) ? 0 : -1;
+        rc = (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK) ? 0
+                                                                                             : -1;
         if (rc)
             fprintf(stderr, "harness: %s: %s", sql, PQerrorMessage(c));
         PQclear(r);
@@ -398,8 +409,8 @@ int h_raw_call(const char *addr, const char *identity, const char *path, const v
     veil_pem_free(key);
 
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
     grpc_slice method = grpc_slice_from_copied_string(path);
     grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
                                                deadline, NULL);
@@ -431,7 +442,8 @@ int h_raw_call(const char *addr, const char *identity, const char *path, const v
     if (grpc_call_start_batch(call, ops, 6, tag, NULL) == GRPC_CALL_OK)
         grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (message) {
-        size_t n = GRPC_SLICE_LENGTH(details) < msglen - 1 ? GRPC_SLICE_LENGTH(details) : msglen - 1;
+        size_t n =
+            GRPC_SLICE_LENGTH(details) < msglen - 1 ? GRPC_SLICE_LENGTH(details) : msglen - 1;
         memcpy(message, GRPC_SLICE_START_PTR(details), n);
         message[n] = '\0';
     }

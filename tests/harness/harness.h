@@ -81,7 +81,6 @@ char *h_tempdir(const char *prefix);
 /* Writes a fresh random key file DIR/<purpose>-<version>.key. */
 void h_keyfile(const char *dir, const char *purpose, unsigned version);
 
-
 /*
  * Sends raw bytes as the request of method path (e.g. "/veil.testing.Echo/Echo")
  * and returns the status code; message (if not NULL) receives the details.
@@ -95,6 +94,12 @@ int h_raw_call(const char *addr, const char *identity, const char *path, const v
  * and returns the exit status for main: EXIT_SUCCESS when every test passed.
  */
 int h_run_suite(Suite *s);
+
+/*
+ * The same with each test in a child process of its own (Check's default):
+ * for suites whose main process never uses grpc core.
+ */
+int h_run_suite_forked(Suite *s);
 
 /* A TCP port that was free a moment ago on 127.0.0.1. */
 int h_free_port(void);

@@ -144,14 +144,14 @@ START_TEST(test_sqlstate_mapping)
     veil_pg_param p[] = {vp_i64(1), vp_bytes("", 0), vp_text("x")};
     ck_assert_int_eq(run(db, ST_INSERT, p, 3, &r), VEIL_OK);
     PQclear(r);
-    ck_assert_int_eq(run(db, ST_INSERT, p, 3, &r), VEIL_ERR_EXISTS);    /* 23505 */
+    ck_assert_int_eq(run(db, ST_INSERT, p, 3, &r), VEIL_ERR_EXISTS); /* 23505 */
     ck_assert_ptr_null(r);
     veil_pg_param child = vp_i64(99);
     ck_assert_int_eq(run(db, ST_CHILD, &child, 1, &r), VEIL_ERR_PRECONDITION); /* 23503 */
     veil_pg_param bad[] = {vp_i64(2), vp_bytes("", 0), vp_text("forbidden")};
-    ck_assert_int_eq(run(db, ST_INSERT, bad, 3, &r), VEIL_ERR_INVALID);  /* 23514 */
+    ck_assert_int_eq(run(db, ST_INSERT, bad, 3, &r), VEIL_ERR_INVALID); /* 23514 */
     veil_pg_param zero = vp_i64(0);
-    ck_assert_int_eq(run(db, ST_DIV, &zero, 1, &r), VEIL_ERR_INVALID);  /* 22012 */
+    ck_assert_int_eq(run(db, ST_DIV, &zero, 1, &r), VEIL_ERR_INVALID); /* 22012 */
     /* the connection is still usable after each error */
     ck_assert_int_eq(run(db, ST_PING, NULL, 0, &r), VEIL_OK);
     PQclear(r);
@@ -342,9 +342,5 @@ int main(void)
     tcase_add_test(tc, test_reconnect_after_restart);
     tcase_add_test(tc, test_backoff_while_down);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite_forked(s);
 }

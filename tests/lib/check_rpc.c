@@ -80,7 +80,8 @@ START_TEST(test_error_status_and_message)
     /* Without a message the enum's default is sent. */
     req.fail_code = VEIL_ERR_PRECONDITION;
     req.fail_message = "";
-    ck_assert_int_eq(call_echo("svc/gateway", "Fail", &req, 2000, &resp, &st), VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(call_echo("svc/gateway", "Fail", &req, 2000, &resp, &st),
+                     VEIL_ERR_PRECONDITION);
     ck_assert_int_eq(st.code, GRPC_STATUS_FAILED_PRECONDITION);
     ck_assert_str_eq(st.message, "failed precondition");
     stop_echo();
@@ -231,7 +232,8 @@ START_TEST(test_policy_enforced)
     Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
     Veil__Testing__EchoReply *resp;
     veil_status st;
-    ck_assert_int_eq(call_echo("svc/gateway", "AdminOnly", &req, 2000, &resp, &st), VEIL_ERR_DENIED);
+    ck_assert_int_eq(call_echo("svc/gateway", "AdminOnly", &req, 2000, &resp, &st),
+                     VEIL_ERR_DENIED);
     ck_assert_int_eq(st.code, GRPC_STATUS_PERMISSION_DENIED);
     ck_assert_int_eq(call_echo("app/chat.wechat", "AdminOnly", &req, 2000, &resp, &st),
                      VEIL_ERR_DENIED);
@@ -257,9 +259,9 @@ START_TEST(test_health)
     /* The plaintext health port answers health and nothing else. */
     ck_assert_int_eq(h_health(addr, "plaintext"), 1);
     char msg[256];
-    ck_assert_int_eq(h_raw_call(addr, "plaintext", "/veil.testing.Echo/Empty", "", 0, 2000, msg,
-                                sizeof msg),
-                     GRPC_STATUS_UNAUTHENTICATED);
+    ck_assert_int_eq(
+        h_raw_call(addr, "plaintext", "/veil.testing.Echo/Empty", "", 0, 2000, msg, sizeof msg),
+        GRPC_STATUS_UNAUTHENTICATED);
     /* A named service: known -> SERVING, unknown -> NOT_FOUND. */
     veil_channel *ch = h_channel(echo.addr, "svc/gateway", &grpc__health__v1__health__descriptor);
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -267,7 +269,8 @@ START_TEST(test_health)
     veil_status st;
     req.service = "veil.testing.Echo";
     ck_assert_int_eq(veil_channel_call(ch, "Check", &req.base, NULL, 2000, &resp, &st), VEIL_OK);
-    ck_assert_int_eq(resp->status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    ck_assert_int_eq(resp->status,
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     req.service = "veil.nothing.Here";
     ck_assert_int_eq(veil_channel_call(ch, "Check", &req.base, NULL, 2000, &resp, &st),
@@ -346,8 +349,8 @@ START_TEST(test_sigterm_drains_in_flight_call)
     /* During the drain delay the server says NOT_SERVING but still answers. */
     ck_assert_int_eq(h_health(echo.addr, "svc/gateway"), 0);
     pthread_join(t, NULL);
-    ck_assert_int_eq(sc.err, VEIL_OK); /* the in-flight call completed */
-    ck_assert_int_eq(h_stop(&echo), 0);  /* and the process exited 0 */
+    ck_assert_int_eq(sc.err, VEIL_OK);  /* the in-flight call completed */
+    ck_assert_int_eq(h_stop(&echo), 0); /* and the process exited 0 */
     ck_assert(h_log_contains(&echo, "\"msg\":\"drained\""));
 }
 END_TEST
@@ -384,7 +387,8 @@ START_TEST(test_plaintext_dev_mode)
     req.metadata_key = VEIL_DEV_PEER_HEADER;
     Veil__Testing__EchoReply *resp;
     veil_status st;
-    ck_assert_int_eq(veil_channel_call(ch, "AdminOnly", &req.base, NULL, 2000, &resp, &st), VEIL_OK);
+    ck_assert_int_eq(veil_channel_call(ch, "AdminOnly", &req.base, NULL, 2000, &resp, &st),
+                     VEIL_OK);
     free_reply(resp);
     /* metadata is readable by handlers */
     ck_assert_int_eq(veil_channel_call(ch, "Echo", &req.base, NULL, 2000, &resp, &st), VEIL_OK);
@@ -422,7 +426,8 @@ static void *hammer_main(void *arg)
 START_TEST(test_one_channel_many_threads)
 {
     start_echo("svc/vault", NULL);
-    struct hammer h = {echo.addr, h_channel(echo.addr, "svc/gateway", &veil__testing__echo__descriptor), 0};
+    struct hammer h = {echo.addr,
+                       h_channel(echo.addr, "svc/gateway", &veil__testing__echo__descriptor), 0};
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
         pthread_create(&t[i], NULL, hammer_main, &h);
@@ -531,12 +536,7 @@ static Suite *rpc_suite(void)
     return s;
 }
 
-
 int main(void)
 {
-    SRunner *sr = srunner_create(rpc_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite_forked(rpc_suite());
 }

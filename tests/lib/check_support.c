@@ -115,9 +115,11 @@ START_TEST(test_signer)
     ck_assert_str_eq(s->kid, "gw-4");
     unsigned char sig[64];
     veil_signer_sign(s, sig, "message", 7);
-    ck_assert_int_eq(crypto_sign_verify_detached(sig, (const unsigned char *)"message", 7, s->pk), 0);
+    ck_assert_int_eq(crypto_sign_verify_detached(sig, (const unsigned char *)"message", 7, s->pk),
+                     0);
     sig[0] ^= 1;
-    ck_assert_int_ne(crypto_sign_verify_detached(sig, (const unsigned char *)"message", 7, s->pk), 0);
+    ck_assert_int_ne(crypto_sign_verify_detached(sig, (const unsigned char *)"message", 7, s->pk),
+                     0);
     veil_signer_free(s);
     veil_keyring_free(ring);
     free(dir);
@@ -136,8 +138,8 @@ START_TEST(test_codecs)
     ck_assert_uint_eq(n, sizeof bin);
     ck_assert_mem_eq(back, bin, n);
     ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "-_8AEH4=", 8, &n), -1); /* padding */
-    ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "+/8A", 4, &n), -1);     /* std alphabet */
-    ck_assert_int_eq(veil_b64url_decode(back, 2, text, strlen(text), &n), -1);      /* overflow */
+    ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "+/8A", 4, &n), -1); /* std alphabet */
+    ck_assert_int_eq(veil_b64url_decode(back, 2, text, strlen(text), &n), -1);  /* overflow */
     /* libsodium 1.0.18 would decode bytes >= 0x80 as symbols: "-_8AEH4" had other spellings */
     ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "-\2408AEH4", 7, &n), -1);
     ck_assert_int_eq(veil_b64url_decode(back, sizeof back, "\xff\xff\xff\xff", 4, &n), -1);
@@ -185,12 +187,12 @@ START_TEST(test_utf8)
     ck_assert(veil_utf8_printable("Zhang San", 9));
     ck_assert(veil_utf8_printable("𠀋", strlen("𠀋"))); /* a 4-byte CJK extension character */
     ck_assert(!veil_utf8_printable("\xff\xfe", 2));
-    ck_assert(!veil_utf8_printable("\xc0\xaf", 2));       /* overlong '/' */
-    ck_assert(!veil_utf8_printable("\xed\xa0\x80", 3));   /* a surrogate */
-    ck_assert(!veil_utf8_printable("a\nb", 3));           /* control character */
+    ck_assert(!veil_utf8_printable("\xc0\xaf", 2));     /* overlong '/' */
+    ck_assert(!veil_utf8_printable("\xed\xa0\x80", 3)); /* a surrogate */
+    ck_assert(!veil_utf8_printable("a\nb", 3));         /* control character */
     ck_assert(!veil_utf8_printable("a\0b", 3));
-    ck_assert(!veil_utf8_printable("\xe4\xb8", 2));       /* truncated */
-    ck_assert(!veil_utf8_printable("\xc2\x85", 2));       /* C1 control */
+    ck_assert(!veil_utf8_printable("\xe4\xb8", 2)); /* truncated */
+    ck_assert(!veil_utf8_printable("\xc2\x85", 2)); /* C1 control */
 }
 END_TEST
 
@@ -285,9 +287,5 @@ int main(void)
     tcase_add_test(tc, test_config);
     tcase_add_test(tc, test_log_lines_are_json);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite_forked(s);
 }

@@ -37,8 +37,8 @@ static void stop(void)
 }
 
 static veil_err derive(const char *identity, const unsigned char *subject, size_t slen,
-                       const char *sector, uint32_t epoch, uint32_t v, uint32_t prev,
-                       char *out, char *prev_out)
+                       const char *sector, uint32_t epoch, uint32_t v, uint32_t prev, char *out,
+                       char *prev_out)
 {
     veil_channel *ch = h_channel(svc.addr, identity, &veil__pseudonym__pseudonym__descriptor);
     Veil__Pseudonym__DeriveRequest req = VEIL__PSEUDONYM__DERIVE_REQUEST__INIT;
@@ -86,14 +86,18 @@ START_TEST(test_derive_properties)
     ck_assert_uint_eq(strlen(a1), 3 + 27);
     ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 1, 0, a2, NULL), VEIL_OK);
     ck_assert_str_eq(a1, a2); /* stable */
-    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "chat.wechat", 0, 1, 0, other, NULL), VEIL_OK);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "chat.wechat", 0, 1, 0, other, NULL),
+                     VEIL_OK);
     ck_assert_str_ne(a1, other); /* another sector */
-    ck_assert_int_eq(derive("svc/gateway", subj_b, 32, "shop.taobao", 0, 1, 0, other, NULL), VEIL_OK);
+    ck_assert_int_eq(derive("svc/gateway", subj_b, 32, "shop.taobao", 0, 1, 0, other, NULL),
+                     VEIL_OK);
     ck_assert_str_ne(a1, other); /* another person */
-    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 1, 1, 0, other, NULL), VEIL_OK);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 1, 1, 0, other, NULL),
+                     VEIL_OK);
     ck_assert_str_ne(a1, other); /* a fresh link epoch */
     /* rotation overlap: current v2, previous v1 -> previous equals the old pseudonym */
-    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 2, 1, other, prev), VEIL_OK);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 2, 1, other, prev),
+                     VEIL_OK);
     ck_assert_int_eq(strncmp(other, "v2.", 3), 0);
     ck_assert_str_eq(prev, a1);
     stop();
@@ -128,7 +132,8 @@ START_TEST(test_only_the_gateway)
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         ck_assert_int_eq(derive(others[i], subj_a, 32, "shop", 0, 1, 0, out, NULL),
                          VEIL_ERR_DENIED);
-    ck_assert_int_eq(derive("foreign", subj_a, 32, "shop", 0, 1, 0, out, NULL), VEIL_ERR_UNAVAILABLE);
+    ck_assert_int_eq(derive("foreign", subj_a, 32, "shop", 0, 1, 0, out, NULL),
+                     VEIL_ERR_UNAVAILABLE);
     ck_assert_int_eq(derive("none", subj_a, 32, "shop", 0, 1, 0, out, NULL), VEIL_ERR_UNAVAILABLE);
     stop();
 }
@@ -160,14 +165,15 @@ START_TEST(test_batch_matches_single)
     veil_channel *ch = h_channel(svc.addr, "svc/gateway", &veil__pseudonym__pseudonym__descriptor);
     Veil__Pseudonym__DeriveBatchResponse *resp;
     veil_status st;
-    ck_assert_int_eq(veil_channel_call(ch, "DeriveBatch", &req.base, NULL, 5000, &resp, &st), VEIL_OK);
+    ck_assert_int_eq(veil_channel_call(ch, "DeriveBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_OK);
     ck_assert_uint_eq(resp->n_pseudonyms, N);
     ck_assert_uint_eq(resp->n_previous_pseudonyms, N);
     for (int i = 0; i < N; i += 37) {
         char one[64], prev[64];
-        ck_assert_int_eq(derive("svc/gateway", subjects[i], 32, sectors[i], (uint32_t)(i % 3), 2, 1,
-                                one, prev),
-                         VEIL_OK);
+        ck_assert_int_eq(
+            derive("svc/gateway", subjects[i], 32, sectors[i], (uint32_t)(i % 3), 2, 1, one, prev),
+            VEIL_OK);
         ck_assert_str_eq(resp->pseudonyms[i], one);
         ck_assert_str_eq(resp->previous_pseudonyms[i], prev);
     }
@@ -272,9 +278,5 @@ int main(void)
     tcase_add_test(tc, test_refuses_to_start_without_keys);
     tcase_add_test(tc, test_call_local_answers_as_the_server);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite_forked(s);
 }

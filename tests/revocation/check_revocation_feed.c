@@ -557,9 +557,5 @@ int main(void)
     tcase_add_test(tc, test_propagation_under_a_second);
     tcase_add_test(tc, test_app_events_scoped);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite_forked(s);
 }

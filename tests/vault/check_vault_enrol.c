@@ -656,9 +656,5 @@ int main(void)
     tcase_add_test(tc, test_only_the_gateway);
     tcase_add_test(tc, test_database_holds_no_plaintext);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite_forked(s);
 }

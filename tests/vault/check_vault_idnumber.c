@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sodium.h>
 
+#include "harness.h"
 #include "vault.h"
 
 #define TODAY 20250615 /* a fixed "today" for the table */
@@ -214,9 +215,5 @@ int main(void)
     tcase_add_test(tc, test_provinces);
     tcase_add_test(tc, test_random_inputs);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite_forked(s);
 }

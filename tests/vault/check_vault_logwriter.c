@@ -78,8 +78,7 @@ static void *run_job(void *arg)
                 protobuf_c_message_free_unpacked(&r->base, NULL);
                 j->ok++;
             }
-        } else if (vt_login(j->t, &j->d, i % 2 ? "chat.wechat" : "game.tianfeng", &st) ==
-                   VEIL_OK) {
+        } else if (vt_login(j->t, &j->d, i % 2 ? "chat.wechat" : "game.tianfeng", &st) == VEIL_OK) {
             j->ok++;
         }
     }
@@ -93,8 +92,8 @@ static int make_jobs(vt *t, struct citizen *c, struct job *jobs, int rounds, _At
     int n = 0;
     for (int i = 0; i < CITIZENS; i++)
         for (int k = 0; k < c[i].n_dev; k++)
-            jobs[n++] = (struct job){.t = t, .citizen = i, .d = c[i].dev[k], .rounds = rounds,
-                                     .stop = stop};
+            jobs[n++] = (struct job){
+                .t = t, .citizen = i, .d = c[i].dev[k], .rounds = rounds, .stop = stop};
     for (int i = 1; i <= 2; i++) {
         jobs[n] = (struct job){.t = t, .citizen = i, .release = 1, .rounds = rounds, .stop = stop};
         memcpy(jobs[n++].subject, c[i].subject, 32);
@@ -186,8 +185,10 @@ static void concurrent_chains(const char *const *env, int expect_groups)
         ck_assert_msg(found, "the vault did not report its group commits");
         /* every append was in one batch once (a lost race then retries alone) */
         ck_assert_int_eq(entries, total);
-        ck_assert_msg(batches < entries, "no two appends shared a commit (%lld batches, %lld "
-                      "entries)", batches, entries);
+        ck_assert_msg(batches < entries,
+                      "no two appends shared a commit (%lld batches, %lld "
+                      "entries)",
+                      batches, entries);
     } else {
         ck_assert_msg(!found, "VAULT_LOG_BATCH_MAX=0 still grouped appends");
     }
@@ -272,8 +273,7 @@ START_TEST(test_a_refused_entry_fails_only_its_login)
     for (int i = 0; i < n; i++)
         ck_assert_int_eq(jobs[i].ok, jobs[i].citizen == 4 ? 0 : ROUNDS);
     for (int i = 0; i < CITIZENS; i++)
-        ck_assert_uint_eq(whole_chain(&t, c[i].subject),
-                          i == 4 ? 1 : expected_entries(i));
+        ck_assert_uint_eq(whole_chain(&t, c[i].subject), i == 4 ? 1 : expected_entries(i));
     vt_stop(&t);
 }
 END_TEST
@@ -288,9 +288,5 @@ int main(void)
     tcase_add_test(tc, test_acknowledged_entries_survive_a_crash);
     tcase_add_test(tc, test_a_refused_entry_fails_only_its_login);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite_forked(s);
 }

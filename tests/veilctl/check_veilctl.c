@@ -159,8 +159,8 @@ START_TEST(test_citizen_verbs)
     json_t *claims = json_object_get(j, "claims");
     ck_assert_str_eq(str(claims, "aud"), "gov.tax");
     ck_assert_str_eq(str(claims, "full_name"), "王小明");
-    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(claims, "province"), "code")),
-                     "44");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(claims, "province"), "code")), "44");
     json_t *w = json_object_get(j, "withheld");
     ck_assert_uint_eq(json_array_size(w), 1);
     ck_assert_str_eq(str(json_array_get(w, 0), "attribute"), "gender");
@@ -240,8 +240,9 @@ START_TEST(test_app_and_admin_verbs)
     json_decref(j);
     /* a commercial app may not hold raw attributes: refused, exit 1 */
     char *out;
-    ck_assert_int_eq(veilctl(&out, "admin apps register --app news.bad --name Bad --kind commercial "
-                                   "--attrs full_name --json"),
+    ck_assert_int_eq(veilctl(&out,
+                             "admin apps register --app news.bad --name Bad --kind commercial "
+                             "--attrs full_name --json"),
                      1);
     ck_assert_ptr_nonnull(strstr(out, "FAILED_PRECONDITION"));
     free(out);
@@ -276,10 +277,5 @@ int main(void)
     tcase_add_test(tc, test_citizen_verbs);
     tcase_add_test(tc, test_app_and_admin_verbs);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite(s);
 }
