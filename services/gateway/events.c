@@ -68,7 +68,8 @@ static char *sign_set(struct gateway *gw, veil_call *call, const gw_app *app,
     randombytes_buf(raw, sizeof raw);
     veil_b64url_encode(jti, sizeof jti, raw, sizeof raw);
     snprintf(type, sizeof type, "urn:veil:event:%s", e->kind);
-    json_t *subject = json_pack("{s:s, s:s, s:s}", "format", "iss_sub", "iss", gw->issuer, "sub", sub);
+    json_t *subject =
+        json_pack("{s:s, s:s, s:s}", "format", "iss_sub", "iss", gw->issuer, "sub", sub);
     json_t *body = json_pack("{s:o}", "subject", subject);
     if (previous_sub && *previous_sub)
         json_object_set_new(body, "previous_sub", json_string(previous_sub));
@@ -112,10 +113,10 @@ static veil_err poll_events(struct gateway *gw, veil_call *call,
         return err;
 
     size_t n = rev->n_events + con->n_events;
-    Veil__AppEvent **all = veil_call_alloc(call, (n ? n : 1) * sizeof *all);
-    Veil__Pseudonym__DeriveItem *items = veil_call_alloc(call, (n ? n : 1) * sizeof *items);
-    Veil__Pseudonym__DeriveItem **ptrs = veil_call_alloc(call, (n ? n : 1) * sizeof *ptrs);
-    char **tokens = veil_call_alloc(call, (n ? n : 1) * sizeof *tokens);
+    Veil__AppEvent **all = veil_call_array(call, n, sizeof *all);
+    Veil__Pseudonym__DeriveItem *items = veil_call_array(call, n, sizeof *items);
+    Veil__Pseudonym__DeriveItem **ptrs = veil_call_array(call, n, sizeof *ptrs);
+    char **tokens = veil_call_array(call, n, sizeof *tokens);
     if (!all || !items || !ptrs || !tokens)
         return VEIL_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {

@@ -219,8 +219,8 @@ static void withheld(veil_call *call, unsigned requested, unsigned registered, u
 {
     char **names;
     size_t n = gw_scope_names(call, requested & ~granted, &names);
-    Veil__Gateway__Withheld **w = veil_call_alloc(call, (n ? n : 1) * sizeof *w);
-    Veil__Gateway__Withheld *cells = veil_call_alloc(call, (n ? n : 1) * sizeof *cells);
+    Veil__Gateway__Withheld **w = veil_call_array(call, n, sizeof *w);
+    Veil__Gateway__Withheld *cells = veil_call_array(call, n, sizeof *cells);
     if (!w || !cells)
         return;
     for (size_t i = 0; i < n; i++) {

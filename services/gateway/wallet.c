@@ -204,8 +204,8 @@ static void gw_wallet_list_consents(Veil__Gateway__Wallet_Service *svc,
     }
     if (!err) {
         size_t n = r->n_grants;
-        resp.grants = veil_call_alloc(call, (n ? n : 1) * sizeof *resp.grants);
-        Veil__Gateway__ConsentGrant *cells = veil_call_alloc(call, (n ? n : 1) * sizeof *cells);
+        resp.grants = veil_call_array(call, n, sizeof *resp.grants);
+        Veil__Gateway__ConsentGrant *cells = veil_call_array(call, n, sizeof *cells);
         if (!resp.grants || !cells)
             err = VEIL_ERR_NOMEM;
         for (size_t i = 0; !err && i < n; i++) {
@@ -276,8 +276,8 @@ static void gw_wallet_list_devices(Veil__Gateway__Wallet_Service *svc,
     }
     if (!err) {
         size_t n = r->n_devices;
-        resp.devices = veil_call_alloc(call, (n ? n : 1) * sizeof *resp.devices);
-        Veil__Gateway__WalletDevice *cells = veil_call_alloc(call, (n ? n : 1) * sizeof *cells);
+        resp.devices = veil_call_array(call, n, sizeof *resp.devices);
+        Veil__Gateway__WalletDevice *cells = veil_call_array(call, n, sizeof *cells);
         if (!resp.devices || !cells)
             err = VEIL_ERR_NOMEM;
         for (size_t i = 0; !err && i < n; i++) {
@@ -352,8 +352,8 @@ static void gw_wallet_access_log(Veil__Gateway__Wallet_Service *svc,
     }
     if (!err) {
         size_t n = r->n_entries;
-        resp.entries = veil_call_alloc(call, (n ? n : 1) * sizeof *resp.entries);
-        Veil__Gateway__AccessLogEntry *cells = veil_call_alloc(call, (n ? n : 1) * sizeof *cells);
+        resp.entries = veil_call_array(call, n, sizeof *resp.entries);
+        Veil__Gateway__AccessLogEntry *cells = veil_call_array(call, n, sizeof *cells);
         if (!resp.entries || !cells)
             err = VEIL_ERR_NOMEM;
         for (size_t i = 0; !err && i < n; i++) {
@@ -384,8 +384,8 @@ static void gw_wallet_erase(Veil__Gateway__Wallet_Service *svc,
     Veil__Gateway__ErasePayload *p;
     ProtobufCBinaryData subject;
     char *device;
-    veil_err err = gw_citizen(gw, call, req, &veil__gateway__erase_payload__descriptor, &p,
-                              &subject, &device);
+    veil_err err =
+        gw_citizen(gw, call, req, &veil__gateway__erase_payload__descriptor, &p, &subject, &device);
     if (!err && strcmp(p->confirm, ERASE_CONFIRMATION) != 0) {
         veil_call_fail(call, VEIL_ERR_PRECONDITION, "confirm must be \"%s\"", ERASE_CONFIRMATION);
         err = VEIL_ERR_PRECONDITION;

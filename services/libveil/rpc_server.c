@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,13 @@ static void arena_free(void *data, void *p)
 void *veil_call_alloc(veil_call *c, size_t n)
 {
     return arena_alloc(c, n);
+}
+
+void *veil_call_array(veil_call *c, size_t n, size_t size)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    return arena_alloc(c, n * size);
 }
 
 char *veil_call_strdup(veil_call *c, const char *s)

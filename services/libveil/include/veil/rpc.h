@@ -165,6 +165,8 @@ const char *veil_call_method(const veil_call *call);
 
 /* Arena memory freed when the call ends; NULL when out of memory. */
 void *veil_call_alloc(veil_call *call, size_t n);
+/* An array of n elements of size bytes in the call's arena (n may be 0); NULL on overflow. */
+void *veil_call_array(veil_call *call, size_t n, size_t size);
 char *veil_call_strdup(veil_call *call, const char *s);
 ProtobufCAllocator *veil_call_allocator(veil_call *call);
 
