@@ -1,9 +1,18 @@
 /*
- * log.c - JSON lines on stderr.  Each line is built in a local buffer and
- * written with one write(2), so lines from different threads never mix.
+ * log.c - JSON lines on stderr, built with jansson.
+ *
+ * Each line is one JSON object serialised by jansson and written with one
+ * write(2) call, so lines from different threads do not mix.  Whatever the
+ * caller passes, the line is valid JSON: bytes that are not well-formed UTF-8
+ * become U+FFFD, and a string longer than VEIL_LOG_VALUE_MAX bytes is cut at a
+ * character boundary and marked with "…" (the line then says
+ * "truncated":true), so a huge value can neither break the line nor flood
+ * the log.
  */
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -34,55 +43,80 @@ int veil_log_enabled(veil_log_level level)
     return level >= log_min;
 }
 
-struct line {
-    char buf[4096];
+/*
+ * Length of the well-formed UTF-8 sequence at p (at most avail bytes), or 0
+ * when the bytes there are not one: overlong forms, surrogates and values
+ * past U+10FFFF included.
+ */
+static size_t utf8_seq(const unsigned char *p, size_t avail)
+{
+    unsigned c = p[0];
     size_t len;
-};
-
-static void put(struct line *l, const char *s, size_t n)
-{
-    if (n > sizeof(l->buf) - 2 - l->len)
-        n = sizeof(l->buf) - 2 - l->len; /* keep room for "}\n" */
-    memcpy(l->buf + l->len, s, n);
-    l->len += n;
-}
-
-static void puts_raw(struct line *l, const char *s)
-{
-    put(l, s, strlen(s));
-}
-
-/* Appends s as a JSON string, escaping what JSON requires. */
-static void put_json_string(struct line *l, const char *s)
-{
-    put(l, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        char esc[8];
-        switch (*p) {
-        case '"': put(l, "\\\"", 2); break;
-        case '\\': put(l, "\\\\", 2); break;
-        case '\n': put(l, "\\n", 2); break;
-        case '\r': put(l, "\\r", 2); break;
-        case '\t': put(l, "\\t", 2); break;
-        default:
-            if (*p < 0x20) {
-                snprintf(esc, sizeof esc, "\\u%04x", *p);
-                puts_raw(l, esc);
-            } else {
-                put(l, (const char *)p, 1);
-            }
-        }
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if ((c & 0xe0) == 0xc0)
+        len = 2, cp = c & 0x1f;
+    else if ((c & 0xf0) == 0xe0)
+        len = 3, cp = c & 0x0f;
+    else if ((c & 0xf8) == 0xf0)
+        len = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (avail < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
     }
-    put(l, "\"", 1);
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+        return 0;
+    return len;
+}
+
+/*
+ * A jansson string of s made safe: invalid bytes replaced by U+FFFD, cut
+ * after VEIL_LOG_VALUE_MAX bytes (then *cut is set).  NULL s logs as "".
+ */
+static json_t *safe_string(const char *s, int *cut)
+{
+    static const char repl[] = "\xef\xbf\xbd", ellipsis[] = "\xe2\x80\xa6";
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    size_t n = strlen((const char *)p);
+    /* worst case: every byte replaced by three, capped, plus the ellipsis */
+    size_t cap = VEIL_LOG_VALUE_MAX + sizeof ellipsis;
+    char stackbuf[512], *out = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
+    if (!out)
+        return json_string("");
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq(p + i, n - i);
+        const char *src = len ? (const char *)p + i : repl;
+        size_t sl = len ? len : 3;
+        if (o + sl > VEIL_LOG_VALUE_MAX) {
+            memcpy(out + o, ellipsis, 3);
+            o += 3;
+            *cut = 1;
+            break;
+        }
+        memcpy(out + o, src, sl);
+        o += sl;
+        i += len ? len : 1;
+    }
+    json_t *j = json_stringn_nocheck(out, o);
+    if (out != stackbuf)
+        free(out);
+    return j;
 }
 
 void veil_log(veil_log_level level, const char *msg, ...)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
-    if (level < log_min)
+    if (level < log_min || level < VEIL_LOG_DEBUG || level > VEIL_LOG_ERROR)
         return;
 
-    struct line l = {.len = 0};
     struct timespec ts;
     struct tm tm;
     char stamp[64];
@@ -91,14 +125,14 @@ void veil_log(veil_log_level level, const char *msg, ...)
     snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 
-    puts_raw(&l, "{\"ts\":\"");
-    puts_raw(&l, stamp);
-    puts_raw(&l, "\",\"level\":\"");
-    puts_raw(&l, names[level]);
-    puts_raw(&l, "\",\"svc\":");
-    put_json_string(&l, log_service);
-    puts_raw(&l, ",\"msg\":");
-    put_json_string(&l, msg);
+    int cut = 0;
+    json_t *line = json_object();
+    if (!line)
+        return;
+    json_object_set_new(line, "ts", json_string(stamp));
+    json_object_set_new(line, "level", json_string(names[level]));
+    json_object_set_new(line, "svc", safe_string(log_service, &cut));
+    json_object_set_new(line, "msg", safe_string(msg, &cut));
 
     va_list ap;
     va_start(ap, msg);
@@ -107,39 +141,46 @@ void veil_log(veil_log_level level, const char *msg, ...)
         if (type == VEIL_LF_END)
             break;
         const char *key = va_arg(ap, const char *);
-        char num[64];
-        put(&l, ",", 1);
-        put_json_string(&l, key);
-        put(&l, ":", 1);
+        json_t *v;
         switch (type) {
         case VEIL_LF_STR:
-            put_json_string(&l, va_arg(ap, const char *));
+            v = safe_string(va_arg(ap, const char *), &cut);
             break;
         case VEIL_LF_INT:
-            snprintf(num, sizeof num, "%lld", va_arg(ap, long long));
-            puts_raw(&l, num);
+            v = json_integer(va_arg(ap, long long));
             break;
         case VEIL_LF_DBL:
-            snprintf(num, sizeof num, "%.3f", va_arg(ap, double));
-            puts_raw(&l, num);
+            v = json_real(va_arg(ap, double));
             break;
         case VEIL_LF_BOOL:
-            puts_raw(&l, va_arg(ap, int) ? "true" : "false");
+            v = json_boolean(va_arg(ap, int));
             break;
         default:
             /* A malformed field list: stop rather than read garbage. */
             goto done;
         }
+        /* Keys are the caller's literals; still made safe, never trusted. */
+        json_t *k = safe_string(key, &cut);
+        json_object_set_new_nocheck(line, json_string_value(k), v);
+        json_decref(k);
     }
 done:
     va_end(ap);
-    l.buf[l.len++] = '}';
-    l.buf[l.len++] = '\n';
-    ssize_t off = 0;
-    while (off < (ssize_t)l.len) {
-        ssize_t w = write(STDERR_FILENO, l.buf + off, l.len - off);
+    if (cut)
+        json_object_set_new(line, "truncated", json_true());
+
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    json_decref(line);
+    if (!text)
+        return;
+    size_t len = strlen(text);
+    text[len] = '\n'; /* replaces the NUL: the line is written by length */
+    size_t off = 0;
+    while (off < len + 1) {
+        ssize_t w = write(STDERR_FILENO, text + off, len + 1 - off);
         if (w <= 0)
             break;
-        off += w;
+        off += (size_t)w;
     }
+    free(text);
 }

@@ -275,6 +275,80 @@ START_TEST(test_log_lines_are_json)
 }
 END_TEST
 
+/* Runs fn in a child whose stderr is captured; returns what it wrote (caller frees). */
+static char *capture_stderr(void (*fn)(void))
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        fn();
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t cap = 1 << 16, got = 0;
+    char *buf = calloc(1, cap);
+    ssize_t r;
+    while ((r = read(fds[0], buf + got, cap - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    return buf;
+}
+
+static void log_hostile_values(void)
+{
+    static char big[10000];
+    memset(big, 'x', sizeof big - 1);
+    memcpy(big + 2040, "\xc3\xa9\xc3\xa9", 4); /* multibyte characters at the cut */
+    veil_log_init("unit", VEIL_LOG_INFO);
+    veil_log(VEIL_LOG_INFO, "long", VL_STR("big", big), VL_STR("after", "kept"), VL_END);
+    veil_log(VEIL_LOG_INFO, "bad \xff utf-8",
+             VL_STR("v", "a\xc3(b\xed\xa0\x80"
+                         "c\xc0\xaf"
+                         "d\xf0\x9f\x98\x80"),
+             VL_END);
+}
+
+/* Issue 16 item 8: a line over 4,096 bytes stays valid JSON; invalid UTF-8 is replaced. */
+START_TEST(test_log_long_and_invalid_utf8)
+{
+    char *out = capture_stderr(log_hostile_values);
+    char *nl = strchr(out, '\n');
+    ck_assert_ptr_nonnull(nl);
+    *nl = '\0';
+    ck_assert_uint_gt(strlen(out), 2048);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    ck_assert_msg(j != NULL, "first line is not JSON: %s", je.text);
+    const char *big = json_string_value(json_object_get(j, "big"));
+    ck_assert_ptr_nonnull(big);
+    ck_assert_uint_le(strlen(big), VEIL_LOG_VALUE_MAX + 3);
+    ck_assert_ptr_nonnull(strstr(big, "\xe2\x80\xa6")); /* the ellipsis marks the cut */
+    ck_assert_str_eq(json_string_value(json_object_get(j, "after")), "kept");
+    ck_assert(json_is_true(json_object_get(j, "truncated")));
+    json_decref(j);
+
+    char *second = nl + 1;
+    char *nl2 = strchr(second, '\n');
+    ck_assert_ptr_nonnull(nl2);
+    *nl2 = '\0';
+    j = json_loads(second, 0, &je);
+    ck_assert_msg(j != NULL, "second line is not JSON: %s", je.text);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "msg")), "bad \xef\xbf\xbd utf-8");
+    /* truncated sequence, surrogate (3 bytes), overlong (2 bytes): one U+FFFD per bad byte */
+    ck_assert_str_eq(json_string_value(json_object_get(j, "v")),
+                     "a\xef\xbf\xbd(b\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                     "c\xef\xbf\xbd\xef\xbf\xbd"
+                     "d\xf0\x9f\x98\x80");
+    ck_assert_ptr_null(json_object_get(j, "truncated"));
+    json_decref(j);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("support");
@@ -286,6 +360,7 @@ int main(void)
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_config);
     tcase_add_test(tc, test_log_lines_are_json);
+    tcase_add_test(tc, test_log_long_and_invalid_utf8);
     suite_add_tcase(s, tc);
     return h_run_suite_forked(s);
 }

@@ -4,10 +4,15 @@
  *   veil_log(VEIL_LOG_INFO, "call finished",
  *            VL_STR("method", path), VL_INT("ms", ms), VL_END);
  *
- * Fields are typed so the output is always valid JSON.  Nothing secret or
- * personal may be logged: key material, ID numbers, names, tickets and
- * signatures stay out, subject references included (they would let a log
- * reader correlate one citizen's activity).
+ * Fields are typed and the line is serialised by jansson, so the output is
+ * always one valid JSON object whatever the values hold: bytes that are not
+ * UTF-8 become U+FFFD and a string value longer than VEIL_LOG_VALUE_MAX
+ * bytes is cut at a character boundary, ends in "\u2026" and the line carries
+ * "truncated":true.
+ *
+ * Nothing secret or personal may be logged: key material, ID numbers, names,
+ * tickets and signatures stay out, subject references included (they would
+ * let a log reader correlate one citizen's activity).
  */
 #ifndef VEIL_LOG_H
 #define VEIL_LOG_H
@@ -20,6 +25,9 @@ typedef enum veil_log_level {
     VEIL_LOG_WARN,
     VEIL_LOG_ERROR,
 } veil_log_level;
+
+/* The longest string value written whole, in bytes (longer ones are cut). */
+#define VEIL_LOG_VALUE_MAX 2048
 
 enum veil_log_field_type { VEIL_LF_END = 0, VEIL_LF_STR, VEIL_LF_INT, VEIL_LF_DBL, VEIL_LF_BOOL };
 
