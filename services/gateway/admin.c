@@ -232,21 +232,11 @@ static void gw_admin_list_apps(Veil__Gateway__Admin_Service *svc, const Veil__Em
 }
 
 /*
- * Checks the pseudonym service can use a key version (asking it to load new
- * key files first) and reports the version it uses by default.
+ * Checks the pseudonym service holds a key version, asking it to load new
+ * key files first (a Derive naming the version does).
  */
-static veil_err pseudonym_versions(struct gateway *gw, veil_call *call, uint32_t version,
-                                   uint32_t *service_default)
+static veil_err pseudonym_has(struct gateway *gw, veil_call *call, uint32_t version)
 {
-    Veil__Pseudonym__KeyVersionsRequest r = VEIL__PSEUDONYM__KEY_VERSIONS_REQUEST__INIT;
-    Veil__Pseudonym__KeyVersionsResponse *v;
-    veil_err err = gw_downstream(gw, call, gw->pseudonym, "KeyVersions", &r.base, &v);
-    if (err)
-        return err;
-    *service_default = v->current;
-    if (version == 0)
-        return VEIL_OK;
-    /* A Derive naming the version makes the service load a new key file. */
     Veil__Pseudonym__DeriveRequest d = VEIL__PSEUDONYM__DERIVE_REQUEST__INIT;
     Veil__Pseudonym__DeriveResponse *ignored;
     static const unsigned char probe[32];
@@ -254,7 +244,7 @@ static veil_err pseudonym_versions(struct gateway *gw, veil_call *call, uint32_t
     d.subject_ref.len = sizeof probe;
     d.sector_id = "veil.key-probe";
     d.key_version = version;
-    err = gw_downstream(gw, call, gw->pseudonym, "Derive", &d.base, &ignored);
+    veil_err err = gw_downstream(gw, call, gw->pseudonym, "Derive", &d.base, &ignored);
     if (err == VEIL_ERR_PRECONDITION)
         veil_call_fail(call, err, "the pseudonym service has no key file pseudonym-%u.key", version);
     return err;
@@ -262,9 +252,12 @@ static veil_err pseudonym_versions(struct gateway *gw, veil_call *call, uint32_t
 
 /*
  * RotateKey: version N makes key N current and the old current previous
- * (apps see both: assertions carry previous_sub, the JWKS both keys);
- * version 0 ends the overlap.  The state is in the database, so every
- * replica follows within its poll interval.
+ * (apps see both: assertions carry previous_sub, the JWKS both keys), so a
+ * rotation always starts an overlap; only end_overlap (with version 0) ends
+ * it.  A request naming neither is refused: a client that forgot the version
+ * must not end an overlap by accident.  The state is in the database (one row
+ * per kind since the first start), so every replica follows within its poll
+ * interval and a restart changes nothing.
  */
 static veil_err rotate(struct gateway *gw, veil_call *call, const Veil__Gateway__RotateKeyRequest *req,
                        Veil__Gateway__RotateKeyResponse *resp)
@@ -272,25 +265,22 @@ static veil_err rotate(struct gateway *gw, veil_call *call, const Veil__Gateway_
     int assertion = strcmp(req->kind, "assertion") == 0;
     if (!assertion && strcmp(req->kind, "pseudonym") != 0)
         return invalid(call, "kind must be assertion or pseudonym");
-    _Atomic uint32_t *cur = assertion ? &gw->keys.assertion_current : &gw->keys.pseudonym_current;
-    _Atomic uint32_t *prev = assertion ? &gw->keys.assertion_previous : &gw->keys.pseudonym_previous;
-    uint32_t old_cur = atomic_load(cur), old_prev = atomic_load(prev), new_cur, new_prev;
-    veil_err err;
-
-    if (assertion) {
-        if (req->version && !gw_keys_signer(&gw->keys, req->version)) {
-            veil_call_fail(call, VEIL_ERR_PRECONDITION, "no key file assertion-%u.key is loaded",
-                           req->version);
-            return VEIL_ERR_PRECONDITION;
-        }
-    } else {
-        uint32_t service_default;
-        if ((err = pseudonym_versions(gw, call, req->version, &service_default)))
-            return err;
-        if (old_cur == 0) /* never rotated: the service's default is what apps know */
-            old_cur = service_default;
+    if (req->version == 0 && !req->end_overlap)
+        return invalid(call, "version must be a key version of 1 or more (or end_overlap set)");
+    if (req->version != 0 && req->end_overlap)
+        return invalid(call, "end_overlap takes no version");
+    uint32_t old_cur, old_prev, new_cur, new_prev;
+    veil_err err = gw_store_key_state(gw->store, req->kind, &old_cur, &old_prev);
+    if (err)
+        return gw_store_failed(call, err);
+    if (req->version && assertion && !gw_keys_signer(&gw->keys, req->version)) {
+        veil_call_fail(call, VEIL_ERR_PRECONDITION, "no key file assertion-%u.key is loaded",
+                       req->version);
+        return VEIL_ERR_PRECONDITION;
     }
-    if (req->version == 0) {
+    if (req->version && !assertion && (err = pseudonym_has(gw, call, req->version)))
+        return err;
+    if (req->end_overlap) {
         if (old_prev == 0) {
             veil_call_fail(call, VEIL_ERR_PRECONDITION, "no rotation is in progress");
             return VEIL_ERR_PRECONDITION;
@@ -301,9 +291,11 @@ static veil_err rotate(struct gateway *gw, veil_call *call, const Veil__Gateway_
         new_cur = req->version;
         new_prev = old_cur == req->version ? old_prev : old_cur;
     }
-    if ((err = gw_store_key_state_init(gw->store, req->kind, new_cur)) ||
-        (err = gw_store_key_state_set(gw->store, req->kind, new_cur, new_prev)))
+    if ((err = gw_store_key_state_set(gw->store, req->kind, new_cur, new_prev)))
         return gw_store_failed(call, err);
+    _Atomic uint32_t *cur = assertion ? &gw->keys.assertion_current : &gw->keys.pseudonym_current;
+    _Atomic uint32_t *prev =
+        assertion ? &gw->keys.assertion_previous : &gw->keys.pseudonym_previous;
     atomic_store(cur, new_cur);
     atomic_store(prev, new_prev);
     resp->kind = req->kind;

@@ -111,6 +111,14 @@ static veil_err poll_events(struct gateway *gw, veil_call *call,
     if ((err = fetch(gw, call, gw->revocation, app.id, rseq, max, &rev)) ||
         (err = fetch(gw, call, gw->consent, app.id, cseq, max, &con)))
         return err;
+    /*
+     * A cursor past the end was never handed out: resuming from it would
+     * silently skip the events still to come up to that number.
+     */
+    if (rseq > rev->head_seq || cseq > con->head_seq) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "cursor is beyond the end of this app's events");
+        return VEIL_ERR_INVALID;
+    }
 
     size_t n = rev->n_events + con->n_events;
     Veil__AppEvent **all = veil_call_array(call, n, sizeof *all);

@@ -147,17 +147,14 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
     veil_err err;
     if ((err = gw_keys_open(&gw->keys, ctx->keys_dir, errbuf, errlen)))
         return err;
-    atomic_store(&gw->keys.assertion_current, veil_keyring_latest(gw->keys.ring));
     atomic_store(&gw->keys.state_version, -1);
     if ((err = gw_store_open(ctx->database_url, &gw->store)) ||
         (err = gw_cache_new((size_t)cfg.cache_entries, &gw->cache))) {
         snprintf(errbuf, errlen, "cannot set up the gateway's store");
         return err;
     }
-    /* The first replica to start records which assertion key signs. */
-    if ((err = gw_store_key_state_init(gw->store, "assertion",
-                                       atomic_load(&gw->keys.assertion_current))) ||
-        (err = gw_refresh(gw, 1))) {
+    /* Which key versions are in use is in the database (key_state), never the newest file. */
+    if ((err = gw_refresh(gw, 1))) {
         snprintf(errbuf, errlen, "cannot read the registry and key state from the database (%s)",
                  veil_err_name(err));
         return err;

@@ -170,11 +170,8 @@ veil_err gw_refresh(struct gateway *gw, int force)
         static const char *const kinds[] = {"assertion", "pseudonym"};
         for (int i = 0; i < 2; i++) {
             uint32_t cur = 0, prev = 0;
-            err = gw_store_key_state(gw->store, kinds[i], &cur, &prev);
-            if (err == VEIL_ERR_NOT_FOUND)
-                continue; /* never rotated: keep the start-up choice */
-            if (err)
-                return err;
+            if ((err = gw_store_key_state(gw->store, kinds[i], &cur, &prev)))
+                return err; /* NOT_FOUND: someone deleted a row; never guess a version */
             atomic_store(i ? &gw->keys.pseudonym_current : &gw->keys.assertion_current, cur);
             atomic_store(i ? &gw->keys.pseudonym_previous : &gw->keys.assertion_previous, prev);
         }

@@ -25,7 +25,6 @@ enum {
     ST_CHALLENGE_TAKE,
     ST_CHALLENGE_SWEEP,
     ST_KEY_STATE,
-    ST_KEY_STATE_INIT,
     ST_KEY_STATE_SET,
     ST_VERSIONS,
 };
@@ -45,28 +44,23 @@ static const veil_pg_stmt stmts[] = {
                        " WHERE app_id = $1"},
     [ST_SET_STATUS] = {"gw_set_status",
                        "UPDATE apps SET status = $2, updated_at = now() WHERE app_id = $1"},
-    [ST_BUMP_REGISTRY] = {"gw_bump_registry",
-                          "UPDATE registry_version SET version = version + 1"},
+    [ST_BUMP_REGISTRY] = {"gw_bump_registry", "UPDATE registry_version SET version = version + 1"},
     [ST_CHALLENGE_PUT] = {"gw_challenge_put",
                           "INSERT INTO challenges (challenge, app_id, expires_at)"
                           " VALUES ($1, $2, to_timestamp($3::int8 / 1000.0))"},
     [ST_CHALLENGE_TAKE] = {"gw_challenge_take",
                            "DELETE FROM challenges WHERE challenge = $1 AND app_id = $2"
                            " AND expires_at > now()"},
-    [ST_CHALLENGE_SWEEP] = {"gw_challenge_sweep", "DELETE FROM challenges WHERE expires_at <= now()"},
-    [ST_KEY_STATE] = {"gw_key_state",
-                      "SELECT current_version, coalesce(previous_version, 0)"
-                      " FROM key_state WHERE kind = $1"},
-    [ST_KEY_STATE_INIT] = {"gw_key_state_init",
-                           "INSERT INTO key_state (kind, current_version) VALUES ($1, $2::int8)"
-                           " ON CONFLICT (kind) DO NOTHING"},
+    [ST_CHALLENGE_SWEEP] = {"gw_challenge_sweep",
+                            "DELETE FROM challenges WHERE expires_at <= now()"},
+    [ST_KEY_STATE] = {"gw_key_state", "SELECT current_version, coalesce(previous_version, 0)"
+                                      " FROM key_state WHERE kind = $1"},
     [ST_KEY_STATE_SET] = {"gw_key_state_set",
                           "UPDATE key_state SET current_version = $2::int8,"
                           " previous_version = nullif($3::int8, 0), version = version + 1,"
                           " updated_at = now() WHERE kind = $1"},
-    [ST_VERSIONS] = {"gw_versions",
-                     "SELECT (SELECT version FROM registry_version),"
-                     " (SELECT coalesce(sum(version), 0)::int8 FROM key_state)"},
+    [ST_VERSIONS] = {"gw_versions", "SELECT (SELECT version FROM registry_version),"
+                                    " (SELECT coalesce(sum(version), 0)::int8 FROM key_state)"},
 };
 
 veil_err gw_store_open(const char *conninfo, struct gw_store **out)
@@ -267,15 +261,6 @@ veil_err gw_store_key_state(struct gw_store *s, const char *kind, uint32_t *curr
         *current = (uint32_t)veil_pg_get_i64(r, 0, 0);
         *previous = (uint32_t)veil_pg_get_i64(r, 0, 1);
     }
-    PQclear(r);
-    return err;
-}
-
-veil_err gw_store_key_state_init(struct gw_store *s, const char *kind, uint32_t current)
-{
-    PGresult *r;
-    veil_pg_param p[] = {vp_text(kind), vp_i64(current)};
-    veil_err err = run(s, ST_KEY_STATE_INIT, p, 2, &r);
     PQclear(r);
     return err;
 }

@@ -40,11 +40,9 @@ veil_err gw_store_challenge_take(struct gw_store *s, const unsigned char challen
 /* Deletes expired challenges; *removed receives how many. */
 veil_err gw_store_challenge_sweep(struct gw_store *s, int64_t *removed) VEIL_WUR;
 
-/* The rotation state of "assertion" or "pseudonym" keys (VEIL_ERR_NOT_FOUND if unset). */
+/* The rotation state of "assertion" or "pseudonym" keys (a row per kind since migration 2). */
 veil_err gw_store_key_state(struct gw_store *s, const char *kind, uint32_t *current,
                             uint32_t *previous) VEIL_WUR;
-/* Sets the state if none is recorded yet (first start). */
-veil_err gw_store_key_state_init(struct gw_store *s, const char *kind, uint32_t current) VEIL_WUR;
 /* Records a new state (previous 0: none). */
 veil_err gw_store_key_state_set(struct gw_store *s, const char *kind, uint32_t current,
                                 uint32_t previous) VEIL_WUR;

@@ -13,13 +13,20 @@ static struct pseudonym *self(Veil__Pseudonym__Pseudonym_Service *svc)
     return (struct pseudonym *)svc;
 }
 
-/* The key of a requested version (0: the current one), loading new key files on a miss. */
+/*
+ * The key of a requested version, loading new key files on a miss.  The
+ * caller always names the version (the gateway's key_state): this service
+ * has no default, so a new key file can never change a pseudonym by itself.
+ */
 static veil_err key_for(struct pseudonym *p, veil_call *call, uint32_t version,
                         const veil_key **out)
 {
     char err[256];
-    if (version == 0)
-        version = p->current;
+    *out = NULL;
+    if (version == 0) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "key_version is required");
+        return VEIL_ERR_INVALID;
+    }
     *out = veil_keyring_get(p->keys, version);
     if (!*out && veil_keyring_refresh(p->keys, err, sizeof err) == VEIL_OK)
         *out = veil_keyring_get(p->keys, version);
@@ -124,7 +131,6 @@ static void pseudonym_key_versions(Veil__Pseudonym__Pseudonym_Service *svc,
     uint32_t v[VEIL_KEYRING_MAX];
     resp.n_loaded = veil_keyring_versions(self(svc)->keys, v, VEIL_KEYRING_MAX);
     resp.loaded = v;
-    resp.current = self(svc)->current;
     VEIL_REPLY(done, call, VEIL_OK, &resp);
 }
 

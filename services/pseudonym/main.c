@@ -2,9 +2,11 @@
  * main.c - the pseudonym service: configuration, keys, wiring.
  *
  * Keys: VEIL_KEYS_DIR/pseudonym-<N>.key.  The gateway names the key version
- * in every request (it keeps the rotation state); PSEUDONYM_KEY_VERSION is
- * only the default when a request names none.  New key files are picked up
- * on SIGHUP or on the first request that names their version.
+ * in every request (it keeps the rotation state, changed only by RotateKey);
+ * this service has no current version of its own, so a key file added to
+ * the folder changes nothing until an operator rotates.  New key files are
+ * loaded as they appear (veil/service.h: the key folder is watched), on
+ * SIGHUP, or on the first request that names their version.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,13 +14,6 @@
 #include "pseudonym.h"
 #include "veil/log.h"
 #include "veil/service.h"
-
-static int64_t cfg_version;
-
-static const veil_config_var pseudonym_vars[] = {
-    {"PSEUDONYM_KEY_VERSION", VEIL_CFG_INT, "0", 0, &cfg_version, 0, 1000000,
-     "key version used when a request names none (0: the newest loaded)"},
-};
 
 static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, size_t errlen)
 {
@@ -30,13 +25,8 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
     veil_err err = veil_keyring_load(ctx->keys_dir, "pseudonym", &p->keys, errbuf, errlen);
     if (err)
         return err;
-    p->current = cfg_version ? (uint32_t)cfg_version : veil_keyring_latest(p->keys);
-    if (!veil_keyring_get(p->keys, p->current)) {
-        snprintf(errbuf, errlen, "PSEUDONYM_KEY_VERSION: no key file pseudonym-%u.key in %s",
-                 p->current, ctx->keys_dir);
-        return VEIL_ERR_INVALID;
-    }
-    veil_log(VEIL_LOG_INFO, "pseudonym keys loaded", VL_INT("current", p->current), VL_END);
+    veil_log(VEIL_LOG_INFO, "pseudonym keys loaded", VL_INT("newest", veil_keyring_latest(p->keys)),
+             VL_END);
     return veil_server_add(ctx->server, &p->rpc.base, pseudonym_policy, pseudonym_policy_len,
                            errbuf, errlen);
 }
@@ -60,8 +50,6 @@ static const veil_service_spec spec = {
     .name = "pseudonym",
     .default_listen = "127.0.0.1:7104",
     .needs_keys = 1,
-    .vars = pseudonym_vars,
-    .n_vars = sizeof pseudonym_vars / sizeof pseudonym_vars[0],
     .start = start,
     .stop = stop,
     .reload = reload,

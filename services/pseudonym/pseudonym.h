@@ -25,8 +25,7 @@
 
 struct pseudonym {
     Veil__Pseudonym__Pseudonym_Service rpc; /* first: handlers cast the service to this */
-    veil_keyring *keys;
-    uint32_t current; /* used when a request names no version */
+    veil_keyring *keys; /* every version found; which one derives is the caller's choice */
 };
 
 /* Writes the pseudonym of (subject, sector, epoch) under key into out. */

@@ -121,6 +121,7 @@ int vc_admin_keys_rotate(const vc_opts *o)
     Veil__Gateway__RotateKeyResponse *resp = NULL;
     req.kind = (char *)o->kind;
     req.version = (uint32_t)o->version;
+    req.end_overlap = o->version == 0; /* only an explicit --version 0 ends an overlap */
     if (admin_call(o, "RotateKey", &req.base, &resp))
         return 1;
     if (o->json)

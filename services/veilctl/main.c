@@ -5,6 +5,7 @@
  * message are printed), 2 usage.  `--json` on any verb prints one JSON value
  * on stdout (errors as {"error":{"code":…,"message":…}}), for scripts.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -195,9 +196,28 @@ static const struct option long_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
+/*
+ * A whole number option: decimal digits only (no sign, no suffix, no
+ * blanks), within [min, max].  "3x", "", "-1" and overflow are refused with
+ * a message naming the option, so a typo never becomes another number.
+ */
+static int parse_count(const char *opt, const char *text, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = text[0] >= '0' && text[0] <= '9' ? strtol(text, &end, 10) : 0;
+    if (text[0] < '0' || text[0] > '9' || errno || *end || v < min || v > max) {
+        fprintf(stderr, "veilctl: --%s must be a whole number from %ld to %ld, not \"%s\"\n", opt,
+                min, max, text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    vc_opts o = {.days = 365};
+    vc_opts o = {.days = 365, .version = -1}; /* version -1: not given */
     if (sodium_init() < 0)
         return 1;
     /* The verb is the longest prefix of plain words that names one. */
@@ -230,7 +250,10 @@ int main(int argc, char **argv)
         case 'a': o.app = optarg; break;
         case 't': o.attrs = optarg; break;
         case 'p': o.purpose = optarg; break;
-        case 'd': o.days = strtol(optarg, NULL, 10); break;
+        case 'd':
+            if (parse_count("days", optarg, 1, 36500, &o.days))
+                return 2;
+            break;
         case 'i': o.id_number = optarg; break;
         case 'n': o.name = optarg; break;
         case 'l': o.label = optarg; break;
@@ -239,7 +262,10 @@ int main(int argc, char **argv)
         case 'k': o.kind = optarg; break;
         case 's': o.sector = optarg; break;
         case 'o': o.org = optarg; break;
-        case 'v': o.version = strtol(optarg, NULL, 10); break;
+        case 'v':
+            if (parse_count("version", optarg, 0, 1000000, &o.version))
+                return 2;
+            break;
         case 'S': o.state = optarg; break;
         case 'W': o.web_number = optarg; break;
         case 'c': o.cursor = optarg; break;

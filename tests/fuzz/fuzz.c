@@ -255,7 +255,6 @@ struct pseudonym *fz_pseudonym(void)
     quiet();
     p = calloc(1, sizeof *p);
     p->rpc = pseudonym_rpc;
-    p->current = 1;
     if (veil_keyring_load(fz_keys_dir(), "pseudonym", &p->keys, err, sizeof err)) {
         fprintf(stderr, "fuzz: cannot build pseudonym: %s\n", err);
         abort();

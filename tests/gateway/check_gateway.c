@@ -619,9 +619,42 @@ START_TEST(test_key_rotation)
     Veil__Gateway__RotateKeyRequest rk = VEIL__GATEWAY__ROTATE_KEY_REQUEST__INIT;
     Veil__Gateway__RotateKeyResponse *rr;
 
-    /* pseudonym keys: v2 becomes current; assertions carry previous_sub */
+    /*
+     * Issue 13 reproduction: a new key file and a restart change nothing -
+     * the version in use is the gateway's key_state, changed only by RotateKey.
+     */
     h_keyfile(S.keys[H_PSEUDONYM], "pseudonym", 2);
+    h_keyfile(S.keys[H_GATEWAY], "assertion", 2);
+    ck_assert_int_eq(h_stop(&S.pseudonym), 0);
+    ck_assert_int_eq(h_stack_restart(&S, H_PSEUDONYM), 0);
+    ck_assert_int_eq(h_stop(&S.gateway), 0);
+    ck_assert_int_eq(h_stack_restart(&S, H_GATEWAY), 0);
+    Veil__Gateway__CompleteLoginResponse *restarted = login_ok("edu.xuexi", w, NULL, 0);
+    ck_assert_str_eq(restarted->sub, first->sub);
+    ck_assert_str_eq(restarted->previous_sub, "");
+    /* and the restarted gateway still signs with assertion-1 although assertion-2 is present */
+    char header[256];
+    size_t hl;
+    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, restarted->assertion,
+                                        strcspn(restarted->assertion, "."), &hl),
+                     0);
+    header[hl] = '\0';
+    ck_assert_ptr_nonnull(strstr(header, "\"kid\":\"assertion-1\""));
+    e2e_free(restarted);
+    /* a request naming no version is refused: it must not end or start anything */
     rk.kind = "pseudonym";
+    rk.version = 0;
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
+                              &rk.base, &rr, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "version must be a key version of 1 or more (or end_overlap set)");
+    rk.end_overlap = 1; /* and there is no overlap to end */
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
+                              &rk.base, &rr, &st),
+                     VEIL_ERR_PRECONDITION);
+    rk.end_overlap = 0;
+
+    /* pseudonym keys: v2 becomes current, with v1 as the overlap; assertions carry previous_sub */
     rk.version = 2;
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
                               &rk.base, &rr, &st),
@@ -637,7 +670,6 @@ START_TEST(test_key_rotation)
     json_decref(c);
 
     /* assertion keys: a new key is published before it signs */
-    h_keyfile(S.keys[H_GATEWAY], "assertion", 2);
     char *jwks = e2e_jwks(&S);
     ck_assert_ptr_nonnull(strstr(jwks, "\"assertion-2\""));
     ck_assert_ptr_nonnull(strstr(jwks, "\"assertion-1\""));
@@ -654,9 +686,10 @@ START_TEST(test_key_rotation)
     ck_assert_int_eq(e2e_verify_with_pyjwt(jwks, tokens, auds, 2), 2);
     free(jwks);
 
-    /* ending the overlap stops previous_sub */
+    /* ending the overlap (explicitly) stops previous_sub */
     rk.kind = "pseudonym";
     rk.version = 0;
+    rk.end_overlap = 1;
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
                               &rk.base, &rr, &st),
                      VEIL_OK);
@@ -666,6 +699,7 @@ START_TEST(test_key_rotation)
     ck_assert_str_eq(fourth->previous_sub, "");
     /* unknown versions are refused */
     rk.version = 7;
+    rk.end_overlap = 0;
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
                               &rk.base, &rr, &st),
                      VEIL_ERR_PRECONDITION);

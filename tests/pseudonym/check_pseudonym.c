@@ -26,7 +26,7 @@ static void start(void)
     h_keyfile(keys, "pseudonym", 1);
     h_keyfile(keys, "pseudonym", 2);
     snprintf(env_keys, sizeof env_keys, "VEIL_KEYS_DIR=%s", keys);
-    const char *env[] = {env_keys, "PSEUDONYM_KEY_VERSION=1", NULL};
+    const char *env[] = {env_keys, NULL};
     ck_assert_int_eq(h_spawn(&svc, "pseudonym", "svc/pseudonym", env), 0);
 }
 
@@ -81,8 +81,11 @@ START_TEST(test_derive_properties)
 {
     start();
     char a1[64], a2[64], other[64], prev[64];
-    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 0, 0, a1, NULL), VEIL_OK);
-    ck_assert_int_eq(strncmp(a1, "v1.", 3), 0); /* the configured default version */
+    /* the caller always names the version: no default, so no new key file changes a pseudonym */
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 0, 0, a1, NULL),
+                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 1, 0, a1, NULL), VEIL_OK);
+    ck_assert_int_eq(strncmp(a1, "v1.", 3), 0);
     ck_assert_uint_eq(strlen(a1), 3 + 27);
     ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop.taobao", 0, 1, 0, a2, NULL), VEIL_OK);
     ck_assert_str_eq(a1, a2); /* stable */
@@ -198,7 +201,7 @@ END_TEST
 START_TEST(test_call_local_answers_as_the_server)
 {
     start();
-    struct pseudonym local = {.rpc = pseudonym_rpc, .current = 1};
+    struct pseudonym local = {.rpc = pseudonym_rpc};
     char err[256];
     ck_assert_int_eq(veil_keyring_load(keys, "pseudonym", &local.keys, err, sizeof err), VEIL_OK);
     veil_peer gateway = {.role = VEIL_PEER_GATEWAY, .name = "gateway"};

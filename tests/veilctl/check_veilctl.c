@@ -262,6 +262,46 @@ START_TEST(test_app_and_admin_verbs)
     str(j, "cursor");
     json_decref(j);
 
+    /* a cursor beyond the end of the app's events is refused, not taken as "nothing new" */
+    ck_assert_int_eq(veilctl(&out, "app events --app game.longyin --cursor r999999.c0 --json"), 1);
+    ck_assert_ptr_nonnull(strstr(out, "INVALID_ARGUMENT"));
+    ck_assert_ptr_nonnull(strstr(out, "cursor is beyond the end of this app's events"));
+    free(out);
+    ck_assert_int_eq(veilctl(&out, "app events --app game.longyin --cursor r0.c999999 --json"), 1);
+    free(out);
+
+    /* numbers are parsed strictly: a missing or malformed --version never becomes 0 (which
+       would end an overlap), "--days 3x" is not 3 */
+    ck_assert_int_eq(veilctl(NULL, "admin keys rotate --kind pseudonym"), 2);
+    ck_assert_int_eq(veilctl(NULL, "admin keys rotate --kind pseudonym --version x"), 2);
+    ck_assert_int_eq(veilctl(NULL, "admin keys rotate --kind pseudonym --version 2x"), 2);
+    ck_assert_int_eq(veilctl(NULL, "admin keys rotate --kind pseudonym --version -1"), 2);
+    ck_assert_int_eq(veilctl(NULL, "admin keys rotate --kind pseudonym --version ''"), 2);
+    ck_assert_int_eq(
+        veilctl(NULL, "admin keys rotate --kind pseudonym --version 99999999999999999999"), 2);
+    ck_assert_int_eq(veilctl(NULL, "wallet consent grant --wallet w --app gov.tax --attrs province "
+                                   "--purpose p --days 3x"),
+                     2);
+    ck_assert_int_eq(veilctl(NULL, "wallet consent grant --wallet w --app gov.tax --attrs province "
+                                   "--purpose p --days 0"),
+                     2);
+    char err_path[1200];
+    snprintf(err_path, sizeof err_path, "%s/stderr", dir);
+    FILE *ef = fopen(err_path, "r");
+    char errtext[65536];
+    size_t en = fread(errtext, 1, sizeof errtext - 1, ef);
+    errtext[en] = '\0';
+    fclose(ef);
+    ck_assert_ptr_nonnull(
+        strstr(errtext, "--days must be a whole number from 1 to 36500, not \"3x\""));
+    ck_assert_ptr_nonnull(
+        strstr(errtext, "--version must be a whole number from 0 to 1000000, not \"2x\""));
+    /* nothing changed: the pseudonym key state is still version 1 with no overlap */
+    j = ok_json("admin keys rotate --kind pseudonym --version 1");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "current")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "previous")), 0);
+    json_decref(j);
+
     /* usage errors exit 2 */
     ck_assert_int_eq(veilctl(NULL, "wallet frobnicate"), 2);
     ck_assert_int_eq(veilctl(NULL, "app login --app gov.tax"), 2);
