@@ -794,6 +794,7 @@ static void phase_derive(struct bench *b)
     dc.one.subject_ref = (ProtobufCBinaryData){sizeof subject, subject};
     dc.one.sector_id = "bench.sector";
     dc.one.link_epoch = 1;
+    dc.one.key_version = 1; /* the gateway always names it */
     double secs = b->seconds / 2 > 2 ? b->seconds / 2 : 2;
     struct run r = {.n = (size_t)1 << 30, .depth = 64, .seconds = secs, .start = derive_start,
                     .done = plain_done, .ctx = &dc};
@@ -820,6 +821,7 @@ static void phase_derive(struct bench *b)
     }
     dc.batch.items = ptrs;
     dc.batch.n_items = dc.batch_items;
+    dc.batch.key_version = 1;
     struct run rb = {.n = (size_t)1 << 30, .depth = 4, .seconds = secs, .start = batch_start,
                      .done = batch_done, .ctx = &dc};
     run_calls(b, &rb);

@@ -205,6 +205,7 @@ static void dispatch_seeds(void)
     item.sector_id = "shop.jiale";
     db.items = items;
     db.n_items = 2;
+    db.key_version = 1;
     dispatch("pseudonym-batch", "veil.pseudonym.Pseudonym", "DeriveBatch", &db.base);
 
     /* the gateway */

@@ -206,6 +206,7 @@ static void pseudonym_of(veil_channel *ps, const unsigned char *subject, uint32_
     req.subject_ref.len = 32;
     req.sector_id = "chat.wechat";
     req.link_epoch = epoch;
+    req.key_version = 1;
     ck_assert_int_eq(veil_channel_call(ps, "Derive", &req.base, NULL, 5000, &resp, &st), VEIL_OK);
     snprintf(out, 64, "%s", resp->pseudonym);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
