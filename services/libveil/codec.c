@@ -195,37 +195,46 @@ const unsigned char *veil_read_lp(veil_reader *r, size_t *n)
     return p;
 }
 
+size_t veil_utf8_seq(const unsigned char *p, size_t avail)
+{
+    unsigned c = p[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if ((c & 0xe0) == 0xc0)
+        len = 2, cp = c & 0x1f;
+    else if ((c & 0xf0) == 0xe0)
+        len = 3, cp = c & 0x0f;
+    else if ((c & 0xf8) == 0xf0)
+        len = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (avail < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    /* Reject overlong forms, surrogates and values past U+10FFFF. */
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+        return 0;
+    return len;
+}
+
 int veil_utf8_printable(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
     while (p < end) {
-        unsigned c = *p;
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return 0;
-            p++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2, cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, cp = c & 0x07;
-        } else {
+        size_t len = veil_utf8_seq(p, (size_t)(end - p));
+        if (len == 0)
             return 0;
-        }
-        if ((size_t)(end - p) < len)
+        if (len == 1 && (*p < 0x20 || *p == 0x7f))
             return 0;
-        for (size_t i = 1; i < len; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (p[i] & 0x3f);
-        }
-        /* Reject overlong forms, surrogates and values past U+10FFFF. */
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff || (cp >= 0x80 && cp < 0xa0))
+        /* C1 controls U+0080..U+009F: 0xc2 0x80..0x9f */
+        if (len == 2 && p[0] == 0xc2 && p[1] < 0xa0)
             return 0;
         p += len;
     }

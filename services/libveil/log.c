@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "veil/codec.h"
 #include "veil/log.h"
 
 static const char *log_service = "veil";
@@ -44,39 +45,6 @@ int veil_log_enabled(veil_log_level level)
 }
 
 /*
- * Length of the well-formed UTF-8 sequence at p (at most avail bytes), or 0
- * when the bytes there are not one: overlong forms, surrogates and values
- * past U+10FFFF included.
- */
-static size_t utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned c = p[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if ((c & 0xe0) == 0xc0)
-        len = 2, cp = c & 0x1f;
-    else if ((c & 0xf0) == 0xe0)
-        len = 3, cp = c & 0x0f;
-    else if ((c & 0xf8) == 0xf0)
-        len = 4, cp = c & 0x07;
-    else
-        return 0;
-    if (avail < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-        return 0;
-    return len;
-}
-
-/*
  * A jansson string of s made safe: invalid bytes replaced by U+FFFD, cut
  * after VEIL_LOG_VALUE_MAX bytes (then *cut is set).  NULL s logs as "".
  */
@@ -92,7 +60,7 @@ static json_t *safe_string(const char *s, int *cut)
         return json_string("");
     size_t o = 0;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq(p + i, n - i);
+        size_t len = veil_utf8_seq(p + i, n - i);
         const char *src = len ? (const char *)p + i : repl;
         size_t sl = len ? len : 3;
         if (o + sl > VEIL_LOG_VALUE_MAX) {

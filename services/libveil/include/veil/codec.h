@@ -62,6 +62,13 @@ const unsigned char *veil_read_bytes(veil_reader *r, size_t n);
 /* A u16 length-prefixed field; sets *n. */
 const unsigned char *veil_read_lp(veil_reader *r, size_t *n);
 
+/*
+ * Length of the well-formed UTF-8 sequence at p (avail >= 1 bytes there), or
+ * 0 when it is not one: overlong forms, surrogates and values past U+10FFFF
+ * are not.
+ */
+size_t veil_utf8_seq(const unsigned char *p, size_t avail);
+
 /* Whether s[0..n) is valid UTF-8 without NULs or C0 control characters. */
 int veil_utf8_printable(const char *s, size_t n);
 
