@@ -35,7 +35,8 @@ static int valid_addr(const char *s)
 
 static veil_err fail(char *errbuf, size_t errlen, const veil_config_var *v, const char *what)
 {
-    snprintf(errbuf, errlen, "%s: %s (%s)", v->name, what, v->help ? v->help : "see docs/operations.md");
+    snprintf(errbuf, errlen, "%s: %s (%s)", v->name, what,
+             v->help ? v->help : "see docs/operations.md");
     return VEIL_ERR_INVALID;
 }
 

@@ -42,9 +42,8 @@ void veil_ticket_signed_bytes(veil_buf *b, const char *app_id, const unsigned ch
     veil_buf_put(b, device_id, VEIL_DEVICE_ID_BYTES);
 }
 
-veil_err veil_ticket_make(const char *app_id, const unsigned char *challenge,
-                          size_t challenge_len, int64_t time_ms,
-                          const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+veil_err veil_ticket_make(const char *app_id, const unsigned char *challenge, size_t challenge_len,
+                          int64_t time_ms, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                           const unsigned char *device_sk, const unsigned char vault_pk[32],
                           uint32_t key_version, char **out)
 {

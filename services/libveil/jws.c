@@ -106,7 +106,8 @@ veil_err veil_jws_verify(const char *jws, size_t len, const char *want_typ, veil
         err = VEIL_ERR_UNAUTHENTICATED;
         goto out;
     }
-    if (crypto_sign_verify_detached(sbuf, (const unsigned char *)jws, (size_t)(d2 - jws), pk) != 0) {
+    if (crypto_sign_verify_detached(sbuf, (const unsigned char *)jws, (size_t)(d2 - jws), pk) !=
+        0) {
         err = VEIL_ERR_UNAUTHENTICATED;
         goto out;
     }

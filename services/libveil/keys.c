@@ -115,7 +115,7 @@ void veil_key_free(veil_key *key)
 struct veil_keyring {
     char *dir;
     char purpose[32];
-    pthread_mutex_t lock;   /* serialises refreshes; readers use `count` */
+    pthread_mutex_t lock; /* serialises refreshes; readers use `count` */
     _Atomic size_t count;
     veil_key *keys[VEIL_KEYRING_MAX];
 };
@@ -172,8 +172,8 @@ out:
     return err;
 }
 
-veil_err veil_keyring_load(const char *dir, const char *purpose, veil_keyring **out,
-                           char *errbuf, size_t errlen)
+veil_err veil_keyring_load(const char *dir, const char *purpose, veil_keyring **out, char *errbuf,
+                           size_t errlen)
 {
     *out = NULL;
     veil_keyring *ring = calloc(1, sizeof *ring);

@@ -20,6 +20,7 @@
 
 #include "veil/codec.h"
 #include "veil/log.h"
+#include "veil/trace.h"
 
 static const char *log_service = "veil";
 static veil_log_level log_min = VEIL_LOG_INFO;
@@ -101,6 +102,11 @@ void veil_log(veil_log_level level, const char *msg, ...)
     json_object_set_new(line, "level", json_string(names[level]));
     json_object_set_new(line, "svc", safe_string(log_service, &cut));
     json_object_set_new(line, "msg", safe_string(msg, &cut));
+    const veil_trace *trace = veil_trace_current();
+    if (trace) { /* the call this thread is working on (veil/trace.h) */
+        json_object_set_new(line, "trace_id", json_string(trace->trace_id));
+        json_object_set_new(line, "span_id", json_string(trace->span_id));
+    }
 
     va_list ap;
     va_start(ap, msg);

@@ -16,14 +16,13 @@
 #include "veil/migrate.h"
 #include "veil/pg.h"
 
-static const char create_table[] =
-    "CREATE TABLE IF NOT EXISTS veil_schema_migrations ("
-    " service text NOT NULL,"
-    " version integer NOT NULL,"
-    " name text NOT NULL,"
-    " checksum text NOT NULL,"
-    " applied_at timestamptz NOT NULL DEFAULT now(),"
-    " PRIMARY KEY (service, version))";
+static const char create_table[] = "CREATE TABLE IF NOT EXISTS veil_schema_migrations ("
+                                   " service text NOT NULL,"
+                                   " version integer NOT NULL,"
+                                   " name text NOT NULL,"
+                                   " checksum text NOT NULL,"
+                                   " applied_at timestamptz NOT NULL DEFAULT now(),"
+                                   " PRIMARY KEY (service, version))";
 
 static void checksum_hex(const char *sql, char out[65])
 {

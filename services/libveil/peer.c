@@ -89,10 +89,10 @@ void veil_peer_identify(grpc_call *call, const char *trust_domain, int dev_plain
             for (size_t i = 0; i < md->count; i++) {
                 grpc_slice k = md->metadata[i].key, v = md->metadata[i].value;
                 if (GRPC_SLICE_LENGTH(k) == strlen(VEIL_DEV_PEER_HEADER) &&
-                    memcmp(GRPC_SLICE_START_PTR(k), VEIL_DEV_PEER_HEADER,
-                           GRPC_SLICE_LENGTH(k)) == 0) {
-                    veil_peer_from_uri((const char *)GRPC_SLICE_START_PTR(v),
-                                       GRPC_SLICE_LENGTH(v), trust_domain, out);
+                    memcmp(GRPC_SLICE_START_PTR(k), VEIL_DEV_PEER_HEADER, GRPC_SLICE_LENGTH(k)) ==
+                        0) {
+                    veil_peer_from_uri((const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v),
+                                       trust_domain, out);
                     if (out->role == 0 && strcmp(out->uri, "citizen") == 0)
                         out->role = VEIL_PEER_CITIZEN;
                     break;

@@ -11,13 +11,22 @@
 #include "veil/log.h"
 #include "veil/pg.h"
 
-#define MAX_PARAMS 24
+#define MAX_PARAMS     24
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 
 /* OIDs of the built-in types the getters accept (pg_type.h). */
-enum { BOOLOID = 16, BYTEAOID = 17, NAMEOID = 19, INT8OID = 20, INT2OID = 21, INT4OID = 23,
-       TEXTOID = 25, VARCHAROID = 1043, TIMESTAMPTZOID = 1184 };
+enum {
+    BOOLOID = 16,
+    BYTEAOID = 17,
+    NAMEOID = 19,
+    INT8OID = 20,
+    INT2OID = 21,
+    INT4OID = 23,
+    TEXTOID = 25,
+    VARCHAROID = 1043,
+    TIMESTAMPTZOID = 1184
+};
 
 struct veil_db {
     char *conninfo;
@@ -182,7 +191,8 @@ veil_err veil_db_conn(veil_db *db, veil_pg **out)
     }
     if (PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
         /* A previous user left a transaction open: a bug, but not this call's. */
-        veil_log(VEIL_LOG_ERROR, "connection handed back inside a transaction; rolling back", VL_END);
+        veil_log(VEIL_LOG_ERROR, "connection handed back inside a transaction; rolling back",
+                 VL_END);
         veil_pg_rollback(c);
     }
     *out = c;
@@ -199,21 +209,21 @@ veil_err veil_pg_sqlstate_err(const char *st)
     if (!st || strlen(st) != 5)
         return VEIL_ERR_INTERNAL;
     if (strcmp(st, "23505") == 0)
-        return VEIL_ERR_EXISTS;                  /* unique_violation */
+        return VEIL_ERR_EXISTS; /* unique_violation */
     if (strcmp(st, "23503") == 0)
-        return VEIL_ERR_PRECONDITION;            /* foreign_key_violation */
+        return VEIL_ERR_PRECONDITION; /* foreign_key_violation */
     if (strncmp(st, "23", 2) == 0 || strncmp(st, "22", 2) == 0)
-        return VEIL_ERR_INVALID;                 /* integrity / data exceptions */
+        return VEIL_ERR_INVALID; /* integrity / data exceptions */
     if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0)
-        return VEIL_ERR_ABORTED;                 /* serialization failure, deadlock */
+        return VEIL_ERR_ABORTED; /* serialization failure, deadlock */
     if (strcmp(st, "57014") == 0)
-        return VEIL_ERR_DEADLINE;                /* query_canceled (statement_timeout) */
+        return VEIL_ERR_DEADLINE; /* query_canceled (statement_timeout) */
     if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0)
-        return VEIL_ERR_UNAVAILABLE;             /* connection lost, server shutting down */
+        return VEIL_ERR_UNAVAILABLE; /* connection lost, server shutting down */
     if (strncmp(st, "53", 2) == 0)
-        return VEIL_ERR_UNAVAILABLE;             /* insufficient resources: retry later */
+        return VEIL_ERR_UNAVAILABLE; /* insufficient resources: retry later */
     if (strcmp(st, "55P03") == 0)
-        return VEIL_ERR_ABORTED;                 /* lock_not_available */
+        return VEIL_ERR_ABORTED; /* lock_not_available */
     return VEIL_ERR_INTERNAL;
 }
 
@@ -230,8 +240,8 @@ static veil_err result_err(veil_pg *c, PGresult *r, const char *what)
     /* SQLSTATE and names only: server messages may quote parameter values. */
     veil_log(err == VEIL_ERR_EXISTS ? VEIL_LOG_DEBUG : VEIL_LOG_WARN, "database statement failed",
              VL_STR("statement", what), VL_STR("sqlstate", st ? st : "none"),
-             VL_STR("constraint", constraint ? constraint : ""), VL_STR("error", veil_err_name(err)),
-             VL_END);
+             VL_STR("constraint", constraint ? constraint : ""),
+             VL_STR("error", veil_err_name(err)), VL_END);
     return err;
 }
 

@@ -19,12 +19,13 @@
 #include "internal.h"
 #include "veil/client.h"
 #include "veil/log.h"
+#include "veil/trace.h"
 
 struct veil_channel {
     grpc_channel *ch;
     const ProtobufCServiceDescriptor *svc;
-    char **paths;  /* "/pkg.Service/Method", must outlive the channel */
-    void **regs;   /* registered-call handles, by method index */
+    char **paths; /* "/pkg.Service/Method", must outlive the channel */
+    void **regs;  /* registered-call handles, by method index */
     char *dev_identity;
 };
 
@@ -36,7 +37,8 @@ struct veil_pending {
     grpc_call *call;
     const ProtobufCMethodDescriptor *m;
     grpc_op ops[6];
-    grpc_metadata dev_md;
+    grpc_metadata md[2]; /* the development identity, traceparent */
+    char traceparent[VEIL_TRACEPARENT_LEN + 1];
     grpc_metadata_array initial_md, trailing_md;
     grpc_byte_buffer *send_bb, *recv_bb;
     grpc_status_code status;
@@ -79,7 +81,8 @@ veil_err veil_channel_new(const char *target, const veil_tls_config *tls,
      * TLS handshakes on a loaded machine time out ("connection attempt timed
      * out before receiving SETTINGS frame").
      */
-    args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = 100}};
+    args[n++] =
+        (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = 100}};
     args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, {.integer = 1000}};
     /*
      * Each veil channel keeps its own connections.  A service has one channel
@@ -88,7 +91,8 @@ veil_err veil_channel_new(const char *target, const veil_tls_config *tls,
      */
     args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}};
     if (!tls->plaintext && tls->server_name && *tls->server_name)
-        args[n++] = (grpc_arg){GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+        args[n++] = (grpc_arg){GRPC_ARG_STRING,
+                               GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
                                {.string = (char *)tls->server_name}};
     grpc_channel_args cargs = {n, args};
     c->ch = grpc_channel_create(target, creds, &cargs);
@@ -194,10 +198,10 @@ static veil_err start_call(veil_channel *c, const char *method, const ProtobufCM
     p->send_bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
 
-    gpr_timespec deadline =
-        timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                      gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
-                       : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    gpr_timespec deadline = timeout_ms > 0
+                                ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                               gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
+                                : gpr_inf_future(GPR_CLOCK_MONOTONIC);
     unsigned idx = (unsigned)(m - c->svc->methods);
     p->call = grpc_channel_create_registered_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, q->cq,
                                                   c->regs[idx], deadline, NULL);
@@ -210,12 +214,19 @@ static veil_err start_call(veil_channel *c, const char *method, const ProtobufCM
     memset(p->ops, 0, sizeof p->ops);
     op->op = GRPC_OP_SEND_INITIAL_METADATA;
     op->flags = flags;
+    size_t n_md = 0;
     if (c->dev_identity) {
-        p->dev_md.key = grpc_slice_from_static_string(VEIL_DEV_PEER_HEADER);
-        p->dev_md.value = grpc_slice_from_static_string(c->dev_identity);
-        op->data.send_initial_metadata.count = 1;
-        op->data.send_initial_metadata.metadata = &p->dev_md;
+        p->md[n_md].key = grpc_slice_from_static_string(VEIL_DEV_PEER_HEADER);
+        p->md[n_md++].value = grpc_slice_from_static_string(c->dev_identity);
     }
+    const veil_trace *trace = veil_trace_current();
+    if (trace) { /* a call made for a call: the same trace, this span as parent */
+        veil_trace_format(trace, p->traceparent);
+        p->md[n_md].key = grpc_slice_from_static_string("traceparent");
+        p->md[n_md++].value = grpc_slice_from_static_string(p->traceparent);
+    }
+    op->data.send_initial_metadata.count = n_md;
+    op->data.send_initial_metadata.metadata = n_md ? p->md : NULL;
     op++;
     op->op = GRPC_OP_SEND_MESSAGE;
     op->data.send_message.send_message = p->send_bb;
@@ -249,8 +260,8 @@ veil_err veil_channel_start(veil_channel *c, const char *method, const ProtobufC
 }
 
 veil_err veil_channel_start_wait_ready(veil_channel *c, const char *method,
-                                       const ProtobufCMessage *req, int64_t timeout_ms,
-                                       veil_cq *q, void *user, veil_pending **out)
+                                       const ProtobufCMessage *req, int64_t timeout_ms, veil_cq *q,
+                                       void *user, veil_pending **out)
 {
     return start_call(c, method, req, timeout_ms,
                       GRPC_INITIAL_METADATA_WAIT_FOR_READY |
@@ -260,9 +271,10 @@ veil_err veil_channel_start_wait_ready(veil_channel *c, const char *method,
 
 veil_pending *veil_cq_next(veil_cq *q, int64_t timeout_ms)
 {
-    gpr_timespec until = timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
-                                        : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                                       gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    gpr_timespec until = timeout_ms < 0
+                             ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+                             : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                            gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
     grpc_event ev = grpc_completion_queue_next(q->cq, until, NULL);
     if (ev.type != GRPC_OP_COMPLETE)
         return NULL;

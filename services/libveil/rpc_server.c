@@ -30,10 +30,11 @@
 #include "internal.h"
 #include "veil/codec.h"
 #include "veil/log.h"
+#include "veil/trace.h"
 
 #define SLOTS_PER_METHOD 16
-#define MAX_SERVICES 8
-#define MAX_DRAIN_HOOKS 4
+#define MAX_SERVICES     8
+#define MAX_DRAIN_HOOKS  4
 
 struct method {
     char *path;
@@ -62,7 +63,7 @@ struct veil_call {
     struct tag t_new, t_done;
     veil_server *srv;
     struct local_block *local; /* veil_call_local: its arena */
-    struct method *m; /* NULL for the catch-all */
+    struct method *m;          /* NULL for the catch-all */
     grpc_call *call;
     gpr_timespec deadline;
     grpc_metadata_array md;
@@ -78,6 +79,8 @@ struct veil_call {
     grpc_slice status_slice;
     int cancelled;
     int64_t t0;
+    veil_trace trace; /* set at dispatch (traced = 1) */
+    int traced;
     grpc_op ops[4];
 };
 
@@ -317,8 +320,8 @@ static void send_reply(veil_call *c)
     c->ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
     grpc_call_error e = grpc_call_start_batch(c->call, c->ops, n, &c->t_done, NULL);
     if (e != GRPC_CALL_OK) {
-        veil_log(VEIL_LOG_ERROR, "cannot start the reply batch", VL_STR("method", veil_call_method(c)),
-                 VL_INT("grpc_call_error", e), VL_END);
+        veil_log(VEIL_LOG_ERROR, "cannot start the reply batch",
+                 VL_STR("method", veil_call_method(c)), VL_INT("grpc_call_error", e), VL_END);
         call_free(c);
     }
 }
@@ -354,10 +357,41 @@ static void invoke(veil_call *c, ProtobufCMessage *req)
     }
 }
 
-/* Unpacks the request into the arena and runs the handler; then replies. */
+/*
+ * The call's trace: a child of the caller's traceparent when the caller is an
+ * app, the admin or another service, else a fresh one.  A wallet's or a
+ * probe's traceparent is ignored: a phone that sent the same trace id with
+ * every call would make its own calls linkable in the logs.
+ */
+static void trace_begin(veil_call *c)
+{
+    const unsigned trusted = VEIL_PEER_ANYONE & ~(VEIL_PEER_CITIZEN | VEIL_PEER_PROBE);
+    const char *v;
+    size_t len;
+    veil_trace parent;
+    if ((c->peer.role & trusted) && veil_call_metadata(c, "traceparent", &v, &len) &&
+        veil_trace_parse(v, len, &parent))
+        veil_trace_child(&parent, &c->trace);
+    else
+        veil_trace_new(&c->trace);
+    c->traced = 1;
+}
+
+static void run_call_traced(veil_call *c);
+
+/* Runs the call with its trace current on this thread, so its log lines and outbound calls carry
+ * it. */
 static void run_call(void *item)
 {
     veil_call *c = item;
+    veil_trace_set_current(c->traced ? &c->trace : NULL);
+    run_call_traced(c);
+    veil_trace_set_current(NULL);
+}
+
+/* Unpacks the request into the arena and runs the handler; then replies. */
+static void run_call_traced(veil_call *c)
+{
     veil_server *s = c->srv;
 
     if (atomic_load(&s->draining))
@@ -435,6 +469,7 @@ static void dispatch(veil_server *s, veil_call *c)
 {
     c->t0 = veil_mono_ns();
     veil_peer_identify(c->call, s->trust_domain, s->cfg.tls.plaintext, &c->md, &c->peer);
+    trace_begin(c);
     struct method *m = c->m;
 
     if (!(m->allow & c->peer.role)) {
@@ -479,12 +514,15 @@ static void log_finished(veil_call *c)
     }
     if (!veil_log_enabled(level))
         return;
+    veil_trace_set_current(c->traced ? &c->trace : NULL);
     veil_log(level, "call finished", VL_STR("method", c->m ? c->m->path : "(unknown)"),
              VL_STR("status", veil_status_name(veil_err_status(c->err))),
-             VL_STR("message", c->err == VEIL_OK ? "" : c->has_message ? c->message
-                                                                       : veil_err_message(c->err)),
+             VL_STR("message", c->err == VEIL_OK ? ""
+                               : c->has_message  ? c->message
+                                                 : veil_err_message(c->err)),
              VL_STR("caller", c->peer.uri), VL_BOOL("cancelled", c->cancelled),
              VL_DBL("ms", (double)(veil_mono_ns() - c->t0) / 1e6), VL_END);
+    veil_trace_set_current(NULL);
 }
 
 static void *cq_main(void *arg)
@@ -575,9 +613,13 @@ veil_err veil_server_new(const veil_server_config *cfg, veil_server **out, char 
     grpc_init();
     grpc_arg args[] = {
         {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = s->cfg.max_message_bytes}},
+        {GRPC_ARG_INTEGER,
+         GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         {.integer = s->cfg.max_message_bytes}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = s->cfg.max_message_bytes}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 10000}},
+        {GRPC_ARG_INTEGER,
+         GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+         {.integer = 10000}},
         {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, {.integer = 1}},
     };
     grpc_channel_args cargs = {sizeof args / sizeof args[0], args};
@@ -674,8 +716,8 @@ veil_err veil_server_start(veil_server *s, int *port, char *errbuf, size_t errle
                  VL_STR("addr", s->listen_addr), VL_END);
         creds = grpc_insecure_server_credentials_create();
     } else {
-        creds = veil_tls_server_credentials(&s->cfg.tls, s->cfg.client_cert_optional, errbuf,
-                                            errlen);
+        creds =
+            veil_tls_server_credentials(&s->cfg.tls, s->cfg.client_cert_optional, errbuf, errlen);
         if (!creds)
             return VEIL_ERR_INVALID;
     }
@@ -771,8 +813,9 @@ void veil_server_drain(veil_server *s)
         pthread_join(s->cq_thread, NULL);
     s->cq_thread_started = 0;
     grpc_completion_queue_shutdown(s->shutdown_cq);
-    while (grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-               .type != GRPC_QUEUE_SHUTDOWN)
+    while (
+        grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+        GRPC_QUEUE_SHUTDOWN)
         ;
     s->started = 0;
     veil_log(VEIL_LOG_INFO, "drained", VL_END);

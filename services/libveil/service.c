@@ -22,13 +22,18 @@ static struct common {
     int64_t workers, waiters, max_message, drain_delay_ms, drain_grace_ms, rpc_timeout_ms;
 } cfg;
 
-#define V(name, type, def, target, lo, hi, help) {name, type, def, 0, target, lo, hi, help}
+#define V(name, type, def, target, lo, hi, help)                                                   \
+    {                                                                                              \
+        name, type, def, 0, target, lo, hi, help                                                   \
+    }
 static veil_config_var common_vars[] = {
-    V("VEIL_LISTEN_ADDR", VEIL_CFG_ADDR, NULL, &cfg.listen_addr, 0, 0, "host:port to serve gRPC on"),
+    V("VEIL_LISTEN_ADDR", VEIL_CFG_ADDR, NULL, &cfg.listen_addr, 0, 0,
+      "host:port to serve gRPC on"),
     V("VEIL_HEALTH_ADDR", VEIL_CFG_ADDR, NULL, &cfg.health_addr, 0, 0,
       "optional plaintext host:port answering only grpc.health.v1 (kubelet probes)"),
     V("VEIL_TLS_CA", VEIL_CFG_FILE, NULL, &cfg.tls_ca, 0, 0, "PEM CA bundle that signs every peer"),
-    V("VEIL_TLS_CERT", VEIL_CFG_FILE, NULL, &cfg.tls_cert, 0, 0, "this service's certificate (PEM)"),
+    V("VEIL_TLS_CERT", VEIL_CFG_FILE, NULL, &cfg.tls_cert, 0, 0,
+      "this service's certificate (PEM)"),
     V("VEIL_TLS_KEY", VEIL_CFG_FILE, NULL, &cfg.tls_key, 0, 0, "this service's private key (PEM)"),
     V("VEIL_DEV_PLAINTEXT", VEIL_CFG_BOOL, "false", &cfg.plaintext, 0, 0,
       "development only: no TLS, callers name themselves"),
@@ -50,7 +55,8 @@ static veil_config_var common_vars[] = {
       "then let in-flight calls finish this long"),
     V("VEIL_RPC_TIMEOUT_MS", VEIL_CFG_INT, "2000", &cfg.rpc_timeout_ms, 1, 600000,
       "budget of a call to another service"),
-    V("VEIL_LOG_LEVEL", VEIL_CFG_STRING, "info", &cfg.log_level, 0, 0, "debug, info, warn or error"),
+    V("VEIL_LOG_LEVEL", VEIL_CFG_STRING, "info", &cfg.log_level, 0, 0,
+      "debug, info, warn or error"),
     V("VEIL_PORT_FILE", VEIL_CFG_STRING, NULL, &cfg.port_file, 0, 0,
       "write the bound port here once listening (tests, local stack)"),
 };
@@ -93,7 +99,9 @@ static int load_config(const veil_service_spec *spec, veil_service_ctx *ctx, con
         return 1;
     if (talking && !cfg.plaintext && (!cfg.tls_ca || !cfg.tls_cert || !cfg.tls_key)) {
         snprintf(err, sizeof err, "%s: must be set unless VEIL_DEV_PLAINTEXT=true",
-                 !cfg.tls_ca ? "VEIL_TLS_CA" : !cfg.tls_cert ? "VEIL_TLS_CERT" : "VEIL_TLS_KEY");
+                 !cfg.tls_ca     ? "VEIL_TLS_CA"
+                 : !cfg.tls_cert ? "VEIL_TLS_CERT"
+                                 : "VEIL_TLS_KEY");
         goto bad;
     }
     if (spec->migrations && !cfg.database_url) {
@@ -162,9 +170,8 @@ static int serve(const veil_service_spec *spec, veil_service_ctx *ctx, sigset_t 
     void *state = NULL;
     int status = 1, port = 0;
 
-    if (spec->migrations &&
-        veil_migrate_check(cfg.database_url, spec->name, spec->migrations, *spec->n_migrations,
-                           err, sizeof err) != VEIL_OK) {
+    if (spec->migrations && veil_migrate_check(cfg.database_url, spec->name, spec->migrations,
+                                               *spec->n_migrations, err, sizeof err) != VEIL_OK) {
         veil_log(VEIL_LOG_ERROR, "refusing to start", VL_STR("error", err), VL_END);
         return 1;
     }

@@ -113,7 +113,8 @@ grpc_channel_credentials *veil_tls_channel_credentials(const veil_tls_config *tl
         return NULL;
     grpc_ssl_pem_key_cert_pair pair = {p.key, p.cert};
     /* grpc copies the PEM strings; ours are wiped right after. */
-    grpc_channel_credentials *c = grpc_ssl_credentials_create(p.ca, p.cert ? &pair : NULL, NULL, NULL);
+    grpc_channel_credentials *c =
+        grpc_ssl_credentials_create(p.ca, p.cert ? &pair : NULL, NULL, NULL);
     pems_free(&p);
     if (!c)
         snprintf(errbuf, errlen, "cannot build TLS credentials from %s", tls->ca_file);

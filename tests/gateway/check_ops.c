@@ -1,0 +1,176 @@
+/*
+ * check_ops.c - what an operator relies on, on a whole stack (issue 16):
+ * a W3C traceparent from an app followed through every service's log.
+ *
+ * One stack for the suite (an unchecked fixture), its services logging at
+ * debug so every finished call is a line; tests run in one process because
+ * grpc core must not be used across fork().
+ */
+#include <check.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "e2e.h"
+#include "veil/trace.h"
+
+static h_stack S;
+static const char *const service_env[] = {"VEIL_LOG_LEVEL=debug", NULL};
+static const char *const gateway_env[] = {"GATEWAY_CACHE_ENTRIES=0", NULL};
+
+static void stack_up(void)
+{
+    h_stack_opts o = {.service_env = service_env, .gateway_env = gateway_env};
+    if (h_stack_start_opts(&S, &o) != 0)
+        ck_abort_msg("the stack did not start");
+}
+
+static void stack_down(void)
+{
+    ck_assert_int_eq(h_stack_stop(&S), 0);
+}
+
+/*
+ * Counts the lines of p's log that carry trace_id (as the "trace_id" field
+ * of a JSON line); fails the test on a line that is not JSON.  methods, when
+ * not NULL, receives the "method" of the trace's "call finished" lines.
+ */
+static int lines_with_trace(const h_proc *p, const char *trace_id, char *methods, size_t mlen)
+{
+    FILE *f = fopen(p->log, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[16384];
+    int n = 0;
+    if (methods && mlen)
+        methods[0] = '\0';
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] != '{')
+            continue; /* grpc's own messages, valgrind's */
+        json_error_t je;
+        json_t *j = json_loads(line, 0, &je);
+        ck_assert_msg(j != NULL, "%s log line is not JSON: %s", p->name, line);
+        const char *t = json_string_value(json_object_get(j, "trace_id"));
+        if (t && strcmp(t, trace_id) == 0) {
+            n++;
+            const char *span = json_string_value(json_object_get(j, "span_id"));
+            ck_assert_msg(span && strlen(span) == 16, "a traced line without its span id");
+            const char *m = json_string_value(json_object_get(j, "method"));
+            if (methods && m) {
+                strncat(methods, m, mlen - strlen(methods) - 1);
+                strncat(methods, " ", mlen - strlen(methods) - 1);
+            }
+        }
+        json_decref(j);
+    }
+    fclose(f);
+    return n;
+}
+
+/* Waits (a call's last line is written just after its reply left) until p logged method in trace.
+ */
+static int wait_for_method(const h_proc *p, const char *trace_id, const char *method)
+{
+    char methods[4096];
+    for (int i = 0; i < 100 * h_timeout_scale(); i++) {
+        lines_with_trace(p, trace_id, methods, sizeof methods);
+        if (strstr(methods, method))
+            return 1;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr, "%s: trace %s has only: %s\n", p->name, trace_id, methods);
+    return 0;
+}
+
+/* Issue 16 item 3: an app's traceparent reaches every service's log through every hop. */
+START_TEST(test_traceparent_through_every_hop)
+{
+    char id[19];
+    e2e_id_number("11010519491231002", id);
+    vw_wallet *w = e2e_enrol(&S, id, "Trace Test");
+    const char *attrs[] = {"age_over_18"};
+    e2e_grant(&S, w, "gov.services", attrs, 1);
+
+    const char *traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const char *trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    veil_trace t;
+    ck_assert(veil_trace_parse(traceparent, strlen(traceparent), &t));
+    veil_trace_set_current(&t); /* this thread is the app: its calls send traceparent */
+    Veil__Gateway__CompleteLoginResponse *r;
+    veil_status st;
+    veil_err err = e2e_login(&S, "gov.services", w, attrs, 1, &r, &st);
+    veil_trace_set_current(NULL);
+    ck_assert_msg(err == VEIL_OK, "login failed: %s", st.message);
+    e2e_free(r);
+
+    ck_assert(wait_for_method(&S.gateway, trace_id, "/veil.gateway.Login/BeginLogin"));
+    ck_assert(wait_for_method(&S.gateway, trace_id, "/veil.gateway.Login/CompleteLogin"));
+    ck_assert(wait_for_method(&S.vault, trace_id, "/veil.vault.Vault/VerifyTicket"));
+    ck_assert(wait_for_method(&S.vault, trace_id, "/veil.vault.Vault/ReleaseAttributes"));
+    ck_assert(wait_for_method(&S.consent, trace_id, "/veil.consent.Consent/"));
+    ck_assert(wait_for_method(&S.revocation, trace_id, "/veil.revocation.Revocation/"));
+    ck_assert(wait_for_method(&S.pseudonym, trace_id, "/veil.pseudonym.Pseudonym/"));
+
+    /* A wallet's traceparent is not adopted: its calls would become linkable in the logs. */
+    const char *wallet_trace = "0af7651916cd43dd8448eb211c80319c";
+    ck_assert(veil_trace_parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", 55, &t));
+    veil_trace_set_current(&t);
+    Veil__Gateway__ListDevicesPayload ld = VEIL__GATEWAY__LIST_DEVICES_PAYLOAD__INIT;
+    Veil__Gateway__ListDevicesResponse *devs = NULL;
+    err = e2e_citizen(&S, w, "ListDevices", &ld.base, &devs, &st);
+    veil_trace_set_current(NULL);
+    ck_assert_int_eq(err, VEIL_OK);
+    e2e_free(devs);
+    ck_assert_int_eq(lines_with_trace(&S.gateway, wallet_trace, NULL, 0), 0);
+    ck_assert_int_eq(lines_with_trace(&S.vault, wallet_trace, NULL, 0), 0);
+    vw_wallet_free(w);
+}
+END_TEST
+
+/* traceparent parsing follows the W3C rules. */
+START_TEST(test_traceparent_parsing)
+{
+    veil_trace t;
+    const char *good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    ck_assert(veil_trace_parse(good, strlen(good), &t));
+    ck_assert_str_eq(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    ck_assert_str_eq(t.span_id, "00f067aa0ba902b7");
+    ck_assert_uint_eq(t.flags, 1);
+    char out[VEIL_TRACEPARENT_LEN + 1];
+    veil_trace_format(&t, out);
+    ck_assert_str_eq(out, good);
+    const char *bad[] = {
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",   /* zero trace id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",   /* zero span id */
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",   /* upper case */
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",   /* version ff */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", /* 00 with a tail */
+        "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",   /* misplaced dash */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",      "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!veil_trace_parse(bad[i], strlen(bad[i]), &t), "accepted %s", bad[i]);
+    const char *later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes";
+    ck_assert(veil_trace_parse(later, strlen(later), &t));
+    veil_trace_new(&t);
+    ck_assert_uint_eq(strlen(t.trace_id), 32);
+    veil_trace child;
+    veil_trace_child(&t, &child);
+    ck_assert_str_eq(child.trace_id, t.trace_id);
+    ck_assert_str_ne(child.span_id, t.span_id);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ops");
+    TCase *tc = tcase_create("stack");
+    tcase_set_timeout(tc, 600);
+    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
+    tcase_add_test(tc, test_traceparent_parsing);
+    tcase_add_test(tc, test_traceparent_through_every_hop);
+    suite_add_tcase(s, tc);
+    return h_run_suite(s);
+}
