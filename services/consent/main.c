@@ -3,9 +3,10 @@
  *
  * Receipt keys: VEIL_KEYS_DIR/receipt-<N>.key, each the seed of an Ed25519
  * key pair with kid receipt-<N>.  New receipts are signed with
- * CONSENT_RECEIPT_KEY_VERSION, or the newest key loaded when it is 0; every
- * loaded key stays in the published JWKS so older receipts still verify.
- * SIGHUP loads key files added since (a rotation without downtime).
+ * CONSENT_RECEIPT_KEY_VERSION, or the newest key loaded at start when it is
+ * 0; every loaded key stays in the published JWKS so older receipts still
+ * verify.  Key files added later (SIGHUP, or the watched key folder) are
+ * loaded and published but never switch the signing key by themselves.
  *
  * Grants live in the service's own database (VEIL_DATABASE_URL, schema from
  * db/consent); one more connection is the feed notifier's LISTEN.

@@ -65,6 +65,9 @@ veil_err consent_signers_update(struct consent *c, char *errbuf, size_t errlen)
         }
         atomic_store(&s->count, slot + 1);
     }
+    /* Chosen once, at start: a key file loaded later is published, never used by itself. */
+    if (atomic_load(&s->current))
+        return VEIL_OK;
     uint32_t want = c->pinned_version ? c->pinned_version : versions[n - 1];
     veil_signer *current = signer_of(s, want);
     if (!current) {

@@ -98,6 +98,8 @@ veil_err gw_keys_open(gw_keys *k, const char *dir, char *errbuf, size_t errlen);
 void gw_keys_close(gw_keys *k);
 /* The signer of a version (loading new key files on a miss), or NULL. */
 const veil_signer *gw_keys_signer(gw_keys *k, uint32_t version);
+/* Loads assertion key files added since (SIGHUP, key folder watch); the one in use stays. */
+void gw_keys_reload(gw_keys *k);
 /* The JWKS: current, previous and any newer (pre-published) assertion keys. */
 char *gw_keys_jwks(gw_keys *k); /* malloc'd JSON */
 

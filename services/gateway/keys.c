@@ -77,6 +77,19 @@ const veil_signer *gw_keys_signer(gw_keys *k, uint32_t version)
     return find(k, version);
 }
 
+void gw_keys_reload(gw_keys *k)
+{
+    char err[256];
+    if (veil_keyring_refresh(k->ring, err, sizeof err) != VEIL_OK) {
+        veil_log(VEIL_LOG_WARN, "cannot reload assertion keys", VL_STR("error", err), VL_END);
+        return;
+    }
+    grow(k);
+    veil_log(VEIL_LOG_INFO, "assertion keys reloaded",
+             VL_INT("newest", veil_keyring_latest(k->ring)),
+             VL_INT("current", atomic_load(&k->assertion_current)), VL_END);
+}
+
 char *gw_keys_jwks(gw_keys *k)
 {
     uint32_t cur = atomic_load(&k->assertion_current), prev = atomic_load(&k->assertion_previous);

@@ -192,6 +192,11 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
     return VEIL_OK;
 }
 
+static void reload(void *state)
+{
+    gw_keys_reload(&((struct gateway *)state)->keys);
+}
+
 static void stop(void *state)
 {
     struct gateway *gw = state;
@@ -328,6 +333,7 @@ static const veil_service_spec spec = {
     .n_vars = sizeof gateway_vars / sizeof gateway_vars[0],
     .start = start,
     .stop = stop,
+    .reload = reload,
     .commands = commands,
     .n_commands = sizeof commands / sizeof commands[0],
 };

@@ -1,10 +1,15 @@
 /* service.c - the shared main() of veil services (veil/service.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <time.h>
 #include <unistd.h>
 #include <grpc/grpc.h>
 #include <sodium.h>
@@ -164,8 +169,70 @@ static int write_port_file(const char *path, int port)
     return 0;
 }
 
+/*
+ * The key folder watcher.  A thread waits on inotify for VEIL_KEYS_DIR: a
+ * file created, moved in or finished writing there (a Kubernetes Secret
+ * update swaps the "..data" symlink: IN_MOVED_TO, IN_CREATE) raises SIGUSR1
+ * at this process, so the reload runs exactly where SIGHUP's does - on the
+ * main thread, one at a time.  Reloading only loads new key versions; which
+ * version is used stays where the rotation commands put it.
+ */
+struct key_watch {
+    int fd;
+    pthread_t thread;
+    int started;
+    _Atomic int stop;
+};
+
+static void *key_watch_main(void *arg)
+{
+    struct key_watch *w = arg;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    while (!atomic_load(&w->stop)) {
+        struct pollfd pfd = {.fd = w->fd, .events = POLLIN};
+        if (poll(&pfd, 1, 250) <= 0)
+            continue;
+        /* Let a burst settle (an update writes several files), then drain it: one reload. */
+        struct timespec settle = {0, 200 * 1000000L};
+        nanosleep(&settle, NULL);
+        while (read(w->fd, buf, sizeof buf) > 0)
+            ;
+        veil_log(VEIL_LOG_INFO, "key folder changed: loading new key files", VL_END);
+        kill(getpid(), SIGUSR1);
+    }
+    return NULL;
+}
+
+/* Starts watching dir; a folder that cannot be watched is logged, not fatal (SIGHUP still works).
+ */
+static void key_watch_start(struct key_watch *w, const char *dir)
+{
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd >= 0 &&
+        inotify_add_watch(w->fd, dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ATTRIB) >= 0 &&
+        pthread_create(&w->thread, NULL, key_watch_main, w) == 0) {
+        w->started = 1;
+        return;
+    }
+    veil_log(VEIL_LOG_WARN, "cannot watch the key folder; new key files load on SIGHUP only",
+             VL_STR("error", strerror(errno)), VL_END);
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+}
+
+static void key_watch_stop(struct key_watch *w)
+{
+    atomic_store(&w->stop, 1);
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    if (w->fd >= 0)
+        close(w->fd);
+}
+
 static int serve(const veil_service_spec *spec, veil_service_ctx *ctx, sigset_t *signals)
 {
+    struct key_watch watch = {.fd = -1};
     char err[512] = "";
     void *state = NULL;
     int status = 1, port = 0;
@@ -200,12 +267,15 @@ static int serve(const veil_service_spec *spec, veil_service_ctx *ctx, sigset_t 
     }
     veil_log(VEIL_LOG_INFO, "serving", VL_STR("addr", cfg.listen_addr), VL_INT("port", port),
              VL_BOOL("tls", !cfg.plaintext), VL_END);
+    if (spec->reload && ctx->keys_dir)
+        key_watch_start(&watch, ctx->keys_dir);
     for (;;) {
         int sig = 0;
         if (sigwait(signals, &sig) != 0)
             continue;
-        if (sig == SIGHUP) {
-            veil_log(VEIL_LOG_INFO, "reloading on SIGHUP", VL_END);
+        if (sig == SIGHUP || sig == SIGUSR1) {
+            if (sig == SIGHUP)
+                veil_log(VEIL_LOG_INFO, "reloading on SIGHUP", VL_END);
             if (spec->reload)
                 spec->reload(state);
             continue;
@@ -217,6 +287,7 @@ static int serve(const veil_service_spec *spec, veil_service_ctx *ctx, sigset_t 
     veil_server_drain(ctx->server);
     status = 0;
 out:
+    key_watch_stop(&watch);
     if (status != 0)
         veil_log(VEIL_LOG_ERROR, "refusing to start", VL_STR("error", err), VL_END);
     veil_server_free(ctx->server); /* drains first if still running */
@@ -272,6 +343,7 @@ int veil_service_main(int argc, char **argv, const veil_service_spec *spec)
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGUSR1); /* the key folder watcher's reload */
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 

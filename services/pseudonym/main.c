@@ -37,6 +37,9 @@ static void reload(void *state)
     char err[256];
     if (veil_keyring_refresh(p->keys, err, sizeof err) != VEIL_OK)
         veil_log(VEIL_LOG_ERROR, "cannot reload keys", VL_STR("error", err), VL_END);
+    else
+        veil_log(VEIL_LOG_INFO, "pseudonym keys reloaded",
+                 VL_INT("newest", veil_keyring_latest(p->keys)), VL_END);
 }
 
 static void stop(void *state)

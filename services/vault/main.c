@@ -108,6 +108,10 @@ static void reload(void *state)
     char err[256];
     if (vault_keys_refresh(v->keys, err, sizeof err) != VEIL_OK)
         veil_log(VEIL_LOG_ERROR, "cannot reload keys", VL_STR("error", err), VL_END);
+    else /* loaded, not used: the versions in use stay as they are */
+        veil_log(VEIL_LOG_INFO, "vault keys reloaded",
+                 VL_INT("master_version", v->keys->master_current),
+                 VL_INT("ticket_version", v->keys->ticket_current), VL_END);
 }
 
 static const veil_command commands[] = {

@@ -376,6 +376,30 @@ START_TEST(test_receipt_verifies_with_pyjwt)
 }
 END_TEST
 
+/* The protected header of a compact JWS (static buffer). */
+static const char *receipt_header(const char *jws)
+{
+    static char header[256];
+    size_t n;
+    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, jws, strcspn(jws, "."), &n), 0);
+    header[n] = '\0';
+    return header;
+}
+
+/* Restarts the consent service with CONSENT_RECEIPT_KEY_VERSION set. */
+static int con_restart_pinned(unsigned version)
+{
+    ck_assert_uint_lt(con.n_env, H_SVC_ENV_MAX);
+    snprintf(con.env[con.n_env], sizeof con.env[con.n_env], "CONSENT_RECEIPT_KEY_VERSION=%u",
+             version);
+    con.envp[con.n_env] = con.env[con.n_env];
+    con.envp[++con.n_env] = NULL;
+    int rc = h_svc_restart(&con);
+    veil_channel_free(gw);
+    gw = ct_channel(&con, "svc/gateway");
+    return rc;
+}
+
 START_TEST(test_receipt_key_rotation)
 {
     unsigned char s[32];
@@ -389,9 +413,12 @@ START_TEST(test_receipt_key_rotation)
     ck_assert_ptr_null(strstr(jwks, "\"receipt-2\""));
     free(jwks);
 
-    /* a new key file and SIGHUP: new receipts use it, old ones still verify */
+    /*
+     * A new key file is loaded without a restart or SIGHUP (the key folder is
+     * watched) and published at once, but signs nothing by itself: the key
+     * in use changes only when the operator says so.
+     */
     h_keyfile(con.keys, "receipt", 2);
-    kill(con.proc.pid, SIGHUP);
     for (int i = 0; i < 100; i++) {
         jwks = ct_jwks(gw);
         if (strstr(jwks, "\"receipt-2\""))
@@ -402,6 +429,16 @@ START_TEST(test_receipt_key_rotation)
     }
     ck_assert_ptr_nonnull(jwks);
     ck_assert_ptr_nonnull(strstr(jwks, "\"receipt-1\""));
+    ck_assert_int_eq(grant(s, "chat.wechat", attrs, wechat_scope, rid, &fresh), VEIL_OK);
+    ck_assert_ptr_nonnull(strstr(receipt_header(fresh), "\"kid\":\"receipt-1\""));
+    free(fresh);
+    /* SIGHUP loads, never switches, either */
+    kill(con.proc.pid, SIGHUP);
+    ck_assert_int_eq(grant(s, "chat.wechat", attrs, wechat_scope, rid, &fresh), VEIL_OK);
+    ck_assert_ptr_nonnull(strstr(receipt_header(fresh), "\"kid\":\"receipt-1\""));
+    free(fresh);
+    /* the operator's switch (pinning the version; a restart) makes it sign */
+    ck_assert_int_eq(con_restart_pinned(2), 0);
     ck_assert_int_eq(grant(s, "chat.wechat", attrs, wechat_scope, rid, &fresh), VEIL_OK);
     json_t *p = verify(jwks, fresh, &err);
     ck_assert_int_eq(err, VEIL_OK);

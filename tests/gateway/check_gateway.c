@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sodium.h>
 
 #include "e2e.h"
@@ -708,6 +709,55 @@ START_TEST(test_key_rotation)
 }
 END_TEST
 
+/* Waits up to 5 s for text in a process's log. */
+static int log_shows(const h_proc *p, const char *text)
+{
+    for (int i = 0; i < 100; i++) {
+        if (h_log_contains(p, text))
+            return 1;
+        usleep(50 * 1000);
+    }
+    return 0;
+}
+
+/*
+ * Issue 16 item 5: key files added to a running stack's key folders are
+ * loaded by the gateway and the vault without a restart or SIGHUP, and the
+ * versions in use stay where the rotation commands put them.
+ */
+START_TEST(test_key_files_reload_without_restart)
+{
+    char id[19];
+    e2e_id_number("65010219990101983", id);
+    vw_wallet *w = e2e_enrol(&S, id, "马兰");
+    Veil__Gateway__CompleteLoginResponse *before = login_ok("edu.xuexi", w, NULL, 0);
+    h_keyfile(S.keys[H_GATEWAY], "assertion", 5);
+    h_keyfile(S.keys[H_VAULT], "master", 5);
+    h_keyfile(S.keys[H_PSEUDONYM], "pseudonym", 5);
+    ck_assert(log_shows(&S.gateway, "assertion keys reloaded"));
+    ck_assert(log_shows(&S.gateway, "\"newest\":5"));
+    ck_assert(log_shows(&S.vault, "vault keys reloaded"));
+    ck_assert(log_shows(&S.pseudonym, "pseudonym keys reloaded"));
+    ck_assert(log_shows(&S.pseudonym, "\"newest\":5"));
+    ck_assert(!h_log_contains(&S.gateway, "reloading on SIGHUP"));
+    Veil__Gateway__CompleteLoginResponse *after = login_ok("edu.xuexi", w, NULL, 0);
+    ck_assert_str_eq(after->sub, before->sub);
+    char header[256];
+    size_t hl;
+    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, after->assertion,
+                                        strcspn(after->assertion, "."), &hl),
+                     0);
+    header[hl] = '\0';
+    ck_assert_ptr_null(strstr(header, "assertion-5"));
+    /* published ahead of its use, like any newer key */
+    char *jwks = e2e_jwks(&S);
+    ck_assert_ptr_nonnull(strstr(jwks, "\"assertion-5\""));
+    free(jwks);
+    e2e_free(before), e2e_free(after);
+    vw_wallet_free(w);
+}
+END_TEST
+
 START_TEST(test_erase_then_enrol_anew)
 {
     char id[19];
@@ -809,6 +859,7 @@ int main(void)
     tcase_add_unchecked_fixture(rot, stack_up, stack_down);
     tcase_set_timeout(rot, 300);
     tcase_add_test(rot, test_key_rotation);
+    tcase_add_test(rot, test_key_files_reload_without_restart);
     suite_add_tcase(s, rot);
     TCase *cache = tcase_create("cache");
     tcase_set_timeout(cache, 300);

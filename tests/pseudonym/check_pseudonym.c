@@ -248,6 +248,54 @@ START_TEST(test_call_local_answers_as_the_server)
 }
 END_TEST
 
+/* The key versions the service has loaded, as the gateway asks for them. */
+static int has_version(uint32_t version)
+{
+    veil_channel *ch = h_channel(svc.addr, "svc/gateway", &veil__pseudonym__pseudonym__descriptor);
+    Veil__Pseudonym__KeyVersionsRequest req = VEIL__PSEUDONYM__KEY_VERSIONS_REQUEST__INIT;
+    Veil__Pseudonym__KeyVersionsResponse *resp;
+    veil_status st;
+    int found = 0;
+    ck_assert_int_eq(veil_channel_call(ch, "KeyVersions", &req.base, NULL, 2000, &resp, &st),
+                     VEIL_OK);
+    for (size_t i = 0; i < resp->n_loaded; i++)
+        found |= resp->loaded[i] == version;
+    ck_assert_uint_eq(resp->current, 0); /* no version of its own */
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    veil_channel_free(ch);
+    return found;
+}
+
+/*
+ * Issue 16 item 5: a key file put into the key folder is loaded without a
+ * restart and without SIGHUP (the folder is watched), and changes nothing
+ * until the gateway names the version.
+ */
+START_TEST(test_new_key_file_loaded_without_restart)
+{
+    start();
+    char before[64], after[64];
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop", 0, 1, 0, before, NULL), VEIL_OK);
+    ck_assert(!has_version(3));
+    h_keyfile(keys, "pseudonym", 3);
+    int loaded = 0;
+    for (int i = 0; i < 100 && !loaded; i++) {
+        loaded = has_version(3);
+        if (!loaded)
+            usleep(50 * 1000);
+    }
+    ck_assert_msg(loaded, "pseudonym-3.key was not loaded within 5 s");
+    ck_assert(h_log_contains(&svc, "key folder changed: loading new key files"));
+    ck_assert(!h_log_contains(&svc, "reloading on SIGHUP"));
+    /* loaded, not used: version 1 still derives what it did */
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop", 0, 1, 0, after, NULL), VEIL_OK);
+    ck_assert_str_eq(before, after);
+    ck_assert_int_eq(derive("svc/gateway", subj_a, 32, "shop", 0, 3, 1, after, NULL), VEIL_OK);
+    ck_assert_int_eq(strncmp(after, "v3.", 3), 0);
+    stop();
+}
+END_TEST
+
 START_TEST(test_refuses_to_start_without_keys)
 {
     char *empty = h_tempdir("nokeys");
@@ -279,6 +327,7 @@ int main(void)
     tcase_add_test(tc, test_only_the_gateway);
     tcase_add_test(tc, test_batch_matches_single);
     tcase_add_test(tc, test_refuses_to_start_without_keys);
+    tcase_add_test(tc, test_new_key_file_loaded_without_restart);
     tcase_add_test(tc, test_call_local_answers_as_the_server);
     suite_add_tcase(s, tc);
     return h_run_suite_forked(s);

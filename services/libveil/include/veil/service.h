@@ -51,7 +51,13 @@ typedef struct veil_service_spec {
     /* Builds the service and adds it to ctx->server; *state comes back to stop(). */
     veil_err (*start)(const veil_service_ctx *ctx, void **state, char *errbuf, size_t errlen);
     void (*stop)(void *state);           /* after the server drained */
-    void (*reload)(void *state);         /* SIGHUP, optional: e.g. pick up new key files */
+    /*
+     * Optional: load key files added since.  Runs on the main thread on
+     * SIGHUP and whenever a file appears in VEIL_KEYS_DIR (watched with
+     * inotify).  It must never change which key version is in use: only the
+     * rotation commands do.
+     */
+    void (*reload)(void *state);
     const veil_command *commands;
     size_t n_commands;
 } veil_service_spec;
