@@ -121,6 +121,7 @@ struct gateway {
     pthread_t poller;
     int poller_started;
     _Atomic int stopping;
+    _Atomic int64_t scopes_version; /* registry version the vault last accepted (-1: none) */
 };
 
 #define GW_OF(svc, member) \
@@ -170,6 +171,13 @@ veil_err gw_calling_app(struct gateway *gw, veil_call *call, gw_app *app);
 
 /* Reloads the registry and key state from the database when they changed. */
 veil_err gw_refresh(struct gateway *gw, int force);
+
+/*
+ * Tells the vault every app's registered scope (Vault/SetAppScopes) when the
+ * registry changed since the vault last accepted it: the vault releases
+ * nothing outside it.  A failure is returned and retried by the next refresh.
+ */
+veil_err gw_push_scopes(struct gateway *gw);
 
 /* Fails the call for an unexpected store error: UNAVAILABLE when retrying may help. */
 veil_err gw_store_failed(veil_call *call, veil_err err);

@@ -308,6 +308,8 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
         ra.app_id = app.id;
         ra.n_attributes = gw_scope_names(call, granted, &ra.attributes);
         ra.purpose = g.purposes;
+        ra.capability = who->release_capability;
+        ra.challenge = vt.challenge;
     }
     if ((err = gw_downstream_all(gw, call, calls, granted ? 2 : 1)))
         return err;

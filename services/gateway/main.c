@@ -143,6 +143,7 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
     gw->rpc_timeout_ms = ctx->rpc_timeout_ms;
     pthread_rwlock_init(&gw->registry.lock, NULL);
     gw->registry.version = -1;
+    atomic_store(&gw->scopes_version, -1);
 
     veil_err err;
     if ((err = gw_keys_open(&gw->keys, ctx->keys_dir, errbuf, errlen)))
@@ -175,6 +176,7 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         return err;
     if (cfg.cache_entries > 0 && (err = start_feeds(gw, errbuf, errlen)))
         return err;
+    (void)gw_push_scopes(gw); /* the vault may not be up yet: the poller retries */
     if (pthread_create(&gw->poller, NULL, poller_main, gw) != 0) {
         snprintf(errbuf, errlen, "cannot start the registry poller");
         return VEIL_ERR_NOMEM;

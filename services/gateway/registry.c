@@ -13,6 +13,7 @@
 
 #include "gateway.h"
 #include "store.h"
+#include "veil/vault.pb-c.h"
 
 unsigned gw_scope_bit(const char *attribute)
 {
@@ -149,6 +150,56 @@ veil_err gw_registry_each(gw_registry *r, veil_call *call, void ***slots,
     return err;
 }
 
+veil_err gw_push_scopes(struct gateway *gw)
+{
+    size_t n_cat;
+    const veil_attr *cat = veil_attr_catalogue(&n_cat);
+    if (!gw->vault)
+        return VEIL_OK; /* start-up, before the channels: pushed once they are open */
+    pthread_rwlock_rdlock(&gw->registry.lock);
+    int64_t version = gw->registry.version;
+    size_t n = gw->registry.n;
+    if (version == atomic_load(&gw->scopes_version)) {
+        pthread_rwlock_unlock(&gw->registry.lock);
+        return VEIL_OK;
+    }
+    Veil__Vault__AppScope *cells = calloc(n ? n : 1, sizeof *cells);
+    Veil__Vault__AppScope **apps = calloc(n ? n : 1, sizeof *apps);
+    char(*ids)[65] = calloc(n ? n : 1, sizeof *ids);
+    char **names = calloc((n ? n : 1) * n_cat, sizeof *names);
+    if (!cells || !apps || !ids || !names) {
+        pthread_rwlock_unlock(&gw->registry.lock);
+        free(cells), free(apps), free(ids), free(names);
+        return VEIL_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const gw_app *a = &gw->registry.apps[i];
+        veil__vault__app_scope__init(&cells[i]);
+        memcpy(ids[i], a->id, sizeof ids[i]);
+        cells[i].app_id = ids[i];
+        cells[i].attributes = names + i * n_cat;
+        for (size_t k = 0; k < n_cat; k++)
+            if (a->scope & (1u << k))
+                cells[i].attributes[cells[i].n_attributes++] = (char *)cat[k].name;
+        apps[i] = &cells[i];
+    }
+    pthread_rwlock_unlock(&gw->registry.lock);
+
+    Veil__Vault__SetAppScopesRequest req = VEIL__VAULT__SET_APP_SCOPES_REQUEST__INIT;
+    Veil__Empty *resp = NULL;
+    veil_status st;
+    req.apps = apps;
+    req.n_apps = n;
+    veil_err err = veil_channel_call(gw->vault, "SetAppScopes", &req.base, NULL, gw->rpc_timeout_ms,
+                                     &resp, &st);
+    if (resp)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    if (!err)
+        atomic_store(&gw->scopes_version, version);
+    free(cells), free(apps), free(ids), free(names);
+    return err;
+}
+
 veil_err gw_refresh(struct gateway *gw, int force)
 {
     int64_t reg_v, keys_v;
@@ -177,5 +228,5 @@ veil_err gw_refresh(struct gateway *gw, int force)
         }
         atomic_store(&gw->keys.state_version, keys_v);
     }
-    return VEIL_OK;
+    return gw_push_scopes(gw);
 }

@@ -179,12 +179,32 @@ out:
     return err;
 }
 
+/*
+ * The release capability for (subject, app, challenge): version 1, expiry,
+ * a random id and the keyed hash binding them (docs/vault.md).  Nothing is
+ * stored: any vault replica can check it, and the id is recorded only when
+ * it is used.
+ */
+static void mint_capability(const struct vault *v, const unsigned char *subject, const char *app_id,
+                            const unsigned char *challenge, unsigned char out[VAULT_CAP_BYTES])
+{
+    unsigned char *id = out + 9;
+    int64_t expires = veil_now_ms() + VAULT_CAP_TTL_MS;
+    out[0] = 1;
+    for (int i = 0; i < 8; i++)
+        out[1 + i] = (unsigned char)((uint64_t)expires >> (56 - 8 * i));
+    randombytes_buf(id, VAULT_CAP_ID_BYTES);
+    vault_capability_mac(v->keys->audit_key, expires, id, subject, app_id, challenge,
+                         out + 9 + VAULT_CAP_ID_BYTES);
+}
+
 static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
                                 const Veil__Vault__VerifyTicketRequest *req,
                                 Veil__Vault__VerifyTicketResponse_Closure done, void *call)
 {
     Veil__Vault__VerifyTicketResponse resp = VEIL__VAULT__VERIFY_TICKET_RESPONSE__INIT;
     unsigned char subject[VAULT_SUBJECT_BYTES], device_id[VEIL_DEVICE_ID_BYTES];
+    unsigned char cap[VAULT_CAP_BYTES];
     char device_text[33];
     veil_err err = verify_ticket(self(svc), call, req, subject, device_id);
     if (!err) {
@@ -192,6 +212,9 @@ static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
         resp.subject_ref.len = sizeof subject;
         veil_device_id_text(device_id, device_text);
         resp.device_id = device_text;
+        mint_capability(self(svc), subject, req->app_id, req->challenge.data, cap);
+        resp.release_capability.data = cap;
+        resp.release_capability.len = sizeof cap;
     }
     VEIL_REPLY(done, call, err, &resp);
 }
@@ -296,6 +319,64 @@ static veil_err check_release(veil_call *call, const Veil__Vault__ReleaseAttribu
     size_t pl = strlen(req->purpose);
     if (pl == 0 || pl > VAULT_PURPOSE_MAX || !veil_utf8_printable(req->purpose, pl))
         return fail(call, VEIL_ERR_INVALID, "purpose must be 1 to 200 bytes of printable UTF-8");
+    if (req->capability.len == 0)
+        return fail(call, VEIL_ERR_DENIED,
+                    "capability is required: VerifyTicket of this subject's ticket mints it");
+    if (req->capability.len != VAULT_CAP_BYTES || req->capability.data[0] != 1)
+        return fail(call, VEIL_ERR_INVALID,
+                    "capability must be the 57 bytes VerifyTicket returned");
+    if (req->challenge.len != VEIL_CHALLENGE_BYTES)
+        return fail(call, VEIL_ERR_INVALID, "challenge must be 32 bytes");
+    return VEIL_OK;
+}
+
+/*
+ * The capability was minted by a vault for this subject, app and challenge
+ * and has not expired (its single use is recorded by the release itself);
+ * *expires_ms receives its expiry.
+ */
+static veil_err check_capability(const struct vault *v, veil_call *call,
+                                 const Veil__Vault__ReleaseAttributesRequest *req,
+                                 int64_t *expires_ms)
+{
+    const unsigned char *cap = req->capability.data;
+    unsigned char mac[VAULT_HASH_BYTES];
+    uint64_t e = 0;
+    for (int i = 0; i < 8; i++)
+        e = e << 8 | cap[1 + i];
+    *expires_ms = (int64_t)e;
+    vault_capability_mac(v->keys->audit_key, *expires_ms, cap + 9, req->subject_ref.data,
+                         req->app_id, req->challenge.data, mac);
+    if (sodium_memcmp(mac, cap + 9 + VAULT_CAP_ID_BYTES, sizeof mac) != 0)
+        return fail(call, VEIL_ERR_DENIED,
+                    "capability was not minted for this subject, app and challenge");
+    if (*expires_ms < veil_now_ms())
+        return fail(call, VEIL_ERR_DENIED, "capability expired: verify a fresh ticket");
+    return VEIL_OK;
+}
+
+/* Every requested attribute is in the app's registered scope (comma-separated names). */
+static veil_err within_scope(veil_call *call, const Veil__Vault__ReleaseAttributesRequest *req,
+                             const char *scope)
+{
+    for (size_t i = 0; i < req->n_attributes; i++) {
+        const char *a = req->attributes[i], *p = scope;
+        size_t n = strlen(a);
+        int found = 0;
+        while (!found && *p) {
+            const char *comma = strchr(p, ',');
+            size_t len = comma ? (size_t)(comma - p) : strlen(p);
+            found = len == n && memcmp(p, a, n) == 0;
+            p += len + (comma ? 1 : 0);
+        }
+        if (!found) {
+            veil_log(VEIL_LOG_WARN, "release outside the app's registered scope refused",
+                     VL_STR("app_id", req->app_id), VL_STR("attribute", a), VL_END);
+            veil_call_fail(call, VEIL_ERR_DENIED,
+                           "attributes[%zu] is outside the app's registered scope", i);
+            return VEIL_ERR_DENIED;
+        }
+    }
     return VEIL_OK;
 }
 
@@ -325,9 +406,25 @@ static veil_err release(struct vault *v, veil_call *call,
                         Veil__Attribute **attrs)
 {
     const unsigned char *subject = req->subject_ref.data;
+    char scope[VAULT_SCOPE_MAX];
+    int64_t expires;
+    int fresh;
     vault_conn *c;
     veil_err err;
-    if ((err = vault_store_conn(v->store, &c)) || (err = open_citizen(v, call, c, subject, o)))
+    if ((err = check_capability(v, call, req, &expires)) || (err = vault_store_conn(v->store, &c)))
+        return err;
+    err = vault_store_release(c, subject, req->capability.data + 9, expires, req->app_id, &fresh,
+                              scope, sizeof scope, &o->row);
+    if (err && err != VEIL_ERR_NOT_FOUND && err != VEIL_ERR_PRECONDITION)
+        return err;
+    if (!fresh)
+        return fail(call, VEIL_ERR_DENIED, "capability already used");
+    if (err == VEIL_ERR_PRECONDITION)
+        return fail(call, VEIL_ERR_DENIED, "app has no registered scope in the vault");
+    if (err == VEIL_ERR_NOT_FOUND)
+        return fail(call, err, "subject not found");
+    if ((err = within_scope(call, req, scope)) ||
+        (err = unwrap(v, subject, o->row.key_version, o->row.wrapped, o->dk)))
         return err;
     if (vault_profile_open(o->dk, subject, o->row.profile, o->row.profile_len, &o->profile) !=
         VEIL_OK) {
@@ -557,6 +654,58 @@ static void vault_get_wallet_keys(Veil__Vault__Vault_Service *svc, const Veil__E
     VEIL_REPLY(done, call, VEIL_OK, &resp);
 }
 
+/* ---- SetAppScopes ---- */
+
+/* An app's scope as "a,b,c" from catalogue names (each known, none twice). */
+static veil_err scope_text(veil_call *call, const Veil__Vault__AppScope *a, char *out, size_t len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    if (!veil_ident_valid(a->app_id))
+        return fail(call, VEIL_ERR_INVALID, "apps[].app_id is not a valid app id");
+    for (size_t i = 0; i < a->n_attributes; i++) {
+        if (!veil_attr_find(a->attributes[i]))
+            return fail(call, VEIL_ERR_INVALID, "apps[].attributes holds an unknown attribute");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(a->attributes[i], a->attributes[j]) == 0)
+                return fail(call, VEIL_ERR_INVALID, "apps[].attributes repeats an attribute");
+        int w = snprintf(out + used, len - used, "%s%s", i ? "," : "", a->attributes[i]);
+        if (w < 0 || (size_t)w >= len - used)
+            return fail(call, VEIL_ERR_INVALID, "apps[].attributes is too long");
+        used += (size_t)w;
+    }
+    return VEIL_OK;
+}
+
+static void vault_set_app_scopes(Veil__Vault__Vault_Service *svc,
+                                 const Veil__Vault__SetAppScopesRequest *req,
+                                 Veil__Empty_Closure done, void *call)
+{
+    Veil__Empty resp = VEIL__EMPTY__INIT;
+    char scope[VAULT_SCOPE_MAX];
+    vault_conn *c;
+    veil_err err = VEIL_OK;
+    for (size_t i = 0; !err && i < req->n_apps; i++)
+        err = scope_text(call, req->apps[i], scope, sizeof scope);
+    if (!err && !(err = vault_store_conn(self(svc)->store, &c)) && !(err = vault_store_begin(c))) {
+        for (size_t i = 0; !err && i < req->n_apps; i++) {
+            int changed = 0;
+            if ((err = scope_text(call, req->apps[i], scope, sizeof scope)) ||
+                (err = vault_store_set_scope(c, req->apps[i]->app_id, scope, &changed)))
+                break;
+            if (changed)
+                veil_log(VEIL_LOG_INFO, "app scope recorded",
+                         VL_STR("app_id", req->apps[i]->app_id), VL_STR("attributes", scope),
+                         VL_END);
+        }
+        if (!err)
+            err = vault_store_commit(c);
+        if (err)
+            vault_store_rollback(c);
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
 const Veil__Vault__Vault_Service vault_rpc = VEIL__VAULT__VAULT__INIT(vault_);
 
 const veil_method_policy vault_policy[] = {
@@ -570,5 +719,6 @@ const veil_method_policy vault_policy[] = {
     {"Erase", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"LookupWebNumber", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"GetWalletKeys", VEIL_PEER_GATEWAY, VEIL_EXEC_INLINE},
+    {"SetAppScopes", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
 };
 const size_t vault_policy_len = sizeof vault_policy / sizeof vault_policy[0];

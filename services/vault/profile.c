@@ -345,6 +345,28 @@ void vault_chain_hash(const veil_key *audit, const unsigned char subject[VAULT_S
     crypto_generichash_final(&st, out, VAULT_HASH_BYTES);
 }
 
+void vault_capability_mac(const veil_key *audit, int64_t expires_ms,
+                          const unsigned char id[VAULT_CAP_ID_BYTES],
+                          const unsigned char subject[VAULT_SUBJECT_BYTES], const char *app_id,
+                          const unsigned char challenge[VEIL_CHALLENGE_BYTES],
+                          unsigned char out[VAULT_HASH_BYTES])
+{
+    static const char label[] = "veil-vault-release-capability-v1";
+    veil_buf b = {0};
+    veil_buf_put(&b, label, sizeof label);
+    veil_buf_put_u8(&b, 1);
+    veil_buf_put_i64(&b, expires_ms);
+    veil_buf_put(&b, id, VAULT_CAP_ID_BYTES);
+    veil_buf_put(&b, subject, VAULT_SUBJECT_BYTES);
+    veil_buf_put_str(&b, app_id);
+    veil_buf_put(&b, challenge, VEIL_CHALLENGE_BYTES);
+    if (b.failed) /* no memory: a value no capability can match */
+        randombytes_buf(out, VAULT_HASH_BYTES);
+    else
+        crypto_generichash(out, VAULT_HASH_BYTES, b.data, b.len, audit->bytes, VEIL_KEY_BYTES);
+    veil_buf_free(&b);
+}
+
 void vault_blind_index(const veil_key *blind, const char id_number[18],
                        unsigned char out[VAULT_HASH_BYTES])
 {

@@ -39,6 +39,8 @@ enum {
     ST_ROTATION_BATCH,
     ST_REWRAP,
     ST_VERSION_COUNTS,
+    ST_RELEASE,
+    ST_SET_SCOPE,
 };
 
 static const veil_pg_stmt stmts[] = {
@@ -94,7 +96,8 @@ static const veil_pg_stmt stmts[] = {
                   "WHERE used_nonces.expires_at < now() RETURNING 1"},
     [ST_PURGE] = {"purge",
                   "WITH n AS (DELETE FROM used_nonces WHERE expires_at < now()), "
-                  "r AS (DELETE FROM enrol_requests WHERE created_at < now() - interval '1 day') "
+                  "r AS (DELETE FROM enrol_requests WHERE created_at < now() - interval '1 day'), "
+                  "u AS (DELETE FROM used_capabilities WHERE expires_at < now()) "
                   "SELECT 1"},
     /*
      * Deleting the citizen row destroys the wrapped data key, the profile,
@@ -149,6 +152,28 @@ static const veil_pg_stmt stmts[] = {
                              "AND wrapped_key = $5::bytea"},
     [ST_VERSION_COUNTS] = {"version_counts", "SELECT key_version, count(*) FROM citizens "
                                              "GROUP BY key_version ORDER BY key_version"},
+    /*
+     * A release in one round trip: uses the capability (its id is inserted
+     * once; a second use inserts nothing), reads the app's scope and loads
+     * the citizen.  Always one row: the citizen's columns are NULL when the
+     * subject is gone, the scope when the vault does not know the app.
+     */
+    [ST_RELEASE] =
+        {"release",
+         "WITH used AS (INSERT INTO used_capabilities (id, expires_at) VALUES ($2::bytea, "
+         "to_timestamp($3::int8 / 1000.0)) ON CONFLICT DO NOTHING RETURNING 1) "
+         "SELECT c.web_number, c.key_version, c.wrapped_key, c.profile, h.seq, h.head, "
+         "(SELECT count(*) FROM used), "
+         "(SELECT attributes FROM app_scopes WHERE app_id = $4::text) "
+         "FROM (SELECT 1) AS one LEFT JOIN citizens c ON c.subject_ref = $1::bytea "
+         "LEFT JOIN access_heads h ON h.subject_ref = c.subject_ref"},
+    /* Returns a row only when the scope is new or changed. */
+    [ST_SET_SCOPE] =
+        {"set_scope",
+         "INSERT INTO app_scopes AS s (app_id, attributes) VALUES ($1::text, $2::text) "
+         "ON CONFLICT (app_id) DO UPDATE SET attributes = EXCLUDED.attributes, "
+         "updated_at = now() WHERE s.attributes <> EXCLUDED.attributes "
+         "RETURNING 1"},
 };
 #define N_STMTS (sizeof stmts / sizeof stmts[0])
 
@@ -229,6 +254,27 @@ static veil_err exec(vault_conn *c, int stmt, const veil_pg_param *p, int n, PGr
     return veil_pg_exec(pg(c), stmt, p, n, r);
 }
 
+static veil_err exec_any_row(vault_conn *c, int stmt, const veil_pg_param *p, int n, int *any);
+
+/* Copies a citizen's columns (from column col on) into out; -1 when they are NULL or malformed. */
+static int citizen_columns(const PGresult *r, int col, const unsigned char *subject,
+                           struct vault_citizen_row *out)
+{
+    size_t plen;
+    const unsigned char *profile = veil_pg_get_bytes(r, 0, col + 3, &plen);
+    if (PQgetisnull(r, 0, col) || !profile || plen > VAULT_PROFILE_MAX ||
+        copy_bytes(r, 0, col + 2, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
+        copy_bytes(r, 0, col + 5, out->head, VAULT_HASH_BYTES) != 0)
+        return -1;
+    memcpy(out->subject, subject, VAULT_SUBJECT_BYTES);
+    snprintf(out->web_number, sizeof out->web_number, "%s", veil_pg_get_text(r, 0, col));
+    out->key_version = (uint32_t)veil_pg_get_i64(r, 0, col + 1);
+    memcpy(out->profile, profile, plen);
+    out->profile_len = plen;
+    out->head_seq = veil_pg_get_i64(r, 0, col + 4);
+    return 0;
+}
+
 veil_err vault_store_citizen(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                              struct vault_citizen_row *out)
 {
@@ -240,23 +286,49 @@ veil_err vault_store_citizen(vault_conn *c, const unsigned char subject[VAULT_SU
     err = VEIL_ERR_NOT_FOUND;
     if (PQntuples(r) != 1)
         goto out;
-    err = VEIL_ERR_INTERNAL;
-    size_t plen;
-    const unsigned char *profile = veil_pg_get_bytes(r, 0, 3, &plen);
-    if (!profile || plen > VAULT_PROFILE_MAX ||
-        copy_bytes(r, 0, 2, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
-        copy_bytes(r, 0, 5, out->head, VAULT_HASH_BYTES) != 0)
-        goto out;
-    memcpy(out->subject, subject, VAULT_SUBJECT_BYTES);
-    snprintf(out->web_number, sizeof out->web_number, "%s", veil_pg_get_text(r, 0, 0));
-    out->key_version = (uint32_t)veil_pg_get_i64(r, 0, 1);
-    memcpy(out->profile, profile, plen);
-    out->profile_len = plen;
-    out->head_seq = veil_pg_get_i64(r, 0, 4);
-    err = VEIL_OK;
+    err = citizen_columns(r, 0, subject, out) == 0 ? VEIL_OK : VEIL_ERR_INTERNAL;
 out:
     PQclear(r);
     return err;
+}
+
+veil_err vault_store_release(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                             const unsigned char cap_id[VAULT_CAP_ID_BYTES], int64_t expires_ms,
+                             const char *app_id, int *fresh, char *scope, size_t scope_len,
+                             struct vault_citizen_row *out)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES),
+                         vp_bytes(cap_id, VAULT_CAP_ID_BYTES), vp_i64(expires_ms), vp_text(app_id)};
+    *fresh = 0;
+    scope[0] = '\0';
+    veil_err err = exec(c, ST_RELEASE, p, 4, &r);
+    if (err)
+        return err;
+    err = VEIL_ERR_INTERNAL;
+    if (PQntuples(r) != 1)
+        goto out;
+    *fresh = veil_pg_get_i64(r, 0, 6) == 1;
+    if (PQgetisnull(r, 0, 7))
+        scope = NULL; /* the app is unknown: said by VEIL_ERR_PRECONDITION below */
+    else
+        snprintf(scope, scope_len, "%s", veil_pg_get_text(r, 0, 7));
+    if (PQgetisnull(r, 0, 0))
+        err = VEIL_ERR_NOT_FOUND;
+    else
+        err = citizen_columns(r, 0, subject, out) == 0 ? VEIL_OK : VEIL_ERR_INTERNAL;
+    if (!err && !scope)
+        err = VEIL_ERR_PRECONDITION;
+out:
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_set_scope(vault_conn *c, const char *app_id, const char *attributes,
+                               int *changed)
+{
+    veil_pg_param p[] = {vp_text(app_id), vp_text(attributes)};
+    return exec_any_row(c, ST_SET_SCOPE, p, 2, changed);
 }
 
 veil_err vault_store_device(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],

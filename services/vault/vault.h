@@ -44,6 +44,10 @@
 #define VAULT_PROFILE_MAX       512 /* sealed profile, bytes */
 #define VAULT_PROOFING_KEYS_MAX 16
 #define VAULT_ENTRY_ATTRS_MAX   32
+#define VAULT_CAP_ID_BYTES      16
+#define VAULT_CAP_BYTES         (1 + 8 + VAULT_CAP_ID_BYTES + VAULT_HASH_BYTES) /* 57 */
+#define VAULT_CAP_TTL_MS        30000
+#define VAULT_SCOPE_MAX         256 /* comma-separated attribute names */
 
 /* ---- idnumber.c: GB 11643-1999 citizen identity numbers ---- */
 
@@ -190,6 +194,17 @@ void vault_chain_hash(const veil_key *audit, const unsigned char subject[VAULT_S
                       const unsigned char prev[VAULT_HASH_BYTES], int64_t seq, int64_t at_ms,
                       const unsigned char *sealed, size_t len, unsigned char out[VAULT_HASH_BYTES]);
 
+/*
+ * The check value of a release capability: keyed BLAKE2b-256 (audit key,
+ * its own domain label) over the capability's version, expiry and id and
+ * the subject, app and challenge it is bound to (docs/vault.md).
+ */
+void vault_capability_mac(const veil_key *audit, int64_t expires_ms,
+                          const unsigned char id[VAULT_CAP_ID_BYTES],
+                          const unsigned char subject[VAULT_SUBJECT_BYTES], const char *app_id,
+                          const unsigned char challenge[VEIL_CHALLENGE_BYTES],
+                          unsigned char out[VAULT_HASH_BYTES]);
+
 /* The blind index of a normalised ID number (keyed BLAKE2b-256, blind key). */
 void vault_blind_index(const veil_key *blind, const char id_number[18],
                        unsigned char out[VAULT_HASH_BYTES]);
@@ -287,6 +302,22 @@ struct vault_citizen_row {
 /* Loads a citizen by subject reference; VEIL_ERR_NOT_FOUND when absent or erased. */
 veil_err vault_store_citizen(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                              struct vault_citizen_row *out) VEIL_WUR;
+
+/*
+ * A release's one round trip: uses the capability id cap_id (*fresh = 1 the
+ * first time, 0 after), copies the app's registered scope (comma-separated)
+ * into scope and loads the citizen into out.  VEIL_ERR_NOT_FOUND when the
+ * subject is gone, VEIL_ERR_PRECONDITION when the vault knows no scope for
+ * the app; *fresh is set in every case the statement ran.
+ */
+veil_err vault_store_release(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                             const unsigned char cap_id[VAULT_CAP_ID_BYTES], int64_t expires_ms,
+                             const char *app_id, int *fresh, char *scope, size_t scope_len,
+                             struct vault_citizen_row *out) VEIL_WUR;
+
+/* Records an app's registered scope; *changed = 1 when it was new or different. */
+veil_err vault_store_set_scope(vault_conn *c, const char *app_id, const char *attributes,
+                               int *changed) VEIL_WUR;
 
 /* A device with what verifying its signature and logging the access need. */
 struct vault_device_row {

@@ -94,28 +94,29 @@ START_TEST(test_release_attributes)
     ck_assert_ptr_null(find(r, "full_name"));
     protobuf_c_message_free_unpacked(&r->base, NULL);
 
-    /* bad requests */
+    /* bad requests: refused before the capability is looked at */
+#define NO_CAP(subject, app, names, n, purpose, r, st)                                             \
+    vt_release_raw(&t, subject, app, names, n, purpose, NULL, 0, NULL, r, st)
     const char *unknown[] = {"gender", "shoe_size"};
-    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", unknown, 2, "x", &r, &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(NO_CAP(d.subject, "gov.tax", unknown, 2, "x", &r, &st), VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "attributes[1] is not a known attribute");
     const char *raw_id[] = {"id_number"};
-    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", raw_id, 1, "x", &r, &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(NO_CAP(d.subject, "gov.tax", raw_id, 1, "x", &r, &st), VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "attributes[0] is not a known attribute");
     const char *twice[] = {"gender", "gender"};
-    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", twice, 2, "x", &r, &st),
-                     VEIL_ERR_INVALID);
-    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", all, 0, "x", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_int_eq(NO_CAP(d.subject, "gov.tax", twice, 2, "x", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_int_eq(NO_CAP(d.subject, "gov.tax", all, 0, "x", &r, &st), VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "attributes must name 1 to 32 attributes");
-    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", all, 1, "", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_int_eq(NO_CAP(d.subject, "gov.tax", all, 1, "", &r, &st), VEIL_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(st.message, "purpose"));
-    ck_assert_int_eq(vt_release(&t, d.subject, "GOV TAX", all, 1, "x", &r, &st), VEIL_ERR_INVALID);
+    ck_assert_int_eq(NO_CAP(d.subject, "GOV TAX", all, 1, "x", &r, &st), VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "app_id is not a valid app id");
+#undef NO_CAP
     unsigned char nobody[32];
     randombytes_buf(nobody, 32);
-    ck_assert_int_eq(vt_release(&t, nobody, "gov.tax", all, 1, "x", &r, &st), VEIL_ERR_NOT_FOUND);
-    ck_assert_str_eq(st.message, "subject not found");
+    ck_assert_int_eq(vt_release(&t, nobody, "gov.tax", all, 1, "x", &r, &st), VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message,
+                     "capability is required: VerifyTicket of this subject's ticket mints it");
 
     /* each release (and only a successful one) is in the log, with names and purpose */
     Veil__Vault__ListAccessLogResponse *log;
@@ -339,6 +340,8 @@ START_TEST(test_erase)
     Veil__Vault__ReleaseAttributesResponse *r;
     ck_assert_int_eq(vt_release(&t, a.subject, "gov.tax", names, 1, "tax", &r, &st), VEIL_OK);
     protobuf_c_message_free_unpacked(&r->base, NULL);
+    /* a capability minted before the erasure finds nobody after it */
+    ck_assert_int_eq(vt_login(&t, &a, "gov.tax", &st), VEIL_OK);
     Veil__Empty *empty;
     ck_assert_int_eq(vt_subject_call(&t, "Erase", a.subject, 32, &empty, &st), VEIL_OK);
     protobuf_c_message_free_unpacked(&empty->base, NULL);
@@ -598,12 +601,103 @@ START_TEST(test_bulk_enrol)
 }
 END_TEST
 
+/*
+ * Issue 12 item 4: the vault releases only against a capability that
+ * VerifyTicket minted for that subject, app and challenge, once, within the
+ * app's registered scope as the vault knows it.  A caller holding the
+ * gateway's certificate but no verified ticket gets nothing.
+ */
+START_TEST(test_release_capability)
+{
+    vt t;
+    vt_device d, other;
+    veil_status st;
+    Veil__Vault__ReleaseAttributesResponse *r;
+    const char *bd[] = {"birth_date"}, *age[] = {"age_over_18"};
+    char id[19], id2[19];
+    vt_start(&t, NULL);
+    vt_id_number(id, "110105", 1980, 5, 5, 123);
+    vt_id_number(id2, "110105", 1981, 6, 6, 124);
+    person(&t, &d, "cap-1", id, "王一", "gov.tax");
+    person(&t, &other, "cap-2", id2, "王二", "shop.taobao");
+    ck_assert_int_eq(vt_set_scope(&t, "gov.tax", bd, 1, &st), VEIL_OK);
+    ck_assert_int_eq(vt_set_scope(&t, "shop.taobao", age, 1, &st), VEIL_OK);
+    struct vt_cap cap = t.caps[0], cap_other = t.caps[1];
+    ck_assert_mem_eq(cap.subject, d.subject, 32);
+
+    /* the gateway's certificate alone: any subject, any app, no capability */
+    ck_assert_int_eq(vt_release_raw(&t, d.subject, "gov.tax", bd, 1, "x", NULL, 0, NULL, &r, &st),
+                     VEIL_ERR_DENIED);
+    ck_assert_int_eq(st.code, GRPC_STATUS_PERMISSION_DENIED);
+    ck_assert_str_eq(st.message,
+                     "capability is required: VerifyTicket of this subject's ticket mints it");
+    /* a capability of another person, or for another app or challenge, is not this one */
+    ck_assert_int_eq(vt_release_raw(&t, d.subject, "gov.tax", bd, 1, "x", cap_other.cap, 57,
+                                    cap_other.challenge, &r, &st),
+                     VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "capability was not minted for this subject, app and challenge");
+    ck_assert_int_eq(vt_release_raw(&t, d.subject, "shop.taobao", age, 1, "x", cap.cap, 57,
+                                    cap.challenge, &r, &st),
+                     VEIL_ERR_DENIED);
+    unsigned char wrong[32];
+    randombytes_buf(wrong, sizeof wrong);
+    ck_assert_int_eq(
+        vt_release_raw(&t, d.subject, "gov.tax", bd, 1, "x", cap.cap, 57, wrong, &r, &st),
+        VEIL_ERR_DENIED);
+    unsigned char forged[57];
+    memcpy(forged, cap.cap, 57);
+    forged[8] ^= 1; /* a later expiry */
+    ck_assert_int_eq(
+        vt_release_raw(&t, d.subject, "gov.tax", bd, 1, "x", forged, 57, cap.challenge, &r, &st),
+        VEIL_ERR_DENIED);
+    ck_assert_int_eq(
+        vt_release_raw(&t, d.subject, "gov.tax", bd, 1, "x", cap.cap, 56, cap.challenge, &r, &st),
+        VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "capability must be the 57 bytes VerifyTicket returned");
+
+    /* outside the app's registered scope: refused (and the capability spent) */
+    const char *name[] = {"full_name"};
+    ck_assert_int_eq(
+        vt_release_raw(&t, d.subject, "gov.tax", name, 1, "x", cap.cap, 57, cap.challenge, &r, &st),
+        VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "attributes[0] is outside the app's registered scope");
+    ck_assert_int_eq(
+        vt_release_raw(&t, d.subject, "gov.tax", bd, 1, "x", cap.cap, 57, cap.challenge, &r, &st),
+        VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "capability already used");
+
+    /* a fresh login: released once, the second use refused */
+    ck_assert_int_eq(vt_login(&t, &d, "gov.tax", &st), VEIL_OK);
+    cap = t.caps[2];
+    ck_assert_int_eq(
+        vt_release_raw(&t, d.subject, "gov.tax", bd, 1, "tax", cap.cap, 57, cap.challenge, &r, &st),
+        VEIL_OK);
+    ck_assert_str_eq(r->attributes[0]->text, "1980-05-05");
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    ck_assert_int_eq(
+        vt_release_raw(&t, d.subject, "gov.tax", bd, 1, "tax", cap.cap, 57, cap.challenge, &r, &st),
+        VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "capability already used");
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM used_capabilities"), 2);
+
+    /* an app the vault has no scope for gets nothing */
+    ck_assert_int_eq(vt_login(&t, &d, "news.unknown", &st), VEIL_OK);
+    cap = t.caps[3];
+    ck_assert_int_eq(vt_release_raw(&t, d.subject, "news.unknown", age, 1, "x", cap.cap, 57,
+                                    cap.challenge, &r, &st),
+                     VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "app has no registered scope in the vault");
+    vt_stop(&t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("vault_data");
     TCase *tc = tcase_create("data");
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, test_release_attributes);
+    tcase_add_test(tc, test_release_capability);
     tcase_add_test(tc, test_age_boundaries);
     tcase_add_test(tc, test_access_log_tampering);
     tcase_add_test(tc, test_erase);

@@ -55,6 +55,7 @@ void vt_start(vt *t, const char *const *env)
 {
     char out[4096];
     memset(t, 0, sizeof *t);
+    pthread_mutex_init(&t->caps_lock, NULL);
     ck_assert_int_ge(sodium_init(), 0);
     t->db = h_db_create("vault");
     t->keys = h_tempdir("vkeys");
@@ -229,10 +230,22 @@ veil_err vt_verify(vt *t, const char *ticket, const char *app, const unsigned ch
     if (err)
         return err;
     ck_assert_uint_eq(resp->subject_ref.len, 32);
+    ck_assert_uint_eq(resp->release_capability.len, 57);
     if (subject)
         memcpy(subject, resp->subject_ref.data, 32);
     if (device_id)
         snprintf(device_id, 33, "%s", resp->device_id);
+    if (challenge_len == 32) {
+        pthread_mutex_lock(&t->caps_lock);
+        struct vt_cap *c = &t->caps[t->n_caps++ % VT_CAPS];
+        memset(c, 0, sizeof *c);
+        memcpy(c->subject, resp->subject_ref.data, 32);
+        snprintf(c->app, sizeof c->app, "%s", app);
+        memcpy(c->challenge, challenge, 32);
+        memcpy(c->cap, resp->release_capability.data, resp->release_capability.len);
+        c->cap_len = resp->release_capability.len;
+        pthread_mutex_unlock(&t->caps_lock);
+    }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return VEIL_OK;
 }
@@ -245,14 +258,21 @@ veil_err vt_login(vt *t, vt_device *d, const char *app, veil_status *st)
     char *ticket = vt_ticket(t, d, app, challenge, veil_now_ms());
     veil_err err = vt_verify(t, ticket, app, challenge, 32, d->subject, device_id, st);
     free(ticket);
-    if (!err)
+    if (!err) {
         ck_assert_str_eq(device_id, d->device_id);
+        pthread_mutex_lock(&t->caps_lock);
+        for (size_t i = 0; i < VT_CAPS; i++)
+            if (memcmp(t->caps[i].challenge, challenge, 32) == 0)
+                t->caps[i].dev = d;
+        pthread_mutex_unlock(&t->caps_lock);
+    }
     return err;
 }
 
-veil_err vt_release(vt *t, const unsigned char *subject, const char *app, const char *const *names,
-                    size_t n, const char *purpose, Veil__Vault__ReleaseAttributesResponse **resp,
-                    veil_status *st)
+veil_err vt_release_raw(vt *t, const unsigned char *subject, const char *app,
+                        const char *const *names, size_t n, const char *purpose,
+                        const unsigned char *cap, size_t cap_len, const unsigned char *challenge,
+                        Veil__Vault__ReleaseAttributesResponse **resp, veil_status *st)
 {
     Veil__Vault__ReleaseAttributesRequest req = VEIL__VAULT__RELEASE_ATTRIBUTES_REQUEST__INIT;
     req.subject_ref.data = (unsigned char *)subject;
@@ -261,7 +281,89 @@ veil_err vt_release(vt *t, const unsigned char *subject, const char *app, const 
     req.attributes = (char **)names;
     req.n_attributes = n;
     req.purpose = (char *)purpose;
+    req.capability.data = (unsigned char *)cap;
+    req.capability.len = cap ? cap_len : 0;
+    req.challenge.data = (unsigned char *)challenge;
+    req.challenge.len = challenge ? 32 : 0;
     return veil_channel_call(t->ch, "ReleaseAttributes", &req.base, NULL, 5000, resp, st);
+}
+
+veil_err vt_set_scope(vt *t, const char *app, const char *const *names, size_t n, veil_status *st)
+{
+    Veil__Vault__AppScope a = VEIL__VAULT__APP_SCOPE__INIT;
+    Veil__Vault__AppScope *apps[] = {&a};
+    Veil__Vault__SetAppScopesRequest req = VEIL__VAULT__SET_APP_SCOPES_REQUEST__INIT;
+    Veil__Empty *resp;
+    a.app_id = (char *)app;
+    a.attributes = (char **)names;
+    a.n_attributes = n;
+    req.apps = apps;
+    req.n_apps = 1;
+    veil_err err = veil_channel_call(t->ch, "SetAppScopes", &req.base, NULL, 5000, &resp, st);
+    if (!err)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return err;
+}
+
+/* Copies an unused capability for (subject, app); 0 if there is one. */
+static int take_cap(vt *t, const unsigned char *subject, const char *app, struct vt_cap *out)
+{
+    int found = 0;
+    pthread_mutex_lock(&t->caps_lock);
+    for (size_t i = 0; !found && i < VT_CAPS; i++) {
+        struct vt_cap *c = &t->caps[i];
+        if (c->cap_len && !c->used && memcmp(c->subject, subject, 32) == 0 &&
+            strcmp(c->app, app) == 0) {
+            *out = *c;
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&t->caps_lock);
+    return found ? 0 : -1;
+}
+
+/* A device vt_login used for subject, or NULL. */
+static vt_device *known_device(vt *t, const unsigned char *subject)
+{
+    vt_device *d = NULL;
+    pthread_mutex_lock(&t->caps_lock);
+    for (size_t i = 0; !d && i < VT_CAPS; i++)
+        if (t->caps[i].dev && memcmp(t->caps[i].subject, subject, 32) == 0)
+            d = t->caps[i].dev;
+    pthread_mutex_unlock(&t->caps_lock);
+    return d;
+}
+
+veil_err vt_release(vt *t, const unsigned char *subject, const char *app, const char *const *names,
+                    size_t n, const char *purpose, Veil__Vault__ReleaseAttributesResponse **resp,
+                    veil_status *st)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM app_scopes WHERE app_id = '%s'", app);
+    if (veil_ident_valid(app) && vt_sql_int(t, sql) == 0) {
+        size_t n_cat;
+        const veil_attr *cat = veil_attr_catalogue(&n_cat);
+        const char *all[16];
+        for (size_t i = 0; i < n_cat && i < 16; i++)
+            all[i] = cat[i].name;
+        ck_assert_int_eq(vt_set_scope(t, app, all, n_cat, st), VEIL_OK);
+    }
+    struct vt_cap c;
+    int have = take_cap(t, subject, app, &c) == 0;
+    vt_device *d = have ? NULL : known_device(t, subject);
+    if (d && vt_login(t, d, app, st) == VEIL_OK)
+        have = take_cap(t, subject, app, &c) == 0;
+    veil_err err = vt_release_raw(t, subject, app, names, n, purpose, have ? c.cap : NULL,
+                                  have ? c.cap_len : 0, have ? c.challenge : NULL, resp, st);
+    /* Malformed requests are refused before the capability is looked at: it stays unused. */
+    if (have && err != VEIL_ERR_INVALID) {
+        pthread_mutex_lock(&t->caps_lock);
+        for (size_t i = 0; i < VT_CAPS; i++)
+            if (memcmp(t->caps[i].cap, c.cap, c.cap_len) == 0)
+                t->caps[i].used = 1;
+        pthread_mutex_unlock(&t->caps_lock);
+    }
+    return err;
 }
 
 veil_err vt_subject_call(vt *t, const char *method, const unsigned char *subject, size_t len,

@@ -10,11 +10,15 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <libpq-fe.h>
 
 #include "harness.h"
 #include "veil/formats.h"
 #include "veil/vault.pb-c.h"
+
+struct vt_device;
+#define VT_CAPS 64
 
 typedef struct vt {
     h_proc proc;
@@ -27,6 +31,18 @@ typedef struct vt {
     uint32_t ticket_version;
     char env[8][1200]; /* extra NAME=VALUE given to the process */
     size_t n_env;
+    /* Release capabilities VerifyTicket returned, for vt_release (a ring, under caps_lock). */
+    struct vt_cap {
+        unsigned char subject[32];
+        char app[65];
+        unsigned char challenge[32];
+        unsigned char cap[64];
+        size_t cap_len;
+        int used;
+        struct vt_device *dev; /* set by vt_login: a fresh login can mint another */
+    } caps[VT_CAPS];
+    size_t n_caps; /* ever recorded; slot n % 64 */
+    pthread_mutex_t caps_lock;
 } vt;
 
 /* A wallet: one device key pair, and what enrolment gave it. */
@@ -84,10 +100,26 @@ veil_err vt_verify(vt *t, const char *ticket, const char *app, const unsigned ch
 /* A full login by device d at app; fills d->subject. */
 veil_err vt_login(vt *t, vt_device *d, const char *app, veil_status *st);
 
-/* ReleaseAttributes; *resp freed by the caller with protobuf_c_message_free_unpacked. */
+/*
+ * ReleaseAttributes with the newest unused capability VerifyTicket returned
+ * for (subject, app); when there is none but vt_login knows a device of the
+ * subject, it logs that device in at app first (a "ticket_verified" entry);
+ * otherwise it sends none.  If the vault knows no scope for app yet, the
+ * app's scope is set to the whole catalogue first (SetAppScopes).
+ * *resp freed by the caller with protobuf_c_message_free_unpacked.
+ */
 veil_err vt_release(vt *t, const unsigned char *subject, const char *app, const char *const *names,
                     size_t n, const char *purpose, Veil__Vault__ReleaseAttributesResponse **resp,
                     veil_status *st);
+
+/* ReleaseAttributes exactly as given (capability and challenge may be NULL). */
+veil_err vt_release_raw(vt *t, const unsigned char *subject, const char *app,
+                        const char *const *names, size_t n, const char *purpose,
+                        const unsigned char *cap, size_t cap_len, const unsigned char *challenge,
+                        Veil__Vault__ReleaseAttributesResponse **resp, veil_status *st);
+
+/* SetAppScopes for one app. */
+veil_err vt_set_scope(vt *t, const char *app, const char *const *names, size_t n, veil_status *st);
 
 /* A subject-only call (ListDevices, ListAccessLog, Erase) with its reply in *resp. */
 veil_err vt_subject_call(vt *t, const char *method, const unsigned char *subject, size_t len,
