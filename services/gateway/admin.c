@@ -59,14 +59,16 @@ static veil_err app_from_message(struct gateway *gw, veil_call *call,
         }
         out->scope |= gw_scope_bit(a->name);
     }
-    if (m->cert_identity[0]) {
-        if (strlen(m->cert_identity) >= sizeof out->cert_identity ||
-            !veil_utf8_printable(m->cert_identity, strlen(m->cert_identity)))
-            return invalid(call, "cert_identity is not a valid identity URI");
-        snprintf(out->cert_identity, sizeof out->cert_identity, "%s", m->cert_identity);
-    } else {
-        snprintf(out->cert_identity, sizeof out->cert_identity, "spiffe://%s/app/%s",
-                 gw->trust_domain, m->app_id);
+    /*
+     * An app's certificate names the app itself: anything else would let an
+     * admin hand one app's (or a service's) certificate another app's id.
+     */
+    snprintf(out->cert_identity, sizeof out->cert_identity, "spiffe://%s/app/%s", gw->trust_domain,
+             m->app_id);
+    if (m->cert_identity[0] && strcmp(m->cert_identity, out->cert_identity) != 0) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "cert_identity must be %s (the app's own identity)",
+                       out->cert_identity);
+        return VEIL_ERR_INVALID;
     }
     snprintf(out->id, sizeof out->id, "%s", m->app_id);
     snprintf(out->sector, sizeof out->sector, "%s", sector);
@@ -91,8 +93,13 @@ static void app_to_message(veil_call *call, const gw_app *a, const char *name, c
 }
 
 /* After a registry change: reload now, so this replica answers with it at once. */
-static veil_err changed(struct gateway *gw, veil_call *call, veil_err err, const char *what)
+static veil_err changed(struct gateway *gw, veil_call *call, veil_err err, const char *refusal,
+                        const char *what)
 {
+    if (err == VEIL_ERR_PRECONDITION && refusal) {
+        veil_call_fail(call, err, "%s", refusal);
+        return err;
+    }
     if (err == VEIL_ERR_EXISTS) {
         veil_call_fail(call, err, "app_id or cert_identity is already registered");
         return err;
@@ -115,10 +122,12 @@ static void gw_admin_register_app(Veil__Gateway__Admin_Service *svc, const Veil_
     struct gateway *gw = GW_OF(svc, admin);
     Veil__Gateway__App resp;
     gw_app app;
+    const char *refusal = NULL;
     veil_err err = app_from_message(gw, call, req, &app);
-    if (!err)
-        err = changed(gw, call, gw_store_insert_app(gw->store, &app, req->name, req->organisation),
-                      "register");
+    if (!err) {
+        err = gw_store_insert_app(gw->store, &app, req->name, req->organisation, &refusal);
+        err = changed(gw, call, err, refusal, "register");
+    }
     if (!err) {
         app_to_message(call, &app, req->name, req->organisation, &resp);
         veil_log(VEIL_LOG_INFO, "app registered", VL_STR("app", app.id),
@@ -142,8 +151,9 @@ static void gw_admin_update_app(Veil__Gateway__Admin_Service *svc, const Veil__G
         err = app_from_message(gw, call, req, &app);
     if (!err) {
         snprintf(app.status, sizeof app.status, "%s", old.status);
-        err = changed(gw, call, gw_store_update_app(gw->store, &app, req->name, req->organisation),
-                      "update");
+        const char *refusal = NULL;
+        err = gw_store_update_app(gw->store, &app, req->name, req->organisation, &refusal);
+        err = changed(gw, call, err, refusal, "update");
     }
     if (!err) {
         app_to_message(call, &app, req->name, req->organisation, &resp);
@@ -175,7 +185,7 @@ static veil_err set_app_state(struct gateway *gw, veil_call *call,
     if (!err)
         err = changed(gw, call,
                       gw_store_set_app_status(gw->store, app.id, suspend ? "suspended" : "active"),
-                      suspend ? "suspend" : "reinstate");
+                      NULL, suspend ? "suspend" : "reinstate");
     if (!err) {
         gw_registry_get(&gw->registry, app.id, &app);
         app_to_message(call, &app, NULL, NULL, resp);

@@ -80,12 +80,10 @@ veil_err gw_citizen(struct gateway *gw, veil_call *call, const Veil__Gateway__Si
     veil_err err = gw_downstream(gw, call, gw->vault, "VerifyCitizenRequest", &vr.base, &vresp);
     if (err)
         return err;
-    ProtobufCMessage *p = protobuf_c_message_unpack(desc, veil_call_allocator(call),
-                                                    req->payload.len, req->payload.data);
-    if (!p) {
-        veil_call_fail(call, VEIL_ERR_INVALID, "payload is malformed");
+    ProtobufCMessage *p =
+        veil_call_unpack(call, desc, req->payload.data, req->payload.len, "payload is malformed");
+    if (!p)
         return VEIL_ERR_INVALID;
-    }
     *(ProtobufCMessage **)payload = p;
     *subject = vresp->subject_ref;
     *device_id = vresp->device_id;

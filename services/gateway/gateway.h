@@ -42,6 +42,7 @@ typedef struct gw_app {
     char status[16];        /* "active" or "suspended" */
     unsigned scope;         /* bit i: catalogue entry i is registered */
     char cert_identity[256];
+    int sector_fixed;       /* a login completed: the sector may not change */
     char *name;             /* owned by the registry snapshot */
     char *organisation;
 } gw_app;
@@ -55,6 +56,9 @@ typedef struct gw_registry {
 
 /* Looks an app up by id and copies it into *out (names not copied). 0 if found. */
 int gw_registry_get(gw_registry *r, const char *id, gw_app *out);
+
+/* Marks an app's sector fixed in the loaded snapshot (after gw_store_fix_sector). */
+void gw_registry_fix_sector(gw_registry *r, const char *id);
 
 /* Replaces the contents (takes ownership of apps, an array of n sorted by id). */
 void gw_registry_replace(gw_registry *r, gw_app *apps, size_t n, int64_t version);

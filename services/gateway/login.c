@@ -233,6 +233,22 @@ static void withheld(veil_call *call, unsigned requested, unsigned registered, u
     resp->n_withheld = n;
 }
 
+/*
+ * The app's first completed login fixes its sector (issue 12 item 5): from
+ * then on its users hold pseudonyms of that sector.  Written once per app and
+ * replica; the registry snapshot remembers it.
+ */
+static veil_err fix_sector(struct gateway *gw, veil_call *call, const gw_app *app)
+{
+    if (app->sector_fixed)
+        return VEIL_OK;
+    veil_err err = gw_store_fix_sector(gw->store, app->id);
+    if (err)
+        return gw_store_failed(call, err);
+    gw_registry_fix_sector(&gw->registry, app->id);
+    return VEIL_OK;
+}
+
 static veil_err complete_login(struct gateway *gw, veil_call *call,
                                const Veil__Gateway__CompleteLoginRequest *req,
                                Veil__Gateway__CompleteLoginResponse *resp)
@@ -316,6 +332,8 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
 
     if ((err = sign_assertion(gw, call, &app, p->pseudonym, p->previous_pseudonym, granted,
                               released, &resp->assertion)))
+        return err;
+    if ((err = fix_sector(gw, call, &app)))
         return err;
     resp->sub = p->pseudonym;
     resp->previous_sub = p->previous_pseudonym;

@@ -299,11 +299,13 @@ static int seed_apps(const veil_service_ctx *ctx, int argc, char **argv)
         snprintf(app.status, sizeof app.status, "active");
         snprintf(app.cert_identity, sizeof app.cert_identity, "spiffe://%s/app/%s",
                  ctx->trust_domain, app.id);
-        veil_err err = gw_store_insert_app(store, &app, c[5], c[3]);
+        const char *refusal = NULL;
+        veil_err err = gw_store_insert_app(store, &app, c[5], c[3], &refusal);
         if (err == VEIL_ERR_EXISTS) {
             kept++;
         } else if (err) {
-            fprintf(stderr, "gateway seed-apps: %s:%d: %s\n", argv[1], lineno, veil_err_message(err));
+            fprintf(stderr, "gateway seed-apps: %s:%d: %s\n", argv[1], lineno,
+                    refusal ? refusal : veil_err_message(err));
             status = 1;
             break;
         } else {

@@ -108,6 +108,15 @@ int gw_registry_get(gw_registry *r, const char *id, gw_app *out)
     return a ? 0 : -1;
 }
 
+void gw_registry_fix_sector(gw_registry *r, const char *id)
+{
+    pthread_rwlock_wrlock(&r->lock);
+    gw_app *a = r->apps ? bsearch(id, r->apps, r->n, sizeof *r->apps, by_id) : NULL;
+    if (a)
+        a->sector_fixed = 1;
+    pthread_rwlock_unlock(&r->lock);
+}
+
 void gw_apps_free(gw_app *apps, size_t n)
 {
     for (size_t i = 0; apps && i < n; i++) {

@@ -27,12 +27,16 @@ enum {
     ST_KEY_STATE,
     ST_KEY_STATE_SET,
     ST_VERSIONS,
+    ST_SECTOR_CLAIM,
+    ST_SECTOR_OWNER,
+    ST_APP_SECTOR,
+    ST_FIX_SECTOR,
 };
 
 static const veil_pg_stmt stmts[] = {
     [ST_LOAD_APPS] = {"gw_load_apps",
                       "SELECT app_id, name, kind, sector_id, attributes, cert_identity,"
-                      " organisation, status FROM apps ORDER BY app_id"},
+                      " organisation, status, sector_fixed FROM apps ORDER BY app_id"},
     [ST_REGISTRY_VERSION] = {"gw_registry_version", "SELECT version FROM registry_version"},
     [ST_INSERT_APP] = {"gw_insert_app",
                        "INSERT INTO apps (app_id, name, kind, sector_id, attributes,"
@@ -61,6 +65,16 @@ static const veil_pg_stmt stmts[] = {
                           " updated_at = now() WHERE kind = $1"},
     [ST_VERSIONS] = {"gw_versions", "SELECT (SELECT version FROM registry_version),"
                                     " (SELECT coalesce(sum(version), 0)::int8 FROM key_state)"},
+    [ST_SECTOR_CLAIM] = {"gw_sector_claim",
+                         "INSERT INTO sectors (sector_id, organisation, owner_app)"
+                         " VALUES ($1, $2, $3) ON CONFLICT (sector_id) DO NOTHING"},
+    [ST_SECTOR_OWNER] = {"gw_sector_owner",
+                         "SELECT organisation, owner_app FROM sectors WHERE sector_id = $1"
+                         " FOR UPDATE"},
+    [ST_APP_SECTOR] = {"gw_app_sector",
+                       "SELECT sector_id, sector_fixed FROM apps WHERE app_id = $1 FOR UPDATE"},
+    [ST_FIX_SECTOR] = {"gw_fix_sector",
+                       "UPDATE apps SET sector_fixed = true WHERE app_id = $1 AND NOT sector_fixed"},
 };
 
 veil_err gw_store_open(const char *conninfo, struct gw_store **out)
@@ -98,8 +112,55 @@ static veil_err run(struct gw_store *s, int stmt, const veil_pg_param *p, int n,
     return veil_pg_exec(c, stmt, p, n, res);
 }
 
-/* Runs a statement that must change exactly one row, then bumps the registry version. */
-static veil_err change_registry(struct gw_store *s, int stmt, const veil_pg_param *p, int n)
+/*
+ * The sector rules, inside the registry change's transaction (so two admins
+ * cannot race an app into a sector): the app's sector is claimed for its
+ * organisation if nobody holds it, and must then belong to that organisation
+ * (an app without one: be its own); an app that has completed a login keeps
+ * its sector.  VEIL_ERR_PRECONDITION with *refusal set when a rule refuses.
+ */
+static veil_err sector_guard(veil_pg *c, const gw_app *app, const char *organisation, int update,
+                             const char **refusal)
+{
+    PGresult *r = NULL;
+    veil_err err;
+    if (update) {
+        veil_pg_param a[] = {vp_text(app->id)};
+        if ((err = veil_pg_exec(c, ST_APP_SECTOR, a, 1, &r)))
+            return err;
+        int moved = PQntuples(r) == 1 && strcmp(veil_pg_get_text(r, 0, 0), app->sector) != 0;
+        int fixed = PQntuples(r) == 1 && veil_pg_get_bool(r, 0, 1);
+        PQclear(r);
+        if (moved && fixed) {
+            *refusal = "sector_id cannot change after the app's first login";
+            return VEIL_ERR_PRECONDITION;
+        }
+    }
+    veil_pg_param p[] = {vp_text(app->sector), vp_text(organisation), vp_text(app->id)};
+    if ((err = veil_pg_exec(c, ST_SECTOR_CLAIM, p, 3, &r)))
+        return err;
+    PQclear(r);
+    if ((err = veil_pg_exec(c, ST_SECTOR_OWNER, p, 1, &r)))
+        return err;
+    const char *owner_org = PQntuples(r) == 1 ? veil_pg_get_text(r, 0, 0) : "";
+    const char *owner_app = PQntuples(r) == 1 ? veil_pg_get_text(r, 0, 1) : "";
+    int ours =
+        owner_org[0] ? strcmp(owner_org, organisation) == 0 : strcmp(owner_app, app->id) == 0;
+    PQclear(r);
+    if (!ours) {
+        *refusal = "sector_id belongs to another organisation: an app may join only its own "
+                   "organisation's sector";
+        return VEIL_ERR_PRECONDITION;
+    }
+    return VEIL_OK;
+}
+
+/*
+ * Runs a statement that must change exactly one row, then bumps the registry
+ * version; with app set, under the sector rules (sector_guard).
+ */
+static veil_err change_registry(struct gw_store *s, int stmt, const veil_pg_param *p, int n,
+                                const gw_app *app, const char *organisation, const char **refusal)
 {
     veil_pg *c;
     PGresult *r = NULL;
@@ -108,6 +169,10 @@ static veil_err change_registry(struct gw_store *s, int stmt, const veil_pg_para
         return err;
     if ((err = veil_pg_begin(c)))
         return err;
+    /* An update checks the old sector before changing it; an insert after (a taken id first). */
+    int update = stmt == ST_UPDATE_APP;
+    if (app && update && (err = sector_guard(c, app, organisation, 1, refusal)))
+        goto out;
     if ((err = veil_pg_exec(c, stmt, p, n, &r)))
         goto out;
     if (atoi(PQcmdTuples(r)) != 1) {
@@ -115,6 +180,9 @@ static veil_err change_registry(struct gw_store *s, int stmt, const veil_pg_para
         goto out;
     }
     PQclear(r);
+    r = NULL;
+    if (app && !update && (err = sector_guard(c, app, organisation, 0, refusal)))
+        goto out;
     if ((err = veil_pg_exec(c, ST_BUMP_REGISTRY, NULL, 0, &r)))
         goto out;
     err = veil_pg_commit(c);
@@ -163,6 +231,7 @@ veil_err gw_store_load_apps(struct gw_store *s, gw_app **apps, size_t *n, int64_
         snprintf(a[i].cert_identity, sizeof a[i].cert_identity, "%s", veil_pg_get_text(r, i, 5));
         a[i].organisation = dup_or_empty(veil_pg_get_text(r, i, 6));
         snprintf(a[i].status, sizeof a[i].status, "%s", veil_pg_get_text(r, i, 7));
+        a[i].sector_fixed = veil_pg_get_bool(r, i, 8);
         if (!a[i].name || !a[i].organisation) {
             gw_apps_free(a, (size_t)i + 1);
             err = VEIL_ERR_NOMEM;
@@ -195,27 +264,40 @@ static void app_params(const gw_app *app, const char *name, const char *organisa
 }
 
 veil_err gw_store_insert_app(struct gw_store *s, const gw_app *app, const char *name,
-                             const char *organisation)
+                             const char *organisation, const char **refusal)
 {
     char scope[512];
     veil_pg_param p[8];
+    const char *ignored;
     app_params(app, name, organisation, scope, sizeof scope, p);
-    return change_registry(s, ST_INSERT_APP, p, 8);
+    return change_registry(s, ST_INSERT_APP, p, 8, app, organisation ? organisation : "",
+                           refusal ? refusal : &ignored);
 }
 
 veil_err gw_store_update_app(struct gw_store *s, const gw_app *app, const char *name,
-                             const char *organisation)
+                             const char *organisation, const char **refusal)
 {
     char scope[512];
     veil_pg_param p[8];
+    const char *ignored;
     app_params(app, name, organisation, scope, sizeof scope, p);
-    return change_registry(s, ST_UPDATE_APP, p, 7);
+    return change_registry(s, ST_UPDATE_APP, p, 7, app, organisation ? organisation : "",
+                           refusal ? refusal : &ignored);
 }
 
 veil_err gw_store_set_app_status(struct gw_store *s, const char *id, const char *status)
 {
     veil_pg_param p[] = {vp_text(id), vp_text(status)};
-    return change_registry(s, ST_SET_STATUS, p, 2);
+    return change_registry(s, ST_SET_STATUS, p, 2, NULL, NULL, NULL);
+}
+
+veil_err gw_store_fix_sector(struct gw_store *s, const char *app_id)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(app_id)};
+    veil_err err = run(s, ST_FIX_SECTOR, p, 1, &r);
+    PQclear(r);
+    return err;
 }
 
 veil_err gw_store_challenge_put(struct gw_store *s, const unsigned char challenge[32],

@@ -19,12 +19,20 @@ void gw_store_close(struct gw_store *s);
 veil_err gw_store_load_apps(struct gw_store *s, gw_app **apps, size_t *n,
                             int64_t *version) VEIL_WUR;
 
-/* Adds an app (VEIL_ERR_EXISTS if the id or certificate identity is taken). */
+/*
+ * Adds an app (VEIL_ERR_EXISTS if the id or certificate identity is taken).
+ * Both this and gw_store_update_app enforce the sector rules in the same
+ * transaction (db/gateway/002_sector_owners.sql): VEIL_ERR_PRECONDITION, with
+ * *refusal (if not NULL) set to a client message, when the sector belongs to
+ * another organisation or the app's sector is fixed by its first login.
+ */
 veil_err gw_store_insert_app(struct gw_store *s, const gw_app *app, const char *name,
-                             const char *organisation) VEIL_WUR;
+                             const char *organisation, const char **refusal) VEIL_WUR;
 /* Changes an app's descriptive fields and scope (VEIL_ERR_NOT_FOUND if absent). */
 veil_err gw_store_update_app(struct gw_store *s, const gw_app *app, const char *name,
-                             const char *organisation) VEIL_WUR;
+                             const char *organisation, const char **refusal) VEIL_WUR;
+/* Records that the app completed a login: its sector is fixed from now on. */
+veil_err gw_store_fix_sector(struct gw_store *s, const char *app_id) VEIL_WUR;
 /* Sets "active" or "suspended" (VEIL_ERR_NOT_FOUND if absent). */
 veil_err gw_store_set_app_status(struct gw_store *s, const char *id, const char *status) VEIL_WUR;
 

@@ -241,6 +241,18 @@ int veil_utf8_printable(const char *s, size_t n)
     return 1;
 }
 
+int veil_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t len = veil_utf8_seq(p, (size_t)(end - p));
+        if (len == 0 || *p == 0)
+            return 0;
+        p += len;
+    }
+    return 1;
+}
+
 int64_t veil_now_ms(void)
 {
     struct timespec ts;

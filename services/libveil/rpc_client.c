@@ -318,8 +318,11 @@ veil_err veil_pending_finish(veil_pending *p, ProtobufCAllocator *alloc, void *r
         grpc_byte_buffer_reader_init(&reader, p->recv_bb);
         grpc_slice whole = grpc_byte_buffer_reader_readall(&reader);
         grpc_byte_buffer_reader_destroy(&reader);
-        *out = protobuf_c_message_unpack(p->m->output, alloc, GRPC_SLICE_LENGTH(whole),
-                                         GRPC_SLICE_START_PTR(whole));
+        /* A reply's strings pass the same check as every request's (veil/rpc.h). */
+        if (veil_pb_strings_valid(p->m->output, GRPC_SLICE_START_PTR(whole),
+                                  GRPC_SLICE_LENGTH(whole), NULL))
+            *out = protobuf_c_message_unpack(p->m->output, alloc, GRPC_SLICE_LENGTH(whole),
+                                             GRPC_SLICE_START_PTR(whole));
         grpc_slice_unref(whole);
         if (!*out) {
             snprintf(st->message, sizeof st->message, "malformed reply message");

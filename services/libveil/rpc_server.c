@@ -337,13 +337,29 @@ static int deadline_passed(const veil_call *c)
     return gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) <= 0;
 }
 
+ProtobufCMessage *veil_call_unpack(veil_call *c, const ProtobufCMessageDescriptor *d,
+                                   const void *data, size_t len, const char *malformed)
+{
+    const char *field = NULL;
+    if (!veil_pb_strings_valid(d, data, len, &field)) {
+        if (field)
+            veil_call_fail(c, VEIL_ERR_INVALID,
+                           "%s: strings must be utf-8 without nul, overlong forms or surrogates",
+                           field);
+        else
+            veil_call_fail(c, VEIL_ERR_INVALID, "%s", malformed);
+        return NULL;
+    }
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, &c->alloc, len, data);
+    if (!m)
+        veil_call_fail(c, VEIL_ERR_INVALID, "%s", malformed);
+    return m;
+}
+
 /* Unpacks a request into the call's arena; NULL (and the call failed) when malformed. */
 static ProtobufCMessage *unpack(veil_call *c, const uint8_t *bytes, size_t len)
 {
-    ProtobufCMessage *req = protobuf_c_message_unpack(c->m->desc->input, &c->alloc, len, bytes);
-    if (!req)
-        veil_call_fail(c, VEIL_ERR_INVALID, "malformed request message");
-    return req;
+    return veil_call_unpack(c, c->m->desc->input, bytes, len, "malformed request message");
 }
 
 /* Runs the handler, which replies through reply_closure (sending is the caller's). */

@@ -184,9 +184,22 @@ veil_err vw_sign(const vw_wallet *w, const char *method_path, const ProtobufCMes
                  int64_t time_ms, Veil__Gateway__SignedRequest *req)
 {
     veil__gateway__signed_request__init(req);
+    size_t n = protobuf_c_message_get_packed_size(payload);
+    unsigned char *packed = malloc(n ? n : 1);
+    if (!packed)
+        return VEIL_ERR_NOMEM;
+    protobuf_c_message_pack(payload, packed);
+    veil_err err = vw_sign_bytes(w, method_path, packed, n, time_ms, req);
+    free(packed);
+    return err;
+}
+
+veil_err vw_sign_bytes(const vw_wallet *w, const char *method_path, const void *payload, size_t n,
+                       int64_t time_ms, Veil__Gateway__SignedRequest *req)
+{
+    veil__gateway__signed_request__init(req);
     if (!w->device_id[0])
         return VEIL_ERR_PRECONDITION;
-    size_t n = protobuf_c_message_get_packed_size(payload);
     Veil__CitizenAuth *auth = calloc(1, sizeof *auth);
     unsigned char *bytes = malloc(n ? n : 1), *nonce = malloc(VEIL_NONCE_BYTES),
                   *sig = malloc(crypto_sign_BYTES);
@@ -195,7 +208,8 @@ veil_err vw_sign(const vw_wallet *w, const char *method_path, const ProtobufCMes
         free(auth), free(bytes), free(nonce), free(sig), free(device);
         return VEIL_ERR_NOMEM;
     }
-    protobuf_c_message_pack(payload, bytes);
+    if (n)
+        memcpy(bytes, payload, n);
     randombytes_buf(nonce, VEIL_NONCE_BYTES);
     veil_buf b = {0};
     veil_citizen_signed_bytes(&b, method_path, bytes, n, time_ms, nonce, VEIL_NONCE_BYTES,

@@ -63,6 +63,9 @@ veil_err vw_ticket(const vw_wallet *w, const char *app_id, const unsigned char *
  */
 veil_err vw_sign(const vw_wallet *w, const char *method_path, const ProtobufCMessage *payload,
                  int64_t time_ms, Veil__Gateway__SignedRequest *req) VEIL_WUR;
+/* As vw_sign, over an already serialized payload (copied). */
+veil_err vw_sign_bytes(const vw_wallet *w, const char *method_path, const void *payload, size_t n,
+                       int64_t time_ms, Veil__Gateway__SignedRequest *req) VEIL_WUR;
 void vw_signed_free(Veil__Gateway__SignedRequest *req);
 
 #endif

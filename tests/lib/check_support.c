@@ -16,8 +16,10 @@
 #include "harness.h"
 #include "veil/codec.h"
 #include "veil/config.h"
+#include "veil/gateway.pb-c.h"
 #include "veil/keys.h"
 #include "veil/log.h"
+#include "veil/rpc.h"
 
 static void write_file(const char *path, const char *text, mode_t mode)
 {
@@ -196,6 +198,95 @@ START_TEST(test_utf8)
 }
 END_TEST
 
+/* veil_utf8_valid: what every string crossing an API must be (control characters are the handlers'). */
+START_TEST(test_utf8_valid)
+{
+    ck_assert(veil_utf8_valid("王小明", strlen("王小明")));
+    ck_assert(veil_utf8_valid("𠀋", strlen("𠀋")));
+    ck_assert(veil_utf8_valid("a\nb\x7f", 4)); /* controls pass here */
+    ck_assert(veil_utf8_valid("", 0));
+    ck_assert(!veil_utf8_valid("probe.update\0junk", 17));
+    ck_assert(!veil_utf8_valid("\xff", 1));
+    ck_assert(!veil_utf8_valid("\x80", 1));             /* a lone continuation byte */
+    ck_assert(!veil_utf8_valid("\xc0\x80", 2));         /* overlong NUL */
+    ck_assert(!veil_utf8_valid("\xe0\x80\xaf", 3));     /* overlong '/' in three bytes */
+    ck_assert(!veil_utf8_valid("\xf0\x80\x80\xaf", 4)); /* and in four */
+    ck_assert(!veil_utf8_valid("\xed\xa0\x80", 3));     /* high surrogate */
+    ck_assert(!veil_utf8_valid("\xed\xbf\xbf", 3));     /* low surrogate */
+    ck_assert(!veil_utf8_valid("\xf4\x90\x80\x80", 4)); /* past U+10FFFF */
+    ck_assert(!veil_utf8_valid("\xf8\x88\x80\x80\x80", 5));
+    ck_assert(!veil_utf8_valid("\xe4\xb8", 2)); /* truncated */
+}
+END_TEST
+
+/* Packs m and turns every '#' into a NUL (protobuf-c packs strings by strlen). */
+static unsigned char *pack_nul(const ProtobufCMessage *m, size_t *len)
+{
+    *len = protobuf_c_message_get_packed_size(m);
+    unsigned char *b = malloc(*len);
+    protobuf_c_message_pack(m, b);
+    for (size_t i = 0; i < *len; i++)
+        if (b[i] == '#')
+            b[i] = 0;
+    return b;
+}
+
+/* veil_pb_strings_valid walks the wire bytes: top-level, repeated and nested strings. */
+START_TEST(test_pb_strings)
+{
+    Veil__Gateway__App app = VEIL__GATEWAY__APP__INIT, *apps[] = {&app};
+    char *attrs[] = {"age_over_18", "province"};
+    app.app_id = "probe.update";
+    app.name = "王小明";
+    app.attributes = attrs;
+    app.n_attributes = 2;
+    Veil__Gateway__ListAppsResponse l = VEIL__GATEWAY__LIST_APPS_RESPONSE__INIT;
+    l.apps = apps;
+    l.n_apps = 1;
+    size_t len;
+    const char *field = "unset";
+    unsigned char *b = pack_nul(&l.base, &len);
+    ck_assert(veil_pb_strings_valid(&veil__gateway__list_apps_response__descriptor, b, len, &field));
+    ck_assert_ptr_null(field);
+    free(b);
+    static const struct {
+        const char *app_id, *attr, *field;
+    } bad[] = {
+        {"probe.update#junk", "province", "app_id"},
+        {"probe.update", "prov#ince", "attributes"},
+        {"probe.\xc0\xaeupdate", "province", "app_id"},
+        {"probe.update", "\xed\xa0\x80", "attributes"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        app.app_id = (char *)bad[i].app_id;
+        attrs[1] = (char *)bad[i].attr;
+        b = pack_nul(&l.base, &len);
+        ck_assert(!veil_pb_strings_valid(&veil__gateway__list_apps_response__descriptor, b, len,
+                                         &field));
+        ck_assert_str_eq(field, bad[i].field);
+        /* the bare App too */
+        free(b);
+        b = pack_nul(&app.base, &len);
+        ck_assert(!veil_pb_strings_valid(&veil__gateway__app__descriptor, b, len, &field));
+        ck_assert_str_eq(field, bad[i].field);
+        free(b);
+    }
+    /* bytes fields may hold anything; malformed wire data is refused without a field */
+    Veil__Gateway__SignedRequest sr = VEIL__GATEWAY__SIGNED_REQUEST__INIT;
+    unsigned char raw[] = {0, 0xff, 0xc0, 0xae};
+    sr.payload.data = raw;
+    sr.payload.len = sizeof raw;
+    len = protobuf_c_message_get_packed_size(&sr.base);
+    b = malloc(len);
+    protobuf_c_message_pack(&sr.base, b);
+    ck_assert(veil_pb_strings_valid(&veil__gateway__signed_request__descriptor, b, len, &field));
+    ck_assert(!veil_pb_strings_valid(&veil__gateway__signed_request__descriptor, b, len - 1,
+                                     &field));
+    ck_assert_ptr_null(field);
+    free(b);
+}
+END_TEST
+
 START_TEST(test_config)
 {
     char *s = NULL, *addr = NULL, *file = NULL;
@@ -358,6 +449,8 @@ int main(void)
     tcase_add_test(tc, test_signer);
     tcase_add_test(tc, test_codecs);
     tcase_add_test(tc, test_utf8);
+    tcase_add_test(tc, test_utf8_valid);
+    tcase_add_test(tc, test_pb_strings);
     tcase_add_test(tc, test_config);
     tcase_add_test(tc, test_log_lines_are_json);
     tcase_add_test(tc, test_log_long_and_invalid_utf8);

@@ -71,6 +71,12 @@ size_t veil_utf8_seq(const unsigned char *p, size_t avail);
 
 /* Whether s[0..n) is valid UTF-8 without NULs or C0 control characters. */
 int veil_utf8_printable(const char *s, size_t n);
+/*
+ * Whether s[0..n) is well-formed UTF-8 with no NUL: no malformed or
+ * truncated sequence, overlong form, surrogate or value past U+10FFFF.
+ * Control characters other than NUL pass (veil_utf8_printable refuses them).
+ */
+int veil_utf8_valid(const char *s, size_t n);
 
 /* Current wall-clock time in Unix milliseconds. */
 int64_t veil_now_ms(void);

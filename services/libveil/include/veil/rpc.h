@@ -141,6 +141,17 @@ veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_p
                          const void *request, size_t len, int max_message_bytes,
                          ProtobufCBinaryData *reply, char *msg, size_t msglen);
 
+/*
+ * Whether every `string` field of the serialized message data[0..len) of
+ * type d - nested messages included - is well-formed UTF-8 without NUL,
+ * overlong forms or surrogates (veil_utf8_valid).  On a bad string *field
+ * (if not NULL) names its field; on malformed wire data it stays NULL.  The
+ * server runs this on every request before unpacking it and the client on
+ * every reply, so no handler sees a string protobuf-c cut at a NUL.
+ */
+int veil_pb_strings_valid(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len,
+                          const char **field);
+
 /* ---- what a handler may use ---- */
 
 /* Marks the call failed with err and a short, lowercase client message. */
@@ -169,6 +180,16 @@ void *veil_call_alloc(veil_call *call, size_t n);
 void *veil_call_array(veil_call *call, size_t n, size_t size);
 char *veil_call_strdup(veil_call *call, const char *s);
 ProtobufCAllocator *veil_call_allocator(veil_call *call);
+
+/*
+ * Unpacks a message of type d from data[0..len) into the call's arena, as the
+ * dispatcher unpacks every request: its strings must pass
+ * veil_pb_strings_valid first.  For messages carried as bytes inside a
+ * request (a wallet's signed payload).  On failure returns NULL and fails
+ * the call: "<field>: strings must be ..." or `malformed` as the message.
+ */
+ProtobufCMessage *veil_call_unpack(veil_call *call, const ProtobufCMessageDescriptor *d,
+                                   const void *data, size_t len, const char *malformed);
 
 /* Milliseconds left before the caller's deadline (INT64_MAX when none). */
 int64_t veil_call_remaining_ms(const veil_call *call);
