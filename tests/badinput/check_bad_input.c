@@ -435,102 +435,80 @@ START_TEST(test_strings_malformed_utf8)
 }
 END_TEST
 
+/* RegisterApp or UpdateApp of (id, kind, sector, organisation); the reply freed. */
+static veil_err put_app(const char *method, const char *id, const char *kind, const char *sector,
+                        const char *org, veil_status *st)
+{
+    char *attrs[] = {"real_name_verified"};
+    Veil__Gateway__App app = VEIL__GATEWAY__APP__INIT, *got = NULL;
+    app.app_id = (char *)id;
+    app.name = "Sector probe";
+    app.kind = (char *)kind;
+    app.sector_id = (char *)sector;
+    app.organisation = (char *)org;
+    app.attributes = attrs;
+    app.n_attributes = 1;
+    veil_err err =
+        e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, method, &app.base, &got, st);
+    e2e_free(got);
+    return err;
+}
+
+#define NOT_OURS                                                                                   \
+    "sector_id belongs to another organisation: an app may join only its own organisation's "     \
+    "sector"
+
 /*
  * Issue 12 item 5: a sector belongs to one organisation, and an app's sector
  * is fixed by its first login.
  */
 START_TEST(test_sector_ownership)
 {
-    char *attrs[] = {"real_name_verified"};
-    Veil__Gateway__App app = VEIL__GATEWAY__APP__INIT, *got;
     veil_status st;
-    app.app_id = "shop.taxhelper";
-    app.name = "Tax Helper";
-    app.kind = "commercial";
-    app.sector_id = "gov.tax";
-    app.organisation = "Helper Ltd";
-    app.attributes = attrs;
-    app.n_attributes = 1;
     /* a commercial app of another organisation into gov.tax's sector */
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
-                              &app.base, &got, &st),
+    ck_assert_int_eq(put_app("RegisterApp", "shop.taxhelper", "commercial", "gov.tax",
+                             "Helper Ltd", &st),
                      VEIL_ERR_PRECONDITION);
-    ck_assert_str_eq(st.message, "sector_id belongs to another organisation: an app may join only "
-                                 "its own organisation's sector");
-    /* with no organisation at all */
-    app.organisation = "";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
-                              &app.base, &got, &st),
+    ck_assert_str_eq(st.message, NOT_OURS);
+    /* with no organisation at all; into another organisation's shared sector */
+    ck_assert_int_eq(put_app("RegisterApp", "shop.taxhelper", "commercial", "gov.tax", "", &st),
                      VEIL_ERR_PRECONDITION);
-    /* claiming the organisation's name is not enough for a sector it does not own either */
-    app.sector_id = "org.haipeng";
-    app.organisation = "Jiale Retail";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
-                              &app.base, &got, &st),
+    ck_assert_int_eq(put_app("RegisterApp", "shop.taxhelper", "commercial", "org.haipeng",
+                             "Jiale Retail", &st),
                      VEIL_ERR_PRECONDITION);
+    ck_assert_str_eq(st.message, NOT_OURS);
     /* an existing app moved into it by an update */
-    Veil__Gateway__App qingyu = VEIL__GATEWAY__APP__INIT;
-    char *qattrs[] = {"real_name_verified", "age_over_14"};
-    qingyu.app_id = "chat.qingyu";
-    qingyu.name = "Qingyu";
-    qingyu.kind = "commercial";
-    qingyu.sector_id = "gov.tax";
-    qingyu.organisation = "Qingyu Network";
-    qingyu.attributes = qattrs;
-    qingyu.n_attributes = 2;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "UpdateApp",
-                              &qingyu.base, &got, &st),
+    ck_assert_int_eq(put_app("UpdateApp", "chat.qingyu", "commercial", "gov.tax",
+                             "Qingyu Network", &st),
                      VEIL_ERR_PRECONDITION);
-    ck_assert_str_eq(st.message, "sector_id belongs to another organisation: an app may join only "
-                                 "its own organisation's sector");
+    ck_assert_str_eq(st.message, NOT_OURS);
     /* the owner's own apps may join it */
-    app.app_id = "gov.tax.mobile";
-    app.kind = "public_service";
-    app.sector_id = "gov.tax";
-    app.organisation = "State Taxation Administration";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
-                              &app.base, &got, &st),
+    ck_assert_int_eq(put_app("RegisterApp", "gov.tax.mobile", "public_service", "gov.tax",
+                             "State Taxation Administration", &st),
                      VEIL_OK);
-    e2e_free(got);
-
-    /* before any login an app may move to a sector of its own ... */
-    Veil__Gateway__App jiale = VEIL__GATEWAY__APP__INIT;
-    char *jattrs[] = {"real_name_verified", "province"};
-    jiale.app_id = "shop.jiale";
-    jiale.name = "Jiale";
-    jiale.kind = "commercial";
-    jiale.sector_id = "shop.jiale.v2";
-    jiale.organisation = "Jiale Retail";
-    jiale.attributes = jattrs;
-    jiale.n_attributes = 2;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "UpdateApp",
-                              &jiale.base, &got, &st),
+    /* before its first login an app may move to another sector of its organisation ... */
+    ck_assert_int_eq(put_app("RegisterApp", "probe.sector", "commercial", "", "Probe Org", &st),
                      VEIL_OK);
-    e2e_free(got);
-    jiale.sector_id = "shop.jiale";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "UpdateApp",
-                              &jiale.base, &got, &st),
+    ck_assert_int_eq(put_app("UpdateApp", "probe.sector", "commercial", "probe.sector.v2",
+                             "Probe Org", &st),
                      VEIL_OK);
-    e2e_free(got);
-    /* ... and after its first login, never */
+    /* ... and after it, never (shop.jiale logs in now, if it had not yet) */
     char id[19];
     e2e_id_number("44010219950505456", id);
     vw_wallet *w = e2e_enrol(&S, id, "扇区");
     Veil__Gateway__CompleteLoginResponse *r;
     ck_assert_int_eq(e2e_login(&S, "shop.jiale", w, NULL, 0, &r, &st), VEIL_OK);
     e2e_free(r);
-    jiale.sector_id = "shop.jiale.v2";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "UpdateApp",
-                              &jiale.base, &got, &st),
+    ck_assert_int_eq(put_app("UpdateApp", "shop.jiale", "commercial", "shop.jiale.v2",
+                             "Jiale Retail", &st),
                      VEIL_ERR_PRECONDITION);
     ck_assert_str_eq(st.message, "sector_id cannot change after the app's first login");
-    /* other fields still may */
-    jiale.sector_id = "shop.jiale";
-    jiale.name = "Jiale Mall";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "UpdateApp",
-                              &jiale.base, &got, &st),
-                     VEIL_OK);
-    e2e_free(got);
+    /* other fields still may; logins go on under the old sector */
+    ck_assert_int_eq(
+        put_app("UpdateApp", "shop.jiale", "commercial", "shop.jiale", "Jiale Retail", &st),
+        VEIL_OK);
+    ck_assert_int_eq(e2e_login(&S, "shop.jiale", w, NULL, 0, &r, &st), VEIL_OK);
+    e2e_free(r);
     vw_wallet_free(w);
 }
 END_TEST
