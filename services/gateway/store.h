@@ -22,7 +22,7 @@ veil_err gw_store_load_apps(struct gw_store *s, gw_app **apps, size_t *n,
 /*
  * Adds an app (VEIL_ERR_EXISTS if the id or certificate identity is taken).
  * Both this and gw_store_update_app enforce the sector rules in the same
- * transaction (db/gateway/002_sector_owners.sql): VEIL_ERR_PRECONDITION, with
+ * transaction (db/gateway/003_sector_owners.sql): VEIL_ERR_PRECONDITION, with
  * *refusal (if not NULL) set to a client message, when the sector belongs to
  * another organisation or the app's sector is fixed by its first login.
  */
