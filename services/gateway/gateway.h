@@ -119,6 +119,7 @@ struct gateway {
     gw_keys keys;
     struct gw_cache *cache;
     struct veil_follower *feeds[2]; /* revocation, consent: invalidate the cache */
+    veil_server *admin_server;      /* the Admin API's own listener (GATEWAY_ADMIN_ADDR) */
     const char *issuer;
     const char *trust_domain;
     int64_t assertion_ttl_s, challenge_ttl_s, rpc_timeout_ms;

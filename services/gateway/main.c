@@ -27,6 +27,7 @@
 
 static struct {
     char *vault, *consent, *revocation, *pseudonym, *issuer;
+    char *admin_addr, *admin_cert, *admin_key, *admin_ca;
     int64_t assertion_ttl_s, challenge_ttl_s, cache_entries;
 } cfg;
 
@@ -45,6 +46,14 @@ static const veil_config_var gateway_vars[] = {
      "lifetime of an assertion"},
     {"GATEWAY_CHALLENGE_TTL_S", VEIL_CFG_INT, "120", 0, &cfg.challenge_ttl_s, 10, 900,
      "lifetime of a login challenge"},
+    {"GATEWAY_ADMIN_ADDR", VEIL_CFG_ADDR, "127.0.0.1:7110", 0, &cfg.admin_addr, 0, 0,
+     "host:port of the Admin API's own listener (never the public port)"},
+    {"GATEWAY_ADMIN_TLS_CERT", VEIL_CFG_FILE, NULL, 0, &cfg.admin_cert, 0, 0,
+     "certificate of the admin listener (PEM; default VEIL_TLS_CERT)"},
+    {"GATEWAY_ADMIN_TLS_KEY", VEIL_CFG_FILE, NULL, 0, &cfg.admin_key, 0, 0,
+     "its private key (PEM; default VEIL_TLS_KEY)"},
+    {"GATEWAY_ADMIN_TLS_CA", VEIL_CFG_FILE, NULL, 0, &cfg.admin_ca, 0, 0,
+     "CA that signs admin client certificates (PEM; default VEIL_TLS_CA)"},
     {"GATEWAY_CACHE_ENTRIES", VEIL_CFG_INT, "200000", 0, &cfg.cache_entries, 0, 100000000,
      "revocation/consent answers kept in memory (0: no cache)"},
 };
@@ -127,6 +136,45 @@ static veil_err open_channel(const veil_service_ctx *ctx, const char *addr,
 
 static void stop(void *state);
 
+/*
+ * The Admin API on a listener of its own: its own port (reachable only where
+ * the network lets operators in, never through the public Service) and its
+ * own certificate and client CA if configured.  A client certificate is
+ * required; the public port does not host the Admin service at all.
+ */
+static veil_err start_admin_listener(struct gateway *gw, const veil_service_ctx *ctx, char *errbuf,
+                                     size_t errlen)
+{
+    if ((cfg.admin_cert == NULL) != (cfg.admin_key == NULL)) {
+        snprintf(errbuf, errlen, "GATEWAY_ADMIN_TLS_CERT and GATEWAY_ADMIN_TLS_KEY go together");
+        return VEIL_ERR_INVALID;
+    }
+    veil_server_config sc = {
+        .listen_addr = cfg.admin_addr,
+        .tls = ctx->tls,
+        .trust_domain = ctx->trust_domain,
+        .workers = 2,
+        .waiters = 1,
+        .max_message_bytes = 1 << 20,
+    };
+    if (cfg.admin_cert) {
+        sc.tls.cert_file = cfg.admin_cert;
+        sc.tls.key_file = cfg.admin_key;
+    }
+    if (cfg.admin_ca)
+        sc.tls.ca_file = cfg.admin_ca;
+    int port = 0;
+    veil_err err;
+    if ((err = veil_server_new(&sc, &gw->admin_server, errbuf, errlen)) ||
+        (err = veil_server_add(gw->admin_server, &gw->admin.base, gw_admin_policy,
+                               gw_admin_policy_len, errbuf, errlen)) ||
+        (err = veil_server_start(gw->admin_server, &port, errbuf, errlen)))
+        return err;
+    veil_log(VEIL_LOG_INFO, "admin listener serving", VL_STR("addr", cfg.admin_addr),
+             VL_INT("port", port), VL_END);
+    return VEIL_OK;
+}
+
 static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, size_t errlen)
 {
     struct gateway *gw = calloc(1, sizeof *gw);
@@ -188,8 +236,7 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
                                errbuf, errlen)) ||
         (err = veil_server_add(ctx->server, &gw->wallet.base, gw_wallet_policy,
                                gw_wallet_policy_len, errbuf, errlen)) ||
-        (err = veil_server_add(ctx->server, &gw->admin.base, gw_admin_policy, gw_admin_policy_len,
-                               errbuf, errlen)))
+        (err = start_admin_listener(gw, ctx, errbuf, errlen)))
         return err;
     return VEIL_OK;
 }
@@ -202,6 +249,7 @@ static void reload(void *state)
 static void stop(void *state)
 {
     struct gateway *gw = state;
+    veil_server_free(gw->admin_server); /* drains it first: the public port already drained */
     atomic_store(&gw->stopping, 1);
     if (gw->poller_started)
         pthread_join(gw->poller, NULL);

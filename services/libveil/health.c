@@ -6,6 +6,7 @@
  * including a plaintext probe on the health port.  Watch is server-streaming,
  * which the layer does not serve: callers get UNIMPLEMENTED.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
@@ -49,11 +50,17 @@ const veil_method_policy veil_health_policy[] = {
 };
 const size_t veil_health_policy_len = sizeof veil_health_policy / sizeof veil_health_policy[0];
 
-veil_err veil_health_add(veil_server *srv, char *errbuf, size_t errlen)
+veil_err veil_health_add(veil_server *srv, void **out, char *errbuf, size_t errlen)
 {
-    /* One per process is enough, and it must outlive every server. */
-    static struct health health = {GRPC__HEALTH__V1__HEALTH__INIT(health_), NULL};
-    health.srv = srv;
-    return veil_server_add(srv, &health.rpc.base, veil_health_policy, veil_health_policy_len,
-                           errbuf, errlen);
+    /* One per server: a process may run several (the gateway's admin listener). */
+    static const Grpc__Health__V1__Health_Service init = GRPC__HEALTH__V1__HEALTH__INIT(health_);
+    *out = NULL;
+    struct health *h = malloc(sizeof *h);
+    if (!h)
+        return VEIL_ERR_NOMEM;
+    h->rpc = init;
+    h->srv = srv;
+    *out = h;
+    return veil_server_add(srv, &h->rpc.base, veil_health_policy, veil_health_policy_len, errbuf,
+                           errlen);
 }

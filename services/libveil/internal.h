@@ -40,7 +40,11 @@ void veil_peer_from_uri(const char *uri, size_t len, const char *trust_domain, v
 /* Health service state, read by health.c. */
 int veil_server_is_serving(const veil_server *srv);
 int veil_server_has_service(const veil_server *srv, const char *name);
-veil_err veil_health_add(veil_server *srv, char *errbuf, size_t errlen);
+/*
+ * Adds grpc.health.v1.Health to srv, answering for that server alone; *out
+ * receives its state, which the server frees with free() after it stopped.
+ */
+veil_err veil_health_add(veil_server *srv, void **out, char *errbuf, size_t errlen);
 
 /* The transport credentials a configuration asks for; NULL and errbuf on failure. */
 grpc_channel_credentials *veil_tls_channel_credentials(const veil_tls_config *tls, char *errbuf,

@@ -87,6 +87,7 @@ struct veil_call {
 struct veil_server {
     veil_server_config cfg;
     char *listen_addr, *health_addr, *trust_domain;
+    void *health; /* this server's Health service (health.c) */
     grpc_server *server;
     grpc_completion_queue *cq, *shutdown_cq;
     pthread_t cq_thread;
@@ -645,7 +646,7 @@ veil_err veil_server_new(const veil_server_config *cfg, veil_server **out, char 
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
     atomic_store(&s->serving, 1);
-    veil_err err = veil_health_add(s, errbuf, errlen);
+    veil_err err = veil_health_add(s, &s->health, errbuf, errlen);
     if (err) {
         veil_server_free(s);
         return err;
@@ -863,6 +864,7 @@ void veil_server_free(veil_server *s)
     free(s->methods);
     free(s->listen_addr);
     free(s->health_addr);
+    free(s->health);
     free(s->trust_domain);
     free(s);
     grpc_shutdown();

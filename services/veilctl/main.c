@@ -56,7 +56,8 @@ static void usage_all(FILE *f)
     fprintf(f, "usage: veilctl VERB... [options] [--json]\n\n");
     for (size_t i = 0; i < N_VERBS; i++)
         fprintf(f, "  veilctl %s %s\n", verbs[i].words, verbs[i].usage);
-    fprintf(f, "\nenvironment (see `deploy/local/stack env`): VEILCTL_GATEWAY, VEILCTL_CA, "
+    fprintf(f, "\nenvironment (see `deploy/local/stack env`): VEILCTL_GATEWAY, VEILCTL_ADMIN_ADDR, "
+               "VEILCTL_CA, "
                "VEILCTL_CERTS, VEILCTL_ADMIN, VEILCTL_PROOFING_KEY\n");
 }
 
@@ -88,7 +89,10 @@ static const char *env_or(const char *name, const char *def)
 veil_channel *vc_channel(const vc_opts *o, const char *as, const ProtobufCServiceDescriptor *svc)
 {
     static char ca[1024], cert[1024], key[1024];
-    const char *addr = o->gateway ? o->gateway : env_or("VEILCTL_GATEWAY", "127.0.0.1:7100");
+    /* The Admin API has a listener of its own; the public port does not serve it. */
+    const char *addr = strcmp(as, "admin") == 0 ? env_or("VEILCTL_ADMIN_ADDR", "127.0.0.1:7110")
+                       : o->gateway             ? o->gateway
+                                                : env_or("VEILCTL_GATEWAY", "127.0.0.1:7100");
     const char *certs = env_or("VEILCTL_CERTS", "var/certs");
     veil_tls_config tls = {0};
     snprintf(ca, sizeof ca, "%s", env_or("VEILCTL_CA", "var/certs/ca.crt"));

@@ -7,7 +7,8 @@
  * app_cmds.c, admin_cmds.c, output.c (JSON and tables), qr.c (terminal QR).
  *
  * Where things are comes from the environment `deploy/local/stack env`
- * prints: VEILCTL_GATEWAY (host:port), VEILCTL_CA (CA bundle),
+ * prints: VEILCTL_GATEWAY (host:port), VEILCTL_ADMIN_ADDR (host:port of the
+ * gateway's admin listener, for the admin verbs), VEILCTL_CA (CA bundle),
  * VEILCTL_CERTS (directory of app-<id>.{crt,key} and admin-<name>.{crt,key}),
  * VEILCTL_ADMIN (admin name, default "ops") and VEILCTL_PROOFING_KEY (the
  * development proofing authority's seed - a stand-in for the ID-card and

@@ -6,7 +6,7 @@
  * (deploy/local/stack) whose vault was loaded by `vault bulk-enrol`:
  *
  *   system_bench --certs DIR --identities FILE --proofing-seed FILE
- *                [--gateway ADDR] [--pseudonym ADDR] [--seconds S] [--active N]
+ *                [--gateway ADDR] [--admin ADDR] [--pseudonym ADDR] [--seconds S] [--active N]
  *                [--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N]
  *
  * Phases, each printing one `key=value` line (tests/bench/run reads them):
@@ -68,7 +68,7 @@ struct app {
 };
 
 struct bench {
-    const char *gateway, *pseudonym, *certs;
+    const char *gateway, *admin_addr, *pseudonym, *certs;
     double seconds, rate;
     int depth;
     long active, n_enrol, n_revocations, max_apps;
@@ -939,12 +939,14 @@ static void phase_revocation(struct bench *b, size_t first_ident)
 
 int main(int argc, char **argv)
 {
-    static struct bench b = {.gateway = "127.0.0.1:7100", .pseudonym = "127.0.0.1:7104",
+    static struct bench b = {.gateway = "127.0.0.1:7100", .admin_addr = "127.0.0.1:7110",
+                             .pseudonym = "127.0.0.1:7104",
                              .seconds = 10, .depth = 64, .active = 5000, .n_enrol = 2000,
                              .n_revocations = 30};
     const char *ids = NULL, *seed = NULL;
     static const struct option opts[] = {
         {"gateway", required_argument, NULL, 'g'},   {"pseudonym", required_argument, NULL, 'p'},
+        {"admin", required_argument, NULL, 'G'},
         {"certs", required_argument, NULL, 'c'},     {"identities", required_argument, NULL, 'i'},
         {"proofing-seed", required_argument, NULL, 'k'},
         {"seconds", required_argument, NULL, 's'},   {"active", required_argument, NULL, 'a'},
@@ -956,6 +958,7 @@ int main(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
         case 'g': b.gateway = optarg; break;
+        case 'G': b.admin_addr = optarg; break;
         case 'p': b.pseudonym = optarg; break;
         case 'c': b.certs = optarg; break;
         case 'i': ids = optarg; break;
@@ -972,7 +975,7 @@ int main(int argc, char **argv)
     }
     if (!b.certs || !ids || !seed || b.seconds <= 0 || b.depth <= 0 || b.active <= 0) {
         fprintf(stderr, "usage: system_bench --certs DIR --identities FILE --proofing-seed FILE "
-                        "[--gateway ADDR] [--pseudonym ADDR] [--seconds S] [--active N] "
+                        "[--gateway ADDR] [--admin ADDR] [--pseudonym ADDR] [--seconds S] [--active N] "
                         "[--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N]\n");
         return 2;
     }
@@ -984,7 +987,7 @@ int main(int argc, char **argv)
     load_identities(&b, ids);
     read_seed(&b, seed);
     b.wallet = channel(&b, b.gateway, NULL, &veil__gateway__wallet__descriptor);
-    b.admin = channel(&b, b.gateway, "admin/ops", &veil__gateway__admin__descriptor);
+    b.admin = channel(&b, b.admin_addr, "admin/ops", &veil__gateway__admin__descriptor);
     b.pseudo = channel(&b, b.pseudonym, "svc/gateway", &veil__pseudonym__pseudonym__descriptor);
     if (veil_cq_new(&b.cq) != VEIL_OK)
         die("cannot create a completion queue");

@@ -55,12 +55,14 @@ KEY_PURPOSES = {
     "pseudonym": ["pseudonym"],
 }
 HEALTH_PORT = 8081
+ADMIN_PORT = 7110  # the gateway's Admin API listener
 PG_PORT = 5432
 NAME = "app.kubernetes.io/name"
 COMPONENT = "app.kubernetes.io/component"
 PART_OF = "app.kubernetes.io/part-of"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
-RUNTIME_PACKAGES = {"libgrpc29", "libprotobuf-c1", "libsodium23", "libpq5", "libjansson4", "libqrencode4"}
+RUNTIME_PACKAGES = {"libgrpc29", "libprotobuf-c1", "libsodium23", "libpq5", "libjansson4", "libqrencode4",
+                    "libmicrohttpd12", "libgnutls30"}
 BINARIES = {"gateway", "vault", "pseudonym", "consent", "revocation", "veilctl"}
 # A 32-byte key in base64 is 44 characters ending in one '='.
 KEY_B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{43}=(?![A-Za-z0-9+/=])")
@@ -362,6 +364,37 @@ def check_services(c, objs):
                 tp = sp[0].get("targetPort", port)
                 c.expect(tp == port or ports.get(tp) == port,
                          f"{svc}: Service targetPort {tp} is not the container's port {port}")
+        if svc == "gateway":
+            check_admin_listener(c, objs, pod, ctr, ports, env)
+
+
+def check_admin_listener(c, objs, pod, ctr, ports, env):
+    """The Admin API on its own port and certificate, behind a ClusterIP
+    Service of its own; the public Service never carries it."""
+    c.expect(ADMIN_PORT in ports.values(), f"gateway: container does not expose the admin port {ADMIN_PORT}")
+    c.expect(env.get("GATEWAY_ADMIN_ADDR") == f"0.0.0.0:{ADMIN_PORT}",
+             f"gateway: GATEWAY_ADMIN_ADDR must be 0.0.0.0:{ADMIN_PORT} (is {env.get('GATEWAY_ADMIN_ADDR')})")
+    for var in ("GATEWAY_ADMIN_TLS_CERT", "GATEWAY_ADMIN_TLS_KEY", "GATEWAY_ADMIN_TLS_CA"):
+        path = env.get(var)
+        vol = volume_for_path(pod, ctr, path) if path else None
+        c.expect(vol and (vol.get("secret") or {}).get("secretName") == "gateway-admin-tls",
+                 f"gateway: {var} ({path}) must be a file from the gateway-admin-tls Secret volume")
+    for s in by_kind(objs, "Service"):
+        sel = s["spec"].get("selector") or {}
+        if sel.get(NAME) != "gateway":
+            continue
+        offers_admin = any(p.get("port") == ADMIN_PORT or p.get("targetPort") in (ADMIN_PORT, "admin")
+                           for p in s["spec"].get("ports") or [])
+        name = s["metadata"]["name"]
+        if name == "gateway-admin":
+            c.expect(offers_admin, f"gateway-admin: Service does not offer port {ADMIN_PORT}")
+            c.expect(s["spec"].get("type", "ClusterIP") == "ClusterIP",
+                     f"gateway-admin: Service must be ClusterIP, not {s['spec'].get('type')}")
+            c.expect(all(p.get("port") == ADMIN_PORT for p in s["spec"].get("ports") or []),
+                     "gateway-admin: Service must offer the admin port only")
+        else:
+            c.expect(not offers_admin, f"{name}: the public Service must not carry the admin port {ADMIN_PORT}")
+    c.expect(find(objs, "Service", "gateway-admin") is not None, "gateway-admin: Service missing")
 
 
 def check_migrations(c, objs):
@@ -540,7 +573,7 @@ def allowed(policies, ns_labels, src, dst, port, proto="TCP"):
     return True
 
 
-def check_network(c, objs):
+def check_network(c, objs, profile="dev"):
     policies = by_kind(objs, "NetworkPolicy")
     ns = "veil"
     for p in policies:
@@ -551,7 +584,7 @@ def check_network(c, objs):
     c.expect(deny, "network: no default-deny policy covering ingress and egress of every pod")
 
     ns_labels = {}
-    for n in ("veil", "apps", "ingress-nginx", "kube-system", "cnpg-system"):
+    for n in ("veil", "apps", "ingress-nginx", "kube-system", "cnpg-system", "veil-admin"):
         ns_labels[n] = {"kubernetes.io/metadata.name": n}
     for o in by_kind(objs, "Namespace"):
         ns_labels[o["metadata"]["name"]] = dict(o["metadata"].get("labels") or {},
@@ -573,9 +606,13 @@ def check_network(c, objs):
     ingress = Endpoint("an ingress controller", "ingress-nginx",
                        {NAME: "ingress-nginx"}, {}, "10.244.3.1")
     dns = Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, {}, "10.244.4.1")
+    console = Endpoint("the operators' console", "veil-admin", {"veil.io/operator-console": "true"},
+                       {}, "10.244.6.1")
+    admin_stray = Endpoint("another pod in the operators' namespace", "veil-admin", {"run": "debug"},
+                           {}, "10.244.6.2")
     operator = Endpoint("the CNPG operator", "cnpg-system", {NAME: "cloudnative-pg"}, {}, "10.244.5.1")
     outside = Endpoint("an address outside the cluster", ip="203.0.113.7")
-    everyone = pods + [postgres, stray, app, ingress, dns, operator, outside]
+    everyone = pods + [postgres, stray, app, ingress, dns, operator, outside, console, admin_stray]
 
     def server(svc):
         return [p for p in pods if p.labels.get(NAME) == svc and p.labels.get(COMPONENT) == "server"]
@@ -591,10 +628,17 @@ def check_network(c, objs):
         if allowed(policies, ns_labels, src, dst, port):
             c.fail(f"network: {src.name} can reach {dst.name}:{port} ({why})")
 
-    probe_ports = sorted(set(PORTS.values()) | {PG_PORT, 8000, 9187, 443, 80, 6443})
+    probe_ports = sorted(set(PORTS.values()) | {PG_PORT, 8000, 9187, 443, 80, 6443, ADMIN_PORT})
     for gw in server("gateway"):
         for src in (app, ingress, outside):
             must(src, gw, PORTS["gateway"])
+        # The Admin API: the operators' console only; apps, the load balancer's
+        # sources and other pods never reach its port.
+        must(console, gw, ADMIN_PORT)
+        for src in [app, ingress, outside, stray, dns, operator] + [p for p in pods if p is not gw]:
+            must_not(src, gw, ADMIN_PORT, "only the operators' console reaches the Admin API")
+        if profile == "production":
+            must_not(admin_stray, gw, ADMIN_PORT, "in production only the console pods reach the Admin API")
         for svc in INTERNAL:
             for dst in server(svc):
                 must(gw, dst, PORTS[svc])
@@ -819,6 +863,8 @@ def check_services_run(c, objs, dev_secrets, bindir):
 
             # What the kubelet would mount, at the mount paths of the manifests.
             sources = {f"{svc}-tls": {"tls.crt": f"tls/{svc}.crt", "tls.key": f"tls/{svc}.key", "ca.crt": "tls/ca.crt"},
+                       f"{svc}-admin-tls": {"tls.crt": f"tls/{svc}-admin.crt", "tls.key": f"tls/{svc}-admin.key",
+                                            "ca.crt": "tls/ca.crt"},
                        f"{svc}-db": {"pgpass": f"db/{svc}.pgpass"},
                        "veil-db-ca": {"ca.crt": "tls/ca.crt"}}
             if svc in KEY_PURPOSES:
@@ -977,7 +1023,7 @@ def check_overlay(c, objs, text, profile):
     check_migrations(c, objs)
     check_database(c, objs, profile)
     check_scaling(c, objs, profile)
-    check_network(c, objs)
+    check_network(c, objs, profile)
 
 
 def report(checkers):

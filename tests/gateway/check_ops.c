@@ -1,6 +1,7 @@
 /*
  * check_ops.c - what an operator relies on, on a whole stack (issue 16):
- * a W3C traceparent from an app followed through every service's log.
+ * a W3C traceparent from an app followed through every service's log; the
+ * Admin API on its own listener and nowhere else.
  *
  * One stack for the suite (an unchecked fixture), its services logging at
  * debug so every finished call is a line; tests run in one process because
@@ -14,6 +15,7 @@
 #include <time.h>
 
 #include "e2e.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "veil/trace.h"
 
 static h_stack S;
@@ -163,6 +165,57 @@ START_TEST(test_traceparent_parsing)
 }
 END_TEST
 
+/* A ListApps call to addr as identity; the status code (st filled). */
+static grpc_status_code list_apps_at(const char *addr, const char *identity, veil_status *st)
+{
+    veil_channel *ch = h_channel(addr, identity, &veil__gateway__admin__descriptor);
+    Veil__Empty req = VEIL__EMPTY__INIT;
+    Veil__Gateway__ListAppsResponse *resp = NULL;
+    memset(st, 0, sizeof *st);
+    veil_err err = veil_channel_call(ch, "ListApps", &req.base, NULL, 10000, &resp, st);
+    veil_channel_free(ch);
+    if (err == VEIL_OK) {
+        ck_assert_uint_ge(resp->n_apps, 81);
+        e2e_free(resp);
+        return GRPC_STATUS_OK;
+    }
+    return st->code;
+}
+
+/* Issue 16 item 4: admin calls are refused on the public port and work on the admin port. */
+START_TEST(test_admin_listener_separate)
+{
+    veil_status st;
+    /* the public port does not host the Admin service at all, whoever calls */
+    ck_assert_int_eq(list_apps_at(S.gateway.addr, "admin/ops", &st), GRPC_STATUS_UNIMPLEMENTED);
+    ck_assert_str_eq(st.message, "method not implemented");
+    ck_assert_int_eq(list_apps_at(S.gateway.addr, "app/chat.lianxin", &st),
+                     GRPC_STATUS_UNIMPLEMENTED);
+    veil_channel *ch =
+        h_channel(S.gateway.addr, "admin/ops", &grpc__health__v1__health__descriptor);
+    Grpc__Health__V1__HealthCheckRequest hc = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    Grpc__Health__V1__HealthCheckResponse *hr = NULL;
+    hc.service = "veil.gateway.Admin";
+    ck_assert_int_eq(veil_channel_call(ch, "Check", &hc.base, NULL, 10000, &hr, &st),
+                     VEIL_ERR_NOT_FOUND);
+    veil_channel_free(ch);
+
+    /* the admin listener: the admin is served, an app is refused, a phone cannot connect */
+    ck_assert_int_eq(list_apps_at(S.admin_addr, "admin/ops", &st), GRPC_STATUS_OK);
+    ck_assert_int_eq(list_apps_at(S.admin_addr, "app/chat.lianxin", &st),
+                     GRPC_STATUS_PERMISSION_DENIED);
+    ck_assert_int_eq(list_apps_at(S.admin_addr, "none", &st), GRPC_STATUS_UNAVAILABLE);
+    ck_assert_int_eq(list_apps_at(S.admin_addr, "foreign", &st), GRPC_STATUS_UNAVAILABLE);
+    /* and the admin listener does not serve the apps' or the wallets' APIs */
+    ch = h_channel(S.admin_addr, "app/chat.lianxin", &veil__gateway__login__descriptor);
+    Veil__Empty e = VEIL__EMPTY__INIT;
+    Veil__Gateway__JwksResponse *jr = NULL;
+    ck_assert_int_eq(veil_channel_call(ch, "GetJwks", &e.base, NULL, 10000, &jr, &st),
+                     VEIL_ERR_UNIMPLEMENTED);
+    veil_channel_free(ch);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ops");
@@ -171,6 +224,7 @@ int main(void)
     tcase_add_unchecked_fixture(tc, stack_up, stack_down);
     tcase_add_test(tc, test_traceparent_parsing);
     tcase_add_test(tc, test_traceparent_through_every_hop);
+    tcase_add_test(tc, test_admin_listener_separate);
     suite_add_tcase(s, tc);
     return h_run_suite(s);
 }

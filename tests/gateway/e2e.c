@@ -23,7 +23,9 @@ void e2e_id_number(const char *first17, char out[19])
 veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescriptor *svc,
                   const char *method, const ProtobufCMessage *req, void *resp, veil_status *st)
 {
-    veil_channel *ch = h_channel(s->gateway.addr, identity, svc);
+    /* The Admin API is served on the gateway's admin listener only. */
+    const char *addr = svc == &veil__gateway__admin__descriptor ? s->admin_addr : s->gateway.addr;
+    veil_channel *ch = h_channel(addr, identity, svc);
     veil_err err = veil_channel_call(ch, method, req, NULL, 10000 * h_timeout_scale(), resp, st);
     veil_channel_free(ch);
     return err;

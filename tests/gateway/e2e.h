@@ -40,7 +40,7 @@ veil_err e2e_complete(h_stack *s, const char *app_id, const char *ticket, const 
 veil_err e2e_citizen(h_stack *s, const vw_wallet *w, const char *method,
                      const ProtobufCMessage *payload, void *resp, veil_status *st);
 
-/* A call to the gateway's Admin, Login or Wallet service as identity. */
+/* A call to the gateway's Admin (on its admin listener), Login or Wallet service as identity. */
 veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescriptor *svc,
                   const char *method, const ProtobufCMessage *req, void *resp, veil_status *st);
 

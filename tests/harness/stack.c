@@ -11,8 +11,8 @@ static const char *const names[] = {"gateway", "vault", "consent", "revocation",
 
 /* The NAME=VALUE strings of one service's environment, in static-enough storage. */
 struct env {
-    char v[16][1200];
-    const char *p[17];
+    char v[24][1200];
+    const char *p[25];
     int n;
 };
 
@@ -36,7 +36,7 @@ static void service_env(h_stack *s, int which, struct env *e)
         snprintf(addr, sizeof addr, "127.0.0.1:%d", s->health_port[which]);
         env_add(e, "VEIL_HEALTH_ADDR", addr);
     }
-    for (const char *const *x = s->service_env; x && *x && e->n < 15; x++)
+    for (const char *const *x = s->service_env; x && *x && e->n < 23; x++)
         env_add(e, NULL, *x);
     if (which <= H_REVOCATION)
         env_add(e, "VEIL_DATABASE_URL", s->db[which]);
@@ -51,6 +51,7 @@ static void service_env(h_stack *s, int which, struct env *e)
         env_add(e, "GATEWAY_REVOCATION_ADDR", s->revocation.addr);
         env_add(e, "GATEWAY_PSEUDONYM_ADDR", s->pseudonym.addr);
         env_add(e, "GATEWAY_ISSUER", "https://veil.test");
+        env_add(e, "GATEWAY_ADMIN_ADDR", s->admin_addr);
     }
 }
 
@@ -81,7 +82,7 @@ static int spawn_service(h_stack *s, int which, struct env *e)
     h_proc *procs[] = {&s->gateway, &s->vault, &s->consent, &s->revocation, &s->pseudonym};
     char identity[64], listen[64];
     snprintf(identity, sizeof identity, "svc/%s", names[which]);
-    if (procs[which]->port > 0 && e->n < 16) {
+    if (procs[which]->port > 0 && e->n < 24) {
         snprintf(listen, sizeof listen, "127.0.0.1:%d", procs[which]->port);
         env_add(e, "VEIL_LISTEN_ADDR", listen); /* overrides h_spawn's port 0 */
     }
@@ -93,7 +94,7 @@ int h_stack_restart(h_stack *s, int which)
     struct env e;
     service_env(s, which, &e);
     if (which == H_GATEWAY)
-        for (const char *const *x = s->gateway_env; x && *x && e.n < 15; x++)
+        for (const char *const *x = s->gateway_env; x && *x && e.n < 23; x++)
             env_add(&e, NULL, *x);
     return spawn_service(s, which, &e);
 }
@@ -114,11 +115,10 @@ int h_stack_start_opts(h_stack *s, const h_stack_opts *opts)
             s->health_port[i] = h_free_port();
     }
     s->dir = h_tempdir("stack");
+    snprintf(s->admin_addr, sizeof s->admin_addr, "127.0.0.1:%d", h_free_port());
     static const char *const purposes[5][6] = {
-        {"assertion", NULL},
-        {"master", "blind", "audit", "webcert", "ticket", NULL},
-        {"receipt", NULL},
-        {NULL},
+        {"assertion", NULL}, {"master", "blind", "audit", "webcert", "ticket", NULL},
+        {"receipt", NULL},   {NULL},
         {"pseudonym", NULL},
     };
     for (int i = 0; i < 5; i++) {

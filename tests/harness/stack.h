@@ -16,6 +16,7 @@ typedef struct h_stack {
     char *db[4];                     /* gateway, vault, consent, revocation */
     unsigned char proofing_seed[32]; /* the development proofing authority's key */
     int health_port[5];              /* plaintext health ports (0: none), by H_* */
+    char admin_addr[64];             /* the gateway's Admin listener (GATEWAY_ADMIN_ADDR) */
     const char *const *service_env;  /* h_stack_opts.service_env (must outlive the stack) */
     const char *const *gateway_env;  /* h_stack_opts.gateway_env (must outlive the stack) */
 } h_stack;

@@ -34,6 +34,7 @@ static void stack_up(void)
     chmod(path, 0600);
     setenv("VEILCTL_PROOFING_KEY", path, 1);
     setenv("VEILCTL_GATEWAY", S.gateway.addr, 1);
+    setenv("VEILCTL_ADMIN_ADDR", S.admin_addr, 1);
     snprintf(path, sizeof path, "%s/ca.crt", h_env("VEIL_TEST_CERTS"));
     setenv("VEILCTL_CA", path, 1);
     setenv("VEILCTL_CERTS", h_env("VEIL_TEST_CERTS"), 1);
