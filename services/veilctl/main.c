@@ -90,9 +90,10 @@ veil_channel *vc_channel(const vc_opts *o, const char *as, const ProtobufCServic
 {
     static char ca[1024], cert[1024], key[1024];
     /* The Admin API has a listener of its own; the public port does not serve it. */
-    const char *addr = strcmp(as, "admin") == 0 ? env_or("VEILCTL_ADMIN_ADDR", "127.0.0.1:7110")
-                       : o->gateway             ? o->gateway
-                                                : env_or("VEILCTL_GATEWAY", "127.0.0.1:7100");
+    const char *addr = svc == &veil__gateway__admin__descriptor
+                           ? env_or("VEILCTL_ADMIN_ADDR", "127.0.0.1:7110")
+                       : o->gateway ? o->gateway
+                                    : env_or("VEILCTL_GATEWAY", "127.0.0.1:7100");
     const char *certs = env_or("VEILCTL_CERTS", "var/certs");
     veil_tls_config tls = {0};
     snprintf(ca, sizeof ca, "%s", env_or("VEILCTL_CA", "var/certs/ca.crt"));
