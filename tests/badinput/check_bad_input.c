@@ -307,8 +307,8 @@ START_TEST(test_strings_with_nul)
     app.app_id = "probe.update#junk";
     app.name = "Probe rewritten";
     b = pack_with_nul(&app.base, &len);
-    ck_assert_int_eq(h_raw_call(S.gateway.addr, "admin/ops", "/veil.gateway.Admin/UpdateApp", b,
-                                len, 10000, msg, sizeof msg),
+    ck_assert_int_eq(h_raw_call(S.admin_addr, "admin/ops", "/veil.gateway.Admin/UpdateApp", b, len,
+                                10000, msg, sizeof msg),
                      GRPC_STATUS_INVALID_ARGUMENT);
     ck_assert_str_eq(msg, "app_id: " BAD_STRING);
     free(b);
@@ -316,8 +316,8 @@ START_TEST(test_strings_with_nul)
     app.app_id = "probe.update";
     app.name = "Probe#rewritten";
     b = pack_with_nul(&app.base, &len);
-    ck_assert_int_eq(h_raw_call(S.gateway.addr, "admin/ops", "/veil.gateway.Admin/UpdateApp", b,
-                                len, 10000, msg, sizeof msg),
+    ck_assert_int_eq(h_raw_call(S.admin_addr, "admin/ops", "/veil.gateway.Admin/UpdateApp", b, len,
+                                10000, msg, sizeof msg),
                      GRPC_STATUS_INVALID_ARGUMENT);
     ck_assert_str_eq(msg, "name: " BAD_STRING);
     free(b);
@@ -326,8 +326,8 @@ START_TEST(test_strings_with_nul)
     ar.app_id = "probe.update#junk";
     ar.reason = "probe";
     b = pack_with_nul(&ar.base, &len);
-    ck_assert_int_eq(h_raw_call(S.gateway.addr, "admin/ops", "/veil.gateway.Admin/SuspendApp", b,
-                                len, 10000, msg, sizeof msg),
+    ck_assert_int_eq(h_raw_call(S.admin_addr, "admin/ops", "/veil.gateway.Admin/SuspendApp", b, len,
+                                10000, msg, sizeof msg),
                      GRPC_STATUS_INVALID_ARGUMENT);
     ck_assert_str_eq(msg, "app_id: " BAD_STRING);
     ck_assert(listed("probe.update", name, sizeof name, status, sizeof status));
@@ -341,7 +341,7 @@ START_TEST(test_strings_with_nul)
     free(b);
     ar.app_id = "probe.update#junk";
     b = pack_with_nul(&ar.base, &len);
-    ck_assert_int_eq(h_raw_call(S.gateway.addr, "admin/ops", "/veil.gateway.Admin/ReinstateApp", b,
+    ck_assert_int_eq(h_raw_call(S.admin_addr, "admin/ops", "/veil.gateway.Admin/ReinstateApp", b,
                                 len, 10000, msg, sizeof msg),
                      GRPC_STATUS_INVALID_ARGUMENT);
     ck_assert_str_eq(msg, "app_id: " BAD_STRING);
@@ -414,8 +414,8 @@ START_TEST(test_strings_malformed_utf8)
         size_t len = protobuf_c_message_get_packed_size(&ar.base);
         unsigned char *b = malloc(len);
         protobuf_c_message_pack(&ar.base, b);
-        ck_assert_int_eq(h_raw_call(S.gateway.addr, "admin/ops", "/veil.gateway.Admin/SuspendApp",
-                                    b, len, 10000, msg, sizeof msg),
+        ck_assert_int_eq(h_raw_call(S.admin_addr, "admin/ops", "/veil.gateway.Admin/SuspendApp", b,
+                                    len, 10000, msg, sizeof msg),
                          GRPC_STATUS_INVALID_ARGUMENT);
         ck_assert_str_eq(msg, "app_id: " BAD_STRING);
         ar.app_id = "shop.jiale";
@@ -423,8 +423,8 @@ START_TEST(test_strings_malformed_utf8)
         len = protobuf_c_message_get_packed_size(&ar.base);
         b = realloc(b, len);
         protobuf_c_message_pack(&ar.base, b);
-        ck_assert_int_eq(h_raw_call(S.gateway.addr, "admin/ops", "/veil.gateway.Admin/SuspendApp",
-                                    b, len, 10000, msg, sizeof msg),
+        ck_assert_int_eq(h_raw_call(S.admin_addr, "admin/ops", "/veil.gateway.Admin/SuspendApp", b,
+                                    len, 10000, msg, sizeof msg),
                          GRPC_STATUS_INVALID_ARGUMENT);
         ck_assert_str_eq(msg, "reason: " BAD_STRING);
         free(b);
@@ -455,7 +455,7 @@ static veil_err put_app(const char *method, const char *id, const char *kind, co
 }
 
 #define NOT_OURS                                                                                   \
-    "sector_id belongs to another organisation: an app may join only its own organisation's "     \
+    "sector_id belongs to another organisation: an app may join only its own organisation's "      \
     "sector"
 
 /*
@@ -466,21 +466,21 @@ START_TEST(test_sector_ownership)
 {
     veil_status st;
     /* a commercial app of another organisation into gov.tax's sector */
-    ck_assert_int_eq(put_app("RegisterApp", "shop.taxhelper", "commercial", "gov.tax",
-                             "Helper Ltd", &st),
-                     VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(
+        put_app("RegisterApp", "shop.taxhelper", "commercial", "gov.tax", "Helper Ltd", &st),
+        VEIL_ERR_PRECONDITION);
     ck_assert_str_eq(st.message, NOT_OURS);
     /* with no organisation at all; into another organisation's shared sector */
     ck_assert_int_eq(put_app("RegisterApp", "shop.taxhelper", "commercial", "gov.tax", "", &st),
                      VEIL_ERR_PRECONDITION);
-    ck_assert_int_eq(put_app("RegisterApp", "shop.taxhelper", "commercial", "org.haipeng",
-                             "Jiale Retail", &st),
-                     VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(
+        put_app("RegisterApp", "shop.taxhelper", "commercial", "org.haipeng", "Jiale Retail", &st),
+        VEIL_ERR_PRECONDITION);
     ck_assert_str_eq(st.message, NOT_OURS);
     /* an existing app moved into it by an update */
-    ck_assert_int_eq(put_app("UpdateApp", "chat.qingyu", "commercial", "gov.tax",
-                             "Qingyu Network", &st),
-                     VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(
+        put_app("UpdateApp", "chat.qingyu", "commercial", "gov.tax", "Qingyu Network", &st),
+        VEIL_ERR_PRECONDITION);
     ck_assert_str_eq(st.message, NOT_OURS);
     /* the owner's own apps may join it */
     ck_assert_int_eq(put_app("RegisterApp", "gov.tax.mobile", "public_service", "gov.tax",
@@ -489,9 +489,9 @@ START_TEST(test_sector_ownership)
     /* before its first login an app may move to another sector of its organisation ... */
     ck_assert_int_eq(put_app("RegisterApp", "probe.sector", "commercial", "", "Probe Org", &st),
                      VEIL_OK);
-    ck_assert_int_eq(put_app("UpdateApp", "probe.sector", "commercial", "probe.sector.v2",
-                             "Probe Org", &st),
-                     VEIL_OK);
+    ck_assert_int_eq(
+        put_app("UpdateApp", "probe.sector", "commercial", "probe.sector.v2", "Probe Org", &st),
+        VEIL_OK);
     /* ... and after it, never (shop.jiale logs in now, if it had not yet) */
     char id[19];
     e2e_id_number("44010219950505456", id);
@@ -499,9 +499,9 @@ START_TEST(test_sector_ownership)
     Veil__Gateway__CompleteLoginResponse *r;
     ck_assert_int_eq(e2e_login(&S, "shop.jiale", w, NULL, 0, &r, &st), VEIL_OK);
     e2e_free(r);
-    ck_assert_int_eq(put_app("UpdateApp", "shop.jiale", "commercial", "shop.jiale.v2",
-                             "Jiale Retail", &st),
-                     VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(
+        put_app("UpdateApp", "shop.jiale", "commercial", "shop.jiale.v2", "Jiale Retail", &st),
+        VEIL_ERR_PRECONDITION);
     ck_assert_str_eq(st.message, "sector_id cannot change after the app's first login");
     /* other fields still may; logins go on under the old sector */
     ck_assert_int_eq(
@@ -647,9 +647,9 @@ START_TEST(test_invalid_utf8_at_enrolment)
                                           : "full_name: " BAD_STRING);
         ck_assert_int_eq(enrol_with(w, id, "林一", bad[i], "r2", veil_now_ms(), &st),
                          VEIL_ERR_INVALID);
-        ck_assert_str_eq(st.message, utf8
-                                         ? "device_label must be at most 64 bytes of printable UTF-8"
-                                         : "device_label: " BAD_STRING);
+        ck_assert_str_eq(st.message,
+                         utf8 ? "device_label must be at most 64 bytes of printable UTF-8"
+                              : "device_label: " BAD_STRING);
         ck_assert_int_eq(enrol_with(w, id, "林一", "phone", bad[i], veil_now_ms(), &st),
                          VEIL_ERR_INVALID);
         ck_assert_str_eq(st.message, utf8 ? "request_id must be 1 to 128 printable characters"
