@@ -261,8 +261,9 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
         return VEIL_ERR_NOMEM;
     if ((err = gw_calling_app(gw, call, &app)) || (err = requested_scope(call, req, &requested)))
         return err;
-    if (veil_ticket_parse(req->ticket, strlen(req->ticket), t) != VEIL_OK) {
-        veil_call_fail(call, VEIL_ERR_INVALID, "ticket is malformed");
+    if ((err = veil_ticket_parse(req->ticket, strlen(req->ticket), t)) != VEIL_OK) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "%s",
+                       err == VEIL_ERR_PRECONDITION ? VEIL_TICKET_RETIRED : "ticket is malformed");
         return VEIL_ERR_INVALID;
     }
     if (strcmp(t->app_id, app.id) != 0) {

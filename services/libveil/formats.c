@@ -33,13 +33,15 @@ void veil_attestation_bytes(veil_buf *b, const char *id_number, const char *full
 
 void veil_ticket_signed_bytes(veil_buf *b, const char *app_id, const unsigned char *challenge,
                               size_t challenge_len, int64_t time_ms,
-                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES])
+                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                              uint32_t key_version)
 {
-    domain(b, "veil-login-ticket-v1");
+    domain(b, "veil-login-ticket-v2");
     veil_buf_put_str(b, app_id);
     veil_buf_put_lp(b, challenge, challenge_len);
     veil_buf_put_i64(b, time_ms);
     veil_buf_put(b, device_id, VEIL_DEVICE_ID_BYTES);
+    veil_buf_put_u32(b, key_version);
 }
 
 veil_err veil_ticket_make(const char *app_id, const unsigned char *challenge, size_t challenge_len,
@@ -48,25 +50,29 @@ veil_err veil_ticket_make(const char *app_id, const unsigned char *challenge, si
                           uint32_t key_version, char **out)
 {
     veil_err err = VEIL_ERR_NOMEM;
-    veil_buf msg = {0}, wire = {0};
-    unsigned char inner[VEIL_DEVICE_ID_BYTES + 64];
-    unsigned char sealed[sizeof inner + crypto_box_SEALBYTES];
+    veil_buf msg = {0}, inner = {0}, wire = {0};
+    unsigned char sig[64];
+    unsigned char sealed[VEIL_TICKET_INNER_BYTES + crypto_box_SEALBYTES];
     *out = NULL;
 
-    veil_ticket_signed_bytes(&msg, app_id, challenge, challenge_len, time_ms, device_id);
+    veil_ticket_signed_bytes(&msg, app_id, challenge, challenge_len, time_ms, device_id,
+                             key_version);
     if (msg.failed)
         goto out;
-    memcpy(inner, device_id, VEIL_DEVICE_ID_BYTES);
-    crypto_sign_detached(inner + VEIL_DEVICE_ID_BYTES, NULL, msg.data, msg.len, device_sk);
-    if (crypto_box_seal(sealed, inner, sizeof inner, vault_pk) != 0) {
+    crypto_sign_detached(sig, NULL, msg.data, msg.len, device_sk);
+    veil_buf_put_u32(&inner, key_version);
+    veil_buf_put_i64(&inner, time_ms);
+    veil_buf_put(&inner, device_id, VEIL_DEVICE_ID_BYTES);
+    veil_buf_put(&inner, sig, sizeof sig);
+    if (inner.failed || inner.len != VEIL_TICKET_INNER_BYTES)
+        goto out;
+    if (crypto_box_seal(sealed, inner.data, inner.len, vault_pk) != 0) {
         err = VEIL_ERR_INVALID;
         goto out;
     }
-    veil_buf_put_u8(&wire, 1);
-    veil_buf_put_u32(&wire, key_version);
+    veil_buf_put_u8(&wire, VEIL_TICKET_FORMAT);
     veil_buf_put_str(&wire, app_id);
     veil_buf_put_lp(&wire, challenge, challenge_len);
-    veil_buf_put_i64(&wire, time_ms);
     veil_buf_put_lp(&wire, sealed, sizeof sealed);
     if (wire.failed)
         goto out;
@@ -78,8 +84,9 @@ veil_err veil_ticket_make(const char *app_id, const unsigned char *challenge, si
     *out = s;
     err = VEIL_OK;
 out:
-    sodium_memzero(inner, sizeof inner);
+    sodium_memzero(sig, sizeof sig);
     veil_buf_free(&msg);
+    veil_buf_free(&inner);
     veil_buf_free(&wire);
     return err;
 }
@@ -92,17 +99,18 @@ veil_err veil_ticket_parse(const char *s, size_t len, veil_ticket *t)
         veil_b64url_decode(t->raw, sizeof t->raw, s, len, &n) != 0)
         return VEIL_ERR_INVALID;
     veil_reader r = {t->raw, n, 0};
-    if (veil_read_u8(&r) != 1)
+    uint8_t format = veil_read_u8(&r);
+    if (format == 1 && !r.bad)
+        return VEIL_ERR_PRECONDITION;
+    if (format != VEIL_TICKET_FORMAT)
         return VEIL_ERR_INVALID;
-    t->key_version = veil_read_u32(&r);
     size_t al, cl;
     const unsigned char *app = veil_read_lp(&r, &al);
     const unsigned char *ch = veil_read_lp(&r, &cl);
-    t->time_ms = veil_read_i64(&r);
     t->sealed = veil_read_lp(&r, &t->sealed_len);
     if (r.bad || r.left != 0 || al == 0 || al >= sizeof t->app_id || memchr(app, '\0', al) ||
         cl != VEIL_CHALLENGE_BYTES ||
-        t->sealed_len != VEIL_DEVICE_ID_BYTES + 64 + crypto_box_SEALBYTES)
+        t->sealed_len != VEIL_TICKET_INNER_BYTES + crypto_box_SEALBYTES)
         return VEIL_ERR_INVALID;
     memcpy(t->app_id, app, al);
     t->app_id[al] = '\0';
@@ -111,16 +119,22 @@ veil_err veil_ticket_parse(const char *s, size_t len, veil_ticket *t)
 }
 
 veil_err veil_ticket_open(const veil_ticket *t, const unsigned char vault_pk[32],
-                          const unsigned char *vault_sk,
-                          unsigned char device_id[VEIL_DEVICE_ID_BYTES], unsigned char sig[64])
+                          const unsigned char *vault_sk, veil_ticket_inner *out)
 {
-    unsigned char inner[VEIL_DEVICE_ID_BYTES + 64];
+    unsigned char inner[VEIL_TICKET_INNER_BYTES];
+    veil_err err = VEIL_ERR_UNAUTHENTICATED;
     if (t->sealed_len != sizeof inner + crypto_box_SEALBYTES ||
         crypto_box_seal_open(inner, t->sealed, t->sealed_len, vault_pk, vault_sk) != 0)
-        return VEIL_ERR_UNAUTHENTICATED;
-    memcpy(device_id, inner, VEIL_DEVICE_ID_BYTES);
-    memcpy(sig, inner + VEIL_DEVICE_ID_BYTES, 64);
-    return VEIL_OK;
+        goto out;
+    veil_reader r = {inner, sizeof inner, 0};
+    out->key_version = veil_read_u32(&r);
+    out->time_ms = veil_read_i64(&r);
+    memcpy(out->device_id, veil_read_bytes(&r, VEIL_DEVICE_ID_BYTES), VEIL_DEVICE_ID_BYTES);
+    memcpy(out->sig, veil_read_bytes(&r, 64), 64);
+    err = VEIL_OK;
+out:
+    sodium_memzero(inner, sizeof inner);
+    return err;
 }
 
 void veil_citizen_signed_bytes(veil_buf *b, const char *method, const void *payload,

@@ -128,34 +128,42 @@ static veil_err verify_ticket(struct vault *v, veil_call *call,
                               unsigned char device_id[VEIL_DEVICE_ID_BYTES])
 {
     veil_ticket t;
-    unsigned char sig[64];
+    veil_ticket_inner in;
     struct vault_device_row row;
     veil_buf msg = {0};
     vault_conn *c;
     veil_err err;
 
+    memset(&in, 0, sizeof in);
     if (!veil_ident_valid(req->app_id))
         return fail(call, VEIL_ERR_INVALID, "app_id is not a valid app id");
     if (req->challenge.len != VEIL_CHALLENGE_BYTES)
         return fail(call, VEIL_ERR_INVALID, "challenge must be 32 bytes");
-    if (veil_ticket_parse(req->ticket, strlen(req->ticket), &t) != VEIL_OK)
+    err = veil_ticket_parse(req->ticket, strlen(req->ticket), &t);
+    if (err == VEIL_ERR_PRECONDITION)
+        return fail(call, VEIL_ERR_INVALID, VEIL_TICKET_RETIRED);
+    if (err)
         return fail(call, VEIL_ERR_INVALID, "ticket is malformed");
     if (strcmp(t.app_id, req->app_id) != 0)
         return fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket was not made for this app");
     if (sodium_memcmp(t.challenge, req->challenge.data, VEIL_CHALLENGE_BYTES) != 0)
         return fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket does not answer this challenge");
-    if (!within_skew(v, t.time_ms))
-        return fail(call, VEIL_ERR_UNAUTHENTICATED,
-                    "ticket time is outside the allowed clock skew");
-    const struct vault_boxkey *bk = vault_ticket_key(v->keys, t.key_version);
-    if (!bk || veil_ticket_open(&t, bk->pk, bk->sk, device_id, sig) != VEIL_OK)
-        return fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
+    uint32_t opened = vault_ticket_open(v->keys, &t, &in);
+    if (!opened || in.key_version != opened) {
+        err = fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
+        goto out;
+    }
+    if (!within_skew(v, in.time_ms)) {
+        err = fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket time is outside the allowed clock skew");
+        goto out;
+    }
+    memcpy(device_id, in.device_id, VEIL_DEVICE_ID_BYTES);
 
     if ((err = vault_store_conn(v->store, &c)))
         goto out;
-    veil_ticket_signed_bytes(&msg, t.app_id, t.challenge, VEIL_CHALLENGE_BYTES, t.time_ms,
-                             device_id);
-    err = device_signed(v, c, device_id, sig, &msg, &row);
+    veil_ticket_signed_bytes(&msg, t.app_id, t.challenge, VEIL_CHALLENGE_BYTES, in.time_ms,
+                             in.device_id, in.key_version);
+    err = device_signed(v, c, in.device_id, in.sig, &msg, &row);
     if (err == VEIL_ERR_UNAUTHENTICATED)
         fail(call, err, TICKET_FAILED);
     if (err)
@@ -175,7 +183,7 @@ static veil_err verify_ticket(struct vault *v, veil_call *call,
     memcpy(subject, row.subject, VAULT_SUBJECT_BYTES);
 out:
     veil_buf_free(&msg);
-    sodium_memzero(sig, sizeof sig);
+    sodium_memzero(&in, sizeof in);
     return err;
 }
 

@@ -270,6 +270,31 @@ const struct vault_boxkey *vault_ticket_key(struct vault_keys *k, uint32_t versi
     return find_boxkey(k, version);
 }
 
+uint32_t vault_ticket_open(struct vault_keys *k, const veil_ticket *t, veil_ticket_inner *out)
+{
+    veil_ticket_inner tmp;
+    uint32_t opened = 0;
+    for (int pass = 0; pass < 2 && !opened; pass++) {
+        /* A key file added elsewhere first: rescan at most once a second, as a miss costs. */
+        int64_t now = veil_now_ms(), next = atomic_load(&k->next_refresh_ms);
+        char err[256];
+        if (pass == 1 && (now < next ||
+                          !atomic_compare_exchange_strong(&k->next_refresh_ms, &next, now + 1000) ||
+                          vault_keys_refresh(k, err, sizeof err) != VEIL_OK))
+            break;
+        /* Every key is tried, even after one opened: the time does not tell which did. */
+        size_t n = atomic_load(&k->n_boxkeys);
+        for (size_t i = 0; i < n; i++)
+            if (veil_ticket_open(t, k->boxkeys[i].pk, k->boxkeys[i].sk, &tmp) == VEIL_OK &&
+                !opened) {
+                opened = k->boxkeys[i].version;
+                *out = tmp;
+            }
+    }
+    sodium_memzero(&tmp, sizeof tmp);
+    return opened;
+}
+
 int vault_proofing_verify(const struct vault_keys *k, const unsigned char sig[64],
                           const unsigned char *msg, size_t len)
 {

@@ -264,6 +264,13 @@ const veil_key *vault_master_key(struct vault_keys *k, uint32_t version);
 /* The ticket key pair of a version (a rescan at most once a second on a miss), or NULL. */
 const struct vault_boxkey *vault_ticket_key(struct vault_keys *k, uint32_t version);
 
+/*
+ * Opens a ticket's sealed part with each loaded ticket key (rescanning the
+ * key folder at most once a second when none opens it); returns the version
+ * of the key that opened it into *out, or 0.  Wipe *out after use.
+ */
+uint32_t vault_ticket_open(struct vault_keys *k, const veil_ticket *t, veil_ticket_inner *out);
+
 /* Whether sig is a proofing-authority signature over msg by any configured key. */
 int vault_proofing_verify(const struct vault_keys *k, const unsigned char sig[64],
                           const unsigned char *msg, size_t len);

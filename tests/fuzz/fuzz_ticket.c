@@ -13,9 +13,10 @@
  *
  * The oracle: the handler lets a ticket through to the device lookup (here:
  * UNAVAILABLE, the database being unreachable) exactly when its app and
- * challenge are the request's, its time is within the skew and its key
- * version is known; and a ticket that opens carries a valid device
- * signature only if it is byte for byte the one the device made.
+ * challenge are the request's, its time is within the skew and it is sealed
+ * to ticket key 1 naming version 1 (time and version travel sealed, format
+ * 2); and a ticket that opens carries a valid device signature only if it
+ * is byte for byte the one the device made.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,33 +30,40 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Whether t (parsed and opened) carries the device's signature over its fields. */
-static int device_signed(const veil_ticket *t, const unsigned char id[VEIL_DEVICE_ID_BYTES],
-                         const unsigned char sig[64], const unsigned char pk[32])
+/* Whether t (parsed and opened into in) carries the device's signature over its fields. */
+static int device_signed(const veil_ticket *t, const veil_ticket_inner *in,
+                         const unsigned char pk[32])
 {
     veil_buf msg = {0};
-    veil_ticket_signed_bytes(&msg, t->app_id, t->challenge, VEIL_CHALLENGE_BYTES, t->time_ms, id);
-    int good = !msg.failed && crypto_sign_verify_detached(sig, msg.data, msg.len, pk) == 0;
+    veil_ticket_signed_bytes(&msg, t->app_id, t->challenge, VEIL_CHALLENGE_BYTES, in->time_ms,
+                             in->device_id, in->key_version);
+    int good = !msg.failed && crypto_sign_verify_detached(in->sig, msg.data, msg.len, pk) == 0;
     veil_buf_free(&msg);
     return good;
 }
 
-/* Parses and opens ticket; returns 1 when it opens, with its signature status in *signed_ok. */
-static int open_ticket(const char *ticket, veil_ticket *t, int *signed_ok)
+/*
+ * Parses and opens ticket with ticket key 1 (the only one that exists);
+ * returns 1 when it opens, its sealed key version in *version and its
+ * signature status in *signed_ok.
+ */
+static int open_ticket(const char *ticket, veil_ticket *t, uint32_t *version, int *signed_ok)
 {
     unsigned char tpk[32], tseed[32], tsk[32], dpk[32], dsk[64], did[VEIL_DEVICE_ID_BYTES];
-    unsigned char id[VEIL_DEVICE_ID_BYTES], sig[64];
+    veil_ticket_inner in;
     *signed_ok = 0;
-    if (veil_ticket_parse(ticket, strlen(ticket), t) != VEIL_OK || t->key_version != 1)
-        return 0; /* only ticket key 1 exists */
+    *version = 0;
+    if (veil_ticket_parse(ticket, strlen(ticket), t) != VEIL_OK)
+        return 0;
     fz_key("ticket", 1, tseed);
     crypto_box_seed_keypair(tpk, tsk, tseed);
-    int opened = veil_ticket_open(t, tpk, tsk, id, sig) == VEIL_OK;
+    int opened = veil_ticket_open(t, tpk, tsk, &in) == VEIL_OK;
     sodium_memzero(tsk, sizeof tsk);
     if (!opened)
         return 0;
     fz_device(dpk, dsk, did);
-    *signed_ok = memcmp(id, did, sizeof id) == 0 && device_signed(t, id, sig, dpk);
+    *version = in.key_version;
+    *signed_ok = memcmp(in.device_id, did, sizeof did) == 0 && device_signed(t, &in, dpk);
     return 1;
 }
 
@@ -93,8 +101,9 @@ static void mode_raw(fz_reader *r)
     size_t n = fz_copy(r, s, r->n);
     s[n] = '\0';
     veil_ticket t;
+    uint32_t version;
     int signed_ok;
-    open_ticket(s, &t, &signed_ok);
+    open_ticket(s, &t, &version, &signed_ok);
     verify(s, FZ_APP, fz_challenge);
     free(s);
 }
@@ -119,9 +128,12 @@ static void mode_made(fz_reader *r)
     const char *want_app = own ? app : FZ_APP;
     const unsigned char *want_ch = own ? challenge : fz_challenge;
     veil_ticket t;
-    int signed_ok, opened = open_ticket(ticket, &t, &signed_ok);
+    uint32_t sealed_version;
+    int signed_ok, opened = open_ticket(ticket, &t, &sealed_version, &signed_ok);
     if (opened && !signed_ok)
         abort(); /* a ticket the device made must verify */
+    if (opened && sealed_version != version)
+        abort(); /* the version sealed is the one the device named */
     veil_err err = verify(ticket, want_app, want_ch);
     int64_t dist = offset < 0 ? -offset : offset;
     int through = err == VEIL_ERR_UNAVAILABLE;
@@ -147,8 +159,9 @@ static void mode_mutated(fz_reader *r)
     char mutated[2 * VEIL_TICKET_MAX];
     veil_b64url_encode(mutated, sizeof mutated, raw, n);
     veil_ticket t;
+    uint32_t version;
     int signed_ok;
-    if (open_ticket(mutated, &t, &signed_ok) && signed_ok)
+    if (open_ticket(mutated, &t, &version, &signed_ok) && signed_ok)
         abort(); /* a changed ticket still carried a valid device signature */
     verify(mutated, FZ_APP, fz_challenge);
     free(ticket);

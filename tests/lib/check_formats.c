@@ -154,7 +154,7 @@ END_TEST
 
 START_TEST(test_ticket_roundtrip)
 {
-    unsigned char dpk[32], dsk[64], vpk[32], vsk[32], ch[32], id[16], id2[16], sig[64];
+    unsigned char dpk[32], dsk[64], vpk[32], vsk[32], ch[32], id[16];
     crypto_sign_keypair(dpk, dsk);
     crypto_box_keypair(vpk, vsk);
     randombytes_buf(ch, sizeof ch);
@@ -163,28 +163,143 @@ START_TEST(test_ticket_roundtrip)
     ck_assert_int_eq(veil_ticket_make("shop.taobao", ch, 32, 1700000000123LL, id, dsk, vpk, 7, &s),
                      VEIL_OK);
     veil_ticket t;
+    veil_ticket_inner in;
     ck_assert_int_eq(veil_ticket_parse(s, strlen(s), &t), VEIL_OK);
     ck_assert_str_eq(t.app_id, "shop.taobao");
-    ck_assert_uint_eq(t.key_version, 7);
-    ck_assert_int_eq(t.time_ms, 1700000000123LL);
     ck_assert_mem_eq(t.challenge, ch, 32);
     /* the device id is not visible in the ticket */
     ck_assert_ptr_null(memmem(t.raw, sizeof t.raw, id, sizeof id));
-    ck_assert_int_eq(veil_ticket_open(&t, vpk, vsk, id2, sig), VEIL_OK);
-    ck_assert_mem_eq(id2, id, 16);
+    ck_assert_int_eq(veil_ticket_open(&t, vpk, vsk, &in), VEIL_OK);
+    ck_assert_mem_eq(in.device_id, id, 16);
+    ck_assert_uint_eq(in.key_version, 7);
+    ck_assert_int_eq(in.time_ms, 1700000000123LL);
     veil_buf msg = {0};
-    veil_ticket_signed_bytes(&msg, "shop.taobao", ch, 32, 1700000000123LL, id);
-    ck_assert_int_eq(crypto_sign_verify_detached(sig, msg.data, msg.len, dpk), 0);
+    veil_ticket_signed_bytes(&msg, "shop.taobao", ch, 32, 1700000000123LL, id, 7);
+    ck_assert_int_eq(crypto_sign_verify_detached(in.sig, msg.data, msg.len, dpk), 0);
     veil_buf_free(&msg);
     /* another vault key cannot open it */
     unsigned char opk[32], osk[32];
     crypto_box_keypair(opk, osk);
-    ck_assert_int_eq(veil_ticket_open(&t, opk, osk, id2, sig), VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_int_eq(veil_ticket_open(&t, opk, osk, &in), VEIL_ERR_UNAUTHENTICATED);
     /* every truncation is malformed */
     for (size_t n = 0; n < strlen(s); n += 7)
         ck_assert_int_eq(veil_ticket_parse(s, n, &t), VEIL_ERR_INVALID);
     ck_assert_int_eq(veil_ticket_parse("!!", 2, &t), VEIL_ERR_INVALID);
     free(s);
+}
+END_TEST
+
+/*
+ * Parses the clear part of a ticket exactly as docs/internals/signed-formats.md
+ * lays it out (not with veil_ticket_parse): u8 format ‖ field(app id) ‖
+ * field(challenge) ‖ field(sealed).  Returns the decoded length.
+ */
+static size_t doc_parse(const char *ticket, unsigned char *raw, size_t cap, size_t *app_len,
+                        size_t *sealed_at, size_t *sealed_len)
+{
+    size_t n;
+    ck_assert_int_eq(veil_b64url_decode(raw, cap, ticket, strlen(ticket), &n), 0);
+    ck_assert_uint_eq(raw[0], 2);
+    *app_len = (size_t)raw[1] << 8 | raw[2];
+    size_t at = 3 + *app_len;
+    ck_assert_uint_eq((size_t)raw[at] << 8 | raw[at + 1], 32);
+    at += 2 + 32;
+    *sealed_len = (size_t)raw[at] << 8 | raw[at + 1];
+    *sealed_at = at + 2;
+    ck_assert_uint_eq(*sealed_len, 4 + 8 + 16 + 64 + 48);
+    ck_assert_uint_eq(*sealed_at + *sealed_len, n); /* nothing after the sealed part */
+    return n;
+}
+
+/*
+ * Issue 12 item 1: the bytes an app handles carry nothing per-person.  One
+ * phone makes tickets for two apps of different sectors at one instant, with
+ * its clock far off and an old ticket key version: in the clear part, read
+ * per the doc, only format constants and each app's own id and challenge
+ * appear; the time and the version appear nowhere in the ticket, and the
+ * sealed parts share nothing.
+ */
+START_TEST(test_ticket_clear_part_has_nothing_per_person)
+{
+    unsigned char dpk[32], dsk[64], vpk[32], vsk[32], cha[32], chb[32], id[16];
+    unsigned char ra[VEIL_TICKET_MAX], rb[VEIL_TICKET_MAX];
+    crypto_sign_keypair(dpk, dsk);
+    crypto_box_keypair(vpk, vsk);
+    randombytes_buf(cha, sizeof cha);
+    randombytes_buf(chb, sizeof chb);
+    randombytes_buf(id, sizeof id);
+    const int64_t phone_time = 1700000001777LL; /* 1.777 s off any round time */
+    const uint32_t version = 0x0000BEEF;
+    char *a, *b;
+    ck_assert_int_eq(veil_ticket_make("gov.tax", cha, 32, phone_time, id, dsk, vpk, version, &a),
+                     VEIL_OK);
+    ck_assert_int_eq(
+        veil_ticket_make("shop.taobao", chb, 32, phone_time, id, dsk, vpk, version, &b), VEIL_OK);
+    size_t al, bl, sa, sb, la, lb;
+    size_t na = doc_parse(a, ra, sizeof ra, &al, &sa, &la);
+    size_t nb = doc_parse(b, rb, sizeof rb, &bl, &sb, &lb);
+    ck_assert_uint_eq(al, strlen("gov.tax"));
+    ck_assert_mem_eq(ra + 3, "gov.tax", al);
+    ck_assert_uint_eq(bl, strlen("shop.taobao"));
+    ck_assert_mem_eq(ra + 3 + al + 2, cha, 32);
+    ck_assert_mem_eq(rb + 3 + bl + 2, chb, 32);
+    /* neither the time nor the version, in any byte order or width, is anywhere in either */
+    unsigned char t8[8], v4[4], t8le[8], v4le[4];
+    for (int i = 0; i < 8; i++) {
+        t8[i] = (unsigned char)((uint64_t)phone_time >> (56 - 8 * i));
+        t8le[i] = t8[7 - i];
+    }
+    for (int i = 0; i < 4; i++) {
+        v4[i] = (unsigned char)(version >> (24 - 8 * i));
+        v4le[i] = v4[3 - i];
+    }
+    const unsigned char *raws[] = {ra, rb};
+    size_t lens[] = {na, nb};
+    for (int k = 0; k < 2; k++) {
+        ck_assert_ptr_null(memmem(raws[k], lens[k], t8 + 2, 6)); /* the low 48 bits */
+        ck_assert_ptr_null(memmem(raws[k], lens[k], t8le, 6));
+        ck_assert_ptr_null(memmem(raws[k], lens[k], v4 + 2, 2));
+        ck_assert_ptr_null(memmem(raws[k], lens[k], v4le, 2));
+        ck_assert_ptr_null(memmem(raws[k], lens[k], id, 4));
+    }
+    char digits[32];
+    snprintf(digits, sizeof digits, "%lld", (long long)phone_time);
+    ck_assert_ptr_null(strstr(a, digits));
+    /* apart from the format byte and the length fields, the two share no 4 bytes */
+    int same = 0;
+    for (size_t i = sa; i + 4 <= sa + la; i++)
+        same += memmem(rb + sb, lb, ra + i, 4) != NULL;
+    ck_assert_int_le(same, 2); /* chance matches only */
+    ck_assert_uint_eq(ra[0], rb[0]);
+    ck_assert_uint_eq(la, lb); /* every ticket of a given app has one length */
+    /* the vault reads both back */
+    veil_ticket ta;
+    veil_ticket_inner in;
+    ck_assert_int_eq(veil_ticket_parse(b, strlen(b), &ta), VEIL_OK);
+    ck_assert_int_eq(veil_ticket_open(&ta, vpk, vsk, &in), VEIL_OK);
+    ck_assert_int_eq(in.time_ms, phone_time);
+    ck_assert_uint_eq(in.key_version, version);
+    free(a);
+    free(b);
+}
+END_TEST
+
+START_TEST(test_old_ticket_format_refused)
+{
+    /* format 1: u8 1 | u32 version | field(app) | field(challenge) | i64 time | field(sealed) */
+    veil_buf w = {0};
+    unsigned char ch[32] = {0}, sealed[128] = {0};
+    veil_buf_put_u8(&w, 1);
+    veil_buf_put_u32(&w, 1);
+    veil_buf_put_str(&w, "gov.tax");
+    veil_buf_put_lp(&w, ch, sizeof ch);
+    veil_buf_put_i64(&w, 1700000000000LL);
+    veil_buf_put_lp(&w, sealed, sizeof sealed);
+    char s[512];
+    veil_b64url_encode(s, sizeof s, w.data, w.len);
+    veil_ticket t;
+    ck_assert_int_eq(veil_ticket_parse(s, strlen(s), &t), VEIL_ERR_PRECONDITION);
+    veil_buf_free(&w);
 }
 END_TEST
 
@@ -213,10 +328,10 @@ START_TEST(test_signed_bytes_are_domain_separated)
 {
     veil_buf a = {0}, c = {0}, p = {0};
     unsigned char pk[32] = {0}, id[16] = {0}, nonce[16] = {0};
-    veil_ticket_signed_bytes(&a, "x", nonce, 16, 0, id);
+    veil_ticket_signed_bytes(&a, "x", nonce, 16, 0, id, 1);
     veil_citizen_signed_bytes(&c, "x", "", 0, 0, nonce, 16, "x");
     veil_attestation_bytes(&p, "11010519491231002X", "x", 1, pk, 0);
-    ck_assert_str_eq((const char *)a.data, "veil-login-ticket-v1");
+    ck_assert_str_eq((const char *)a.data, "veil-login-ticket-v2");
     ck_assert_str_eq((const char *)c.data, "veil-citizen-request-v1");
     ck_assert_str_eq((const char *)p.data, "veil-proofing-attestation-v1");
     /* lowercase x hashes like uppercase X */
@@ -307,6 +422,8 @@ int main(void)
     tcase_add_test(tc, test_jws_verifies_with_python_jwt);
     tcase_add_test(tc, test_ticket_roundtrip);
     tcase_add_test(tc, test_two_tickets_share_nothing);
+    tcase_add_test(tc, test_ticket_clear_part_has_nothing_per_person);
+    tcase_add_test(tc, test_old_ticket_format_refused);
     tcase_add_test(tc, test_signed_bytes_are_domain_separated);
     tcase_add_test(tc, test_web_numbers);
     tcase_add_test(tc, test_device_ids_and_idents);

@@ -34,33 +34,48 @@ void veil_attestation_bytes(veil_buf *b, const char *id_number, const char *full
                             int64_t attested_at_ms);
 
 /*
- * Login ticket.  Signed by the device key:
- *   "veil-login-ticket-v1\0" | field(app id) | field(challenge) | i64 time_ms
- *   | device id (16)
+ * Login ticket, format 2 (docs/internals/signed-formats.md).  Signed by the
+ * device key:
+ *   "veil-login-ticket-v2\0" | field(app id) | field(challenge) | i64 time_ms
+ *   | device id (16) | u32 ticket key version
  * On the wire (base64url, no padding) - what the app relays to the gateway:
- *   u8 format (1) | u32 ticket key version | field(app id) | field(challenge)
- *   | i64 time_ms | field(sealed box to the vault's ticket key of
- *                         device id (16) | signature (64))
- * The device id travels sealed, so an app sees nothing that identifies the
- * device or the person: two apps comparing tickets learn nothing.
+ *   u8 format (2) | field(app id) | field(challenge)
+ *   | field(sealed box to the vault's ticket key of
+ *           u32 ticket key version | i64 time_ms | device id (16) | signature (64))
+ * Everything about the phone - its device id, its clock, the key version it
+ * was given - travels sealed: the clear part is the app's own id and
+ * challenge, so two apps comparing tickets share nothing but constants.
+ * Format 1 (time and key version in the clear) is refused.
  */
+#define VEIL_TICKET_FORMAT 2
+#define VEIL_TICKET_RETIRED "ticket format 1 is no longer accepted: update the wallet"
+#define VEIL_TICKET_INNER_BYTES (4 + 8 + VEIL_DEVICE_ID_BYTES + 64)
+
 typedef struct veil_ticket {
-    uint32_t key_version;
     char app_id[128];
     unsigned char challenge[VEIL_CHALLENGE_BYTES];
-    int64_t time_ms;
     const unsigned char *sealed; /* points into the decoded buffer */
     size_t sealed_len;
     unsigned char raw[VEIL_TICKET_MAX]; /* the decoded wire form */
 } veil_ticket;
 
+/* The sealed part, as the vault reads it once opened. */
+typedef struct veil_ticket_inner {
+    uint32_t key_version;
+    int64_t time_ms;
+    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
+    unsigned char sig[64];
+} veil_ticket_inner;
+
 void veil_ticket_signed_bytes(veil_buf *b, const char *app_id, const unsigned char *challenge,
                               size_t challenge_len, int64_t time_ms,
-                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES]);
+                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                              uint32_t key_version);
 
 /*
  * Wallet side: builds the ticket string.  device_sk is the Ed25519 secret
- * key (64 bytes); vault_pk the vault's X25519 ticket key.  *out is malloc'd.
+ * key (64 bytes); vault_pk the vault's X25519 ticket key of key_version.
+ * *out is malloc'd.
  */
 veil_err veil_ticket_make(const char *app_id, const unsigned char *challenge,
                           size_t challenge_len, int64_t time_ms,
@@ -68,14 +83,19 @@ veil_err veil_ticket_make(const char *app_id, const unsigned char *challenge,
                           const unsigned char *device_sk, const unsigned char vault_pk[32],
                           uint32_t key_version, char **out) VEIL_WUR;
 
-/* Parses the wire form; VEIL_ERR_INVALID when malformed. */
+/*
+ * Parses the wire form: VEIL_ERR_INVALID when malformed,
+ * VEIL_ERR_PRECONDITION for a well-formed ticket of the retired format 1.
+ */
 veil_err veil_ticket_parse(const char *s, size_t len, veil_ticket *t) VEIL_WUR;
 
-/* Vault side: opens the sealed part; VEIL_ERR_UNAUTHENTICATED when it does not open. */
+/*
+ * Vault side: opens the sealed part with one ticket key pair into *out;
+ * VEIL_ERR_UNAUTHENTICATED when it does not open.  *out holds a signature
+ * and a device id: wipe it after use.
+ */
 veil_err veil_ticket_open(const veil_ticket *t, const unsigned char vault_pk[32],
-                          const unsigned char *vault_sk,
-                          unsigned char device_id[VEIL_DEVICE_ID_BYTES],
-                          unsigned char sig[64]) VEIL_WUR;
+                          const unsigned char *vault_sk, veil_ticket_inner *out) VEIL_WUR;
 
 /*
  * Citizen request (signed by a device key):
