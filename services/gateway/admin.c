@@ -333,6 +333,8 @@ static void gw_admin_set_identity_state(Veil__Gateway__Admin_Service *svc,
     Veil__Empty resp = VEIL__EMPTY__INIT, *ignored;
     Veil__Revocation__IdentityState state;
     veil_err err = VEIL_OK;
+    char admin[160]; /* "admin/" and the peer name (at most 127 bytes) */
+    snprintf(admin, sizeof admin, "admin/%s", veil_call_peer(call)->name);
     if (strcmp(req->state, "active") == 0)
         state = VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_ACTIVE;
     else if (strcmp(req->state, "suspended") == 0)
@@ -347,6 +349,9 @@ static void gw_admin_set_identity_state(Veil__Gateway__Admin_Service *svc,
     if (!err) {
         Veil__Vault__LookupWebNumberRequest l = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
         l.web_number = req->web_number;
+        l.admin = admin;
+        l.reason = req->reason;
+        l.purpose = "set_identity_state";
         err = gw_downstream(gw, call, gw->vault, "LookupWebNumber", &l.base, &who);
     }
     if (!err) {
@@ -357,6 +362,13 @@ static void gw_admin_set_identity_state(Veil__Gateway__Admin_Service *svc,
         s.reason = req->reason;
         err = gw_downstream(gw, call, gw->revocation, "SetIdentityState", &s.base, &ignored);
     }
+    /* The citizen sees who changed their identity's state, to what, and why. */
+    gw_change ch = {.action = "identity_state_set",
+                    .purpose = req->reason,
+                    .actor = admin,
+                    .detail = req->state};
+    if (!err)
+        err = gw_log_change(gw, call, who->subject_ref, &ch);
     if (!err)
         veil_log(VEIL_LOG_INFO, "identity state set by an admin", VL_STR("state", req->state),
                  VL_STR("admin", veil_call_peer(call)->name), VL_END);

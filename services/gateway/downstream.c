@@ -53,6 +53,22 @@ veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, co
     return err ? downstream_failed(call, method, err, &st) : VEIL_OK;
 }
 
+veil_err gw_log_change(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject,
+                       const gw_change *ch)
+{
+    Veil__Vault__AppendAccessLogRequest r = VEIL__VAULT__APPEND_ACCESS_LOG_REQUEST__INIT;
+    Veil__Empty *ignored;
+    r.subject_ref = subject;
+    r.action = (char *)ch->action;
+    r.app_id = (char *)(ch->app_id ? ch->app_id : "");
+    r.attributes = ch->attributes;
+    r.n_attributes = ch->n_attributes;
+    r.purpose = (char *)(ch->purpose ? ch->purpose : "");
+    r.actor = (char *)(ch->actor ? ch->actor : "");
+    r.detail = (char *)(ch->detail ? ch->detail : "");
+    return gw_downstream(gw, call, gw->vault, "AppendAccessLog", &r.base, &ignored);
+}
+
 veil_err gw_downstream_all(struct gateway *gw, veil_call *call, veil_call_one *calls, size_t n)
 {
     int64_t budget = veil_call_budget_ms(call, gw->rpc_timeout_ms);

@@ -171,6 +171,19 @@ veil_err gw_citizen(struct gateway *gw, veil_call *call, const Veil__Gateway__Si
                     const ProtobufCMessageDescriptor *desc, void *payload,
                     ProtobufCBinaryData *subject, char **device_id);
 
+/* A change made through the gateway, for the citizen's access log (docs/vault.md). */
+typedef struct gw_change {
+    const char *action; /* one of the vault's gateway actions, e.g. "consent_granted" */
+    const char *app_id; /* NULL: no app concerned */
+    char **attributes;
+    size_t n_attributes;
+    const char *purpose, *actor, *detail; /* NULL reads as "" */
+} gw_change;
+
+/* Records ch in the subject's access log through the vault; fails the call if it cannot. */
+veil_err gw_log_change(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject,
+                       const gw_change *ch);
+
 /* The app calling (registered, certificate identity matching); fails the call if not. */
 veil_err gw_calling_app(struct gateway *gw, veil_call *call, gw_app *app);
 

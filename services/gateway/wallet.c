@@ -45,6 +45,7 @@ static void gw_wallet_enrol(Veil__Gateway__Wallet_Service *svc,
         resp.new_identity = v->new_identity;
         resp.ticket_public_key = v->ticket_public_key;
         resp.ticket_key_version = v->ticket_key_version;
+        resp.checkpoint_public_key = v->checkpoint_public_key;
     }
     VEIL_REPLY(done, call, err, &resp);
 }
@@ -68,6 +69,7 @@ static void gw_wallet_get_keys(Veil__Gateway__Wallet_Service *svc, const Veil__E
         resp.ticket_key_version = vk->ticket_key_version;
         resp.vault_jwks = vk->vault_jwks;
         resp.consent_jwks = ck->jwks;
+        resp.checkpoint_public_key = vk->checkpoint_public_key;
         if (!resp.gateway_jwks)
             err = VEIL_ERR_NOMEM;
     }
@@ -146,6 +148,13 @@ static void gw_wallet_grant_consent(Veil__Gateway__Wallet_Service *svc,
         g.expires_at_ms = p->expires_at_ms;
         g.n_app_scope = gw_scope_names(call, app.scope, &g.app_scope);
         err = gw_downstream(gw, call, gw->consent, "Grant", &g.base, &r);
+        gw_change ch = {.action = "consent_granted",
+                        .app_id = app.id,
+                        .attributes = p->attributes,
+                        .n_attributes = p->n_attributes,
+                        .purpose = p->purpose};
+        if (!err)
+            err = gw_log_change(gw, call, subject, &ch);
         if (!err) {
             resp.receipt_id = r->receipt_id;
             resp.receipt = r->receipt;
@@ -177,6 +186,13 @@ static void gw_wallet_withdraw_consent(Veil__Gateway__Wallet_Service *svc,
         w.n_attributes = p->n_attributes;
         w.attributes = p->attributes;
         err = gw_downstream(gw, call, gw->consent, "Withdraw", &w.base, &r);
+        /* What was actually withdrawn; nothing withdrawn changed nothing to log. */
+        gw_change ch = {.action = "consent_withdrawn", .app_id = app.id};
+        if (!err && r->n_withdrawn) {
+            ch.attributes = r->withdrawn;
+            ch.n_attributes = r->n_withdrawn;
+            err = gw_log_change(gw, call, subject, &ch);
+        }
         if (!err) {
             resp.n_withdrawn = r->n_withdrawn;
             resp.withdrawn = r->withdrawn;
@@ -229,19 +245,67 @@ static void gw_wallet_list_consents(Veil__Gateway__Wallet_Service *svc,
     VEIL_REPLY(done, call, err, &resp);
 }
 
+/* A pending action as the wallet sees it (in the call's arena), or NULL. */
+static Veil__Gateway__WalletPendingAction *wallet_pending(veil_call *call,
+                                                          const Veil__Vault__PendingAction *p)
+{
+    Veil__Gateway__WalletPendingAction *w = veil_call_alloc(call, sizeof *w);
+    if (!w || !p)
+        return NULL;
+    veil__gateway__wallet_pending_action__init(w);
+    w->id = p->id;
+    w->action = p->action;
+    w->target_device_id = p->target_device_id;
+    w->requested_by = p->requested_by;
+    w->requested_at_ms = p->requested_at_ms;
+    w->effective_at_ms = p->effective_at_ms;
+    return w;
+}
+
+/*
+ * Asks the vault whether the signing device may do action now (stepup.c).
+ * *now is 1 when it may; otherwise res says what is pending.
+ */
+static veil_err step_up(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject,
+                        const char *device, const char *action, const char *target,
+                        Veil__Gateway__StepUpResult *res, int *now)
+{
+    Veil__Vault__StepUpRequest q = VEIL__VAULT__STEP_UP_REQUEST__INIT;
+    Veil__Vault__StepUpResponse *r;
+    q.subject_ref = subject;
+    q.device_id = (char *)device;
+    q.action = (char *)action;
+    q.target_device_id = (char *)target;
+    veil_err err = gw_downstream(gw, call, gw->vault, "StepUp", &q.base, &r);
+    *now = 0;
+    if (err)
+        return err;
+    *now = r->allowed;
+    res->status = r->allowed ? "done" : "pending";
+    res->reason = r->reason;
+    if (!r->allowed && !(res->pending = wallet_pending(call, r->pending)))
+        return VEIL_ERR_NOMEM;
+    return VEIL_OK;
+}
+
 static void gw_wallet_revoke_device(Veil__Gateway__Wallet_Service *svc,
                                     const Veil__Gateway__SignedRequest *req,
-                                    Veil__Empty_Closure done, void *call)
+                                    Veil__Gateway__StepUpResult_Closure done, void *call)
 {
     struct gateway *gw = GW_OF(svc, wallet);
-    Veil__Empty resp = VEIL__EMPTY__INIT, *ignored;
+    Veil__Gateway__StepUpResult resp = VEIL__GATEWAY__STEP_UP_RESULT__INIT;
+    Veil__Empty *ignored;
     Veil__Gateway__RevokeDevicePayload *p;
     ProtobufCBinaryData subject;
     char *device;
+    int now = 0;
     veil_err err = gw_citizen(gw, call, req, &veil__gateway__revoke_device_payload__descriptor, &p,
                               &subject, &device);
-    if (!err) {
-        const char *target = p->device_id[0] ? p->device_id : device;
+    const char *target = err ? NULL : p->device_id[0] ? p->device_id : device;
+    /* Revoking another device may need a step-up (the vault decides); one's own never does. */
+    if (!err)
+        err = step_up(gw, call, subject, device, "revoke_device", target, &resp, &now);
+    if (!err && now) {
         /* The vault first: once it says revoked, that device's tickets fail. */
         Veil__Vault__RevokeDeviceRequest v = VEIL__VAULT__REVOKE_DEVICE_REQUEST__INIT;
         v.subject_ref = subject;
@@ -253,6 +317,58 @@ static void gw_wallet_revoke_device(Veil__Gateway__Wallet_Service *svc,
             r.device_id = (char *)target;
             err = gw_downstream(gw, call, gw->revocation, "RevokeDevice", &r.base, &ignored);
         }
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_wallet_list_pending(Veil__Gateway__Wallet_Service *svc,
+                                   const Veil__Gateway__SignedRequest *req,
+                                   Veil__Gateway__ListPendingResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__ListPendingResponse resp = VEIL__GATEWAY__LIST_PENDING_RESPONSE__INIT;
+    Veil__Gateway__ListPendingPayload *p;
+    Veil__Vault__ListPendingResponse *r = NULL;
+    ProtobufCBinaryData subject;
+    char *device;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__list_pending_payload__descriptor, &p,
+                              &subject, &device);
+    if (!err) {
+        Veil__Vault__SubjectRequest s = VEIL__VAULT__SUBJECT_REQUEST__INIT;
+        s.subject_ref = subject;
+        err = gw_downstream(gw, call, gw->vault, "ListPending", &s.base, &r);
+    }
+    if (!err && r->n_pending &&
+        !(resp.pending = veil_call_array(call, r->n_pending, sizeof *resp.pending)))
+        err = VEIL_ERR_NOMEM;
+    for (size_t i = 0; !err && i < r->n_pending; i++)
+        if (!(resp.pending[resp.n_pending++] = wallet_pending(call, r->pending[i])))
+            err = VEIL_ERR_NOMEM;
+    if (err)
+        resp.n_pending = 0;
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void gw_wallet_cancel_pending(Veil__Gateway__Wallet_Service *svc,
+                                     const Veil__Gateway__SignedRequest *req,
+                                     Veil__Gateway__CancelPendingResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, wallet);
+    Veil__Gateway__CancelPendingResponse resp = VEIL__GATEWAY__CANCEL_PENDING_RESPONSE__INIT;
+    Veil__Gateway__CancelPendingPayload *p;
+    Veil__Vault__CancelPendingResponse *r;
+    ProtobufCBinaryData subject;
+    char *device;
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__cancel_pending_payload__descriptor,
+                              &p, &subject, &device);
+    if (!err) {
+        Veil__Vault__CancelPendingRequest c = VEIL__VAULT__CANCEL_PENDING_REQUEST__INIT;
+        c.subject_ref = subject;
+        c.device_id = device;
+        c.id = p->id;
+        err = gw_downstream(gw, call, gw->vault, "CancelPending", &c.base, &r);
+        if (!err)
+            resp.cancelled = r->cancelled;
     }
     VEIL_REPLY(done, call, err, &resp);
 }
@@ -314,6 +430,15 @@ static veil_err app_link(struct gateway *gw, veil_call *call,
         r.keep_pseudonym = p->keep_pseudonym;
         err = gw_downstream(gw, call, gw->revocation, method, &r.base, &out);
     }
+    if (!err) {
+        int unlink = strcmp(method, "UnlinkApp") == 0;
+        gw_change ch = {.action = unlink ? "app_unlinked" : "app_relinked",
+                        .app_id = app.id,
+                        .detail = unlink ? NULL
+                                  : p->keep_pseudonym ? "pseudonym kept"
+                                                      : "fresh pseudonym"};
+        err = gw_log_change(gw, call, subject, &ch);
+    }
     return err;
 }
 
@@ -366,21 +491,39 @@ static void gw_wallet_access_log(Veil__Gateway__Wallet_Service *svc,
             cells[i].attributes = e->attributes;
             cells[i].purpose = e->purpose;
             cells[i].at_ms = e->at_ms;
+            cells[i].chain = e->chain;
+            cells[i].actor = e->actor;
+            cells[i].detail = e->detail;
             resp.entries[i] = &cells[i];
         }
         resp.n_entries = err ? 0 : n;
         resp.chain_valid = r->chain_valid;
         resp.first_bad_seq = r->first_bad_seq;
+        const Veil__Vault__Checkpoint *cp = r->checkpoint;
+        Veil__Gateway__AccessCheckpoint *out = cp ? veil_call_alloc(call, sizeof *out) : NULL;
+        if (cp && !out)
+            err = VEIL_ERR_NOMEM;
+        if (out) {
+            veil__gateway__access_checkpoint__init(out);
+            out->web_number = cp->web_number;
+            out->seq = cp->seq;
+            out->head = cp->head;
+            out->at_ms = cp->at_ms;
+            out->signature = cp->signature;
+            resp.checkpoint = out;
+        }
     }
     VEIL_REPLY(done, call, err, &resp);
 }
 
 static void gw_wallet_erase(Veil__Gateway__Wallet_Service *svc,
-                            const Veil__Gateway__SignedRequest *req, Veil__Empty_Closure done,
-                            void *call)
+                            const Veil__Gateway__SignedRequest *req,
+                            Veil__Gateway__StepUpResult_Closure done, void *call)
 {
     struct gateway *gw = GW_OF(svc, wallet);
-    Veil__Empty resp = VEIL__EMPTY__INIT, *ignored;
+    Veil__Gateway__StepUpResult resp = VEIL__GATEWAY__STEP_UP_RESULT__INIT;
+    Veil__Empty *ignored;
+    int now = 0;
     Veil__Gateway__ErasePayload *p;
     ProtobufCBinaryData subject;
     char *device;
@@ -390,12 +533,15 @@ static void gw_wallet_erase(Veil__Gateway__Wallet_Service *svc,
         veil_call_fail(call, VEIL_ERR_PRECONDITION, "confirm must be \"%s\"", ERASE_CONFIRMATION);
         err = VEIL_ERR_PRECONDITION;
     }
+    /* A step-up a thief does not have, or the cooling-off period (stepup.c in the vault). */
+    if (!err)
+        err = step_up(gw, call, subject, device, "erase", "", &resp, &now);
     /*
      * Stop logins first (apps also get identity_revoked events), then forget
      * consent, and shred the vault record last: until then a failed step can
      * be retried with the same device signature.  Each step is idempotent.
      */
-    if (!err) {
+    if (!err && now) {
         Veil__Revocation__SetIdentityStateRequest s =
             VEIL__REVOCATION__SET_IDENTITY_STATE_REQUEST__INIT;
         s.subject_ref = subject;
@@ -403,12 +549,12 @@ static void gw_wallet_erase(Veil__Gateway__Wallet_Service *svc,
         s.reason = "erased by the citizen";
         err = gw_downstream(gw, call, gw->revocation, "SetIdentityState", &s.base, &ignored);
     }
-    if (!err) {
+    if (!err && now) {
         Veil__Consent__ForgetRequest f = VEIL__CONSENT__FORGET_REQUEST__INIT;
         f.subject_ref = subject;
         err = gw_downstream(gw, call, gw->consent, "Forget", &f.base, &ignored);
     }
-    if (!err) {
+    if (!err && now) {
         Veil__Vault__SubjectRequest e = VEIL__VAULT__SUBJECT_REQUEST__INIT;
         e.subject_ref = subject;
         err = gw_downstream(gw, call, gw->vault, "Erase", &e.base, &ignored);
@@ -436,5 +582,7 @@ const veil_method_policy gw_wallet_policy[] = {
     {"RelinkApp", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
     {"AccessLog", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
     {"Erase", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"ListPending", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"CancelPending", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
 };
 const size_t gw_wallet_policy_len = sizeof gw_wallet_policy / sizeof gw_wallet_policy[0];

@@ -7,7 +7,11 @@
  * entry) under the audit key, which the database never sees: someone who
  * can only write the database cannot produce a consistent chain.  The head
  * (last seq and value) is stored apart, so a deleted last entry is noticed
- * too.  What the chain cannot notice is documented in docs/vault.md.
+ * too.  What the chain cannot notice - a rollback of rows and head together
+ * to an earlier state, or a wipe - the citizen's wallet notices: each read
+ * returns a checkpoint (web number, seq, head, time) signed with the
+ * vault's checkpoint key, which the wallet keeps and compares with the next
+ * read (docs/vault.md, "Checkpoints").
  */
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +93,73 @@ veil_err vault_access_append(struct vault *v, vault_conn *c,
     return err;
 }
 
+veil_err vault_access_record_dk(struct vault *v, vault_conn *c,
+                                const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                const unsigned char dk[VAULT_DEK_BYTES],
+                                const struct vault_entry *e)
+{
+    unsigned char prev[VAULT_HASH_BYTES];
+    int64_t seq;
+    veil_err err = vault_store_lock_log_head(c, subject, &seq, prev);
+    return err ? err : append_after(v, c, subject, dk, seq, prev, e, 0);
+}
+
+veil_err vault_access_record(struct vault *v, vault_conn *c,
+                             const unsigned char subject[VAULT_SUBJECT_BYTES],
+                             const struct vault_entry *e, int in_tx)
+{
+    struct vault_citizen_row *row = sodium_malloc(sizeof *row);
+    veil_err err = VEIL_ERR_NOMEM;
+    if (row && !(err = vault_store_citizen(c, subject, row))) {
+        if (!in_tx) {
+            err = vault_access_append(v, c, subject, row->key_version, row->wrapped, row->head_seq,
+                                      row->head, e);
+        } else {
+            unsigned char dk[VAULT_DEK_BYTES];
+            const veil_key *master = vault_master_key(v->keys, row->key_version);
+            if (!master ||
+                vault_dek_unwrap(master, subject, row->wrapped, VAULT_WRAPPED_BYTES, dk) != VEIL_OK)
+                err = VEIL_ERR_INTERNAL;
+            else
+                err = vault_access_record_dk(v, c, subject, dk, e);
+            sodium_memzero(dk, sizeof dk);
+        }
+    }
+    sodium_free(row);
+    return err;
+}
+
+/* Signs where the log ends into resp->checkpoint (in the call's arena). */
+static veil_err checkpoint(struct vault *v, veil_call *call, const struct vault_citizen_row *row,
+                           Veil__Vault__ListAccessLogResponse *resp)
+{
+    Veil__Vault__Checkpoint *cp = veil_call_alloc(call, sizeof *cp);
+    unsigned char *head = veil_call_alloc(call, VAULT_HASH_BYTES);
+    unsigned char *sig = veil_call_alloc(call, crypto_sign_BYTES);
+    veil_buf msg = {0};
+    if (!cp || !head || !sig)
+        return VEIL_ERR_NOMEM;
+    veil__vault__checkpoint__init(cp);
+    if (!(cp->web_number = veil_call_strdup(call, row->web_number)))
+        return VEIL_ERR_NOMEM;
+    memcpy(head, row->head, VAULT_HASH_BYTES);
+    cp->seq = row->head_seq;
+    cp->at_ms = veil_now_ms();
+    cp->head.data = head;
+    cp->head.len = VAULT_HASH_BYTES;
+    veil_checkpoint_bytes(&msg, cp->web_number, cp->seq, head, cp->at_ms);
+    if (msg.failed) {
+        veil_buf_free(&msg);
+        return VEIL_ERR_NOMEM;
+    }
+    crypto_sign_detached(sig, NULL, msg.data, msg.len, v->keys->checkpoint_sk);
+    veil_buf_free(&msg);
+    cp->signature.data = sig;
+    cp->signature.len = crypto_sign_BYTES;
+    resp->checkpoint = cp;
+    return VEIL_OK;
+}
+
 /* Walks the stored rows, checking the chain and opening each entry. */
 struct walk {
     struct vault *v;
@@ -143,6 +214,12 @@ static veil_err add_entry(struct walk *w, const struct vault_log_row *row)
     veil__vault__access_log_entry__init(out);
     out->seq = row->seq;
     out->at_ms = row->at_ms;
+    if (row->mac_len == VAULT_HASH_BYTES) {
+        if (!(out->chain.data = veil_call_alloc(w->call, VAULT_HASH_BYTES)))
+            return VEIL_ERR_NOMEM;
+        memcpy(out->chain.data, row->mac, VAULT_HASH_BYTES);
+        out->chain.len = VAULT_HASH_BYTES;
+    }
     if (vault_entry_open(w->dk, w->subject, row->seq, row->entry, row->entry_len, text, sizeof text,
                          &e, attrs, VAULT_ENTRY_ATTRS_MAX) != VEIL_OK) {
         /* Shown, so the citizen sees that something is there, but flagged. */
@@ -153,7 +230,9 @@ static veil_err add_entry(struct walk *w, const struct vault_log_row *row)
             e.n_attributes ? veil_call_alloc(w->call, e.n_attributes * sizeof *names) : NULL;
         if ((e.n_attributes && !names) || !(out->app_id = veil_call_strdup(w->call, e.app_id)) ||
             !(out->action = veil_call_strdup(w->call, e.action)) ||
-            !(out->purpose = veil_call_strdup(w->call, e.purpose)))
+            !(out->purpose = veil_call_strdup(w->call, e.purpose)) ||
+            !(out->actor = veil_call_strdup(w->call, e.actor)) ||
+            !(out->detail = veil_call_strdup(w->call, e.detail)))
             return VEIL_ERR_NOMEM;
         for (size_t i = 0; i < e.n_attributes; i++)
             if (!(names[i] = veil_call_strdup(w->call, e.attributes[i])))
@@ -205,6 +284,7 @@ veil_err vault_access_list(struct vault *v, veil_call *call,
     resp->n_entries = w.n;
     resp->chain_valid = w.first_bad == 0;
     resp->first_bad_seq = w.first_bad;
+    err = checkpoint(v, call, row, resp);
 out:
     if (c)
         vault_store_rollback(c); /* read-only: ends the snapshot */

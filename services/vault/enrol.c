@@ -168,6 +168,11 @@ static veil_err ensure_citizen(struct enrol *e, vault_conn *c, unsigned char dk[
         memcpy(e->result.subject, row->subject, VAULT_SUBJECT_BYTES);
         memcpy(e->result.web_number, row->web_number, sizeof row->web_number);
         e->result.new_identity = 0;
+        /* A re-proofing cancels every pending erasure or revocation (stepup.c). */
+        unsigned cancelled = 0;
+        struct vault_entry le = {.action = "pending_cancelled", .purpose = "re-proofing"};
+        if (!(err = vault_store_pending_cancel(c, row->subject, NULL, &cancelled)) && cancelled)
+            err = vault_access_record_dk(e->v, c, row->subject, dk, &le);
         goto out;
     }
     if (err != VEIL_ERR_NOT_FOUND)
@@ -193,6 +198,7 @@ static veil_err ensure_device(struct enrol *e, vault_conn *c,
                               const unsigned char dk[VAULT_DEK_BYTES])
 {
     const unsigned char *pk = e->req->device_public_key.data;
+    int64_t attested_at = e->req->attestation->attested_at_ms;
     unsigned char owner[VAULT_SUBJECT_BYTES];
     int revoked = 0;
     veil_err err = vault_store_find_device_key(c, pk, owner, e->result.device_id, &revoked);
@@ -202,18 +208,24 @@ static veil_err ensure_device(struct enrol *e, vault_conn *c,
         if (revoked)
             return fail(e->call, VEIL_ERR_PRECONDITION,
                         "device_public_key belongs to a revoked device: enrol with a new key");
-        return VEIL_OK; /* the same phone enrolling again: keep its device */
+        /* The same phone enrolling again: keep its device, which now ranks from this proofing. */
+        return vault_store_set_proofed(c, e->result.device_id, attested_at);
     }
     if (err != VEIL_ERR_NOT_FOUND)
         return err;
     veil_buf label = {0};
+    char id[33];
     randombytes_buf(e->result.device_id, VEIL_DEVICE_ID_BYTES);
+    veil_device_id_text(e->result.device_id, id);
+    struct vault_entry le = {.action = "device_added", .detail = id};
     err =
         vault_label_seal(dk, e->result.subject, e->result.device_id, e->req->device_label, &label);
     if (!err)
         err = vault_store_insert_device(c, e->result.device_id, e->result.subject, pk, label.data,
-                                        label.len);
+                                        label.len, attested_at);
     veil_buf_free(&label);
+    if (!err)
+        err = vault_access_record_dk(e->v, c, e->result.subject, dk, &le);
     return err == VEIL_ERR_EXISTS ? VEIL_ERR_ABORTED : err;
 }
 

@@ -113,6 +113,8 @@ static void vault_enrol(Veil__Vault__Vault_Service *svc, const Veil__Vault__Enro
         resp.ticket_public_key.data = (unsigned char *)tk->pk;
         resp.ticket_public_key.len = sizeof tk->pk;
         resp.ticket_key_version = tk->version;
+        resp.checkpoint_public_key.data = v->keys->checkpoint_pk;
+        resp.checkpoint_public_key.len = sizeof v->keys->checkpoint_pk;
         veil_log(VEIL_LOG_INFO, "enrolled", VL_BOOL("new_identity", en.new_identity), VL_END);
     }
     VEIL_REPLY(done, call, err, &resp);
@@ -545,23 +547,43 @@ static void vault_list_devices(Veil__Vault__Vault_Service *svc,
 
 /* ---- RevokeDevice ---- */
 
+/* Revokes the device and logs it in one transaction: no revocation without its entry. */
+static veil_err revoke_device(struct vault *v, veil_call *call, const unsigned char *subject,
+                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES])
+{
+    char id[33];
+    int now = 0;
+    vault_conn *c;
+    veil_err err = vault_store_conn(v->store, &c);
+    if (err || (err = vault_store_begin(c)))
+        return err;
+    veil_device_id_text(device_id, id);
+    struct vault_entry e = {.action = "device_revoked", .detail = id};
+    err = vault_store_revoke_device(c, subject, device_id, &now);
+    if (!err && now)
+        err = vault_access_record(v, c, subject, &e, 1);
+    if (!err)
+        err = vault_store_commit(c);
+    if (err)
+        vault_store_rollback(c);
+    if (err == VEIL_ERR_NOT_FOUND)
+        fail(call, err, "device not found");
+    if (!err)
+        veil_log(VEIL_LOG_INFO, "device revoked", VL_BOOL("already_revoked", !now), VL_END);
+    return err;
+}
+
 static void vault_revoke_device(Veil__Vault__Vault_Service *svc,
                                 const Veil__Vault__RevokeDeviceRequest *req,
                                 Veil__Empty_Closure done, void *call)
 {
     Veil__Empty resp = VEIL__EMPTY__INIT;
     unsigned char device_id[VEIL_DEVICE_ID_BYTES];
-    vault_conn *c;
     veil_err err = check_subject(call, &req->subject_ref);
     if (!err && veil_device_id_parse(req->device_id, device_id) != 0)
         err = fail(call, VEIL_ERR_INVALID, "device_id must be 32 lowercase hex characters");
-    if (!err && !(err = vault_store_conn(self(svc)->store, &c))) {
-        err = vault_store_revoke_device(c, req->subject_ref.data, device_id);
-        if (err == VEIL_ERR_NOT_FOUND)
-            fail(call, err, "device not found");
-        if (!err)
-            veil_log(VEIL_LOG_INFO, "device revoked", VL_END);
-    }
+    if (!err)
+        err = revoke_device(self(svc), call, req->subject_ref.data, device_id);
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -626,20 +648,49 @@ static veil_err check_web_number(veil_call *call, const char *in, char out[VEIL_
     return VEIL_OK;
 }
 
+static int text_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    return n <= max && veil_utf8_printable(s, n);
+}
+
+/* An admin's look-up is itself an access: the citizen's log records who, why and what for. */
+static veil_err lookup(struct vault *v, veil_call *call,
+                       const Veil__Vault__LookupWebNumberRequest *req,
+                       unsigned char subject[VAULT_SUBJECT_BYTES])
+{
+    char wn[VEIL_WEB_NUMBER_LEN + 1];
+    vault_conn *c;
+    veil_err err = check_web_number(call, req->web_number, wn);
+    if (err)
+        return err;
+    if (!req->admin[0] || !text_ok(req->admin, VAULT_ACTOR_MAX))
+        return fail(call, VEIL_ERR_INVALID, "admin must be 1 to 160 bytes of printable UTF-8");
+    if (!text_ok(req->reason, VAULT_PURPOSE_MAX))
+        return fail(call, VEIL_ERR_INVALID, "reason must be at most 200 bytes of printable UTF-8");
+    if (!text_ok(req->purpose, VAULT_DETAIL_MAX))
+        return fail(call, VEIL_ERR_INVALID, "purpose must be at most 64 bytes of printable UTF-8");
+    if ((err = vault_store_conn(v->store, &c)))
+        return err;
+    err = vault_store_lookup_web_number(c, wn, subject);
+    struct vault_entry e = {.action = "admin_lookup",
+                            .purpose = req->reason,
+                            .actor = req->admin,
+                            .detail = req->purpose};
+    if (!err)
+        err = vault_access_record(v, c, subject, &e, 0);
+    if (err == VEIL_ERR_NOT_FOUND)
+        fail(call, err, "web number not found");
+    return err;
+}
+
 static void vault_lookup_web_number(Veil__Vault__Vault_Service *svc,
                                     const Veil__Vault__LookupWebNumberRequest *req,
                                     Veil__Vault__LookupWebNumberResponse_Closure done, void *call)
 {
     Veil__Vault__LookupWebNumberResponse resp = VEIL__VAULT__LOOKUP_WEB_NUMBER_RESPONSE__INIT;
-    char wn[VEIL_WEB_NUMBER_LEN + 1];
     unsigned char subject[VAULT_SUBJECT_BYTES];
-    vault_conn *c;
-    veil_err err = check_web_number(call, req->web_number, wn);
-    if (!err && !(err = vault_store_conn(self(svc)->store, &c))) {
-        err = vault_store_lookup_web_number(c, wn, subject);
-        if (err == VEIL_ERR_NOT_FOUND)
-            fail(call, err, "web number not found");
-    }
+    veil_err err = lookup(self(svc), call, req, subject);
     if (!err) {
         resp.subject_ref.data = subject;
         resp.subject_ref.len = sizeof subject;
@@ -659,6 +710,8 @@ static void vault_get_wallet_keys(Veil__Vault__Vault_Service *svc, const Veil__E
     resp.ticket_public_key.len = sizeof tk->pk;
     resp.ticket_key_version = tk->version;
     resp.vault_jwks = k->jwks;
+    resp.checkpoint_public_key.data = k->checkpoint_pk;
+    resp.checkpoint_public_key.len = sizeof k->checkpoint_pk;
     VEIL_REPLY(done, call, VEIL_OK, &resp);
 }
 
@@ -714,6 +767,96 @@ static void vault_set_app_scopes(Veil__Vault__Vault_Service *svc,
     VEIL_REPLY(done, call, err, &resp);
 }
 
+/* ---- StepUp, ListPending, CancelPending (stepup.c) ---- */
+
+static void vault_step_up(Veil__Vault__Vault_Service *svc, const Veil__Vault__StepUpRequest *req,
+                          Veil__Vault__StepUpResponse_Closure done, void *call)
+{
+    Veil__Vault__StepUpResponse resp = VEIL__VAULT__STEP_UP_RESPONSE__INIT;
+    veil_err err = vault_stepup(self(svc), call, req, &resp);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void vault_list_pending(Veil__Vault__Vault_Service *svc,
+                               const Veil__Vault__SubjectRequest *req,
+                               Veil__Vault__ListPendingResponse_Closure done, void *call)
+{
+    Veil__Vault__ListPendingResponse resp = VEIL__VAULT__LIST_PENDING_RESPONSE__INIT;
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (!err)
+        err = vault_pending_list(self(svc), call, req->subject_ref.data, &resp);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+static void vault_cancel_pending(Veil__Vault__Vault_Service *svc,
+                                 const Veil__Vault__CancelPendingRequest *req,
+                                 Veil__Vault__CancelPendingResponse_Closure done, void *call)
+{
+    Veil__Vault__CancelPendingResponse resp = VEIL__VAULT__CANCEL_PENDING_RESPONSE__INIT;
+    unsigned n = 0;
+    veil_err err = vault_pending_cancel(self(svc), call, req, &n);
+    resp.cancelled = n;
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* ---- AppendAccessLog ---- */
+
+/* The entries the gateway may record (changes made through it), docs/vault.md. */
+static const char *const gateway_actions[] = {
+    "consent_granted", "consent_withdrawn", "app_unlinked", "app_relinked", "identity_state_set",
+};
+
+static veil_err check_append(veil_call *call, const Veil__Vault__AppendAccessLogRequest *req)
+{
+    size_t i, n = sizeof gateway_actions / sizeof gateway_actions[0];
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (err)
+        return err;
+    for (i = 0; i < n && strcmp(req->action, gateway_actions[i]) != 0; i++)
+        ;
+    if (i == n)
+        return fail(call, VEIL_ERR_INVALID, "action is not one the gateway records");
+    if (req->app_id[0] && !veil_ident_valid(req->app_id))
+        return fail(call, VEIL_ERR_INVALID, "app_id is not a valid app id");
+    if (req->n_attributes > VAULT_ENTRY_ATTRS_MAX)
+        return fail(call, VEIL_ERR_INVALID, "attributes must name at most 32 attributes");
+    for (i = 0; i < req->n_attributes; i++)
+        if (!veil_attr_find(req->attributes[i])) {
+            veil_call_fail(call, VEIL_ERR_INVALID, "attributes[%zu] is not a known attribute", i);
+            return VEIL_ERR_INVALID;
+        }
+    if (!text_ok(req->purpose, VAULT_PURPOSE_MAX))
+        return fail(call, VEIL_ERR_INVALID, "purpose must be at most 200 bytes of printable UTF-8");
+    if (!text_ok(req->actor, VAULT_ACTOR_MAX))
+        return fail(call, VEIL_ERR_INVALID, "actor must be at most 160 bytes of printable UTF-8");
+    if (!text_ok(req->detail, VAULT_DETAIL_MAX))
+        return fail(call, VEIL_ERR_INVALID, "detail must be at most 64 bytes of printable UTF-8");
+    return VEIL_OK;
+}
+
+static void vault_append_access_log(Veil__Vault__Vault_Service *svc,
+                                    const Veil__Vault__AppendAccessLogRequest *req,
+                                    Veil__Empty_Closure done, void *call)
+{
+    Veil__Empty resp = VEIL__EMPTY__INIT;
+    struct vault *v = self(svc);
+    vault_conn *c;
+    struct vault_entry e = {.app_id = req->app_id,
+                            .action = req->action,
+                            .attributes = (const char *const *)req->attributes,
+                            .n_attributes = req->n_attributes,
+                            .purpose = req->purpose,
+                            .actor = req->actor,
+                            .detail = req->detail};
+    veil_err err = check_append(call, req);
+    if (!err && !(err = vault_store_conn(v->store, &c))) {
+        err = vault_access_record(v, c, req->subject_ref.data, &e, 0);
+        if (err == VEIL_ERR_NOT_FOUND)
+            fail(call, err, "subject not found");
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
 const Veil__Vault__Vault_Service vault_rpc = VEIL__VAULT__VAULT__INIT(vault_);
 
 const veil_method_policy vault_policy[] = {
@@ -728,5 +871,9 @@ const veil_method_policy vault_policy[] = {
     {"LookupWebNumber", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"GetWalletKeys", VEIL_PEER_GATEWAY, VEIL_EXEC_INLINE},
     {"SetAppScopes", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"StepUp", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"ListPending", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"CancelPending", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"AppendAccessLog", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
 };
 const size_t vault_policy_len = sizeof vault_policy / sizeof vault_policy[0];

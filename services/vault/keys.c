@@ -5,7 +5,9 @@
  *   master-N   wrap per-citizen data keys; every version stays loaded so rows
  *              not yet re-wrapped stay readable during a rotation
  *   blind-1    keys the blind index of ID numbers (and the enrol request hashes)
- *   audit-1    keys the access-log hash chain
+ *   audit-1    keys the access-log hash chain; the checkpoint key (Ed25519)
+ *              is derived from it: seed = crypto_kdf_derive_from_key(32,
+ *              subkey 1, context "veilckpt", audit-1), so no new key file
  *   webcert-N  Ed25519 seeds; the newest signs web certificates, all are in the JWKS
  *   ticket-N   X25519 seeds (crypto_box_seed_keypair); the newest is handed to
  *              wallets, every loaded version opens tickets
@@ -161,6 +163,21 @@ static veil_err need_version(veil_keyring *ring, const char *dir, const char *pu
     return VEIL_ERR_NOT_FOUND;
 }
 
+/* The Ed25519 key pair that signs access-log checkpoints, from audit-1. */
+static veil_err derive_checkpoint_key(struct vault_keys *k, char *errbuf, size_t errlen)
+{
+    unsigned char seed[crypto_sign_SEEDBYTES];
+    if (!(k->checkpoint_sk = sodium_malloc(crypto_sign_SECRETKEYBYTES))) {
+        snprintf(errbuf, errlen, "out of guarded memory for the checkpoint key");
+        return VEIL_ERR_NOMEM;
+    }
+    crypto_kdf_derive_from_key(seed, sizeof seed, 1, "veilckpt", k->audit_key->bytes);
+    crypto_sign_seed_keypair(k->checkpoint_pk, k->checkpoint_sk, seed);
+    sodium_memzero(seed, sizeof seed);
+    sodium_mprotect_readonly(k->checkpoint_sk);
+    return VEIL_OK;
+}
+
 veil_err vault_keys_load(const char *dir, const char *proofing_file, uint32_t master_version,
                          struct vault_keys **out, char *errbuf, size_t errlen)
 {
@@ -194,6 +211,8 @@ veil_err vault_keys_load(const char *dir, const char *proofing_file, uint32_t ma
         (proofing_file && (err = load_proofing(k, proofing_file, errbuf, errlen))))
         goto out;
     k->ticket_current = veil_keyring_latest(k->ticket);
+    if ((err = derive_checkpoint_key(k, errbuf, errlen)))
+        goto out;
     /* Unknown devices are "verified" against this, at the cost of a real verification. */
     unsigned char decoy_sk[crypto_sign_SECRETKEYBYTES];
     crypto_sign_keypair(k->decoy_pk, decoy_sk);
@@ -225,6 +244,7 @@ void vault_keys_free(struct vault_keys *k)
     for (size_t i = 0; i < n; i++)
         sodium_free(k->boxkeys[i].sk);
     veil_signer_free(k->webcert_signer);
+    sodium_free(k->checkpoint_sk);
     free(k->jwks);
     veil_keyring_free(k->master);
     veil_keyring_free(k->blind);

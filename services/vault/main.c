@@ -20,7 +20,7 @@ extern const size_t vault_migrations_count;
 
 static char *cfg_proofing_file;
 static int64_t cfg_attestation_max_age_s, cfg_skew_s, cfg_webcert_days, cfg_master_version,
-    cfg_log_batch;
+    cfg_log_batch, cfg_stepup_fresh_s, cfg_cooling_off_s;
 static struct vault_config config;
 
 static const veil_config_var vault_vars[] = {
@@ -39,6 +39,12 @@ static const veil_config_var vault_vars[] = {
     {"VAULT_LOG_BATCH_MAX", VEIL_CFG_INT, "256", 0, &cfg_log_batch, 0, VAULT_LOG_BATCH_LIMIT,
      "access-log entries committed together at most (group commit; 0: each append commits "
      "alone on its worker's connection)"},
+    {"VAULT_STEPUP_FRESH_S", VEIL_CFG_INT, "900", 0, &cfg_stepup_fresh_s, 0, 86400,
+     "a device proofed (ID card and face) this many seconds ago may erase the identity or "
+     "revoke another device at once"},
+    {"VAULT_COOLING_OFF_S", VEIL_CFG_INT, "604800", 0, &cfg_cooling_off_s, 1, 90 * 86400,
+     "how long an erasure or revocation without step-up waits, seconds (another device or a "
+     "re-proofing cancels it meanwhile)"},
 };
 
 const struct vault_config *vault_config_current(void)
@@ -46,6 +52,8 @@ const struct vault_config *vault_config_current(void)
     config.attestation_max_age_ms = cfg_attestation_max_age_s * 1000;
     config.skew_ms = cfg_skew_s * 1000;
     config.webcert_days = cfg_webcert_days;
+    config.stepup_fresh_ms = cfg_stepup_fresh_s * 1000;
+    config.cooling_off_ms = cfg_cooling_off_s * 1000;
     return &config;
 }
 

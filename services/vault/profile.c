@@ -238,20 +238,26 @@ veil_err vault_entry_seal(const unsigned char dk[VAULT_DEK_BYTES],
                           const unsigned char subject[VAULT_SUBJECT_BYTES], int64_t seq,
                           const struct vault_entry *e, veil_buf *out)
 {
-    /* u8 format 1 | field(app id) | field(action) | u16 n | n fields(attribute) | field(purpose) */
+    /*
+     * u8 format 2 | field(app id) | field(action) | u16 n | n fields(attribute) |
+     * field(purpose) | field(actor) | field(detail).  Format 1 (written
+     * before actor and detail existed) ends after the purpose.
+     */
     veil_buf pt = {0};
     unsigned char *box = NULL;
     veil_err err = VEIL_ERR_NOMEM;
     ad a;
     if (e->n_attributes > VAULT_ENTRY_ATTRS_MAX)
         return VEIL_ERR_INVALID;
-    veil_buf_put_u8(&pt, 1);
-    veil_buf_put_str(&pt, e->app_id);
+    veil_buf_put_u8(&pt, 2);
+    veil_buf_put_str(&pt, e->app_id ? e->app_id : "");
     veil_buf_put_str(&pt, e->action);
     veil_buf_put_u16(&pt, (uint16_t)e->n_attributes);
     for (size_t i = 0; i < e->n_attributes; i++)
         veil_buf_put_str(&pt, e->attributes[i]);
-    veil_buf_put_str(&pt, e->purpose);
+    veil_buf_put_str(&pt, e->purpose ? e->purpose : "");
+    veil_buf_put_str(&pt, e->actor ? e->actor : "");
+    veil_buf_put_str(&pt, e->detail ? e->detail : "");
     if (pt.failed || !(box = malloc(pt.len + VAULT_BOX_OVERHEAD)))
         goto out;
     entry_ad(&a, subject, seq);
@@ -299,7 +305,8 @@ veil_err vault_entry_open(const unsigned char dk[VAULT_DEK_BYTES],
     if (box_open(dk, &a, sealed, len, pt) != 0)
         goto out;
     veil_reader r = {pt, ptlen, 0};
-    if (veil_read_u8(&r) != 1 || !(e->app_id = next_field(&r, text, cap, &used)) ||
+    uint8_t format = veil_read_u8(&r);
+    if ((format != 1 && format != 2) || !(e->app_id = next_field(&r, text, cap, &used)) ||
         !(e->action = next_field(&r, text, cap, &used)))
         goto out;
     uint16_t n = veil_read_u16(&r);
@@ -310,7 +317,13 @@ veil_err vault_entry_open(const unsigned char dk[VAULT_DEK_BYTES],
             goto out;
     e->attributes = attrs;
     e->n_attributes = n;
-    if (!(e->purpose = next_field(&r, text, cap, &used)) || r.left != 0)
+    if (!(e->purpose = next_field(&r, text, cap, &used)))
+        goto out;
+    e->actor = e->detail = "";
+    if (format == 2 && (!(e->actor = next_field(&r, text, cap, &used)) ||
+                        !(e->detail = next_field(&r, text, cap, &used))))
+        goto out;
+    if (r.left != 0)
         goto out;
     err = VEIL_OK;
 out:

@@ -41,6 +41,13 @@ enum {
     ST_VERSION_COUNTS,
     ST_RELEASE,
     ST_SET_SCOPE,
+    ST_RANK,
+    ST_PENDING_FIND,
+    ST_PENDING_INSERT,
+    ST_PENDING_DELETE,
+    ST_PENDING_LIST,
+    ST_PENDING_CANCEL,
+    ST_SET_PROOFED,
 };
 
 static const veil_pg_stmt stmts[] = {
@@ -85,9 +92,19 @@ static const veil_pg_stmt stmts[] = {
     [ST_LIST_DEVICES] = {"list_devices",
                          "SELECT device_id, label, created_at, revoked_at FROM devices "
                          "WHERE subject_ref = $1::bytea ORDER BY created_at, device_id"},
+    /*
+     * A revoked device's own pending actions go with it (a thief's request
+     * ends when the owner revokes the stolen phone), and so do requests to
+     * revoke it (done).  RETURNING tells whether it was active until now.
+     */
     [ST_REVOKE] = {"revoke_device",
+                   "WITH p AS (DELETE FROM pending_actions WHERE subject_ref = $2::bytea AND "
+                   "(requested_by = $1::bytea OR target_device = $1::bytea)), "
+                   "old AS (SELECT revoked_at FROM devices WHERE device_id = $1::bytea "
+                   "AND subject_ref = $2::bytea FOR UPDATE) "
                    "UPDATE devices SET revoked_at = COALESCE(revoked_at, now()) "
-                   "WHERE device_id = $1::bytea AND subject_ref = $2::bytea RETURNING 1"},
+                   "WHERE device_id = $1::bytea AND subject_ref = $2::bytea "
+                   "RETURNING (SELECT revoked_at IS NULL FROM old)"},
     /* A nonce may be reused only once its record expired (the time check rejects it anyway). */
     [ST_NONCE] = {"use_nonce",
                   "INSERT INTO used_nonces (device_id, nonce, expires_at) "
@@ -136,8 +153,9 @@ static const veil_pg_stmt stmts[] = {
     [ST_UPDATE_PROFILE] = {"update_profile",
                            "UPDATE citizens SET profile = $2::bytea WHERE subject_ref = $1::bytea"},
     [ST_INSERT_DEVICE] = {"insert_device",
-                          "INSERT INTO devices (device_id, subject_ref, public_key, label) "
-                          "VALUES ($1::bytea, $2::bytea, $3::bytea, $4::bytea)"},
+                          "INSERT INTO devices (device_id, subject_ref, public_key, label, "
+                          "proofed_at) VALUES ($1::bytea, $2::bytea, $3::bytea, $4::bytea, "
+                          "to_timestamp($5::int8 / 1000.0))"},
     [ST_INSERT_REQUEST] = {"insert_request",
                            "INSERT INTO enrol_requests (request_key, request_mac, subject_ref, "
                            "device_id, new_identity, certificate) VALUES ($1::bytea, $2::bytea, "
@@ -174,6 +192,32 @@ static const veil_pg_stmt stmts[] = {
          "ON CONFLICT (app_id) DO UPDATE SET attributes = EXCLUDED.attributes, "
          "updated_at = now() WHERE s.attributes <> EXCLUDED.attributes "
          "RETURNING 1"},
+    [ST_RANK] = {"device_rank", "SELECT subject_ref, revoked_at IS NOT NULL, proofed_at "
+                                "FROM devices WHERE device_id = $1::bytea"},
+    [ST_PENDING_FIND] = {"pending_find",
+                         "SELECT id, requested_at, effective_at, effective_at <= now() "
+                         "FROM pending_actions WHERE requested_by = $1::bytea AND action = $2::text "
+                         "AND target_device IS NOT DISTINCT FROM $3::bytea"},
+    [ST_PENDING_INSERT] = {"pending_insert",
+                           "INSERT INTO pending_actions (id, subject_ref, action, target_device, "
+                           "requested_by, effective_at) VALUES ($1::bytea, $2::bytea, $3::text, "
+                           "$4::bytea, $5::bytea, now() + $6::int8 * interval '1 millisecond') "
+                           "RETURNING requested_at, effective_at"},
+    [ST_PENDING_DELETE] = {"pending_delete",
+                           "DELETE FROM pending_actions WHERE requested_by = $1::bytea "
+                           "AND action = $2::text AND target_device IS NOT DISTINCT FROM $3::bytea"},
+    [ST_PENDING_LIST] = {"pending_list",
+                         "SELECT id, action, target_device, requested_by, requested_at, "
+                         "effective_at FROM pending_actions WHERE subject_ref = $1::bytea "
+                         "ORDER BY requested_at, id"},
+    /* $2 NULL: every pending action of the citizen (a re-proofing cancels them all). */
+    [ST_PENDING_CANCEL] = {"pending_cancel",
+                           "DELETE FROM pending_actions WHERE subject_ref = $1::bytea "
+                           "AND ($2::bytea IS NULL OR id = $2::bytea) RETURNING 1"},
+    /* A re-proofing from the same phone: it ranks from the new attestation on. */
+    [ST_SET_PROOFED] = {"set_proofed",
+                        "UPDATE devices SET proofed_at = GREATEST(proofed_at, "
+                        "to_timestamp($2::int8 / 1000.0)) WHERE device_id = $1::bytea"},
 };
 #define N_STMTS (sizeof stmts / sizeof stmts[0])
 
@@ -506,13 +550,21 @@ static veil_err exec_any_row(vault_conn *c, int stmt, const veil_pg_param *p, in
 }
 
 veil_err vault_store_revoke_device(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
-                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES])
+                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                                   int *revoked_now)
 {
-    int any = 0;
+    PGresult *r;
     veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES),
                          vp_bytes(subject, VAULT_SUBJECT_BYTES)};
-    veil_err err = exec_any_row(c, ST_REVOKE, p, 2, &any);
-    return err ? err : any ? VEIL_OK : VEIL_ERR_NOT_FOUND;
+    veil_err err = exec(c, ST_REVOKE, p, 2, &r);
+    if (err)
+        return err;
+    if (PQntuples(r) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    else
+        *revoked_now = veil_pg_get_bool(r, 0, 0);
+    PQclear(r);
+    return err;
 }
 
 veil_err vault_store_use_nonce(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
@@ -670,12 +722,135 @@ veil_err vault_store_insert_device(vault_conn *c,
                                    const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                                    const unsigned char subject[VAULT_SUBJECT_BYTES],
                                    const unsigned char pk[32], const unsigned char *label,
-                                   size_t label_len)
+                                   size_t label_len, int64_t proofed_at_ms)
 {
     veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES),
                          vp_bytes(subject, VAULT_SUBJECT_BYTES), vp_bytes(pk, 32),
-                         vp_bytes(label, label_len)};
-    return exec_command(c, ST_INSERT_DEVICE, p, 4);
+                         vp_bytes(label, label_len), vp_i64(proofed_at_ms)};
+    return exec_command(c, ST_INSERT_DEVICE, p, 5);
+}
+
+veil_err vault_store_set_proofed(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                                 int64_t proofed_at_ms)
+{
+    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES), vp_i64(proofed_at_ms)};
+    return exec_command(c, ST_SET_PROOFED, p, 2);
+}
+
+/* ---- step-up ---- */
+
+veil_err vault_store_device_rank(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                                 struct vault_rank *out)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES)};
+    veil_err err = exec(c, ST_RANK, p, 1, &r);
+    if (err)
+        return err;
+    err = VEIL_ERR_NOT_FOUND;
+    if (PQntuples(r) == 1) {
+        err = copy_bytes(r, 0, 0, out->subject, VAULT_SUBJECT_BYTES) ? VEIL_ERR_INTERNAL : VEIL_OK;
+        out->revoked = veil_pg_get_bool(r, 0, 1);
+        out->proofed_at_ms = veil_pg_get_time_ms(r, 0, 2);
+    }
+    PQclear(r);
+    return err;
+}
+
+/* The parameters naming one device's pending action; target NULL for an erase. */
+static void pending_key(veil_pg_param p[3], const unsigned char *by, const char *action,
+                        const unsigned char *target)
+{
+    p[0] = vp_bytes(by, VEIL_DEVICE_ID_BYTES);
+    p[1] = vp_text(action);
+    p[2] = target ? vp_bytes(target, VEIL_DEVICE_ID_BYTES) : vp_null();
+}
+
+veil_err vault_store_pending_find(vault_conn *c, const unsigned char by[VEIL_DEVICE_ID_BYTES],
+                                  const char *action, const unsigned char *target,
+                                  struct vault_pending *out, int *due)
+{
+    PGresult *r;
+    veil_pg_param p[3];
+    pending_key(p, by, action, target);
+    veil_err err = exec(c, ST_PENDING_FIND, p, 3, &r);
+    if (err)
+        return err;
+    err = VEIL_ERR_NOT_FOUND;
+    if (PQntuples(r) == 1) {
+        err = copy_bytes(r, 0, 0, out->id, VEIL_DEVICE_ID_BYTES) ? VEIL_ERR_INTERNAL : VEIL_OK;
+        out->requested_at_ms = veil_pg_get_time_ms(r, 0, 1);
+        out->effective_at_ms = veil_pg_get_time_ms(r, 0, 2);
+        *due = veil_pg_get_bool(r, 0, 3);
+    }
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_pending_insert(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                    struct vault_pending *pa, int64_t cooling_ms)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(pa->id, VEIL_DEVICE_ID_BYTES),
+                         vp_bytes(subject, VAULT_SUBJECT_BYTES),
+                         vp_text(pa->action),
+                         pa->has_target ? vp_bytes(pa->target, VEIL_DEVICE_ID_BYTES) : vp_null(),
+                         vp_bytes(pa->requested_by, VEIL_DEVICE_ID_BYTES),
+                         vp_i64(cooling_ms)};
+    veil_err err = exec(c, ST_PENDING_INSERT, p, 6, &r);
+    if (err)
+        return err == VEIL_ERR_EXISTS ? VEIL_ERR_ABORTED : err;
+    pa->requested_at_ms = veil_pg_get_time_ms(r, 0, 0);
+    pa->effective_at_ms = veil_pg_get_time_ms(r, 0, 1);
+    PQclear(r);
+    return VEIL_OK;
+}
+
+veil_err vault_store_pending_delete(vault_conn *c, const unsigned char by[VEIL_DEVICE_ID_BYTES],
+                                    const char *action, const unsigned char *target)
+{
+    veil_pg_param p[3];
+    pending_key(p, by, action, target);
+    return exec_command(c, ST_PENDING_DELETE, p, 3);
+}
+
+veil_err vault_store_pending_list(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                  vault_pending_fn fn, void *ctx)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES)};
+    veil_err err = exec(c, ST_PENDING_LIST, p, 1, &r);
+    if (err)
+        return err;
+    for (int i = 0; !err && i < PQntuples(r); i++) {
+        struct vault_pending pa = {.action = veil_pg_get_text(r, i, 1),
+                                   .has_target = !veil_pg_is_null(r, i, 2),
+                                   .requested_at_ms = veil_pg_get_time_ms(r, i, 4),
+                                   .effective_at_ms = veil_pg_get_time_ms(r, i, 5)};
+        if (copy_bytes(r, i, 0, pa.id, VEIL_DEVICE_ID_BYTES) ||
+            (pa.has_target && copy_bytes(r, i, 2, pa.target, VEIL_DEVICE_ID_BYTES)) ||
+            copy_bytes(r, i, 3, pa.requested_by, VEIL_DEVICE_ID_BYTES)) {
+            err = VEIL_ERR_INTERNAL;
+            break;
+        }
+        err = fn(ctx, &pa);
+    }
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_pending_cancel(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                    const unsigned char *id, unsigned *cancelled)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES),
+                         id ? vp_bytes(id, VEIL_DEVICE_ID_BYTES) : vp_null()};
+    veil_err err = exec(c, ST_PENDING_CANCEL, p, 2, &r);
+    if (err)
+        return err;
+    *cancelled = (unsigned)PQntuples(r);
+    PQclear(r);
+    return VEIL_OK;
 }
 
 veil_err vault_store_insert_request(vault_conn *c, const unsigned char key[VAULT_HASH_BYTES],

@@ -9,7 +9,8 @@
  *   keys.c      key rings, ticket key pairs, proofing keys, web-cert signer
  *   store.c     all SQL (the only file that includes veil/pg.h)
  *   enrol.c     enrolment and web certificates
- *   access.c    the hash-chained, encrypted access log
+ *   access.c    the hash-chained, encrypted access log and its signed checkpoints
+ *   stepup.c    step-up for erasure and revoking another device, pending actions
  *   logwriter.c group commit of access-log appends
  *   attrs.c     attribute release and the province table
  *   handlers.c  one function per RPC, and the caller policy
@@ -48,6 +49,8 @@
 #define VAULT_CAP_BYTES         (1 + 8 + VAULT_CAP_ID_BYTES + VAULT_HASH_BYTES) /* 57 */
 #define VAULT_CAP_TTL_MS        30000
 #define VAULT_SCOPE_MAX         256 /* comma-separated attribute names */
+#define VAULT_ACTOR_MAX         160 /* "admin/<name>" in an access-log entry */
+#define VAULT_DETAIL_MAX        64  /* an access-log entry's detail */
 
 /* ---- idnumber.c: GB 11643-1999 citizen identity numbers ---- */
 
@@ -163,13 +166,15 @@ veil_err vault_label_open(const unsigned char dk[VAULT_DEK_BYTES],
                           const unsigned char *sealed, size_t len,
                           char out[VAULT_LABEL_MAX + 1]) VEIL_WUR;
 
-/* One access-log entry in the clear.  Strings are borrowed. */
+/* One access-log entry in the clear.  Strings are borrowed; NULL reads as "". */
 struct vault_entry {
     const char *app_id;
-    const char *action; /* "ticket_verified" or "attributes_released" */
+    const char *action; /* docs/vault.md, "The access log", lists them */
     const char *const *attributes;
     size_t n_attributes;
     const char *purpose;
+    const char *actor;  /* "admin/<name>" when an admin acted (format 2) */
+    const char *detail; /* e.g. the device concerned, the identity state (format 2) */
 };
 
 /* Seals an entry for position seq of subject's log (associated data: both). */
@@ -241,6 +246,8 @@ struct vault_keys {
     unsigned char proofing[VAULT_PROOFING_KEYS_MAX][32];
     size_t n_proofing;
     unsigned char decoy_pk[32]; /* a valid Ed25519 key whose secret was discarded */
+    unsigned char checkpoint_pk[32];
+    unsigned char *checkpoint_sk; /* Ed25519, derived from audit-1; guarded memory */
 };
 
 /*
@@ -405,9 +412,54 @@ typedef veil_err (*vault_device_fn)(void *ctx, const struct vault_device_info *d
 veil_err vault_store_list_devices(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                                   vault_device_fn fn, void *ctx) VEIL_WUR;
 
-/* Revokes a device of subject (idempotent); VEIL_ERR_NOT_FOUND when it is not theirs. */
+/*
+ * Revokes a device of subject (idempotent) and drops the pending actions it
+ * asked for or that target it; *revoked_now is 1 when it was active until
+ * now.  VEIL_ERR_NOT_FOUND when it is not theirs.
+ */
 veil_err vault_store_revoke_device(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
-                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES]) VEIL_WUR;
+                                   const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                                   int *revoked_now) VEIL_WUR;
+
+/* ---- step-up (stepup.c's SQL) ---- */
+
+/* A device's owner, state and rank (the time of the proofing that last bound it). */
+struct vault_rank {
+    unsigned char subject[VAULT_SUBJECT_BYTES];
+    int revoked;
+    int64_t proofed_at_ms;
+};
+veil_err vault_store_device_rank(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                                 struct vault_rank *out) VEIL_WUR;
+
+/* An action waiting out its cooling-off period.  action points to static or row text. */
+struct vault_pending {
+    unsigned char id[VEIL_DEVICE_ID_BYTES];
+    const char *action; /* "erase" or "revoke_device" */
+    int has_target;
+    unsigned char target[VEIL_DEVICE_ID_BYTES];
+    unsigned char requested_by[VEIL_DEVICE_ID_BYTES];
+    int64_t requested_at_ms, effective_at_ms;
+};
+typedef veil_err (*vault_pending_fn)(void *ctx, const struct vault_pending *p);
+
+/* The pending action of (device, action, target or NULL); *due once its period is over. */
+veil_err vault_store_pending_find(vault_conn *c, const unsigned char by[VEIL_DEVICE_ID_BYTES],
+                                  const char *action, const unsigned char *target,
+                                  struct vault_pending *out, int *due) VEIL_WUR;
+/* Records pa (id, action, target, requested_by set) with its times filled in; ABORTED on a race. */
+veil_err vault_store_pending_insert(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                    struct vault_pending *pa, int64_t cooling_ms) VEIL_WUR;
+veil_err vault_store_pending_delete(vault_conn *c, const unsigned char by[VEIL_DEVICE_ID_BYTES],
+                                    const char *action, const unsigned char *target) VEIL_WUR;
+veil_err vault_store_pending_list(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                  vault_pending_fn fn, void *ctx) VEIL_WUR;
+/* Deletes one pending action of subject (id) or all of them (id NULL); *cancelled counts. */
+veil_err vault_store_pending_cancel(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                    const unsigned char *id, unsigned *cancelled) VEIL_WUR;
+/* A re-proofing from an enrolled phone: it ranks from proofed_at_ms on (never lower). */
+veil_err vault_store_set_proofed(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                                 int64_t proofed_at_ms) VEIL_WUR;
 
 /* Records a citizen-request nonce; VEIL_ERR_EXISTS when it was used within its lifetime. */
 veil_err vault_store_use_nonce(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
@@ -473,7 +525,7 @@ veil_err vault_store_insert_device(vault_conn *c,
                                    const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                                    const unsigned char subject[VAULT_SUBJECT_BYTES],
                                    const unsigned char pk[32], const unsigned char *label,
-                                   size_t label_len) VEIL_WUR;
+                                   size_t label_len, int64_t proofed_at_ms) VEIL_WUR;
 
 veil_err vault_store_insert_request(vault_conn *c, const unsigned char key[VAULT_HASH_BYTES],
                                     const struct vault_request_row *r) VEIL_WUR;
@@ -527,6 +579,8 @@ struct vault_config {
     int64_t attestation_max_age_ms;
     int64_t skew_ms;
     int64_t webcert_days;
+    int64_t stepup_fresh_ms; /* a proofing this recent allows erasure at once */
+    int64_t cooling_off_ms;  /* how long an action without step-up waits */
 };
 
 struct vault_logw;
@@ -613,12 +667,44 @@ veil_err vault_access_append_dk(struct vault *v, vault_conn *c,
                                 const struct vault_entry *e) VEIL_WUR;
 
 /*
- * Reads and verifies subject's log into resp (entries in the call's arena).
+ * Records e in subject's log, loading the citizen's key.  in_tx: the caller
+ * holds a transaction on c (the entry commits or rolls back with it).
+ * VEIL_ERR_NOT_FOUND when the subject is gone.
+ */
+veil_err vault_access_record(struct vault *v, vault_conn *c,
+                             const unsigned char subject[VAULT_SUBJECT_BYTES],
+                             const struct vault_entry *e, int in_tx) VEIL_WUR;
+
+/* Same, inside the caller's transaction, for a caller holding the data key. */
+veil_err vault_access_record_dk(struct vault *v, vault_conn *c,
+                                const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                const unsigned char dk[VAULT_DEK_BYTES],
+                                const struct vault_entry *e) VEIL_WUR;
+
+/*
+ * Reads and verifies subject's log into resp (entries in the call's arena)
+ * with a checkpoint the vault signs over where the log ends.
  * VEIL_ERR_NOT_FOUND when the subject does not exist.
  */
 veil_err vault_access_list(struct vault *v, veil_call *call,
                            const unsigned char subject[VAULT_SUBJECT_BYTES],
                            Veil__Vault__ListAccessLogResponse *resp) VEIL_WUR;
+
+/* ---- stepup.c ---- */
+
+/* Decides a StepUp request (docs/vault.md, "Step-up"); fails the call on bad input. */
+veil_err vault_stepup(struct vault *v, veil_call *call, const Veil__Vault__StepUpRequest *req,
+                      Veil__Vault__StepUpResponse *resp) VEIL_WUR;
+
+/* The citizen's pending actions into resp (in the call's arena). */
+veil_err vault_pending_list(struct vault *v, veil_call *call,
+                            const unsigned char subject[VAULT_SUBJECT_BYTES],
+                            Veil__Vault__ListPendingResponse *resp) VEIL_WUR;
+
+/* Cancels one or every pending action on behalf of an active device of the citizen. */
+veil_err vault_pending_cancel(struct vault *v, veil_call *call,
+                              const Veil__Vault__CancelPendingRequest *req,
+                              unsigned *cancelled) VEIL_WUR;
 
 /* ---- attrs.c ---- */
 

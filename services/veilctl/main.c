@@ -2,7 +2,8 @@
  * main.c - veilctl's verb table, options, connections and error reporting.
  *
  * Exit status: 0 success, 1 the call or check failed (the gRPC status and
- * message are printed), 2 usage.  `--json` on any verb prints one JSON value
+ * message are printed), 2 usage, 3 an erasure or device revocation is
+ * pending behind the cooling-off period (nothing happened yet).  `--json` on any verb prints one JSON value
  * on stdout (errors as {"error":{"code":…,"message":…}}), for scripts.
  */
 #include <errno.h>
@@ -35,6 +36,8 @@ static const struct verb verbs[] = {
     {"wallet relink", vc_wallet_relink, "--wallet FILE --app APP_ID [--keep]"},
     {"wallet access-log", vc_wallet_access_log, "--wallet FILE"},
     {"wallet erase", vc_wallet_erase, "--wallet FILE"},
+    {"wallet pending", vc_wallet_pending, "--wallet FILE"},
+    {"wallet cancel-pending", vc_wallet_cancel_pending, "--wallet FILE [--id ID]"},
     {"app login", vc_app_login, "--app APP_ID --wallet FILE [--attrs a,b]"},
     {"app jwks", vc_app_jwks, ""},
     {"app events", vc_app_events, "--app APP_ID [--cursor C]"},
@@ -197,7 +200,7 @@ static const struct option long_opts[] = {
     {"json", no_argument, NULL, 'j'},           {"keep", no_argument, NULL, 'K'},
     {"yes", no_argument, NULL, 'y'},            {"help", no_argument, NULL, 'h'},
     {"out", required_argument, NULL, 'O'},      {"region", required_argument, NULL, 'R'},
-    {"birth", required_argument, NULL, 'B'},
+    {"birth", required_argument, NULL, 'B'},    {"id", required_argument, NULL, 'I'},
     {NULL, 0, NULL, 0},
 };
 
@@ -281,6 +284,7 @@ int main(int argc, char **argv)
         case 'O': o.out = optarg; break;
         case 'R': o.region = optarg; break;
         case 'B': o.birth = optarg; break;
+        case 'I': o.id = optarg; break;
         case 'h':
             printf("usage: veilctl %s %s\n", verb->words, verb->usage);
             return 0;

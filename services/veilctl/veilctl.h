@@ -26,7 +26,7 @@
 typedef struct vc_opts {
     const char *wallet, *app, *attrs, *purpose, *id_number, *name, *label, *device, *reason;
     const char *kind, *sector, *org, *state, *web_number, *cursor, *gateway;
-    const char *out, *region, *birth;
+    const char *out, *region, *birth, *id;
     long days, version;
     int json, keep, yes;
 } vc_opts;
@@ -93,6 +93,8 @@ int vc_wallet_unlink(const vc_opts *o);
 int vc_wallet_relink(const vc_opts *o);
 int vc_wallet_access_log(const vc_opts *o);
 int vc_wallet_erase(const vc_opts *o);
+int vc_wallet_pending(const vc_opts *o);
+int vc_wallet_cancel_pending(const vc_opts *o);
 int vc_wallet_show(const vc_opts *o);
 int vc_app_login(const vc_opts *o);
 int vc_app_jwks(const vc_opts *o);

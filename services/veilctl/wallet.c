@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,14 @@ veil_err vw_wallet_load(const char *path, vw_wallet **out, char *errbuf, size_t 
     w->web_certificate = cert ? strdup(cert) : NULL;
     if (b64_field(root, "ticket_public_key", w->ticket_pk, 32) == 0)
         w->ticket_key_version = (uint32_t)json_integer_value(json_object_get(root, "ticket_key_version"));
+    w->has_checkpoint_key = b64_field(root, "checkpoint_public_key", w->checkpoint_pk, 32) == 0;
+    json_t *cp = json_object_get(root, "checkpoint");
+    if (cp && b64_field(cp, "head", w->checkpoint_head, 32) == 0 &&
+        json_is_integer(json_object_get(cp, "seq"))) {
+        w->has_checkpoint = 1;
+        w->checkpoint_seq = json_integer_value(json_object_get(cp, "seq"));
+        w->checkpoint_at_ms = json_integer_value(json_object_get(cp, "at_ms"));
+    }
     *out = w;
     w = NULL;
     err = VEIL_OK;
@@ -106,6 +115,18 @@ veil_err vw_wallet_save(const vw_wallet *w, const char *path, int exclusive, cha
     if (w->ticket_key_version) {
         json_object_set_new(root, "ticket_public_key", json_string(tpk64));
         json_object_set_new(root, "ticket_key_version", json_integer(w->ticket_key_version));
+    }
+    if (w->has_checkpoint_key) {
+        char ck64[64];
+        veil_b64url_encode(ck64, sizeof ck64, w->checkpoint_pk, 32);
+        json_object_set_new(root, "checkpoint_public_key", json_string(ck64));
+    }
+    if (w->has_checkpoint) {
+        char head64[64];
+        veil_b64url_encode(head64, sizeof head64, w->checkpoint_head, 32);
+        json_object_set_new(root, "checkpoint",
+                            json_pack("{s:I, s:s, s:I}", "seq", (json_int_t)w->checkpoint_seq,
+                                      "head", head64, "at_ms", (json_int_t)w->checkpoint_at_ms));
     }
     char *text = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
@@ -145,6 +166,10 @@ veil_err vw_wallet_enrolled(vw_wallet *w, const Veil__Gateway__WalletEnrolRespon
     w->web_certificate = strdup(r->web_certificate);
     memcpy(w->ticket_pk, r->ticket_public_key.data, 32);
     w->ticket_key_version = r->ticket_key_version;
+    if (r->checkpoint_public_key.len == 32) {
+        memcpy(w->checkpoint_pk, r->checkpoint_public_key.data, 32);
+        w->has_checkpoint_key = 1;
+    }
     return w->web_certificate ? VEIL_OK : VEIL_ERR_NOMEM;
 }
 
@@ -239,4 +264,109 @@ void vw_signed_free(Veil__Gateway__SignedRequest *req)
     }
     free(req->payload.data);
     veil__gateway__signed_request__init(req);
+}
+
+/* The entry of seq in r, or NULL. */
+static const Veil__Gateway__AccessLogEntry *entry_at(const Veil__Gateway__AccessLogResponse *r,
+                                                      int64_t seq)
+{
+    for (size_t i = 0; i < r->n_entries; i++)
+        if (r->entries[i]->seq == seq)
+            return r->entries[i];
+    return NULL;
+}
+
+static void check_result(vw_log_check *out, const char *status, int ok, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void check_result(vw_log_check *out, const char *status, int ok, const char *fmt, ...)
+{
+    va_list ap;
+    out->status = status;
+    out->ok = ok;
+    va_start(ap, fmt);
+    vsnprintf(out->message, sizeof out->message, fmt, ap);
+    va_end(ap);
+}
+
+/* Whether the checkpoint is the vault's signature over where these entries end. */
+static int checkpoint_valid(const vw_wallet *w, const Veil__Gateway__AccessCheckpoint *cp,
+                            const Veil__Gateway__AccessLogResponse *r)
+{
+    static const unsigned char empty[32];
+    veil_buf b = {0};
+    if (cp->head.len != 32 || cp->signature.len != crypto_sign_BYTES || cp->seq < 0 ||
+        strcmp(cp->web_number, w->web_number) != 0)
+        return 0;
+    veil_checkpoint_bytes(&b, cp->web_number, cp->seq, cp->head.data, cp->at_ms);
+    int good = !b.failed && crypto_sign_verify_detached(cp->signature.data, b.data, b.len,
+                                                        w->checkpoint_pk) == 0;
+    veil_buf_free(&b);
+    if (!good)
+        return 0;
+    /* The entries end at the checkpoint: its seq is the last, its head that entry's chain value. */
+    const Veil__Gateway__AccessLogEntry *last = r->n_entries ? r->entries[r->n_entries - 1] : NULL;
+    if (cp->seq == 0)
+        return !last && memcmp(cp->head.data, empty, 32) == 0;
+    return last && last->seq == cp->seq && last->chain.len == 32 &&
+           memcmp(last->chain.data, cp->head.data, 32) == 0;
+}
+
+void vw_checkpoint_check(const vw_wallet *w, const Veil__Gateway__AccessLogResponse *r,
+                         vw_log_check *out)
+{
+    const Veil__Gateway__AccessCheckpoint *cp = r->checkpoint;
+    memset(out, 0, sizeof *out);
+    out->previous_seq = w->has_checkpoint ? w->checkpoint_seq : -1;
+    out->seq = cp ? cp->seq : -1;
+    if (!w->has_checkpoint_key) {
+        check_result(out, "no_checkpoint", 0, "the wallet has no checkpoint key pinned");
+        return;
+    }
+    if (!cp) {
+        check_result(out, "no_checkpoint", 0, "the reply carries no checkpoint");
+        return;
+    }
+    if (!checkpoint_valid(w, cp, r)) {
+        check_result(out, "bad_checkpoint", 0,
+                     "the checkpoint is not the vault's signature over these entries");
+        return;
+    }
+    if (!w->has_checkpoint) {
+        check_result(out, "first_read", 1, "first read on this device: checkpoint at entry %lld kept",
+                     (long long)cp->seq);
+        return;
+    }
+    if (cp->seq == 0 && w->checkpoint_seq > 0) {
+        check_result(out, "wiped", 0,
+                     "the log was wiped: it held %lld entries when this device last read it",
+                     (long long)w->checkpoint_seq);
+        return;
+    }
+    if (cp->seq < w->checkpoint_seq) {
+        check_result(out, "rolled_back", 0,
+                     "the log was rolled back: it ended at entry %lld when this device last read "
+                     "it, now at %lld",
+                     (long long)w->checkpoint_seq, (long long)cp->seq);
+        return;
+    }
+    const Veil__Gateway__AccessLogEntry *then = entry_at(r, w->checkpoint_seq);
+    if (w->checkpoint_seq > 0 &&
+        (!then || then->chain.len != 32 || memcmp(then->chain.data, w->checkpoint_head, 32) != 0)) {
+        check_result(out, "rewritten", 0,
+                     "the log was rewritten: entry %lld is not the one this device saw last time",
+                     (long long)w->checkpoint_seq);
+        return;
+    }
+    check_result(out, "consistent", 1, "consistent with this device's last read (entry %lld)",
+                 (long long)w->checkpoint_seq);
+}
+
+void vw_checkpoint_keep(vw_wallet *w, const Veil__Gateway__AccessLogResponse *r)
+{
+    if (!r->checkpoint || r->checkpoint->head.len != 32)
+        return;
+    w->has_checkpoint = 1;
+    w->checkpoint_seq = r->checkpoint->seq;
+    w->checkpoint_at_ms = r->checkpoint->at_ms;
+    memcpy(w->checkpoint_head, r->checkpoint->head.data, 32);
 }

@@ -26,7 +26,35 @@ typedef struct vw_wallet {
     char *web_certificate;             /* malloc'd, or NULL */
     unsigned char ticket_pk[32];       /* the vault's ticket key */
     uint32_t ticket_key_version;
+    int has_checkpoint_key;            /* pinned at enrolment (or first access-log read) */
+    unsigned char checkpoint_pk[32];   /* the vault's access-log checkpoint key */
+    int has_checkpoint;                /* the newest checkpoint this wallet verified */
+    int64_t checkpoint_seq, checkpoint_at_ms;
+    unsigned char checkpoint_head[32];
 } vw_wallet;
+
+/* What comparing an access-log read with the wallet's last checkpoint found. */
+typedef struct vw_log_check {
+    const char *status;   /* "first_read", "consistent" (good); "rolled_back", "wiped",
+                             "rewritten", "bad_checkpoint", "no_checkpoint" (tampering) */
+    int ok;               /* the read may become the wallet's new checkpoint */
+    int64_t previous_seq; /* the stored checkpoint's seq (-1: none) */
+    int64_t seq;          /* the new checkpoint's seq (-1: none) */
+    char message[256];
+} vw_log_check;
+
+/*
+ * Checks an access-log reply against the pinned checkpoint key and the
+ * stored checkpoint (docs/vault.md, "Checkpoints"): the signature, that the
+ * checkpoint describes the entries returned, and that the log still holds
+ * the stored checkpoint's entry unchanged.  On ok the caller keeps the new
+ * checkpoint with vw_checkpoint_keep and saves the wallet.
+ */
+void vw_checkpoint_check(const vw_wallet *w, const Veil__Gateway__AccessLogResponse *r,
+                         vw_log_check *out);
+
+/* Makes r's checkpoint the wallet's (after vw_checkpoint_check said ok). */
+void vw_checkpoint_keep(vw_wallet *w, const Veil__Gateway__AccessLogResponse *r);
 
 /* A fresh device key pair (not yet saved). */
 veil_err vw_wallet_new(vw_wallet **out) VEIL_WUR;

@@ -230,21 +230,123 @@ int vc_consent_list(const vc_opts *o)
     return rc;
 }
 
+/* A pending action as JSON. */
+static json_t *pending_json(const Veil__Gateway__WalletPendingAction *p)
+{
+    char req[64], eff[64];
+    vc_time(p->requested_at_ms, req, sizeof req);
+    vc_time(p->effective_at_ms, eff, sizeof eff);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", p->id, "action", p->action,
+                     "target_device", p->target_device_id, "requested_by", p->requested_by,
+                     "requested_at", req, "effective_at", eff);
+}
+
+/*
+ * Prints what an erase or a device revocation did.  Pending is not a
+ * failure of the call, but the action has not happened: exit status 3 says
+ * so to scripts (docs/veilctl.md).  Takes ownership of done_json.
+ */
+static int step_up_result(const vc_opts *o, const Veil__Gateway__StepUpResult *r,
+                          json_t *done_json, const char *done_text)
+{
+    if (strcmp(r->status, "pending") != 0 || !r->pending) {
+        if (o->json) {
+            json_object_set_new(done_json, "status", json_string("done"));
+            json_object_set_new(done_json, "reason", json_string(r->reason));
+            vc_print_json(done_json);
+        } else {
+            json_decref(done_json);
+            printf("%s\n", done_text);
+        }
+        return 0;
+    }
+    json_decref(done_json);
+    char eff[64];
+    vc_time(r->pending->effective_at_ms, eff, sizeof eff);
+    if (o->json)
+        vc_print_json(json_pack("{s:s, s:s, s:o}", "status", "pending", "reason", r->reason,
+                                "pending", pending_json(r->pending)));
+    else
+        printf("PENDING: this phone was not freshly proofed, so the %s waits until %s.\n"
+               "Your other devices see it (`veilctl wallet pending`) and can cancel it; a "
+               "re-proofing cancels it too.\n"
+               "Run the same command from this phone after that time to confirm it, or re-enrol "
+               "this phone (ID card and face) and run it again to do it now.\n",
+               strcmp(r->pending->action, "erase") == 0 ? "erasure" : "revocation", eff);
+    return 3;
+}
+
 int vc_wallet_revoke_device(const vc_opts *o)
 {
     vw_wallet *w = vc_wallet(o);
     if (!w)
         return 1;
     Veil__Gateway__RevokeDevicePayload p = VEIL__GATEWAY__REVOKE_DEVICE_PAYLOAD__INIT;
-    Veil__Empty *resp = NULL;
+    Veil__Gateway__StepUpResult *resp = NULL;
     p.device_id = (char *)(o->device ? o->device : "");
     int rc = vc_citizen(o, w, "RevokeDevice", &p.base, &resp);
     if (!rc) {
         const char *which = o->device ? o->device : w->device_id;
+        char text[256];
+        snprintf(text, sizeof text,
+                 "device %s revoked: its tickets and requests are refused from now on", which);
+        rc = step_up_result(o, resp, json_pack("{s:s}", "revoked", which), text);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_wallet_pending(const vc_opts *o)
+{
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    Veil__Gateway__ListPendingPayload p = VEIL__GATEWAY__LIST_PENDING_PAYLOAD__INIT;
+    Veil__Gateway__ListPendingResponse *resp = NULL;
+    int rc = vc_citizen(o, w, "ListPending", &p.base, &resp);
+    if (!rc) {
+        json_t *all = json_array();
+        vc_table t;
+        size_t n = resp->n_pending;
+        vc_table_init(&t, 5, "ID", "ACTION", "TARGET", "REQUESTED BY", "TAKES EFFECT");
+        for (size_t i = 0; i < n; i++) {
+            const Veil__Gateway__WalletPendingAction *a = resp->pending[i];
+            int mine = strcmp(a->requested_by, w->device_id) == 0;
+            char eff[64], by[64];
+            vc_time(a->effective_at_ms, eff, sizeof eff);
+            snprintf(by, sizeof by, "%s%s", a->requested_by, mine ? " (this device)" : "");
+            json_t *j = pending_json(a);
+            json_object_set_new(j, "this_device", json_boolean(mine));
+            json_array_append_new(all, j);
+            vc_table_row(&t, a->id, a->action, a->target_device_id[0] ? a->target_device_id : "-",
+                         by, eff);
+        }
+        vc_emit(o, all, &t);
+        if (!o->json)
+            printf(n ? "cancel with: veilctl wallet cancel-pending --wallet FILE [--id ID]\n"
+                     : "nothing pending\n");
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_wallet_cancel_pending(const vc_opts *o)
+{
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    Veil__Gateway__CancelPendingPayload p = VEIL__GATEWAY__CANCEL_PENDING_PAYLOAD__INIT;
+    Veil__Gateway__CancelPendingResponse *resp = NULL;
+    p.id = (char *)(o->id ? o->id : "");
+    int rc = vc_citizen(o, w, "CancelPending", &p.base, &resp);
+    if (!rc) {
         if (o->json)
-            vc_print_json(json_pack("{s:s}", "revoked", which));
+            vc_print_json(json_pack("{s:i}", "cancelled", (int)resp->cancelled));
         else
-            printf("device %s revoked: its tickets and requests are refused from now on\n", which);
+            printf("%u pending action%s cancelled\n", resp->cancelled,
+                   resp->cancelled == 1 ? "" : "s");
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
     vw_wallet_free(w);
@@ -316,6 +418,24 @@ int vc_wallet_relink(const vc_opts *o)
                     o->keep ? "relinked with the old pseudonym" : "relinked with a fresh pseudonym");
 }
 
+/* Pins the vault's checkpoint key from GetKeys for a wallet enrolled before it existed. */
+static int pin_checkpoint_key(const vc_opts *o, vw_wallet *w)
+{
+    Veil__Empty req = VEIL__EMPTY__INIT;
+    Veil__Gateway__WalletKeysResponse *keys = NULL;
+    veil_channel *ch = vc_channel(o, "citizen", &veil__gateway__wallet__descriptor);
+    int rc = vc_call(ch, "GetKeys", &req.base, &keys, o);
+    veil_channel_free(ch);
+    if (rc)
+        return rc;
+    if (keys->checkpoint_public_key.len == 32) {
+        memcpy(w->checkpoint_pk, keys->checkpoint_public_key.data, 32);
+        w->has_checkpoint_key = 1;
+    }
+    protobuf_c_message_free_unpacked(&keys->base, NULL);
+    return 0;
+}
+
 int vc_wallet_access_log(const vc_opts *o)
 {
     vw_wallet *w = vc_wallet(o);
@@ -323,32 +443,53 @@ int vc_wallet_access_log(const vc_opts *o)
         return 1;
     Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
     Veil__Gateway__AccessLogResponse *resp = NULL;
-    int rc = vc_citizen(o, w, "AccessLog", &p.base, &resp);
+    char err[512];
+    int rc = w->has_checkpoint_key ? 0 : pin_checkpoint_key(o, w);
+    if (!rc)
+        rc = vc_citizen(o, w, "AccessLog", &p.base, &resp);
     if (!rc) {
+        vw_log_check chk;
+        vw_checkpoint_check(w, resp, &chk);
         json_t *entries = json_array();
         vc_table t;
-        vc_table_init(&t, 5, "TIME", "APP", "ACTION", "ATTRIBUTES", "PURPOSE");
+        vc_table_init(&t, 6, "TIME", "APP", "ACTION", "ATTRIBUTES", "PURPOSE", "BY");
         for (size_t i = 0; i < resp->n_entries; i++) {
             const Veil__Gateway__AccessLogEntry *e = resp->entries[i];
             char at[64], attrs[512];
             vc_time(e->at_ms, at, sizeof at);
             join(e->attributes, e->n_attributes, attrs, sizeof attrs);
-            json_array_append_new(entries,
-                                  json_pack("{s:I, s:s, s:s, s:s, s:o, s:s}", "seq",
-                                            (json_int_t)e->seq, "at", at, "app", e->app_id,
-                                            "action", e->action, "attributes",
-                                            str_array(e->attributes, e->n_attributes), "purpose",
-                                            e->purpose));
-            vc_table_row(&t, at, e->app_id, e->action, attrs, e->purpose);
+            json_array_append_new(
+                entries, json_pack("{s:I, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "seq",
+                                   (json_int_t)e->seq, "at", at, "app", e->app_id, "action",
+                                   e->action, "attributes",
+                                   str_array(e->attributes, e->n_attributes), "purpose",
+                                   e->purpose, "actor", e->actor, "detail", e->detail));
+            vc_table_row(&t, at, e->app_id[0] ? e->app_id : "-", e->action, attrs, e->purpose,
+                         e->actor[0] ? e->actor : "-");
         }
+        json_t *cp = json_pack("{s:s, s:b, s:I, s:I, s:s}", "status", chk.status, "ok", chk.ok,
+                               "seq", (json_int_t)chk.seq, "previous_seq",
+                               (json_int_t)chk.previous_seq, "message", chk.message);
         vc_emit(o,
-                json_pack("{s:o, s:b, s:I}", "entries", entries, "chain_valid", resp->chain_valid,
-                          "first_bad_seq", (json_int_t)resp->first_bad_seq),
+                json_pack("{s:o, s:b, s:I, s:o}", "entries", entries, "chain_valid",
+                          resp->chain_valid, "first_bad_seq", (json_int_t)resp->first_bad_seq,
+                          "checkpoint", cp),
                 &t);
-        if (!o->json)
+        if (!o->json) {
             printf(resp->chain_valid ? "log intact: every entry matches its hash chain\n"
                                      : "LOG TAMPERED: the hash chain breaks at entry %lld\n",
                    (long long)resp->first_bad_seq);
+            printf(chk.ok ? "checkpoint: %s\n" : "LOG TAMPERED: %s\n", chk.message);
+        }
+        /*
+         * Only a read that extends the last one becomes the new checkpoint:
+         * after tampering the wallet keeps the old one, so it keeps saying so.
+         */
+        if (chk.ok && resp->chain_valid) {
+            vw_checkpoint_keep(w, resp);
+            if (vw_wallet_save(w, o->wallet, 0, err, sizeof err) != VEIL_OK)
+                rc = vc_fail(o, "UNAVAILABLE", "%s", err);
+        }
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
     vw_wallet_free(w);
@@ -361,16 +502,18 @@ int vc_wallet_erase(const vc_opts *o)
     if (!w)
         return 1;
     Veil__Gateway__ErasePayload p = VEIL__GATEWAY__ERASE_PAYLOAD__INIT;
-    Veil__Empty *resp = NULL;
+    Veil__Gateway__StepUpResult *resp = NULL;
     p.confirm = "erase my identity";
     int rc = vc_citizen(o, w, "Erase", &p.base, &resp);
     if (!rc) {
-        if (o->json)
-            vc_print_json(json_pack("{s:b, s:s}", "erased", 1, "web_number", w->web_number));
-        else
-            printf("identity %s erased: its record is crypto-shredded, apps are told, consent "
-                   "forgotten\n",
-                   w->web_number);
+        char text[256];
+        snprintf(text, sizeof text,
+                 "identity %s erased: its record is crypto-shredded, apps are told, consent "
+                 "forgotten",
+                 w->web_number);
+        rc = step_up_result(o, resp,
+                            json_pack("{s:b, s:s}", "erased", 1, "web_number", w->web_number),
+                            text);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
     vw_wallet_free(w);

@@ -34,12 +34,19 @@ veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescri
 veil_err e2e_try_enrol(h_stack *s, vw_wallet *w, const char *id_number, const char *name,
                        Veil__Gateway__WalletEnrolResponse **resp, veil_status *st)
 {
+    return e2e_try_enrol_at(s, w, id_number, name, veil_now_ms(), resp, st);
+}
+
+veil_err e2e_try_enrol_at(h_stack *s, vw_wallet *w, const char *id_number, const char *name,
+                          int64_t attested_at_ms, Veil__Gateway__WalletEnrolResponse **resp,
+                          veil_status *st)
+{
     Veil__Gateway__WalletEnrolRequest req = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
     unsigned char sig[64], rid[16];
     char request_id[40];
     randombytes_buf(rid, sizeof rid);
     veil_b64url_encode(request_id, sizeof request_id, rid, sizeof rid);
-    vw_attest(w, s->proofing_seed, id_number, name, 1, veil_now_ms(), sig, &req);
+    vw_attest(w, s->proofing_seed, id_number, name, 1, attested_at_ms, sig, &req);
     req.request_id = request_id;
     req.device_label = "test phone";
     veil_err err =

@@ -21,6 +21,11 @@ vw_wallet *e2e_enrol(h_stack *s, const char *id_number, const char *name);
 veil_err e2e_try_enrol(h_stack *s, vw_wallet *w, const char *id_number, const char *name,
                        Veil__Gateway__WalletEnrolResponse **resp, veil_status *st);
 
+/* The same with the proofing done at attested_at_ms (Unix ms), e.g. a while ago. */
+veil_err e2e_try_enrol_at(h_stack *s, vw_wallet *w, const char *id_number, const char *name,
+                          int64_t attested_at_ms, Veil__Gateway__WalletEnrolResponse **resp,
+                          veil_status *st);
+
 /*
  * An app's whole login: BeginLogin as app/<app_id>, a ticket from the wallet,
  * CompleteLogin requesting attrs (n of them).  *resp is malloc'd (free with

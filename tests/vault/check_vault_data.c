@@ -122,12 +122,13 @@ START_TEST(test_release_attributes)
     Veil__Vault__ListAccessLogResponse *log;
     ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", d.subject, 32, &log, &st), VEIL_OK);
     ck_assert(log->chain_valid);
-    ck_assert_uint_eq(log->n_entries, 2);
-    ck_assert_str_eq(log->entries[0]->action, "ticket_verified");
-    ck_assert_str_eq(log->entries[0]->app_id, "gov.tax");
-    ck_assert_uint_eq(log->entries[0]->n_attributes, 0);
-    Veil__Vault__AccessLogEntry *e = log->entries[1];
-    ck_assert_int_eq(e->seq, 2);
+    ck_assert_uint_eq(log->n_entries, 3);
+    ck_assert_str_eq(log->entries[0]->action, "device_added");
+    ck_assert_str_eq(log->entries[1]->action, "ticket_verified");
+    ck_assert_str_eq(log->entries[1]->app_id, "gov.tax");
+    ck_assert_uint_eq(log->entries[1]->n_attributes, 0);
+    Veil__Vault__AccessLogEntry *e = log->entries[2];
+    ck_assert_int_eq(e->seq, 3);
     ck_assert_str_eq(e->action, "attributes_released");
     ck_assert_str_eq(e->app_id, "gov.tax");
     ck_assert_str_eq(e->purpose, "tax filing");
@@ -245,7 +246,8 @@ START_TEST(test_access_log_tampering)
                      VEIL_OK);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     ck_assert_int_eq(vt_login(&t, &d, "game.tianfeng", &st), VEIL_OK);
-    expect_log(&t, d.subject, 1, 0, 4);
+    /* device_added, login, release, login */
+    expect_log(&t, d.subject, 1, 0, 5);
 
     /* keep a copy to restore after each tampering */
     PQclear(vt_sql(&t, "CREATE TABLE saved (LIKE access_log)"));
@@ -256,28 +258,28 @@ START_TEST(test_access_log_tampering)
                 "UPDATE access_log SET entry = set_byte(entry, 30, get_byte(entry, 30) # 1) "
                 "WHERE subject_ref = $1 AND seq = 2",
                 d.subject);
-    expect_log(&t, d.subject, 0, 2, 4);
+    expect_log(&t, d.subject, 0, 2, 5);
     Veil__Vault__ListAccessLogResponse *log;
     ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", d.subject, 32, &log, &st), VEIL_OK);
     ck_assert_str_eq(log->entries[1]->action, "unreadable");
-    ck_assert_str_eq(log->entries[2]->action, "attributes_released");
+    ck_assert_str_eq(log->entries[3]->action, "attributes_released");
     protobuf_c_message_free_unpacked(&log->base, NULL);
     sql_subject(&t,
                 "UPDATE access_log l SET entry = s.entry FROM saved s "
                 "WHERE l.subject_ref = $1 AND l.seq = s.seq",
                 d.subject);
-    expect_log(&t, d.subject, 1, 0, 4);
+    expect_log(&t, d.subject, 1, 0, 5);
 
     /* an edited time */
     sql_subject(&t,
                 "UPDATE access_log SET at_ms = at_ms - 3600000 WHERE subject_ref = $1 AND seq = 3",
                 d.subject);
-    expect_log(&t, d.subject, 0, 3, 4);
+    expect_log(&t, d.subject, 0, 3, 5);
     sql_subject(&t,
                 "UPDATE access_log l SET at_ms = s.at_ms FROM saved s "
                 "WHERE l.subject_ref = $1 AND l.seq = s.seq",
                 d.subject);
-    expect_log(&t, d.subject, 1, 0, 4);
+    expect_log(&t, d.subject, 1, 0, 5);
 
     /* two rows swapped (entries and MACs together: still out of place) */
     sql_subject(&t,
@@ -285,40 +287,40 @@ START_TEST(test_access_log_tampering)
                 "WHERE l.subject_ref = $1 AND l.subject_ref = s.subject_ref "
                 "AND ((l.seq = 1 AND s.seq = 2) OR (l.seq = 2 AND s.seq = 1))",
                 d.subject);
-    expect_log(&t, d.subject, 0, 1, 4);
+    expect_log(&t, d.subject, 0, 1, 5);
     sql_subject(&t,
                 "UPDATE access_log l SET entry = s.entry, mac = s.mac FROM saved s "
                 "WHERE l.subject_ref = $1 AND l.seq = s.seq",
                 d.subject);
-    expect_log(&t, d.subject, 1, 0, 4);
+    expect_log(&t, d.subject, 1, 0, 5);
 
     /* a deleted middle row */
     sql_subject(&t, "DELETE FROM access_log WHERE subject_ref = $1 AND seq = 2", d.subject);
-    expect_log(&t, d.subject, 0, 2, 3);
+    expect_log(&t, d.subject, 0, 2, 4);
     sql_subject(&t, "INSERT INTO access_log SELECT * FROM saved WHERE seq = 2 AND subject_ref = $1",
                 d.subject);
-    expect_log(&t, d.subject, 1, 0, 4);
+    expect_log(&t, d.subject, 1, 0, 5);
 
     /* a deleted last row: the stored head notices */
-    sql_subject(&t, "DELETE FROM access_log WHERE subject_ref = $1 AND seq = 4", d.subject);
-    expect_log(&t, d.subject, 0, 4, 3);
-    sql_subject(&t, "INSERT INTO access_log SELECT * FROM saved WHERE seq = 4 AND subject_ref = $1",
+    sql_subject(&t, "DELETE FROM access_log WHERE subject_ref = $1 AND seq = 5", d.subject);
+    expect_log(&t, d.subject, 0, 5, 4);
+    sql_subject(&t, "INSERT INTO access_log SELECT * FROM saved WHERE seq = 5 AND subject_ref = $1",
                 d.subject);
-    expect_log(&t, d.subject, 1, 0, 4);
+    expect_log(&t, d.subject, 1, 0, 5);
 
-    /* another citizen's genuine row moved into this log as entry 5 */
+    /* another citizen's genuine row moved into this log as entry 6 */
     sql_subject(&t,
                 "INSERT INTO access_log (subject_ref, seq, at_ms, entry, mac) "
-                "SELECT $1, 5, at_ms, entry, mac FROM access_log "
+                "SELECT $1, 6, at_ms, entry, mac FROM access_log "
                 "WHERE subject_ref <> $1 AND seq = 1",
                 d.subject);
     sql_subject(&t,
-                "UPDATE access_heads SET seq = 5, head = (SELECT mac FROM access_log "
-                "WHERE subject_ref = $1 AND seq = 5) WHERE subject_ref = $1",
+                "UPDATE access_heads SET seq = 6, head = (SELECT mac FROM access_log "
+                "WHERE subject_ref = $1 AND seq = 6) WHERE subject_ref = $1",
                 d.subject);
-    expect_log(&t, d.subject, 0, 5, 5);
+    expect_log(&t, d.subject, 0, 6, 6);
     /* the other citizen's log is untouched by all this */
-    expect_log(&t, other.subject, 1, 0, 1);
+    expect_log(&t, other.subject, 1, 0, 2);
     vt_stop(&t);
 }
 END_TEST
@@ -377,6 +379,7 @@ START_TEST(test_erase)
     ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", a.subject, 32, &resp, &st),
                      VEIL_ERR_NOT_FOUND);
     Veil__Vault__LookupWebNumberRequest wn = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
+    wn.admin = "admin/ops";
     wn.web_number = a.web_number;
     ck_assert_int_eq(veil_channel_call(t.ch, "LookupWebNumber", &wn.base, NULL, 5000, &resp, &st),
                      VEIL_ERR_NOT_FOUND);
@@ -401,7 +404,7 @@ START_TEST(test_erase)
     vt_device old_key = a;
     ck_assert_int_eq(vt_enrol(&t, "ra-old-key", id, "段一", &old_key, &fresh, &st), VEIL_OK);
     ck_assert_int_eq(fresh, 0);
-    expect_log(&t, again.subject, 1, 0, 1);
+    expect_log(&t, again.subject, 1, 0, 3);
     vt_stop(&t);
 }
 END_TEST
@@ -582,6 +585,7 @@ START_TEST(test_bulk_enrol)
         ck_assert(strlen(r->attributes[4]->text) >= 6); /* two or three CJK characters */
         protobuf_c_message_free_unpacked(&r->base, NULL);
         Veil__Vault__LookupWebNumberRequest req = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
+        req.admin = "admin/ops";
         Veil__Vault__LookupWebNumberResponse *lr;
         req.web_number = wn;
         ck_assert_int_eq(

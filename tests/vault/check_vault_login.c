@@ -191,7 +191,10 @@ START_TEST(test_ticket_forgery)
     free(good);
     Veil__Vault__ListAccessLogResponse *log;
     ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", victim.subject, 32, &log, &st), VEIL_OK);
-    ck_assert_uint_eq(log->n_entries, 1);
+    /* the enrolment's device_added, then the one login */
+    ck_assert_uint_eq(log->n_entries, 2);
+    ck_assert_str_eq(log->entries[0]->action, "device_added");
+    ck_assert_str_eq(log->entries[1]->action, "ticket_verified");
     ck_assert(log->chain_valid);
     protobuf_c_message_free_unpacked(&log->base, NULL);
     vt_stop(&t);
@@ -454,6 +457,7 @@ START_TEST(test_web_number_lookup)
     veil_status st;
     ck_assert_int_eq(vt_login(&t, &d, "gov.socialsecurity", &st), VEIL_OK);
     Veil__Vault__LookupWebNumberRequest req = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
+    req.admin = "admin/ops";
     Veil__Vault__LookupWebNumberResponse *resp;
     req.web_number = d.web_number;
     ck_assert_int_eq(veil_channel_call(t.ch, "LookupWebNumber", &req.base, NULL, 5000, &resp, &st),
@@ -588,11 +592,16 @@ START_TEST(test_concurrent_logins_keep_the_chain)
     }
     Veil__Vault__ListAccessLogResponse *log;
     ck_assert_int_eq(vt_subject_call(&t, "ListAccessLog", w[0].d.subject, 32, &log, &st), VEIL_OK);
-    ck_assert_uint_eq(log->n_entries, 100);
+    /* four device_added entries from the enrolments, then the 100 logins */
+    ck_assert_uint_eq(log->n_entries, 104);
     ck_assert(log->chain_valid);
     ck_assert_int_eq(log->first_bad_seq, 0);
     for (size_t i = 0; i < log->n_entries; i++) {
         ck_assert_int_eq(log->entries[i]->seq, (int64_t)i + 1);
+        if (i < 4) {
+            ck_assert_str_eq(log->entries[i]->action, "device_added");
+            continue;
+        }
         ck_assert_str_eq(log->entries[i]->action, "ticket_verified");
         ck_assert_str_eq(log->entries[i]->purpose, "login");
         ck_assert(strcmp(log->entries[i]->app_id, "chat.wechat") == 0 ||
@@ -652,7 +661,8 @@ START_TEST(test_verify_ticket_latency)
     double us = (double)(veil_mono_ns() - t0) / 1e3 / (N - 20);
     for (int i = 0; i < N; i++)
         free(tickets[i]);
-    ck_assert_int_eq(vt_sql_int(&t, "SELECT max(seq) FROM access_log"), N);
+    /* the enrolment's device_added entry, then the N logins */
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT max(seq) FROM access_log"), N + 1);
 
     struct bench b[THREADS];
     pthread_t th[THREADS];
@@ -676,7 +686,9 @@ START_TEST(test_verify_ticket_latency)
             "concurrent callers (tickets made by the same process, mTLS, synchronous "
             "commit, one log entry each)\n",
             us, THREADS * PER_THREAD / secs, THREADS);
-    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM access_log"), N + THREADS * PER_THREAD);
+    /* and one device_added per enrolment: the first device's and each thread's */
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM access_log"),
+                     N + THREADS * PER_THREAD + 1 + THREADS);
     vt_stop(&t);
 }
 END_TEST

@@ -177,7 +177,10 @@ START_TEST(test_citizen_verbs)
     ck_assert(json_is_true(json_object_get(j, "chain_valid")));
     json_t *entries = json_object_get(j, "entries");
     ck_assert_uint_ge(json_array_size(entries), 2);
-    ck_assert_str_eq(str(json_array_get(entries, 0), "app"), "gov.tax");
+    /* the enrolment's new device, then the consent granted to gov.tax */
+    ck_assert_str_eq(str(json_array_get(entries, 0), "action"), "device_added");
+    ck_assert_str_eq(str(json_array_get(entries, 1), "action"), "consent_granted");
+    ck_assert_str_eq(str(json_array_get(entries, 1), "app"), "gov.tax");
     json_decref(j);
 
     j = ok_json("wallet devices --wallet %s", wallet);

@@ -140,4 +140,13 @@ const veil_attr *veil_attr_catalogue(size_t *n);
 /* An app id, sector id or admin name: 1-64 of [a-z0-9._-], starting alphanumeric. */
 int veil_ident_valid(const char *s);
 
+/*
+ * Access-log checkpoint (signed by the vault's checkpoint key; the citizen's
+ * wallet keeps the newest it verified and compares the next read with it):
+ *   "veil-access-checkpoint-v1\0" | field(web number) | i64 seq | head (32)
+ *   | i64 at_ms
+ */
+void veil_checkpoint_bytes(veil_buf *b, const char *web_number, int64_t seq,
+                           const unsigned char head[32], int64_t at_ms);
+
 #endif
