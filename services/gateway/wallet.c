@@ -359,8 +359,8 @@ static void gw_wallet_cancel_pending(Veil__Gateway__Wallet_Service *svc,
     Veil__Vault__CancelPendingResponse *r;
     ProtobufCBinaryData subject;
     char *device;
-    veil_err err = gw_citizen(gw, call, req, &veil__gateway__cancel_pending_payload__descriptor,
-                              &p, &subject, &device);
+    veil_err err = gw_citizen(gw, call, req, &veil__gateway__cancel_pending_payload__descriptor, &p,
+                              &subject, &device);
     if (!err) {
         Veil__Vault__CancelPendingRequest c = VEIL__VAULT__CANCEL_PENDING_REQUEST__INIT;
         c.subject_ref = subject;
@@ -434,7 +434,7 @@ static veil_err app_link(struct gateway *gw, veil_call *call,
         int unlink = strcmp(method, "UnlinkApp") == 0;
         gw_change ch = {.action = unlink ? "app_unlinked" : "app_relinked",
                         .app_id = app.id,
-                        .detail = unlink ? NULL
+                        .detail = unlink              ? NULL
                                   : p->keep_pseudonym ? "pseudonym kept"
                                                       : "fresh pseudonym"};
         err = gw_log_change(gw, call, subject, &ch);

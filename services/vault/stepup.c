@@ -120,8 +120,7 @@ veil_err vault_stepup(struct vault *v, veil_call *call, const Veil__Vault__StepU
     if (veil_device_id_parse(req->device_id, by) != 0)
         return fail(call, VEIL_ERR_INVALID, "device_id must be 32 lowercase hex characters");
     if (revoke && veil_device_id_parse(req->target_device_id, target) != 0)
-        return fail(call, VEIL_ERR_INVALID,
-                    "target_device_id must be 32 lowercase hex characters");
+        return fail(call, VEIL_ERR_INVALID, "target_device_id must be 32 lowercase hex characters");
     if (!revoke && req->target_device_id[0])
         return fail(call, VEIL_ERR_INVALID, "target_device_id is for revoke_device only");
     if ((err = vault_store_conn(v->store, &c)) ||
@@ -231,8 +230,8 @@ veil_err vault_pending_cancel(struct vault *v, veil_call *call,
         return err;
     err = vault_store_pending_cancel(c, subject, req->id[0] ? id : NULL, cancelled);
     veil_device_id_text(by, who);
-    struct vault_entry e = {.action = "pending_cancelled", .purpose = "cancelled by a device",
-                            .detail = who};
+    struct vault_entry e = {
+        .action = "pending_cancelled", .purpose = "cancelled by a device", .detail = who};
     if (!err && *cancelled)
         err = vault_access_record(v, c, subject, &e, 1);
     if (!err)

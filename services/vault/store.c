@@ -95,16 +95,16 @@ static const veil_pg_stmt stmts[] = {
     /*
      * A revoked device's own pending actions go with it (a thief's request
      * ends when the owner revokes the stolen phone), and so do requests to
-     * revoke it (done).  RETURNING tells whether it was active until now.
+     * revoke it (done).  Returns whether it was active until now and whether
+     * it is the subject's device at all.
      */
     [ST_REVOKE] = {"revoke_device",
                    "WITH p AS (DELETE FROM pending_actions WHERE subject_ref = $2::bytea AND "
                    "(requested_by = $1::bytea OR target_device = $1::bytea)), "
-                   "old AS (SELECT revoked_at FROM devices WHERE device_id = $1::bytea "
-                   "AND subject_ref = $2::bytea FOR UPDATE) "
-                   "UPDATE devices SET revoked_at = COALESCE(revoked_at, now()) "
-                   "WHERE device_id = $1::bytea AND subject_ref = $2::bytea "
-                   "RETURNING (SELECT revoked_at IS NULL FROM old)"},
+                   "u AS (UPDATE devices SET revoked_at = now() WHERE device_id = $1::bytea "
+                   "AND subject_ref = $2::bytea AND revoked_at IS NULL RETURNING 1) "
+                   "SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM devices "
+                   "WHERE device_id = $1::bytea AND subject_ref = $2::bytea)"},
     /* A nonce may be reused only once its record expired (the time check rejects it anyway). */
     [ST_NONCE] = {"use_nonce",
                   "INSERT INTO used_nonces (device_id, nonce, expires_at) "
@@ -194,18 +194,20 @@ static const veil_pg_stmt stmts[] = {
          "RETURNING 1"},
     [ST_RANK] = {"device_rank", "SELECT subject_ref, revoked_at IS NOT NULL, proofed_at "
                                 "FROM devices WHERE device_id = $1::bytea"},
-    [ST_PENDING_FIND] = {"pending_find",
-                         "SELECT id, requested_at, effective_at, effective_at <= now() "
-                         "FROM pending_actions WHERE requested_by = $1::bytea AND action = $2::text "
-                         "AND target_device IS NOT DISTINCT FROM $3::bytea"},
+    [ST_PENDING_FIND] =
+        {"pending_find",
+         "SELECT id, requested_at, effective_at, effective_at <= now() "
+         "FROM pending_actions WHERE requested_by = $1::bytea AND action = $2::text "
+         "AND target_device IS NOT DISTINCT FROM $3::bytea"},
     [ST_PENDING_INSERT] = {"pending_insert",
                            "INSERT INTO pending_actions (id, subject_ref, action, target_device, "
                            "requested_by, effective_at) VALUES ($1::bytea, $2::bytea, $3::text, "
                            "$4::bytea, $5::bytea, now() + $6::int8 * interval '1 millisecond') "
                            "RETURNING requested_at, effective_at"},
-    [ST_PENDING_DELETE] = {"pending_delete",
-                           "DELETE FROM pending_actions WHERE requested_by = $1::bytea "
-                           "AND action = $2::text AND target_device IS NOT DISTINCT FROM $3::bytea"},
+    [ST_PENDING_DELETE] =
+        {"pending_delete",
+         "DELETE FROM pending_actions WHERE requested_by = $1::bytea "
+         "AND action = $2::text AND target_device IS NOT DISTINCT FROM $3::bytea"},
     [ST_PENDING_LIST] = {"pending_list",
                          "SELECT id, action, target_device, requested_by, requested_at, "
                          "effective_at FROM pending_actions WHERE subject_ref = $1::bytea "
@@ -559,7 +561,7 @@ veil_err vault_store_revoke_device(vault_conn *c, const unsigned char subject[VA
     veil_err err = exec(c, ST_REVOKE, p, 2, &r);
     if (err)
         return err;
-    if (PQntuples(r) != 1)
+    if (PQntuples(r) != 1 || !veil_pg_get_bool(r, 0, 1))
         err = VEIL_ERR_NOT_FOUND;
     else
         *revoked_now = veil_pg_get_bool(r, 0, 0);

@@ -3,8 +3,9 @@
  *
  * Exit status: 0 success, 1 the call or check failed (the gRPC status and
  * message are printed), 2 usage, 3 an erasure or device revocation is
- * pending behind the cooling-off period (nothing happened yet).  `--json` on any verb prints one JSON value
- * on stdout (errors as {"error":{"code":…,"message":…}}), for scripts.
+ * pending behind the cooling-off period (nothing happened yet).  `--json`
+ * on any verb prints one JSON value on stdout (errors as
+ * {"error":{"code":…,"message":…}}), for scripts.
  */
 #include <errno.h>
 #include <getopt.h>

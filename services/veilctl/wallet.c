@@ -268,7 +268,7 @@ void vw_signed_free(Veil__Gateway__SignedRequest *req)
 
 /* The entry of seq in r, or NULL. */
 static const Veil__Gateway__AccessLogEntry *entry_at(const Veil__Gateway__AccessLogResponse *r,
-                                                      int64_t seq)
+                                                     int64_t seq)
 {
     for (size_t i = 0; i < r->n_entries; i++)
         if (r->entries[i]->seq == seq)
@@ -332,7 +332,8 @@ void vw_checkpoint_check(const vw_wallet *w, const Veil__Gateway__AccessLogRespo
         return;
     }
     if (!w->has_checkpoint) {
-        check_result(out, "first_read", 1, "first read on this device: checkpoint at entry %lld kept",
+        check_result(out, "first_read", 1,
+                     "first read on this device: checkpoint at entry %lld kept",
                      (long long)cp->seq);
         return;
     }

@@ -26,9 +26,9 @@ typedef struct vw_wallet {
     char *web_certificate;             /* malloc'd, or NULL */
     unsigned char ticket_pk[32];       /* the vault's ticket key */
     uint32_t ticket_key_version;
-    int has_checkpoint_key;            /* pinned at enrolment (or first access-log read) */
-    unsigned char checkpoint_pk[32];   /* the vault's access-log checkpoint key */
-    int has_checkpoint;                /* the newest checkpoint this wallet verified */
+    int has_checkpoint_key;          /* pinned at enrolment (or first access-log read) */
+    unsigned char checkpoint_pk[32]; /* the vault's access-log checkpoint key */
+    int has_checkpoint;              /* the newest checkpoint this wallet verified */
     int64_t checkpoint_seq, checkpoint_at_ms;
     unsigned char checkpoint_head[32];
 } vw_wallet;

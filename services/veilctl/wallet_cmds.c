@@ -246,8 +246,8 @@ static json_t *pending_json(const Veil__Gateway__WalletPendingAction *p)
  * failure of the call, but the action has not happened: exit status 3 says
  * so to scripts (docs/veilctl.md).  Takes ownership of done_json.
  */
-static int step_up_result(const vc_opts *o, const Veil__Gateway__StepUpResult *r,
-                          json_t *done_json, const char *done_text)
+static int step_up_result(const vc_opts *o, const Veil__Gateway__StepUpResult *r, json_t *done_json,
+                          const char *done_text)
 {
     if (strcmp(r->status, "pending") != 0 || !r->pending) {
         if (o->json) {
@@ -458,12 +458,12 @@ int vc_wallet_access_log(const vc_opts *o)
             char at[64], attrs[512];
             vc_time(e->at_ms, at, sizeof at);
             join(e->attributes, e->n_attributes, attrs, sizeof attrs);
-            json_array_append_new(
-                entries, json_pack("{s:I, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "seq",
-                                   (json_int_t)e->seq, "at", at, "app", e->app_id, "action",
-                                   e->action, "attributes",
-                                   str_array(e->attributes, e->n_attributes), "purpose",
-                                   e->purpose, "actor", e->actor, "detail", e->detail));
+            json_array_append_new(entries,
+                                  json_pack("{s:I, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "seq",
+                                            (json_int_t)e->seq, "at", at, "app", e->app_id,
+                                            "action", e->action, "attributes",
+                                            str_array(e->attributes, e->n_attributes), "purpose",
+                                            e->purpose, "actor", e->actor, "detail", e->detail));
             vc_table_row(&t, at, e->app_id[0] ? e->app_id : "-", e->action, attrs, e->purpose,
                          e->actor[0] ? e->actor : "-");
         }
@@ -511,9 +511,8 @@ int vc_wallet_erase(const vc_opts *o)
                  "identity %s erased: its record is crypto-shredded, apps are told, consent "
                  "forgotten",
                  w->web_number);
-        rc = step_up_result(o, resp,
-                            json_pack("{s:b, s:s}", "erased", 1, "web_number", w->web_number),
-                            text);
+        rc = step_up_result(
+            o, resp, json_pack("{s:b, s:s}", "erased", 1, "web_number", w->web_number), text);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
     vw_wallet_free(w);

@@ -286,7 +286,8 @@ START_TEST(test_a_refused_entry_fails_only_its_login)
     for (int i = 0; i < n; i++)
         ck_assert_int_eq(jobs[i].ok, jobs[i].citizen == 4 ? 0 : ROUNDS);
     for (int i = 0; i < CITIZENS; i++)
-        ck_assert_uint_eq(whole_chain(&t, c[i].subject), i == 4 ? (size_t)first_entries(4) : expected_entries(i));
+        ck_assert_uint_eq(whole_chain(&t, c[i].subject),
+                          i == 4 ? (size_t)first_entries(4) : expected_entries(i));
     vt_stop(&t);
 }
 END_TEST
