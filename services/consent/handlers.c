@@ -51,7 +51,8 @@ static veil_err check_names(veil_call *call, const char *field, char *const *nam
     for (size_t i = 0; i < n; i++) {
         if (!veil_attr_find(names[i])) {
             if (veil_ident_valid(names[i]))
-                veil_call_fail(call, VEIL_ERR_INVALID, "%s: unknown attribute %s", field, names[i]);
+                veil_call_fail(call, VEIL_ERR_INVALID, "%s: unknown attribute %s (attributes: %s)",
+                               field, names[i], veil_attr_names());
             else
                 veil_call_fail(call, VEIL_ERR_INVALID, "%s[%zu] is not an attribute name", field,
                                i);

@@ -44,10 +44,12 @@ static veil_err app_from_message(struct gateway *gw, veil_call *call,
         const veil_attr *a = veil_attr_find(m->attributes[i]);
         if (!a) {
             if (veil_ident_valid(m->attributes[i]))
-                veil_call_fail(call, VEIL_ERR_INVALID, "attributes: unknown attribute %s",
-                               m->attributes[i]);
+                veil_call_fail(call, VEIL_ERR_INVALID,
+                               "attributes: unknown attribute %s (attributes: %s)",
+                               m->attributes[i], veil_attr_names());
             else
-                veil_call_fail(call, VEIL_ERR_INVALID, "attributes: unknown attribute");
+                veil_call_fail(call, VEIL_ERR_INVALID,
+                               "attributes: unknown attribute (attributes: %s)", veil_attr_names());
             return VEIL_ERR_INVALID;
         }
         if (a->kind == VEIL_ATTR_RAW && strcmp(m->kind, "commercial") == 0) {
@@ -163,7 +165,8 @@ static void gw_admin_update_app(Veil__Gateway__Admin_Service *svc, const Veil__G
     VEIL_REPLY(done, call, err, &resp);
 }
 
-/* Suspend or reinstate: revocation first (every replica learns it from the feed), then the registry. */
+/* Suspend or reinstate: revocation first (every replica learns it from the feed), then the
+ * registry. */
 static veil_err set_app_state(struct gateway *gw, veil_call *call,
                               const Veil__Gateway__AppRequest *req, int suspend,
                               Veil__Gateway__App *resp)
@@ -187,8 +190,8 @@ static veil_err set_app_state(struct gateway *gw, veil_call *call,
                       gw_store_set_app_status(gw->store, app.id, suspend ? "suspended" : "active"),
                       NULL, suspend ? "suspend" : "reinstate");
     if (!err) {
-        gw_registry_get(&gw->registry, app.id, &app);
-        app_to_message(call, &app, NULL, NULL, resp);
+        gw_registry_get_named(&gw->registry, call, req->app_id, &app);
+        app_to_message(call, &app, app.name, app.organisation, resp);
         veil_log(VEIL_LOG_INFO, suspend ? "app suspended" : "app reinstated", VL_STR("app", app.id),
                  VL_STR("admin", veil_call_peer(call)->name), VL_END);
     }

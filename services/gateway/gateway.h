@@ -56,6 +56,8 @@ typedef struct gw_registry {
 
 /* Looks an app up by id and copies it into *out (names not copied). 0 if found. */
 int gw_registry_get(gw_registry *r, const char *id, gw_app *out);
+/* The same, with the name and organisation copied into the call's arena. */
+int gw_registry_get_named(gw_registry *r, veil_call *call, const char *id, gw_app *out);
 
 /* Marks an app's sector fixed in the loaded snapshot (after gw_store_fix_sector). */
 void gw_registry_fix_sector(gw_registry *r, const char *id);

@@ -64,10 +64,12 @@ static veil_err requested_scope(veil_call *call, const Veil__Gateway__CompleteLo
         unsigned bit = gw_scope_bit(req->attributes[i]);
         if (!bit) {
             if (veil_ident_valid(req->attributes[i]))
-                veil_call_fail(call, VEIL_ERR_INVALID, "attributes: unknown attribute %s",
-                               req->attributes[i]);
+                veil_call_fail(call, VEIL_ERR_INVALID,
+                               "attributes: unknown attribute %s (attributes: %s)",
+                               req->attributes[i], veil_attr_names());
             else
-                veil_call_fail(call, VEIL_ERR_INVALID, "attributes: unknown attribute");
+                veil_call_fail(call, VEIL_ERR_INVALID,
+                               "attributes: unknown attribute (attributes: %s)", veil_attr_names());
             return VEIL_ERR_INVALID;
         }
         *scope |= bit;

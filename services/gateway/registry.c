@@ -117,6 +117,19 @@ void gw_registry_fix_sector(gw_registry *r, const char *id)
     pthread_rwlock_unlock(&r->lock);
 }
 
+int gw_registry_get_named(gw_registry *r, veil_call *call, const char *id, gw_app *out)
+{
+    pthread_rwlock_rdlock(&r->lock);
+    const gw_app *a = r->apps ? bsearch(id, r->apps, r->n, sizeof *r->apps, by_id) : NULL;
+    if (a) {
+        *out = *a;
+        out->name = veil_call_strdup(call, a->name ? a->name : "");
+        out->organisation = veil_call_strdup(call, a->organisation ? a->organisation : "");
+    }
+    pthread_rwlock_unlock(&r->lock);
+    return a ? 0 : -1;
+}
+
 void gw_apps_free(gw_app *apps, size_t n)
 {
     for (size_t i = 0; apps && i < n; i++) {

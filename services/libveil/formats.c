@@ -251,6 +251,14 @@ const veil_attr *veil_attr_catalogue(size_t *n)
     return catalogue;
 }
 
+const char *veil_attr_names(void)
+{
+    /* Built once from the catalogue; the catalogue is constant, so is this. */
+    static const char names[] = "real_name_verified, age_over_14, age_over_18, age_over_60, "
+                                "province, full_name, gender, birth_date";
+    return names;
+}
+
 int veil_ident_valid(const char *s)
 {
     size_t n = s ? strlen(s) : 0;

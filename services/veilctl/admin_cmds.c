@@ -63,13 +63,21 @@ int vc_admin_apps_list(const vc_opts *o)
     return 0;
 }
 
-int vc_admin_apps_register(const vc_opts *o)
+/* RegisterApp or UpdateApp: the whole entry from the options (UpdateApp keeps the status). */
+static int app_write(const vc_opts *o, const char *method, const char *verb)
 {
-    if (!o->app || !o->name || !o->kind)
-        return vc_usage("admin apps register --app ID --name NAME --kind public_service|commercial "
-                        "[--sector S] [--attrs a,b] [--org O]");
+    if (!o->app || !o->name || !o->kind) {
+        char line[256];
+        snprintf(line, sizeof line,
+                 "admin apps %s --app ID --name NAME --kind public_service|commercial "
+                 "[--sector S] [--attrs a,b] [--org O]",
+                 verb);
+        return vc_usage(line);
+    }
     size_t n;
-    char **attrs = vc_split(o->attrs, &n);
+    char **attrs = vc_split_attrs(o, &n);
+    if (!attrs)
+        return 1;
     Veil__Gateway__App req = VEIL__GATEWAY__APP__INIT, *resp = NULL;
     req.app_id = (char *)o->app;
     req.name = (char *)o->name;
@@ -78,13 +86,23 @@ int vc_admin_apps_register(const vc_opts *o)
     req.organisation = (char *)(o->org ? o->org : "");
     req.attributes = attrs;
     req.n_attributes = n;
-    int rc = admin_call(o, "RegisterApp", &req.base, &resp);
+    int rc = admin_call(o, method, &req.base, &resp);
     if (!rc) {
         print_app(o, resp);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
     vc_split_free(attrs);
     return rc;
+}
+
+int vc_admin_apps_register(const vc_opts *o)
+{
+    return app_write(o, "RegisterApp", "register");
+}
+
+int vc_admin_apps_update(const vc_opts *o)
+{
+    return app_write(o, "UpdateApp", "update");
 }
 
 static int app_state(const vc_opts *o, const char *method)
@@ -117,6 +135,14 @@ int vc_admin_keys_rotate(const vc_opts *o)
     if (!o->kind || o->version < 0)
         return vc_usage("admin keys rotate --kind assertion|pseudonym --version N "
                         "(N = 0 ends the overlap with the previous key)");
+    if (o->version == 0) {
+        /* Apps still holding tokens or pseudonyms of the previous key lose them: ask first. */
+        char what[128];
+        snprintf(what, sizeof what, "ending the %s key overlap", o->kind);
+        int asked = vc_confirm(o, what);
+        if (asked)
+            return asked;
+    }
     Veil__Gateway__RotateKeyRequest req = VEIL__GATEWAY__ROTATE_KEY_REQUEST__INIT;
     Veil__Gateway__RotateKeyResponse *resp = NULL;
     req.kind = (char *)o->kind;

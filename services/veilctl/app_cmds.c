@@ -55,13 +55,17 @@ int vc_app_login(const vc_opts *o)
 {
     if (!o->app || !o->wallet)
         return vc_usage("app login --app APP_ID --wallet FILE [--attrs a,b]");
-    vw_wallet *w = vc_wallet(o);
-    if (!w)
+    size_t n;
+    char **attrs = vc_split_attrs(o, &n);
+    if (!attrs)
         return 1;
+    vw_wallet *w = vc_wallet(o);
+    if (!w) {
+        vc_split_free(attrs);
+        return 1;
+    }
     char as[128], *ticket = NULL, *jwks = NULL;
     snprintf(as, sizeof as, "app/%s", o->app);
-    size_t n;
-    char **attrs = vc_split(o->attrs, &n);
     veil_channel *ch = vc_channel(o, as, &veil__gateway__login__descriptor);
     Veil__Gateway__BeginLoginRequest bl = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
     Veil__Gateway__BeginLoginResponse *challenge = NULL;

@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sodium.h>
+
+#include "veil/formats.h"
 
 #include "veilctl.h"
 
@@ -36,7 +39,12 @@ static const struct verb verbs[] = {
     {"wallet unlink", vc_wallet_unlink, "--wallet FILE --app APP_ID"},
     {"wallet relink", vc_wallet_relink, "--wallet FILE --app APP_ID [--keep]"},
     {"wallet access-log", vc_wallet_access_log, "--wallet FILE"},
-    {"wallet erase", vc_wallet_erase, "--wallet FILE"},
+    {"wallet erase", vc_wallet_erase, "--wallet FILE [--yes]   (asks first on a terminal)"},
+    {"wallet keys", vc_wallet_keys,
+     "   (the gateway's, vault's and consent service's public keys)"},
+    {"wallet verify-receipt", vc_verify_receipt, "--receipt JWS|-   (a consent receipt)"},
+    {"wallet verify-webcert", vc_verify_webcert,
+     "--webcert JWS|-   (a web certificate, e.g. read from its QR code)"},
     {"wallet pending", vc_wallet_pending, "--wallet FILE"},
     {"wallet cancel-pending", vc_wallet_cancel_pending, "--wallet FILE [--id ID]"},
     {"app login", vc_app_login, "--app APP_ID --wallet FILE [--attrs a,b]"},
@@ -45,9 +53,12 @@ static const struct verb verbs[] = {
     {"admin apps list", vc_admin_apps_list, ""},
     {"admin apps register", vc_admin_apps_register,
      "--app ID --name NAME --kind public_service|commercial [--sector S] [--attrs a,b] [--org O]"},
+    {"admin apps update", vc_admin_apps_update,
+     "--app ID --name NAME --kind public_service|commercial [--sector S] [--attrs a,b] [--org O]"},
     {"admin apps suspend", vc_admin_apps_suspend, "--app ID [--reason TEXT]"},
     {"admin apps reinstate", vc_admin_apps_reinstate, "--app ID [--reason TEXT]"},
-    {"admin keys rotate", vc_admin_keys_rotate, "--kind assertion|pseudonym --version N"},
+    {"admin keys rotate", vc_admin_keys_rotate,
+     "--kind assertion|pseudonym --version N   (N = 0 ends the overlap: asks first, or --yes)"},
     {"admin identity", vc_admin_identity,
      "--web-number W --state active|suspended|revoked [--reason TEXT]"},
     {"dev proofing-key", vc_dev_proofing_key, "--out DIR   (development proofing authority)"},
@@ -55,14 +66,31 @@ static const struct verb verbs[] = {
 };
 #define N_VERBS (sizeof verbs / sizeof verbs[0])
 
+/* The verbs whose words start with prefix ("" for all); returns how many were printed. */
+static size_t usage_verbs(FILE *f, const char *prefix)
+{
+    size_t pl = strlen(prefix), shown = 0;
+    for (size_t i = 0; i < N_VERBS; i++)
+        if (pl == 0 || (strncmp(verbs[i].words, prefix, pl) == 0 && verbs[i].words[pl] == ' ')) {
+            fprintf(f, "  veilctl %s %s\n", verbs[i].words, verbs[i].usage);
+            shown++;
+        }
+    return shown;
+}
+
 static void usage_all(FILE *f)
 {
     fprintf(f, "usage: veilctl VERB... [options] [--json]\n\n");
-    for (size_t i = 0; i < N_VERBS; i++)
-        fprintf(f, "  veilctl %s %s\n", verbs[i].words, verbs[i].usage);
-    fprintf(f, "\nenvironment (see `deploy/local/stack env`): VEILCTL_GATEWAY, VEILCTL_ADMIN_ADDR, "
-               "VEILCTL_CA, "
-               "VEILCTL_CERTS, VEILCTL_ADMIN, VEILCTL_PROOFING_KEY\n");
+    usage_verbs(f, "");
+    size_t n;
+    const veil_attr *cat = veil_attr_catalogue(&n);
+    fprintf(f, "\nattributes (--attrs a,b):\n");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "  %-20s %s\n", cat[i].name,
+                cat[i].kind == VEIL_ATTR_RAW ? "raw personal data: public-service apps only"
+                                             : "derived: any app");
+    fprintf(f, "\nenvironment (set it with: eval \"$(deploy/local/stack env)\"): VEILCTL_GATEWAY, "
+               "VEILCTL_ADMIN_ADDR, VEILCTL_CA, VEILCTL_CERTS, VEILCTL_ADMIN, VEILCTL_PROOFING_KEY\n");
 }
 
 int vc_usage(const char *line)
@@ -102,6 +130,15 @@ veil_channel *vc_channel(const vc_opts *o, const char *as, const ProtobufCServic
     veil_tls_config tls = {0};
     snprintf(ca, sizeof ca, "%s", env_or("VEILCTL_CA", "var/certs/ca.crt"));
     tls.ca_file = ca;
+    if (access(ca, R_OK) != 0) {
+        /* The usual cause: a shell without the local stack's environment. */
+        vc_fail(o, "UNAVAILABLE",
+                "%s: does not exist or is not readable; for the local stack run "
+                "eval \"$(deploy/local/stack env)\" first (or set VEILCTL_CA, VEILCTL_CERTS "
+                "and VEILCTL_GATEWAY)",
+                ca);
+        return NULL;
+    }
     if (strcmp(as, "citizen") != 0) {
         const char *base = strcmp(as, "admin") == 0 ? "admin" : "app";
         const char *name = strcmp(as, "admin") == 0 ? env_or("VEILCTL_ADMIN", "ops") : as + 4;
@@ -172,13 +209,54 @@ char **vc_split(const char *csv, size_t *n)
     for (const char *p = csv; v && p && *p;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len)
-            v[(*n)++] = strndup(p, len);
+        const char *item = p;
+        size_t ilen = len;
+        /* "full_name, province" is what people type: spaces around an item are not part of it */
+        while (ilen && (*item == ' ' || *item == '\t'))
+            item++, ilen--;
+        while (ilen && (item[ilen - 1] == ' ' || item[ilen - 1] == '\t'))
+            ilen--;
+        if (ilen)
+            v[(*n)++] = strndup(item, ilen);
         p += len;
         if (*p == ',')
             p++;
     }
     return v;
+}
+
+char **vc_split_attrs(const vc_opts *o, size_t *n)
+{
+    char **v = vc_split(o->attrs, n);
+    for (size_t i = 0; v && i < *n; i++)
+        if (!veil_attr_find(v[i])) {
+            vc_fail(o, "INVALID_ARGUMENT", "--attrs: unknown attribute %s (attributes: %s)", v[i],
+                    veil_attr_names());
+            vc_split_free(v);
+            return NULL;
+        }
+    if (!v)
+        vc_fail(o, "INTERNAL", "out of memory");
+    return v;
+}
+
+int vc_confirm(const vc_opts *o, const char *what)
+{
+    char line[64];
+    if (o->yes)
+        return 0;
+    if (!isatty(STDIN_FILENO)) {
+        vc_fail(o, "FAILED_PRECONDITION",
+                "%s cannot be undone: not on a terminal, so pass --yes to confirm", what);
+        return 2;
+    }
+    fprintf(stderr, "%s cannot be undone. Type yes to go on: ", what);
+    fflush(stderr);
+    if (!fgets(line, sizeof line, stdin) || strcmp(line, "yes\n") != 0) {
+        vc_fail(o, "CANCELLED", "%s: not confirmed, nothing was done", what);
+        return 1;
+    }
+    return 0;
 }
 
 void vc_split_free(char **v)
@@ -202,6 +280,7 @@ static const struct option long_opts[] = {
     {"yes", no_argument, NULL, 'y'},            {"help", no_argument, NULL, 'h'},
     {"out", required_argument, NULL, 'O'},      {"region", required_argument, NULL, 'R'},
     {"birth", required_argument, NULL, 'B'},    {"id", required_argument, NULL, 'I'},
+    {"receipt", required_argument, NULL, 'E'},  {"webcert", required_argument, NULL, 'C'},
     {NULL, 0, NULL, 0},
 };
 
@@ -248,7 +327,15 @@ int main(int argc, char **argv)
             usage_all(stdout);
             return 0;
         }
-        usage_all(stderr);
+        /* "veilctl wallet" alone: the verbs of that group, not the whole list */
+        if (!nwords || !usage_verbs(stderr, words)) {
+            usage_all(stderr);
+            return 2;
+        }
+        fprintf(stderr,
+                "usage: veilctl %s VERB [options] [--json] (veilctl help: every verb and "
+                "the attribute names)\n",
+                words);
         return 2;
     }
     int c;
@@ -286,6 +373,8 @@ int main(int argc, char **argv)
         case 'R': o.region = optarg; break;
         case 'B': o.birth = optarg; break;
         case 'I': o.id = optarg; break;
+        case 'E': o.receipt = optarg; break;
+        case 'C': o.webcert = optarg; break;
         case 'h':
             printf("usage: veilctl %s %s\n", verb->words, verb->usage);
             return 0;

@@ -26,7 +26,7 @@
 typedef struct vc_opts {
     const char *wallet, *app, *attrs, *purpose, *id_number, *name, *label, *device, *reason;
     const char *kind, *sector, *org, *state, *web_number, *cursor, *gateway;
-    const char *out, *region, *birth, *id;
+    const char *out, *region, *birth, *id, *receipt, *webcert;
     long days, version;
     int json, keep, yes;
 } vc_opts;
@@ -58,6 +58,19 @@ int vc_usage(const char *line);
 /* Splits "a,b,c" into a NULL-terminated array of malloc'd strings; *n set. */
 char **vc_split(const char *csv, size_t *n);
 void vc_split_free(char **v);
+
+/*
+ * --attrs split as vc_split does, every name checked against the catalogue;
+ * NULL after printing the error (which lists the attribute names).
+ */
+char **vc_split_attrs(const vc_opts *o, size_t *n);
+
+/*
+ * Confirms a destructive action: 0 with --yes or when the user types "yes" on
+ * a terminal; otherwise prints why not and returns the exit status (2 when
+ * stdin is not a terminal and --yes is missing, 1 when the user declined).
+ */
+int vc_confirm(const vc_opts *o, const char *what);
 
 /* ---- output (output.c) ---- */
 
@@ -96,11 +109,15 @@ int vc_wallet_erase(const vc_opts *o);
 int vc_wallet_pending(const vc_opts *o);
 int vc_wallet_cancel_pending(const vc_opts *o);
 int vc_wallet_show(const vc_opts *o);
+int vc_wallet_keys(const vc_opts *o);
+int vc_verify_receipt(const vc_opts *o);
+int vc_verify_webcert(const vc_opts *o);
 int vc_app_login(const vc_opts *o);
 int vc_app_jwks(const vc_opts *o);
 int vc_app_events(const vc_opts *o);
 int vc_admin_apps_list(const vc_opts *o);
 int vc_admin_apps_register(const vc_opts *o);
+int vc_admin_apps_update(const vc_opts *o);
 int vc_admin_apps_suspend(const vc_opts *o);
 int vc_admin_apps_reinstate(const vc_opts *o);
 int vc_admin_keys_rotate(const vc_opts *o);

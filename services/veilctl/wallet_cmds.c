@@ -137,11 +137,15 @@ int vc_consent_grant(const vc_opts *o)
         return vc_usage("wallet consent grant --wallet FILE --app APP_ID --attrs a,b --purpose TEXT");
     if (o->days <= 0)
         return vc_fail(o, "INVALID_ARGUMENT", "--days must be positive");
-    vw_wallet *w = vc_wallet(o);
-    if (!w)
-        return 1;
     size_t n;
-    char **attrs = vc_split(o->attrs, &n);
+    char **attrs = vc_split_attrs(o, &n);
+    if (!attrs)
+        return 1;
+    vw_wallet *w = vc_wallet(o);
+    if (!w) {
+        vc_split_free(attrs);
+        return 1;
+    }
     Veil__Gateway__GrantConsentPayload p = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
     Veil__Gateway__GrantConsentResponse *resp = NULL;
     p.app_id = (char *)o->app;
@@ -171,11 +175,15 @@ int vc_consent_withdraw(const vc_opts *o)
 {
     if (!o->app)
         return vc_usage("wallet consent withdraw --wallet FILE --app APP_ID [--attrs a,b]");
-    vw_wallet *w = vc_wallet(o);
-    if (!w)
-        return 1;
     size_t n;
-    char **attrs = vc_split(o->attrs, &n);
+    char **attrs = vc_split_attrs(o, &n);
+    if (!attrs)
+        return 1;
+    vw_wallet *w = vc_wallet(o);
+    if (!w) {
+        vc_split_free(attrs);
+        return 1;
+    }
     Veil__Gateway__WithdrawConsentPayload p = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
     Veil__Gateway__WithdrawConsentResponse *resp = NULL;
     p.app_id = (char *)o->app;
@@ -216,11 +224,12 @@ int vc_consent_list(const vc_opts *o)
             vc_time(g->granted_at_ms, granted, sizeof granted);
             vc_time(g->expires_at_ms, expires, sizeof expires);
             json_array_append_new(
-                all, json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:o}", "receipt_id",
+                all, json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:o, s:s}", "receipt_id",
                                g->receipt_id, "app", g->app_id, "attributes",
                                str_array(g->attributes, g->n_attributes), "purpose", g->purpose,
                                "granted_at", granted, "expires_at", expires, "status", g->status,
-                               "withdrawn", str_array(g->withdrawn, g->n_withdrawn)));
+                               "withdrawn", str_array(g->withdrawn, g->n_withdrawn), "receipt",
+                               g->receipt));
             vc_table_row(&t, g->receipt_id, g->app_id, attrs, g->purpose, expires, g->status);
         }
         vc_emit(o, all, &t);
@@ -501,6 +510,13 @@ int vc_wallet_erase(const vc_opts *o)
     vw_wallet *w = vc_wallet(o);
     if (!w)
         return 1;
+    char what[128];
+    snprintf(what, sizeof what, "erasing identity %s", w->web_number);
+    int asked = vc_confirm(o, what);
+    if (asked) {
+        vw_wallet_free(w);
+        return asked;
+    }
     Veil__Gateway__ErasePayload p = VEIL__GATEWAY__ERASE_PAYLOAD__INIT;
     Veil__Gateway__StepUpResult *resp = NULL;
     p.confirm = "erase my identity";

@@ -408,6 +408,13 @@ START_TEST(test_attribute_catalogue)
     ck_assert_int_eq(veil_attr_find("birth_date")->kind, VEIL_ATTR_RAW);
     ck_assert_ptr_null(veil_attr_find("id_number")); /* never releasable */
     ck_assert_ptr_null(veil_attr_find("age_over_21"));
+    /* the names help and error messages list are exactly the catalogue, in its order */
+    char joined[512] = "";
+    for (size_t i = 0; i < n; i++) {
+        size_t used = strlen(joined);
+        snprintf(joined + used, sizeof joined - used, "%s%s", i ? ", " : "", all[i].name);
+    }
+    ck_assert_str_eq(veil_attr_names(), joined);
 }
 END_TEST
 

@@ -312,6 +312,259 @@ START_TEST(test_app_and_admin_verbs)
 }
 END_TEST
 
+/* Runs a shell command line; returns its exit status, stdout and stderr together in *out. */
+static int shell(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int shell(char **out, const char *fmt, ...)
+{
+    char line[4096], cmd[4200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "(%s) 2>&1", line);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 1 << 16, len = 0, r;
+    char *buf = malloc(cap);
+    while ((r = fread(buf + len, 1, cap - 1 - len, p)) > 0)
+        if ((len += r) + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    buf[len] = '\0';
+    int status = pclose(p);
+    *out = buf;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void enrolled_wallet(const char *name, char *wallet, size_t len, json_t **enrolment)
+{
+    char *out, id[19];
+    snprintf(wallet, len, "%s/%s.json", dir, name);
+    json_decref(ok_json("wallet create --wallet %s", wallet));
+    ck_assert_int_eq(veilctl(&out, "dev id-number --region 110101 --birth 19800101"), 0);
+    memcpy(id, out, 18);
+    id[18] = '\0';
+    free(out);
+    json_t *j = ok_json("wallet enroll --wallet %s --id-number %s --name %s", wallet, id, name);
+    if (enrolment)
+        *enrolment = j;
+    else
+        json_decref(j);
+}
+
+/* issue 18 item 14: the attribute names are listed; "a, b" with a space works */
+START_TEST(test_attribute_names_listed)
+{
+    char *out, wallet[1200];
+    const char *bin = h_env("VEIL_TEST_BIN");
+    ck_assert_int_eq(shell(&out, "%s/veilctl help", bin), 0);
+    static const char *const names[] = {
+        "real_name_verified", "age_over_14", "age_over_18", "age_over_60",
+        "province",           "full_name",   "gender",      "birth_date"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        ck_assert_msg(strstr(out, names[i]), "veilctl help does not list %s", names[i]);
+    ck_assert_ptr_nonnull(strstr(out, "public-service apps only"));
+    free(out);
+
+    enrolled_wallet("carol", wallet, sizeof wallet, NULL);
+    /* an unknown name: refused before any call, with every name in the message */
+    ck_assert_int_eq(shell(&out,
+                           "%s/veilctl wallet consent grant --wallet %s --app gov.tax --attrs "
+                           "age_over_21 --purpose x --json",
+                           bin, wallet),
+                     1);
+    ck_assert_ptr_nonnull(strstr(out, "unknown attribute age_over_21"));
+    ck_assert_ptr_nonnull(strstr(out, "real_name_verified, age_over_14"));
+    free(out);
+    /* the gateway's own message lists them too (a client that does not check first) */
+    ck_assert_int_eq(shell(&out,
+                           "%s/veilctl admin apps register --app news.typo --name Typo --kind "
+                           "commercial --attrs 'age_over_18,agee' --json",
+                           bin),
+                     1);
+    ck_assert_ptr_nonnull(strstr(out, "unknown attribute agee"));
+    free(out);
+
+    json_t *j = ok_json("wallet consent grant --wallet %s --app gov.tax --attrs 'full_name, "
+                        "province' --purpose 'annual return'",
+                        wallet);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "attributes")), 2);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(j, "attributes"), 1)),
+                     "province");
+    json_decref(j);
+    j = ok_json("app login --app gov.tax --wallet %s --attrs ' full_name , province '", wallet);
+    ck_assert_str_eq(str(json_object_get(j, "claims"), "full_name"), "carol");
+    json_decref(j);
+}
+END_TEST
+
+/* issue 18 item 15: outside the stack's environment the error says what to run */
+START_TEST(test_missing_environment_points_to_stack_env)
+{
+    char *out;
+    ck_assert_int_eq(shell(&out,
+                           "cd %s && env -u VEILCTL_CA -u VEILCTL_CERTS -u VEILCTL_GATEWAY "
+                           "%s/veilctl admin apps list",
+                           dir, h_env("VEIL_TEST_BIN")),
+                     1);
+    ck_assert_ptr_nonnull(strstr(out, "var/certs/ca.crt"));
+    ck_assert_ptr_nonnull(strstr(out, "eval \"$(deploy/local/stack env)\""));
+    free(out);
+}
+END_TEST
+
+/* issue 18 item 16: "veilctl wallet" alone shows the wallet verbs only */
+START_TEST(test_group_usage)
+{
+    char *out;
+    ck_assert_int_eq(shell(&out, "%s/veilctl wallet", h_env("VEIL_TEST_BIN")), 2);
+    ck_assert_ptr_nonnull(strstr(out, "veilctl wallet enroll"));
+    ck_assert_ptr_nonnull(strstr(out, "veilctl wallet erase"));
+    ck_assert_ptr_null(strstr(out, "admin apps"));
+    ck_assert_ptr_null(strstr(out, "app login"));
+    free(out);
+    ck_assert_int_eq(shell(&out, "%s/veilctl admin apps", h_env("VEIL_TEST_BIN")), 2);
+    ck_assert_ptr_nonnull(strstr(out, "veilctl admin apps update"));
+    ck_assert_ptr_null(strstr(out, "wallet enroll"));
+    free(out);
+}
+END_TEST
+
+/* issue 18 item 13: erase asks on a terminal and needs --yes elsewhere */
+START_TEST(test_destructive_verbs_confirm)
+{
+    char *out, wallet[1200];
+    const char *bin = h_env("VEIL_TEST_BIN");
+    enrolled_wallet("dave", wallet, sizeof wallet, NULL);
+    /* not a terminal, no --yes: refused (exit 2), nothing erased */
+    ck_assert_int_eq(
+        shell(&out, "%s/veilctl wallet erase --wallet %s --json </dev/null", bin, wallet), 2);
+    ck_assert_ptr_nonnull(strstr(out, "--yes"));
+    free(out);
+    json_decref(ok_json("wallet devices --wallet %s", wallet));
+    /* on a terminal: answering anything but "yes" cancels */
+    ck_assert_int_eq(shell(&out,
+                           "echo no | script -qec '%s/veilctl wallet erase --wallet %s' /dev/null",
+                           bin, wallet),
+                     1);
+    ck_assert_ptr_nonnull(strstr(out, "Type yes"));
+    ck_assert_ptr_nonnull(strstr(out, "not confirmed"));
+    free(out);
+    json_decref(ok_json("wallet devices --wallet %s", wallet));
+    /* on a terminal, "yes": erased */
+    ck_assert_int_eq(shell(&out,
+                           "echo yes | script -qec '%s/veilctl wallet erase --wallet %s' /dev/null",
+                           bin, wallet),
+                     0);
+    ck_assert_ptr_nonnull(strstr(out, "erased"));
+    free(out);
+    ck_assert_int_eq(veilctl(NULL, "wallet devices --wallet %s --json", wallet), 1);
+
+    /* with --yes, no question */
+    enrolled_wallet("erin", wallet, sizeof wallet, NULL);
+    json_t *j = ok_json("wallet erase --wallet %s --yes </dev/null", wallet);
+    ck_assert(json_is_true(json_object_get(j, "erased")));
+    json_decref(j);
+
+    /* ending a key overlap is destructive too: refused without --yes, before any call */
+    ck_assert_int_eq(shell(&out,
+                           "%s/veilctl admin keys rotate --kind assertion --version 0 </dev/null",
+                           bin),
+                     2);
+    ck_assert_ptr_nonnull(strstr(out, "--yes"));
+    free(out);
+    /* with --yes the gateway is asked (and says whether an overlap was in progress) */
+    int rc = shell(&out, "%s/veilctl admin keys rotate --kind assertion --version 0 --yes", bin);
+    ck_assert_msg(rc == 0 || strstr(out, "no rotation is in progress"), "%s", out);
+    ck_assert_ptr_null(strstr(out, "--yes"));
+    free(out);
+}
+END_TEST
+
+/* issue 18 item 16: receipts in the list and verifiable; web certificates verifiable */
+START_TEST(test_verify_receipts_and_webcerts)
+{
+    char *out, wallet[1200];
+    const char *bin = h_env("VEIL_TEST_BIN");
+    json_t *enrolment;
+    enrolled_wallet("frank", wallet, sizeof wallet, &enrolment);
+    json_decref(ok_json("wallet consent grant --wallet %s --app game.tianfeng --attrs age_over_18 "
+                        "--purpose 'age check'",
+                        wallet));
+    json_t *list = ok_json("wallet consent list --wallet %s", wallet);
+    const char *receipt = str(json_array_get(list, 0), "receipt");
+    ck_assert_int_eq(strncmp(receipt, "ey", 2), 0);
+
+    json_t *keys = ok_json("wallet keys");
+    ck_assert(json_is_array(json_object_get(json_object_get(keys, "consent_jwks"), "keys")));
+    ck_assert(json_is_array(json_object_get(json_object_get(keys, "vault_jwks"), "keys")));
+    ck_assert(json_is_array(json_object_get(json_object_get(keys, "gateway_jwks"), "keys")));
+    json_decref(keys);
+
+    json_t *j = ok_json("wallet verify-receipt --receipt %s", receipt);
+    ck_assert(json_is_true(json_object_get(j, "verified")));
+    ck_assert_str_eq(str(json_object_get(j, "claims"), "app"), "game.tianfeng");
+    ck_assert_str_eq(str(json_object_get(j, "claims"), "purpose"), "age check");
+    json_decref(j);
+    /* one changed character of the signature: refused */
+    char *bad = strdup(receipt);
+    size_t n = strlen(bad);
+    bad[n - 2] = bad[n - 2] == 'A' ? 'B' : 'A';
+    ck_assert_int_eq(shell(&out, "%s/veilctl wallet verify-receipt --receipt %s --json", bin, bad),
+                     1);
+    ck_assert_ptr_nonnull(strstr(out, "UNAUTHENTICATED"));
+    free(out);
+    free(bad);
+    /* a web certificate is not a receipt */
+    const char *cert = str(enrolment, "web_certificate");
+    ck_assert_int_eq(shell(&out, "%s/veilctl wallet verify-receipt --receipt %s", bin, cert), 1);
+    free(out);
+
+    /* the web certificate, as a scanner reads it from the QR code: on stdin */
+    ck_assert_int_eq(
+        shell(&out, "echo %s | %s/veilctl wallet verify-webcert --webcert - --json", cert, bin), 0);
+    j = json_loads(out, 0, NULL);
+    free(out);
+    ck_assert_ptr_nonnull(j);
+    ck_assert(json_is_true(json_object_get(j, "verified")));
+    ck_assert_str_eq(str(json_object_get(j, "claims"), "wn"), str(enrolment, "web_number"));
+    json_decref(j);
+    ck_assert_int_eq(shell(&out, "%s/veilctl wallet verify-webcert --webcert %s", bin, receipt), 1);
+    free(out);
+    json_decref(list);
+    json_decref(enrolment);
+}
+END_TEST
+
+/* issue 18 item 16: UpdateApp has a verb; suspend/reinstate replies carry name and organisation */
+START_TEST(test_app_update_and_state_replies)
+{
+    json_t *j =
+        ok_json("admin apps register --app news.dianjing --name 'Dianjing' --kind commercial "
+                "--attrs age_over_14 --org 'Dianjing Ltd'");
+    json_decref(j);
+    j = ok_json("admin apps update --app news.dianjing --name 'Dianjing Daily' --kind commercial "
+                "--attrs 'age_over_14, province' --org 'Dianjing Media'");
+    ck_assert_str_eq(str(j, "name"), "Dianjing Daily");
+    ck_assert_str_eq(str(j, "organisation"), "Dianjing Media");
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "attributes")), 2);
+    json_decref(j);
+    j = ok_json("admin apps suspend --app news.dianjing --reason review");
+    ck_assert_str_eq(str(j, "status"), "suspended");
+    ck_assert_str_eq(str(j, "name"), "Dianjing Daily");
+    ck_assert_str_eq(str(j, "organisation"), "Dianjing Media");
+    json_decref(j);
+    j = ok_json("admin apps reinstate --app news.dianjing");
+    ck_assert_str_eq(str(j, "status"), "active");
+    ck_assert_str_eq(str(j, "name"), "Dianjing Daily");
+    ck_assert_str_eq(str(j, "organisation"), "Dianjing Media");
+    json_decref(j);
+    /* an update of an unknown app: NOT_FOUND, exit 1 */
+    ck_assert_int_eq(veilctl(NULL, "admin apps update --app news.nothere --name X --kind "
+                                   "commercial --json"),
+                     1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("veilctl");
@@ -320,6 +573,12 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_citizen_verbs);
     tcase_add_test(tc, test_app_and_admin_verbs);
+    tcase_add_test(tc, test_attribute_names_listed);
+    tcase_add_test(tc, test_missing_environment_points_to_stack_env);
+    tcase_add_test(tc, test_group_usage);
+    tcase_add_test(tc, test_destructive_verbs_confirm);
+    tcase_add_test(tc, test_verify_receipts_and_webcerts);
+    tcase_add_test(tc, test_app_update_and_state_replies);
     suite_add_tcase(s, tc);
     return h_run_suite(s);
 }

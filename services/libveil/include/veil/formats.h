@@ -137,6 +137,9 @@ const veil_attr *veil_attr_find(const char *name);
 /* The whole catalogue; *n receives its size. */
 const veil_attr *veil_attr_catalogue(size_t *n);
 
+/* Every attribute name, ", "-separated in catalogue order: for error messages and help. */
+const char *veil_attr_names(void);
+
 /* An app id, sector id or admin name: 1-64 of [a-z0-9._-], starting alphanumeric. */
 int veil_ident_valid(const char *s);
 
