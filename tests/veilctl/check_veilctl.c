@@ -47,16 +47,9 @@ static void stack_down(void)
     free(dir);
 }
 
-/* Runs veilctl with the arguments; returns its exit status, stdout in *out (malloc'd). */
-static int veilctl(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int veilctl(char **out, const char *fmt, ...)
+/* Runs a shell command; returns its exit status, its stdout in *out (malloc'd) if out. */
+static int run(const char *cmd, char **out)
 {
-    char args[2048], cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s/veilctl %s 2>>%s/stderr", h_env("VEIL_TEST_BIN"), args, dir);
     FILE *p = popen(cmd, "r");
     ck_assert_ptr_nonnull(p);
     size_t cap = 65536, len = 0;
@@ -74,6 +67,19 @@ static int veilctl(char **out, const char *fmt, ...)
     else
         free(buf);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Runs veilctl with the arguments; returns its exit status, stdout in *out (malloc'd). */
+static int veilctl(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int veilctl(char **out, const char *fmt, ...)
+{
+    char args[2048], cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s/veilctl %s 2>>%s/stderr", h_env("VEIL_TEST_BIN"), args, dir);
+    return run(cmd, out);
 }
 
 /* Runs veilctl ARGS --json, expects success, returns the parsed JSON. */
@@ -322,17 +328,7 @@ static int shell(char **out, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     snprintf(cmd, sizeof cmd, "(%s) 2>&1", line);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, len = 0, r;
-    char *buf = malloc(cap);
-    while ((r = fread(buf + len, 1, cap - 1 - len, p)) > 0)
-        if ((len += r) + 1 == cap)
-            buf = realloc(buf, cap *= 2);
-    buf[len] = '\0';
-    int status = pclose(p);
-    *out = buf;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return run(cmd, out);
 }
 
 static void enrolled_wallet(const char *name, char *wallet, size_t len, json_t **enrolment)
