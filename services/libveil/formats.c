@@ -253,10 +253,7 @@ const veil_attr *veil_attr_catalogue(size_t *n)
 
 const char *veil_attr_names(void)
 {
-    /* Built once from the catalogue; the catalogue is constant, so is this. */
-    static const char names[] = "real_name_verified, age_over_14, age_over_18, age_over_60, "
-                                "province, full_name, gender, birth_date";
-    return names;
+    return VEIL_ATTR_NAMES; /* check_formats holds it to the catalogue above */
 }
 
 int veil_ident_valid(const char *s)

@@ -18,6 +18,7 @@
 #include "veil/consent.pb-c.h"
 #include "veil/pseudonym.pb-c.h"
 #include "veil/vault.pb-c.h"
+#include "veil/formats.h"
 
 #define SKEW_MS 120000 /* VAULT_TICKET_SKEW_S, the default */
 /* The RPC layer's answer to a string that is not UTF-8 or holds a NUL (after "<field>: "). */
@@ -757,7 +758,8 @@ START_TEST(test_sql_metacharacters)
         ck_assert_str_eq(st.message, "app_id: unknown app");
         const char *attr[] = {sql[i]};
         ck_assert_int_eq(e2e_login(&S, "gov.tax", w, attr, 1, &r, &st), VEIL_ERR_INVALID);
-        ck_assert_str_eq(st.message, "attributes: unknown attribute");
+        ck_assert_str_eq(st.message,
+                         "attributes: unknown attribute (attributes: " VEIL_ATTR_NAMES ")");
         Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
         Veil__Gateway__PollEventsResponse *ev;
         pr.cursor = (char *)sql[i];
@@ -886,7 +888,8 @@ START_TEST(test_unknown_apps_and_attributes)
     gp.app_id = "gov.tax";
     gp.attributes = id_number;
     ck_assert_int_eq(e2e_citizen(&S, w, "GrantConsent", &gp.base, &gr, &st), VEIL_ERR_INVALID);
-    ck_assert_str_eq(st.message, "attributes: unknown attribute id_number");
+    ck_assert_str_eq(st.message,
+                     "attributes: unknown attribute id_number (attributes: " VEIL_ATTR_NAMES ")");
     Veil__Gateway__AppLinkPayload al = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
     Veil__Empty *empty;
     al.app_id = "nosuch.app";
@@ -902,7 +905,8 @@ START_TEST(test_unknown_apps_and_attributes)
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
                               &app.base, &got, &st),
                      VEIL_ERR_INVALID);
-    ck_assert_str_eq(st.message, "attributes: unknown attribute id_number");
+    ck_assert_str_eq(st.message,
+                     "attributes: unknown attribute id_number (attributes: " VEIL_ATTR_NAMES ")");
     Veil__Gateway__AppRequest ar = VEIL__GATEWAY__APP_REQUEST__INIT;
     ar.app_id = "nosuch.app";
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SuspendApp",

@@ -18,6 +18,7 @@
 #include "consent_test.h"
 #include "veil/codec.h"
 #include "veil/jws.h"
+#include "veil/formats.h"
 
 static h_svc con;
 static veil_channel *gw;
@@ -587,7 +588,7 @@ START_TEST(test_bad_input)
         {32, "chat.wechat", none, "p", 0, wechat_scope, VEIL_ERR_INVALID,
          "attributes must not be empty"},
         {32, "chat.wechat", unknown, "p", 0, wechat_scope, VEIL_ERR_INVALID,
-         "attributes: unknown attribute shoe_size"},
+         "attributes: unknown attribute shoe_size (attributes: " VEIL_ATTR_NAMES ")"},
         {32, "chat.wechat", garbage, "p", 0, wechat_scope, VEIL_ERR_INVALID,
          "attributes[0] is not an attribute name"},
         {32, "chat.wechat", twice, "p", 0, wechat_scope, VEIL_ERR_INVALID,
@@ -606,7 +607,7 @@ START_TEST(test_bad_input)
         {32, "chat.wechat", ok, "p", 2, wechat_scope, VEIL_ERR_INVALID,
          "expires_at_ms must be at most 5 years ahead"},
         {32, "chat.wechat", ok, "p", 0, bad_scope, VEIL_ERR_INVALID,
-         "app_scope: unknown attribute favourite_colour"},
+         "app_scope: unknown attribute favourite_colour (attributes: " VEIL_ATTR_NAMES ")"},
         {32, "chat.wechat", ok, "p", 0, none, VEIL_ERR_PRECONDITION, "app has no registered scope"},
         {32, "chat.wechat", outside, "p", 0, wechat_scope, VEIL_ERR_PRECONDITION,
          "attribute birth_date is outside the app's registered scope"},
@@ -625,7 +626,8 @@ START_TEST(test_bad_input)
     /* the same checks guard Withdraw and Check */
     char out[1024];
     ck_assert_int_eq(ct_withdraw(gw, s, "chat.wechat", unknown, out, &st), VEIL_ERR_INVALID);
-    ck_assert_str_eq(st.message, "attributes: unknown attribute shoe_size");
+    ck_assert_str_eq(st.message,
+                     "attributes: unknown attribute shoe_size (attributes: " VEIL_ATTR_NAMES ")");
     ck_assert_int_eq(ct_check(gw, s, "not an app", ok, out, &st), VEIL_ERR_INVALID);
     Veil__Consent__ListRequest lr = VEIL__CONSENT__LIST_REQUEST__INIT;
     Veil__Consent__ListResponse *l;

@@ -17,6 +17,7 @@
 #include "e2e.h"
 #include "veil/codec.h"
 #include "veil/jws.h"
+#include "veil/formats.h"
 
 static h_stack S;
 
@@ -485,7 +486,8 @@ START_TEST(test_callers_kept_apart)
     const char *bad[] = {"id_number"};
     Veil__Gateway__CompleteLoginResponse *r;
     ck_assert_int_eq(e2e_login(&S, "shop.jiale", w, bad, 1, &r, &st), VEIL_ERR_INVALID);
-    ck_assert_str_eq(st.message, "attributes: unknown attribute id_number");
+    ck_assert_str_eq(st.message,
+                     "attributes: unknown attribute id_number (attributes: " VEIL_ATTR_NAMES ")");
     vw_wallet_free(w);
 }
 END_TEST

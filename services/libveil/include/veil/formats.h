@@ -138,6 +138,9 @@ const veil_attr *veil_attr_find(const char *name);
 const veil_attr *veil_attr_catalogue(size_t *n);
 
 /* Every attribute name, ", "-separated in catalogue order: for error messages and help. */
+#define VEIL_ATTR_NAMES                                                                            \
+    "real_name_verified, age_over_14, age_over_18, age_over_60, province, full_name, gender, "     \
+    "birth_date"
 const char *veil_attr_names(void);
 
 /* An app id, sector id or admin name: 1-64 of [a-z0-9._-], starting alphanumeric. */
