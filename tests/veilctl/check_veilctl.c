@@ -539,20 +539,20 @@ START_TEST(test_app_update_and_state_replies)
                 "--attrs age_over_14 --org 'Dianjing Ltd'");
     json_decref(j);
     j = ok_json("admin apps update --app news.dianjing --name 'Dianjing Daily' --kind commercial "
-                "--attrs 'age_over_14, province' --org 'Dianjing Media'");
+                "--attrs 'age_over_14, province' --org 'Dianjing Ltd'");
     ck_assert_str_eq(str(j, "name"), "Dianjing Daily");
-    ck_assert_str_eq(str(j, "organisation"), "Dianjing Media");
+    ck_assert_str_eq(str(j, "organisation"), "Dianjing Ltd");
     ck_assert_uint_eq(json_array_size(json_object_get(j, "attributes")), 2);
     json_decref(j);
     j = ok_json("admin apps suspend --app news.dianjing --reason review");
     ck_assert_str_eq(str(j, "status"), "suspended");
     ck_assert_str_eq(str(j, "name"), "Dianjing Daily");
-    ck_assert_str_eq(str(j, "organisation"), "Dianjing Media");
+    ck_assert_str_eq(str(j, "organisation"), "Dianjing Ltd");
     json_decref(j);
     j = ok_json("admin apps reinstate --app news.dianjing");
     ck_assert_str_eq(str(j, "status"), "active");
     ck_assert_str_eq(str(j, "name"), "Dianjing Daily");
-    ck_assert_str_eq(str(j, "organisation"), "Dianjing Media");
+    ck_assert_str_eq(str(j, "organisation"), "Dianjing Ltd");
     json_decref(j);
     /* an update of an unknown app: NOT_FOUND, exit 1 */
     ck_assert_int_eq(veilctl(NULL, "admin apps update --app news.nothere --name X --kind "
