@@ -122,6 +122,7 @@ struct gateway {
     struct gw_cache *cache;
     struct veil_follower *feeds[2]; /* revocation, consent: invalidate the cache */
     veil_server *admin_server;      /* the Admin API's own listener (GATEWAY_ADMIN_ADDR) */
+    _Atomic int64_t key_overlap_since_ms[2]; /* assertion, pseudonym: 0 when no overlap */
     const char *issuer;
     const char *trust_domain;
     int64_t assertion_ttl_s, challenge_ttl_s, rpc_timeout_ms;
@@ -204,5 +205,17 @@ veil_err gw_store_failed(veil_call *call, veil_err err);
 
 /* Validates a purpose / display text: 1..max bytes of printable UTF-8. */
 int gw_text_ok(const char *s, size_t max);
+
+/* ---- metrics (metrics.c) ---- */
+
+/* Registers the gateway's families and its scrape-time collector. */
+void gw_metrics_start(struct gateway *gw);
+/* Removes the collector (before gw is freed). */
+void gw_metrics_stop(struct gateway *gw);
+/* Counts a finished CompleteLogin: by app kind and outcome, and what it released. */
+void gw_metrics_login(struct gateway *gw, veil_call *call, veil_err err,
+                      const Veil__Gateway__CompleteLoginResponse *resp);
+/* Refreshes when each key kind's overlap began (the poller, every 30 s). */
+void gw_metrics_refresh_keys(struct gateway *gw);
 
 #endif

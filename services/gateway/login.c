@@ -351,6 +351,7 @@ static void gw_login_complete_login(Veil__Gateway__Login_Service *svc,
 {
     Veil__Gateway__CompleteLoginResponse resp = VEIL__GATEWAY__COMPLETE_LOGIN_RESPONSE__INIT;
     veil_err err = complete_login(GW_OF(svc, login), call, req, &resp);
+    gw_metrics_login(GW_OF(svc, login), call, err, &resp);
     VEIL_REPLY(done, call, err, &resp);
 }
 

@@ -117,6 +117,7 @@ static void *poller_main(void *arg)
                      VL_END);
         failing = err != VEIL_OK;
         if (ticks % 300 == 0) { /* every 30 s */
+            gw_metrics_refresh_keys(gw);
             int64_t removed;
             if (gw_store_challenge_sweep(gw->store, &removed) == VEIL_OK && removed)
                 veil_log(VEIL_LOG_DEBUG, "expired challenges removed", VL_INT("count", removed),
@@ -230,6 +231,7 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         return VEIL_ERR_NOMEM;
     }
     gw->poller_started = 1;
+    gw_metrics_start(gw);
     veil_log(VEIL_LOG_INFO, "gateway ready", VL_INT("apps", (long long)gw->registry.n),
              VL_INT("assertion_key", atomic_load(&gw->keys.assertion_current)), VL_END);
     if ((err = veil_server_add(ctx->server, &gw->login.base, gw_login_policy, gw_login_policy_len,
@@ -250,6 +252,7 @@ static void stop(void *state)
 {
     struct gateway *gw = state;
     veil_server_free(gw->admin_server); /* drains it first: the public port already drained */
+    gw_metrics_stop(gw);
     atomic_store(&gw->stopping, 1);
     if (gw->poller_started)
         pthread_join(gw->poller, NULL);

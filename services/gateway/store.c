@@ -31,6 +31,7 @@ enum {
     ST_SECTOR_OWNER,
     ST_APP_SECTOR,
     ST_FIX_SECTOR,
+    ST_KEY_OVERLAP_SINCE,
 };
 
 static const veil_pg_stmt stmts[] = {
@@ -65,6 +66,10 @@ static const veil_pg_stmt stmts[] = {
                           " updated_at = now() WHERE kind = $1"},
     [ST_VERSIONS] = {"gw_versions", "SELECT (SELECT version FROM registry_version),"
                                     " (SELECT coalesce(sum(version), 0)::int8 FROM key_state)"},
+    [ST_KEY_OVERLAP_SINCE] = {"gw_key_overlap_since",
+                              "SELECT CASE WHEN previous_version IS NULL THEN 0 ELSE"
+                              " (extract(epoch FROM updated_at) * 1000)::int8 END"
+                              " FROM key_state WHERE kind = $1"},
     [ST_SECTOR_CLAIM] = {"gw_sector_claim",
                          "INSERT INTO sectors (sector_id, organisation, owner_app)"
                          " VALUES ($1, $2, $3) ON CONFLICT (sector_id) DO NOTHING"},
@@ -367,6 +372,18 @@ veil_err gw_store_versions(struct gw_store *s, int64_t *registry, int64_t *keys)
         *registry = veil_pg_get_i64(r, 0, 0);
         *keys = veil_pg_get_i64(r, 0, 1);
     }
+    PQclear(r);
+    return err;
+}
+
+veil_err gw_store_key_overlap_since(struct gw_store *s, const char *kind, int64_t *since_ms)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(kind)};
+    *since_ms = 0;
+    veil_err err = run(s, ST_KEY_OVERLAP_SINCE, p, 1, &r);
+    if (!err && PQntuples(r) == 1)
+        *since_ms = veil_pg_get_i64(r, 0, 0);
     PQclear(r);
     return err;
 }

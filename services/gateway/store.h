@@ -57,4 +57,7 @@ veil_err gw_store_key_state_set(struct gw_store *s, const char *kind, uint32_t c
 /* Cheap change detection: the registry version and a version of the key state. */
 veil_err gw_store_versions(struct gw_store *s, int64_t *registry, int64_t *keys) VEIL_WUR;
 
+/* When the overlap of kind's key rotation began (ms since the epoch), 0 when none is open. */
+veil_err gw_store_key_overlap_since(struct gw_store *s, const char *kind, int64_t *since_ms);
+
 #endif

@@ -475,6 +475,7 @@ veil_err veil_follower_start(const veil_follower_config *cfg, veil_follower **ou
     if (!f)
         return VEIL_ERR_NOMEM;
     f->cfg = *cfg;
+    atomic_store(&f->last_ok_ms, mono_ms()); /* the age counts from the start */
     snprintf(f->name, sizeof f->name, "%s", cfg->name ? cfg->name : "feed");
     f->cfg.name = f->name;
     if (f->cfg.batch == 0)
@@ -499,6 +500,11 @@ veil_err veil_follower_start(const veil_follower_config *cfg, veil_follower **ou
 int veil_follower_healthy(veil_follower *f)
 {
     return atomic_load(&f->current) && mono_ms() - atomic_load(&f->last_ok_ms) <= f->cfg.stale_ms;
+}
+
+int64_t veil_follower_age_ms(veil_follower *f)
+{
+    return mono_ms() - atomic_load(&f->last_ok_ms);
 }
 
 int64_t veil_follower_last_seq(veil_follower *f)

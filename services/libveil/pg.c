@@ -9,6 +9,7 @@
 
 #include "veil/codec.h"
 #include "veil/log.h"
+#include "veil/metrics.h"
 #include "veil/pg.h"
 
 #define MAX_PARAMS     24
@@ -41,7 +42,21 @@ struct veil_pg {
     unsigned char *prepared; /* one flag per statement of the table */
     int64_t retry_at_ns;     /* no reconnect attempt before this */
     int backoff_ms;
+    int counted; /* counted in veil_db_connections */
 };
+
+/* Pool state for the metrics: open connections, connection attempts by result. */
+static veil_metric *m_open, *m_connects;
+static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    m_open = veil_metric_gauge("veil_db_connections",
+                               "open PostgreSQL connections (one per worker thread that used one)",
+                               NULL);
+    m_connects = veil_metric_counter("veil_db_connects_total",
+                                     "PostgreSQL connection attempts by result", "result");
+}
 
 veil_pg_param vp_text(const char *s)
 {
@@ -76,6 +91,9 @@ static void conn_close(veil_pg *c)
     if (c->conn)
         PQfinish(c->conn);
     c->conn = NULL;
+    if (c->counted)
+        veil_metric_add(m_open, -1, NULL);
+    c->counted = 0;
     memset(c->prepared, 0, c->db->n_stmts);
 }
 
@@ -133,7 +151,12 @@ static veil_err connect_now(veil_pg *c)
     const char *keys[] = {"dbname", "connect_timeout", NULL};
     const char *vals[] = {c->db->conninfo, "3", NULL};
     c->conn = PQconnectdbParams(keys, vals, 1);
-    if (c->conn && PQstatus(c->conn) == CONNECTION_OK) {
+    pthread_once(&metrics_once, metrics_init);
+    int good = c->conn && PQstatus(c->conn) == CONNECTION_OK;
+    veil_metric_add(m_connects, 1, (const char *[]){good ? "ok" : "failed"});
+    if (good) {
+        veil_metric_add(m_open, 1, NULL);
+        c->counted = 1;
         if (c->backoff_ms)
             veil_log(VEIL_LOG_INFO, "database connection restored", VL_END);
         c->backoff_ms = 0;

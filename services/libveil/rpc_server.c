@@ -30,7 +30,11 @@
 #include "internal.h"
 #include "veil/codec.h"
 #include "veil/log.h"
+#include "veil/metrics.h"
 #include "veil/trace.h"
+
+/* Calls by method and status, their latency, and calls in flight (veil/metrics.h). */
+static veil_metric *m_calls, *m_latency, *m_in_flight;
 
 #define SLOTS_PER_METHOD 16
 #define MAX_SERVICES     8
@@ -323,6 +327,7 @@ static void send_reply(veil_call *c)
     if (e != GRPC_CALL_OK) {
         veil_log(VEIL_LOG_ERROR, "cannot start the reply batch",
                  VL_STR("method", veil_call_method(c)), VL_INT("grpc_call_error", e), VL_END);
+        veil_metric_add(m_in_flight, -1, NULL);
         call_free(c);
     }
 }
@@ -485,6 +490,7 @@ veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_p
 static void dispatch(veil_server *s, veil_call *c)
 {
     c->t0 = veil_mono_ns();
+    veil_metric_add(m_in_flight, 1, NULL);
     veil_peer_identify(c->call, s->trust_domain, s->cfg.tls.plaintext, &c->md, &c->peer);
     trace_begin(c);
     struct method *m = c->m;
@@ -513,6 +519,28 @@ static void dispatch(veil_server *s, veil_call *c)
         reply_error(c, VEIL_ERR_UNIMPLEMENTED, "method not implemented");
         break;
     }
+}
+
+static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    m_calls = veil_metric_counter("veil_rpc_calls_total", "gRPC calls served, by method and status",
+                                  "method,status");
+    m_latency = veil_metric_histogram(
+        "veil_rpc_duration_seconds", "time from a call's arrival to its reply, by method", "method",
+        veil_metric_latency_bounds, veil_metric_latency_bounds_len);
+    m_in_flight = veil_metric_gauge("veil_rpc_in_flight", "gRPC calls being served", NULL);
+}
+
+static void count_finished(veil_call *c)
+{
+    const char *method = c->m ? c->m->path : "(unknown)";
+    veil_metric_add(m_calls, 1,
+                    (const char *[]){method, veil_status_name(veil_err_status(c->err))});
+    veil_metric_observe(m_latency, (double)(veil_mono_ns() - c->t0) / 1e9,
+                        (const char *[]){method});
+    veil_metric_add(m_in_flight, -1, NULL);
 }
 
 static void log_finished(veil_call *c)
@@ -571,9 +599,11 @@ static void *cq_main(void *arg)
             if (!atomic_load(&s->stopping))
                 arm(s, NULL);
             c->t0 = veil_mono_ns();
+            veil_metric_add(m_in_flight, 1, NULL);
             reply_error(c, VEIL_ERR_UNIMPLEMENTED, "method not implemented");
             break;
         case TAG_DONE:
+            count_finished(c);
             log_finished(c);
             call_free(c);
             break;
@@ -627,6 +657,7 @@ veil_err veil_server_new(const veil_server_config *cfg, veil_server **out, char 
         s->cfg.drain_grace_ms = 10000;
     s->shutdown_tag = (struct tag){TAG_SHUTDOWN, NULL};
 
+    pthread_once(&metrics_once, metrics_init);
     grpc_init();
     grpc_arg args[] = {
         {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},

@@ -16,13 +16,15 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "veil/client.h"
+#include "veil/http.h"
+#include "veil/metrics.h"
 #include "veil/log.h"
 #include "veil/service.h"
 
 /* The variables every service reads. */
 static struct common {
     char *listen_addr, *health_addr, *tls_ca, *tls_cert, *tls_key, *dev_identity, *trust_domain;
-    char *database_url, *keys_dir, *log_level, *port_file;
+    char *database_url, *keys_dir, *log_level, *port_file, *metrics_addr;
     int plaintext;
     int64_t workers, waiters, max_message, drain_delay_ms, drain_grace_ms, rpc_timeout_ms;
 } cfg;
@@ -62,6 +64,8 @@ static veil_config_var common_vars[] = {
       "budget of a call to another service"),
     V("VEIL_LOG_LEVEL", VEIL_CFG_STRING, "info", &cfg.log_level, 0, 0,
       "debug, info, warn or error"),
+    V("VEIL_METRICS_ADDR", VEIL_CFG_ADDR, NULL, &cfg.metrics_addr, 0, 0,
+      "optional plaintext host:port serving Prometheus metrics at GET /metrics"),
     V("VEIL_PORT_FILE", VEIL_CFG_STRING, NULL, &cfg.port_file, 0, 0,
       "write the bound port here once listening (tests, local stack)"),
 };
@@ -230,8 +234,41 @@ static void key_watch_stop(struct key_watch *w)
         close(w->fd);
 }
 
+/* GET /metrics: the Prometheus text exposition of this process. */
+static void serve_metrics(void *ctx, veil_http_request *req)
+{
+    (void)ctx;
+    char *text = veil_metrics_render();
+    if (!text) {
+        veil_http_respond_text(req, 503, "out of memory\n");
+        return;
+    }
+    veil_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text));
+    free(text);
+}
+
+/* The ops port (VEIL_METRICS_ADDR): metrics only, plain HTTP, no personal data. */
+static veil_err start_metrics(veil_http_server **out, char *err, size_t errlen)
+{
+    static const veil_http_route routes[] = {{"GET", "/metrics", serve_metrics, 0}};
+    *out = NULL;
+    if (!cfg.metrics_addr)
+        return VEIL_OK;
+    veil_http_config hc = {.addr = cfg.metrics_addr,
+                           .routes = routes,
+                           .n_routes = 1,
+                           .max_connections = 16,
+                           .idle_timeout_s = 10};
+    veil_err e = veil_http_start(&hc, out, err, errlen);
+    if (e == VEIL_OK)
+        veil_log(VEIL_LOG_INFO, "metrics serving", VL_STR("addr", cfg.metrics_addr),
+                 VL_INT("port", veil_http_port(*out)), VL_END);
+    return e;
+}
+
 static int serve(const veil_service_spec *spec, veil_service_ctx *ctx, sigset_t *signals)
 {
+    veil_http_server *metrics = NULL;
     struct key_watch watch = {.fd = -1};
     char err[512] = "";
     void *state = NULL;
@@ -259,6 +296,8 @@ static int serve(const veil_service_spec *spec, veil_service_ctx *ctx, sigset_t 
     if (spec->start(ctx, &state, err, sizeof err) != VEIL_OK)
         goto out;
     if (veil_server_start(ctx->server, &port, err, sizeof err) != VEIL_OK)
+        goto out;
+    if (start_metrics(&metrics, err, sizeof err) != VEIL_OK)
         goto out;
     if (cfg.port_file && write_port_file(cfg.port_file, port) != 0) {
         snprintf(err, sizeof err, "cannot write VEIL_PORT_FILE %s: %s", cfg.port_file,
@@ -290,6 +329,7 @@ out:
     key_watch_stop(&watch);
     if (status != 0)
         veil_log(VEIL_LOG_ERROR, "refusing to start", VL_STR("error", err), VL_END);
+    veil_http_stop(metrics);
     veil_server_free(ctx->server); /* drains first if still running */
     ctx->server = NULL;
     if (spec->stop && state)

@@ -25,7 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "veil/codec.h"
 #include "veil/log.h"
+#include "veil/metrics.h"
 #include "vault.h"
 
 struct item {
@@ -77,8 +79,18 @@ static void write_batch(vault_conn *c, struct vault_log_append **batch, size_t n
         batch[i]->result = err;
 }
 
+/* Group-commit sizes and commit latency (veil/metrics.h). */
+static veil_metric *m_batch, *m_commit;
+
 veil_err vault_logw_new(size_t max_batch, struct vault_logw **out)
 {
+    static const double sizes[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+    m_batch = veil_metric_histogram("veil_vault_group_commit_entries",
+                                    "access-log entries written per group commit", NULL, sizes,
+                                    sizeof sizes / sizeof sizes[0]);
+    m_commit = veil_metric_histogram("veil_vault_commit_seconds",
+                                     "time to write and commit one access-log group commit", NULL,
+                                     veil_metric_latency_bounds, veil_metric_latency_bounds_len);
     *out = NULL;
     struct vault_logw *w = calloc(1, sizeof *w);
     if (!w)
@@ -107,8 +119,12 @@ veil_err vault_logw_append(struct vault_logw *w, vault_conn *c,
                            int64_t at_ms, const unsigned char *sealed, size_t len,
                            const unsigned char mac[VAULT_HASH_BYTES])
 {
-    struct item it = {.e = {.subject = subject, .seq = seq, .at_ms = at_ms, .sealed = sealed,
-                            .sealed_len = len, .mac = mac}};
+    struct item it = {.e = {.subject = subject,
+                            .seq = seq,
+                            .at_ms = at_ms,
+                            .sealed = sealed,
+                            .sealed_len = len,
+                            .mac = mac}};
     /* on the stack: a batch is bounded by max_batch, which the configuration caps */
     struct vault_log_append *batch[VAULT_LOG_BATCH_LIMIT];
     struct item *taken[VAULT_LOG_BATCH_LIMIT];
@@ -136,7 +152,10 @@ veil_err vault_logw_append(struct vault_logw *w, vault_conn *c,
         if (!w->head)
             w->tail = NULL;
         pthread_mutex_unlock(&w->mu);
+        int64_t t0 = veil_mono_ns();
         write_batch(c, batch, n);
+        veil_metric_observe(m_commit, (double)(veil_mono_ns() - t0) / 1e9, NULL);
+        veil_metric_observe(m_batch, (double)n, NULL);
         atomic_fetch_add(&w->batches, 1);
         atomic_fetch_add(&w->entries, n);
         pthread_mutex_lock(&w->mu);

@@ -1,13 +1,18 @@
 /*
  * check_ops.c - what an operator relies on, on a whole stack (issue 16):
  * a W3C traceparent from an app followed through every service's log; the
- * Admin API on its own listener and nowhere else.
+ * Admin API on its own listener and nowhere else; every service's metrics
+ * after a few logins.
  *
  * One stack for the suite (an unchecked fixture), its services logging at
  * debug so every finished call is a line; tests run in one process because
  * grpc core must not be used across fork().
  */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +25,10 @@
 
 static h_stack S;
 static const char *const service_env[] = {"VEIL_LOG_LEVEL=debug", NULL};
-static const char *const gateway_env[] = {"GATEWAY_CACHE_ENTRIES=0", NULL};
 
 static void stack_up(void)
 {
-    h_stack_opts o = {.service_env = service_env, .gateway_env = gateway_env};
+    h_stack_opts o = {.service_env = service_env, .metrics_ports = 1};
     if (h_stack_start_opts(&S, &o) != 0)
         ck_abort_msg("the stack did not start");
 }
@@ -216,6 +220,127 @@ START_TEST(test_admin_listener_separate)
 }
 END_TEST
 
+/* GET /metrics on 127.0.0.1:port with a plain socket; the body (malloc'd), or NULL. */
+static char *scrape(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *rq = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    ck_assert_int_eq(write(fd, rq, strlen(rq)), (ssize_t)strlen(rq));
+    size_t cap = 1 << 20, got = 0;
+    char *buf = calloc(1, cap);
+    ssize_t r;
+    while ((r = read(fd, buf + got, cap - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fd);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "scrape of port %d: %.80s", port, buf);
+    ck_assert_ptr_nonnull(strstr(buf, "Content-Type: text/plain; version=0.0.4"));
+    char *body = strstr(buf, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    char *out = strdup(body + 4);
+    free(buf);
+    return out;
+}
+
+/* The value of the sample whose line starts with series (name{labels}), or -1. */
+static double sample(const char *text, const char *series)
+{
+    for (const char *p = text; (p = strstr(p, series)); p++) {
+        if ((p == text || p[-1] == '\n') && p[strlen(series)] == ' ')
+            return strtod(p + strlen(series) + 1, NULL);
+    }
+    return -1;
+}
+
+/* Issue 16 item 2: after a few logins, each service's metrics say what happened, and nothing
+ * personal. */
+START_TEST(test_metrics_after_logins)
+{
+    char id[19];
+    e2e_id_number("11010519800101003", id);
+    vw_wallet *w = e2e_enrol(&S, id, "Metric Test");
+    const char *attrs[] = {"age_over_18"};
+    e2e_grant(&S, w, "gov.services", attrs, 1);
+    char *gw0 = scrape(S.metrics_port[H_GATEWAY]);
+    double ok0 = sample(gw0, "veil_logins_total{app_kind=\"public_service\",outcome=\"OK\"}");
+    double rel0 = sample(gw0, "veil_releases_total{attribute=\"age_over_18\"}");
+    free(gw0);
+    char *subs[3];
+    for (int i = 0; i < 3; i++) {
+        Veil__Gateway__CompleteLoginResponse *r;
+        veil_status st;
+        ck_assert_int_eq(e2e_login(&S, "gov.services", w, attrs, 1, &r, &st), VEIL_OK);
+        subs[i] = strdup(r->sub);
+        e2e_free(r);
+    }
+    /* a refused login: a malformed ticket */
+    veil_status st;
+    Veil__Gateway__CompleteLoginResponse *refused = NULL;
+    ck_assert_int_eq(e2e_complete(&S, "gov.services", "not-a-ticket", NULL, 0, &refused, &st),
+                     VEIL_ERR_INVALID);
+    e2e_free(refused);
+
+    char *gw = scrape(S.metrics_port[H_GATEWAY]);
+    ck_assert_double_eq(sample(gw, "veil_logins_total{app_kind=\"public_service\",outcome=\"OK\"}"),
+                        (ok0 < 0 ? 0 : ok0) + 3);
+    ck_assert_double_ge(
+        sample(gw, "veil_logins_total{app_kind=\"public_service\",outcome=\"INVALID_ARGUMENT\"}"),
+        1);
+    ck_assert_double_eq(sample(gw, "veil_releases_total{attribute=\"age_over_18\"}"),
+                        (rel0 < 0 ? 0 : rel0) + 3);
+    ck_assert_double_ge(
+        sample(gw,
+               "veil_rpc_calls_total{method=\"/veil.gateway.Login/CompleteLogin\",status=\"OK\"}"),
+        3);
+    ck_assert_double_ge(sample(gw, "veil_rpc_duration_seconds_bucket{method=\"/veil.gateway.Login/"
+                                   "CompleteLogin\",le=\"+Inf\"}"),
+                        4);
+    ck_assert_double_ge(sample(gw, "veil_gateway_cache_misses_total"), 1);
+    ck_assert_double_ge(sample(gw, "veil_gateway_cache_hits_total"), 0);
+    ck_assert_double_ge(sample(gw, "veil_feed_lag_seconds{feed=\"revocation\"}"), 0);
+    ck_assert_double_ge(sample(gw, "veil_feed_lag_seconds{feed=\"consent\"}"), 0);
+    ck_assert_double_eq(sample(gw, "veil_key_version{kind=\"assertion\",role=\"current\"}"), 1);
+    ck_assert_double_eq(sample(gw, "veil_key_version{kind=\"pseudonym\",role=\"current\"}"), 1);
+    ck_assert_double_eq(
+        sample(gw, "veil_key_overlap_started_timestamp_seconds{kind=\"assertion\"}"), 0);
+    ck_assert_double_ge(sample(gw, "veil_db_connections"), 1);
+    ck_assert_double_ge(sample(gw, "veil_db_connects_total{result=\"ok\"}"), 1);
+    ck_assert_ptr_nonnull(strstr(gw, "# TYPE veil_rpc_duration_seconds histogram\n"));
+    /* nothing about the citizen: no pseudonym, no web number, no app id in any label */
+    for (int i = 0; i < 3; i++) {
+        ck_assert_ptr_null(strstr(gw, subs[i]));
+        free(subs[i]);
+    }
+    ck_assert_ptr_null(strstr(gw, "gov.services"));
+    ck_assert_ptr_null(strstr(gw, id));
+    free(gw);
+
+    char *vault = scrape(S.metrics_port[H_VAULT]);
+    ck_assert_double_ge(sample(vault, "veil_vault_group_commit_entries_count"), 3);
+    ck_assert_double_ge(sample(vault, "veil_vault_commit_seconds_bucket{le=\"+Inf\"}"), 3);
+    ck_assert_double_ge(
+        sample(vault,
+               "veil_rpc_calls_total{method=\"/veil.vault.Vault/VerifyTicket\",status=\"OK\"}"),
+        3);
+    free(vault);
+    /* every service serves its calls' counts */
+    static const char *const some[] = {NULL, NULL, "/veil.consent.Consent/",
+                                       "/veil.revocation.Revocation/",
+                                       "/veil.pseudonym.Pseudonym/Derive"};
+    for (int i = H_CONSENT; i <= H_PSEUDONYM; i++) {
+        char *t = scrape(S.metrics_port[i]);
+        char want[128];
+        snprintf(want, sizeof want, "veil_rpc_calls_total{method=\"%s", some[i]);
+        ck_assert_msg(strstr(t, want), "service %d lacks %s", i, want);
+        free(t);
+    }
+    vw_wallet_free(w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ops");
@@ -225,6 +350,7 @@ int main(void)
     tcase_add_test(tc, test_traceparent_parsing);
     tcase_add_test(tc, test_traceparent_through_every_hop);
     tcase_add_test(tc, test_admin_listener_separate);
+    tcase_add_test(tc, test_metrics_after_logins);
     suite_add_tcase(s, tc);
     return h_run_suite(s);
 }

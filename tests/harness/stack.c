@@ -36,6 +36,11 @@ static void service_env(h_stack *s, int which, struct env *e)
         snprintf(addr, sizeof addr, "127.0.0.1:%d", s->health_port[which]);
         env_add(e, "VEIL_HEALTH_ADDR", addr);
     }
+    if (s->metrics_port[which]) {
+        char addr[32];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", s->metrics_port[which]);
+        env_add(e, "VEIL_METRICS_ADDR", addr);
+    }
     for (const char *const *x = s->service_env; x && *x && e->n < 23; x++)
         env_add(e, NULL, *x);
     if (which <= H_REVOCATION)
@@ -113,6 +118,8 @@ int h_stack_start_opts(h_stack *s, const h_stack_opts *opts)
         s->service_env = opts->service_env;
         for (int i = 0; opts->health_ports && i < 5; i++)
             s->health_port[i] = h_free_port();
+        for (int i = 0; opts->metrics_ports && i < 5; i++)
+            s->metrics_port[i] = h_free_port();
     }
     s->dir = h_tempdir("stack");
     snprintf(s->admin_addr, sizeof s->admin_addr, "127.0.0.1:%d", h_free_port());

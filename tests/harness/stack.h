@@ -17,6 +17,7 @@ typedef struct h_stack {
     unsigned char proofing_seed[32]; /* the development proofing authority's key */
     int health_port[5];              /* plaintext health ports (0: none), by H_* */
     char admin_addr[64];             /* the gateway's Admin listener (GATEWAY_ADMIN_ADDR) */
+    int metrics_port[5];             /* VEIL_METRICS_ADDR ports (0: none), by H_* */
     const char *const *service_env;  /* h_stack_opts.service_env (must outlive the stack) */
     const char *const *gateway_env;  /* h_stack_opts.gateway_env (must outlive the stack) */
 } h_stack;
@@ -34,6 +35,7 @@ typedef struct h_stack_opts {
     const char *const *gateway_env; /* NAME=VALUE list for the gateway, NULL-terminated */
     const char *const *service_env; /* NAME=VALUE list for every service, NULL-terminated */
     int health_ports;               /* give every service a plaintext VEIL_HEALTH_ADDR */
+    int metrics_ports;              /* give every service a VEIL_METRICS_ADDR (GET /metrics) */
 } h_stack_opts;
 
 /* As h_stack_start, with the options above (NULL: none). */

@@ -143,6 +143,9 @@ veil_err veil_follower_start(const veil_follower_config *cfg, veil_follower **ou
  */
 int veil_follower_healthy(veil_follower *f);
 
+/* Milliseconds since the last good poll ended (since the start while there was none). */
+int64_t veil_follower_age_ms(veil_follower *f);
+
 /* The sequence number of the last change applied (what to resume after). */
 int64_t veil_follower_last_seq(veil_follower *f);
 
