@@ -56,6 +56,7 @@ KEY_PURPOSES = {
 }
 HEALTH_PORT = 8081
 ADMIN_PORT = 7110  # the gateway's Admin API listener
+METRICS_PORT = 9090  # GET /metrics on every server
 PG_PORT = 5432
 NAME = "app.kubernetes.io/name"
 COMPONENT = "app.kubernetes.io/component"
@@ -307,6 +308,12 @@ def check_services(c, objs):
                  f"{svc}: VEIL_LISTEN_ADDR must be 0.0.0.0:{port} (is {env.get('VEIL_LISTEN_ADDR')})")
         c.expect(env.get("VEIL_HEALTH_ADDR") == f"0.0.0.0:{HEALTH_PORT}",
                  f"{svc}: VEIL_HEALTH_ADDR must be 0.0.0.0:{HEALTH_PORT}")
+        c.expect(env.get("VEIL_METRICS_ADDR") == f"0.0.0.0:{METRICS_PORT}" and METRICS_PORT in ports.values(),
+                 f"{svc}: must serve metrics on {METRICS_PORT} (VEIL_METRICS_ADDR and a container port)")
+        ann = (dep["spec"]["template"]["metadata"].get("annotations") or {})
+        c.expect(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(METRICS_PORT)
+                 and ann.get("prometheus.io/path", "/metrics") == "/metrics",
+                 f"{svc}: pod lacks the prometheus.io/scrape, port {METRICS_PORT} and path annotations")
         try:
             drain = int(env.get("VEIL_DRAIN_DELAY_MS", "0")) + int(env.get("VEIL_DRAIN_GRACE_MS", "10000"))
             c.expect(int(env.get("VEIL_DRAIN_DELAY_MS", "0")) >= 1000,
@@ -584,7 +591,7 @@ def check_network(c, objs, profile="dev"):
     c.expect(deny, "network: no default-deny policy covering ingress and egress of every pod")
 
     ns_labels = {}
-    for n in ("veil", "apps", "ingress-nginx", "kube-system", "cnpg-system", "veil-admin"):
+    for n in ("veil", "apps", "ingress-nginx", "kube-system", "cnpg-system", "veil-admin", "monitoring"):
         ns_labels[n] = {"kubernetes.io/metadata.name": n}
     for o in by_kind(objs, "Namespace"):
         ns_labels[o["metadata"]["name"]] = dict(o["metadata"].get("labels") or {},
@@ -606,13 +613,15 @@ def check_network(c, objs, profile="dev"):
     ingress = Endpoint("an ingress controller", "ingress-nginx",
                        {NAME: "ingress-nginx"}, {}, "10.244.3.1")
     dns = Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, {}, "10.244.4.1")
+    prometheus = Endpoint("Prometheus", "monitoring", {NAME: "prometheus"}, {}, "10.244.7.1")
     console = Endpoint("the operators' console", "veil-admin", {"veil.io/operator-console": "true"},
                        {}, "10.244.6.1")
     admin_stray = Endpoint("another pod in the operators' namespace", "veil-admin", {"run": "debug"},
                            {}, "10.244.6.2")
     operator = Endpoint("the CNPG operator", "cnpg-system", {NAME: "cloudnative-pg"}, {}, "10.244.5.1")
     outside = Endpoint("an address outside the cluster", ip="203.0.113.7")
-    everyone = pods + [postgres, stray, app, ingress, dns, operator, outside, console, admin_stray]
+    everyone = pods + [postgres, stray, app, ingress, dns, operator, outside, console, admin_stray,
+                       prometheus]
 
     def server(svc):
         return [p for p in pods if p.labels.get(NAME) == svc and p.labels.get(COMPONENT) == "server"]
@@ -645,6 +654,10 @@ def check_network(c, objs, profile="dev"):
     for svc in SERVICES:
         for dst in server(svc):
             must(outside, dst, HEALTH_PORT)
+            # Metrics: Prometheus only.
+            must(prometheus, dst, METRICS_PORT)
+            for src in [app, ingress, outside, stray, console] + [p for p in pods if p is not dst]:
+                must_not(src, dst, METRICS_PORT, "only Prometheus scrapes the metrics port")
     for svc in DATA_OWNERS:
         for src in of(svc):
             must(src, postgres, PG_PORT)
@@ -663,6 +676,8 @@ def check_network(c, objs, profile="dev"):
                     continue
                 for port in probe_ports:
                     if src in gateways and port == PORTS[svc]:
+                        continue
+                    if src is prometheus and port == METRICS_PORT:
                         continue
                     must_not(src, dst, port, f"only the gateway may reach {svc}, and only on {PORTS[svc]}")
     clients = [p for svc in DATA_OWNERS for p in of(svc)]
@@ -900,6 +915,7 @@ def check_services_run(c, objs, dev_secrets, bindir):
                 s.bind(("127.0.0.1", 0))
                 health = s.getsockname()[1]
             env.update(VEIL_LISTEN_ADDR="127.0.0.1:0", VEIL_HEALTH_ADDR=f"127.0.0.1:{health}",
+                       VEIL_METRICS_ADDR="127.0.0.1:0", GATEWAY_ADMIN_ADDR="127.0.0.1:0",
                        VEIL_DRAIN_DELAY_MS="1000")
             r = subprocess.run([binary, "config"], env=env, capture_output=True, text=True, timeout=60)
             c.expect(r.returncode == 0, f"{svc} config rejects the rendered configuration: "
@@ -1014,7 +1030,37 @@ def check_dockerfile(c, text, bootstrap_packages, dockerignore):
 
 # ------------------------------------------------------------------ driver
 
-def check_overlay(c, objs, text, profile):
+ALERTS_NEEDED = {
+    "feed lag": "veil_feed_lag_seconds",
+    "error rate": "veil_rpc_calls_total",
+    "vault commit latency": "veil_vault_commit_seconds",
+    "key overlap about to end": "veil_key_overlap_started_timestamp_seconds",
+}
+
+
+def check_alerts(c, objs, profile, src=None):
+    """Production ships PrometheusRule alerts for what an operator must know,
+    and every metric they name is one veil exports (found in services/)."""
+    if profile != "production":
+        return
+    rules = [r for pr in by_kind(objs, "PrometheusRule") for g in pr["spec"].get("groups") or []
+             for r in g.get("rules") or [] if "alert" in r]
+    exprs = " ".join(str(r.get("expr", "")) for r in rules)
+    for what, metric in ALERTS_NEEDED.items():
+        c.expect(metric in exprs, f"alerts: no PrometheusRule alert on {what} ({metric})")
+    if src:
+        code = ""
+        for d, _, names in os.walk(os.path.join(src, "services")):
+            for n in names:
+                if n.endswith(".c"):
+                    with open(os.path.join(d, n), errors="replace") as f:
+                        code += f.read()
+        for m in sorted(set(re.findall(r"\bveil_[a-z_]+", exprs))):
+            base = re.sub(r"_(bucket|count|sum)$", "", m)
+            c.expect(f'"{base}"' in code, f"alerts: {m} is not a metric any service exports")
+
+
+def check_overlay(c, objs, text, profile, src=None):
     check_metadata(c, objs)
     check_pod_hardening(c, objs)
     check_secret_files(c, objs)
@@ -1024,6 +1070,7 @@ def check_overlay(c, objs, text, profile):
     check_database(c, objs, profile)
     check_scaling(c, objs, profile)
     check_network(c, objs, profile)
+    check_alerts(c, objs, profile, src)
 
 
 def report(checkers):
@@ -1060,7 +1107,7 @@ def main(src):
             continue
         objs = [d for d in yaml.safe_load_all(r.stdout) if d]
         rendered[overlay] = objs
-        check_overlay(c, copy.deepcopy(objs), r.stdout, overlay)
+        check_overlay(c, copy.deepcopy(objs), r.stdout, overlay, src)
         check_secret_copy(c, objs)
     with tempfile.TemporaryDirectory() as tmp:
         dev_secrets = os.path.join(tmp, "dev-secrets")
