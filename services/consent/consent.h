@@ -16,6 +16,7 @@
 
 #include "veil/consent.pb-c.h"
 #include "veil/feed.h"
+#include "veil/feedlog.h"
 #include "veil/keys.h"
 #include "veil/migrate.h"
 #include "veil/rpc.h"
@@ -93,11 +94,13 @@ veil_err consent_store_grant(struct consent_store *s, const struct consent_new_g
 /*
  * Withdraws the live grants of the listed attributes (n == 0: all of them)
  * to the app.  *withdrawn receives the names ended (arena memory from
- * alloc).  VEIL_ERR_NOT_FOUND: nothing was live.
+ * alloc).  The app's event records view: how the app knows the subject now,
+ * as the gateway tells it.  VEIL_ERR_NOT_FOUND: nothing was live.
  */
 veil_err consent_store_withdraw(struct consent_store *s, const unsigned char *subject_ref,
                                 const char *app_id, char *const *attributes, size_t n,
-                                int64_t now_ms, ProtobufCAllocator *alloc, char ***withdrawn,
+                                const veil_app_view *view, int64_t now_ms,
+                                ProtobufCAllocator *alloc, char ***withdrawn,
                                 size_t *n_withdrawn) VEIL_WUR;
 
 /* Every grant of the subject, newest first, as List returns it. */

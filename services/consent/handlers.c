@@ -189,9 +189,10 @@ static void consent_withdraw(Veil__Consent__Consent_Service *svc,
         err = check_app(call, req->app_id);
     if (!err)
         err = check_names(call, "attributes", req->attributes, req->n_attributes);
+    veil_app_view view = {req->link_epoch, req->key_version, req->previous_key_version};
     if (!err)
         err = consent_store_withdraw(self(svc)->store, req->subject_ref.data, req->app_id,
-                                     req->attributes, req->n_attributes, veil_now_ms(),
+                                     req->attributes, req->n_attributes, &view, veil_now_ms(),
                                      veil_call_allocator(call), &resp.withdrawn, &resp.n_withdrawn);
     if (err == VEIL_ERR_NOT_FOUND)
         veil_call_fail(call, err, "no live consent for this app");

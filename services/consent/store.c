@@ -164,7 +164,8 @@ out:
 
 veil_err consent_store_withdraw(struct consent_store *s, const unsigned char *subject_ref,
                                 const char *app_id, char *const *attributes, size_t n,
-                                int64_t now_ms, ProtobufCAllocator *alloc, char ***withdrawn,
+                                const veil_app_view *view, int64_t now_ms,
+                                ProtobufCAllocator *alloc, char ***withdrawn,
                                 size_t *n_withdrawn)
 {
     veil_buf names = {0};
@@ -198,9 +199,10 @@ veil_err consent_store_withdraw(struct consent_store *s, const unsigned char *su
                            .n_attributes = k};
     if (!err)
         err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
-    /* The app hears of it too, through its own event stream (the gateway adds the epoch). */
+    /* The app hears of it too, through its own event stream, under the pseudonym it knows now. */
     if (!err)
-        err = veil_feedlog_app_event(c, ST_FEED, app_id, "consent_withdrawn", subject_ref, 0, v, k);
+        err = veil_feedlog_app_event(c, ST_FEED, app_id, "consent_withdrawn", subject_ref, view, v,
+                                     k);
     err = veil_pg_end(c, err);
     if (!err) {
         *withdrawn = v;

@@ -21,6 +21,7 @@ struct gw_cache;
 typedef struct gw_authz {
     int allowed;
     uint32_t epoch;
+    uint32_t key_version, previous_key_version; /* what the link has recorded (0: none) */
     char reason[32]; /* revocation's reason_code when refused */
 } gw_authz;
 

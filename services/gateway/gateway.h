@@ -126,6 +126,7 @@ struct gateway {
     const char *issuer;
     const char *trust_domain;
     int64_t assertion_ttl_s, challenge_ttl_s, rpc_timeout_ms;
+    int64_t event_batch_ms, event_settle_ms; /* PollEvents' release (events.c) */
     pthread_t poller;
     int poller_started;
     _Atomic int stopping;

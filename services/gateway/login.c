@@ -81,7 +81,15 @@ static veil_err requested_scope(veil_call *call, const Veil__Gateway__CompleteLo
 static veil_err authorize(struct gateway *gw, veil_call *call, const ProtobufCBinaryData *subject,
                           const char *device, const char *app, gw_authz *out)
 {
-    if (gw_cache_get_authz(gw->cache, subject->data, device, app, out))
+    /*
+     * The link records the key versions this login gives the app (so events
+     * name the subject as the app knows it): a cached verdict recorded under
+     * other versions asks revocation again, once per link and rotation.
+     */
+    uint32_t kv = atomic_load(&gw->keys.pseudonym_current);
+    uint32_t pkv = atomic_load(&gw->keys.pseudonym_previous);
+    if (gw_cache_get_authz(gw->cache, subject->data, device, app, out) &&
+        (!out->allowed || (out->key_version == kv && out->previous_key_version == pkv)))
         return VEIL_OK;
     uint64_t ticket = gw_cache_ticket(gw->cache);
     Veil__Revocation__StatusRequest r = VEIL__REVOCATION__STATUS_REQUEST__INIT;
@@ -89,12 +97,18 @@ static veil_err authorize(struct gateway *gw, veil_call *call, const ProtobufCBi
     r.subject_ref = *subject;
     r.device_id = (char *)device;
     r.app_id = (char *)app;
+    r.key_version = kv;
+    r.previous_key_version = pkv;
     veil_err err = gw_downstream(gw, call, gw->revocation, "Authorize", &r.base, &s);
     if (err)
         return err;
     memset(out, 0, sizeof *out);
     out->allowed = s->allowed;
     out->epoch = s->link_epoch;
+    if (s->allowed) { /* Authorize recorded this login's versions on the link */
+        out->key_version = kv;
+        out->previous_key_version = pkv;
+    }
     snprintf(out->reason, sizeof out->reason, "%s", s->reason_code);
     gw_cache_put_authz(gw->cache, ticket, subject->data, device, app, out);
     return VEIL_OK;

@@ -28,7 +28,7 @@
 static struct {
     char *vault, *consent, *revocation, *pseudonym, *issuer;
     char *admin_addr, *admin_cert, *admin_key, *admin_ca;
-    int64_t assertion_ttl_s, challenge_ttl_s, cache_entries;
+    int64_t assertion_ttl_s, challenge_ttl_s, cache_entries, event_batch_ms, event_settle_ms;
 } cfg;
 
 static const veil_config_var gateway_vars[] = {
@@ -56,6 +56,10 @@ static const veil_config_var gateway_vars[] = {
      "CA that signs admin client certificates (PEM; default VEIL_TLS_CA)"},
     {"GATEWAY_CACHE_ENTRIES", VEIL_CFG_INT, "200000", 0, &cfg.cache_entries, 0, 100000000,
      "revocation/consent answers kept in memory (0: no cache)"},
+    {"GATEWAY_EVENT_BATCH_MS", VEIL_CFG_INT, "3600000", 0, &cfg.event_batch_ms, 1000, 86400000,
+     "events reach apps in batches of this period, the same for every app (docs/threat-model.md)"},
+    {"GATEWAY_EVENT_SETTLE_MS", VEIL_CFG_INT, "30000", 0, &cfg.event_settle_ms, 0, 600000,
+     "a batch is released this long after it closes, once every event in it has committed"},
 };
 
 /*
@@ -189,6 +193,8 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
     gw->trust_domain = ctx->trust_domain;
     gw->assertion_ttl_s = cfg.assertion_ttl_s;
     gw->challenge_ttl_s = cfg.challenge_ttl_s;
+    gw->event_batch_ms = cfg.event_batch_ms;
+    gw->event_settle_ms = cfg.event_settle_ms;
     gw->rpc_timeout_ms = ctx->rpc_timeout_ms;
     pthread_rwlock_init(&gw->registry.lock, NULL);
     gw->registry.version = -1;

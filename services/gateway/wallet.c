@@ -178,11 +178,23 @@ static void gw_wallet_withdraw_consent(Veil__Gateway__Wallet_Service *svc,
                               &p, &subject, &device);
     if (!err)
         err = named_app(gw, call, p->app_id, &app);
+    /* How the app knows this citizen now: recorded with the event (issue 12 item 6). */
+    Veil__Revocation__StatusResponse *view = NULL;
+    if (!err) {
+        Veil__Revocation__StatusRequest s = VEIL__REVOCATION__STATUS_REQUEST__INIT;
+        s.subject_ref = subject;
+        s.device_id = "";
+        s.app_id = app.id;
+        err = gw_downstream(gw, call, gw->revocation, "Status", &s.base, &view);
+    }
     if (!err) {
         Veil__Consent__WithdrawRequest w = VEIL__CONSENT__WITHDRAW_REQUEST__INIT;
         Veil__Consent__WithdrawResponse *r;
         w.subject_ref = subject;
         w.app_id = app.id;
+        w.link_epoch = view->link_epoch;
+        w.key_version = view->key_version;
+        w.previous_key_version = view->previous_key_version;
         w.n_attributes = p->n_attributes;
         w.attributes = p->attributes;
         err = gw_downstream(gw, call, gw->consent, "Withdraw", &w.base, &r);

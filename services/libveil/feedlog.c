@@ -24,8 +24,10 @@ const char veil_feedlog_sql_append[] =
 const char veil_feedlog_sql_app_event[] =
     "WITH n AS (INSERT INTO veil_app_event_counters AS c (app_id, last_seq) VALUES ($1, 1)"
     "           ON CONFLICT (app_id) DO UPDATE SET last_seq = c.last_seq + 1 RETURNING last_seq)"
-    " INSERT INTO veil_app_events (app_id, seq, kind, subject_ref, link_epoch, attributes, at)"
-    " SELECT $1, last_seq, $2, $3, $4::int8, string_to_array($5, ','), now() FROM n RETURNING seq";
+    " INSERT INTO veil_app_events (app_id, seq, kind, subject_ref, link_epoch, attributes, at,"
+    "                              key_version, previous_key_version)"
+    " SELECT $1, last_seq, $2, $3, $4::int8, string_to_array($5, ','), now(), $6::int8, $7::int8"
+    " FROM n RETURNING seq";
 
 const char veil_feedlog_sql_changes[] =
     "SELECT seq, kind, subject_ref, device_id, app_id, array_to_string(attributes, ','), at"
@@ -34,8 +36,8 @@ const char veil_feedlog_sql_changes[] =
 const char veil_feedlog_sql_head[] = "SELECT last_seq FROM veil_feed_counter";
 
 const char veil_feedlog_sql_app_events[] =
-    "SELECT seq, kind, subject_ref, link_epoch, array_to_string(attributes, ','), at"
-    " FROM veil_app_events WHERE app_id = $1 AND seq > $2::int8 ORDER BY seq LIMIT $3::int8";
+    "SELECT seq, kind, subject_ref, link_epoch, array_to_string(attributes, ','), at,"
+    " key_version, previous_key_version FROM veil_app_events WHERE app_id = $1 AND seq > $2::int8 ORDER BY seq LIMIT $3::int8";
 
 const char veil_feedlog_sql_app_head[] =
     "SELECT coalesce((SELECT last_seq FROM veil_app_event_counters WHERE app_id = $1), 0)";
@@ -133,7 +135,7 @@ out:
 }
 
 veil_err veil_feedlog_app_event(veil_pg *c, int base, const char *app_id, const char *kind,
-                                const unsigned char subject_ref[32], uint32_t link_epoch,
+                                const unsigned char subject_ref[32], const veil_app_view *view,
                                 char *const *attributes, size_t n_attributes)
 {
     veil_buf attrs = {0};
@@ -141,9 +143,14 @@ veil_err veil_feedlog_app_event(veil_pg *c, int base, const char *app_id, const 
     veil_err err = veil_feedlog_join_names(&attrs, attributes, n_attributes);
     if (err)
         goto out;
-    veil_pg_param p[] = {vp_text(app_id), vp_text(kind), vp_bytes(subject_ref, 32),
-                         vp_i64(link_epoch), vp_text((const char *)attrs.data)};
-    err = veil_pg_exec(c, base + S_APP_EVENT, p, 5, &r);
+    veil_pg_param p[] = {vp_text(app_id),
+                         vp_text(kind),
+                         vp_bytes(subject_ref, 32),
+                         vp_i64(view->link_epoch),
+                         vp_text((const char *)attrs.data),
+                         vp_i64(view->key_version),
+                         vp_i64(view->previous_key_version)};
+    err = veil_pg_exec(c, base + S_APP_EVENT, p, 7, &r);
 out:
     PQclear(r);
     veil_buf_free(&attrs);
@@ -251,6 +258,8 @@ veil_err veil_feedlog_app_events(veil_db *db, int base, const char *app_id, int6
         ev->subject_ref.data = palloc(alloc, len);
         ev->link_epoch = (uint32_t)veil_pg_get_i64(r, row, 3);
         ev->at_ms = veil_pg_get_time_ms(r, row, 5);
+        ev->key_version = (uint32_t)veil_pg_get_i64(r, row, 6);
+        ev->previous_key_version = (uint32_t)veil_pg_get_i64(r, row, 7);
         if (!ev->kind || !ev->subject_ref.data) {
             err = VEIL_ERR_NOMEM;
             goto out;

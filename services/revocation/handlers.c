@@ -216,8 +216,11 @@ static void revocation_status(Veil__Revocation__Revocation_Service *svc,
     if (!err)
         err = revocation_store_facts(self(svc)->store, req->subject_ref.data, req->device_id,
                                      req->app_id, &f);
-    if (!err)
+    if (!err) {
         set_decision(&resp, decide(&f), f.epoch);
+        resp.key_version = f.key_version;
+        resp.previous_key_version = f.previous_key_version;
+    }
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -241,7 +244,14 @@ static void revocation_authorize(Veil__Revocation__Revocation_Service *svc,
         err = revocation_store_login_link(self(svc)->store, req->subject_ref.data, req->app_id,
                                           &f.epoch);
         reason = VEIL__REVOCATION__REASON__NONE;
+        if (!f.has_link || !f.linked) /* a new or fresh link: no versions recorded on it yet */
+            f.key_version = f.previous_key_version = 0;
     }
+    /* Once per link and key rotation: the versions this login gives the app. */
+    if (!err && reason == VEIL__REVOCATION__REASON__NONE && req->key_version &&
+        (req->key_version != f.key_version || req->previous_key_version != f.previous_key_version))
+        err = revocation_store_link_keys(self(svc)->store, req->subject_ref.data, req->app_id,
+                                         req->key_version, req->previous_key_version);
     if (!err)
         set_decision(&resp, reason, f.epoch);
 out:

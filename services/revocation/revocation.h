@@ -34,6 +34,7 @@ struct revocation_facts {
     int has_link;
     int linked;
     uint32_t epoch; /* 0 without a link */
+    uint32_t key_version, previous_key_version; /* the link's last login's; 0: none */
 };
 
 struct revocation {
@@ -87,6 +88,15 @@ veil_err revocation_store_relink(struct revocation_store *s, const unsigned char
  */
 veil_err revocation_store_login_link(struct revocation_store *s, const unsigned char *subject,
                                      const char *app_id, uint32_t *epoch) VEIL_WUR;
+
+/*
+ * Records the pseudonym key versions a login gave the app for this link (not
+ * a change anything caches: no feed entry), so events name the subject as
+ * the app knows it.
+ */
+veil_err revocation_store_link_keys(struct revocation_store *s, const unsigned char *subject,
+                                    const char *app_id, uint32_t key_version,
+                                    uint32_t previous_key_version) VEIL_WUR;
 
 /* Sets an app's state; *changed is 0 when it already was in it. */
 veil_err revocation_store_set_app(struct revocation_store *s, const char *app_id,

@@ -18,6 +18,7 @@ enum {
     ST_IDENTITY_LOCK,
     ST_IDENTITY_SET,
     ST_LINKED_APPS,
+    ST_LINK_KEYS,
     ST_UNLINK,
     ST_LINK_LOCK,
     ST_RELINK,
@@ -36,7 +37,8 @@ static const veil_pg_stmt stmts[ST_COUNT] = {
         {"facts",
          "SELECT (SELECT state FROM identities WHERE subject_ref = $1),"
          " EXISTS (SELECT 1 FROM revoked_devices WHERE subject_ref = $1 AND device_id = $2),"
-         " (SELECT state FROM apps WHERE app_id = $3), l.linked, l.epoch"
+         " (SELECT state FROM apps WHERE app_id = $3), l.linked, l.epoch,"
+         " l.key_version, l.previous_key_version"
          " FROM (SELECT 1) AS one"
          " LEFT JOIN app_links l ON l.subject_ref = $1 AND l.app_id = $3"},
     [ST_REVOKE_DEVICE] = {"revoke_device",
@@ -52,10 +54,12 @@ static const veil_pg_stmt stmts[ST_COUNT] = {
                          "UPDATE identities SET state = $2, reason = $3, changed_at = now()"
                          " WHERE subject_ref = $1"},
     [ST_LINKED_APPS] = {"linked_apps",
-                        "SELECT app_id, epoch FROM app_links WHERE subject_ref = $1 AND linked"
+                        "SELECT app_id, epoch, key_version, previous_key_version FROM app_links"
+                        " WHERE subject_ref = $1 AND linked"
                         " ORDER BY app_id"},
     [ST_UNLINK] = {"unlink", "UPDATE app_links SET linked = false, changed_at = now()"
-                             " WHERE subject_ref = $1 AND app_id = $2 AND linked RETURNING epoch"},
+                             " WHERE subject_ref = $1 AND app_id = $2 AND linked"
+                             " RETURNING epoch, key_version, previous_key_version"},
     [ST_LINK_LOCK] = {"link_lock",
                       "SELECT linked, epoch FROM app_links WHERE subject_ref = $1 AND app_id = $2"
                       " FOR UPDATE"},
@@ -72,6 +76,9 @@ static const veil_pg_stmt stmts[ST_COUNT] = {
                          " VALUES ($1, $2, 0, true, now()) ON CONFLICT DO NOTHING RETURNING epoch"},
     [ST_LINK_EPOCH] = {"link_epoch",
                        "SELECT epoch FROM app_links WHERE subject_ref = $1 AND app_id = $2"},
+    [ST_LINK_KEYS] = {"link_keys",
+                      "UPDATE app_links SET key_version = $3::int8,"
+                      " previous_key_version = $4::int8 WHERE subject_ref = $1 AND app_id = $2"},
     [ST_APP_ENSURE] = {"app_ensure",
                        "INSERT INTO apps (app_id, state, changed_at) VALUES ($1, 'active', now())"
                        " ON CONFLICT DO NOTHING"},
@@ -166,6 +173,8 @@ veil_err revocation_store_facts(struct revocation_store *s, const unsigned char 
     out->has_link = !veil_pg_is_null(r, 0, 3);
     out->linked = veil_pg_get_bool(r, 0, 3);
     out->epoch = (uint32_t)veil_pg_get_i64(r, 0, 4);
+    out->key_version = out->has_link ? (uint32_t)veil_pg_get_i64(r, 0, 5) : 0;
+    out->previous_key_version = out->has_link ? (uint32_t)veil_pg_get_i64(r, 0, 6) : 0;
     PQclear(r);
     return VEIL_OK;
 }
@@ -197,9 +206,13 @@ static veil_err fan_out(veil_pg *c, const unsigned char *subject, const char *ki
     PGresult *r;
     veil_pg_param p = vp_bytes(subject, REVOCATION_SUBJECT_BYTES);
     veil_err err = veil_pg_exec(c, ST_LINKED_APPS, &p, 1, &r);
-    for (int i = 0; !err && i < PQntuples(r); i++)
-        err = veil_feedlog_app_event(c, ST_FEED, veil_pg_get_text(r, i, 0), kind, subject,
-                                     (uint32_t)veil_pg_get_i64(r, i, 1), NULL, 0);
+    for (int i = 0; !err && i < PQntuples(r); i++) {
+        veil_app_view view = {(uint32_t)veil_pg_get_i64(r, i, 1),
+                              (uint32_t)veil_pg_get_i64(r, i, 2),
+                              (uint32_t)veil_pg_get_i64(r, i, 3)};
+        err = veil_feedlog_app_event(c, ST_FEED, veil_pg_get_text(r, i, 0), kind, subject, &view,
+                                     NULL, 0);
+    }
     PQclear(r);
     return err;
 }
@@ -268,10 +281,12 @@ veil_err revocation_store_unlink(struct revocation_store *s, const unsigned char
     if (err)
         goto out;
     *epoch = (uint32_t)veil_pg_get_i64(r, 0, 0);
+    veil_app_view view = {*epoch, (uint32_t)veil_pg_get_i64(r, 0, 1),
+                          (uint32_t)veil_pg_get_i64(r, 0, 2)};
     veil_feed_change ch = {.kind = "app_unlinked", .subject_ref = subject, .app_id = app_id};
     err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
     if (!err)
-        err = veil_feedlog_app_event(c, ST_FEED, app_id, "app_unlinked", subject, *epoch, NULL, 0);
+        err = veil_feedlog_app_event(c, ST_FEED, app_id, "app_unlinked", subject, &view, NULL, 0);
 out:
     PQclear(r);
     return veil_pg_end(c, err);
@@ -391,4 +406,20 @@ veil_err revocation_store_app_events(struct revocation_store *s, const char *app
                                      Veil__AppEventsResponse *resp)
 {
     return veil_feedlog_app_events(s->db, ST_FEED, app_id, after_seq, max, alloc, resp);
+}
+
+veil_err revocation_store_link_keys(struct revocation_store *s, const unsigned char *subject,
+                                    const char *app_id, uint32_t key_version,
+                                    uint32_t previous_key_version)
+{
+    veil_pg *c;
+    PGresult *r;
+    veil_err err = veil_db_conn(s->db, &c);
+    if (err)
+        return err;
+    veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id),
+                         vp_i64(key_version), vp_i64(previous_key_version)};
+    err = veil_pg_exec(c, ST_LINK_KEYS, p, 4, &r);
+    PQclear(r);
+    return err;
 }

@@ -546,6 +546,7 @@ START_TEST(test_apps_kept_apart)
     lp.app_id = (char *)b;
     ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
     protobuf_c_message_free_unpacked(&empty->base, NULL);
+    e2e_await_events();
     Veil__Gateway__PollEventsResponse *evb = poll_events(b, "");
     ck_assert_int_eq(events_naming(evb, b, sub_b), 1);
     Veil__Gateway__PollEventsResponse *eva = poll_events(a, "");

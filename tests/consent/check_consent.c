@@ -601,7 +601,7 @@ START_TEST(test_bad_input)
         {32, "chat.wechat", ok, "line one\nline two", 0, wechat_scope, VEIL_ERR_INVALID,
          "purpose must be printable UTF-8"},
         {32, "chat.wechat", ok, "caf\xc3", 0, wechat_scope, VEIL_ERR_INVALID,
-         "purpose must be printable UTF-8"},
+         "purpose: strings must be utf-8 without nul, overlong forms or surrogates"},
         {32, "chat.wechat", ok, "p", 1, wechat_scope, VEIL_ERR_INVALID,
          "expires_at_ms must be in the future"},
         {32, "chat.wechat", ok, "p", 2, wechat_scope, VEIL_ERR_INVALID,

@@ -564,6 +564,7 @@ START_TEST(test_app_events_after_unlink)
     lp.app_id = "social.shequ";
     ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
     e2e_free(empty);
+    e2e_await_events();
 
     char *jwks_text = e2e_jwks(&S);
     veil_jwks jwks;

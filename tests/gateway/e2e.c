@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sodium.h>
 
 #include "e2e.h"
@@ -217,4 +218,11 @@ json_t *e2e_claims(const char *token)
     free(buf);
     ck_assert_ptr_nonnull(j);
     return j;
+}
+
+void e2e_await_events(void)
+{
+    struct timespec ts = {1, 300000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
 }

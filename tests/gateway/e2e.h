@@ -65,6 +65,13 @@ char *e2e_jwks(h_stack *s);
  */
 int e2e_verify_with_pyjwt(const char *jwks, char *const *tokens, char *const *audiences, size_t n);
 
+/*
+ * Waits until every event made so far is released to apps: the harness runs
+ * the gateway with one-second event batches settled for 200 ms
+ * (tests/harness/stack.c), so 1.3 s after an event it is out.
+ */
+void e2e_await_events(void);
+
 /* Frees a message the calls above unpacked; NULL is fine. */
 void e2e_free(void *m);
 

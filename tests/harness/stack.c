@@ -26,6 +26,16 @@ static void env_add(struct env *e, const char *name, const char *value)
     e->p[++e->n] = NULL;
 }
 
+/* Whether a NAME=VALUE list sets name. */
+static int names_var(const char *const *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *const *x = list; x && *x; x++)
+        if (strncmp(*x, name, n) == 0 && (*x)[n] == '=')
+            return 1;
+    return 0;
+}
+
 static void service_env(h_stack *s, int which, struct env *e)
 {
     e->n = 0;
@@ -57,6 +67,15 @@ static void service_env(h_stack *s, int which, struct env *e)
         env_add(e, "GATEWAY_PSEUDONYM_ADDR", s->pseudonym.addr);
         env_add(e, "GATEWAY_ISSUER", "https://veil.test");
         env_add(e, "GATEWAY_ADMIN_ADDR", s->admin_addr);
+        /*
+         * Events in one-second batches, so suites see them within ~1.2 s (the
+         * default is an hour) - unless the suite's gateway_env says otherwise
+         * (getenv takes the first of two).
+         */
+        if (!names_var(s->gateway_env, "GATEWAY_EVENT_BATCH_MS"))
+            env_add(e, "GATEWAY_EVENT_BATCH_MS", "1000");
+        if (!names_var(s->gateway_env, "GATEWAY_EVENT_SETTLE_MS"))
+            env_add(e, "GATEWAY_EVENT_SETTLE_MS", "200");
     }
 }
 

@@ -86,11 +86,22 @@ veil_err veil_feedlog_append(veil_pg *c, int base, const veil_feed_change *ch,
                              int64_t *seq) VEIL_WUR;
 
 /*
+ * How an app knows a subject at the moment of an event: the link epoch and
+ * the pseudonym key versions of its last login (0: not recorded).  Recorded
+ * with the event, never looked up again at poll time (issue 12 item 6).
+ */
+typedef struct veil_app_view {
+    uint32_t link_epoch;
+    uint32_t key_version;
+    uint32_t previous_key_version;
+} veil_app_view;
+
+/*
  * Appends an event to app_id's stream inside the caller's transaction, after
  * veil_feedlog_append (whose lock orders the per-app numbers).
  */
 veil_err veil_feedlog_app_event(veil_pg *c, int base, const char *app_id, const char *kind,
-                                const unsigned char subject_ref[32], uint32_t link_epoch,
+                                const unsigned char subject_ref[32], const veil_app_view *view,
                                 char *const *attributes, size_t n_attributes) VEIL_WUR;
 
 /*
