@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "veil/formats.h"
+
 #include "veil/err.h"
 
 struct gw_cache;
@@ -28,7 +30,7 @@ typedef struct gw_authz {
 typedef struct gw_grants {
     unsigned granted;      /* scope bits with live consent */
     int64_t expires_ms;    /* the earliest expiry among them (0: none granted) */
-    char purposes[256];    /* distinct purposes, "; "-separated */
+    char purposes[VEIL_RELEASE_PURPOSE_MAX + 1]; /* distinct purposes, "; "-separated */
 } gw_grants;
 
 veil_err gw_cache_new(size_t max_entries, struct gw_cache **out) VEIL_WUR;

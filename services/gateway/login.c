@@ -153,11 +153,17 @@ static veil_err grants(struct gateway *gw, veil_call *call, const ProtobufCBinar
         out->granted |= gw_scope_bit(g->attribute) & app->scope;
         if (g->expires_at_ms && (!out->expires_ms || g->expires_at_ms < out->expires_ms))
             out->expires_ms = g->expires_at_ms;
-        if (!purpose_listed(out->purposes, g->purpose)) {
-            int w = snprintf(out->purposes + used, sizeof out->purposes - used, "%s%s",
-                             used ? "; " : "", g->purpose);
-            if (w > 0 && (size_t)w < sizeof out->purposes - used)
-                used += (size_t)w;
+        /*
+         * Whole purposes only: the buffer holds every distinct purpose the
+         * catalogue allows (VEIL_RELEASE_PURPOSE_MAX), so nothing is ever cut
+         * (a cut could split a UTF-8 character); one that would not fit -
+         * longer than consent allows - is left out whole.
+         */
+        size_t pl = strlen(g->purpose), sep = used ? 2 : 0;
+        if (!purpose_listed(out->purposes, g->purpose) && used + sep + pl < sizeof out->purposes) {
+            memcpy(out->purposes + used, "; ", sep);
+            memcpy(out->purposes + used + sep, g->purpose, pl + 1);
+            used += sep + pl;
         }
     }
     gw_cache_put_grants(gw->cache, ticket, subject->data, app->id, out);

@@ -237,6 +237,9 @@ static const veil_attr catalogue[] = {
     {"birth_date", VEIL_ATTR_RAW},
 };
 
+_Static_assert(sizeof catalogue / sizeof catalogue[0] == VEIL_ATTR_COUNT,
+               "VEIL_ATTR_COUNT (and the release purpose bound) follow the catalogue");
+
 const veil_attr *veil_attr_find(const char *name)
 {
     for (size_t i = 0; i < sizeof catalogue / sizeof catalogue[0]; i++)

@@ -88,7 +88,8 @@ static veil_err check_fresh(struct vault *v, veil_call *call, int64_t attested_a
     int64_t now = veil_now_ms();
     if (attested_at_ms > now + v->cfg.skew_ms)
         return fail(call, VEIL_ERR_INVALID, "attestation.attested_at_ms is in the future");
-    if (now - attested_at_ms > v->cfg.attestation_max_age_ms) {
+    /* Compared without subtracting the caller's value: INT64_MIN must not overflow (UB). */
+    if (attested_at_ms < now - v->cfg.attestation_max_age_ms) {
         veil_call_fail(call, VEIL_ERR_PRECONDITION,
                        "attestation.attested_at_ms is older than %lld s: proof the person again",
                        (long long)(v->cfg.attestation_max_age_ms / 1000));

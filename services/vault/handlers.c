@@ -40,11 +40,15 @@ static veil_err check_subject(veil_call *call, const ProtobufCBinaryData *subjec
     return VEIL_OK;
 }
 
-/* The caller's clock and ours agree within the configured skew. */
+/* The caller's clock (t) and ours (now) agree within the configured skew. */
+static int within_skew_at(const struct vault *v, int64_t t, int64_t now)
+{
+    return t >= now - v->cfg.skew_ms && t <= now + v->cfg.skew_ms;
+}
+
 static int within_skew(const struct vault *v, int64_t t)
 {
-    int64_t now = veil_now_ms();
-    return t >= now - v->cfg.skew_ms && t <= now + v->cfg.skew_ms;
+    return within_skew_at(v, t, veil_now_ms());
 }
 
 /*
@@ -59,7 +63,7 @@ static void maybe_purge(struct vault *v)
     if (now < next ||
         !atomic_compare_exchange_strong(&v->next_purge_ms, &next, now + PURGE_EVERY_MS))
         return;
-    if (vault_store_conn(v->store, &c) != VEIL_OK || vault_store_purge(c) != VEIL_OK)
+    if (vault_store_conn(v->store, &c) != VEIL_OK || vault_store_purge(c, now) != VEIL_OK)
         veil_log(VEIL_LOG_WARN, "housekeeping failed; retrying in a minute", VL_END);
 }
 
@@ -253,7 +257,9 @@ static veil_err verify_citizen(struct vault *v, veil_call *call,
         return fail(call, VEIL_ERR_INVALID, "auth.nonce must be 16 bytes");
     if (auth->signature.len != 64)
         return fail(call, VEIL_ERR_INVALID, "auth.signature must be 64 bytes");
-    if (!within_skew(v, auth->time_ms))
+    /* One clock for the skew check and the nonce's expiry: the service's, read once. */
+    int64_t now = veil_now_ms();
+    if (!within_skew_at(v, auth->time_ms, now))
         return fail(call, VEIL_ERR_UNAUTHENTICATED,
                     "request time is outside the allowed clock skew");
 
@@ -271,8 +277,8 @@ static veil_err verify_citizen(struct vault *v, veil_call *call,
         goto out;
     }
     /* Twice the skew: a nonce outlives every time the skew check still accepts. */
-    err =
-        vault_store_use_nonce(c, device_id, auth->nonce.data, auth->nonce.len, 2 * v->cfg.skew_ms);
+    err = vault_store_use_nonce(c, device_id, auth->nonce.data, auth->nonce.len, now,
+                                2 * v->cfg.skew_ms);
     if (err == VEIL_ERR_EXISTS)
         err = fail(call, VEIL_ERR_UNAUTHENTICATED, "request replayed");
     else if (err == VEIL_ERR_NOT_FOUND)
@@ -326,9 +332,13 @@ static veil_err check_release(veil_call *call, const Veil__Vault__ReleaseAttribu
                 return VEIL_ERR_INVALID;
             }
     }
+    /* The gateway joins the purposes of every grant a release serves (veil/formats.h). */
     size_t pl = strlen(req->purpose);
-    if (pl == 0 || pl > VAULT_PURPOSE_MAX || !veil_utf8_printable(req->purpose, pl))
-        return fail(call, VEIL_ERR_INVALID, "purpose must be 1 to 200 bytes of printable UTF-8");
+    if (pl == 0 || pl > VEIL_RELEASE_PURPOSE_MAX || !veil_utf8_printable(req->purpose, pl)) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "purpose must be 1 to %d bytes of printable UTF-8",
+                       VEIL_RELEASE_PURPOSE_MAX);
+        return VEIL_ERR_INVALID;
+    }
     if (req->capability.len == 0)
         return fail(call, VEIL_ERR_DENIED,
                     "capability is required: VerifyTicket of this subject's ticket mints it");

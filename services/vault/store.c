@@ -105,14 +105,19 @@ static const veil_pg_stmt stmts[] = {
                    "AND subject_ref = $2::bytea AND revoked_at IS NULL RETURNING 1) "
                    "SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM devices "
                    "WHERE device_id = $1::bytea AND subject_ref = $2::bytea)"},
-    /* A nonce may be reused only once its record expired (the time check rejects it anyway). */
+    /*
+     * A nonce may be reused only once its record expired (the time check rejects it anyway).
+     * Expiry is on the service's clock ($3 its now, $4 the lifetime), the clock the skew
+     * check used: the database's own clock may differ from it.
+     */
     [ST_NONCE] = {"use_nonce",
                   "INSERT INTO used_nonces (device_id, nonce, expires_at) "
-                  "VALUES ($1::bytea, $2::bytea, now() + $3::int8 * interval '1 millisecond') "
+                  "VALUES ($1::bytea, $2::bytea, to_timestamp(($3::int8 + $4::int8) / 1000.0)) "
                   "ON CONFLICT (device_id, nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at "
-                  "WHERE used_nonces.expires_at < now() RETURNING 1"},
+                  "WHERE used_nonces.expires_at < to_timestamp($3::int8 / 1000.0) RETURNING 1"},
     [ST_PURGE] = {"purge",
-                  "WITH n AS (DELETE FROM used_nonces WHERE expires_at < now()), "
+                  "WITH n AS (DELETE FROM used_nonces "
+                  "WHERE expires_at < to_timestamp($1::int8 / 1000.0)), "
                   "r AS (DELETE FROM enrol_requests WHERE created_at < now() - interval '1 day'), "
                   "u AS (DELETE FROM used_capabilities WHERE expires_at < now()) "
                   "SELECT 1"},
@@ -570,22 +575,24 @@ veil_err vault_store_revoke_device(vault_conn *c, const unsigned char subject[VA
 }
 
 veil_err vault_store_use_nonce(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
-                               const unsigned char *nonce, size_t len, int64_t lifetime_ms)
+                               const unsigned char *nonce, size_t len, int64_t now_ms,
+                               int64_t lifetime_ms)
 {
     int fresh = 0;
     veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES), vp_bytes(nonce, len),
-                         vp_i64(lifetime_ms)};
-    veil_err err = exec_any_row(c, ST_NONCE, p, 3, &fresh);
+                         vp_i64(now_ms), vp_i64(lifetime_ms)};
+    veil_err err = exec_any_row(c, ST_NONCE, p, 4, &fresh);
     /* The device was deleted between the lookup and here (an erase): treat as unknown. */
     if (err == VEIL_ERR_PRECONDITION)
         return VEIL_ERR_NOT_FOUND;
     return err ? err : fresh ? VEIL_OK : VEIL_ERR_EXISTS;
 }
 
-veil_err vault_store_purge(vault_conn *c)
+veil_err vault_store_purge(vault_conn *c, int64_t now_ms)
 {
     PGresult *r;
-    veil_err err = exec(c, ST_PURGE, NULL, 0, &r);
+    veil_pg_param p[] = {vp_i64(now_ms)};
+    veil_err err = exec(c, ST_PURGE, p, 1, &r);
     PQclear(r);
     return err;
 }

@@ -461,13 +461,17 @@ veil_err vault_store_pending_cancel(vault_conn *c, const unsigned char subject[V
 veil_err vault_store_set_proofed(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                                  int64_t proofed_at_ms) VEIL_WUR;
 
-/* Records a citizen-request nonce; VEIL_ERR_EXISTS when it was used within its lifetime. */
+/*
+ * Records a citizen-request nonce until now_ms + lifetime_ms; VEIL_ERR_EXISTS
+ * when it was used and has not expired at now_ms.  Both times are the
+ * service's clock - the one its skew check uses - never the database's.
+ */
 veil_err vault_store_use_nonce(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
-                               const unsigned char *nonce, size_t len,
+                               const unsigned char *nonce, size_t len, int64_t now_ms,
                                int64_t lifetime_ms) VEIL_WUR;
 
-/* Deletes expired nonces and day-old enrol requests. */
-veil_err vault_store_purge(vault_conn *c) VEIL_WUR;
+/* Deletes nonces expired at now_ms (the service's clock) and day-old enrol requests. */
+veil_err vault_store_purge(vault_conn *c, int64_t now_ms) VEIL_WUR;
 
 /*
  * Erases a subject: citizen row (data key, profile, blind index, web

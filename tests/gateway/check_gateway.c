@@ -551,6 +551,49 @@ START_TEST(test_release_names_every_purpose)
 }
 END_TEST
 
+/*
+ * issue 18 item 2: purposes long enough that their join exceeds one grant's
+ * 200 bytes and the old 256-byte buffer - three grants of 100-byte purposes
+ * of three-byte characters - still log in, and the release names each
+ * purpose whole (no cut inside a character).
+ */
+START_TEST(test_long_purposes_join_whole)
+{
+    char id[19], p[3][101];
+    e2e_id_number("44030419870707070", id);
+    vw_wallet *w = e2e_enrol(&S, id, "郭靖");
+    const char *attrs[3][1] = {{"real_name_verified"}, {"province"}, {"full_name"}};
+    const char *all[] = {"real_name_verified", "province", "full_name"};
+    for (int k = 0; k < 3; k++) {
+        /* 33 times "税" (3 bytes) and a digit: 100 bytes, different for each grant */
+        size_t n = 0;
+        for (int i = 0; i < 33; i++, n += 3)
+            memcpy(p[k] + n, "\xe7\xa8\x8e", 3);
+        p[k][n++] = (char)('1' + k);
+        p[k][n] = '\0';
+        ck_assert_uint_eq(strlen(p[k]), 100);
+        e2e_grant_for(&S, w, "gov.housingfund", attrs[k], 1, p[k]);
+    }
+    Veil__Gateway__CompleteLoginResponse *r = login_ok("gov.housingfund", w, all, 3);
+    ck_assert_uint_eq(r->n_released, 3);
+    e2e_free(r);
+    Veil__Gateway__AccessLogPayload lp = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
+    Veil__Gateway__AccessLogResponse *log;
+    veil_status st;
+    ck_assert_int_eq(e2e_citizen(&S, w, "AccessLog", &lp.base, &log, &st), VEIL_OK);
+    const char *purpose = NULL;
+    for (size_t i = 0; i < log->n_entries; i++)
+        if (!strcmp(log->entries[i]->action, "attributes_released"))
+            purpose = log->entries[i]->purpose;
+    ck_assert_ptr_nonnull(purpose);
+    ck_assert_uint_eq(strlen(purpose), 3 * 100 + 2 * 2);
+    for (int k = 0; k < 3; k++)
+        ck_assert_msg(strstr(purpose, p[k]), "purpose %d is not whole in the release", k);
+    e2e_free(log);
+    vw_wallet_free(w);
+}
+END_TEST
+
 START_TEST(test_app_events_after_unlink)
 {
     char id[19];
@@ -855,6 +898,7 @@ int main(void)
     tcase_add_test(flow, test_callers_kept_apart);
     tcase_add_test(flow, test_access_log_names_apps);
     tcase_add_test(flow, test_release_names_every_purpose);
+    tcase_add_test(flow, test_long_purposes_join_whole);
     tcase_add_test(flow, test_app_events_after_unlink);
     tcase_add_test(flow, test_erase_then_enrol_anew);
     tcase_add_test(flow, test_revocation_stops_cached_logins_within_a_second);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <stdint.h>
 #include <sodium.h>
 
 #include "veil/jws.h"
@@ -269,6 +270,16 @@ START_TEST(test_attestations)
     vt_attest(&t, id, name, 1, d.pk, future, sig);
     pa = attestation(sig, 1, future);
     req = request("a9", id, name, &d, &pa);
+    expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.attested_at_ms is in the future");
+    /* the extremes of i64, genuinely signed: refused without arithmetic overflow (issue 18
+     * item 3: `now - attested_at_ms` was undefined behaviour for INT64_MIN; UBSan halts) */
+    vt_attest(&t, id, name, 1, d.pk, INT64_MIN, sig);
+    pa = attestation(sig, 1, INT64_MIN);
+    req = request("a12", id, name, &d, &pa);
+    expect_enrol_fails(&t, &req, VEIL_ERR_PRECONDITION, "attestation.attested_at_ms is older than");
+    vt_attest(&t, id, name, 1, d.pk, INT64_MAX, sig);
+    pa = attestation(sig, 1, INT64_MAX);
+    req = request("a13", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.attested_at_ms is in the future");
     /* missing or malformed */
     req = request("a10", id, name, &d, NULL);

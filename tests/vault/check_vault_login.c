@@ -16,6 +16,7 @@
 
 #include "veil/codec.h"
 #include "veil/keys.h"
+#include "vault.h"
 #include "vtest.h"
 
 #define GENERIC "login ticket could not be verified"
@@ -448,6 +449,51 @@ START_TEST(test_citizen_requests)
 }
 END_TEST
 
+/*
+ * issue 18 item 7: a nonce's expiry is on the clock the skew check used (the
+ * service's), never the database's.  The store is driven directly with a
+ * service clock ten days ahead of the database's: the nonce is a replay
+ * until that clock passes its lifetime, and free again after - whatever
+ * now() in PostgreSQL says.
+ */
+START_TEST(test_nonce_expiry_on_the_service_clock)
+{
+    vt t;
+    vt_start(&t, NULL);
+    vt_device d;
+    enrolled(&t, &d, "r1", "500103", 7);
+    vault_store *store;
+    vault_conn *c;
+    ck_assert_int_eq(vault_store_open(t.db, &store), VEIL_OK);
+    ck_assert_int_eq(vault_store_conn(store, &c), VEIL_OK);
+    unsigned char nonce[16];
+    randombytes_buf(nonce, sizeof nonce);
+    const int64_t life = 240000, ahead = veil_now_ms() + 10LL * 86400000;
+    ck_assert_int_eq(vault_store_use_nonce(c, d.id, nonce, 16, ahead, life), VEIL_OK);
+    ck_assert_int_eq(vault_store_use_nonce(c, d.id, nonce, 16, ahead + 1000, life),
+                     VEIL_ERR_EXISTS);
+    ck_assert_int_eq(vault_store_use_nonce(c, d.id, nonce, 16, ahead + life - 1, life),
+                     VEIL_ERR_EXISTS);
+    /* expired on the service's clock (the database's is still ten days behind) */
+    ck_assert_int_eq(vault_store_use_nonce(c, d.id, nonce, 16, ahead + life + 1, life), VEIL_OK);
+    /* the stored expiry is the service's time plus the lifetime, to the millisecond */
+    PGresult *r = vt_sql_bytes(&t,
+                               "SELECT (extract(epoch FROM expires_at) * 1000)::int8 FROM "
+                               "used_nonces WHERE device_id = $1",
+                               d.id, 16);
+    ck_assert_int_eq(PQntuples(r), 1);
+    ck_assert_int_eq(strtoll(PQgetvalue(r, 0, 0), NULL, 10), ahead + life + 1 + life);
+    PQclear(r);
+    /* housekeeping on the service's clock: not yet at the database's now, gone after */
+    ck_assert_int_eq(vault_store_purge(c, veil_now_ms()), VEIL_OK);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM used_nonces"), 1);
+    ck_assert_int_eq(vault_store_purge(c, ahead + 3 * life), VEIL_OK);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM used_nonces"), 0);
+    vault_store_close(store);
+    vt_stop(&t);
+}
+END_TEST
+
 START_TEST(test_web_number_lookup)
 {
     vt t;
@@ -702,6 +748,7 @@ int main(void)
     tcase_add_test(tc, test_ticket_forgery);
     tcase_add_test(tc, test_revoked_devices);
     tcase_add_test(tc, test_citizen_requests);
+    tcase_add_test(tc, test_nonce_expiry_on_the_service_clock);
     tcase_add_test(tc, test_web_number_lookup);
     tcase_add_test(tc, test_ticket_key_versions);
     tcase_add_test(tc, test_concurrent_logins_keep_the_chain);

@@ -137,6 +137,18 @@ const veil_attr *veil_attr_find(const char *name);
 /* The whole catalogue; *n receives its size. */
 const veil_attr *veil_attr_catalogue(size_t *n);
 
+/* How many attributes the catalogue holds (formats.c checks it at compile time). */
+#define VEIL_ATTR_COUNT 8
+
+/*
+ * Purposes.  A consent grant's purpose is 1-200 bytes of printable UTF-8.  A
+ * release names every distinct purpose of the grants it serves, joined with
+ * "; ": at most one grant per attribute, so at most VEIL_ATTR_COUNT purposes,
+ * and the joined text always fits VEIL_RELEASE_PURPOSE_MAX - never cut.
+ */
+#define VEIL_PURPOSE_MAX         200
+#define VEIL_RELEASE_PURPOSE_MAX (VEIL_ATTR_COUNT * (VEIL_PURPOSE_MAX + 2))
+
 /* Every attribute name, ", "-separated in catalogue order: for error messages and help. */
 #define VEIL_ATTR_NAMES                                                                            \
     "real_name_verified, age_over_14, age_over_18, age_over_60, province, full_name, gender, "     \
