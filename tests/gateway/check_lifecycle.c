@@ -16,6 +16,7 @@
 
 #include "e2e.h"
 #include "veil/formats.h"
+#include "veil/vault.pb-c.h"
 
 #define COOLING_OFF_S 3
 #define LONG_AGO_MS   (120 * 1000) /* proofed two minutes ago: not fresh (window 60 s) */
@@ -472,6 +473,70 @@ START_TEST(test_step_up_bad_input)
 }
 END_TEST
 
+/* What only the gateway may send the vault, malformed. */
+START_TEST(test_vault_bad_input)
+{
+    veil_channel *ch = h_channel(S.vault.addr, "svc/gateway", &veil__vault__vault__descriptor);
+    veil_status st;
+    Veil__Empty *empty;
+    unsigned char subject[32];
+    randombytes_buf(subject, sizeof subject);
+    Veil__Vault__AppendAccessLogRequest a = VEIL__VAULT__APPEND_ACCESS_LOG_REQUEST__INIT;
+    a.subject_ref.data = subject;
+    a.subject_ref.len = sizeof subject;
+    /* an entry only the vault writes (a login) cannot be forged through AppendAccessLog */
+    a.action = "ticket_verified";
+    ck_assert_int_eq(veil_channel_call(ch, "AppendAccessLog", &a.base, NULL, 5000, &empty, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "action is not one the gateway records");
+    a.action = "consent_granted";
+    char *attrs[] = {"shoe_size"};
+    a.attributes = attrs;
+    a.n_attributes = 1;
+    ck_assert_int_eq(veil_channel_call(ch, "AppendAccessLog", &a.base, NULL, 5000, &empty, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "attributes[0] is not a known attribute");
+    a.n_attributes = 0;
+    a.app_id = "NOT AN APP";
+    ck_assert_int_eq(veil_channel_call(ch, "AppendAccessLog", &a.base, NULL, 5000, &empty, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "app_id is not a valid app id");
+    a.app_id = "gov.tax";
+    ck_assert_int_eq(veil_channel_call(ch, "AppendAccessLog", &a.base, NULL, 5000, &empty, &st),
+                     VEIL_ERR_NOT_FOUND);
+    ck_assert_str_eq(st.message, "subject not found");
+
+    /* a look-up must say who looks up */
+    Veil__Vault__LookupWebNumberRequest l = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
+    Veil__Vault__LookupWebNumberResponse *lr;
+    char wn[VEIL_WEB_NUMBER_LEN + 1];
+    veil_web_number_new(wn);
+    l.web_number = wn;
+    ck_assert_int_eq(veil_channel_call(ch, "LookupWebNumber", &l.base, NULL, 5000, &lr, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "admin must be 1 to 160 bytes of printable UTF-8");
+
+    Veil__Vault__StepUpRequest su = VEIL__VAULT__STEP_UP_REQUEST__INIT;
+    Veil__Vault__StepUpResponse *sr;
+    su.subject_ref = a.subject_ref;
+    su.action = "delete_everything";
+    su.device_id = "0123456789abcdef0123456789abcdef";
+    ck_assert_int_eq(veil_channel_call(ch, "StepUp", &su.base, NULL, 5000, &sr, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "action must be erase or revoke_device");
+    su.action = "erase";
+    su.target_device_id = "0123456789abcdef0123456789abcdef";
+    ck_assert_int_eq(veil_channel_call(ch, "StepUp", &su.base, NULL, 5000, &sr, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "target_device_id is for revoke_device only");
+    su.target_device_id = "";
+    ck_assert_int_eq(veil_channel_call(ch, "StepUp", &su.base, NULL, 5000, &sr, &st),
+                     VEIL_ERR_NOT_FOUND);
+    ck_assert_str_eq(st.message, "device_id: device not found");
+    veil_channel_free(ch);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("lifecycle");
@@ -484,6 +549,7 @@ int main(void)
     tcase_add_test(tc, test_owner_erases_after_reproofing);
     tcase_add_test(tc, test_access_log_records_every_access_and_change);
     tcase_add_test(tc, test_step_up_bad_input);
+    tcase_add_test(tc, test_vault_bad_input);
     suite_add_tcase(s, tc);
     return h_run_suite(s);
 }
