@@ -462,9 +462,10 @@ START_TEST(test_destructive_verbs_confirm)
     json_decref(j);
 
     /* ending a key overlap is destructive too: refused without --yes, before any call */
-    ck_assert_int_eq(
-        shell(&out, "%s/veilctl admin keys rotate --kind assertion --version 0 </dev/null", bin),
-        2);
+    ck_assert_int_eq(shell(&out,
+                           "%s/veilctl admin keys rotate --kind assertion --version 0 </dev/null",
+                           bin),
+                     2);
     ck_assert_ptr_nonnull(strstr(out, "--yes"));
     free(out);
     /* with --yes the gateway is asked (and says whether an overlap was in progress) */
@@ -557,154 +558,154 @@ START_TEST(test_app_update_and_state_replies)
     ck_assert_int_eq(veilctl(NULL, "admin apps update --app news.nothere --name X --kind "
                                    "commercial --json"),
                      1);
-    /* An enrolled wallet file for a synthetic person; the path into out. */
-    static void enrolled_wallet_born(const char *name, const char *birth, char *out, size_t len)
-    {
-        char *id;
-        snprintf(out, len, "%s/%s.json", dir, name);
-        ck_assert_int_eq(veilctl(NULL, "wallet create --wallet %s", out), 0);
-        ck_assert_int_eq(veilctl(&id, "dev id-number --region 310101 --birth %s", birth), 0);
-        id[18] = '\0';
-        ck_assert_int_eq(
-            veilctl(NULL, "wallet enroll --wallet %s --id-number %s --name %s", out, id, name), 0);
-        free(id);
-    }
+}
+END_TEST
 
-    /* Runs SQL against the vault's database, SUBJECT standing for the wallet's citizen. */
-    static void vault_sql(const char *wallet, const char *sql)
-    {
-        json_t *w = ok_json("wallet show --wallet %s", wallet);
-        char out[4096], subject[160];
-        size_t used = 0;
-        snprintf(subject, sizeof subject,
-                 "(SELECT subject_ref FROM citizens WHERE web_number = '%s')",
-                 str(w, "web_number"));
-        json_decref(w);
-        for (const char *p = sql; *p && used + sizeof subject < sizeof out;) {
-            if (strncmp(p, "SUBJECT", 7) == 0) {
-                used += (size_t)snprintf(out + used, sizeof out - used, "%s", subject);
-                p += 7;
-            } else {
-                out[used++] = *p++;
-            }
+/* An enrolled wallet file for a synthetic person; the path into out. */
+static void enrolled_wallet_born(const char *name, const char *birth, char *out, size_t len)
+{
+    char *id;
+    snprintf(out, len, "%s/%s.json", dir, name);
+    ck_assert_int_eq(veilctl(NULL, "wallet create --wallet %s", out), 0);
+    ck_assert_int_eq(veilctl(&id, "dev id-number --region 310101 --birth %s", birth), 0);
+    id[18] = '\0';
+    ck_assert_int_eq(
+        veilctl(NULL, "wallet enroll --wallet %s --id-number %s --name %s", out, id, name), 0);
+    free(id);
+}
+
+/* Runs SQL against the vault's database, SUBJECT standing for the wallet's citizen. */
+static void vault_sql(const char *wallet, const char *sql)
+{
+    json_t *w = ok_json("wallet show --wallet %s", wallet);
+    char out[4096], subject[160];
+    size_t used = 0;
+    snprintf(subject, sizeof subject, "(SELECT subject_ref FROM citizens WHERE web_number = '%s')",
+             str(w, "web_number"));
+    json_decref(w);
+    for (const char *p = sql; *p && used + sizeof subject < sizeof out;) {
+        if (strncmp(p, "SUBJECT", 7) == 0) {
+            used += (size_t)snprintf(out + used, sizeof out - used, "%s", subject);
+            p += 7;
+        } else {
+            out[used++] = *p++;
         }
-        out[used] = '\0';
-        ck_assert_int_eq(h_db_exec(S.db[H_VAULT], out), 0);
     }
+    out[used] = '\0';
+    ck_assert_int_eq(h_db_exec(S.db[H_VAULT], out), 0);
+}
 
-    /* `wallet access-log --json`: the checkpoint object, status expected. */
-    static json_t *checkpoint_is(const char *wallet, const char *status, int ok, int chain_valid)
-    {
-        json_t *j = ok_json("wallet access-log --wallet %s", wallet);
-        json_t *cp = json_object_get(j, "checkpoint");
-        ck_assert_ptr_nonnull(cp);
-        ck_assert_msg(strcmp(str(cp, "status"), status) == 0, "checkpoint %s, expected %s: %s",
-                      str(cp, "status"), status, str(cp, "message"));
-        ck_assert_int_eq(json_is_true(json_object_get(cp, "ok")), ok);
-        ck_assert_int_eq(json_is_true(json_object_get(j, "chain_valid")), chain_valid);
-        return j;
-    }
+/* `wallet access-log --json`: the checkpoint object, status expected. */
+static json_t *checkpoint_is(const char *wallet, const char *status, int ok, int chain_valid)
+{
+    json_t *j = ok_json("wallet access-log --wallet %s", wallet);
+    json_t *cp = json_object_get(j, "checkpoint");
+    ck_assert_ptr_nonnull(cp);
+    ck_assert_msg(strcmp(str(cp, "status"), status) == 0, "checkpoint %s, expected %s: %s",
+                  str(cp, "status"), status, str(cp, "message"));
+    ck_assert_int_eq(json_is_true(json_object_get(cp, "ok")), ok);
+    ck_assert_int_eq(json_is_true(json_object_get(j, "chain_valid")), chain_valid);
+    return j;
+}
 
-    /* Logs the wallet into an app n times. */
-    static void logins(const char *wallet, int n)
-    {
-        for (int i = 0; i < n; i++)
-            ck_assert_int_eq(veilctl(NULL, "app login --app news.xinwen --wallet %s", wallet), 0);
-    }
+/* Logs the wallet into an app n times. */
+static void logins(const char *wallet, int n)
+{
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(veilctl(NULL, "app login --app news.xinwen --wallet %s", wallet), 0);
+}
 
-    START_TEST(test_checkpoint_detects_rollback)
-    {
-        char wallet[1200];
-        enrolled_wallet_born("rollback", "19850612", wallet, sizeof wallet);
-        logins(wallet, 3); /* entries 1 (device_added) to 4 */
-        json_t *j = checkpoint_is(wallet, "first_read", 1, 1);
-        ck_assert_int_eq(
-            json_integer_value(json_object_get(json_object_get(j, "checkpoint"), "seq")), 4);
-        json_decref(j);
-        /* the operator saves the head at entry 4; two more logins follow and are read */
-        vault_sql(
-            wallet,
-            "CREATE TABLE saved_head AS SELECT * FROM access_heads WHERE subject_ref = SUBJECT");
-        logins(wallet, 2);
-        json_decref(checkpoint_is(wallet, "consistent", 1, 1));
+START_TEST(test_checkpoint_detects_rollback)
+{
+    char wallet[1200];
+    enrolled_wallet_born("rollback", "19850612", wallet, sizeof wallet);
+    logins(wallet, 3); /* entries 1 (device_added) to 4 */
+    json_t *j = checkpoint_is(wallet, "first_read", 1, 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "checkpoint"), "seq")),
+                     4);
+    json_decref(j);
+    /* the operator saves the head at entry 4; two more logins follow and are read */
+    vault_sql(wallet,
+              "CREATE TABLE saved_head AS SELECT * FROM access_heads WHERE subject_ref = SUBJECT");
+    logins(wallet, 2);
+    json_decref(checkpoint_is(wallet, "consistent", 1, 1));
 
-        /* deleting the newest entries and restoring the saved head: the vault's chain is valid,
-           but the wallet's checkpoint says the log ended at entry 6 */
-        vault_sql(wallet, "DELETE FROM access_log WHERE subject_ref = SUBJECT AND seq > 4; "
-                          "UPDATE access_heads h SET seq = s.seq, head = s.head FROM saved_head s "
-                          "WHERE h.subject_ref = SUBJECT");
-        j = checkpoint_is(wallet, "rolled_back", 0, 1);
-        json_t *cp = json_object_get(j, "checkpoint");
-        ck_assert_int_eq(json_integer_value(json_object_get(cp, "previous_seq")), 6);
-        ck_assert_int_eq(json_integer_value(json_object_get(cp, "seq")), 4);
-        json_decref(j);
-        /* the text says so too */
-        char *out;
-        ck_assert_int_eq(veilctl(&out, "wallet access-log --wallet %s", wallet), 0);
-        ck_assert_ptr_nonnull(strstr(out,
-                                     "LOG TAMPERED: the log was rolled back: it ended at entry 6 "
-                                     "when this device last read it, now at 4"));
-        free(out);
+    /* deleting the newest entries and restoring the saved head: the vault's chain is valid,
+       but the wallet's checkpoint says the log ended at entry 6 */
+    vault_sql(wallet, "DELETE FROM access_log WHERE subject_ref = SUBJECT AND seq > 4; "
+                      "UPDATE access_heads h SET seq = s.seq, head = s.head FROM saved_head s "
+                      "WHERE h.subject_ref = SUBJECT");
+    j = checkpoint_is(wallet, "rolled_back", 0, 1);
+    json_t *cp = json_object_get(j, "checkpoint");
+    ck_assert_int_eq(json_integer_value(json_object_get(cp, "previous_seq")), 6);
+    ck_assert_int_eq(json_integer_value(json_object_get(cp, "seq")), 4);
+    json_decref(j);
+    /* the text says so too */
+    char *out;
+    ck_assert_int_eq(veilctl(&out, "wallet access-log --wallet %s", wallet), 0);
+    ck_assert_ptr_nonnull(strstr(out, "LOG TAMPERED: the log was rolled back: it ended at entry 6 "
+                                      "when this device last read it, now at 4"));
+    free(out);
 
-        /* new logins grow the log past entry 6 again: entry 6 is not the one the wallet saw */
-        logins(wallet, 3);
-        json_decref(checkpoint_is(wallet, "rewritten", 0, 1));
-        vault_sql(wallet, "DROP TABLE saved_head");
-    }
-    END_TEST
+    /* new logins grow the log past entry 6 again: entry 6 is not the one the wallet saw */
+    logins(wallet, 3);
+    json_decref(checkpoint_is(wallet, "rewritten", 0, 1));
+    vault_sql(wallet, "DROP TABLE saved_head");
+}
+END_TEST
 
-    START_TEST(test_checkpoint_detects_wipe)
-    {
-        char wallet[1200];
-        enrolled_wallet_born("wipe", "19920320", wallet, sizeof wallet);
-        logins(wallet, 2);
-        json_decref(checkpoint_is(wallet, "first_read", 1, 1));
-        /* deleting everything and resetting the head: a valid, empty log for the vault */
-        vault_sql(wallet,
-                  "DELETE FROM access_log WHERE subject_ref = SUBJECT; UPDATE access_heads SET "
-                  "seq = 0, head = decode(repeat('00', 32), 'hex') WHERE subject_ref = SUBJECT");
-        json_t *j = checkpoint_is(wallet, "wiped", 0, 1);
-        ck_assert_uint_eq(json_array_size(json_object_get(j, "entries")), 0);
-        json_decref(j);
-        char *out;
-        ck_assert_int_eq(veilctl(&out, "wallet access-log --wallet %s", wallet), 0);
-        ck_assert_ptr_nonnull(strstr(out, "LOG TAMPERED: the log was wiped: it held 3 entries when "
-                                          "this device last read it"));
-        free(out);
+START_TEST(test_checkpoint_detects_wipe)
+{
+    char wallet[1200];
+    enrolled_wallet_born("wipe", "19920320", wallet, sizeof wallet);
+    logins(wallet, 2);
+    json_decref(checkpoint_is(wallet, "first_read", 1, 1));
+    /* deleting everything and resetting the head: a valid, empty log for the vault */
+    vault_sql(wallet,
+              "DELETE FROM access_log WHERE subject_ref = SUBJECT; UPDATE access_heads SET "
+              "seq = 0, head = decode(repeat('00', 32), 'hex') WHERE subject_ref = SUBJECT");
+    json_t *j = checkpoint_is(wallet, "wiped", 0, 1);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "entries")), 0);
+    json_decref(j);
+    char *out;
+    ck_assert_int_eq(veilctl(&out, "wallet access-log --wallet %s", wallet), 0);
+    ck_assert_ptr_nonnull(strstr(out, "LOG TAMPERED: the log was wiped: it held 3 entries when "
+                                      "this device last read it"));
+    free(out);
 
-        /* a checkpoint that does not verify with the pinned key is refused, not kept */
-        json_error_t je;
-        json_t *file = json_load_file(wallet, 0, &je);
-        ck_assert_ptr_nonnull(file);
-        unsigned char other[32];
-        char other64[64];
-        randombytes_buf(other, sizeof other);
-        sodium_bin2base64(other64, sizeof other64, other, sizeof other,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-        json_object_set_new(file, "checkpoint_public_key", json_string(other64));
-        ck_assert_int_eq(json_dump_file(file, wallet, 0), 0);
-        json_decref(file);
-        chmod(wallet, 0600);
-        json_decref(checkpoint_is(wallet, "bad_checkpoint", 0, 1));
-    }
-    END_TEST
+    /* a checkpoint that does not verify with the pinned key is refused, not kept */
+    json_error_t je;
+    json_t *file = json_load_file(wallet, 0, &je);
+    ck_assert_ptr_nonnull(file);
+    unsigned char other[32];
+    char other64[64];
+    randombytes_buf(other, sizeof other);
+    sodium_bin2base64(other64, sizeof other64, other, sizeof other,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    json_object_set_new(file, "checkpoint_public_key", json_string(other64));
+    ck_assert_int_eq(json_dump_file(file, wallet, 0), 0);
+    json_decref(file);
+    chmod(wallet, 0600);
+    json_decref(checkpoint_is(wallet, "bad_checkpoint", 0, 1));
+}
+END_TEST
 
-    int main(void)
-    {
-        Suite *s = suite_create("veilctl");
-        TCase *tc = tcase_create("veilctl");
-        tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-        tcase_set_timeout(tc, 300);
-        tcase_add_test(tc, test_citizen_verbs);
-        tcase_add_test(tc, test_app_and_admin_verbs);
-        tcase_add_test(tc, test_attribute_names_listed);
-        tcase_add_test(tc, test_missing_environment_points_to_stack_env);
-        tcase_add_test(tc, test_group_usage);
-        tcase_add_test(tc, test_destructive_verbs_confirm);
-        tcase_add_test(tc, test_verify_receipts_and_webcerts);
-        tcase_add_test(tc, test_app_update_and_state_replies);
-        tcase_add_test(tc, test_checkpoint_detects_rollback);
-        tcase_add_test(tc, test_checkpoint_detects_wipe);
-        suite_add_tcase(s, tc);
-        return h_run_suite(s);
-    }
+int main(void)
+{
+    Suite *s = suite_create("veilctl");
+    TCase *tc = tcase_create("veilctl");
+    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_citizen_verbs);
+    tcase_add_test(tc, test_app_and_admin_verbs);
+    tcase_add_test(tc, test_attribute_names_listed);
+    tcase_add_test(tc, test_missing_environment_points_to_stack_env);
+    tcase_add_test(tc, test_group_usage);
+    tcase_add_test(tc, test_destructive_verbs_confirm);
+    tcase_add_test(tc, test_verify_receipts_and_webcerts);
+    tcase_add_test(tc, test_app_update_and_state_replies);
+    tcase_add_test(tc, test_checkpoint_detects_rollback);
+    tcase_add_test(tc, test_checkpoint_detects_wipe);
+    suite_add_tcase(s, tc);
+    return h_run_suite(s);
+}
