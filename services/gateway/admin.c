@@ -35,8 +35,8 @@ static veil_err app_from_message(struct gateway *gw, veil_call *call,
         return invalid(call, "name must be 1-200 bytes of printable UTF-8");
     if (m->organisation[0] && !gw_text_ok(m->organisation, 200))
         return invalid(call, "organisation must be at most 200 bytes of printable UTF-8");
-    if (strcmp(m->kind, "public_service") != 0 && strcmp(m->kind, "commercial") != 0)
-        return invalid(call, "kind must be public_service or commercial");
+    if (!gw_kind_valid(m->kind))
+        return invalid(call, "kind must be public_service, commercial or venue");
     const char *sector = m->sector_id[0] ? m->sector_id : m->app_id;
     if (!veil_ident_valid(sector))
         return invalid(call, "sector_id must be 1-64 of [a-z0-9._-]");
@@ -52,11 +52,11 @@ static veil_err app_from_message(struct gateway *gw, veil_call *call,
                                "attributes: unknown attribute (attributes: %s)", veil_attr_names());
             return VEIL_ERR_INVALID;
         }
-        if (a->kind == VEIL_ATTR_RAW && strcmp(m->kind, "commercial") == 0) {
+        if (a->kind == VEIL_ATTR_RAW && gw_kind_derived_only(m->kind)) {
             veil_call_fail(call, VEIL_ERR_PRECONDITION,
-                           "attributes: commercial apps may hold derived attributes only, "
+                           "attributes: %s apps may hold derived attributes only, "
                            "%s is raw personal data",
-                           a->name);
+                           m->kind, a->name);
             return VEIL_ERR_PRECONDITION;
         }
         out->scope |= gw_scope_bit(a->name);

@@ -38,7 +38,7 @@ struct veil_follower;
 typedef struct gw_app {
     char id[65];
     char sector[65];
-    char kind[16];          /* "public_service" or "commercial" */
+    char kind[16];          /* "public_service", "commercial" or "venue" */
     char status[16];        /* "active" or "suspended" */
     unsigned scope;         /* bit i: catalogue entry i is registered */
     char cert_identity[256];
@@ -76,6 +76,11 @@ veil_err gw_registry_each(gw_registry *r, veil_call *call, void ***slots,
 
 /* Frees an array of apps as gw_store_load_apps returns it. */
 void gw_apps_free(gw_app *apps, size_t n);
+
+/* Whether kind is an app kind: public_service, commercial or venue (issue 17). */
+int gw_kind_valid(const char *kind);
+/* Whether apps of this kind may hold derived attributes only (commercial apps, venues). */
+int gw_kind_derived_only(const char *kind);
 
 /* Attribute names <-> scope bits over the catalogue of veil/formats.h. */
 unsigned gw_scope_bit(const char *attribute); /* 0 when not in the catalogue */
@@ -115,6 +120,7 @@ struct gateway {
     Veil__Gateway__Login_Service login;
     Veil__Gateway__Wallet_Service wallet;
     Veil__Gateway__Admin_Service admin;
+    Veil__Gateway__Counter_Service counter; /* counter.c: cards (issue 17) */
     struct gw_store *store;
     veil_channel *vault, *consent, *revocation, *pseudonym;
     gw_registry registry;
@@ -149,6 +155,9 @@ extern const size_t gw_wallet_policy_len;
 extern const Veil__Gateway__Admin_Service gw_admin_rpc;
 extern const veil_method_policy gw_admin_policy[];
 extern const size_t gw_admin_policy_len;
+extern const Veil__Gateway__Counter_Service gw_counter_rpc;
+extern const veil_method_policy gw_counter_policy[];
+extern const size_t gw_counter_policy_len;
 
 /*
  * Calls method on one of the internal services on behalf of call, within the
@@ -187,6 +196,33 @@ typedef struct gw_change {
 /* Records ch in the subject's access log through the vault; fails the call if it cannot. */
 veil_err gw_log_change(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject,
                        const gw_change *ch);
+/*
+ * The one login function every door goes through (gRPC CompleteLogin,
+ * OpenID Connect, a venue redeeming a presentation, a card): a door only
+ * translates its input into this.  Exactly one credential: a phone's
+ * ticket (answering BeginLogin's challenge), a presentation shown in person
+ * (venue apps only) or a card and its PIN.  Strings are borrowed.
+ */
+typedef struct gw_login_in {
+    const char *ticket;
+    const char *presentation;
+    const Veil__CardCredential *card;
+    char *const *attributes; /* requested attribute names */
+    size_t n_attributes;
+} gw_login_in;
+
+/* acr values of assertions (amr: ["pop"] for a phone's key, ["pin"] for a card). */
+#define GW_ACR_PHONE "urn:veil:acr:phone"
+#define GW_ACR_CARD  "urn:veil:acr:card"
+
+/*
+ * Logs the citizen in to app (already authenticated by the door): verifies
+ * the credential through the vault, checks revocation, decides the release,
+ * derives the pseudonym and signs the assertion into resp (call's arena).
+ * On failure the call carries the status and message.
+ */
+veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const gw_login_in *in,
+                  Veil__Gateway__CompleteLoginResponse *resp);
 
 /* The app calling (registered, certificate identity matching); fails the call if not. */
 veil_err gw_calling_app(struct gateway *gw, veil_call *call, gw_app *app);

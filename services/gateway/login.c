@@ -51,8 +51,7 @@ static void gw_login_begin_login(Veil__Gateway__Login_Service *svc,
 }
 
 /* Parses the requested attribute names into scope bits. */
-static veil_err requested_scope(veil_call *call, const Veil__Gateway__CompleteLoginRequest *req,
-                                unsigned *scope)
+static veil_err requested_scope(veil_call *call, const gw_login_in *req, unsigned *scope)
 {
     *scope = 0;
     if (req->n_attributes > MAX_REQUESTED) {
@@ -192,7 +191,8 @@ static void add_claim(json_t *claims, const Veil__Attribute *a)
 
 /* Builds and signs the assertion; *out is in the call's arena. */
 static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app *app,
-                               const char *sub, const char *previous_sub, unsigned granted,
+                               const char *sub, const char *previous_sub, int card,
+                               unsigned granted,
                                const Veil__Vault__ReleaseAttributesResponse *released, char **out)
 {
     unsigned char jti_raw[16];
@@ -207,6 +207,9 @@ static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app
         return VEIL_ERR_NOMEM;
     if (previous_sub && *previous_sub)
         json_object_set_new(claims, "previous_sub", json_string(previous_sub));
+    /* How the citizen was authenticated, so an app needing more can refuse a card. */
+    json_object_set_new(claims, "acr", json_string(card ? GW_ACR_CARD : GW_ACR_PHONE));
+    json_object_set_new(claims, "amr", json_pack("[s]", card ? "pin" : "pop"));
     for (size_t i = 0; released && i < released->n_attributes; i++) {
         const Veil__Attribute *a = released->attributes[i];
         /* Defence in depth: only what consent granted leaves, whatever came back. */
@@ -271,28 +274,58 @@ static veil_err fix_sector(struct gateway *gw, veil_call *call, const gw_app *ap
     return VEIL_OK;
 }
 
-static veil_err complete_login(struct gateway *gw, veil_call *call,
-                               const Veil__Gateway__CompleteLoginRequest *req,
-                               Veil__Gateway__CompleteLoginResponse *resp)
+/* Whether more than one credential is present (none is a malformed ticket). */
+static int several_credentials(const gw_login_in *in)
 {
-    gw_app app;
-    unsigned requested;
+    return (in->ticket && *in->ticket) + (in->presentation && *in->presentation) +
+               (in->card != NULL) >
+           1;
+}
+
+/*
+ * The door-specific first step: what the vault is asked to verify.  A phone's
+ * ticket answers a challenge this app got from BeginLogin (consumed here);
+ * a presentation or a card has no BeginLogin, so the login gets a fresh
+ * random challenge of its own (the vault binds what it mints to it).
+ */
+static veil_err verify_request(struct gateway *gw, veil_call *call, const gw_app *app,
+                               const gw_login_in *in, Veil__Vault__VerifyTicketRequest *vt)
+{
+    unsigned char *challenge = veil_call_alloc(call, VEIL_CHALLENGE_BYTES);
+    if (!challenge)
+        return VEIL_ERR_NOMEM;
+    vt->app_id = (char *)app->id;
+    vt->challenge.data = challenge;
+    vt->challenge.len = VEIL_CHALLENGE_BYTES;
+    if (in->presentation && *in->presentation) {
+        if (strcmp(app->kind, "venue") != 0) {
+            veil_call_fail(call, VEIL_ERR_DENIED, "only venue apps may redeem presentations");
+            return VEIL_ERR_DENIED;
+        }
+        randombytes_buf(challenge, VEIL_CHALLENGE_BYTES);
+        vt->presentation = (char *)in->presentation;
+        return VEIL_OK;
+    }
+    if (in->card) {
+        randombytes_buf(challenge, VEIL_CHALLENGE_BYTES);
+        vt->card = (Veil__CardCredential *)in->card;
+        return VEIL_OK;
+    }
     veil_ticket *t = veil_call_alloc(call, sizeof *t);
-    veil_err err;
     if (!t)
         return VEIL_ERR_NOMEM;
-    if ((err = gw_calling_app(gw, call, &app)) || (err = requested_scope(call, req, &requested)))
-        return err;
-    if ((err = veil_ticket_parse(req->ticket, strlen(req->ticket), t)) != VEIL_OK) {
+    veil_err err =
+        in->ticket ? veil_ticket_parse(in->ticket, strlen(in->ticket), t) : VEIL_ERR_INVALID;
+    if (err != VEIL_OK) {
         veil_call_fail(call, VEIL_ERR_INVALID, "%s",
                        err == VEIL_ERR_PRECONDITION ? VEIL_TICKET_RETIRED : "ticket is malformed");
         return VEIL_ERR_INVALID;
     }
-    if (strcmp(t->app_id, app.id) != 0) {
+    if (strcmp(t->app_id, app->id) != 0) {
         veil_call_fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket was not made for this app");
         return VEIL_ERR_UNAUTHENTICATED;
     }
-    err = gw_store_challenge_take(gw->store, t->challenge, app.id);
+    err = gw_store_challenge_take(gw->store, t->challenge, app->id);
     if (err == VEIL_ERR_NOT_FOUND) {
         veil_call_fail(call, VEIL_ERR_PRECONDITION,
                        "challenge is unknown, expired or already used");
@@ -300,28 +333,61 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
     }
     if (err)
         return gw_store_failed(call, err);
+    vt->ticket = (char *)in->ticket;
+    memcpy(challenge, t->challenge, VEIL_CHALLENGE_BYTES);
+    return VEIL_OK;
+}
+
+veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const gw_login_in *in,
+                  Veil__Gateway__CompleteLoginResponse *resp)
+{
+    unsigned requested;
+    veil_err err;
+    if (several_credentials(in)) {
+        veil_call_fail(call, VEIL_ERR_INVALID,
+                       "exactly one of ticket, presentation and card is required");
+        return VEIL_ERR_INVALID;
+    }
+    if ((err = requested_scope(call, in, &requested)))
+        return err;
 
     Veil__Vault__VerifyTicketRequest vt = VEIL__VAULT__VERIFY_TICKET_REQUEST__INIT;
     Veil__Vault__VerifyTicketResponse *who;
-    vt.ticket = req->ticket;
-    vt.app_id = app.id;
-    vt.challenge.data = t->challenge;
-    vt.challenge.len = VEIL_CHALLENGE_BYTES;
-    if ((err = gw_downstream(gw, call, gw->vault, "VerifyTicket", &vt.base, &who)))
+    if ((err = verify_request(gw, call, app, in, &vt)) ||
+        (err = gw_downstream(gw, call, gw->vault, "VerifyTicket", &vt.base, &who)))
         return err;
 
     gw_authz authz;
-    if ((err = authorize(gw, call, &who->subject_ref, who->device_id, app.id, &authz)))
+    if ((err = authorize(gw, call, &who->subject_ref, who->device_id, app->id, &authz)))
         return err;
     if (!authz.allowed) {
         veil_call_fail(call, VEIL_ERR_DENIED, "login refused: %s", authz.reason);
         return VEIL_ERR_DENIED;
     }
 
-    unsigned in_scope = requested & app.scope, granted = 0;
+    /*
+     * What may be released.  Online with a phone: what the citizen consented
+     * to in the wallet.  In person the citizen decides on the spot: a
+     * presentation carries the attributes they chose to show (a venue may
+     * narrow them further), and typing the PIN approves what the app's form
+     * asked for.  Either way never beyond the app's registered scope.
+     */
+    int card = strcmp(who->credential, "card") == 0, in_person = card || !vt.ticket[0];
+    unsigned granted = 0;
     gw_grants g = {0};
-    if (in_scope) {
-        if ((err = grants(gw, call, &who->subject_ref, &app, &g)))
+    if (vt.presentation[0]) {
+        unsigned shown = 0;
+        for (size_t i = 0; i < who->n_shown; i++)
+            shown |= gw_scope_bit(who->shown[i]);
+        requested = in->n_attributes ? requested & shown : shown;
+    }
+    unsigned in_scope = requested & app->scope;
+    if (in_person) {
+        granted = in_scope;
+        snprintf(g.purposes, sizeof g.purposes, "%s",
+                 card ? "approved with card and pin" : "shown in person");
+    } else if (in_scope) {
+        if ((err = grants(gw, call, &who->subject_ref, app, &g)))
             return err;
         granted = in_scope & g.granted;
     }
@@ -332,7 +398,7 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
     Veil__Pseudonym__DeriveRequest dr = VEIL__PSEUDONYM__DERIVE_REQUEST__INIT;
     Veil__Pseudonym__DeriveResponse *p;
     dr.subject_ref = who->subject_ref;
-    dr.sector_id = app.sector;
+    dr.sector_id = (char *)app->sector;
     dr.link_epoch = authz.epoch;
     dr.key_version = atomic_load(&gw->keys.pseudonym_current);
     dr.previous_key_version = atomic_load(&gw->keys.pseudonym_previous);
@@ -344,7 +410,7 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
     };
     if (granted) {
         ra.subject_ref = who->subject_ref;
-        ra.app_id = app.id;
+        ra.app_id = (char *)app->id;
         ra.n_attributes = gw_scope_names(call, granted, &ra.attributes);
         ra.purpose = g.purposes;
         ra.capability = who->release_capability;
@@ -353,16 +419,33 @@ static veil_err complete_login(struct gateway *gw, veil_call *call,
     if ((err = gw_downstream_all(gw, call, calls, granted ? 2 : 1)))
         return err;
 
-    if ((err = sign_assertion(gw, call, &app, p->pseudonym, p->previous_pseudonym, granted,
+    if ((err = sign_assertion(gw, call, app, p->pseudonym, p->previous_pseudonym, card, granted,
                               released, &resp->assertion)))
         return err;
-    if ((err = fix_sector(gw, call, &app)))
+    if ((err = fix_sector(gw, call, app)))
         return err;
     resp->sub = p->pseudonym;
     resp->previous_sub = p->previous_pseudonym;
     resp->n_released = gw_scope_names(call, granted, &resp->released);
-    withheld(call, requested, app.scope, granted, resp);
+    withheld(call, requested, app->scope, granted, resp);
     return VEIL_OK;
+}
+
+/* The gRPC door: the calling app by its certificate, then the one login function. */
+static veil_err complete_login(struct gateway *gw, veil_call *call,
+                               const Veil__Gateway__CompleteLoginRequest *req,
+                               Veil__Gateway__CompleteLoginResponse *resp)
+{
+    gw_app app;
+    veil_err err = gw_calling_app(gw, call, &app);
+    if (err)
+        return err;
+    gw_login_in in = {.ticket = req->ticket,
+                      .presentation = req->presentation,
+                      .card = req->card,
+                      .attributes = req->attributes,
+                      .n_attributes = req->n_attributes};
+    return gw_login(gw, call, &app, &in, resp);
 }
 
 static void gw_login_complete_login(Veil__Gateway__Login_Service *svc,

@@ -189,6 +189,7 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
     gw->login = gw_login_rpc;
     gw->wallet = gw_wallet_rpc;
     gw->admin = gw_admin_rpc;
+    gw->counter = gw_counter_rpc;
     gw->issuer = cfg.issuer;
     gw->trust_domain = ctx->trust_domain;
     gw->assertion_ttl_s = cfg.assertion_ttl_s;
@@ -244,6 +245,8 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
                                errbuf, errlen)) ||
         (err = veil_server_add(ctx->server, &gw->wallet.base, gw_wallet_policy,
                                gw_wallet_policy_len, errbuf, errlen)) ||
+        (err = veil_server_add(ctx->server, &gw->counter.base, gw_counter_policy,
+                               gw_counter_policy_len, errbuf, errlen)) ||
         (err = start_admin_listener(gw, ctx, errbuf, errlen)))
         return err;
     return VEIL_OK;
@@ -337,16 +340,16 @@ static int seed_apps(const veil_service_ctx *ctx, int argc, char **argv)
         gw_app app = {0};
         char bad[64] = "";
         if (split_tabs(line, c, 6) != 6 || !veil_ident_valid(c[0]) || !veil_ident_valid(c[2]) ||
-            (strcmp(c[1], "public_service") && strcmp(c[1], "commercial")) ||
+            !gw_kind_valid(c[1]) ||
             gw_scope_parse(c[4], &app.scope, bad, sizeof bad) != 0 || !gw_text_ok(c[5], 200)) {
             fprintf(stderr, "gateway seed-apps: %s:%d: malformed line%s%s\n", argv[1], lineno,
                     bad[0] ? ", unknown attribute " : "", bad);
             status = 1;
             break;
         }
-        if (strcmp(c[1], "commercial") == 0 && (app.scope & gw_scope_raw())) {
-            fprintf(stderr, "gateway seed-apps: %s:%d: a commercial app may not hold raw attributes\n",
-                    argv[1], lineno);
+        if (gw_kind_derived_only(c[1]) && (app.scope & gw_scope_raw())) {
+            fprintf(stderr, "gateway seed-apps: %s:%d: a %s app may not hold raw attributes\n",
+                    argv[1], lineno, c[1]);
             status = 1;
             break;
         }

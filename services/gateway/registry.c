@@ -15,6 +15,16 @@
 #include "store.h"
 #include "veil/vault.pb-c.h"
 
+int gw_kind_valid(const char *kind)
+{
+    return strcmp(kind, "public_service") == 0 || gw_kind_derived_only(kind);
+}
+
+int gw_kind_derived_only(const char *kind)
+{
+    return strcmp(kind, "commercial") == 0 || strcmp(kind, "venue") == 0;
+}
+
 unsigned gw_scope_bit(const char *attribute)
 {
     size_t n;

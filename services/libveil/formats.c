@@ -152,16 +152,15 @@ void veil_citizen_signed_bytes(veil_buf *b, const char *method, const void *payl
 
 /* ---- web numbers ---- */
 
-static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+const char veil_crockford32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 static int symbol_value(char c)
 {
-    const char *p = c ? strchr(crockford, c) : NULL;
-    return p ? (int)(p - crockford) : -1;
+    const char *p = c ? strchr(veil_crockford32, c) : NULL;
+    return p ? (int)(p - veil_crockford32) : -1;
 }
 
-/* Luhn mod N (N = 32) over symbol values: the check value for 15 symbols. */
-static int luhn32_check(const int *v, size_t n)
+int veil_luhn32_check(const int *v, size_t n)
 {
     int factor = 2, sum = 0;
     for (size_t i = n; i-- > 0;) {
@@ -177,12 +176,12 @@ void veil_web_number_new(char out[VEIL_WEB_NUMBER_LEN + 1])
     int v[16];
     for (int i = 0; i < 15; i++)
         v[i] = (int)randombytes_uniform(32);
-    v[15] = luhn32_check(v, 15);
+    v[15] = veil_luhn32_check(v, 15);
     size_t k = 0;
     for (int i = 0; i < 16; i++) {
         if (i && i % 4 == 0)
             out[k++] = '-';
-        out[k++] = crockford[v[i]];
+        out[k++] = veil_crockford32[v[i]];
     }
     out[k] = '\0';
 }
@@ -201,7 +200,7 @@ int veil_web_number_valid(const char *s)
         if ((v[k++] = symbol_value(s[i])) < 0)
             return 0;
     }
-    return luhn32_check(v, 15) == v[15];
+    return veil_luhn32_check(v, 15) == v[15];
 }
 
 void veil_device_id_text(const unsigned char id[VEIL_DEVICE_ID_BYTES], char out[33])

@@ -3,7 +3,7 @@
  *
  * With TLS the identity is the URI SAN of the verified client certificate:
  * spiffe://<trust domain>/svc/<gateway|vault|consent|revocation|pseudonym>,
- * /app/<app id> or /admin/<name>.  A TLS peer without a certificate is a
+ * /app/<app id>, /admin/<name> or /counter/<name> (a public-service counter).  A TLS peer without a certificate is a
  * citizen's wallet; a plaintext peer is a probe on the health port, unless
  * the development switch is on, in which case it claims an identity in the
  * x-veil-dev-peer header.
@@ -61,6 +61,8 @@ void veil_peer_from_uri(const char *uri, size_t len, const char *trust_domain, v
         role = VEIL_PEER_APP;
     } else if (klen == 5 && memcmp(kind, "admin", 5) == 0) {
         role = VEIL_PEER_ADMIN;
+    } else if (klen == 7 && memcmp(kind, "counter", 7) == 0) {
+        role = VEIL_PEER_COUNTER;
     }
     if (!role)
         return;

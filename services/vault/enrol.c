@@ -18,6 +18,7 @@
 
 #include "veil/jws.h"
 #include "veil/log.h"
+#include "veil/inperson.h"
 #include "vault.h"
 
 #define ATTEMPTS 3
@@ -57,6 +58,8 @@ static veil_err check_request(veil_call *call, const Veil__Vault__EnrolRequest *
         return fail(call, VEIL_ERR_INVALID, "attestation is required");
     if (at->signature.len != 64)
         return fail(call, VEIL_ERR_INVALID, "attestation.signature must be 64 bytes (Ed25519)");
+    if (req->card_pin[0] && !veil_card_pin_valid(req->card_pin))
+        return fail(call, VEIL_ERR_INVALID, "card_pin must be 4 to 12 digits");
     return VEIL_OK;
 }
 
@@ -224,6 +227,11 @@ static veil_err ensure_device(struct enrol *e, vault_conn *c,
     if (!err)
         err = vault_store_insert_device(c, e->result.device_id, e->result.subject, pk, label.data,
                                         label.len, attested_at);
+    if (!err && e->req->card_pin[0]) { /* a counter-issued card (issue 17) */
+        unsigned char mac[VAULT_HASH_BYTES];
+        vault_card_pin_mac(e->v->keys->blind_key, pk, e->req->card_pin, mac);
+        err = vault_store_set_pin(c, e->result.device_id, mac);
+    }
     veil_buf_free(&label);
     if (!err)
         err = vault_access_record_dk(e->v, c, e->result.subject, dk, &le);

@@ -82,12 +82,14 @@ static veil_err unwrap(struct vault *v, const unsigned char *subject, uint32_t v
 /*
  * Looks up a device and verifies its signature over msg.  Unknown devices
  * still cost one full verification (against a valid key nobody holds), so
- * the time taken does not tell whether a device exists.
+ * the time taken does not tell whether a device exists.  A card's key is
+ * derived from the code printed on it, so a card never signs: whoever holds
+ * the code must also pass the PIN check (inperson.c).
  */
-static veil_err device_signed(struct vault *v, vault_conn *c,
-                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
-                              const unsigned char sig[64], const veil_buf *msg,
-                              struct vault_device_row *row)
+veil_err vault_device_signed(struct vault *v, vault_conn *c,
+                             const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                             const unsigned char sig[64], const veil_buf *msg,
+                             struct vault_device_row *row)
 {
     veil_err err = vault_store_device(c, device_id, row);
     if (err && err != VEIL_ERR_NOT_FOUND)
@@ -96,7 +98,7 @@ static veil_err device_signed(struct vault *v, vault_conn *c,
     int good = !msg->failed && crypto_sign_verify_detached(sig, msg->data, msg->len, pk) == 0;
     if (msg->failed)
         return VEIL_ERR_NOMEM;
-    return err || !good ? VEIL_ERR_UNAUTHENTICATED : VEIL_OK;
+    return err || !good || row->card ? VEIL_ERR_UNAUTHENTICATED : VEIL_OK;
 }
 
 /* ---- Enrol ---- */
@@ -131,7 +133,8 @@ static void vault_enrol(Veil__Vault__Vault_Service *svc, const Veil__Vault__Enro
 static veil_err verify_ticket(struct vault *v, veil_call *call,
                               const Veil__Vault__VerifyTicketRequest *req,
                               unsigned char subject[VAULT_SUBJECT_BYTES],
-                              unsigned char device_id[VEIL_DEVICE_ID_BYTES])
+                              unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                              Veil__Vault__VerifyTicketResponse *resp)
 {
     veil_ticket t;
     veil_ticket_inner in;
@@ -145,6 +148,11 @@ static veil_err verify_ticket(struct vault *v, veil_call *call,
         return fail(call, VEIL_ERR_INVALID, "app_id is not a valid app id");
     if (req->challenge.len != VEIL_CHALLENGE_BYTES)
         return fail(call, VEIL_ERR_INVALID, "challenge must be 32 bytes");
+    if ((req->ticket[0] != '\0') + (req->presentation[0] != '\0') + (req->card != NULL) > 1)
+        return fail(call, VEIL_ERR_INVALID,
+                    "exactly one of ticket, presentation and card is required");
+    if (req->presentation[0] || req->card) /* in person (inperson.c) */
+        return vault_inperson_verify(v, call, req, subject, device_id, resp);
     err = veil_ticket_parse(req->ticket, strlen(req->ticket), &t);
     if (err == VEIL_ERR_PRECONDITION)
         return fail(call, VEIL_ERR_INVALID, VEIL_TICKET_RETIRED);
@@ -169,7 +177,7 @@ static veil_err verify_ticket(struct vault *v, veil_call *call,
         goto out;
     veil_ticket_signed_bytes(&msg, t.app_id, t.challenge, VEIL_CHALLENGE_BYTES, in.time_ms,
                              in.device_id, in.key_version);
-    err = device_signed(v, c, in.device_id, in.sig, &msg, &row);
+    err = vault_device_signed(v, c, in.device_id, in.sig, &msg, &row);
     if (err == VEIL_ERR_UNAUTHENTICATED)
         fail(call, err, TICKET_FAILED);
     if (err)
@@ -220,8 +228,10 @@ static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
     unsigned char subject[VAULT_SUBJECT_BYTES], device_id[VEIL_DEVICE_ID_BYTES];
     unsigned char cap[VAULT_CAP_BYTES];
     char device_text[33];
-    veil_err err = verify_ticket(self(svc), call, req, subject, device_id);
+    veil_err err = verify_ticket(self(svc), call, req, subject, device_id, &resp);
     if (!err) {
+        if (!resp.credential[0])
+            resp.credential = "phone";
         resp.subject_ref.data = subject;
         resp.subject_ref.len = sizeof subject;
         veil_device_id_text(device_id, device_text);
@@ -267,7 +277,7 @@ static veil_err verify_citizen(struct vault *v, veil_call *call,
         goto out;
     veil_citizen_signed_bytes(&msg, req->method, req->payload.data, req->payload.len, auth->time_ms,
                               auth->nonce.data, auth->nonce.len, auth->device_id);
-    err = device_signed(v, c, device_id, auth->signature.data, &msg, &row);
+    err = vault_device_signed(v, c, device_id, auth->signature.data, &msg, &row);
     if (err == VEIL_ERR_UNAUTHENTICATED)
         fail(call, err, CITIZEN_FAILED);
     if (err)
@@ -885,5 +895,6 @@ const veil_method_policy vault_policy[] = {
     {"ListPending", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"CancelPending", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"AppendAccessLog", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"CardStatus", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
 };
 const size_t vault_policy_len = sizeof vault_policy / sizeof vault_policy[0];

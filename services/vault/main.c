@@ -20,7 +20,7 @@ extern const size_t vault_migrations_count;
 
 static char *cfg_proofing_file;
 static int64_t cfg_attestation_max_age_s, cfg_skew_s, cfg_webcert_days, cfg_master_version,
-    cfg_log_batch, cfg_stepup_fresh_s, cfg_cooling_off_s;
+    cfg_log_batch, cfg_stepup_fresh_s, cfg_cooling_off_s, cfg_presentation_ttl_s;
 static struct vault_config config;
 
 static const veil_config_var vault_vars[] = {
@@ -32,6 +32,8 @@ static const veil_config_var vault_vars[] = {
      "oldest proofing attestation accepted, seconds"},
     {"VAULT_TICKET_SKEW_S", VEIL_CFG_INT, "120", 0, &cfg_skew_s, 1, 3600,
      "a ticket's or citizen request's time must be within this many seconds of now"},
+    {"VAULT_PRESENTATION_TTL_S", VEIL_CFG_INT, "60", 0, &cfg_presentation_ttl_s, 5, 600,
+     "how long a presentation a phone shows at a venue stays redeemable, seconds"},
     {"VAULT_WEBCERT_DAYS", VEIL_CFG_INT, "365", 0, &cfg_webcert_days, 1, 3650,
      "validity of a web certificate, days"},
     {"VAULT_MASTER_KEY_VERSION", VEIL_CFG_INT, "0", 0, &cfg_master_version, 0, 1000000,
@@ -54,6 +56,7 @@ const struct vault_config *vault_config_current(void)
     config.webcert_days = cfg_webcert_days;
     config.stepup_fresh_ms = cfg_stepup_fresh_s * 1000;
     config.cooling_off_ms = cfg_cooling_off_s * 1000;
+    config.presentation_ttl_ms = cfg_presentation_ttl_s * 1000;
     return &config;
 }
 

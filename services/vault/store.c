@@ -48,6 +48,10 @@ enum {
     ST_PENDING_LIST,
     ST_PENDING_CANCEL,
     ST_SET_PROOFED,
+    ST_CARD,
+    ST_SET_PIN,
+    ST_PIN_TRY,
+    ST_PIN_RESET,
 };
 
 static const veil_pg_stmt stmts[] = {
@@ -57,7 +61,7 @@ static const veil_pg_stmt stmts[] = {
                     "WHERE c.subject_ref = $1::bytea"},
     [ST_DEVICE] = {"device",
                    "SELECT d.subject_ref, d.public_key, d.revoked_at IS NOT NULL, c.key_version, "
-                   "c.wrapped_key, h.seq, h.head "
+                   "c.wrapped_key, h.seq, h.head, d.pin_mac IS NOT NULL "
                    "FROM devices d JOIN citizens c ON c.subject_ref = d.subject_ref "
                    "JOIN access_heads h ON h.subject_ref = d.subject_ref "
                    "WHERE d.device_id = $1::bytea"},
@@ -225,6 +229,21 @@ static const veil_pg_stmt stmts[] = {
     [ST_SET_PROOFED] = {"set_proofed",
                         "UPDATE devices SET proofed_at = GREATEST(proofed_at, "
                         "to_timestamp($2::int8 / 1000.0)) WHERE device_id = $1::bytea"},
+    /* Cards (issue 17): found by the public key derived from the printed secret. */
+    [ST_CARD] = {"card",
+                 "SELECT d.subject_ref, d.public_key, d.revoked_at IS NOT NULL, c.key_version, "
+                 "c.wrapped_key, h.seq, h.head, true, d.device_id, d.pin_mac, d.pin_failures "
+                 "FROM devices d JOIN citizens c ON c.subject_ref = d.subject_ref "
+                 "JOIN access_heads h ON h.subject_ref = d.subject_ref "
+                 "WHERE d.public_key = $1::bytea AND d.pin_mac IS NOT NULL"},
+    [ST_SET_PIN] = {"set_pin", "UPDATE devices SET pin_mac = $2::bytea, pin_failures = 0 "
+                               "WHERE device_id = $1::bytea"},
+    /* Takes one attempt before the PIN is compared, so parallel guesses cannot exceed the limit. */
+    [ST_PIN_TRY] = {"pin_try", "UPDATE devices SET pin_failures = pin_failures + 1 "
+                               "WHERE device_id = $1::bytea AND pin_failures < $2::int8 "
+                               "RETURNING pin_failures"},
+    [ST_PIN_RESET] = {"pin_reset",
+                      "UPDATE devices SET pin_failures = 0 WHERE device_id = $1::bytea"},
 };
 #define N_STMTS (sizeof stmts / sizeof stmts[0])
 
@@ -382,6 +401,21 @@ veil_err vault_store_set_scope(vault_conn *c, const char *app_id, const char *at
     return exec_any_row(c, ST_SET_SCOPE, p, 2, changed);
 }
 
+/* Columns 0-7 of ST_DEVICE and ST_CARD (one row) into out. */
+static veil_err device_row(const PGresult *r, struct vault_device_row *out)
+{
+    if (copy_bytes(r, 0, 0, out->subject, VAULT_SUBJECT_BYTES) != 0 ||
+        copy_bytes(r, 0, 1, out->public_key, 32) != 0 ||
+        copy_bytes(r, 0, 4, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
+        copy_bytes(r, 0, 6, out->head, VAULT_HASH_BYTES) != 0)
+        return VEIL_ERR_INTERNAL;
+    out->revoked = veil_pg_get_bool(r, 0, 2);
+    out->key_version = (uint32_t)veil_pg_get_i64(r, 0, 3);
+    out->head_seq = veil_pg_get_i64(r, 0, 5);
+    out->card = veil_pg_get_bool(r, 0, 7);
+    return VEIL_OK;
+}
+
 veil_err vault_store_device(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                             struct vault_device_row *out)
 {
@@ -390,22 +424,52 @@ veil_err vault_store_device(vault_conn *c, const unsigned char device_id[VEIL_DE
     veil_err err = exec(c, ST_DEVICE, p, 1, &r);
     if (err)
         return err;
-    err = VEIL_ERR_NOT_FOUND;
-    if (PQntuples(r) != 1)
-        goto out;
-    err = VEIL_ERR_INTERNAL;
-    if (copy_bytes(r, 0, 0, out->subject, VAULT_SUBJECT_BYTES) != 0 ||
-        copy_bytes(r, 0, 1, out->public_key, 32) != 0 ||
-        copy_bytes(r, 0, 4, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
-        copy_bytes(r, 0, 6, out->head, VAULT_HASH_BYTES) != 0)
-        goto out;
-    out->revoked = veil_pg_get_bool(r, 0, 2);
-    out->key_version = (uint32_t)veil_pg_get_i64(r, 0, 3);
-    out->head_seq = veil_pg_get_i64(r, 0, 5);
-    err = VEIL_OK;
-out:
+    err = PQntuples(r) != 1 ? VEIL_ERR_NOT_FOUND : device_row(r, out);
     PQclear(r);
     return err;
+}
+
+veil_err vault_store_card(vault_conn *c, const unsigned char pk[32], struct vault_card_row *out)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(pk, 32)};
+    veil_err err = exec(c, ST_CARD, p, 1, &r);
+    if (err)
+        return err;
+    if (PQntuples(r) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    else if ((err = device_row(r, &out->device)) == VEIL_OK &&
+             (copy_bytes(r, 0, 8, out->device_id, VEIL_DEVICE_ID_BYTES) != 0 ||
+              copy_bytes(r, 0, 9, out->pin_mac, VAULT_HASH_BYTES) != 0))
+        err = VEIL_ERR_INTERNAL;
+    else
+        out->failures = (int)veil_pg_get_i64(r, 0, 10);
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_pin_try(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                             int limit, int *failures)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES), vp_i64(limit)};
+    veil_err err = exec(c, ST_PIN_TRY, p, 2, &r);
+    if (err)
+        return err;
+    if (PQntuples(r) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    else
+        *failures = (int)veil_pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return err;
+}
+
+static veil_err exec_command(vault_conn *c, int stmt, const veil_pg_param *p, int n);
+
+veil_err vault_store_pin_reset(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES])
+{
+    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES)};
+    return exec_command(c, ST_PIN_RESET, p, 1);
 }
 
 veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
@@ -860,6 +924,14 @@ veil_err vault_store_pending_cancel(vault_conn *c, const unsigned char subject[V
     *cancelled = (unsigned)PQntuples(r);
     PQclear(r);
     return VEIL_OK;
+}
+
+veil_err vault_store_set_pin(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                             const unsigned char mac[VAULT_HASH_BYTES])
+{
+    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES),
+                         vp_bytes(mac, VAULT_HASH_BYTES)};
+    return exec_command(c, ST_SET_PIN, p, 2);
 }
 
 veil_err vault_store_insert_request(vault_conn *c, const unsigned char key[VAULT_HASH_BYTES],

@@ -342,6 +342,7 @@ struct vault_device_row {
     unsigned char wrapped[VAULT_WRAPPED_BYTES];
     int64_t head_seq;
     unsigned char head[VAULT_HASH_BYTES];
+    int card; /* a counter-issued card: it never signs tickets or requests */
 };
 
 /* One round trip for the login path; VEIL_ERR_NOT_FOUND when there is no such device. */
@@ -460,6 +461,34 @@ veil_err vault_store_pending_cancel(vault_conn *c, const unsigned char subject[V
 /* A re-proofing from an enrolled phone: it ranks from proofed_at_ms on (never lower). */
 veil_err vault_store_set_proofed(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                                  int64_t proofed_at_ms) VEIL_WUR;
+
+/* A card (issue 17): its device row, id, PIN check value and wrong PINs in a row. */
+struct vault_card_row {
+    struct vault_device_row device;
+    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
+    unsigned char pin_mac[VAULT_HASH_BYTES];
+    int failures;
+};
+
+/* The card whose (derived) public key is pk; VEIL_ERR_NOT_FOUND when there is none. */
+veil_err vault_store_card(vault_conn *c, const unsigned char pk[32],
+                          struct vault_card_row *out) VEIL_WUR;
+
+/* Makes a device a card with this PIN check value (failures back to 0). */
+veil_err vault_store_set_pin(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                             const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
+
+/*
+ * Takes one PIN attempt: failures + 1 unless already at limit, in one
+ * statement, before the PIN is compared.  *failures is the new count;
+ * VEIL_ERR_NOT_FOUND when the card is locked (or gone).
+ */
+veil_err vault_store_pin_try(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                             int limit, int *failures) VEIL_WUR;
+
+/* A right PIN: failures back to 0. */
+veil_err vault_store_pin_reset(vault_conn *c,
+                               const unsigned char device_id[VEIL_DEVICE_ID_BYTES]) VEIL_WUR;
 
 /*
  * Records a citizen-request nonce until now_ms + lifetime_ms; VEIL_ERR_EXISTS
@@ -585,6 +614,7 @@ struct vault_config {
     int64_t webcert_days;
     int64_t stepup_fresh_ms; /* a proofing this recent allows erasure at once */
     int64_t cooling_off_ms;  /* how long an action without step-up waits */
+    int64_t presentation_ttl_ms; /* how long a shown presentation stays redeemable */
 };
 
 struct vault_logw;
@@ -709,6 +739,42 @@ veil_err vault_pending_list(struct vault *v, veil_call *call,
 veil_err vault_pending_cancel(struct vault *v, veil_call *call,
                               const Veil__Vault__CancelPendingRequest *req,
                               unsigned *cancelled) VEIL_WUR;
+
+/* ---- inperson.c: presentations and cards (issue 17) ---- */
+
+#define VAULT_CARD_PIN_ATTEMPTS 5 /* wrong PINs in a row that lock a card */
+
+/*
+ * The in-person half of VerifyTicket: req carries a presentation or a card.
+ * Verifies it, logs the access (naming req->app_id) and fills subject,
+ * device_id and resp->credential / resp->shown (in the call's arena).  On
+ * failure the call carries the status and message.
+ */
+veil_err vault_inperson_verify(struct vault *v, veil_call *call,
+                               const Veil__Vault__VerifyTicketRequest *req,
+                               unsigned char subject[VAULT_SUBJECT_BYTES],
+                               unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                               Veil__Vault__VerifyTicketResponse *resp) VEIL_WUR;
+
+/* The CardStatus RPC (bound in handlers.c's service table). */
+void vault_card_status(Veil__Vault__Vault_Service *svc, const Veil__Vault__CardStatusRequest *req,
+                       Veil__Vault__CardStatusResponse_Closure done, void *call);
+
+/* A card's PIN check value: keyed BLAKE2b-256 (blind key) over its public key and the PIN. */
+void vault_card_pin_mac(const veil_key *blind, const unsigned char pk[32], const char *pin,
+                        unsigned char out[VAULT_HASH_BYTES]);
+
+/* ---- handlers.c helpers the in-person code shares ---- */
+
+/*
+ * Looks a device up and verifies its signature over msg (a decoy key when
+ * it is unknown, so timing does not tell).  VEIL_ERR_UNAUTHENTICATED when
+ * unknown or the signature is wrong.
+ */
+veil_err vault_device_signed(struct vault *v, vault_conn *c,
+                             const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
+                             const unsigned char sig[64], const veil_buf *msg,
+                             struct vault_device_row *row) VEIL_WUR;
 
 /* ---- attrs.c ---- */
 

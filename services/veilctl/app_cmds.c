@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
+#include "veil/inperson.h"
 #include "veil/jws.h"
 #include "veilctl.h"
 
@@ -51,27 +54,114 @@ static json_t *verify(const vc_opts *o, const char *jwks_text, const char *token
     return claims;
 }
 
+/*
+ * What every login verb ends with, whatever the credential: verify the
+ * assertion offline against the JWKS as the app would, then print it (the
+ * same JSON for `app login --wallet`, `app login --card` and `app redeem`).
+ */
+static int print_login(const vc_opts *o, const char *as,
+                       const Veil__Gateway__CompleteLoginResponse *resp)
+{
+    char *jwks = fetch_jwks(o, as);
+    json_t *claims = jwks ? verify(o, jwks, resp->assertion, "JWT", o->app) : NULL;
+    free(jwks);
+    if (!claims)
+        return 1;
+    json_t *withheld = json_array();
+    for (size_t i = 0; i < resp->n_withheld; i++)
+        json_array_append_new(withheld,
+                              json_pack("{s:s, s:s}", "attribute", resp->withheld[i]->attribute,
+                                        "reason", resp->withheld[i]->reason));
+    if (o->json) {
+        vc_print_json(json_pack("{s:s, s:s, s:O, s:o, s:b}", "app", o->app, "assertion",
+                                resp->assertion, "claims", claims, "withheld", withheld, "verified",
+                                1));
+    } else {
+        printf("%s logged the citizen in; the assertion verifies against the JWKS.\n", o->app);
+        printf("  sub           %s\n", resp->sub);
+        if (resp->previous_sub[0])
+            printf("  previous_sub  %s\n", resp->previous_sub);
+        const char *key;
+        json_t *v;
+        json_object_foreach(claims, key, v)
+        {
+            static const char *const std[] = {"iss", "aud", "sub",         "iat",
+                                              "exp", "jti", "previous_sub"};
+            int standard = 0;
+            for (size_t i = 0; i < sizeof std / sizeof std[0]; i++)
+                standard |= strcmp(key, std[i]) == 0;
+            if (standard)
+                continue;
+            char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            printf("  %-13s %s\n", key, text ? text : "?");
+            free(text);
+        }
+        for (size_t i = 0; i < resp->n_withheld; i++)
+            printf("  withheld      %s (%s)\n", resp->withheld[i]->attribute,
+                   resp->withheld[i]->reason);
+        json_decref(withheld);
+    }
+    json_decref(claims);
+    return 0;
+}
+
+/* CompleteLogin as app `as` with req, then print_login. */
+static int complete(const vc_opts *o, veil_channel *ch, const char *as,
+                    const Veil__Gateway__CompleteLoginRequest *req)
+{
+    Veil__Gateway__CompleteLoginResponse *resp = NULL;
+    int rc = vc_call(ch, "CompleteLogin", &req->base, &resp, o);
+    if (!rc)
+        rc = print_login(o, as, resp);
+    if (resp)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+/* A card login: the code from the card file, the PIN as typed; no BeginLogin. */
+static int login_with_card(const vc_opts *o, veil_channel *ch, const char *as, char **attrs,
+                           size_t n)
+{
+    char code[VEIL_CARD_CODE_LEN + 1];
+    if (vc_card_read(o, code) != 0)
+        return 1;
+    Veil__CardCredential card = VEIL__CARD_CREDENTIAL__INIT;
+    card.code = code;
+    card.pin = (char *)o->pin;
+    Veil__Gateway__CompleteLoginRequest cl = VEIL__GATEWAY__COMPLETE_LOGIN_REQUEST__INIT;
+    cl.card = &card;
+    cl.attributes = attrs;
+    cl.n_attributes = n;
+    int rc = complete(o, ch, as, &cl);
+    sodium_memzero(code, sizeof code);
+    return rc;
+}
+
 int vc_app_login(const vc_opts *o)
 {
-    if (!o->app || !o->wallet)
-        return vc_usage("app login --app APP_ID --wallet FILE [--attrs a,b]");
+    if (!o->app || (!o->wallet == !o->card) || (o->card && !o->pin))
+        return vc_usage("app login --app APP_ID (--wallet FILE | --card FILE --pin PIN) "
+                        "[--attrs a,b]");
     size_t n;
     char **attrs = vc_split_attrs(o, &n);
     if (!attrs)
         return 1;
-    vw_wallet *w = vc_wallet(o);
-    if (!w) {
-        vc_split_free(attrs);
-        return 1;
-    }
-    char as[128], *ticket = NULL, *jwks = NULL;
+    char as[128], *ticket = NULL;
     snprintf(as, sizeof as, "app/%s", o->app);
     veil_channel *ch = vc_channel(o, as, &veil__gateway__login__descriptor);
+    int rc;
+    if (o->card) {
+        rc = login_with_card(o, ch, as, attrs, n);
+        goto out;
+    }
+    vw_wallet *w = vc_wallet(o);
+    if (!w) {
+        rc = 1;
+        goto out;
+    }
     Veil__Gateway__BeginLoginRequest bl = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
     Veil__Gateway__BeginLoginResponse *challenge = NULL;
-    Veil__Gateway__CompleteLoginResponse *resp = NULL;
-    json_t *claims = NULL;
-    int rc = vc_call(ch, "BeginLogin", &bl.base, &challenge, o);
+    rc = vc_call(ch, "BeginLogin", &bl.base, &challenge, o);
     if (!rc && vw_ticket(w, o->app, challenge->challenge.data, challenge->challenge.len,
                          veil_now_ms(), &ticket) != VEIL_OK)
         rc = vc_fail(o, "FAILED_PRECONDITION", "wallet %s is not enrolled", o->wallet);
@@ -80,58 +170,36 @@ int vc_app_login(const vc_opts *o)
         cl.ticket = ticket;
         cl.attributes = attrs;
         cl.n_attributes = n;
-        rc = vc_call(ch, "CompleteLogin", &cl.base, &resp, o);
+        rc = complete(o, ch, as, &cl);
     }
-    if (!rc && !(jwks = fetch_jwks(o, as)))
-        rc = 1;
-    if (!rc && !(claims = verify(o, jwks, resp->assertion, "JWT", o->app)))
-        rc = 1;
-    if (!rc) {
-        json_t *withheld = json_array();
-        for (size_t i = 0; i < resp->n_withheld; i++)
-            json_array_append_new(withheld, json_pack("{s:s, s:s}", "attribute",
-                                                      resp->withheld[i]->attribute, "reason",
-                                                      resp->withheld[i]->reason));
-        if (o->json) {
-            vc_print_json(json_pack("{s:s, s:s, s:O, s:o, s:b}", "app", o->app, "assertion",
-                                    resp->assertion, "claims", claims, "withheld", withheld,
-                                    "verified", 1));
-        } else {
-            printf("%s logged the citizen in; the assertion verifies against the JWKS.\n", o->app);
-            printf("  sub           %s\n", resp->sub);
-            if (resp->previous_sub[0])
-                printf("  previous_sub  %s\n", resp->previous_sub);
-            const char *key;
-            json_t *v;
-            json_object_foreach(claims, key, v)
-            {
-                static const char *const std[] = {"iss", "aud", "sub", "iat", "exp", "jti",
-                                                  "previous_sub"};
-                int standard = 0;
-                for (size_t i = 0; i < sizeof std / sizeof std[0]; i++)
-                    standard |= strcmp(key, std[i]) == 0;
-                if (standard)
-                    continue;
-                char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-                printf("  %-13s %s\n", key, text ? text : "?");
-                free(text);
-            }
-            for (size_t i = 0; i < resp->n_withheld; i++)
-                printf("  withheld      %s (%s)\n", resp->withheld[i]->attribute,
-                       resp->withheld[i]->reason);
-            json_decref(withheld);
-        }
-    }
-    json_decref(claims);
-    free(jwks);
     free(ticket);
-    if (resp)
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
     if (challenge)
         protobuf_c_message_free_unpacked(&challenge->base, NULL);
+    vw_wallet_free(w);
+out:
     veil_channel_free(ch);
     vc_split_free(attrs);
-    vw_wallet_free(w);
+    return rc;
+}
+
+int vc_app_redeem(const vc_opts *o)
+{
+    if (!o->app || !o->presentation)
+        return vc_usage("app redeem --app APP_ID --presentation STRING [--attrs a,b]");
+    char as[128];
+    snprintf(as, sizeof as, "app/%s", o->app);
+    size_t n;
+    char **attrs = vc_split_attrs(o, &n);
+    if (!attrs)
+        return 1;
+    veil_channel *ch = vc_channel(o, as, &veil__gateway__login__descriptor);
+    Veil__Gateway__CompleteLoginRequest cl = VEIL__GATEWAY__COMPLETE_LOGIN_REQUEST__INIT;
+    cl.presentation = (char *)o->presentation;
+    cl.attributes = attrs;
+    cl.n_attributes = n;
+    int rc = ch ? complete(o, ch, as, &cl) : 1;
+    veil_channel_free(ch);
+    vc_split_free(attrs);
     return rc;
 }
 
@@ -190,8 +258,8 @@ int vc_app_events(const vc_opts *o)
                 json_t *body;
                 json_object_foreach(json_object_get(set, "events"), type, body)
                 {
-                    const char *sub = json_string_value(
-                        json_object_get(json_object_get(body, "subject"), "sub"));
+                    const char *sub =
+                        json_string_value(json_object_get(json_object_get(body, "subject"), "sub"));
                     printf("%s  %s\n", type, sub ? sub : "?");
                 }
             }

@@ -47,7 +47,13 @@ static const struct verb verbs[] = {
      "--webcert JWS|-   (a web certificate, e.g. read from its QR code)"},
     {"wallet pending", vc_wallet_pending, "--wallet FILE"},
     {"wallet cancel-pending", vc_wallet_cancel_pending, "--wallet FILE [--id ID]"},
-    {"app login", vc_app_login, "--app APP_ID --wallet FILE [--attrs a,b]"},
+    {"wallet present", vc_wallet_present, "--wallet FILE --attrs a,b   (show at a venue)"},
+    {"app login", vc_app_login,
+     "--app APP_ID (--wallet FILE | --card FILE --pin PIN) [--attrs a,b]"},
+    {"app redeem", vc_app_redeem, "--app VENUE_ID --presentation STRING [--attrs a,b]"},
+    {"counter card issue", vc_counter_card_issue,
+     "--id-number N --name NAME --pin PIN --out CARD [--label L]"},
+    {"counter card status", vc_counter_card_status, "--card CARD"},
     {"app jwks", vc_app_jwks, ""},
     {"app events", vc_app_events, "--app APP_ID [--cursor C]"},
     {"admin apps list", vc_admin_apps_list, ""},
@@ -90,7 +96,8 @@ static void usage_all(FILE *f)
                 cat[i].kind == VEIL_ATTR_RAW ? "raw personal data: public-service apps only"
                                              : "derived: any app");
     fprintf(f, "\nenvironment (set it with: eval \"$(deploy/local/stack env)\"): VEILCTL_GATEWAY, "
-               "VEILCTL_ADMIN_ADDR, VEILCTL_CA, VEILCTL_CERTS, VEILCTL_ADMIN, VEILCTL_PROOFING_KEY\n");
+               "VEILCTL_ADMIN_ADDR, VEILCTL_CA, VEILCTL_CERTS, VEILCTL_ADMIN, VEILCTL_COUNTER, "
+               "VEILCTL_PROOFING_KEY\n");
 }
 
 int vc_usage(const char *line)
@@ -140,8 +147,11 @@ veil_channel *vc_channel(const vc_opts *o, const char *as, const ProtobufCServic
         return NULL;
     }
     if (strcmp(as, "citizen") != 0) {
-        const char *base = strcmp(as, "admin") == 0 ? "admin" : "app";
-        const char *name = strcmp(as, "admin") == 0 ? env_or("VEILCTL_ADMIN", "ops") : as + 4;
+        int admin = strcmp(as, "admin") == 0, counter = strcmp(as, "counter") == 0;
+        const char *base = admin ? "admin" : counter ? "counter" : "app";
+        const char *name = admin     ? env_or("VEILCTL_ADMIN", "ops")
+                           : counter ? env_or("VEILCTL_COUNTER", "desk1")
+                                     : as + 4;
         snprintf(cert, sizeof cert, "%s/%s-%s.crt", certs, base, name);
         snprintf(key, sizeof key, "%s/%s-%s.key", certs, base, name);
         tls.cert_file = cert;
@@ -281,6 +291,8 @@ static const struct option long_opts[] = {
     {"out", required_argument, NULL, 'O'},      {"region", required_argument, NULL, 'R'},
     {"birth", required_argument, NULL, 'B'},    {"id", required_argument, NULL, 'I'},
     {"receipt", required_argument, NULL, 'E'},  {"webcert", required_argument, NULL, 'C'},
+    {"presentation", required_argument, NULL, 'P'}, {"card", required_argument, NULL, 'Z'},
+    {"pin", required_argument, NULL, 'N'},
     {NULL, 0, NULL, 0},
 };
 
@@ -375,6 +387,9 @@ int main(int argc, char **argv)
         case 'I': o.id = optarg; break;
         case 'E': o.receipt = optarg; break;
         case 'C': o.webcert = optarg; break;
+        case 'P': o.presentation = optarg; break;
+        case 'Z': o.card = optarg; break;
+        case 'N': o.pin = optarg; break;
         case 'h':
             printf("usage: veilctl %s %s\n", verb->words, verb->usage);
             return 0;

@@ -10,6 +10,11 @@
 
 int vc_print_qr(const char *text)
 {
+    return vc_fprint_qr(stdout, text);
+}
+
+int vc_fprint_qr(FILE *f, const char *text)
+{
     QRcode *q = QRcode_encodeString(text, 0, QR_ECLEVEL_L, QR_MODE_8, 1);
     if (!q)
         return -1;
@@ -20,9 +25,9 @@ int vc_print_qr(const char *text)
             int top = x >= 0 && x < n && y >= 0 && y < n && (q->data[y * n + x] & 1);
             int bottom = x >= 0 && x < n && y + 1 >= 0 && y + 1 < n && (q->data[(y + 1) * n + x] & 1);
             /* light is drawn as block, dark as space: for dark terminal backgrounds */
-            fputs(top ? (bottom ? " " : "\u2584") : (bottom ? "\u2580" : "\u2588"), stdout);
+            fputs(top ? (bottom ? " " : "\u2584") : (bottom ? "\u2580" : "\u2588"), f);
         }
-        putchar('\n');
+        fputc('\n', f);
     }
     QRcode_free(q);
     return 0;

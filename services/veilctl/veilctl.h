@@ -20,13 +20,18 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include <stdio.h>
+
 #include "veil/client.h"
+#include "veil/inperson.h"
+#include "veil/keys.h"
 #include "wallet.h"
 
 typedef struct vc_opts {
     const char *wallet, *app, *attrs, *purpose, *id_number, *name, *label, *device, *reason;
     const char *kind, *sector, *org, *state, *web_number, *cursor, *gateway;
     const char *out, *region, *birth, *id, *receipt, *webcert;
+    const char *presentation, *card, *pin; /* issue 17: in person */
     long days, version;
     int json, keep, yes;
 } vc_opts;
@@ -93,6 +98,17 @@ void vc_emit(const vc_opts *o, json_t *j, vc_table *t);
 
 /* ---- terminal QR code (qr.c) ---- */
 int vc_print_qr(const char *text);
+int vc_fprint_qr(FILE *f, const char *text);
+
+/* The development proofing authority's seed, from VEILCTL_PROOFING_KEY; 1 after printing why not.
+ */
+int vc_proofing_seed(const vc_opts *o, veil_key **key);
+
+/*
+ * Reads the card file named by --card (inperson_cmds.c): its code, checked
+ * and written canonically into code.  Returns 0, or 1 after printing why.
+ */
+int vc_card_read(const vc_opts *o, char code[VEIL_CARD_CODE_LEN + 1]);
 
 /* ---- verbs ---- */
 int vc_wallet_create(const vc_opts *o);
@@ -113,6 +129,10 @@ int vc_wallet_keys(const vc_opts *o);
 int vc_verify_receipt(const vc_opts *o);
 int vc_verify_webcert(const vc_opts *o);
 int vc_app_login(const vc_opts *o);
+int vc_app_redeem(const vc_opts *o);
+int vc_wallet_present(const vc_opts *o);
+int vc_counter_card_issue(const vc_opts *o);
+int vc_counter_card_status(const vc_opts *o);
 int vc_app_jwks(const vc_opts *o);
 int vc_app_events(const vc_opts *o);
 int vc_admin_apps_list(const vc_opts *o);

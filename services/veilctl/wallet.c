@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "veil/codec.h"
+#include "veil/inperson.h"
 #include "wallet.h"
 
 veil_err vw_wallet_new(vw_wallet **out)
@@ -203,6 +204,16 @@ veil_err vw_ticket(const vw_wallet *w, const char *app_id, const unsigned char *
         return VEIL_ERR_PRECONDITION; /* not enrolled */
     return veil_ticket_make(app_id, challenge, challenge_len, time_ms, id, w->sk, w->ticket_pk,
                             w->ticket_key_version, out);
+}
+
+veil_err vw_present(const vw_wallet *w, const char *const *attrs, size_t n, int64_t time_ms,
+                    char **out)
+{
+    unsigned char id[VEIL_DEVICE_ID_BYTES];
+    *out = NULL;
+    if (veil_device_id_parse(w->device_id, id) != 0 || !w->ticket_key_version)
+        return VEIL_ERR_PRECONDITION; /* not enrolled */
+    return veil_presentation_make(attrs, n, time_ms, id, w->sk, w->ticket_pk, out);
 }
 
 veil_err vw_sign(const vw_wallet *w, const char *method_path, const ProtobufCMessage *payload,

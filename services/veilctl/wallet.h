@@ -85,6 +85,15 @@ veil_err vw_ticket(const vw_wallet *w, const char *app_id, const unsigned char *
                    size_t challenge_len, int64_t time_ms, char **out) VEIL_WUR;
 
 /*
+ * A presentation of the named attributes to show at a venue (issue 17):
+ * single use, sealed to the vault, nothing in it stable.  *out malloc'd;
+ * VEIL_ERR_INVALID for a bad attribute list, VEIL_ERR_PRECONDITION when not
+ * enrolled.
+ */
+veil_err vw_present(const vw_wallet *w, const char *const *attrs, size_t n, int64_t time_ms,
+                    char **out) VEIL_WUR;
+
+/*
  * Signs payload for the gateway method path (e.g. "/veil.gateway.Wallet/GrantConsent").
  * Fills req (its payload, auth, nonce and signature point into memory
  * allocated here); release it with vw_signed_free.

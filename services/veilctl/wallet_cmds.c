@@ -51,8 +51,7 @@ int vc_wallet_create(const vc_opts *o)
     return rc;
 }
 
-/* The development proofing authority's seed, from VEILCTL_PROOFING_KEY. */
-static int proofing_seed(const vc_opts *o, veil_key **key)
+int vc_proofing_seed(const vc_opts *o, veil_key **key)
 {
     const char *path = getenv("VEILCTL_PROOFING_KEY");
     char err[512];
@@ -70,7 +69,7 @@ int vc_wallet_enroll(const vc_opts *o)
         return vc_usage("wallet enroll --wallet FILE --id-number N --name NAME");
     vw_wallet *w = vc_wallet(o);
     veil_key *seed = NULL;
-    if (!w || proofing_seed(o, &seed) != 0) {
+    if (!w || vc_proofing_seed(o, &seed) != 0) {
         vw_wallet_free(w);
         return 1;
     }

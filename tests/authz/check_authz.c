@@ -60,6 +60,7 @@ static const struct server servers[] = {
      0,
      {{&veil__gateway__login__descriptor, gw_login_policy, &gw_login_policy_len},
       {&veil__gateway__wallet__descriptor, gw_wallet_policy, &gw_wallet_policy_len},
+      {&veil__gateway__counter__descriptor, gw_counter_policy, &gw_counter_policy_len},
       HEALTH},
      0},
     /* the Admin API has a listener of its own, which demands a client certificate */
@@ -103,6 +104,7 @@ static const struct caller {
     {"app/shop.jiale", R_CERT, VEIL_PEER_APP},
     {"app/chat.wechat", R_CERT, VEIL_PEER_APP}, /* a certificate the registry does not know */
     {"admin/ops", R_CERT, VEIL_PEER_ADMIN},
+    {"counter/desk1", R_CERT, VEIL_PEER_COUNTER},
     {"svc/gateway", R_CERT, VEIL_PEER_GATEWAY},
     {"svc/vault", R_CERT, VEIL_PEER_VAULT},
     {"svc/consent", R_CERT, VEIL_PEER_CONSENT},
@@ -262,7 +264,8 @@ END_TEST
 START_TEST(test_table_invariants)
 {
     const unsigned internal_callers = VEIL_PEER_GATEWAY | VEIL_PEER_ADMIN;
-    const unsigned never_inside = VEIL_PEER_APP | VEIL_PEER_CITIZEN | VEIL_PEER_PROBE;
+    const unsigned never_inside =
+        VEIL_PEER_APP | VEIL_PEER_CITIZEN | VEIL_PEER_PROBE | VEIL_PEER_COUNTER;
     /* docs/revocation.md: the regulator's admin identity may also call these */
     static const char *const admin_at_revocation[] = {"SetIdentityState", "SetAppState", "Status"};
     int health_admits_probe = 0;
@@ -304,6 +307,13 @@ START_TEST(test_table_invariants)
                 if (tb->desc == &veil__gateway__admin__descriptor)
                     ck_assert_msg(r->allow == VEIL_PEER_ADMIN,
                                   "Admin/%s admits someone besides the admin", r->method);
+                /* A counter issues cards and nothing else; only a counter issues them. */
+                if (tb->desc == &veil__gateway__counter__descriptor)
+                    ck_assert_msg(r->allow == VEIL_PEER_COUNTER,
+                                  "Counter/%s admits someone besides a counter", r->method);
+                else
+                    ck_assert_msg(!(r->allow & VEIL_PEER_COUNTER) || is_health,
+                                  "%s/%s admits a counter", svc, r->method);
                 if (tb->desc == &veil__gateway__login__descriptor ||
                     tb->desc == &veil__gateway__wallet__descriptor)
                     ck_assert_msg(

@@ -212,7 +212,7 @@ START_TEST(test_admin_registry_input)
         {"news.a", NULL, "commercial", "", "", "", 0, VEIL_ERR_INVALID,
          "name must be 1-200 bytes of printable UTF-8"},
         {"news.a", "n", "charity", "", "", "", 0, VEIL_ERR_INVALID,
-         "kind must be public_service or commercial"},
+         "kind must be public_service, commercial or venue"},
         {"news.a", "n", "commercial", "Sector!", "", "", 0, VEIL_ERR_INVALID,
          "sector_id must be 1-64 of [a-z0-9._-]"},
         {"news.a", "n", "commercial", "", "org\n", "", 0, VEIL_ERR_INVALID,

@@ -335,6 +335,7 @@ static const struct {
     {&veil__gateway__login__descriptor, gw_login_policy, &gw_login_policy_len, NULL},
     {&veil__gateway__wallet__descriptor, gw_wallet_policy, &gw_wallet_policy_len, NULL},
     {&veil__gateway__admin__descriptor, gw_admin_policy, &gw_admin_policy_len, NULL},
+    {&veil__gateway__counter__descriptor, gw_counter_policy, &gw_counter_policy_len, NULL},
     {&veil__vault__vault__descriptor, vault_policy, &vault_policy_len, vault_svc},
     {&veil__consent__consent__descriptor, consent_policy, &consent_policy_len, consent_svc},
     {&veil__revocation__revocation__descriptor, revocation_policy, &revocation_policy_len,

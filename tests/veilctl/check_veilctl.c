@@ -15,6 +15,7 @@
 
 #include "stack.h"
 #include "veil/formats.h"
+#include "veil/inperson.h"
 
 static h_stack S;
 static char *dir;
@@ -39,6 +40,7 @@ static void stack_up(void)
     setenv("VEILCTL_CA", path, 1);
     setenv("VEILCTL_CERTS", h_env("VEIL_TEST_CERTS"), 1);
     setenv("VEILCTL_ADMIN", "ops", 1);
+    setenv("VEILCTL_COUNTER", "desk1", 1);
 }
 
 static void stack_down(void)
@@ -217,10 +219,10 @@ START_TEST(test_app_and_admin_verbs)
 {
     json_t *j = ok_json("admin apps list");
     ck_assert(json_is_array(j));
-    ck_assert_uint_eq(json_array_size(j), 81);
+    ck_assert_uint_eq(json_array_size(j), 84); /* 81 online apps and 3 venues */
     size_t i;
     json_t *a;
-    int public_service = 0;
+    int public_service = 0, venues = 0;
     json_array_foreach(j, i, a)
     {
         str(a, "app");
@@ -228,11 +230,14 @@ START_TEST(test_app_and_admin_verbs)
         str(a, "sector");
         str(a, "status");
         const char *kind = str(a, "kind");
-        ck_assert(!strcmp(kind, "public_service") || !strcmp(kind, "commercial"));
+        ck_assert(!strcmp(kind, "public_service") || !strcmp(kind, "commercial") ||
+                  !strcmp(kind, "venue"));
         public_service += !strcmp(kind, "public_service");
+        venues += !strcmp(kind, "venue");
         ck_assert(json_is_array(json_object_get(a, "attributes")));
     }
     ck_assert_int_eq(public_service, 10);
+    ck_assert_int_eq(venues, 3);
     json_decref(j);
 
     j = ok_json("app jwks");
@@ -462,10 +467,9 @@ START_TEST(test_destructive_verbs_confirm)
     json_decref(j);
 
     /* ending a key overlap is destructive too: refused without --yes, before any call */
-    ck_assert_int_eq(shell(&out,
-                           "%s/veilctl admin keys rotate --kind assertion --version 0 </dev/null",
-                           bin),
-                     2);
+    ck_assert_int_eq(
+        shell(&out, "%s/veilctl admin keys rotate --kind assertion --version 0 </dev/null", bin),
+        2);
     ck_assert_ptr_nonnull(strstr(out, "--yes"));
     free(out);
     /* with --yes the gateway is asked (and says whether an overlap was in progress) */
@@ -690,6 +694,99 @@ START_TEST(test_checkpoint_detects_wipe)
 }
 END_TEST
 
+/* The in-person verbs (issue 17) and their JSON: the same shape as `app login`. */
+static void login_shape(json_t *j, const char *app)
+{
+    ck_assert_str_eq(str(j, "app"), app);
+    ck_assert(json_is_true(json_object_get(j, "verified")));
+    ck_assert_int_eq(strncmp(str(j, "assertion"), "ey", 2), 0);
+    ck_assert_str_eq(str(json_object_get(j, "claims"), "aud"), app);
+    ck_assert(json_is_array(json_object_get(j, "withheld")));
+}
+
+START_TEST(test_inperson_verbs)
+{
+    char wallet[1200], card[1200], id[19], *out;
+    snprintf(wallet, sizeof wallet, "%s/grandson.json", dir);
+    snprintf(card, sizeof card, "%s/grandma.card", dir);
+    ck_assert_int_eq(veilctl(&out, "dev id-number --region 110105 --birth 19990101"), 0);
+    memcpy(id, out, 18);
+    id[18] = '\0';
+    free(out);
+    json_decref(ok_json("wallet create --wallet %s", wallet));
+    json_decref(ok_json("wallet enroll --wallet %s --id-number %s --name %s", wallet, id, "李明"));
+
+    /* the phone shows a code; the internet bar redeems it */
+    json_t *j =
+        ok_json("wallet present --wallet %s --attrs age_over_18,real_name_verified", wallet);
+    char *presentation = strdup(str(j, "presentation"));
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "attributes")), 2);
+    ck_assert(json_is_integer(json_object_get(j, "made_at_ms")));
+    json_decref(j);
+    j = ok_json("app redeem --app venue.netbar.feiyu --presentation %s", presentation);
+    login_shape(j, "venue.netbar.feiyu");
+    ck_assert(json_is_true(json_object_get(json_object_get(j, "claims"), "age_over_18")));
+    ck_assert_str_eq(str(json_object_get(j, "claims"), "acr"), "urn:veil:acr:phone");
+    json_decref(j);
+    /* twice: refused, with the status in JSON */
+    ck_assert_int_eq(
+        veilctl(&out, "app redeem --app venue.netbar.feiyu --presentation %s --json", presentation),
+        1);
+    j = json_loads(out, 0, NULL);
+    ck_assert_str_eq(str(json_object_get(j, "error"), "code"), "UNAUTHENTICATED");
+    ck_assert_str_eq(str(json_object_get(j, "error"), "message"), "presentation already used");
+    json_decref(j);
+    free(out);
+    free(presentation);
+    /* without a text-mode QR and the string, nothing to show */
+    ck_assert_int_eq(veilctl(&out, "wallet present --wallet %s --attrs age_over_18", wallet), 0);
+    ck_assert_ptr_nonnull(strstr(out, "presentation "));
+    free(out);
+
+    /* the counter issues a card to her grandmother; she logs in to the tax platform */
+    ck_assert_int_eq(veilctl(&out, "dev id-number --region 110105 --birth 19400101"), 0);
+    memcpy(id, out, 18);
+    free(out);
+    j = ok_json("counter card issue --id-number %s --name %s --pin 135790 --out %s", id, "王秀兰",
+                card);
+    ck_assert_str_eq(str(j, "card"), card);
+    ck_assert_uint_eq(strlen(str(j, "device_id")), 32);
+    ck_assert_uint_eq(strlen(str(j, "code")), VEIL_CARD_CODE_LEN);
+    ck_assert(json_is_true(json_object_get(j, "new_identity")));
+    json_decref(j);
+    struct stat st;
+    ck_assert_int_eq(stat(card, &st), 0);
+    ck_assert_int_eq(st.st_mode & 0777, 0600);
+    j = ok_json("app login --app gov.tax --card %s --pin 135790 --attrs real_name_verified", card);
+    login_shape(j, "gov.tax");
+    ck_assert_str_eq(str(json_object_get(j, "claims"), "acr"), "urn:veil:acr:card");
+    json_decref(j);
+    /* a wrong PIN: counted and shown at the counter */
+    ck_assert_int_eq(veilctl(&out, "app login --app gov.tax --card %s --pin 000000 --json", card),
+                     1);
+    j = json_loads(out, 0, NULL);
+    ck_assert_str_eq(str(json_object_get(j, "error"), "message"),
+                     "wrong pin: 4 of 5 attempts left");
+    json_decref(j);
+    free(out);
+    j = ok_json("counter card status --card %s", card);
+    ck_assert_str_eq(str(j, "status"), "active");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "wrong_pins")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "attempts_left")), 4);
+    json_decref(j);
+    /* a card file is never overwritten; a PIN must be digits */
+    ck_assert_int_eq(
+        veilctl(NULL, "counter card issue --id-number %s --name x --pin 1234 --out %s", id, card),
+        1);
+    ck_assert_int_eq(veilctl(NULL,
+                             "counter card issue --id-number %s --name x --pin 12ab --out "
+                             "%s.2",
+                             id, card),
+                     1);
+    ck_assert_int_eq(veilctl(NULL, "app login --app gov.tax --card %s", card), 2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("veilctl");
@@ -706,6 +803,7 @@ int main(void)
     tcase_add_test(tc, test_app_update_and_state_replies);
     tcase_add_test(tc, test_checkpoint_detects_rollback);
     tcase_add_test(tc, test_checkpoint_detects_wipe);
+    tcase_add_test(tc, test_inperson_verbs);
     suite_add_tcase(s, tc);
     return h_run_suite(s);
 }

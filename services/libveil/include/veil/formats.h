@@ -113,6 +113,9 @@ void veil_citizen_signed_bytes(veil_buf *b, const char *method, const void *payl
  */
 #define VEIL_WEB_NUMBER_LEN 19
 void veil_web_number_new(char out[VEIL_WEB_NUMBER_LEN + 1]);
+/* Crockford's base32 alphabet, and the Luhn mod 32 check value of n symbol values. */
+extern const char veil_crockford32[];
+int veil_luhn32_check(const int *v, size_t n);
 /* Whether s is a well-formed web number with a correct check symbol. */
 int veil_web_number_valid(const char *s);
 

@@ -42,8 +42,9 @@ enum {
     VEIL_PEER_APP        = 1u << 6,
     VEIL_PEER_CITIZEN    = 1u << 7, /* TLS without a client certificate: a wallet */
     VEIL_PEER_PROBE      = 1u << 8, /* plaintext health port: kubelet, load balancers */
+    VEIL_PEER_COUNTER    = 1u << 9, /* a public-service counter issuing cards (issue 17) */
 };
-#define VEIL_PEER_ANYONE 0x1ffu
+#define VEIL_PEER_ANYONE 0x3ffu
 
 typedef struct veil_peer {
     unsigned role;     /* one VEIL_PEER_* bit; 0 when the identity is not one of ours */
