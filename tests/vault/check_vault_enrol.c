@@ -346,8 +346,9 @@ START_TEST(test_bad_fields)
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "request_id must be");
     req = request("r", id, "", &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "full_name must be");
+    /* invalid UTF-8 is refused on the wire by the RPC layer, before the handler */
     req = request("r", id, "bad\xff\xfe", &d, &pa);
-    expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "full_name must be");
+    expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "full_name: strings must be utf-8");
     req = request("r", id, "line\nbreak", &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "full_name must be");
     req = request("r", id, "孙八", &d, &pa);
