@@ -328,9 +328,13 @@ veil_err consent_store_forget(struct consent_store *s, const unsigned char *subj
     err = veil_pg_exec(c, ST_FORGET, &p, 1, &r);
     int64_t deleted = err ? 0 : strtoll(PQcmdTuples(r), NULL, 10);
     if (!err)
-        err = veil_feedlog_forget(c, ST_FEED, subject_ref, FORGOTTEN, &redacted);
-    /* Consumers drop what they cached; a subject never seen leaves no trace at all. */
-    veil_feed_change ch = {.kind = FORGOTTEN, .subject_ref = subject_ref};
+        err = veil_feedlog_forget(c, ST_FEED, subject_ref, &redacted);
+    /*
+     * Consumers drop what they cached: the notice names no subject (they drop
+     * everything; erasures are rare), so no row keeps the subject reference.
+     * A subject never seen leaves no trace at all.
+     */
+    veil_feed_change ch = {.kind = FORGOTTEN};
     if (!err && deleted + redacted > 0)
         err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
     PQclear(r);

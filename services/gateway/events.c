@@ -227,9 +227,14 @@ static veil_err poll_events(struct gateway *gw, veil_call *call,
     char **tokens = veil_call_array(call, n, sizeof *tokens);
     if (!o || !tokens)
         return VEIL_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++)
-        o[i] = (struct outgoing){.e = i < nr ? rev->events[i] : con->events[i - nr],
-                                 .feed = i < nr ? 0 : 1};
+    for (size_t i = 0; i < n; i++) {
+        const Veil__AppEvent *e = i < nr ? rev->events[i] : con->events[i - nr];
+        o[i] = (struct outgoing){.e = e, .feed = i < nr ? 0 : 1};
+        if (e->pseudonym[0]) { /* an erasure notice: named at the erasure, nothing to derive */
+            o[i].sub = e->pseudonym;
+            o[i].previous_sub = e->previous_pseudonym;
+        }
+    }
     if (n && (err = name_subjects(gw, call, &app, o, n)))
         return err;
     qsort(o, n, sizeof *o, by_sub_then_time);

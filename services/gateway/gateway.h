@@ -224,6 +224,14 @@ typedef struct gw_login_in {
 veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const gw_login_in *in,
                   Veil__Gateway__CompleteLoginResponse *resp);
 
+/*
+ * Erases the identity of subject everywhere (erase.c): keeps an authority's
+ * hold, stops logins, forgets it in consent and revocation (each linked app
+ * gets an identity_erased event holding its pseudonyms), then the vault
+ * record.  Idempotent: a failed call can be repeated.
+ */
+veil_err gw_erase_identity(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject);
+
 /* The app calling (registered, certificate identity matching); fails the call if not. */
 veil_err gw_calling_app(struct gateway *gw, veil_call *call, gw_app *app);
 

@@ -534,7 +534,6 @@ static void gw_wallet_erase(Veil__Gateway__Wallet_Service *svc,
 {
     struct gateway *gw = GW_OF(svc, wallet);
     Veil__Gateway__StepUpResult resp = VEIL__GATEWAY__STEP_UP_RESULT__INIT;
-    Veil__Empty *ignored;
     int now = 0;
     Veil__Gateway__ErasePayload *p;
     ProtobufCBinaryData subject;
@@ -548,29 +547,8 @@ static void gw_wallet_erase(Veil__Gateway__Wallet_Service *svc,
     /* A step-up a thief does not have, or the cooling-off period (stepup.c in the vault). */
     if (!err)
         err = step_up(gw, call, subject, device, "erase", "", &resp, &now);
-    /*
-     * Stop logins first (apps also get identity_revoked events), then forget
-     * consent, and shred the vault record last: until then a failed step can
-     * be retried with the same device signature.  Each step is idempotent.
-     */
-    if (!err && now) {
-        Veil__Revocation__SetIdentityStateRequest s =
-            VEIL__REVOCATION__SET_IDENTITY_STATE_REQUEST__INIT;
-        s.subject_ref = subject;
-        s.state = VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED;
-        s.reason = "erased by the citizen";
-        err = gw_downstream(gw, call, gw->revocation, "SetIdentityState", &s.base, &ignored);
-    }
-    if (!err && now) {
-        Veil__Consent__ForgetRequest f = VEIL__CONSENT__FORGET_REQUEST__INIT;
-        f.subject_ref = subject;
-        err = gw_downstream(gw, call, gw->consent, "Forget", &f.base, &ignored);
-    }
-    if (!err && now) {
-        Veil__Vault__SubjectRequest e = VEIL__VAULT__SUBJECT_REQUEST__INIT;
-        e.subject_ref = subject;
-        err = gw_downstream(gw, call, gw->vault, "Erase", &e.base, &ignored);
-    }
+    if (!err && now) /* everywhere, and idempotent: erase.c */
+        err = gw_erase_identity(gw, call, subject);
     VEIL_REPLY(done, call, err, &resp);
 }
 

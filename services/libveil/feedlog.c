@@ -29,6 +29,14 @@ const char veil_feedlog_sql_app_event[] =
     " SELECT $1, last_seq, $2, $3, $4::int8, string_to_array($5, ','), now(), $6::int8, $7::int8"
     " FROM n RETURNING seq";
 
+/* An erasure notice: the app's pseudonyms instead of a subject reference. */
+const char veil_feedlog_sql_app_notice[] =
+    "WITH n AS (INSERT INTO veil_app_event_counters AS c (app_id, last_seq) VALUES ($1, 1)"
+    "           ON CONFLICT (app_id) DO UPDATE SET last_seq = c.last_seq + 1 RETURNING last_seq)"
+    " INSERT INTO veil_app_events (app_id, seq, kind, subject_ref, link_epoch, attributes, at,"
+    "                              pseudonym, previous_pseudonym)"
+    " SELECT $1, last_seq, $2, NULL, 0, '{}', now(), $3, $4 FROM n RETURNING seq";
+
 const char veil_feedlog_sql_changes[] =
     "SELECT seq, kind, subject_ref, device_id, app_id, array_to_string(attributes, ','), at"
     " FROM veil_feed_changes WHERE seq > $1::int8 ORDER BY seq LIMIT $2::int8";
@@ -37,19 +45,30 @@ const char veil_feedlog_sql_head[] = "SELECT last_seq FROM veil_feed_counter";
 
 const char veil_feedlog_sql_app_events[] =
     "SELECT seq, kind, subject_ref, link_epoch, array_to_string(attributes, ','), at,"
-    " key_version, previous_key_version FROM veil_app_events WHERE app_id = $1 AND seq > $2::int8 ORDER BY seq LIMIT $3::int8";
+    " key_version, previous_key_version, pseudonym, previous_pseudonym FROM veil_app_events"
+    " WHERE app_id = $1 AND seq > $2::int8 ORDER BY seq LIMIT $3::int8";
 
 const char veil_feedlog_sql_app_head[] =
     "SELECT coalesce((SELECT last_seq FROM veil_app_event_counters WHERE app_id = $1), 0)";
 
 const char veil_feedlog_sql_redact[] =
     "UPDATE veil_feed_changes SET kind = 'redacted', subject_ref = NULL, device_id = '',"
-    " app_id = '', attributes = '{}' WHERE subject_ref = $1 AND kind <> $2";
+    " app_id = '', attributes = '{}' WHERE subject_ref = $1";
 
 const char veil_feedlog_sql_drop_app_events[] =
     "DELETE FROM veil_app_events WHERE subject_ref = $1";
 
-enum { S_APPEND, S_APP_EVENT, S_CHANGES, S_HEAD, S_APP_EVENTS, S_APP_HEAD, S_REDACT, S_DROP };
+enum {
+    S_APPEND,
+    S_APP_EVENT,
+    S_CHANGES,
+    S_HEAD,
+    S_APP_EVENTS,
+    S_APP_HEAD,
+    S_REDACT,
+    S_DROP,
+    S_APP_NOTICE
+};
 
 static void *palloc(ProtobufCAllocator *a, size_t n)
 {
@@ -260,11 +279,14 @@ veil_err veil_feedlog_app_events(veil_db *db, int base, const char *app_id, int6
         ev->at_ms = veil_pg_get_time_ms(r, row, 5);
         ev->key_version = (uint32_t)veil_pg_get_i64(r, row, 6);
         ev->previous_key_version = (uint32_t)veil_pg_get_i64(r, row, 7);
-        if (!ev->kind || !ev->subject_ref.data) {
+        ev->pseudonym = pstrdup(alloc, veil_pg_get_text(r, row, 8));
+        ev->previous_pseudonym = pstrdup(alloc, veil_pg_get_text(r, row, 9));
+        if (!ev->kind || !ev->subject_ref.data || !ev->pseudonym || !ev->previous_pseudonym) {
             err = VEIL_ERR_NOMEM;
             goto out;
         }
-        memcpy(ev->subject_ref.data, subject, len);
+        if (len)
+            memcpy(ev->subject_ref.data, subject, len);
         ev->subject_ref.len = len;
         err = veil_feedlog_split_names(alloc, veil_pg_get_text(r, row, 4), &ev->attributes,
                                        &ev->n_attributes);
@@ -280,13 +302,24 @@ out:
     return err;
 }
 
+veil_err veil_feedlog_app_notice(veil_pg *c, int base, const char *app_id, const char *kind,
+                                 const char *pseudonym, const char *previous_pseudonym)
+{
+    PGresult *r = NULL;
+    veil_pg_param p[] = {vp_text(app_id), vp_text(kind), vp_text(pseudonym),
+                         vp_text(previous_pseudonym ? previous_pseudonym : "")};
+    veil_err err = veil_pg_exec(c, base + S_APP_NOTICE, p, 4, &r);
+    PQclear(r);
+    return err;
+}
+
 veil_err veil_feedlog_forget(veil_pg *c, int base, const unsigned char subject_ref[32],
-                             const char *notice_kind, int64_t *affected)
+                             int64_t *affected)
 {
     PGresult *r;
-    veil_pg_param p[] = {vp_bytes(subject_ref, 32), vp_text(notice_kind)};
+    veil_pg_param p[] = {vp_bytes(subject_ref, 32)};
     *affected = 0;
-    veil_err err = veil_pg_exec(c, base + S_REDACT, p, 2, &r);
+    veil_err err = veil_pg_exec(c, base + S_REDACT, p, 1, &r);
     if (err)
         return err;
     *affected += strtoll(PQcmdTuples(r), NULL, 10);

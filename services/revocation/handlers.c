@@ -281,6 +281,60 @@ static void revocation_app_events(Veil__Revocation__Revocation_Service *svc,
     VEIL_REPLY(done, call, err, &resp);
 }
 
+static void revocation_erasure_plan(Veil__Revocation__Revocation_Service *svc,
+                                    const Veil__Revocation__ErasurePlanRequest *req,
+                                    Veil__Revocation__ErasurePlanResponse_Closure done, void *call)
+{
+    Veil__Revocation__ErasurePlanResponse resp = VEIL__REVOCATION__ERASURE_PLAN_RESPONSE__INIT;
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (!err)
+        err = revocation_store_erasure_plan(self(svc)->store, req->subject_ref.data,
+                                            veil_call_allocator(call), &resp);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* A pseudonym as the pseudonym service writes it: "v<N>." and base64url, at most 64 bytes. */
+static int pseudonym_ok(const char *s, int required)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return !required;
+    if (n > 64 || s[0] != 'v')
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!(s[i] >= '0' && s[i] <= '9') && !(s[i] >= 'a' && s[i] <= 'z') &&
+            !(s[i] >= 'A' && s[i] <= 'Z') && s[i] != '.' && s[i] != '-' && s[i] != '_')
+            return 0;
+    return 1;
+}
+
+#define NOTICES_MAX 10000
+
+static void revocation_forget_subject(Veil__Revocation__Revocation_Service *svc,
+                                      const Veil__Revocation__ForgetSubjectRequest *req,
+                                      Veil__Empty_Closure done, void *call)
+{
+    Veil__Empty resp = VEIL__EMPTY__INIT;
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (!err && req->n_notices > NOTICES_MAX) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "notices must hold at most %d entries", NOTICES_MAX);
+        err = VEIL_ERR_INVALID;
+    }
+    for (size_t i = 0; !err && i < req->n_notices; i++) {
+        const Veil__Revocation__ErasureNotice *n = req->notices[i];
+        if ((err = check_app(call, n->app_id)))
+            break;
+        if (!pseudonym_ok(n->pseudonym, 1) || !pseudonym_ok(n->previous_pseudonym, 0)) {
+            veil_call_fail(call, VEIL_ERR_INVALID, "notices: pseudonym is malformed");
+            err = VEIL_ERR_INVALID;
+        }
+    }
+    if (!err)
+        err = revocation_store_forget(self(svc)->store, req->subject_ref.data, req->notices,
+                                      req->n_notices);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
 const Veil__Revocation__Revocation_Service revocation_rpc =
     VEIL__REVOCATION__REVOCATION__INIT(revocation_);
 
@@ -295,5 +349,7 @@ const veil_method_policy revocation_policy[] = {
     {"Authorize", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"Changes", VEIL_PEER_GATEWAY, VEIL_EXEC_WAIT},
     {"AppEvents", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"ErasurePlan", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"ForgetSubject", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
 };
 const size_t revocation_policy_len = sizeof revocation_policy / sizeof revocation_policy[0];

@@ -70,6 +70,25 @@ veil_err revocation_store_set_identity(struct revocation_store *s, const unsigne
                                        revocation_identity_state state, const char *reason,
                                        int *changed) VEIL_WUR;
 
+/*
+ * What an erasure of subject needs: its identity state and reason (ACTIVE and
+ * "" without a row) and its linked apps with their epochs, allocated with
+ * alloc into resp.
+ */
+veil_err revocation_store_erasure_plan(struct revocation_store *s, const unsigned char *subject,
+                                       ProtobufCAllocator *alloc,
+                                       Veil__Revocation__ErasurePlanResponse *resp) VEIL_WUR;
+
+/*
+ * Forgets subject in one transaction: its identity, revoked devices and app
+ * links are deleted, its feed changes redacted and app events dropped; one
+ * "subject_forgotten" change without a subject, then one identity_erased
+ * event per notice (the app's pseudonyms, no subject reference).
+ */
+veil_err revocation_store_forget(struct revocation_store *s, const unsigned char *subject,
+                                 Veil__Revocation__ErasureNotice *const *notices,
+                                 size_t n) VEIL_WUR;
+
 /* Unlinks an app; *epoch is the link's epoch.  VEIL_ERR_NOT_FOUND: not linked. */
 veil_err revocation_store_unlink(struct revocation_store *s, const unsigned char *subject,
                                  const char *app_id, uint32_t *epoch) VEIL_WUR;

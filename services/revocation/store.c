@@ -28,6 +28,8 @@ enum {
     ST_APP_ENSURE,
     ST_APP_LOCK,
     ST_APP_SET,
+    ST_IDENTITY_OF,
+    ST_FORGET,
     ST_FEED,
     ST_COUNT = ST_FEED + VEIL_FEEDLOG_N_STMTS
 };
@@ -86,6 +88,15 @@ static const veil_pg_stmt stmts[ST_COUNT] = {
     [ST_APP_SET] =
         {"app_set",
          "UPDATE apps SET state = $2, reason = $3, changed_at = now() WHERE app_id = $1"},
+    [ST_IDENTITY_OF] = {"identity_of",
+                        "SELECT state, reason FROM identities WHERE subject_ref = $1"},
+    /* Everything this service holds about one subject, in one statement. */
+    [ST_FORGET] = {"forget",
+                   "WITH i AS (DELETE FROM identities WHERE subject_ref = $1 RETURNING 1),"
+                   " d AS (DELETE FROM revoked_devices WHERE subject_ref = $1 RETURNING 1),"
+                   " l AS (DELETE FROM app_links WHERE subject_ref = $1 RETURNING 1)"
+                   " SELECT (SELECT count(*) FROM i) + (SELECT count(*) FROM d)"
+                   " + (SELECT count(*) FROM l)"},
     VEIL_FEEDLOG_STMTS(ST_FEED),
 };
 
@@ -261,6 +272,96 @@ veil_err revocation_store_set_identity(struct revocation_store *s, const unsigne
 out:
     PQclear(r);
     return finish_if_changed(c, err, changed);
+}
+
+/* A copy of s allocated with alloc (freed with the reply), or NULL. */
+static char *pstrdup(ProtobufCAllocator *alloc, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = alloc->alloc(alloc->allocator_data, n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+veil_err revocation_store_erasure_plan(struct revocation_store *s, const unsigned char *subject,
+                                       ProtobufCAllocator *alloc,
+                                       Veil__Revocation__ErasurePlanResponse *resp)
+{
+    veil_pg *c;
+    PGresult *r = NULL;
+    veil_pg_param key = vp_bytes(subject, REVOCATION_SUBJECT_BYTES);
+    veil_err err = veil_db_conn(s->db, &c);
+    if (!err)
+        err = veil_pg_exec(c, ST_IDENTITY_OF, &key, 1, &r);
+    if (err)
+        goto out;
+    if (PQntuples(r) == 1) {
+        resp->state = identity_from(veil_pg_get_text(r, 0, 0));
+        resp->reason = pstrdup(alloc, veil_pg_get_text(r, 0, 1));
+        if (!resp->reason) {
+            err = VEIL_ERR_NOMEM;
+            goto out;
+        }
+    }
+    PQclear(r);
+    if ((err = veil_pg_exec(c, ST_LINKED_APPS, &key, 1, &r)))
+        goto out;
+    size_t n = (size_t)PQntuples(r);
+    resp->links = alloc->alloc(alloc->allocator_data, (n ? n : 1) * sizeof *resp->links);
+    if (!resp->links) {
+        err = VEIL_ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        Veil__Revocation__LinkedApp *l = alloc->alloc(alloc->allocator_data, sizeof *l);
+        if (!l) {
+            err = VEIL_ERR_NOMEM;
+            goto out;
+        }
+        veil__revocation__linked_app__init(l);
+        l->app_id = pstrdup(alloc, veil_pg_get_text(r, (int)i, 0));
+        l->link_epoch = (uint32_t)veil_pg_get_i64(r, (int)i, 1);
+        l->key_version = (uint32_t)veil_pg_get_i64(r, (int)i, 2);
+        l->previous_key_version = (uint32_t)veil_pg_get_i64(r, (int)i, 3);
+        if (!l->app_id) {
+            err = VEIL_ERR_NOMEM;
+            goto out;
+        }
+        resp->links[resp->n_links++] = l;
+    }
+out:
+    PQclear(r);
+    return err;
+}
+
+veil_err revocation_store_forget(struct revocation_store *s, const unsigned char *subject,
+                                 Veil__Revocation__ErasureNotice *const *notices, size_t n)
+{
+    veil_pg *c;
+    PGresult *r = NULL;
+    int64_t seq, redacted = 0;
+    veil_err err = veil_db_begin(s->db, &c);
+    if (err)
+        return err;
+    veil_pg_param key = vp_bytes(subject, REVOCATION_SUBJECT_BYTES);
+    err = veil_pg_exec(c, ST_FORGET, &key, 1, &r);
+    int64_t deleted = err ? 0 : veil_pg_get_i64(r, 0, 0);
+    if (!err)
+        err = veil_feedlog_forget(c, ST_FEED, subject, &redacted);
+    /*
+     * The notice names no subject: consumers drop every cached answer (an
+     * erasure is rare), so no row keeps the subject reference.  A subject
+     * never seen, with nothing to tell, leaves no trace at all.
+     */
+    veil_feed_change ch = {.kind = "subject_forgotten"};
+    if (!err && (deleted + redacted > 0 || n > 0))
+        err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+    for (size_t i = 0; !err && i < n; i++)
+        err = veil_feedlog_app_notice(c, ST_FEED, notices[i]->app_id, "identity_erased",
+                                      notices[i]->pseudonym, notices[i]->previous_pseudonym);
+    PQclear(r);
+    return veil_pg_end(c, err);
 }
 
 veil_err revocation_store_unlink(struct revocation_store *s, const unsigned char *subject,

@@ -181,6 +181,18 @@ static veil_err ensure_citizen(struct enrol *e, vault_conn *c, unsigned char dk[
     }
     if (err != VEIL_ERR_NOT_FOUND)
         goto out;
+    /* An authority's suspension or revocation outlives an erasure: it binds the person. */
+    char held[16];
+    if ((err = vault_store_held(c, e->blind, held, sizeof held)) == VEIL_OK) {
+        veil_call_fail(e->call, VEIL_ERR_PRECONDITION,
+                       "this identity is %s by the authority: the citizen must contact the "
+                       "authority",
+                       held);
+        err = VEIL_ERR_PRECONDITION;
+        goto out;
+    }
+    if (err != VEIL_ERR_NOT_FOUND)
+        goto out;
     if ((err = vault_citizen_build(e->v->keys, &e->profile, n, dk)))
         goto out;
     err = vault_store_insert_citizen(c, n);

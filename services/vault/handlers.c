@@ -637,11 +637,34 @@ static void vault_erase(Veil__Vault__Vault_Service *svc, const Veil__Vault__Subj
     veil_err err = check_subject(call, &req->subject_ref);
     if (!err && !(err = vault_store_conn(self(svc)->store, &c))) {
         err = vault_store_erase(c, req->subject_ref.data, &erased_now);
-        if (err == VEIL_ERR_NOT_FOUND)
-            fail(call, err, "subject not found");
         if (!err)
             veil_log(VEIL_LOG_INFO, "subject erased", VL_BOOL("already_erased", !erased_now),
                      VL_END);
+    }
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* ---- HoldIdentity ---- */
+
+static void vault_hold_identity(Veil__Vault__Vault_Service *svc,
+                                const Veil__Vault__HoldIdentityRequest *req,
+                                Veil__Empty_Closure done, void *call)
+{
+    Veil__Empty resp = VEIL__EMPTY__INIT;
+    vault_conn *c;
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (!err && strcmp(req->state, "suspended") != 0 && strcmp(req->state, "revoked") != 0)
+        err = fail(call, VEIL_ERR_INVALID, "state must be suspended or revoked");
+    if (!err && (strlen(req->legal_basis) > 200 ||
+                 !veil_utf8_printable(req->legal_basis, strlen(req->legal_basis))))
+        err = fail(call, VEIL_ERR_INVALID,
+                   "legal_basis must be printable UTF-8 of at most 200 bytes");
+    if (!err && !(err = vault_store_conn(self(svc)->store, &c))) {
+        err = vault_store_hold(c, req->subject_ref.data, req->state, req->legal_basis);
+        if (err == VEIL_ERR_NOT_FOUND)
+            fail(call, err, "subject not found");
+        if (!err)
+            veil_log(VEIL_LOG_INFO, "authority hold recorded", VL_STR("state", req->state), VL_END);
     }
     VEIL_REPLY(done, call, err, &resp);
 }
@@ -888,6 +911,7 @@ const veil_method_policy vault_policy[] = {
     {"RevokeDevice", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"ListAccessLog", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"Erase", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"HoldIdentity", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"LookupWebNumber", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"GetWalletKeys", VEIL_PEER_GATEWAY, VEIL_EXEC_INLINE},
     {"SetAppScopes", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},

@@ -28,6 +28,8 @@ enum {
     ST_NONCE,
     ST_PURGE,
     ST_ERASE,
+    ST_HOLD,
+    ST_HELD,
     ST_LOOKUP_WN,
     ST_FIND_REQUEST,
     ST_LOCK_CITIZEN,
@@ -129,16 +131,20 @@ static const veil_pg_stmt stmts[] = {
      * Deleting the citizen row destroys the wrapped data key, the profile,
      * the blind index and the web number; devices, nonces, the log head and
      * enrol requests go with it (ON DELETE CASCADE); the log has no foreign
-     * key and is deleted here.  The outer SELECT sees the snapshot before
-     * the statement, so `erased` tells whether a tombstone already existed.
+     * key and is deleted here.  Nothing about the subject is left behind (an
+     * authority's hold, written before, has no subject reference).
      */
     [ST_ERASE] = {"erase", "WITH gone AS (DELETE FROM citizens WHERE subject_ref = $1::bytea "
                            "RETURNING subject_ref), "
-                           "log AS (DELETE FROM access_log WHERE subject_ref = $1::bytea), "
-                           "tomb AS (INSERT INTO erased_subjects (subject_ref, erased_at) "
-                           "SELECT subject_ref, now() FROM gone ON CONFLICT DO NOTHING) "
-                           "SELECT (SELECT count(*) FROM gone), "
-                           "EXISTS (SELECT 1 FROM erased_subjects WHERE subject_ref = $1::bytea)"},
+                           "log AS (DELETE FROM access_log WHERE subject_ref = $1::bytea) "
+                           "SELECT count(*) FROM gone"},
+    /* The hold is keyed by the blind index alone: no subject, web number or number. */
+    [ST_HOLD] = {"hold", "INSERT INTO authority_holds (blind_index, state, legal_basis, held_at)"
+                         " SELECT blind_index, $2::text, $3::text, now() FROM citizens"
+                         " WHERE subject_ref = $1::bytea ON CONFLICT (blind_index) DO UPDATE"
+                         " SET state = EXCLUDED.state, legal_basis = EXCLUDED.legal_basis,"
+                         " held_at = EXCLUDED.held_at RETURNING 1"},
+    [ST_HELD] = {"held", "SELECT state FROM authority_holds WHERE blind_index = $1::bytea"},
     [ST_LOOKUP_WN] = {"lookup_web_number",
                       "SELECT subject_ref FROM citizens WHERE web_number = $1::text"},
     [ST_FIND_REQUEST] = {"find_request",
@@ -670,7 +676,31 @@ veil_err vault_store_erase(vault_conn *c, const unsigned char subject[VAULT_SUBJ
     if (err)
         return err;
     *erased_now = veil_pg_get_i64(r, 0, 0) > 0;
-    if (!*erased_now && !veil_pg_get_bool(r, 0, 1))
+    PQclear(r);
+    return VEIL_OK;
+}
+
+veil_err vault_store_hold(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                          const char *state, const char *legal_basis)
+{
+    int any = 0;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES), vp_text(state),
+                         vp_text(legal_basis)};
+    veil_err err = exec_any_row(c, ST_HOLD, p, 3, &any);
+    return err ? err : any ? VEIL_OK : VEIL_ERR_NOT_FOUND;
+}
+
+veil_err vault_store_held(vault_conn *c, const unsigned char blind[VAULT_HASH_BYTES], char *state,
+                          size_t len)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(blind, VAULT_HASH_BYTES)};
+    veil_err err = exec(c, ST_HELD, p, 1, &r);
+    if (err)
+        return err;
+    if (PQntuples(r) == 1)
+        snprintf(state, len, "%s", veil_pg_get_text(r, 0, 0));
+    else
         err = VEIL_ERR_NOT_FOUND;
     PQclear(r);
     return err;

@@ -504,12 +504,24 @@ veil_err vault_store_purge(vault_conn *c, int64_t now_ms) VEIL_WUR;
 
 /*
  * Erases a subject: citizen row (data key, profile, blind index, web
- * number), devices, nonces, log and enrol requests, leaving a tombstone.
- * *erased_now is 1 when this call erased it, 0 when it already was.
- * VEIL_ERR_NOT_FOUND when the subject never existed.
+ * number), devices, nonces, log and enrol requests, leaving nothing about
+ * it.  *erased_now is 1 when this call erased it, 0 when there was nothing
+ * (already erased or never existed: the two look alike, on purpose).
  */
 veil_err vault_store_erase(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                            int *erased_now) VEIL_WUR;
+
+/*
+ * Records an authority's hold on the subject's ID number (its blind index,
+ * state "suspended" or "revoked", legal basis); VEIL_ERR_NOT_FOUND when the
+ * subject does not exist.
+ */
+veil_err vault_store_hold(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                          const char *state, const char *legal_basis) VEIL_WUR;
+
+/* The state of a hold on a blind index into state; VEIL_ERR_NOT_FOUND without one. */
+veil_err vault_store_held(vault_conn *c, const unsigned char blind[VAULT_HASH_BYTES], char *state,
+                          size_t len) VEIL_WUR;
 
 /* The subject of a web number; VEIL_ERR_NOT_FOUND when there is none. */
 veil_err vault_store_lookup_web_number(vault_conn *c, const char *web_number,

@@ -361,11 +361,11 @@ START_TEST(test_erase)
         ck_assert_msg(atoi(PQgetvalue(res, 0, 0)) > 0, "%s lost the other citizen", tables[i]);
         PQclear(res);
     }
-    PGresult *res = vt_sql_bytes(&t, "SELECT count(*) FROM erased_subjects WHERE subject_ref = $1",
-                                 a.subject, 32);
-    ck_assert_str_eq(PQgetvalue(res, 0, 0), "1");
-    PQclear(res);
-    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM erased_subjects"), 1);
+    /* no tombstone either: erasure keeps no subject reference (issue 13 item 4) */
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM information_schema.tables"
+                                    " WHERE table_name = 'erased_subjects'"),
+                     0);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM authority_holds"), 0);
 
     /* every later call about the subject finds nothing, and a ticket says nothing more */
     ck_assert_int_eq(vt_login(&t, &a, "chat.wechat", &st), VEIL_ERR_UNAUTHENTICATED);
@@ -383,12 +383,16 @@ START_TEST(test_erase)
     wn.web_number = a.web_number;
     ck_assert_int_eq(veil_channel_call(t.ch, "LookupWebNumber", &wn.base, NULL, 5000, &resp, &st),
                      VEIL_ERR_NOT_FOUND);
-    /* erasing again is fine; a subject that never existed is not found */
+    /*
+     * Erasing again is fine, and a subject that never existed answers the
+     * same: telling them apart would need a record of the erased one.
+     */
     ck_assert_int_eq(vt_subject_call(&t, "Erase", a.subject, 32, &empty, &st), VEIL_OK);
     protobuf_c_message_free_unpacked(&empty->base, NULL);
     unsigned char never[32];
     randombytes_buf(never, 32);
-    ck_assert_int_eq(vt_subject_call(&t, "Erase", never, 32, &resp, &st), VEIL_ERR_NOT_FOUND);
+    ck_assert_int_eq(vt_subject_call(&t, "Erase", never, 32, &empty, &st), VEIL_OK);
+    protobuf_c_message_free_unpacked(&empty->base, NULL);
     ck_assert_int_eq(vt_login(&t, &keep, "chat.wechat", &st), VEIL_OK);
 
     /* the same person enrolling later is a new identity, with a new device key as well as an old
@@ -452,6 +456,51 @@ static void birth_dates_are(vt *t, vt_device *people, int n)
         protobuf_c_message_free_unpacked(&r->base, NULL);
     }
 }
+
+/* An authority's hold: kept through an erasure, keyed by the blind index, refusing re-enrolment. */
+START_TEST(test_authority_hold)
+{
+    vt t;
+    vt_start(&t, NULL);
+    char id[19];
+    vt_id_number(id, "530102", 1990, 2, 3, 61);
+    vt_device a;
+    person(&t, &a, "ha", id, "段三", "chat.wechat");
+    Veil__Vault__HoldIdentityRequest h = VEIL__VAULT__HOLD_IDENTITY_REQUEST__INIT;
+    Veil__Empty *empty;
+    veil_status st;
+    h.subject_ref.data = a.subject;
+    h.subject_ref.len = 32;
+    h.state = "active";
+    h.legal_basis = "";
+    ck_assert_int_eq(veil_channel_call(t.ch, "HoldIdentity", &h.base, NULL, 5000, &empty, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "state must be suspended or revoked");
+    h.state = "revoked";
+    h.legal_basis = "ruling\nwith a control character";
+    ck_assert_int_eq(veil_channel_call(t.ch, "HoldIdentity", &h.base, NULL, 5000, &empty, &st),
+                     VEIL_ERR_INVALID);
+    h.legal_basis = "court order 7";
+    ck_assert_int_eq(veil_channel_call(t.ch, "HoldIdentity", &h.base, NULL, 5000, &empty, &st),
+                     VEIL_OK);
+    protobuf_c_message_free_unpacked(&empty->base, NULL);
+    ck_assert_int_eq(vt_subject_call(&t, "Erase", a.subject, 32, &empty, &st), VEIL_OK);
+    protobuf_c_message_free_unpacked(&empty->base, NULL);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM authority_holds"
+                                    " WHERE state = 'revoked' AND legal_basis = 'court order 7'"),
+                     1);
+    /* a hold on a subject that does not exist */
+    ck_assert_int_eq(veil_channel_call(t.ch, "HoldIdentity", &h.base, NULL, 5000, &empty, &st),
+                     VEIL_ERR_NOT_FOUND);
+    vt_device again;
+    vt_new_device(&again);
+    ck_assert_int_eq(vt_enrol(&t, "hb", id, "段三", &again, NULL, &st), VEIL_ERR_PRECONDITION);
+    ck_assert_str_eq(st.message,
+                     "this identity is revoked by the authority: the citizen must contact the "
+                     "authority");
+    vt_stop(&t);
+}
+END_TEST
 
 START_TEST(test_master_key_rotation)
 {
@@ -705,6 +754,7 @@ int main(void)
     tcase_add_test(tc, test_age_boundaries);
     tcase_add_test(tc, test_access_log_tampering);
     tcase_add_test(tc, test_erase);
+    tcase_add_test(tc, test_authority_hold);
     tcase_add_test(tc, test_master_key_rotation);
     tcase_add_test(tc, test_bulk_enrol);
     suite_add_tcase(s, tc);

@@ -36,11 +36,12 @@
 #include "veil/err.h"
 #include "veil/pg.h"
 
-#define VEIL_FEEDLOG_N_STMTS 8
+#define VEIL_FEEDLOG_N_STMTS 9
 
 extern const char veil_feedlog_sql_append[], veil_feedlog_sql_app_event[],
     veil_feedlog_sql_changes[], veil_feedlog_sql_head[], veil_feedlog_sql_app_events[],
-    veil_feedlog_sql_app_head[], veil_feedlog_sql_redact[], veil_feedlog_sql_drop_app_events[];
+    veil_feedlog_sql_app_head[], veil_feedlog_sql_redact[], veil_feedlog_sql_drop_app_events[],
+    veil_feedlog_sql_app_notice[];
 
 /* Designated initialisers for statements base .. base + VEIL_FEEDLOG_N_STMTS - 1. */
 /* clang-format off */
@@ -52,7 +53,8 @@ extern const char veil_feedlog_sql_append[], veil_feedlog_sql_app_event[],
     [(base) + 4] = {"veil_feed_app_events", veil_feedlog_sql_app_events},           \
     [(base) + 5] = {"veil_feed_app_head", veil_feedlog_sql_app_head},               \
     [(base) + 6] = {"veil_feed_redact", veil_feedlog_sql_redact},                   \
-    [(base) + 7] = {"veil_feed_drop_app_events", veil_feedlog_sql_drop_app_events}
+    [(base) + 7] = {"veil_feed_drop_app_events", veil_feedlog_sql_drop_app_events}, \
+    [(base) + 8] = {"veil_feed_app_notice", veil_feedlog_sql_app_notice}
 /* clang-format on */
 
 /*
@@ -118,14 +120,24 @@ veil_err veil_feedlog_app_events(veil_db *db, int base, const char *app_id, int6
                                  Veil__AppEventsResponse *resp) VEIL_WUR;
 
 /*
- * Erasure, inside the caller's transaction: the subject's earlier changes
- * keep their numbers (the feed stays gap-free) but lose their content (kind
- * "redacted", no subject, device, app or attributes), and its app events are
- * deleted.  Changes of notice_kind - the erasure notices themselves, which a
- * lagging consumer still needs to drop what it cached - are kept.
- * *affected receives how many rows went.
+ * Appends an erasure notice to app_id's stream inside the caller's
+ * transaction (after veil_feedlog_append, as veil_feedlog_app_event): the
+ * event holds the app's pseudonyms (previous may be NULL or "") and no
+ * subject reference.
+ */
+veil_err veil_feedlog_app_notice(veil_pg *c, int base, const char *app_id, const char *kind,
+                                 const char *pseudonym, const char *previous_pseudonym) VEIL_WUR;
+
+/*
+ * Erasure, inside the caller's transaction: the subject's changes keep their
+ * numbers (the feed stays gap-free) but lose their content (kind "redacted",
+ * no subject, device, app or attributes), and its app events are deleted, so
+ * no row keeps the subject reference.  Callers then append a notice WITHOUT
+ * a subject (consumers drop every cached answer: erasures are rare) so a
+ * lagging cache cannot outlive the erasure.  *affected receives how many
+ * rows went.
  */
 veil_err veil_feedlog_forget(veil_pg *c, int base, const unsigned char subject_ref[32],
-                             const char *notice_kind, int64_t *affected) VEIL_WUR;
+                             int64_t *affected) VEIL_WUR;
 
 #endif
