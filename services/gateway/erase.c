@@ -58,8 +58,8 @@ static veil_err notices_for(struct gateway *gw, veil_call *call, ProtobufCBinary
         d.sector_id = apps[k].sector;
         d.link_epoch = l->link_epoch;
         d.key_version = l->key_version ? l->key_version : atomic_load(&gw->keys.pseudonym_current);
-        d.previous_key_version = l->key_version ? l->previous_key_version
-                                                : atomic_load(&gw->keys.pseudonym_previous);
+        d.previous_key_version =
+            l->key_version ? l->previous_key_version : atomic_load(&gw->keys.pseudonym_previous);
         veil_err err = gw_downstream(gw, call, gw->pseudonym, "Derive", &d.base, &p);
         if (err)
             return err;
