@@ -233,8 +233,10 @@ static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app
         if (!*out)
             err = VEIL_ERR_NOMEM;
     }
+    if (token) /* the claims in base64url: a copy lives on in the call's arena, wiped with it */
+        sodium_memzero(token, strlen(token));
     free(token);
-    json_decref(claims);
+    veil_json_wipe_decref(claims);
     return err;
 }
 

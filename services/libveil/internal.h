@@ -31,6 +31,9 @@ int veil_pool_push(struct veil_pool *p, void *item);
 void veil_pool_stop(struct veil_pool *p);
 
 /* Works out who is calling (veil/rpc.h, veil_peer). */
+/* Zeroes the bytes of a raw byte buffer we own, before destroying it (personal data). */
+void veil_byte_buffer_wipe(grpc_byte_buffer *bb);
+
 void veil_peer_identify(grpc_call *call, const char *trust_domain, int dev_plaintext,
                         const grpc_metadata_array *md, veil_peer *out);
 

@@ -15,6 +15,38 @@ static char *b64url_of(const void *p, size_t n)
     return s;
 }
 
+/* Frees a string that held claims (personal data), zeroed first. */
+static void wipe_free(char *p)
+{
+    if (p) {
+        sodium_memzero(p, strlen(p));
+        free(p);
+    }
+}
+
+/* Zeroes the string values of j and of members nothing else references. */
+static void wipe_values(json_t *j)
+{
+    const char *key;
+    json_t *v;
+    size_t i;
+    if (json_is_string(j))
+        sodium_memzero((char *)json_string_value(j), json_string_length(j));
+    else if (json_is_object(j)) {
+        json_object_foreach(j, key, v) if (v->refcount == 1) wipe_values(v);
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v) if (v->refcount == 1) wipe_values(v);
+    }
+}
+
+void veil_json_wipe_decref(json_t *j)
+{
+    /* Only the last reference wipes: others still use the values. */
+    if (j && j->refcount == 1)
+        wipe_values(j);
+    json_decref(j);
+}
+
 veil_err veil_jws_sign(const veil_signer *s, const char *typ, const json_t *payload, char **out)
 {
     veil_err err = VEIL_ERR_NOMEM;
@@ -49,9 +81,9 @@ veil_err veil_jws_sign(const veil_signer *s, const char *typ, const json_t *payl
 out:
     json_decref(header);
     free(hjson);
-    free(pjson);
+    wipe_free(pjson);
     free(h64);
-    free(p64);
+    wipe_free(p64);
     free(token);
     return err;
 }

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,9 +22,35 @@
 
 #define KEY_FILE_MAX 512
 
+/*
+ * Resolves path's symbolic links into real; 1 when the result lies inside the
+ * folder that holds path (resolved too), 0 otherwise or when it cannot be
+ * resolved.
+ */
+static int resolve_inside_folder(const char *path, char *real, size_t len)
+{
+    char folder[PATH_MAX], dir[PATH_MAX], target[PATH_MAX];
+    snprintf(folder, sizeof folder, "%s", path);
+    char *slash = strrchr(folder, '/');
+    if (slash == folder)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(folder, sizeof folder, ".");
+    if (!realpath(folder, dir) || !realpath(path, target))
+        return 0;
+    size_t dl = strlen(dir);
+    if (strncmp(target, dir, dl) != 0 || (target[dl] != '/' && strcmp(dir, "/") != 0))
+        return 0;
+    snprintf(real, len, "%s", target);
+    return strlen(target) < len;
+}
+
 veil_err veil_key_load(const char *path, uint32_t version, veil_key **out, char *errbuf,
                        size_t errlen)
 {
+    char real[PATH_MAX];
     veil_err err = VEIL_ERR_INVALID;
     unsigned char text[KEY_FILE_MAX];
     unsigned char raw[KEY_FILE_MAX];
@@ -36,8 +63,21 @@ veil_err veil_key_load(const char *path, uint32_t version, veil_key **out, char 
     if (sodium_init() < 0) /* idempotent; guarded memory needs it */
         return VEIL_ERR_INTERNAL;
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0 && errno == ELOOP) /* Kubernetes mounts Secrets through symlinks. */
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ELOOP) {
+        /*
+         * Kubernetes mounts Secrets through symlinks (key -> ..data/key, ..data
+         * -> ..2026_…): one that stays inside the key's own folder is followed,
+         * and its target is then opened without following again.  A symlink
+         * out of the folder (to another secret, /proc, a file an attacker
+         * controls) is refused.
+         */
+        if (!resolve_inside_folder(path, real, sizeof real)) {
+            snprintf(errbuf, errlen, "key file %s: a symbolic link that leads out of its folder",
+                     path);
+            goto out;
+        }
+        fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    }
     if (fd < 0) {
         snprintf(errbuf, errlen, "key file %s: %s", path,
                  errno == ENOENT ? "does not exist" : "cannot be opened for reading");

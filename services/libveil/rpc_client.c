@@ -14,6 +14,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <sodium.h>
 #include <grpc/support/time.h>
 
 #include "internal.h"
@@ -159,10 +160,14 @@ static void pending_free(veil_pending *p)
 {
     grpc_metadata_array_destroy(&p->initial_md);
     grpc_metadata_array_destroy(&p->trailing_md);
-    if (p->send_bb)
+    if (p->send_bb) {
+        veil_byte_buffer_wipe(p->send_bb);
         grpc_byte_buffer_destroy(p->send_bb);
-    if (p->recv_bb)
+    }
+    if (p->recv_bb) {
+        veil_byte_buffer_wipe(p->recv_bb);
         grpc_byte_buffer_destroy(p->recv_bb);
+    }
     grpc_slice_unref(p->details);
     gpr_free((void *)p->error_string);
     if (p->call)
@@ -323,6 +328,8 @@ veil_err veil_pending_finish(veil_pending *p, ProtobufCAllocator *alloc, void *r
                                   GRPC_SLICE_LENGTH(whole), NULL))
             *out = protobuf_c_message_unpack(p->m->output, alloc, GRPC_SLICE_LENGTH(whole),
                                              GRPC_SLICE_START_PTR(whole));
+        /* Replies carry personal data (released attributes): no copy lingers once unpacked. */
+        sodium_memzero(GRPC_SLICE_START_PTR(whole), GRPC_SLICE_LENGTH(whole));
         grpc_slice_unref(whole);
         if (!*out) {
             snprintf(st->message, sizeof st->message, "malformed reply message");

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <sodium.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
@@ -63,10 +64,22 @@ struct local_block {
     max_align_t data[];
 };
 
+/*
+ * Every arena allocation starts with one of these, so the call's end can wipe
+ * what it held: requests and replies carry personal data (names, birth dates,
+ * released attributes) that must not linger in freed memory.
+ */
+struct wipe_block {
+    struct wipe_block *next;
+    size_t n;
+    max_align_t data[];
+};
+
 struct veil_call {
     struct tag t_new, t_done;
     veil_server *srv;
     struct local_block *local; /* veil_call_local: its arena */
+    struct wipe_block *wipe;   /* every arena allocation, wiped at the call's end */
     struct method *m;          /* NULL for the catch-all */
     grpc_call *call;
     gpr_timespec deadline;
@@ -129,7 +142,33 @@ static void *local_alloc(veil_call *c, size_t n)
 static void *arena_alloc(void *data, size_t n)
 {
     veil_call *c = data;
-    return c->call ? grpc_call_arena_alloc(c->call, n ? n : 1) : local_alloc(c, n);
+    if (n > SIZE_MAX - sizeof(struct wipe_block))
+        return NULL;
+    size_t total = sizeof(struct wipe_block) + (n ? n : 1);
+    struct wipe_block *b = c->call ? grpc_call_arena_alloc(c->call, total) : local_alloc(c, total);
+    if (!b)
+        return NULL;
+    b->n = n;
+    b->next = c->wipe;
+    c->wipe = b;
+    return b->data;
+}
+
+/* Zeroes everything the call's arena handed out (the arena itself is freed by its owner). */
+static void arena_wipe(veil_call *c)
+{
+    for (struct wipe_block *b = c->wipe; b; b = b->next)
+        sodium_memzero(b->data, b->n);
+    c->wipe = NULL;
+}
+
+void veil_byte_buffer_wipe(grpc_byte_buffer *bb)
+{
+    if (!bb || bb->type != GRPC_BB_RAW)
+        return;
+    grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
+    for (size_t i = 0; i < sb->count; i++)
+        sodium_memzero(GRPC_SLICE_START_PTR(sb->slices[i]), GRPC_SLICE_LENGTH(sb->slices[i]));
 }
 
 static void arena_free(void *data, void *p)
@@ -233,11 +272,16 @@ int veil_call_metadata(const veil_call *c, const char *key, const char **value, 
 
 static void call_free(veil_call *c)
 {
+    arena_wipe(c);
     grpc_metadata_array_destroy(&c->md);
-    if (c->payload)
+    if (c->payload) {
+        veil_byte_buffer_wipe(c->payload);
         grpc_byte_buffer_destroy(c->payload);
-    if (c->reply)
+    }
+    if (c->reply) {
+        veil_byte_buffer_wipe(c->reply); /* the call is over: nothing reads it any more */
         grpc_byte_buffer_destroy(c->reply);
+    }
     if (!c->m)
         grpc_call_details_destroy(&c->details);
     grpc_slice_unref(c->status_slice);
@@ -429,7 +473,10 @@ static void run_call_traced(veil_call *c)
     grpc_slice whole = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
     ProtobufCMessage *req = unpack(c, GRPC_SLICE_START_PTR(whole), GRPC_SLICE_LENGTH(whole));
+    /* The request's wire bytes hold what the arena now holds unpacked: wipe both copies. */
+    sodium_memzero(GRPC_SLICE_START_PTR(whole), GRPC_SLICE_LENGTH(whole));
     grpc_slice_unref(whole);
+    veil_byte_buffer_wipe(c->payload);
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
     if (req)
@@ -476,9 +523,12 @@ veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_p
             grpc_slice_unref(whole);
         }
     }
-    if (c.reply)
+    if (c.reply) {
+        veil_byte_buffer_wipe(c.reply);
         grpc_byte_buffer_destroy(c.reply);
+    }
     grpc_metadata_array_destroy(&c.md);
+    arena_wipe(&c);
     while (c.local) {
         struct local_block *next = c.local->next;
         free(c.local);

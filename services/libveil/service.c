@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <grpc/grpc.h>
@@ -377,6 +379,18 @@ static int probe(const veil_service_spec *spec, const veil_service_ctx *ctx)
 
 int veil_service_main(int argc, char **argv, const veil_service_spec *spec)
 {
+    /*
+     * No core dumps, ever: a core holds keys and personal data.  The limit
+     * stops ordinary cores; non-dumpable also stops a core_pattern pipe (which
+     * ignores the limit) and keeps other processes of the same user from
+     * attaching or reading /proc/<pid>/mem.  Before anything is loaded.
+     */
+    struct rlimit no_core = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &no_core) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        fprintf(stderr, "%s: cannot disable core dumps\n", spec->name);
+        return 1;
+    }
+
     /* Block the signals we wait for before any thread exists, so all inherit the mask. */
     sigset_t signals;
     sigemptyset(&signals);

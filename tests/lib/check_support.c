@@ -67,6 +67,36 @@ START_TEST(test_key_files)
     ck_assert_int_eq(veil_key_load(path, 1, &k, err, sizeof err), VEIL_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(err, "mode 0644"));
 
+    /* issue 18 item 6: a Kubernetes Secret's links (key -> ..data/key, ..data -> ..dated) load;
+     * a link out of the key's folder never does, nor a link inside the folder to one outside */
+    char sub[1100], target[1200], link[1200];
+    snprintf(sub, sizeof sub, "%s/..2026_12_04", dir);
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    snprintf(target, sizeof target, "%s/secret.key", sub);
+    write_file(target, "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n", 0600);
+    snprintf(link, sizeof link, "%s/..data", dir);
+    ck_assert_int_eq(symlink("..2026_12_04", link), 0);
+    snprintf(path, sizeof path, "%s/secret.key", dir);
+    ck_assert_int_eq(symlink("..data/secret.key", path), 0);
+    ck_assert_int_eq(veil_key_load(path, 1, &k, err, sizeof err), VEIL_OK);
+    ck_assert_int_eq(k->bytes[0], 1);
+    veil_key_free(k);
+    char *outside = h_tempdir("keys-outside");
+    snprintf(target, sizeof target, "%s/stolen.key", outside);
+    write_file(target, "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n", 0600);
+    snprintf(path, sizeof path, "%s/escape.key", dir);
+    ck_assert_int_eq(symlink(target, path), 0);
+    ck_assert_int_eq(veil_key_load(path, 1, &k, err, sizeof err), VEIL_ERR_INVALID);
+    ck_assert_ptr_null(k);
+    ck_assert_ptr_nonnull(strstr(err, "leads out of its folder"));
+    snprintf(link, sizeof link, "%s/..other", dir);
+    ck_assert_int_eq(symlink(outside, link), 0);
+    snprintf(path, sizeof path, "%s/via.key", dir);
+    ck_assert_int_eq(symlink("..other/stolen.key", path), 0);
+    ck_assert_int_eq(veil_key_load(path, 1, &k, err, sizeof err), VEIL_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err, "leads out of its folder"));
+    free(outside);
+
     snprintf(path, sizeof path, "%s/unreadable.key", dir);
     write_file(path, "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n", 0000);
     if (geteuid() != 0) { /* root reads anything */

@@ -316,12 +316,36 @@ START_TEST(test_refuses_to_start_without_keys)
 }
 END_TEST
 
+/* issue 18 item 6: a service never dumps core (it holds keys and, elsewhere, personal data) */
+START_TEST(test_no_core_dumps)
+{
+    start();
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/limits", (int)svc.pid);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    int found = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "Max core file size", 18) == 0) {
+            unsigned long long soft = 1, hard = 1;
+            ck_assert_int_eq(sscanf(line + 18, " %llu %llu", &soft, &hard), 2);
+            ck_assert_uint_eq(soft, 0);
+            ck_assert_uint_eq(hard, 0); /* and it cannot be raised again */
+            found = 1;
+        }
+    fclose(f);
+    ck_assert(found);
+    stop();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pseudonym");
     TCase *tc = tcase_create("pseudonym");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_known_answer);
+    tcase_add_test(tc, test_no_core_dumps);
     tcase_add_test(tc, test_derive_properties);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_only_the_gateway);

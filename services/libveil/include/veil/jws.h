@@ -22,6 +22,12 @@
 veil_err veil_jws_sign(const veil_signer *s, const char *typ, const json_t *payload,
                        char **out) VEIL_WUR;
 
+/*
+ * json_decref that first zeroes every string value (object and array members
+ * too) when this is the last reference: for claims that hold personal data.
+ */
+void veil_json_wipe_decref(json_t *j);
+
 /* Finds the Ed25519 public key (32 bytes) of a kid, or NULL. */
 typedef const unsigned char *(*veil_jws_key_fn)(void *ctx, const char *kid);
 
