@@ -19,6 +19,12 @@
 
 #define ERASE_CONFIRMATION "erase my identity"
 
+/*
+ * The identity travels sealed by the phone to the vault (sealed_identity):
+ * the gateway forwards bytes it cannot read and refuses the old clear
+ * fields, so it never holds an ID number, a name or an attestation (whose
+ * unkeyed hash of the ID number could be matched against every number).
+ */
 static void gw_wallet_enrol(Veil__Gateway__Wallet_Service *svc,
                             const Veil__Gateway__WalletEnrolRequest *req,
                             Veil__Gateway__WalletEnrolResponse_Closure done, void *call)
@@ -26,18 +32,23 @@ static void gw_wallet_enrol(Veil__Gateway__Wallet_Service *svc,
     struct gateway *gw = GW_OF(svc, wallet);
     Veil__Gateway__WalletEnrolResponse resp = VEIL__GATEWAY__WALLET_ENROL_RESPONSE__INIT;
     Veil__Vault__EnrolRequest vr = VEIL__VAULT__ENROL_REQUEST__INIT;
-    Veil__Vault__ProofingAttestation att = VEIL__VAULT__PROOFING_ATTESTATION__INIT;
     Veil__Vault__EnrolResponse *v;
-    att.face_match = req->face_match;
-    att.attested_at_ms = req->attested_at_ms;
-    att.signature = req->attestation_signature;
-    vr.request_id = req->request_id;
-    vr.id_number = req->id_number;
-    vr.full_name = req->full_name;
-    vr.device_public_key = req->device_public_key;
-    vr.attestation = &att;
-    vr.device_label = req->device_label;
-    veil_err err = gw_downstream(gw, call, gw->vault, "Enrol", &vr.base, &v);
+    veil_err err = VEIL_OK;
+    if (*req->id_number || *req->full_name || req->device_public_key.len || req->face_match ||
+        req->attested_at_ms || req->attestation_signature.len || *req->device_label) {
+        veil_call_fail(call, VEIL_ERR_INVALID,
+                       "identity fields are not accepted in the clear: seal them to the vault "
+                       "in sealed_identity");
+        err = VEIL_ERR_INVALID;
+    } else if (!req->sealed_identity.len) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "sealed_identity is required");
+        err = VEIL_ERR_INVALID;
+    }
+    if (!err) {
+        vr.request_id = req->request_id;
+        vr.sealed_identity = req->sealed_identity;
+        err = gw_downstream(gw, call, gw->vault, "Enrol", &vr.base, &v);
+    }
     if (!err) {
         resp.web_number = v->web_number;
         resp.web_certificate = v->web_certificate;

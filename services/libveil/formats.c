@@ -137,6 +137,95 @@ out:
     return err;
 }
 
+#define ENROL_LABEL "veil-enrol-identity-v1"
+
+veil_err veil_enrol_identity_seal(const veil_enrol_identity *id, const unsigned char vault_pk[32],
+                                  unsigned char out[VEIL_ENROL_SEALED_BYTES])
+{
+    veil_buf b = {0};
+    veil_err err = VEIL_ERR_INVALID;
+    if (strlen(id->id_number) > 18 || strlen(id->full_name) > 200 || strlen(id->device_label) > 64)
+        return VEIL_ERR_INVALID;
+    domain(&b, ENROL_LABEL);
+    veil_buf_put_u32(&b, id->key_version);
+    veil_buf_put_str(&b, id->id_number);
+    veil_buf_put_str(&b, id->full_name);
+    veil_buf_put_lp(&b, id->device_pk, 32);
+    veil_buf_put_u8(&b, id->face_match ? 1 : 0);
+    veil_buf_put_i64(&b, id->attested_at_ms);
+    veil_buf_put_lp(&b, id->signature, 64);
+    veil_buf_put_str(&b, id->device_label);
+    if (b.failed) {
+        err = VEIL_ERR_NOMEM;
+        goto out;
+    }
+    if (b.len > VEIL_ENROL_IDENTITY_BYTES)
+        goto out;
+    static const unsigned char zeros[VEIL_ENROL_IDENTITY_BYTES];
+    veil_buf_put(&b, zeros, VEIL_ENROL_IDENTITY_BYTES - b.len);
+    if (b.failed) {
+        err = VEIL_ERR_NOMEM;
+        goto out;
+    }
+    err = crypto_box_seal(out, b.data, b.len, vault_pk) == 0 ? VEIL_OK : VEIL_ERR_INVALID;
+out:
+    veil_buf_free(&b); /* wipes the plain text */
+    return err;
+}
+
+/* Copies a length-prefixed text field of at most max bytes, without NUL, into out. */
+static int read_text(veil_reader *r, char *out, size_t max)
+{
+    size_t n;
+    const unsigned char *p = veil_read_lp(r, &n);
+    if (!p || n > max || memchr(p, '\0', n))
+        return -1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+veil_err veil_enrol_identity_open(const unsigned char *sealed, size_t len,
+                                  const unsigned char vault_pk[32], const unsigned char *vault_sk,
+                                  veil_enrol_identity *out)
+{
+    unsigned char plain[VEIL_ENROL_IDENTITY_BYTES];
+    veil_err err = VEIL_ERR_UNAUTHENTICATED;
+    memset(out, 0, sizeof *out);
+    if (len != VEIL_ENROL_SEALED_BYTES ||
+        crypto_box_seal_open(plain, sealed, len, vault_pk, vault_sk) != 0)
+        goto out;
+    err = VEIL_ERR_INVALID;
+    veil_reader r = {plain, sizeof plain, 0};
+    const unsigned char *label = veil_read_bytes(&r, sizeof ENROL_LABEL);
+    if (!label || memcmp(label, ENROL_LABEL, sizeof ENROL_LABEL) != 0)
+        goto out;
+    out->key_version = veil_read_u32(&r);
+    size_t n;
+    const unsigned char *pk, *sig;
+    if (read_text(&r, out->id_number, 18) || read_text(&r, out->full_name, 200) ||
+        !(pk = veil_read_lp(&r, &n)) || n != 32)
+        goto out;
+    memcpy(out->device_pk, pk, 32);
+    uint8_t face = veil_read_u8(&r);
+    out->face_match = face == 1;
+    out->attested_at_ms = veil_read_i64(&r);
+    if (face > 1 || !(sig = veil_read_lp(&r, &n)) || n != 64)
+        goto out;
+    memcpy(out->signature, sig, 64);
+    if (read_text(&r, out->device_label, 64) || r.bad)
+        goto out;
+    for (size_t i = 0; i < r.left; i++)
+        if (r.p[i])
+            goto out;
+    err = VEIL_OK;
+out:
+    sodium_memzero(plain, sizeof plain);
+    if (err)
+        sodium_memzero(out, sizeof *out);
+    return err;
+}
+
 void veil_citizen_signed_bytes(veil_buf *b, const char *method, const void *payload,
                                size_t payload_len, int64_t time_ms, const unsigned char *nonce,
                                size_t nonce_len, const char *device_id)

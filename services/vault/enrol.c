@@ -289,6 +289,80 @@ out:
     return err;
 }
 
+/* A sealed identity once opened, and the request rebuilt from it.  Personal: sodium_free. */
+struct unsealed {
+    veil_enrol_identity id;
+    Veil__Vault__EnrolRequest req;
+    Veil__Vault__ProofingAttestation at;
+};
+
+struct open_ctx {
+    const ProtobufCBinaryData *sealed;
+    veil_enrol_identity *out;
+    veil_err parsed; /* of the key that opened it */
+};
+
+/* Opened (VEIL_OK) even when what opened is malformed: that is ctx->parsed's to say. */
+static veil_err open_identity(const struct vault_boxkey *key, int keep, void *arg)
+{
+    struct open_ctx *c = arg;
+    veil_enrol_identity *tmp = sodium_malloc(sizeof *tmp);
+    if (!tmp)
+        return VEIL_ERR_NOMEM;
+    veil_err err = veil_enrol_identity_open(c->sealed->data, c->sealed->len, key->pk, key->sk, tmp);
+    if (err != VEIL_ERR_UNAUTHENTICATED && keep) {
+        c->parsed = err;
+        *c->out = *tmp;
+    }
+    sodium_free(tmp);
+    return err == VEIL_ERR_UNAUTHENTICATED ? err : VEIL_OK;
+}
+
+/*
+ * When the phone sealed the identity to the vault (the gateway's only way):
+ * opens it into u and points *req at a request rebuilt from it.  A request
+ * with no sealed_identity is used as it is.
+ */
+static veil_err unseal(struct vault *v, veil_call *call, const Veil__Vault__EnrolRequest **req,
+                       struct unsealed *u)
+{
+    const Veil__Vault__EnrolRequest *in = *req;
+    if (!in->sealed_identity.len)
+        return VEIL_OK;
+    if (*in->id_number || *in->full_name || in->device_public_key.len || in->attestation ||
+        *in->device_label)
+        return fail(call, VEIL_ERR_INVALID,
+                    "sealed_identity replaces id_number, full_name, device_public_key, "
+                    "attestation and device_label: send them only inside it");
+    if (in->sealed_identity.len != VEIL_ENROL_SEALED_BYTES)
+        return fail(call, VEIL_ERR_INVALID, "sealed_identity must be 560 bytes");
+    struct open_ctx c = {&in->sealed_identity, &u->id, VEIL_OK};
+    uint32_t opened = vault_box_open_any(v->keys, open_identity, &c);
+    if (!opened)
+        return fail(
+            call, VEIL_ERR_INVALID,
+            "sealed_identity does not open: seal it to the ticket key Wallet/GetKeys gives");
+    if (c.parsed)
+        return fail(call, VEIL_ERR_INVALID, "sealed_identity is malformed");
+    if (u->id.key_version != opened)
+        return fail(call, VEIL_ERR_INVALID,
+                    "sealed_identity names another ticket key version than it is sealed to");
+    u->req = *in;
+    veil__vault__proofing_attestation__init(&u->at);
+    u->at.face_match = u->id.face_match;
+    u->at.attested_at_ms = u->id.attested_at_ms;
+    u->at.signature.data = u->id.signature;
+    u->at.signature.len = sizeof u->id.signature;
+    u->req.id_number = u->id.id_number;
+    u->req.full_name = u->id.full_name;
+    u->req.device_public_key.data = u->id.device_pk;
+    u->req.device_public_key.len = sizeof u->id.device_pk;
+    u->req.attestation = &u->at;
+    u->req.device_label = u->id.device_label;
+    *req = &u->req;
+    return VEIL_OK;
+}
+
 veil_err vault_enrolment_run(struct vault *v, veil_call *call, const Veil__Vault__EnrolRequest *req,
                              struct vault_enrolment *out)
 {
@@ -296,10 +370,17 @@ veil_err vault_enrolment_run(struct vault *v, veil_call *call, const Veil__Vault
     unsigned char mac[VAULT_HASH_BYTES];
     vault_conn *c;
     struct enrol *e = NULL;
+    struct unsealed *u = sodium_malloc(sizeof *u);
     veil_err err;
     memset(out, 0, sizeof *out);
+    memset(&id, 0, sizeof id);
 
-    if ((err = check_request(call, req, &id)) || (err = check_signature(v, call, req)))
+    if (!u) {
+        err = VEIL_ERR_NOMEM;
+        goto out;
+    }
+    if ((err = unseal(v, call, &req, u)) || (err = check_request(call, req, &id)) ||
+        (err = check_signature(v, call, req)))
         goto out;
     if (!(e = sodium_malloc(sizeof *e))) {
         err = VEIL_ERR_NOMEM;
@@ -333,5 +414,6 @@ veil_err vault_enrolment_run(struct vault *v, veil_call *call, const Veil__Vault
 out:
     sodium_memzero(&id, sizeof id);
     sodium_free(e);
+    sodium_free(u); /* wipes the opened identity */
     return err;
 }

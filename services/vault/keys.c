@@ -290,9 +290,8 @@ const struct vault_boxkey *vault_ticket_key(struct vault_keys *k, uint32_t versi
     return find_boxkey(k, version);
 }
 
-uint32_t vault_ticket_open(struct vault_keys *k, const veil_ticket *t, veil_ticket_inner *out)
+uint32_t vault_box_open_any(struct vault_keys *k, vault_box_opener open, void *ctx)
 {
-    veil_ticket_inner tmp;
     uint32_t opened = 0;
     for (int pass = 0; pass < 2 && !opened; pass++) {
         /* A key file added elsewhere first: rescan at most once a second, as a miss costs. */
@@ -305,14 +304,32 @@ uint32_t vault_ticket_open(struct vault_keys *k, const veil_ticket *t, veil_tick
         /* Every key is tried, even after one opened: the time does not tell which did. */
         size_t n = atomic_load(&k->n_boxkeys);
         for (size_t i = 0; i < n; i++)
-            if (veil_ticket_open(t, k->boxkeys[i].pk, k->boxkeys[i].sk, &tmp) == VEIL_OK &&
-                !opened) {
+            if (open(&k->boxkeys[i], !opened, ctx) == VEIL_OK && !opened)
                 opened = k->boxkeys[i].version;
-                *out = tmp;
-            }
     }
-    sodium_memzero(&tmp, sizeof tmp);
     return opened;
+}
+
+struct ticket_ctx {
+    const veil_ticket *t;
+    veil_ticket_inner *out;
+};
+
+static veil_err open_ticket(const struct vault_boxkey *key, int keep, void *arg)
+{
+    struct ticket_ctx *c = arg;
+    veil_ticket_inner tmp;
+    veil_err err = veil_ticket_open(c->t, key->pk, key->sk, &tmp);
+    if (!err && keep)
+        *c->out = tmp;
+    sodium_memzero(&tmp, sizeof tmp);
+    return err;
+}
+
+uint32_t vault_ticket_open(struct vault_keys *k, const veil_ticket *t, veil_ticket_inner *out)
+{
+    struct ticket_ctx c = {t, out};
+    return vault_box_open_any(k, open_ticket, &c);
 }
 
 int vault_proofing_verify(const struct vault_keys *k, const unsigned char sig[64],

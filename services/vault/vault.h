@@ -272,6 +272,20 @@ const veil_key *vault_master_key(struct vault_keys *k, uint32_t version);
 const struct vault_boxkey *vault_ticket_key(struct vault_keys *k, uint32_t version);
 
 /*
+ * Tries to open something sealed to the vault's ticket keys with one key
+ * pair; keep says whether to keep the result (no key opened it yet).
+ * VEIL_OK when it opened.
+ */
+typedef veil_err (*vault_box_opener)(const struct vault_boxkey *key, int keep, void *ctx);
+
+/*
+ * Calls open with every loaded ticket key (all of them, so the time taken
+ * does not tell which opened it), rescanning the key folder at most once a
+ * second when none did; returns the version of the key that opened it, or 0.
+ */
+uint32_t vault_box_open_any(struct vault_keys *k, vault_box_opener open, void *ctx);
+
+/*
  * Opens a ticket's sealed part with each loaded ticket key (rescanning the
  * key folder at most once a second when none opens it); returns the version
  * of the key that opened it into *out, or 0.  Wipe *out after use.

@@ -195,6 +195,53 @@ void vw_attest(const vw_wallet *w, const unsigned char authority_seed[32], const
     req->attestation_signature.len = 64;
 }
 
+veil_err vw_wallet_keys(vw_wallet *w, const Veil__Gateway__WalletKeysResponse *k)
+{
+    if (k->ticket_public_key.len != 32 || !k->ticket_key_version)
+        return VEIL_ERR_INVALID;
+    memcpy(w->ticket_pk, k->ticket_public_key.data, 32);
+    w->ticket_key_version = k->ticket_key_version;
+    return VEIL_OK;
+}
+
+veil_err vw_seal_enrolment(const vw_wallet *w, Veil__Gateway__WalletEnrolRequest *req,
+                           unsigned char out[VEIL_ENROL_SEALED_BYTES])
+{
+    if (!w->ticket_key_version)
+        return VEIL_ERR_PRECONDITION;
+    if (req->device_public_key.len != 32 || req->attestation_signature.len != 64)
+        return VEIL_ERR_INVALID;
+    veil_enrol_identity *id = sodium_malloc(sizeof *id);
+    if (!id)
+        return VEIL_ERR_NOMEM;
+    memset(id, 0, sizeof *id);
+    id->key_version = w->ticket_key_version;
+    snprintf(id->id_number, sizeof id->id_number, "%s", req->id_number);
+    snprintf(id->full_name, sizeof id->full_name, "%s", req->full_name);
+    snprintf(id->device_label, sizeof id->device_label, "%s", req->device_label);
+    memcpy(id->device_pk, req->device_public_key.data, 32);
+    id->face_match = req->face_match;
+    id->attested_at_ms = req->attested_at_ms;
+    memcpy(id->signature, req->attestation_signature.data, 64);
+    veil_err err = VEIL_ERR_INVALID;
+    /* a field that does not fit would be cut by snprintf: refuse rather than seal another one */
+    if (strlen(req->id_number) < sizeof id->id_number &&
+        strlen(req->full_name) < sizeof id->full_name &&
+        strlen(req->device_label) < sizeof id->device_label)
+        err = veil_enrol_identity_seal(id, w->ticket_pk, out);
+    sodium_free(id);
+    if (err)
+        return err;
+    req->sealed_identity.data = out;
+    req->sealed_identity.len = VEIL_ENROL_SEALED_BYTES;
+    req->id_number = req->full_name = req->device_label = (char *)"";
+    req->device_public_key.data = req->attestation_signature.data = NULL;
+    req->device_public_key.len = req->attestation_signature.len = 0;
+    req->face_match = 0;
+    req->attested_at_ms = 0;
+    return VEIL_OK;
+}
+
 veil_err vw_ticket(const vw_wallet *w, const char *app_id, const unsigned char *challenge,
                    size_t challenge_len, int64_t time_ms, char **out)
 {

@@ -80,6 +80,19 @@ void vw_attest(const vw_wallet *w, const unsigned char authority_seed[32], const
                const char *full_name, int face_match, int64_t at_ms, unsigned char sig[64],
                Veil__Gateway__WalletEnrolRequest *req);
 
+/* Records the vault's ticket key from Wallet/GetKeys (needed before enrolling). */
+veil_err vw_wallet_keys(vw_wallet *w, const Veil__Gateway__WalletKeysResponse *k) VEIL_WUR;
+
+/*
+ * Seals the identity fields vw_attest filled (and the device label) to the
+ * vault's ticket key into out, points req->sealed_identity at it and
+ * empties the clear fields: the gateway refuses them and forwards only the
+ * sealed bytes.  VEIL_ERR_PRECONDITION when the wallet has no vault key yet
+ * (vw_wallet_keys).
+ */
+veil_err vw_seal_enrolment(const vw_wallet *w, Veil__Gateway__WalletEnrolRequest *req,
+                           unsigned char out[VEIL_ENROL_SEALED_BYTES]) VEIL_WUR;
+
 /* A login ticket for app_id answering challenge; *out malloc'd. */
 veil_err vw_ticket(const vw_wallet *w, const char *app_id, const unsigned char *challenge,
                    size_t challenge_len, int64_t time_ms, char **out) VEIL_WUR;

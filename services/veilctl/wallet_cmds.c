@@ -75,7 +75,9 @@ int vc_wallet_enroll(const vc_opts *o)
     }
     Veil__Gateway__WalletEnrolRequest req = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
     Veil__Gateway__WalletEnrolResponse *resp = NULL;
-    unsigned char sig[64], rid[16];
+    Veil__Gateway__WalletKeysResponse *keys = NULL;
+    Veil__Empty empty = VEIL__EMPTY__INIT;
+    unsigned char sig[64], rid[16], sealed[VEIL_ENROL_SEALED_BYTES];
     char request_id[32], err[512];
     /* The proofing authority checked the card and the face; here it only signs. */
     vw_attest(w, seed->bytes, o->id_number, o->name, 1, veil_now_ms(), sig, &req);
@@ -85,7 +87,22 @@ int vc_wallet_enroll(const vc_opts *o)
     req.request_id = request_id;
     req.device_label = (char *)(o->label ? o->label : "veilctl wallet");
     veil_channel *ch = vc_channel(o, "citizen", &veil__gateway__wallet__descriptor);
-    int rc = vc_call(ch, "Enrol", &req.base, &resp, o);
+    /* The identity goes sealed to the vault's ticket key: the gateway relays it unread. */
+    int rc = vc_call(ch, "GetKeys", &empty.base, &keys, o);
+    if (!rc && vw_wallet_keys(w, keys) != VEIL_OK)
+        rc = vc_fail(o, "INTERNAL", "the gateway's keys reply is incomplete");
+    if (!rc) {
+        veil_err se = vw_seal_enrolment(w, &req, sealed);
+        if (se)
+            rc = vc_fail(o, "INVALID_ARGUMENT",
+                         "the identity does not fit the enrolment format (name at most 200 bytes, "
+                         "label at most 64)");
+    }
+    if (!rc)
+        rc = vc_call(ch, "Enrol", &req.base, &resp, o);
+    if (keys)
+        protobuf_c_message_free_unpacked(&keys->base, NULL);
+    sodium_memzero(sealed, sizeof sealed);
     veil_channel_free(ch);
     if (!rc && vw_wallet_enrolled(w, resp) != VEIL_OK)
         rc = vc_fail(o, "INTERNAL", "the gateway's reply is incomplete");

@@ -602,10 +602,11 @@ static veil_err enrol_with(vw_wallet *w, const char *id, const char *name, const
 {
     Veil__Gateway__WalletEnrolRequest req = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
     Veil__Gateway__WalletEnrolResponse *resp;
-    unsigned char sig[64];
+    unsigned char sig[64], sealed[VEIL_ENROL_SEALED_BYTES];
     vw_attest(w, S.proofing_seed, id, name, 1, attested_at_ms, sig, &req);
     req.request_id = (char *)request_id;
     req.device_label = (char *)label;
+    e2e_seal(&S, w, &req, sealed);
     veil_err err =
         e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "Enrol", &req.base, &resp, st);
     if (!err) {

@@ -694,6 +694,7 @@ struct enrol_ctx {
     unsigned char (*pks)[32];
     char (*numbers)[19];
     char (*rids)[24];
+    unsigned char (*sealed)[VEIL_ENROL_SEALED_BYTES];
 };
 
 static void id_number(long i, char out[19])
@@ -720,8 +721,8 @@ static void phase_enrol(struct bench *b)
     struct enrol_ctx ec = {
         .reqs = calloc(n, sizeof *ec.reqs), .sigs = calloc(n, sizeof *ec.sigs),
         .pks = calloc(n, sizeof *ec.pks), .numbers = calloc(n, sizeof *ec.numbers),
-        .rids = calloc(n, sizeof *ec.rids)};
-    if (!ec.reqs || !ec.sigs || !ec.pks || !ec.numbers || !ec.rids)
+        .rids = calloc(n, sizeof *ec.rids), .sealed = calloc(n, sizeof *ec.sealed)};
+    if (!ec.reqs || !ec.sigs || !ec.pks || !ec.numbers || !ec.rids || !ec.sealed)
         die("out of memory");
     for (size_t i = 0; i < n; i++) {
         vw_wallet w = {0};
@@ -737,6 +738,11 @@ static void phase_enrol(struct bench *b)
         veil_b64url_encode(ec.rids[i], sizeof ec.rids[i], rid, sizeof rid);
         ec.reqs[i].request_id = ec.rids[i];
         ec.reqs[i].device_label = "bench phone";
+        /* sealed to the vault, as a phone does: the gateway relays it unread */
+        memcpy(w.ticket_pk, b->ticket_pk, 32);
+        w.ticket_key_version = b->ticket_version;
+        if (vw_seal_enrolment(&w, &ec.reqs[i], ec.sealed[i]) != VEIL_OK)
+            die("cannot seal an enrolment");
         sodium_memzero(sk, sizeof sk);
     }
     struct run r = {.n = n, .depth = 32, .seconds = 1e9, .start = enrol_start,
@@ -751,7 +757,7 @@ static void phase_enrol(struct bench *b)
     fflush(stdout);
     b->errors += r.failed;
     bench_lat_free(&r.lat);
-    free(ec.reqs), free(ec.sigs), free(ec.pks), free(ec.numbers), free(ec.rids);
+    free(ec.reqs), free(ec.sigs), free(ec.pks), free(ec.numbers), free(ec.rids), free(ec.sealed);
 }
 
 /* ---- pseudonyms ---- */

@@ -39,7 +39,7 @@ veil_err load_enrol(h_stack *s, veil_channel *ch, vw_wallet *w, int series, int 
 {
     Veil__Gateway__WalletEnrolRequest req = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
     Veil__Gateway__WalletEnrolResponse *resp = NULL;
-    unsigned char sig[64], rid[16];
+    unsigned char sig[64], rid[16], sealed[VEIL_ENROL_SEALED_BYTES];
     char request_id[40], id[19];
     id_number(series, n, id);
     randombytes_buf(rid, sizeof rid);
@@ -47,6 +47,7 @@ veil_err load_enrol(h_stack *s, veil_channel *ch, vw_wallet *w, int series, int 
     vw_attest(w, s->proofing_seed, id, "压力测试", 1, veil_now_ms(), sig, &req);
     req.request_id = request_id;
     req.device_label = "load";
+    e2e_seal(s, w, &req, sealed);
     veil_err err = veil_channel_call(ch, "Enrol", &req.base, NULL, LOAD_TIMEOUT_MS, &resp, st);
     if (!err) {
         err = vw_wallet_enrolled(w, resp);

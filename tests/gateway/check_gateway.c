@@ -7,6 +7,7 @@
  * process because grpc core must not be used across fork().
  */
 #include <check.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -885,6 +886,112 @@ START_TEST(test_cache_is_used)
 }
 END_TEST
 
+/*
+ * Whether the running process pid holds needle anywhere in its readable
+ * memory: every readable mapping of at most 1 GiB (larger ones are
+ * AddressSanitizer's shadow, which holds no data), read through
+ * /proc/<pid>/mem in chunks that overlap by len - 1.  Freed memory is read
+ * too: what the process ever received and did not wipe is still there.
+ */
+static int process_holds(pid_t pid, const void *needle, size_t len)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    FILE *maps = fopen(path, "r");
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)pid);
+    int mem = open(path, O_RDONLY);
+    ck_assert_ptr_nonnull(maps);
+    ck_assert_int_ge(mem, 0);
+    enum { CHUNK = 1 << 20 };
+    unsigned char *buf = malloc(CHUNK + len);
+    int found = 0;
+    while (!found && fgets(line, sizeof line, maps)) {
+        unsigned long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
+            hi - lo > (1ul << 30))
+            continue;
+        for (unsigned long at = lo; !found && at < hi; at += CHUNK) {
+            size_t want = hi - at < CHUNK + len - 1 ? hi - at : CHUNK + len - 1;
+            ssize_t got = pread(mem, buf, want, (off_t)at);
+            if (got <= 0)
+                break; /* a mapping the kernel does not let us read (e.g. vvar) */
+            found = memmem(buf, (size_t)got, needle, len) != NULL;
+        }
+    }
+    free(buf);
+    close(mem);
+    fclose(maps);
+    return found;
+}
+
+/*
+ * Issue 12 item 3: the gateway relays an enrolment without ever holding the
+ * citizen's ID number, name or the attestation's hash of the number: the
+ * phone seals them to the vault.  After an enrolment through the real
+ * gateway, its whole memory is searched.  The request id, which travels in
+ * the clear in the same message, is found there: the search sees what the
+ * gateway received.
+ */
+START_TEST(test_gateway_never_holds_the_identity)
+{
+    char first17[18], id[19], name[64], request_id[40];
+    unsigned char rid[16], sig[64], sealed[VEIL_ENROL_SEALED_BYTES], hash[32];
+    snprintf(first17, sizeof first17, "110105%04u%02u%02u%03u", 1950 + randombytes_uniform(50),
+             1 + randombytes_uniform(9), 10 + randombytes_uniform(18),
+             100 + randombytes_uniform(900));
+    e2e_id_number(first17, id);
+    snprintf(name, sizeof name, "甄%08x", randombytes_random());
+    randombytes_buf(rid, sizeof rid);
+    veil_b64url_encode(request_id, sizeof request_id, rid, sizeof rid);
+    crypto_generichash(hash, sizeof hash, (const unsigned char *)id, 18, NULL, 0);
+
+    vw_wallet *w;
+    ck_assert_int_eq(vw_wallet_new(&w), VEIL_OK);
+    Veil__Gateway__WalletEnrolRequest req = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
+    Veil__Gateway__WalletEnrolResponse *resp;
+    veil_status st;
+    vw_attest(w, S.proofing_seed, id, name, 1, veil_now_ms(), sig, &req);
+    req.request_id = request_id;
+    req.device_label = name; /* a label may hold a name: sealed too */
+    e2e_seal(&S, w, &req, sealed);
+    ck_assert_ptr_null(memmem(sealed, sizeof sealed, id, 18));
+    ck_assert_int_eq(
+        e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "Enrol", &req.base, &resp, &st),
+        VEIL_OK);
+    ck_assert(resp->new_identity);
+    ck_assert_int_eq(vw_wallet_enrolled(w, resp), VEIL_OK);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+    ck_assert_msg(process_holds(S.gateway.pid, request_id, strlen(request_id)),
+                  "the search did not find the request id the gateway received");
+    ck_assert_msg(!process_holds(S.gateway.pid, id, 18), "the gateway holds the ID number");
+    ck_assert_msg(!process_holds(S.gateway.pid, name, strlen(name)), "the gateway holds the name");
+    ck_assert_msg(!process_holds(S.gateway.pid, hash, sizeof hash),
+                  "the gateway holds the hash of the ID number");
+    /* the vault, which opened it, did hold them: the person exists and logs in */
+    Veil__Gateway__CompleteLoginResponse *r = login_ok("gov.tax", w, NULL, 0);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    /* the clear fields are refused, so no phone can send them through the gateway */
+    Veil__Gateway__WalletEnrolRequest clear = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
+    vw_attest(w, S.proofing_seed, id, name, 1, veil_now_ms(), sig, &clear);
+    clear.request_id = "clear-fields";
+    ck_assert_int_eq(
+        e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "Enrol", &clear.base, &resp, &st),
+        VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "identity fields are not accepted in the clear: seal them to the "
+                                 "vault in sealed_identity");
+    Veil__Gateway__WalletEnrolRequest none = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
+    none.request_id = "no-identity";
+    ck_assert_int_eq(
+        e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "Enrol", &none.base, &resp, &st),
+        VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "sealed_identity is required");
+    vw_wallet_free(w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gateway");
@@ -892,6 +999,7 @@ int main(void)
     tcase_add_unchecked_fixture(flow, stack_up, stack_down);
     tcase_set_timeout(flow, 300);
     tcase_add_test(flow, test_81_apps_81_pseudonyms);
+    tcase_add_test(flow, test_gateway_never_holds_the_identity);
     tcase_add_test(flow, test_consent_releases_minimal_attributes);
     tcase_add_test(flow, test_withdrawn_consent_stops_release);
     tcase_add_test(flow, test_ticket_bound_to_app_and_challenge);

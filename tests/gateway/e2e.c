@@ -32,6 +32,22 @@ veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescri
     return err;
 }
 
+void e2e_seal(h_stack *s, vw_wallet *w, Veil__Gateway__WalletEnrolRequest *req,
+              unsigned char out[VEIL_ENROL_SEALED_BYTES])
+{
+    if (!w->ticket_key_version) {
+        Veil__Empty empty = VEIL__EMPTY__INIT;
+        Veil__Gateway__WalletKeysResponse *keys;
+        veil_status st;
+        ck_assert_int_eq(e2e_call(s, "none", &veil__gateway__wallet__descriptor, "GetKeys",
+                                  &empty.base, &keys, &st),
+                         VEIL_OK);
+        ck_assert_int_eq(vw_wallet_keys(w, keys), VEIL_OK);
+        protobuf_c_message_free_unpacked(&keys->base, NULL);
+    }
+    ck_assert_int_eq(vw_seal_enrolment(w, req, out), VEIL_OK);
+}
+
 veil_err e2e_try_enrol(h_stack *s, vw_wallet *w, const char *id_number, const char *name,
                        Veil__Gateway__WalletEnrolResponse **resp, veil_status *st)
 {
@@ -43,13 +59,14 @@ veil_err e2e_try_enrol_at(h_stack *s, vw_wallet *w, const char *id_number, const
                           veil_status *st)
 {
     Veil__Gateway__WalletEnrolRequest req = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
-    unsigned char sig[64], rid[16];
+    unsigned char sig[64], rid[16], sealed[VEIL_ENROL_SEALED_BYTES];
     char request_id[40];
     randombytes_buf(rid, sizeof rid);
     veil_b64url_encode(request_id, sizeof request_id, rid, sizeof rid);
     vw_attest(w, s->proofing_seed, id_number, name, 1, attested_at_ms, sig, &req);
     req.request_id = request_id;
     req.device_label = "test phone";
+    e2e_seal(s, w, &req, sealed);
     veil_err err =
         e2e_call(s, "none", &veil__gateway__wallet__descriptor, "Enrol", &req.base, resp, st);
     if (!err)

@@ -18,6 +18,14 @@ void e2e_id_number(const char *first17, char out[19]);
 vw_wallet *e2e_enrol(h_stack *s, const char *id_number, const char *name);
 
 /* Enrolment that may fail: the status code, response in *resp (NULL on error). */
+/*
+ * Seals the identity vw_attest put in req to the vault, as a phone does
+ * (Wallet/GetKeys first when the wallet has no vault key yet); the sealed
+ * bytes go into out.
+ */
+void e2e_seal(h_stack *s, vw_wallet *w, Veil__Gateway__WalletEnrolRequest *req,
+              unsigned char out[VEIL_ENROL_SEALED_BYTES]);
+
 veil_err e2e_try_enrol(h_stack *s, vw_wallet *w, const char *id_number, const char *name,
                        Veil__Gateway__WalletEnrolResponse **resp, veil_status *st);
 

@@ -659,6 +659,95 @@ START_TEST(test_database_holds_no_plaintext)
 }
 END_TEST
 
+/* A sealed identity as a phone makes it: the fields of an attested request, sealed to pk. */
+static void seal_identity(const Veil__Vault__EnrolRequest *clear, uint32_t version,
+                          const unsigned char pk[32], unsigned char out[VEIL_ENROL_SEALED_BYTES])
+{
+    veil_enrol_identity id;
+    memset(&id, 0, sizeof id);
+    id.key_version = version;
+    snprintf(id.id_number, sizeof id.id_number, "%s", clear->id_number);
+    snprintf(id.full_name, sizeof id.full_name, "%s", clear->full_name);
+    snprintf(id.device_label, sizeof id.device_label, "%s", clear->device_label);
+    memcpy(id.device_pk, clear->device_public_key.data, 32);
+    id.face_match = clear->attestation->face_match;
+    id.attested_at_ms = clear->attestation->attested_at_ms;
+    memcpy(id.signature, clear->attestation->signature.data, 64);
+    ck_assert_int_eq(veil_enrol_identity_seal(&id, pk, out), VEIL_OK);
+}
+
+/* Issue 12 item 3: the identity arrives sealed to the vault's ticket key and enrols as in the clear. */
+START_TEST(test_sealed_identity)
+{
+    vt t;
+    vt_start(&t, NULL);
+    vt_device d;
+    vt_new_device(&d);
+    char id[19];
+    vt_id_number(id, "440305", 1991, 7, 7, 271);
+    unsigned char sig[64], sealed[VEIL_ENROL_SEALED_BYTES];
+    int64_t now = veil_now_ms();
+    vt_attest(&t, id, "封一", 1, d.pk, now, sig);
+    Veil__Vault__ProofingAttestation pa = attestation(sig, 1, now);
+    Veil__Vault__EnrolRequest clear = request("sealed-1", id, "封一", &d, &pa);
+    clear.device_label = "封一的手机";
+    seal_identity(&clear, t.ticket_version, t.ticket_pk, sealed);
+    Veil__Vault__EnrolRequest req = VEIL__VAULT__ENROL_REQUEST__INIT;
+    req.request_id = "sealed-1";
+    req.sealed_identity.data = sealed;
+    req.sealed_identity.len = sizeof sealed;
+    Veil__Vault__EnrolResponse *resp;
+    veil_status st;
+    ck_assert_int_eq(vt_enrol_raw(&t, &req, &resp, &st), VEIL_OK);
+    ck_assert(resp->new_identity);
+    snprintf(d.device_id, sizeof d.device_id, "%s", resp->device_id);
+    ck_assert_int_eq(veil_device_id_parse(d.device_id, d.id), 0);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    /* the same request again is idempotent; the person logs in; the name was kept */
+    ck_assert_int_eq(vt_enrol_raw(&t, &req, &resp, &st), VEIL_OK);
+    ck_assert_str_eq(resp->device_id, d.device_id);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    ck_assert_int_eq(vt_login(&t, &d, "gov.tax", &st), VEIL_OK);
+    const char *names[] = {"full_name"};
+    Veil__Vault__ReleaseAttributesResponse *rel;
+    ck_assert_int_eq(vt_release(&t, d.subject, "gov.tax", names, 1, "tax", &rel, &st), VEIL_OK);
+    ck_assert_str_eq(rel->attributes[0]->text, "封一");
+    protobuf_c_message_free_unpacked(&rel->base, NULL);
+
+    /* sealed and clear at once */
+    Veil__Vault__EnrolRequest both = clear;
+    both.request_id = "sealed-2";
+    both.sealed_identity = req.sealed_identity;
+    expect_enrol_fails(&t, &both, VEIL_ERR_INVALID, "sealed_identity replaces id_number");
+    /* the wrong size; sealed to a key that is not the vault's; naming another version */
+    Veil__Vault__EnrolRequest bad = req;
+    bad.request_id = "sealed-3";
+    bad.sealed_identity.len = sizeof sealed - 1;
+    expect_enrol_fails(&t, &bad, VEIL_ERR_INVALID, "sealed_identity must be 560 bytes");
+    unsigned char other_pk[32], other_sk[32], other[VEIL_ENROL_SEALED_BYTES];
+    crypto_box_keypair(other_pk, other_sk);
+    seal_identity(&clear, t.ticket_version, other_pk, other);
+    bad.sealed_identity.data = other;
+    bad.sealed_identity.len = sizeof other;
+    expect_enrol_fails(&t, &bad, VEIL_ERR_INVALID, "sealed_identity does not open");
+    seal_identity(&clear, t.ticket_version + 1, t.ticket_pk, other);
+    expect_enrol_fails(&t, &bad, VEIL_ERR_INVALID, "sealed_identity names another ticket key");
+    /* what opens is not the layout: non-zero padding */
+    unsigned char plain[VEIL_ENROL_IDENTITY_BYTES];
+    memset(plain, 0, sizeof plain);
+    memcpy(plain, "veil-enrol-identity-v1", sizeof "veil-enrol-identity-v1");
+    plain[sizeof plain - 1] = 1;
+    ck_assert_int_eq(crypto_box_seal(other, plain, sizeof plain, t.ticket_pk), 0);
+    expect_enrol_fails(&t, &bad, VEIL_ERR_INVALID, "sealed_identity is malformed");
+    /* a bad field inside is refused as in the clear, naming the field */
+    Veil__Vault__EnrolRequest wrong = clear;
+    wrong.id_number = "110105194912310028";
+    seal_identity(&wrong, t.ticket_version, t.ticket_pk, other);
+    expect_enrol_fails(&t, &bad, VEIL_ERR_INVALID, "id_number check character is wrong");
+    vt_stop(&t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("vault_enrol");
@@ -668,6 +757,7 @@ int main(void)
     tcase_add_test(tc, test_id_numbers_over_the_wire);
     tcase_add_test(tc, test_attestations);
     tcase_add_test(tc, test_bad_fields);
+    tcase_add_test(tc, test_sealed_identity);
     tcase_add_test(tc, test_idempotency);
     tcase_add_test(tc, test_new_device_and_device_keys);
     tcase_add_test(tc, test_only_the_gateway);

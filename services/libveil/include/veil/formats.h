@@ -98,6 +98,49 @@ veil_err veil_ticket_open(const veil_ticket *t, const unsigned char vault_pk[32]
                           const unsigned char *vault_sk, veil_ticket_inner *out) VEIL_WUR;
 
 /*
+ * Enrolment identity, sealed by the phone to the vault's ticket key
+ * (docs/internals/signed-formats.md): what the proofing authority attested
+ * and the device key, so the gateway relays bytes it cannot read.  Plain
+ * text, always VEIL_ENROL_IDENTITY_BYTES (zero padding: the sealed length
+ * says nothing about the name):
+ *   "veil-enrol-identity-v1\0" | u32 ticket key version | field(id number)
+ *   | field(full name) | field(device public key) | u8 face_match
+ *   | i64 attested_at_ms | field(attestation signature) | field(device label)
+ *   | zero bytes
+ */
+#define VEIL_ENROL_IDENTITY_BYTES 512
+#define VEIL_ENROL_SEALED_BYTES   (VEIL_ENROL_IDENTITY_BYTES + 48) /* + crypto_box_SEALBYTES */
+
+/* The identity an enrolment carries.  Personal: wipe with sodium_memzero. */
+typedef struct veil_enrol_identity {
+    uint32_t key_version;
+    char id_number[19];  /* at most 18 bytes */
+    char full_name[201]; /* at most 200 bytes */
+    unsigned char device_pk[32];
+    int face_match;
+    int64_t attested_at_ms;
+    unsigned char signature[64];
+    char device_label[65]; /* at most 64 bytes */
+} veil_enrol_identity;
+
+/*
+ * Phone side: seals id to the vault's ticket key vault_pk (whose version
+ * id->key_version names) into out.  VEIL_ERR_INVALID when a field is too
+ * long for the layout.
+ */
+veil_err veil_enrol_identity_seal(const veil_enrol_identity *id, const unsigned char vault_pk[32],
+                                  unsigned char out[VEIL_ENROL_SEALED_BYTES]) VEIL_WUR;
+
+/*
+ * Vault side: opens sealed with one ticket key pair and parses it into *out:
+ * VEIL_ERR_UNAUTHENTICATED when it does not open, VEIL_ERR_INVALID when
+ * what opened is not the layout (a string holding NUL, non-zero padding).
+ */
+veil_err veil_enrol_identity_open(const unsigned char *sealed, size_t len,
+                                  const unsigned char vault_pk[32], const unsigned char *vault_sk,
+                                  veil_enrol_identity *out) VEIL_WUR;
+
+/*
  * Citizen request (signed by a device key):
  *   "veil-citizen-request-v1\0" | field(method path) | u32 length | payload
  *   | i64 time_ms | field(nonce) | field(device id, text)
