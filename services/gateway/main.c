@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "appfile.h"
 #include "cache.h"
 #include "gateway.h"
 #include "store.h"
@@ -289,26 +290,47 @@ static void stop(void *state)
 
 /* ---- gateway seed-apps FILE ---- */
 
-/* Splits a TSV line in place into at most max fields; returns how many. */
-static int split_tabs(char *line, char **f, int max)
+/* A file entry as a registry entry, checked as the Admin API checks one; 0 or -1 with why. */
+static int seed_entry(const veil_service_ctx *ctx, const Veil__Gateway__App *m, gw_app *app,
+                      char *why, size_t len)
 {
-    int n = 0;
-    line[strcspn(line, "\r\n")] = '\0';
-    for (char *p = line; n < max;) {
-        f[n++] = p;
-        char *tab = strchr(p, '\t');
-        if (!tab)
-            break;
-        *tab = '\0';
-        p = tab + 1;
+    char csv[1024] = "", bad[64] = "";
+    memset(app, 0, sizeof *app);
+    for (size_t i = 0; i < m->n_attributes; i++) {
+        if (i)
+            strncat(csv, ",", sizeof csv - strlen(csv) - 1);
+        strncat(csv, m->attributes[i], sizeof csv - strlen(csv) - 1);
     }
-    return n;
+    if (!veil_ident_valid(m->app_id) || !veil_ident_valid(m->sector_id) ||
+        !gw_kind_valid(m->kind) || !gw_text_ok(m->name, 200) ||
+        (m->organisation[0] && !gw_text_ok(m->organisation, 200))) {
+        snprintf(why, len, "malformed entry");
+        return -1;
+    }
+    if (gw_scope_parse(csv, &app->scope, bad, sizeof bad) != 0) {
+        snprintf(why, len, "unknown attribute %s", bad);
+        return -1;
+    }
+    if (gw_kind_derived_only(m->kind) && (app->scope & gw_scope_raw())) {
+        snprintf(why, len, "a %s app may not hold raw attributes", m->kind);
+        return -1;
+    }
+    snprintf(app->id, sizeof app->id, "%s", m->app_id);
+    snprintf(app->kind, sizeof app->kind, "%s", m->kind);
+    snprintf(app->sector, sizeof app->sector, "%s", m->sector_id);
+    snprintf(app->status, sizeof app->status, "active");
+    snprintf(app->cert_identity, sizeof app->cert_identity, "spiffe://%s/app/%s", ctx->trust_domain,
+             app->id);
+    return 0;
 }
 
 /*
- * Registers every app of a registry TSV file (see db/gateway/sample/) that is
- * not registered yet; apps already present are left as they are, so running
- * it again is safe and never undoes an administrator's change.
+ * Registers every app of a registry file (JSON, YAML or the sample TSV: see
+ * appfile.h) that is not registered yet, with the plan `veilctl admin apps
+ * apply` uses, restricted to additions: apps already present are left as
+ * they are, so running it again is safe and never undoes an administrator's
+ * change.  New apps start active (a status in the file is applied by
+ * `veilctl admin apps apply`, which also tells the revocation service).
  */
 static int seed_apps(const veil_service_ctx *ctx, int argc, char **argv)
 {
@@ -316,71 +338,68 @@ static int seed_apps(const veil_service_ctx *ctx, int argc, char **argv)
         fprintf(stderr, "usage: gateway seed-apps FILE\n");
         return 2;
     }
-    FILE *f = fopen(argv[1], "r");
-    if (!f) {
-        fprintf(stderr, "gateway seed-apps: cannot open %s: %s\n", argv[1], strerror(errno));
+    char err[512];
+    gw_appfile want;
+    if (gw_appfile_load(argv[1], &want, err, sizeof err) != VEIL_OK) {
+        fprintf(stderr, "gateway seed-apps: %s\n", err);
         return 1;
     }
-    struct gw_store *store;
-    if (gw_store_open(ctx->database_url, &store) != VEIL_OK) {
-        fclose(f);
-        return 1;
+    struct gw_store *store = NULL;
+    gw_app *apps = NULL;
+    size_t n_apps = 0;
+    int64_t version;
+    Veil__Gateway__App *have_msgs = NULL, **have = NULL;
+    gw_plan plan = {0};
+    int status = 1;
+    if (gw_store_open(ctx->database_url, &store) != VEIL_OK ||
+        gw_store_load_apps(store, &apps, &n_apps, &version) != VEIL_OK)
+        goto out;
+    /* additions need the ids alone */
+    have_msgs = calloc(n_apps ? n_apps : 1, sizeof *have_msgs);
+    have = calloc(n_apps ? n_apps : 1, sizeof *have);
+    if (!have_msgs || !have)
+        goto out;
+    for (size_t i = 0; i < n_apps; i++) {
+        veil__gateway__app__init(&have_msgs[i]);
+        have_msgs[i].app_id = apps[i].id;
+        have_msgs[i].status = apps[i].status;
+        have[i] = &have_msgs[i];
     }
-    char line[4096];
-    int lineno = 0, added = 0, kept = 0, status = 0, header = 1;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        if (line[0] == '#' || line[0] == '\n')
-            continue;
-        if (header) { /* the column names */
-            header = 0;
-            continue;
-        }
-        char *c[6];
-        gw_app app = {0};
-        char bad[64] = "";
-        if (split_tabs(line, c, 6) != 6 || !veil_ident_valid(c[0]) || !veil_ident_valid(c[2]) ||
-            !gw_kind_valid(c[1]) ||
-            gw_scope_parse(c[4], &app.scope, bad, sizeof bad) != 0 || !gw_text_ok(c[5], 200)) {
-            fprintf(stderr, "gateway seed-apps: %s:%d: malformed line%s%s\n", argv[1], lineno,
-                    bad[0] ? ", unknown attribute " : "", bad);
-            status = 1;
-            break;
-        }
-        if (gw_kind_derived_only(c[1]) && (app.scope & gw_scope_raw())) {
-            fprintf(stderr, "gateway seed-apps: %s:%d: a %s app may not hold raw attributes\n",
-                    argv[1], lineno, c[1]);
-            status = 1;
-            break;
-        }
-        snprintf(app.id, sizeof app.id, "%s", c[0]);
-        snprintf(app.kind, sizeof app.kind, "%s", c[1]);
-        snprintf(app.sector, sizeof app.sector, "%s", c[2]);
-        snprintf(app.status, sizeof app.status, "active");
-        snprintf(app.cert_identity, sizeof app.cert_identity, "spiffe://%s/app/%s",
-                 ctx->trust_domain, app.id);
+    if (gw_plan_make(&want, have, n_apps, 1, &plan) != VEIL_OK)
+        goto out;
+    for (size_t i = 0; i < plan.n; i++) {
+        const Veil__Gateway__App *m = plan.steps[i].want;
+        gw_app app;
         const char *refusal = NULL;
-        veil_err err = gw_store_insert_app(store, &app, c[5], c[3], &refusal);
-        if (err == VEIL_ERR_EXISTS) {
-            kept++;
-        } else if (err) {
-            fprintf(stderr, "gateway seed-apps: %s:%d: %s\n", argv[1], lineno,
-                    refusal ? refusal : veil_err_message(err));
-            status = 1;
-            break;
-        } else {
-            added++;
+        if (seed_entry(ctx, m, &app, err, sizeof err) != 0) {
+            fprintf(stderr, "gateway seed-apps: %s: app %s: %s\n", argv[1], m->app_id, err);
+            goto out;
+        }
+        veil_err e = gw_store_insert_app(store, &app, m->name, m->organisation, &refusal);
+        if (e) {
+            fprintf(stderr, "gateway seed-apps: %s: app %s: %s\n", argv[1], m->app_id,
+                    refusal ? refusal : veil_err_message(e));
+            goto out;
         }
     }
-    fclose(f);
+    printf("gateway seed-apps: %zu app(s) registered, %zu already present\n", plan.n,
+           want.n - plan.n);
+    status = 0;
+out:
+    gw_plan_free(&plan);
+    free(have);
+    free(have_msgs);
+    gw_apps_free(apps, n_apps);
     gw_store_close(store);
-    if (!status)
-        printf("gateway seed-apps: %d app(s) registered, %d already present\n", added, kept);
+    gw_appfile_free(&want);
     return status;
 }
 
 static const veil_command commands[] = {
-    {"seed-apps", "seed-apps FILE   register the apps of a registry file (idempotent)", seed_apps},
+    {"seed-apps",
+     "seed-apps FILE   register the apps of a registry file (.json, .yaml or .tsv) not yet "
+     "registered (idempotent)",
+     seed_apps},
 };
 
 extern const veil_migration gateway_migrations[];

@@ -61,6 +61,8 @@ static const struct verb verbs[] = {
      "--app ID --name NAME --kind public_service|commercial [--sector S] [--attrs a,b] [--org O]"},
     {"admin apps update", vc_admin_apps_update,
      "--app ID --name NAME --kind public_service|commercial [--sector S] [--attrs a,b] [--org O]"},
+    {"admin apps apply", vc_admin_apps_apply,
+     "--file apps.yaml|apps.json [--dry-run] [--reason TEXT]   (prints the diff, then applies it)"},
     {"admin apps suspend", vc_admin_apps_suspend, "--app ID [--reason TEXT]"},
     {"admin apps reinstate", vc_admin_apps_reinstate, "--app ID [--reason TEXT]"},
     {"admin keys rotate", vc_admin_keys_rotate,
@@ -293,6 +295,7 @@ static const struct option long_opts[] = {
     {"receipt", required_argument, NULL, 'E'},  {"webcert", required_argument, NULL, 'C'},
     {"presentation", required_argument, NULL, 'P'}, {"card", required_argument, NULL, 'Z'},
     {"pin", required_argument, NULL, 'N'},
+    {"file", required_argument, NULL, 'F'},     {"dry-run", no_argument, NULL, 'X'},
     {NULL, 0, NULL, 0},
 };
 
@@ -390,6 +393,8 @@ int main(int argc, char **argv)
         case 'P': o.presentation = optarg; break;
         case 'Z': o.card = optarg; break;
         case 'N': o.pin = optarg; break;
+        case 'F': o.file = optarg; break;
+        case 'X': o.dry_run = 1; break;
         case 'h':
             printf("usage: veilctl %s %s\n", verb->words, verb->usage);
             return 0;

@@ -33,7 +33,8 @@ typedef struct vc_opts {
     const char *out, *region, *birth, *id, *receipt, *webcert;
     const char *presentation, *card, *pin; /* issue 17: in person */
     long days, version;
-    int json, keep, yes;
+    const char *file;
+    int json, keep, yes, dry_run;
 } vc_opts;
 
 /* A verb: argv[0] is the first word after the verb's own words. */
@@ -136,6 +137,7 @@ int vc_counter_card_status(const vc_opts *o);
 int vc_app_jwks(const vc_opts *o);
 int vc_app_events(const vc_opts *o);
 int vc_admin_apps_list(const vc_opts *o);
+int vc_admin_apps_apply(const vc_opts *o);
 int vc_admin_apps_register(const vc_opts *o);
 int vc_admin_apps_update(const vc_opts *o);
 int vc_admin_apps_suspend(const vc_opts *o);

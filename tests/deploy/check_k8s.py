@@ -63,7 +63,7 @@ COMPONENT = "app.kubernetes.io/component"
 PART_OF = "app.kubernetes.io/part-of"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
 RUNTIME_PACKAGES = {"libgrpc29", "libprotobuf-c1", "libsodium23", "libpq5", "libjansson4", "libqrencode4",
-                    "libmicrohttpd12", "libgnutls30"}
+                    "libmicrohttpd12", "libgnutls30", "libyaml-0-2"}
 BINARIES = {"gateway", "vault", "pseudonym", "consent", "revocation", "veilctl"}
 # A 32-byte key in base64 is 44 characters ending in one '='.
 KEY_B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{43}=(?![A-Za-z0-9+/=])")

@@ -787,6 +787,173 @@ START_TEST(test_inperson_verbs)
 }
 END_TEST
 
+/* The registry as `admin apps list --json` shows it, as an apply file's entries. */
+static json_t *registry_as_file_entries(void)
+{
+    json_t *list = ok_json("admin apps list");
+    json_t *apps = json_array();
+    size_t i;
+    json_t *a;
+    json_array_foreach(list, i, a)
+    {
+        json_array_append_new(
+            apps, json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s}", "app_id", str(a, "app"), "name",
+                            str(a, "name"), "kind", str(a, "kind"), "sector_id", str(a, "sector"),
+                            "attributes", json_object_get(a, "attributes"), "organisation",
+                            str(a, "organisation"), "status", str(a, "status")));
+    }
+    json_decref(list);
+    return apps;
+}
+
+static json_t *entry(json_t *apps, const char *id)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(apps, i, a)
+    {
+        const char *x = json_string_value(json_object_get(a, "app_id"));
+        if (!x)
+            x = json_string_value(json_object_get(a, "app"));
+        if (strcmp(x, id) == 0)
+            return a;
+    }
+    return NULL;
+}
+
+/* Issue 16 item 6: apply adds, updates and suspends; --dry-run prints the diff and changes nothing.
+ */
+START_TEST(test_apps_apply)
+{
+    json_t *apps = registry_as_file_entries();
+    size_t before = json_array_size(apps);
+    ck_assert_uint_ge(before, 81);
+    /* the file: a new app, one renamed with one more attribute, one left out */
+    json_array_append_new(apps, json_pack("{s:s, s:s, s:s, s:[s], s:s}", "app_id", "shop.applied",
+                                          "name", "Applied Shop", "kind", "commercial",
+                                          "attributes", "age_over_18", "organisation", "Apply Co"));
+    json_t *renamed = entry(apps, "music.kge");
+    ck_assert_ptr_nonnull(renamed);
+    json_object_set_new(renamed, "name", json_string("K歌 renamed by apply"));
+    json_array_append_new(json_object_get(renamed, "attributes"), json_string("age_over_60"));
+    size_t i;
+    json_t *a;
+    json_array_foreach(apps, i, a)
+    {
+        if (strcmp(json_string_value(json_object_get(a, "app_id")), "video.zhibo") == 0) {
+            json_array_remove(apps, i);
+            break;
+        }
+    }
+    char file[1200];
+    snprintf(file, sizeof file, "%s/apps.json", dir);
+    json_t *doc = json_pack("{s:o}", "apps", apps);
+    ck_assert_int_eq(json_dump_file(doc, file, JSON_INDENT(1)), 0);
+    json_decref(doc);
+
+    /* dry run: the diff, and nothing changes */
+    json_t *dry = ok_json("admin apps apply --file %s --dry-run", file);
+    json_t *diff = json_object_get(dry, "diff");
+    ck_assert(json_is_true(json_object_get(dry, "dry_run")));
+    ck_assert_int_eq(json_integer_value(json_object_get(dry, "applied")), 0);
+    ck_assert_uint_eq(json_array_size(json_object_get(diff, "add")), 1);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(diff, "add"), 0)),
+                     "shop.applied");
+    json_t *upd = json_array_get(json_object_get(diff, "update"), 0);
+    ck_assert_uint_eq(json_array_size(json_object_get(diff, "update")), 1);
+    ck_assert_str_eq(str(upd, "app_id"), "music.kge");
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(upd, "changes"), 0)), "name");
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(upd, "changes"), 1)),
+                     "attributes");
+    ck_assert_uint_eq(json_array_size(json_object_get(diff, "suspend")), 1);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(diff, "suspend"), 0)),
+                     "video.zhibo");
+    ck_assert_int_eq(json_integer_value(json_object_get(diff, "unchanged")),
+                     (json_int_t)before - 2);
+    json_decref(dry);
+    json_t *now = ok_json("admin apps list");
+    ck_assert_uint_eq(json_array_size(now), before);
+    ck_assert_ptr_null(entry(now, "shop.applied"));
+    ck_assert_str_eq(str(entry(now, "video.zhibo"), "status"), "active");
+    json_decref(now);
+    /* the text form prints the same diff */
+    char *out;
+    ck_assert_int_eq(veilctl(&out, "admin apps apply --file %s --dry-run", file), 0);
+    ck_assert_ptr_nonnull(strstr(out, "+ add        shop.applied"));
+    ck_assert_ptr_nonnull(strstr(out, "~ update     music.kge (name, attributes)"));
+    ck_assert_ptr_nonnull(strstr(out, "- suspend    video.zhibo (not in the file)"));
+    free(out);
+
+    /* the real thing */
+    json_t *done = ok_json("admin apps apply --file %s", file);
+    ck_assert_int_eq(json_integer_value(json_object_get(done, "applied")), 3);
+    json_decref(done);
+    now = ok_json("admin apps list");
+    ck_assert_str_eq(str(entry(now, "shop.applied"), "status"), "active");
+    ck_assert_str_eq(str(entry(now, "shop.applied"), "organisation"), "Apply Co");
+    ck_assert_str_eq(str(entry(now, "music.kge"), "name"), "K歌 renamed by apply");
+    ck_assert_str_eq(str(entry(now, "video.zhibo"), "status"), "suspended");
+    json_decref(now);
+    /* again: nothing left to do */
+    done = ok_json("admin apps apply --file %s", file);
+    ck_assert_int_eq(json_integer_value(json_object_get(done, "applied")), 0);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(done, "diff"), "unchanged")),
+        (json_int_t)before);
+    json_decref(done);
+
+    /* YAML (block style): video.zhibo back, shop.applied suspended by status */
+    snprintf(file, sizeof file, "%s/apps.yaml", dir);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "# the registry\napps:\n");
+    json_t *cur = registry_as_file_entries();
+    json_array_foreach(cur, i, a)
+    {
+        const char *id = json_string_value(json_object_get(a, "app_id"));
+        const char *status = strcmp(id, "shop.applied") == 0 ? "suspended"
+                             : strcmp(id, "video.zhibo") == 0
+                                 ? "active"
+                                 : json_string_value(json_object_get(a, "status"));
+        fprintf(
+            f,
+            "  - app_id: %s\n    name: \"%s\"\n    kind: %s\n    sector_id: %s\n    status: %s\n",
+            id, json_string_value(json_object_get(a, "name")),
+            json_string_value(json_object_get(a, "kind")),
+            json_string_value(json_object_get(a, "sector_id")), status);
+        fprintf(f, "    organisation: \"%s\"\n    attributes:\n",
+                json_string_value(json_object_get(a, "organisation")));
+        size_t k;
+        json_t *at;
+        json_array_foreach(json_object_get(a, "attributes"), k, at)
+            fprintf(f, "      - %s\n", json_string_value(at));
+        if (json_array_size(json_object_get(a, "attributes")) == 0)
+            fprintf(f, "      []\n");
+    }
+    json_decref(cur);
+    fclose(f);
+    done = ok_json("admin apps apply --file %s", file);
+    diff = json_object_get(done, "diff");
+    ck_assert_uint_eq(json_array_size(json_object_get(diff, "reinstate")), 1);
+    ck_assert_uint_eq(json_array_size(json_object_get(diff, "suspend")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(done, "applied")), 2);
+    json_decref(done);
+    now = ok_json("admin apps list");
+    ck_assert_str_eq(str(entry(now, "shop.applied"), "status"), "suspended");
+    ck_assert_str_eq(str(entry(now, "video.zhibo"), "status"), "active");
+    json_decref(now);
+
+    /* a bad file is refused before anything is asked */
+    snprintf(file, sizeof file, "%s/bad.json", dir);
+    f = fopen(file, "w");
+    fprintf(f, "{\"apps\": [{\"app_id\": \"x\", \"name\": \"X\", \"kind\": \"commercial\", "
+               "\"colour\": \"red\"}]}");
+    fclose(f);
+    ck_assert_int_eq(veilctl(&out, "admin apps apply --file %s", file), 1);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("veilctl");
@@ -804,6 +971,7 @@ int main(void)
     tcase_add_test(tc, test_checkpoint_detects_rollback);
     tcase_add_test(tc, test_checkpoint_detects_wipe);
     tcase_add_test(tc, test_inperson_verbs);
+    tcase_add_test(tc, test_apps_apply); /* last: it suspends an app */
     suite_add_tcase(s, tc);
     return h_run_suite(s);
 }
