@@ -133,11 +133,16 @@ static void *poller_main(void *arg)
     return NULL;
 }
 
-static veil_err open_channel(const veil_service_ctx *ctx, const char *addr,
+/* A channel to one service, which must present that service's own identity (not just a name). */
+static veil_err open_channel(const veil_service_ctx *ctx, const char *addr, const char *service,
                              const ProtobufCServiceDescriptor *d, veil_channel **out, char *errbuf,
                              size_t errlen)
 {
-    return veil_channel_new(addr, &ctx->tls, d, NULL, out, errbuf, errlen);
+    char identity[256];
+    veil_tls_config tls = ctx->tls;
+    snprintf(identity, sizeof identity, "spiffe://%s/svc/%s", ctx->trust_domain, service);
+    tls.peer_identity = identity;
+    return veil_channel_new(addr, &tls, d, NULL, out, errbuf, errlen);
 }
 
 static void stop(void *state);
@@ -222,13 +227,13 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
                  atomic_load(&gw->keys.assertion_current));
         return VEIL_ERR_PRECONDITION;
     }
-    if ((err = open_channel(ctx, cfg.vault, &veil__vault__vault__descriptor, &gw->vault, errbuf,
+    if ((err = open_channel(ctx, cfg.vault, "vault", &veil__vault__vault__descriptor, &gw->vault, errbuf,
                             errlen)) ||
-        (err = open_channel(ctx, cfg.consent, &veil__consent__consent__descriptor, &gw->consent,
+        (err = open_channel(ctx, cfg.consent, "consent", &veil__consent__consent__descriptor, &gw->consent,
                             errbuf, errlen)) ||
-        (err = open_channel(ctx, cfg.revocation, &veil__revocation__revocation__descriptor,
+        (err = open_channel(ctx, cfg.revocation, "revocation", &veil__revocation__revocation__descriptor,
                             &gw->revocation, errbuf, errlen)) ||
-        (err = open_channel(ctx, cfg.pseudonym, &veil__pseudonym__pseudonym__descriptor,
+        (err = open_channel(ctx, cfg.pseudonym, "pseudonym", &veil__pseudonym__pseudonym__descriptor,
                             &gw->pseudonym, errbuf, errlen)))
         return err;
     if (cfg.cache_entries > 0 && (err = start_feeds(gw, errbuf, errlen)))

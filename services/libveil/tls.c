@@ -2,9 +2,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <gnutls/x509.h>
 #include <sodium.h>
 
 #include "veil/tls.h"
@@ -103,6 +105,48 @@ fail:
     return -1;
 }
 
+int veil_cert_has_only_uri(const char *pem, const char *uri)
+{
+    gnutls_x509_crt_t crt;
+    gnutls_datum_t d = {(unsigned char *)pem, (unsigned)strlen(pem)};
+    int match = 0, others = 0;
+    if (!pem || gnutls_x509_crt_init(&crt) < 0)
+        return 0;
+    if (gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_PEM) >= 0) {
+        for (unsigned i = 0;; i++) {
+            char san[512];
+            size_t len = sizeof san;
+            unsigned critical;
+            int type = gnutls_x509_crt_get_subject_alt_name(crt, i, san, &len, &critical);
+            if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+                break;
+            if (type == GNUTLS_SAN_URI) {
+                if (len == strlen(uri) && memcmp(san, uri, len) == 0)
+                    match = 1;
+                else
+                    others = 1;
+            } else if (type < 0) {
+                others = 1; /* unreadable: not what we expect */
+                break;
+            }
+        }
+    }
+    gnutls_x509_crt_deinit(crt);
+    return match && !others;
+}
+
+/* grpc's check after the chain verified: the server is the service we meant to call. */
+static int verify_server_identity(const char *target_name, const char *peer_pem, void *userdata)
+{
+    (void)target_name;
+    return veil_cert_has_only_uri(peer_pem, userdata) ? 0 : 1;
+}
+
+static void free_identity(void *userdata)
+{
+    free(userdata);
+}
+
 grpc_channel_credentials *veil_tls_channel_credentials(const veil_tls_config *tls, char *errbuf,
                                                        size_t errlen)
 {
@@ -112,9 +156,24 @@ grpc_channel_credentials *veil_tls_channel_credentials(const veil_tls_config *tl
     if (pems_read(tls, 0, &p, errbuf, errlen) != 0)
         return NULL;
     grpc_ssl_pem_key_cert_pair pair = {p.key, p.cert};
+    /*
+     * A DNS name proves only that the CA signed a certificate for that name;
+     * between services the peer must be the very service meant (the vault must
+     * be the vault, not another service holding a certificate of the same CA).
+     */
+    verify_peer_options verify = {0};
+    if (tls->peer_identity && *tls->peer_identity) {
+        if (!(verify.verify_peer_callback_userdata = strdup(tls->peer_identity))) {
+            pems_free(&p);
+            snprintf(errbuf, errlen, "out of memory");
+            return NULL;
+        }
+        verify.verify_peer_callback = verify_server_identity;
+        verify.verify_peer_destruct = free_identity;
+    }
     /* grpc copies the PEM strings; ours are wiped right after. */
-    grpc_channel_credentials *c =
-        grpc_ssl_credentials_create(p.ca, p.cert ? &pair : NULL, NULL, NULL);
+    grpc_channel_credentials *c = grpc_ssl_credentials_create(
+        p.ca, p.cert ? &pair : NULL, verify.verify_peer_callback ? &verify : NULL, NULL);
     pems_free(&p);
     if (!c)
         snprintf(errbuf, errlen, "cannot build TLS credentials from %s", tls->ca_file);

@@ -226,6 +226,52 @@ START_TEST(test_mtls_rejections)
 }
 END_TEST
 
+/* Calls Echo as svc/gateway, requiring the server to be `expect` (a URI; NULL: any). */
+static veil_err call_expecting(const char *expect, veil_status *st)
+{
+    h_tls t;
+    h_tls_for(&t, "svc/gateway");
+    t.cfg.server_name = "localhost";
+    t.cfg.peer_identity = expect;
+    char err[512];
+    veil_channel *ch = NULL;
+    ck_assert_int_eq(veil_channel_new(echo.addr, &t.cfg, &veil__testing__echo__descriptor, NULL,
+                                      &ch, err, sizeof err),
+                     VEIL_OK);
+    Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
+    Veil__Testing__EchoReply *resp = NULL;
+    veil_err e = veil_channel_call(ch, "Echo", &req.base, NULL, 5000, &resp, st);
+    free_reply(resp);
+    veil_channel_free(ch);
+    return e;
+}
+
+/*
+ * issue 18 item 5: a client checks the server's SPIFFE identity, not only its
+ * name: a certificate of the same CA for another service (here the consent
+ * service answering where the vault was meant) is refused before any request.
+ */
+START_TEST(test_client_checks_server_identity)
+{
+    start_echo("svc/consent", NULL);
+    veil_status st;
+    ck_assert_int_eq(call_expecting("spiffe://veil/svc/consent", &st), VEIL_OK);
+    ck_assert_int_eq(call_expecting("spiffe://veil/svc/vault", &st), VEIL_ERR_UNAVAILABLE);
+    ck_assert_int_eq(call_expecting("spiffe://veil/svc/consen", &st), VEIL_ERR_UNAVAILABLE);
+    ck_assert_int_eq(call_expecting(NULL, &st), VEIL_OK); /* chain and name only, as before */
+    stop_echo();
+    /* the certificate parser itself: exactly one URI SAN, equal to the one expected */
+    char path[1100], *pem = NULL, err[256];
+    snprintf(path, sizeof path, "%s/svc-vault.crt", h_env("VEIL_TEST_CERTS"));
+    ck_assert_int_eq(veil_pem_read(path, &pem, err, sizeof err), VEIL_OK);
+    ck_assert(veil_cert_has_only_uri(pem, "spiffe://veil/svc/vault"));
+    ck_assert(!veil_cert_has_only_uri(pem, "spiffe://veil/svc/gateway"));
+    ck_assert(!veil_cert_has_only_uri(pem, "spiffe://veil/svc/vaul"));
+    ck_assert(!veil_cert_has_only_uri("not a certificate", "spiffe://veil/svc/vault"));
+    veil_pem_free(pem);
+}
+END_TEST
+
 START_TEST(test_policy_enforced)
 {
     start_echo("svc/vault", NULL);
@@ -522,6 +568,7 @@ static Suite *rpc_suite(void)
     tcase_add_test(tc, test_malformed_protobuf);
     tcase_add_test(tc, test_mtls_identity);
     tcase_add_test(tc, test_mtls_rejections);
+    tcase_add_test(tc, test_client_checks_server_identity);
     tcase_add_test(tc, test_policy_enforced);
     tcase_add_test(tc, test_health);
     tcase_add_test(tc, test_worker_does_not_block_cq);

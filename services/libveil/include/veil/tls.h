@@ -20,7 +20,16 @@ typedef struct veil_tls_config {
     int plaintext;            /* development only */
     const char *dev_identity; /* plaintext mode: the identity URI this client claims */
     const char *server_name;  /* client: name to check in the server's certificate */
+    /*
+     * client: the identity URI the server's certificate must hold as its only
+     * URI SAN (e.g. spiffe://veil/svc/vault); NULL or "" checks only the chain
+     * and the name.  Every service-to-service channel sets it.
+     */
+    const char *peer_identity;
 } veil_tls_config;
+
+/* Whether a PEM certificate holds uri as its one and only URI SAN. */
+int veil_cert_has_only_uri(const char *pem, const char *uri);
 
 /* The header a plaintext-mode client uses to claim an identity. */
 #define VEIL_DEV_PEER_HEADER "x-veil-dev-peer"
