@@ -227,14 +227,16 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
                  atomic_load(&gw->keys.assertion_current));
         return VEIL_ERR_PRECONDITION;
     }
-    if ((err = open_channel(ctx, cfg.vault, "vault", &veil__vault__vault__descriptor, &gw->vault, errbuf,
-                            errlen)) ||
-        (err = open_channel(ctx, cfg.consent, "consent", &veil__consent__consent__descriptor, &gw->consent,
+    if ((err = open_channel(ctx, cfg.vault, "vault", &veil__vault__vault__descriptor, &gw->vault,
                             errbuf, errlen)) ||
-        (err = open_channel(ctx, cfg.revocation, "revocation", &veil__revocation__revocation__descriptor,
-                            &gw->revocation, errbuf, errlen)) ||
-        (err = open_channel(ctx, cfg.pseudonym, "pseudonym", &veil__pseudonym__pseudonym__descriptor,
-                            &gw->pseudonym, errbuf, errlen)))
+        (err = open_channel(ctx, cfg.consent, "consent", &veil__consent__consent__descriptor,
+                            &gw->consent, errbuf, errlen)) ||
+        (err = open_channel(ctx, cfg.revocation, "revocation",
+                            &veil__revocation__revocation__descriptor, &gw->revocation, errbuf,
+                            errlen)) ||
+        (err =
+             open_channel(ctx, cfg.pseudonym, "pseudonym", &veil__pseudonym__pseudonym__descriptor,
+                          &gw->pseudonym, errbuf, errlen)))
         return err;
     if (cfg.cache_entries > 0 && (err = start_feeds(gw, errbuf, errlen)))
         return err;
