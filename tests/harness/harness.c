@@ -331,15 +331,31 @@ int h_db_exec(const char *conninfo, const char *sql)
     return rc;
 }
 
-void h_pg_restart(void)
+/* Runs `deploy/local/pgcluster <verb>` on the test cluster; aborts when it fails. */
+static void pgcluster(const char *verb)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s/deploy/local/pgcluster restart %s", h_env("VEIL_SOURCE_DIR"),
+    snprintf(cmd, sizeof cmd, "%s/deploy/local/pgcluster %s %s", h_env("VEIL_SOURCE_DIR"), verb,
              h_env("VEIL_TEST_PGDIR"));
     if (system(cmd) != 0) {
         fprintf(stderr, "harness: %s failed\n", cmd);
         abort();
     }
+}
+
+void h_pg_restart(void)
+{
+    pgcluster("restart");
+}
+
+void h_pg_crash(void)
+{
+    pgcluster("crash");
+}
+
+void h_pg_start(void)
+{
+    pgcluster("start");
 }
 
 char *h_tempdir(const char *prefix)

@@ -75,6 +75,10 @@ char *h_db_create(const char *prefix);
 int h_db_exec(const char *conninfo, const char *sql);
 /* Restarts the PostgreSQL cluster (fast mode) and waits until it is back. */
 void h_pg_restart(void);
+/* Stops the cluster in immediate mode (crash semantics: recovery replays the WAL at start). */
+void h_pg_crash(void);
+/* Starts the cluster after h_pg_crash and waits until it accepts connections. */
+void h_pg_start(void);
 
 /* A fresh directory under VEIL_TEST_DIR (malloc'd path). */
 char *h_tempdir(const char *prefix);
