@@ -156,6 +156,7 @@ static void *login_worker(void *arg)
 static int consent_change(struct work *w, veil_channel *ch, int i, int grant)
 {
     int64_t deadline = veil_now_ms() + RETRY_MS;
+    int tries = 0;
     for (;;) {
         veil_status st;
         veil_err err;
@@ -180,6 +181,14 @@ static int consent_change(struct work *w, veil_channel *ch, int i, int grant)
         }
         if (!err)
             return 0;
+        /*
+         * A withdrawal retried after a failure may find nothing left to
+         * withdraw: the failed attempt took effect (its reply was lost in
+         * the crash). That is the state asked for.
+         */
+        if (!grant && err == VEIL_ERR_NOT_FOUND && tries > 0)
+            return 0;
+        tries++;
         w->consent_failed++;
         note_failure(w, err, &st);
         if (veil_now_ms() > deadline)
