@@ -74,6 +74,7 @@ START_TEST(test_a_citizens_story)
     Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
     lp.app_id = "chat.lianxin";
     ok(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), &st, &empty, "UnlinkApp");
+    e2e_await_events(); /* released, so the poll derives and signs SETs */
     Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
     Veil__Gateway__PollEventsResponse *ev;
     ok(e2e_call(&S, "app/chat.lianxin", &veil__gateway__login__descriptor, "PollEvents", &pr.base,
