@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "veil/codec.h"
 #include "veil/http.h"
 #include "veil/log.h"
 
@@ -191,9 +192,15 @@ char *veil_http_escape(const char *s)
 
 /* ---- parameters ---- */
 
+/*
+ * Adds a decoded parameter; refuses (the whole request's parameters become
+ * malformed) one that is not UTF-8 without NUL, overlong forms or surrogates:
+ * the same rule as every gRPC string (veil_pb_strings_valid, issue 12 item 8).
+ */
 static int list_add(param_list *l, char *name, char *value)
 {
-    if (!name || !value || l->n == MAX_PARAMS) {
+    if (!name || !value || l->n == MAX_PARAMS || !veil_utf8_valid(name, strlen(name)) ||
+        !veil_utf8_valid(value, strlen(value))) {
         free(name);
         free(value);
         return -1;

@@ -177,6 +177,22 @@ START_TEST(test_routes_and_params)
     ck_assert_int_eq(json_integer_value(json_object_get(j, "q_count")), -1);
     json_decref(j);
     free(r);
+    /* so do bytes that are not UTF-8, overlong forms and surrogates, in a value or a name */
+    static const char *const not_utf8[] = {"/echo?q=a%FFb", "/echo?q=%C0%AE", "/echo?q=%E0%80%AE",
+                                           "/echo?q=%ED%A0%80", "/echo?%ED%BF%BF=1&q=x"};
+    for (size_t i = 0; i < sizeof not_utf8 / sizeof not_utf8[0]; i++) {
+        r = get(port, not_utf8[i], NULL);
+        j = json_of(r);
+        ck_assert_msg(json_integer_value(json_object_get(j, "q_count")) == -1, "%s", not_utf8[i]);
+        json_decref(j);
+        free(r);
+    }
+    /* while a character outside ASCII is a character */
+    r = get(port, "/echo?q=%E7%8E%8B", NULL);
+    j = json_of(r);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "q")), "王");
+    json_decref(j);
+    free(r);
 
     /* prefix routes */
     r = get(port, "/prefix/any/thing", NULL);

@@ -101,7 +101,8 @@ const char *veil_http_peer_uri(const veil_http_request *req);
  * application/x-www-form-urlencoded body (VEIL_HTTP_FORM), percent-decoded.
  * Returns how many times the name occurs (0: *value NULL, 1: *value set),
  * more than 1 when repeated (*value is the first), or -1 when the request's
- * parameters are malformed (bad percent escape, a NUL byte, a form body of
+ * parameters are malformed (bad percent escape, a NUL byte, a name or value
+ * that is not UTF-8 or holds an overlong form or a surrogate, a form body of
  * another content type).
  */
 typedef enum veil_http_where { VEIL_HTTP_QUERY, VEIL_HTTP_FORM } veil_http_where;
