@@ -19,47 +19,19 @@
 #include <string.h>
 #include <time.h>
 
-#include "e2e.h"
+#include "ptest.h"
 #include "veil/codec.h"
 
-/* Eight-second batches: the fan-outs below fit in one, then all arrive together. */
-#define BATCH_MS 8000
-static const char *const gateway_env[] = {"GATEWAY_EVENT_BATCH_MS=8000",
-                                          "GATEWAY_EVENT_SETTLE_MS=300", NULL};
 static h_stack S;
 
 static void stack_up(void)
 {
-    h_stack_opts o = {.gateway_env = gateway_env};
-    if (h_stack_start_opts(&S, &o) != 0)
-        ck_abort_msg("the stack did not start");
+    pt_stack_up(&S);
 }
 
 static void stack_down(void)
 {
     ck_assert_int_eq(h_stack_stop(&S), 0);
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
-/* Waits for the start of a batch, so what follows within a few seconds shares one. */
-static void batch_start(void)
-{
-    int64_t into = veil_now_ms() % BATCH_MS;
-    if (into > 100)
-        sleep_ms(BATCH_MS - into + 50);
-}
-
-/* Waits until the batch of everything done so far has been released. */
-static void batch_released(void)
-{
-    int64_t into = veil_now_ms() % BATCH_MS;
-    sleep_ms(BATCH_MS - into + 300 + 400);
 }
 
 /* The sub app received at login for w. */
@@ -119,20 +91,6 @@ static void seen_free(seen *s, size_t n)
         json_decref(s[i].claims);
 }
 
-static void set_identity(const vw_wallet *w, const char *state)
-{
-    Veil__Gateway__IdentityStateRequest r = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
-    Veil__Empty *e;
-    veil_status st;
-    r.web_number = (char *)w->web_number;
-    r.state = (char *)state;
-    r.reason = "test";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &r.base, &e, &st),
-                     VEIL_OK);
-    e2e_free(e);
-}
-
 #define PEOPLE 6
 
 /*
@@ -157,23 +115,23 @@ START_TEST(test_event_times_do_not_link)
         sub_b[i] = login_sub(b, w[i]);
     }
     /* whatever came before (other tests' events) is drained first */
-    batch_released();
+    pt_batch_released();
     seen_free(ea, poll_all(a, &ca, ea, 64));
     seen_free(eb, poll_all(b, &cb, eb, 64));
 
-    batch_start();
+    pt_batch_start();
     int64_t t0 = veil_now_ms();
     for (int i = 0; i < PEOPLE; i++) {
-        set_identity(w[i], "suspended");
-        sleep_ms(500); /* each person has an instant of their own */
+        pt_set_identity(&S, w[i], "suspended");
+        pt_sleep_ms(500); /* each person has an instant of their own */
         /* the apps poll all along, noting arrivals */
         na += poll_all(a, &ca, ea + na, 64 - na);
         nb += poll_all(b, &cb, eb + nb, 64 - nb);
     }
-    ck_assert_int_lt(veil_now_ms() - t0, BATCH_MS - 300); /* all in one batch */
+    ck_assert_int_lt(veil_now_ms() - t0, PT_BATCH_MS - 300); /* all in one batch */
     ck_assert_uint_eq(na, 0); /* nothing before the batch closes */
     ck_assert_uint_eq(nb, 0);
-    batch_released();
+    pt_batch_released();
     na += poll_all(a, &ca, ea + na, 64 - na);
     nb += poll_all(b, &cb, eb + nb, 64 - nb);
     ck_assert_uint_eq(na, PEOPLE);
@@ -217,7 +175,7 @@ START_TEST(test_event_times_do_not_link)
     seen_free(ea, na);
     seen_free(eb, nb);
     for (int i = 0; i < PEOPLE; i++) {
-        set_identity(w[i], "active");
+        pt_set_identity(&S, w[i], "active");
         free(sub_a[i]);
         free(sub_b[i]);
         vw_wallet_free(w[i]);
@@ -243,7 +201,7 @@ START_TEST(test_events_keep_the_old_pseudonym)
     const char *attrs[] = {"province"};
     e2e_grant(&S, w, app, attrs, 1);
     seen ev[64];
-    batch_released();
+    pt_batch_released();
     seen_free(ev, poll_all(app, &cursor, ev, 64));
 
     Veil__Gateway__WithdrawConsentPayload wp = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
@@ -263,7 +221,7 @@ START_TEST(test_events_keep_the_old_pseudonym)
     char *new_sub = login_sub(app, w);
     ck_assert_str_ne(new_sub, old_sub);
 
-    batch_released();
+    pt_batch_released();
     size_t n = poll_all(app, &cursor, ev, 64);
     int withdrawn_at = -1, unlinked_at = -1;
     for (size_t i = 0; i < n; i++) {
@@ -300,7 +258,7 @@ START_TEST(test_dormant_account_after_rotation)
     vw_wallet *w = e2e_enrol(&S, id, "沉睡");
     char *v1_sub = login_sub(app, w);
     seen ev[64];
-    batch_released();
+    pt_batch_released();
     seen_free(ev, poll_all(app, &cursor, ev, 64));
 
     h_keyfile(S.keys[H_PSEUDONYM], "pseudonym", 2);
@@ -323,8 +281,8 @@ START_TEST(test_dormant_account_after_rotation)
     ck_assert_uint_eq(rr->previous, 0);
     e2e_free(rr);
 
-    set_identity(w, "suspended");
-    batch_released();
+    pt_set_identity(&S, w, "suspended");
+    pt_batch_released();
     size_t n = poll_all(app, &cursor, ev, 64);
     int found = 0;
     for (size_t i = 0; i < n; i++)
@@ -335,7 +293,7 @@ START_TEST(test_dormant_account_after_rotation)
     ck_assert_int_eq(found, 1);
     seen_free(ev, n);
     /* a login now gives the key-2 sub, with the key-1 one no longer alongside */
-    set_identity(w, "active");
+    pt_set_identity(&S, w, "active");
     char *v2_sub = login_sub(app, w);
     ck_assert_str_ne(v2_sub, v1_sub);
     free(v2_sub);

@@ -26,15 +26,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "e2e.h"
+#include "ptest.h"
 #include "veil/codec.h"
 #include "veil/formats.h"
 
 #define PEOPLE 4
 #define MAX_APPS 128
-#define BATCH_MS 8000
-static const char *const gateway_env[] = {"GATEWAY_EVENT_BATCH_MS=8000",
-                                          "GATEWAY_EVENT_SETTLE_MS=300", NULL};
 static h_stack S;
 
 /* The registry: what the apps are, from the sample file the stack seeded. */
@@ -240,35 +237,12 @@ static void login(size_t a, int p)
 
 static void stack_up(void)
 {
-    h_stack_opts o = {.gateway_env = gateway_env};
-    if (h_stack_start_opts(&S, &o) != 0)
-        ck_abort_msg("the stack did not start");
+    pt_stack_up(&S);
 }
 
 static void stack_down(void)
 {
     ck_assert_int_eq(h_stack_stop(&S), 0);
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
-static void set_identity(int p, const char *state)
-{
-    Veil__Gateway__IdentityStateRequest r = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
-    Veil__Empty *e;
-    veil_status st;
-    r.web_number = w[p]->web_number;
-    r.state = (char *)state;
-    r.reason = "linkability suite";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &r.base, &e, &st),
-                     VEIL_OK);
-    e2e_free(e);
 }
 
 /* One SET as the app holds it. */
@@ -408,16 +382,15 @@ START_TEST(test_apps_pooling_everything_link_nobody)
             sub_of[p][a] = strdup(r->sub);
             e2e_free(r);
         }
-    sleep_ms(BATCH_MS - veil_now_ms() % BATCH_MS + 700);
+    pt_batch_released();
     for (size_t a = 0; a < n_apps; a++) /* drain what the grants and logins made */
         for (size_t k = poll(a, &cursor[a], sets[a], 16); k; k--)
             json_decref(sets[a][k - 1].claims);
-    if (veil_now_ms() % BATCH_MS > 200)
-        sleep_ms(BATCH_MS - veil_now_ms() % BATCH_MS + 50);
+    pt_batch_start();
     int64_t t0 = veil_now_ms();
-    set_identity(0, "suspended");
-    sleep_ms(1100); /* each its own second: a `toe` would tell them apart */
-    set_identity(1, "suspended");
+    pt_set_identity(&S, w[0], "suspended");
+    pt_sleep_ms(1100); /* each its own second: a `toe` would tell them apart */
+    pt_set_identity(&S, w[1], "suspended");
     for (size_t a = 0; a < WITHDRAWING_APPS; a++)
         for (int p = 2; p < PEOPLE; p++) {
             Veil__Gateway__WithdrawConsentPayload wp = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
@@ -428,10 +401,10 @@ START_TEST(test_apps_pooling_everything_link_nobody)
                              VEIL_OK);
             e2e_free(wr);
         }
-    ck_assert_msg(veil_now_ms() - t0 < BATCH_MS - 500, "the events took longer than a batch");
+    ck_assert_msg(veil_now_ms() - t0 < PT_BATCH_MS - 500, "the events took longer than a batch");
     for (size_t a = 0; a < n_apps; a++)
         ck_assert_uint_eq(poll(a, &cursor[a], sets[a], 16), 0); /* nothing before it closes */
-    sleep_ms(BATCH_MS - veil_now_ms() % BATCH_MS + 700);
+    pt_batch_released();
     for (size_t a = 0; a < n_apps; a++) {
         n_sets[a] = poll(a, &cursor[a], sets[a], 16);
         ck_assert_uint_eq(n_sets[a], a < WITHDRAWING_APPS ? 4 : 2);
