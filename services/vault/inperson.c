@@ -4,8 +4,8 @@
  * end like a phone's ticket - subject, device, an access-log entry naming
  * the app - so the gateway's one login function carries on unchanged.
  *
- * Presentations: sealed whole to a ticket key (tried newest first, as the
- * presentation names none), signed by an active phone, at most
+ * Presentations: sealed whole to a ticket key (every loaded key is tried, as
+ * the presentation names none), signed by an active phone, at most
  * VAULT_PRESENTATION_TTL_S old, and single use (its nonce is remembered for
  * the TTL plus the skew).
  *
@@ -60,18 +60,29 @@ static veil_err log_entry(struct vault *v, veil_call *call, vault_conn *c,
     return err;
 }
 
-/* Opens with any loaded ticket key, newest first. */
+/*
+ * Opens with a loaded ticket key.  Every key is tried even after one opened
+ * it, as for tickets, so the time taken does not tell a venue which key - so
+ * which enrolment cohort - the phone has.
+ */
 static veil_err open_presentation(struct vault *v, veil_call *call, const char *s,
                                   veil_presentation *p)
 {
     struct vault_keys *k = v->keys;
+    veil_presentation attempt;
     size_t len = strlen(s);
+    int opened = 0;
     if (!veil_presentation_well_formed(s, len))
         return fail(call, VEIL_ERR_INVALID, "presentation is malformed");
     for (size_t i = atomic_load(&k->n_boxkeys); i-- > 0;)
-        if (veil_presentation_open(s, len, k->boxkeys[i].pk, k->boxkeys[i].sk, p) == VEIL_OK)
-            return VEIL_OK;
-    return fail(call, VEIL_ERR_UNAUTHENTICATED, PRESENTATION_FAILED);
+        if (veil_presentation_open(s, len, k->boxkeys[i].pk, k->boxkeys[i].sk, &attempt) ==
+                VEIL_OK &&
+            !opened) {
+            *p = attempt;
+            opened = 1;
+        }
+    sodium_memzero(&attempt, sizeof attempt);
+    return opened ? VEIL_OK : fail(call, VEIL_ERR_UNAUTHENTICATED, PRESENTATION_FAILED);
 }
 
 static veil_err verify_presentation(struct vault *v, veil_call *call, vault_conn *c,
