@@ -5,10 +5,10 @@
  * A counter issues cards to citizens without a smartphone after proofing
  * them in person: the card is enrolled through the vault's one enrolment
  * path, exactly like a phone (the proofing attestation covers the card's
- * public key), plus the PIN the citizen chose, which only the vault keeps
- * (as a keyed hash).  It also shows the citizen their card's state - wrong
- * PINs so far and whether it is locked.  A door only translates: everything
- * is decided in the vault.
+ * public key, and the identity arrives sealed to the vault), plus the PIN
+ * the citizen chose, which only the vault keeps (as a keyed hash).  It also shows the citizen their
+ * card's state - wrong PINs so far and whether it is locked.  A door only translates: everything is
+ * decided in the vault.
  */
 #include <string.h>
 
@@ -24,22 +24,18 @@ static void gw_counter_issue_card(Veil__Gateway__Counter_Service *svc,
     struct gateway *gw = GW_OF(svc, counter);
     Veil__Gateway__IssueCardResponse resp = VEIL__GATEWAY__ISSUE_CARD_RESPONSE__INIT;
     Veil__Vault__EnrolRequest vr = VEIL__VAULT__ENROL_REQUEST__INIT;
-    Veil__Vault__ProofingAttestation att = VEIL__VAULT__PROOFING_ATTESTATION__INIT;
     Veil__Vault__EnrolResponse *v;
     veil_err err = VEIL_OK;
     if (!veil_card_pin_valid(req->pin)) {
         veil_call_fail(call, VEIL_ERR_INVALID, "pin must be 4 to 12 digits");
         err = VEIL_ERR_INVALID;
+    } else if (!req->sealed_identity.len) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "sealed_identity is required");
+        err = VEIL_ERR_INVALID;
     }
-    att.face_match = req->face_match;
-    att.attested_at_ms = req->attested_at_ms;
-    att.signature = req->attestation_signature;
+    /* The identity stays sealed to the vault: the gateway relays it unread. */
     vr.request_id = req->request_id;
-    vr.id_number = req->id_number;
-    vr.full_name = req->full_name;
-    vr.device_public_key = req->card_public_key;
-    vr.attestation = &att;
-    vr.device_label = (char *)(req->label[0] ? req->label : "card");
+    vr.sealed_identity = req->sealed_identity;
     vr.card_pin = req->pin;
     if (!err)
         err = gw_downstream(gw, call, gw->vault, "Enrol", &vr.base, &v);

@@ -138,27 +138,42 @@ int vc_counter_card_issue(const vc_opts *o)
 
     /* The proofing authority checked the ID card and the face, as for a phone. */
     Veil__Gateway__WalletEnrolRequest att = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
-    unsigned char sig[64];
+    unsigned char sig[64], sealed[VEIL_ENROL_SEALED_BYTES];
     vw_attest(&card, seed->bytes, o->id_number, o->name, 1, veil_now_ms(), sig, &att);
+    att.device_label = (char *)(o->label ? o->label : "card");
     veil_key_free(seed);
     sodium_free(sk);
+    card.sk = NULL;
     randombytes_buf(rid, sizeof rid);
     veil_b64url_encode(request_id, sizeof request_id, rid, sizeof rid);
 
+    /* Sealed to the vault's ticket key, as a phone seals its enrolment. */
     Veil__Gateway__IssueCardRequest req = VEIL__GATEWAY__ISSUE_CARD_REQUEST__INIT;
     Veil__Gateway__IssueCardResponse *resp = NULL;
+    Veil__Gateway__WalletKeysResponse *keys = NULL;
+    Veil__Empty empty = VEIL__EMPTY__INIT;
+    veil_channel *wch = vc_channel(o, "citizen", &veil__gateway__wallet__descriptor);
+    int rc = vc_call(wch, "GetKeys", &empty.base, &keys, o);
+    veil_channel_free(wch);
+    if (!rc && vw_wallet_keys(&card, keys) != VEIL_OK)
+        rc = vc_fail(o, "INTERNAL", "the gateway's keys reply is incomplete");
+    if (!rc && vw_seal_enrolment(&card, &att, sealed) != VEIL_OK)
+        rc = vc_fail(o, "INVALID_ARGUMENT",
+                     "the identity does not fit the enrolment format (name at most 200 bytes, "
+                     "label at most 64)");
+    if (keys)
+        protobuf_c_message_free_unpacked(&keys->base, NULL);
+    if (rc) {
+        sodium_memzero(code, sizeof code);
+        return rc;
+    }
     req.request_id = request_id;
-    req.id_number = att.id_number;
-    req.full_name = att.full_name;
-    req.card_public_key = att.device_public_key;
-    req.face_match = att.face_match;
-    req.attested_at_ms = att.attested_at_ms;
-    req.attestation_signature = att.attestation_signature;
+    req.sealed_identity = att.sealed_identity;
     req.pin = (char *)o->pin;
-    req.label = (char *)(o->label ? o->label : "card");
     veil_channel *ch = vc_channel(o, "counter", &veil__gateway__counter__descriptor);
-    int rc = vc_call(ch, "IssueCard", &req.base, &resp, o);
+    rc = vc_call(ch, "IssueCard", &req.base, &resp, o);
     veil_channel_free(ch);
+    sodium_memzero(sealed, sizeof sealed);
     if (!rc)
         rc = write_card(o, code);
     if (!rc) {

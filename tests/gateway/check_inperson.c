@@ -352,17 +352,23 @@ static veil_err issue_card(const char *id_number, const char *name, const char *
     veil_card_keypair(secret, card.pk, sk);
     Veil__Gateway__WalletEnrolRequest att = VEIL__GATEWAY__WALLET_ENROL_REQUEST__INIT;
     vw_attest(&card, S.proofing_seed, id_number, name, 1, veil_now_ms(), sig, &att);
+    att.device_label = "card";
+    /* the counter seals the identity to the vault, as a phone does */
+    Veil__Empty e = VEIL__EMPTY__INIT;
+    Veil__Gateway__WalletKeysResponse *keys;
+    unsigned char sealed[VEIL_ENROL_SEALED_BYTES];
+    ck_assert_int_eq(
+        e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "GetKeys", &e.base, &keys, st),
+        VEIL_OK);
+    ck_assert_int_eq(vw_wallet_keys(&card, keys), VEIL_OK);
+    e2e_free(keys);
+    ck_assert_int_eq(vw_seal_enrolment(&card, &att, sealed), VEIL_OK);
     Veil__Gateway__IssueCardRequest req = VEIL__GATEWAY__ISSUE_CARD_REQUEST__INIT;
     Veil__Gateway__IssueCardResponse *resp;
     char rid[40];
     snprintf(rid, sizeof rid, "card-%u", randombytes_random());
     req.request_id = rid;
-    req.id_number = (char *)id_number;
-    req.full_name = (char *)name;
-    req.card_public_key = att.device_public_key;
-    req.face_match = 1;
-    req.attested_at_ms = att.attested_at_ms;
-    req.attestation_signature = att.attestation_signature;
+    req.sealed_identity = att.sealed_identity;
     req.pin = (char *)pin;
     veil_err err = e2e_call(&S, "counter/desk1", &veil__gateway__counter__descriptor, "IssueCard",
                             &req.base, &resp, st);
@@ -640,6 +646,15 @@ START_TEST(test_counter_role)
     ck_assert_int_ne(issue_card(id, "王小明", "12", code, device, &st), VEIL_OK);
     ck_assert_str_eq(veil_status_name(st.code), "INVALID_ARGUMENT");
     ck_assert_str_eq(st.message, "pin must be 4 to 12 digits");
+    /* the identity only sealed: a request without it is refused */
+    Veil__Gateway__IssueCardRequest bare = VEIL__GATEWAY__ISSUE_CARD_REQUEST__INIT;
+    Veil__Gateway__IssueCardResponse *none;
+    bare.request_id = "bare";
+    bare.pin = "1234";
+    ck_assert_int_ne(e2e_call(&S, "counter/desk1", &veil__gateway__counter__descriptor, "IssueCard",
+                              &bare.base, &none, &st),
+                     VEIL_OK);
+    ck_assert_str_eq(st.message, "sealed_identity is required");
     /* an app or a citizen may not issue cards */
     Veil__Gateway__IssueCardRequest req = VEIL__GATEWAY__ISSUE_CARD_REQUEST__INIT;
     Veil__Gateway__IssueCardResponse *resp;
