@@ -51,9 +51,9 @@ static veil_err append_after(struct vault *v, vault_conn *c, const unsigned char
 
 /*
  * The common case costs one statement (or one entry of a group commit): the
- * head read with the device or citizen is still current.  When another append for the same citizen won
- * (two of their devices at once), the head row is locked in a transaction
- * and the entry appended behind it, which cannot lose again.
+ * head read with the device or citizen is still current.  When another append for the same citizen
+ * won (two of their devices at once), the head row is locked in a transaction and the entry
+ * appended behind it, which cannot lose again.
  */
 veil_err vault_access_append_dk(struct vault *v, vault_conn *c,
                                 const unsigned char subject[VAULT_SUBJECT_BYTES],
@@ -273,6 +273,11 @@ veil_err vault_access_list(struct vault *v, veil_call *call,
         err = VEIL_ERR_INTERNAL;
         goto out;
     }
+    /* After retention dropped old entries, the chain continues from its recorded base. */
+    int64_t base_seq;
+    if ((err = vault_store_log_base(c, subject, &base_seq, w.prev)))
+        goto out;
+    w.expect_seq = base_seq + 1;
     if ((err = vault_store_list_log(c, subject, on_row, &w)))
         goto out;
     /* The stored head must be where the rows end: catches deleted last entries. */

@@ -358,3 +358,48 @@ out:
     sodium_free(p);
     return status;
 }
+
+/*
+ * vault access-log-retention: keeps the access log's time partitions
+ * (VAULT_ACCESS_LOG_PARTITION_S each, a week of them ahead) and drops those
+ * older than VAULT_ACCESS_LOG_RETENTION_S (0: keep everything), recording
+ * each citizen's chain base in the same transaction.  Run it daily (the
+ * vault-access-log-retention CronJob); safe to run at any time and again.
+ */
+int vault_cmd_access_log_retention(const veil_service_ctx *ctx, int argc, char **argv)
+{
+    static const char *const known[] = {NULL};
+    if (only_options(argc, argv, known, "access-log-retention") != 0)
+        return 2;
+    const struct vault_config *cfg = vault_config_current();
+    int64_t period_ms = cfg->log_partition_s * 1000;
+    int ahead = (int)((7 * 86400 + cfg->log_partition_s - 1) / cfg->log_partition_s);
+    if (ahead > 31)
+        ahead = 31;
+    int64_t drop_before =
+        cfg->log_retention_s > 0 ? veil_now_ms() - cfg->log_retention_s * 1000 : 0;
+    vault_store *st = NULL;
+    vault_conn *c = NULL;
+    struct vault_log_maintenance m;
+    veil_err err;
+    if ((err = vault_store_open(ctx->database_url, &st)) || (err = vault_store_conn(st, &c)) ||
+        (err = vault_store_begin(c)) ||
+        (err = vault_store_log_maintain(c, period_ms, drop_before, ahead, &m)) ||
+        (err = vault_store_commit(c))) {
+        if (c)
+            vault_store_rollback(c);
+        fprintf(stderr, "vault access-log-retention: %s (nothing was dropped)\n",
+                veil_err_message(err));
+        vault_store_close(st);
+        return 1;
+    }
+    veil_log(VEIL_LOG_INFO, "access-log retention", VL_INT("partitions_created", m.created),
+             VL_INT("partitions_dropped", m.dropped), VL_INT("partitions_refused", m.refused),
+             VL_INT("entries_dropped", m.rows_dropped), VL_END);
+    printf("vault access-log-retention: %lld partition(s) created, %lld dropped (%lld entries), "
+           "%lld kept back (not a prefix of every chain in them)\n",
+           (long long)m.created, (long long)m.dropped, (long long)m.rows_dropped,
+           (long long)m.refused);
+    vault_store_close(st);
+    return m.refused ? 1 : 0;
+}

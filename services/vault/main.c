@@ -20,7 +20,8 @@ extern const size_t vault_migrations_count;
 
 static char *cfg_proofing_file;
 static int64_t cfg_attestation_max_age_s, cfg_skew_s, cfg_webcert_days, cfg_master_version,
-    cfg_log_batch, cfg_stepup_fresh_s, cfg_cooling_off_s, cfg_presentation_ttl_s;
+    cfg_log_batch, cfg_stepup_fresh_s, cfg_cooling_off_s, cfg_presentation_ttl_s,
+    cfg_log_partition_s, cfg_log_retention_s;
 static struct vault_config config;
 
 static const veil_config_var vault_vars[] = {
@@ -41,6 +42,12 @@ static const veil_config_var vault_vars[] = {
     {"VAULT_LOG_BATCH_MAX", VEIL_CFG_INT, "256", 0, &cfg_log_batch, 0, VAULT_LOG_BATCH_LIMIT,
      "access-log entries committed together at most (group commit; 0: each append commits "
      "alone on its worker's connection)"},
+    {"VAULT_ACCESS_LOG_PARTITION_S", VEIL_CFG_INT, "86400", 0, &cfg_log_partition_s, 1, 31 * 86400,
+     "period of one access-log partition, seconds (vault access-log-retention)"},
+    {"VAULT_ACCESS_LOG_RETENTION_S", VEIL_CFG_INT, "0", 0, &cfg_log_retention_s, 0,
+     100LL * 365 * 86400,
+     "access-log entries older than this are dropped a partition at a time by `vault "
+     "access-log-retention`, seconds (0: kept for ever)"},
     {"VAULT_STEPUP_FRESH_S", VEIL_CFG_INT, "900", 0, &cfg_stepup_fresh_s, 0, 86400,
      "a device proofed (ID card and face) this many seconds ago may erase the identity or "
      "revoke another device at once"},
@@ -57,6 +64,8 @@ const struct vault_config *vault_config_current(void)
     config.stepup_fresh_ms = cfg_stepup_fresh_s * 1000;
     config.cooling_off_ms = cfg_cooling_off_s * 1000;
     config.presentation_ttl_ms = cfg_presentation_ttl_s * 1000;
+    config.log_partition_s = cfg_log_partition_s;
+    config.log_retention_s = cfg_log_retention_s;
     return &config;
 }
 
@@ -131,6 +140,10 @@ static const veil_command commands[] = {
     {"bulk-enrol",
      "bulk-enrol --count N --out FILE [--batch 5000] [--first K]   load synthetic identities",
      vault_cmd_bulk_enrol},
+    {"access-log-retention",
+     "access-log-retention   make the access log's time partitions, drop those past "
+     "VAULT_ACCESS_LOG_RETENTION_S",
+     vault_cmd_access_log_retention},
 };
 
 static const veil_service_spec spec = {

@@ -54,6 +54,8 @@ enum {
     ST_SET_PIN,
     ST_PIN_TRY,
     ST_PIN_RESET,
+    ST_LOG_BASE,
+    ST_LOG_MAINTAIN,
 };
 
 static const veil_pg_stmt stmts[] = {
@@ -248,6 +250,10 @@ static const veil_pg_stmt stmts[] = {
     [ST_PIN_TRY] = {"pin_try", "UPDATE devices SET pin_failures = pin_failures + 1 "
                                "WHERE device_id = $1::bytea AND pin_failures < $2::int8 "
                                "RETURNING pin_failures"},
+    [ST_LOG_BASE] = {"log_base",
+                     "SELECT base_seq, base_mac FROM access_heads WHERE subject_ref = $1::bytea"},
+    [ST_LOG_MAINTAIN] = {"log_maintain", "SELECT created, dropped, refused, rows_dropped "
+                                         "FROM access_log_maintain($1::int8, $2::int8, ($3::int8)::int4)"},
     [ST_PIN_RESET] = {"pin_reset",
                       "UPDATE devices SET pin_failures = 0 WHERE device_id = $1::bytea"},
 };
@@ -1141,4 +1147,49 @@ void vault_bulk_free(struct vault_bulk *b)
     veil_buf_free(&b->heads);
     veil_buf_free(&b->devices);
     b->rows = 0;
+}
+
+veil_err vault_store_log_base(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                              int64_t *base_seq, unsigned char base_mac[VAULT_HASH_BYTES])
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES)};
+    *base_seq = 0;
+    memset(base_mac, 0, VAULT_HASH_BYTES);
+    veil_err err = exec(c, ST_LOG_BASE, p, 1, &r);
+    if (err)
+        return err;
+    size_t len = 0;
+    const unsigned char *mac = PQntuples(r) == 1 ? veil_pg_get_bytes(r, 0, 1, &len) : NULL;
+    if (PQntuples(r) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    else if (!mac || len != VAULT_HASH_BYTES)
+        err = VEIL_ERR_INTERNAL;
+    else {
+        *base_seq = veil_pg_get_i64(r, 0, 0);
+        memcpy(base_mac, mac, VAULT_HASH_BYTES);
+    }
+    PQclear(r);
+    return err;
+}
+
+veil_err vault_store_log_maintain(vault_conn *c, int64_t period_ms, int64_t drop_before_ms,
+                                  int ahead, struct vault_log_maintenance *out)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_i64(period_ms), vp_i64(drop_before_ms), vp_i64(ahead)};
+    memset(out, 0, sizeof *out);
+    veil_err err = exec(c, ST_LOG_MAINTAIN, p, 3, &r);
+    if (err)
+        return err;
+    if (PQntuples(r) == 1) {
+        out->created = veil_pg_get_i64(r, 0, 0);
+        out->dropped = veil_pg_get_i64(r, 0, 1);
+        out->refused = veil_pg_get_i64(r, 0, 2);
+        out->rows_dropped = veil_pg_get_i64(r, 0, 3);
+    } else {
+        err = VEIL_ERR_INTERNAL;
+    }
+    PQclear(r);
+    return err;
 }

@@ -410,6 +410,26 @@ struct vault_log_row {
 };
 typedef veil_err (*vault_log_fn)(void *ctx, const struct vault_log_row *row);
 
+/*
+ * The base of subject's chain: the last entry retention dropped (seq 0 and 32
+ * zero bytes while none was), which the chain is verified from.
+ */
+veil_err vault_store_log_base(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                              int64_t *base_seq, unsigned char base_mac[VAULT_HASH_BYTES]) VEIL_WUR;
+
+/* What one run of the access log's partition maintenance did. */
+struct vault_log_maintenance {
+    int64_t created, dropped, refused, rows_dropped;
+};
+
+/*
+ * Runs access_log_maintain (db/vault/006_access_log_partitions.sql): period
+ * partitions made (ahead more than the current one), those ending at or
+ * before drop_before_ms (0: none) dropped, each citizen's base recorded.
+ */
+veil_err vault_store_log_maintain(vault_conn *c, int64_t period_ms, int64_t drop_before_ms,
+                                  int ahead, struct vault_log_maintenance *out) VEIL_WUR;
+
 /* Calls fn for each log row of subject in seq order, stopping at its first error. */
 veil_err vault_store_list_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                               vault_log_fn fn, void *ctx) VEIL_WUR;
@@ -638,9 +658,11 @@ struct vault_config {
     int64_t attestation_max_age_ms;
     int64_t skew_ms;
     int64_t webcert_days;
-    int64_t stepup_fresh_ms; /* a proofing this recent allows erasure at once */
-    int64_t cooling_off_ms;  /* how long an action without step-up waits */
+    int64_t stepup_fresh_ms;     /* a proofing this recent allows erasure at once */
+    int64_t cooling_off_ms;      /* how long an action without step-up waits */
     int64_t presentation_ttl_ms; /* how long a shown presentation stays redeemable */
+    int64_t log_partition_s;     /* access-log partition period */
+    int64_t log_retention_s;     /* access-log entries kept this long (0: for ever) */
 };
 
 struct vault_logw;
@@ -824,6 +846,7 @@ extern const size_t vault_policy_len;
 
 int vault_cmd_rotate_master_key(const veil_service_ctx *ctx, int argc, char **argv);
 int vault_cmd_bulk_enrol(const veil_service_ctx *ctx, int argc, char **argv);
+int vault_cmd_access_log_retention(const veil_service_ctx *ctx, int argc, char **argv);
 
 /* main.c: the configuration read from the environment, for the commands too (static storage). */
 const struct vault_config *vault_config_current(void);

@@ -2,7 +2,8 @@
  * check_ops.c - what an operator relies on, on a whole stack (issue 16):
  * a W3C traceparent from an app followed through every service's log; the
  * Admin API on its own listener and nowhere else; every service's metrics
- * after a few logins.
+ * after a few logins; access-log retention dropping a partition while every
+ * citizen's chain still verifies.
  *
  * One stack for the suite (an unchecked fixture), its services logging at
  * debug so every finished call is a line; tests run in one process because
@@ -24,7 +25,10 @@
 #include "veil/trace.h"
 
 static h_stack S;
-static const char *const service_env[] = {"VEIL_LOG_LEVEL=debug", NULL};
+/* One-second access-log partitions kept one second, for the retention test (the vault's
+ * `access-log-retention` command reads them; serving ignores them). */
+static const char *const service_env[] = {"VEIL_LOG_LEVEL=debug", "VAULT_ACCESS_LOG_PARTITION_S=1",
+                                          "VAULT_ACCESS_LOG_RETENTION_S=1", NULL};
 
 static void stack_up(void)
 {
@@ -341,6 +345,72 @@ START_TEST(test_metrics_after_logins)
 }
 END_TEST
 
+static Veil__Gateway__AccessLogResponse *access_log(const vw_wallet *w)
+{
+    Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
+    Veil__Gateway__AccessLogResponse *log = NULL;
+    veil_status st;
+    ck_assert_int_eq(e2e_citizen(&S, w, "AccessLog", &p.base, &log, &st), VEIL_OK);
+    return log;
+}
+
+static void logins(const vw_wallet *w, int n)
+{
+    for (int i = 0; i < n; i++) {
+        Veil__Gateway__CompleteLoginResponse *r;
+        veil_status st;
+        ck_assert_int_eq(e2e_login(&S, "chat.lianxin", w, NULL, 0, &r, &st), VEIL_OK);
+        e2e_free(r);
+    }
+}
+
+/* Issue 16 item 7: retention drops a partition of old entries; the chain still verifies. */
+START_TEST(test_retention_drops_a_partition)
+{
+    char id[19];
+    e2e_id_number("11010519700101004", id);
+    vw_wallet *w = e2e_enrol(&S, id, "Retention Test");
+    logins(w, 3);
+    Veil__Gateway__AccessLogResponse *log = access_log(w);
+    ck_assert(log->chain_valid);
+    size_t all = log->n_entries;
+    ck_assert_uint_ge(all, 4);
+    ck_assert_int_eq(log->entries[0]->seq, 1);
+    e2e_free(log);
+    /* the first run moves the rows out of the default partition into one-second partitions */
+    ck_assert_int_eq(h_stack_command(&S, H_VAULT, "access-log-retention"), 0);
+    struct timespec ts = {2, 200 * 1000000L}; /* those seconds end more than the 1 s kept */
+    nanosleep(&ts, NULL);
+    logins(w, 2);
+    ck_assert_int_eq(h_stack_command(&S, H_VAULT, "access-log-retention"), 0);
+
+    log = access_log(w);
+    ck_assert_msg(log->chain_valid, "chain broken at %lld after retention",
+                  (long long)log->first_bad_seq);
+    ck_assert_uint_eq(log->n_entries, 2); /* only the two recent logins are left */
+    ck_assert_int_eq(log->entries[0]->seq, (int64_t)all + 1);
+    ck_assert_int_eq(log->entries[1]->seq, (int64_t)all + 2);
+    e2e_free(log);
+    /* and the log goes on from there */
+    logins(w, 1);
+    log = access_log(w);
+    ck_assert(log->chain_valid);
+    ck_assert_uint_eq(log->n_entries, 3);
+    e2e_free(log);
+
+    /* a deletion that is not retention is still seen: the retained entry after the first goes */
+    ck_assert_int_eq(h_db_exec(S.db[H_VAULT], "DELETE FROM access_log WHERE (subject_ref, seq) IN "
+                                              "(SELECT subject_ref, min(seq) + 1 FROM access_log "
+                                              "GROUP BY subject_ref)"),
+                     0);
+    log = access_log(w);
+    ck_assert(!log->chain_valid);
+    ck_assert_int_eq(log->first_bad_seq, (int64_t)all + 2);
+    e2e_free(log);
+    vw_wallet_free(w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ops");
@@ -351,6 +421,7 @@ int main(void)
     tcase_add_test(tc, test_traceparent_through_every_hop);
     tcase_add_test(tc, test_admin_listener_separate);
     tcase_add_test(tc, test_metrics_after_logins);
+    tcase_add_test(tc, test_retention_drops_a_partition); /* last: it deletes log rows */
     suite_add_tcase(s, tc);
     return h_run_suite(s);
 }
