@@ -11,7 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "gateway.h"
+#include "oidc.h"
 #include "store.h"
 #include "veil/log.h"
 #include "veil/pseudonym.pb-c.h"
@@ -22,6 +25,72 @@ static veil_err invalid(veil_call *call, const char *msg)
 {
     veil_call_fail(call, VEIL_ERR_INVALID, "%s", msg);
     return VEIL_ERR_INVALID;
+}
+
+#define MAX_REDIRECT_URIS 8
+#define MAX_JWKS_BYTES    16384
+
+/*
+ * The OpenID Connect part of a registration: redirect URIs (exact, https
+ * except loopback), client authentication, the app's JWK set, the ID-token
+ * algorithm and a purpose per registered attribute.  Strings go to the
+ * call's arena.
+ */
+static veil_err oidc_from_message(veil_call *call, const Veil__Gateway__App *m, gw_app *out)
+{
+    size_t total = 1;
+    if (m->n_redirect_uris > MAX_REDIRECT_URIS)
+        return invalid(call, "redirect_uris: at most 8");
+    for (size_t i = 0; i < m->n_redirect_uris; i++) {
+        if (!gw_oidc_redirect_uri_ok(m->redirect_uris[i]))
+            return invalid(call, "redirect_uris: each must be an absolute https URL (http only "
+                                 "on 127.0.0.1, [::1] or localhost), without a fragment, at "
+                                 "most 512 bytes");
+        total += strlen(m->redirect_uris[i]) + 1;
+    }
+    out->redirect_uris = veil_call_alloc(call, total);
+    if (!out->redirect_uris)
+        return VEIL_ERR_NOMEM;
+    out->redirect_uris[0] = '\0';
+    for (size_t i = 0; i < m->n_redirect_uris; i++) {
+        if (i)
+            strcat(out->redirect_uris, " ");
+        strcat(out->redirect_uris, m->redirect_uris[i]);
+    }
+    const char *auth = m->token_auth[0] ? m->token_auth : "tls_client_auth";
+    if (strcmp(auth, "tls_client_auth") != 0 && strcmp(auth, "private_key_jwt") != 0)
+        return invalid(call, "token_auth must be tls_client_auth or private_key_jwt");
+    snprintf(out->token_auth, sizeof out->token_auth, "%s", auth);
+    const char *alg = m->id_token_alg[0] ? m->id_token_alg : "EdDSA";
+    if (strcmp(alg, "EdDSA") != 0 && strcmp(alg, "RS256") != 0)
+        return invalid(call, "id_token_alg must be EdDSA or RS256");
+    snprintf(out->id_token_alg, sizeof out->id_token_alg, "%s", alg);
+    if (m->jwks[0]) {
+        if (strlen(m->jwks) > MAX_JWKS_BYTES || gw_jwks_usable(m->jwks) <= 0)
+            return invalid(call, "jwks must be a JSON Web Key Set with at least one usable "
+                                 "signing key (OKP Ed25519, or RSA of 2048 bits or more)");
+    } else if (strcmp(auth, "private_key_jwt") == 0) {
+        return invalid(call, "private_key_jwt needs the app's jwks");
+    }
+    out->jwks = veil_call_strdup(call, m->jwks);
+    json_t *p = json_object();
+    for (size_t i = 0; p && i < m->n_purposes; i++) {
+        const Veil__Gateway__AttributePurpose *ap = m->purposes[i];
+        if (!veil_attr_find(ap->attribute)) {
+            json_decref(p);
+            return invalid(call, "purposes: unknown attribute");
+        }
+        if (!gw_text_ok(ap->purpose, 200)) {
+            json_decref(p);
+            return invalid(call, "purposes: each must be 1-200 bytes of printable UTF-8");
+        }
+        json_object_set_new(p, ap->attribute, json_string(ap->purpose));
+    }
+    char *text = p ? json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(p);
+    out->purposes = text ? veil_call_strdup(call, text) : NULL;
+    free(text);
+    return out->purposes && out->jwks ? VEIL_OK : VEIL_ERR_NOMEM;
 }
 
 /* Checks an App message and turns it into a registry entry (status active). */
@@ -72,6 +141,9 @@ static veil_err app_from_message(struct gateway *gw, veil_call *call,
                        out->cert_identity);
         return VEIL_ERR_INVALID;
     }
+    veil_err err = oidc_from_message(call, m, out);
+    if (err)
+        return err;
     snprintf(out->id, sizeof out->id, "%s", m->app_id);
     snprintf(out->sector, sizeof out->sector, "%s", sector);
     snprintf(out->kind, sizeof out->kind, "%s", m->kind);
@@ -92,6 +164,43 @@ static void app_to_message(veil_call *call, const gw_app *a, const char *name, c
     m->cert_identity = veil_call_strdup(call, a->cert_identity);
     m->status = veil_call_strdup(call, a->status);
     m->organisation = veil_call_strdup(call, org ? org : "");
+    /* OpenID Connect (absent from snapshot copies made without their strings) */
+    m->token_auth = veil_call_strdup(call, a->token_auth[0] ? a->token_auth : "tls_client_auth");
+    m->id_token_alg = veil_call_strdup(call, a->id_token_alg[0] ? a->id_token_alg : "EdDSA");
+    m->jwks = veil_call_strdup(call, a->jwks ? a->jwks : "");
+    size_t n = 0;
+    for (const char *p = a->redirect_uris; p && *p; p++)
+        n += (p == a->redirect_uris || p[-1] == ' ') && *p != ' ';
+    m->redirect_uris = veil_call_array(call, n, sizeof *m->redirect_uris);
+    for (const char *p = a->redirect_uris; m->redirect_uris && p && *p;) {
+        size_t len = strcspn(p, " ");
+        char *u = veil_call_alloc(call, len + 1);
+        if (!u)
+            break;
+        memcpy(u, p, len);
+        u[len] = '\0';
+        m->redirect_uris[m->n_redirect_uris++] = u;
+        p += len;
+        while (*p == ' ')
+            p++;
+    }
+    json_error_t je;
+    json_t *purposes = json_loads(a->purposes ? a->purposes : "{}", 0, &je);
+    size_t np = json_object_size(purposes);
+    m->purposes = veil_call_array(call, np, sizeof *m->purposes);
+    const char *key;
+    json_t *val;
+    json_object_foreach(purposes, key, val)
+    {
+        Veil__Gateway__AttributePurpose *ap = veil_call_alloc(call, sizeof *ap);
+        if (!ap || !m->purposes)
+            break;
+        veil__gateway__attribute_purpose__init(ap);
+        ap->attribute = veil_call_strdup(call, key);
+        ap->purpose = veil_call_strdup(call, json_string_value(val));
+        m->purposes[m->n_purposes++] = ap;
+    }
+    json_decref(purposes);
 }
 
 /* After a registry change: reload now, so this replica answers with it at once. */

@@ -28,6 +28,7 @@
 #include "veil/gateway.pb-c.h"
 #include "veil/keys.h"
 #include "veil/rpc.h"
+#include "veil/vault.pb-c.h"
 
 struct gw_store;
 struct gw_cache;
@@ -45,6 +46,12 @@ typedef struct gw_app {
     int sector_fixed;       /* a login completed: the sector may not change */
     char *name;             /* owned by the registry snapshot */
     char *organisation;
+    /* OpenID Connect registration (oidc.c); the strings are owned like name */
+    char token_auth[24];  /* "tls_client_auth" or "private_key_jwt" */
+    char id_token_alg[8]; /* "EdDSA" or "RS256" */
+    char *redirect_uris;  /* space-separated; "" when the app does not use OIDC */
+    char *jwks;           /* the app's public JWK set, or "" */
+    char *purposes;       /* JSON object: attribute -> purpose */
 } gw_app;
 
 typedef struct gw_registry {
@@ -61,6 +68,13 @@ int gw_registry_get_named(gw_registry *r, veil_call *call, const char *id, gw_ap
 
 /* Marks an app's sector fixed in the loaded snapshot (after gw_store_fix_sector). */
 void gw_registry_fix_sector(gw_registry *r, const char *id);
+
+/*
+ * As gw_registry_get, with every string copied (malloc'd): release them with
+ * gw_app_clear.
+ */
+int gw_registry_get_full(gw_registry *r, const char *id, gw_app *out);
+void gw_app_clear(gw_app *app);
 
 /* Replaces the contents (takes ownership of apps, an array of n sorted by id). */
 void gw_registry_replace(gw_registry *r, gw_app *apps, size_t n, int64_t version);
@@ -135,12 +149,12 @@ struct gateway {
     int64_t event_batch_ms, event_settle_ms; /* PollEvents' release (events.c) */
     pthread_t poller;
     int poller_started;
+    struct gw_oidc *oidc; /* the OpenID Connect door (oidc.c), or NULL */
     _Atomic int stopping;
     _Atomic int64_t scopes_version; /* registry version the vault last accepted (-1: none) */
 };
 
-#define GW_OF(svc, member) \
-    ((struct gateway *)((char *)(svc) - offsetof(struct gateway, member)))
+#define GW_OF(svc, member) ((struct gateway *)((char *)(svc)-offsetof(struct gateway, member)))
 
 /* Handler tables and policies (login.c, wallet.c, admin.c); PollEvents is in events.c. */
 void gw_login_poll_events(Veil__Gateway__Login_Service *svc,
@@ -149,6 +163,16 @@ void gw_login_poll_events(Veil__Gateway__Login_Service *svc,
 extern const Veil__Gateway__Login_Service gw_login_rpc;
 extern const veil_method_policy gw_login_policy[];
 extern const size_t gw_login_policy_len;
+/* The phone's side of OpenID Connect login requests (loginreq.c). */
+void gw_wallet_get_login_request(Veil__Gateway__Wallet_Service *svc,
+                                 const Veil__Gateway__LoginRequestRef *req,
+                                 Veil__Gateway__LoginRequestInfo_Closure done, void *call);
+void gw_wallet_approve_login(Veil__Gateway__Wallet_Service *svc,
+                             const Veil__Gateway__SignedRequest *req,
+                             Veil__Gateway__ApproveLoginResponse_Closure done, void *call);
+void gw_wallet_deny_login(Veil__Gateway__Wallet_Service *svc,
+                          const Veil__Gateway__SignedRequest *req, Veil__Empty_Closure done,
+                          void *call);
 extern const Veil__Gateway__Wallet_Service gw_wallet_rpc;
 extern const veil_method_policy gw_wallet_policy[];
 extern const size_t gw_wallet_policy_len;
@@ -193,6 +217,16 @@ typedef struct gw_change {
     const char *purpose, *actor, *detail; /* NULL reads as "" */
 } gw_change;
 
+/*
+ * A receipted consent grant through the consent service, recorded in the
+ * access log: what GrantConsent and an approved OpenID Connect login share.
+ * *out (the receipt) is in the call's arena.
+ */
+struct Veil__Consent__GrantResponse;
+veil_err gw_grant_consent(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject,
+                          const gw_app *app, char **attributes, size_t n, const char *purpose,
+                          int64_t expires_at_ms, struct Veil__Consent__GrantResponse **out);
+
 /* Records ch in the subject's access log through the vault; fails the call if it cannot. */
 veil_err gw_log_change(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject,
                        const gw_change *ch);
@@ -231,6 +265,32 @@ veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const 
  * record.  Idempotent: a failed call can be repeated.
  */
 veil_err gw_erase_identity(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject);
+
+/* What a login produced, before any door turns it into its token. */
+typedef struct gw_login_result {
+    const char *sub, *previous_sub; /* the app's pseudonym(s), in the call's arena */
+    unsigned requested, granted;    /* scope bits */
+    const Veil__Vault__ReleaseAttributesResponse *released; /* NULL when nothing granted */
+    int card;                       /* authenticated by card and PIN (acr) */
+    int64_t auth_time_ms;
+} gw_login_result;
+
+/*
+ * gw_login without the assertion: the login itself, for doors that issue
+ * their own token (OpenID Connect signs an ID token later, at /token).
+ * fresh_consent asks the consent service rather than the cache (the caller
+ * has just granted).
+ */
+veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
+                      const gw_login_in *in, int fresh_consent, gw_login_result *out) VEIL_WUR;
+
+/* Adds the released attributes to claims: veil's names, or OpenID Connect's when oidc. */
+struct json_t;
+void gw_login_claims(struct json_t *claims, const gw_login_result *r, int oidc);
+
+/* The requested attributes not released, and why, as a call-arena array; returns how many. */
+size_t gw_login_withheld(veil_call *call, unsigned requested, unsigned registered, unsigned granted,
+                         Veil__Gateway__Withheld ***out);
 
 /* The app calling (registered, certificate identity matching); fails the call if not. */
 veil_err gw_calling_app(struct gateway *gw, veil_call *call, gw_app *app);

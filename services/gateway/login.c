@@ -131,10 +131,10 @@ static int purpose_listed(const char *list, const char *purpose)
 
 /* Live consent for the app's whole registered scope, from the cache or the service. */
 static veil_err grants(struct gateway *gw, veil_call *call, const ProtobufCBinaryData *subject,
-                       const gw_app *app, gw_grants *out)
+                       const gw_app *app, int fresh, gw_grants *out)
 {
     int64_t now = veil_now_ms();
-    if (gw_cache_get_grants(gw->cache, subject->data, app->id, now, out))
+    if (!fresh && gw_cache_get_grants(gw->cache, subject->data, app->id, now, out))
         return VEIL_OK;
     uint64_t ticket = gw_cache_ticket(gw->cache);
     Veil__Consent__CheckRequest r = VEIL__CONSENT__CHECK_REQUEST__INIT;
@@ -169,32 +169,64 @@ static veil_err grants(struct gateway *gw, veil_call *call, const ProtobufCBinar
     return VEIL_OK;
 }
 
-/* Adds one released attribute to the claims. */
-static void add_claim(json_t *claims, const Veil__Attribute *a)
+/* OpenID Connect's standard claim names for veil's raw attributes. */
+static const char *oidc_name(const char *attribute)
 {
+    static const char *const names[][2] = {
+        {"full_name", "name"}, {"birth_date", "birthdate"}, {"gender", "gender"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(attribute, names[i][0]) == 0)
+            return names[i][1];
+    return attribute;
+}
+
+/* Adds one released attribute to the claims (OpenID Connect's names when oidc). */
+static void add_claim(json_t *claims, const Veil__Attribute *a, int oidc)
+{
+    const char *name = oidc ? oidc_name(a->name) : a->name;
     switch (a->value_case) {
     case VEIL__ATTRIBUTE__VALUE_FLAG:
-        json_object_set_new(claims, a->name, json_boolean(a->flag));
+        json_object_set_new(claims, name, json_boolean(a->flag));
         break;
     case VEIL__ATTRIBUTE__VALUE_TEXT:
-        json_object_set_new(claims, a->name, json_string(a->text));
+        json_object_set_new(claims, name, json_string(a->text));
         break;
     case VEIL__ATTRIBUTE__VALUE_PROVINCE:
-        json_object_set_new(claims, a->name,
-                            json_pack("{s:s, s:s, s:s}", "code", a->province->code, "name",
-                                      a->province->name, "name_en", a->province->name_en));
+        if (oidc) /* the standard address claim: the province is its region */
+            json_object_set_new(claims, "address",
+                                json_pack("{s:s, s:s, s:s}", "region", a->province->name,
+                                          "region_en", a->province->name_en, "region_code",
+                                          a->province->code));
+        else
+            json_object_set_new(claims, a->name,
+                                json_pack("{s:s, s:s, s:s}", "code", a->province->code, "name",
+                                          a->province->name, "name_en", a->province->name_en));
         break;
     default:
         break;
     }
 }
 
+void gw_login_claims(json_t *claims, const gw_login_result *r, int oidc)
+{
+    for (size_t i = 0; r->released && i < r->released->n_attributes; i++) {
+        const Veil__Attribute *a = r->released->attributes[i];
+        /* Defence in depth: only what consent granted leaves, whatever came back. */
+        if (!(gw_scope_bit(a->name) & r->granted)) {
+            veil_log(VEIL_LOG_ERROR, "vault released an attribute that was not asked for",
+                     VL_STR("attribute", a->name), VL_END);
+            continue;
+        }
+        add_claim(claims, a, oidc);
+    }
+}
+
 /* Builds and signs the assertion; *out is in the call's arena. */
 static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app *app,
-                               const char *sub, const char *previous_sub, int card,
-                               unsigned granted,
-                               const Veil__Vault__ReleaseAttributesResponse *released, char **out)
+                               const gw_login_result *r, char **out)
 {
+    const char *sub = r->sub, *previous_sub = r->previous_sub;
+    int card = r->card;
     unsigned char jti_raw[16];
     char jti[32];
     randombytes_buf(jti_raw, sizeof jti_raw);
@@ -210,16 +242,7 @@ static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app
     /* How the citizen was authenticated, so an app needing more can refuse a card. */
     json_object_set_new(claims, "acr", json_string(card ? GW_ACR_CARD : GW_ACR_PHONE));
     json_object_set_new(claims, "amr", json_pack("[s]", card ? "pin" : "pop"));
-    for (size_t i = 0; released && i < released->n_attributes; i++) {
-        const Veil__Attribute *a = released->attributes[i];
-        /* Defence in depth: only what consent granted leaves, whatever came back. */
-        if (!(gw_scope_bit(a->name) & granted)) {
-            veil_log(VEIL_LOG_ERROR, "vault released an attribute that was not asked for",
-                     VL_STR("attribute", a->name), VL_END);
-            continue;
-        }
-        add_claim(claims, a);
-    }
+    gw_login_claims(claims, r, 0);
     veil_err err = VEIL_OK;
     char *token = NULL;
     const veil_signer *signer = gw_keys_signer(&gw->keys, atomic_load(&gw->keys.assertion_current));
@@ -240,24 +263,24 @@ static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app
     return err;
 }
 
-/* Lists the requested attributes that were not released, and why. */
-static void withheld(veil_call *call, unsigned requested, unsigned registered, unsigned granted,
-                     Veil__Gateway__CompleteLoginResponse *resp)
+size_t gw_login_withheld(veil_call *call, unsigned requested, unsigned registered,
+                         unsigned granted, Veil__Gateway__Withheld ***out)
 {
     char **names;
     size_t n = gw_scope_names(call, requested & ~granted, &names);
     Veil__Gateway__Withheld **w = veil_call_array(call, n, sizeof *w);
     Veil__Gateway__Withheld *cells = veil_call_array(call, n, sizeof *cells);
+    *out = NULL;
     if (!w || !cells)
-        return;
+        return 0;
     for (size_t i = 0; i < n; i++) {
         veil__gateway__withheld__init(&cells[i]);
         cells[i].attribute = names[i];
         cells[i].reason = (gw_scope_bit(names[i]) & registered) ? "no_consent" : "not_registered";
         w[i] = &cells[i];
     }
-    resp->withheld = w;
-    resp->n_withheld = n;
+    *out = w;
+    return n;
 }
 
 /*
@@ -340,11 +363,12 @@ static veil_err verify_request(struct gateway *gw, veil_call *call, const gw_app
     return VEIL_OK;
 }
 
-veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const gw_login_in *in,
-                  Veil__Gateway__CompleteLoginResponse *resp)
+veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
+                      const gw_login_in *in, int fresh_consent, gw_login_result *out)
 {
     unsigned requested;
     veil_err err;
+    memset(out, 0, sizeof *out);
     if (several_credentials(in)) {
         veil_call_fail(call, VEIL_ERR_INVALID,
                        "exactly one of ticket, presentation and card is required");
@@ -389,7 +413,7 @@ veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const 
         snprintf(g.purposes, sizeof g.purposes, "%s",
                  card ? "approved with card and pin" : "shown in person");
     } else if (in_scope) {
-        if ((err = grants(gw, call, &who->subject_ref, app, &g)))
+        if ((err = grants(gw, call, &who->subject_ref, app, fresh_consent, &g)))
             return err;
         granted = in_scope & g.granted;
     }
@@ -418,18 +442,32 @@ veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const 
         ra.capability = who->release_capability;
         ra.challenge = vt.challenge;
     }
-    if ((err = gw_downstream_all(gw, call, calls, granted ? 2 : 1)))
+    if ((err = gw_downstream_all(gw, call, calls, granted ? 2 : 1)) ||
+        (err = fix_sector(gw, call, app)))
         return err;
+    out->sub = p->pseudonym;
+    out->previous_sub = p->previous_pseudonym;
+    out->requested = requested;
+    out->granted = granted;
+    out->released = released;
+    out->card = card;
+    out->auth_time_ms = veil_now_ms();
+    return VEIL_OK;
+}
 
-    if ((err = sign_assertion(gw, call, app, p->pseudonym, p->previous_pseudonym, card, granted,
-                              released, &resp->assertion)))
+veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const gw_login_in *in,
+                  Veil__Gateway__CompleteLoginResponse *resp)
+{
+    gw_login_result r;
+    veil_err err;
+    if ((err = gw_login_run(gw, call, app, in, 0, &r)) ||
+        (err = sign_assertion(gw, call, app, &r, &resp->assertion)))
         return err;
-    if ((err = fix_sector(gw, call, app)))
-        return err;
-    resp->sub = p->pseudonym;
-    resp->previous_sub = p->previous_pseudonym;
-    resp->n_released = gw_scope_names(call, granted, &resp->released);
-    withheld(call, requested, app->scope, granted, resp);
+    resp->sub = (char *)r.sub;
+    resp->previous_sub = (char *)r.previous_sub;
+    resp->n_released = gw_scope_names(call, r.granted, &resp->released);
+    resp->n_withheld =
+        gw_login_withheld(call, r.requested, app->scope, r.granted, &resp->withheld);
     return VEIL_OK;
 }
 

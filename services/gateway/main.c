@@ -17,6 +17,7 @@
 #include "appfile.h"
 #include "cache.h"
 #include "gateway.h"
+#include "oidc.h"
 #include "store.h"
 #include "veil/feed.h"
 #include "veil/log.h"
@@ -30,6 +31,9 @@ static struct {
     char *vault, *consent, *revocation, *pseudonym, *issuer;
     char *admin_addr, *admin_cert, *admin_key, *admin_ca;
     int64_t assertion_ttl_s, challenge_ttl_s, cache_entries, event_batch_ms, event_settle_ms;
+    char *oidc_listen, *oidc_issuer, *oidc_cert, *oidc_key, *oidc_rs256;
+    int64_t oidc_request_ttl_s, oidc_id_token_ttl_s, oidc_access_ttl_s, oidc_rate_addr,
+        oidc_rate_client;
 } cfg;
 
 static const veil_config_var gateway_vars[] = {
@@ -61,6 +65,26 @@ static const veil_config_var gateway_vars[] = {
      "events reach apps in batches of this period, the same for every app (docs/threat-model.md)"},
     {"GATEWAY_EVENT_SETTLE_MS", VEIL_CFG_INT, "30000", 0, &cfg.event_settle_ms, 0, 600000,
      "a batch is released this long after it closes, once every event in it has committed"},
+    {"GATEWAY_OIDC_LISTEN", VEIL_CFG_STRING, "", 0, &cfg.oidc_listen, 0, 0,
+     "host:port of the OpenID Connect door (HTTPS; empty: closed)"},
+    {"GATEWAY_OIDC_ISSUER", VEIL_CFG_STRING, "", 0, &cfg.oidc_issuer, 0, 0,
+     "its issuer URL (default https://127.0.0.1:<port>)"},
+    {"GATEWAY_OIDC_CERT", VEIL_CFG_STRING, "", 0, &cfg.oidc_cert, 0, 0,
+     "HTTPS certificate (PEM; default VEIL_TLS_CERT)"},
+    {"GATEWAY_OIDC_KEY", VEIL_CFG_STRING, "", 0, &cfg.oidc_key, 0, 0,
+     "HTTPS key (PEM; default VEIL_TLS_KEY)"},
+    {"GATEWAY_OIDC_RS256_KEY", VEIL_CFG_STRING, "", 0, &cfg.oidc_rs256, 0, 0,
+     "RSA private key (PEM) for RS256 ID tokens (empty: EdDSA only)"},
+    {"GATEWAY_OIDC_REQUEST_TTL_S", VEIL_CFG_INT, "300", 0, &cfg.oidc_request_ttl_s, 2, 3600,
+     "how long a login page waits for the phone"},
+    {"GATEWAY_OIDC_ID_TOKEN_TTL_S", VEIL_CFG_INT, "300", 0, &cfg.oidc_id_token_ttl_s, 30, 3600,
+     "lifetime of an ID token"},
+    {"GATEWAY_OIDC_ACCESS_TOKEN_TTL_S", VEIL_CFG_INT, "120", 0, &cfg.oidc_access_ttl_s, 10, 3600,
+     "lifetime of an access token (for /userinfo)"},
+    {"GATEWAY_OIDC_RATE_PER_ADDR", VEIL_CFG_INT, "120", 0, &cfg.oidc_rate_addr, 0, 100000000,
+     "requests a minute per client address at /authorize and /token (0: no limit)"},
+    {"GATEWAY_OIDC_RATE_PER_CLIENT", VEIL_CFG_INT, "600", 0, &cfg.oidc_rate_client, 0, 100000000,
+     "requests a minute per app at /authorize and /token (0: no limit)"},
 };
 
 /*
@@ -127,6 +151,9 @@ static void *poller_main(void *arg)
             if (gw_store_challenge_sweep(gw->store, &removed) == VEIL_OK && removed)
                 veil_log(VEIL_LOG_DEBUG, "expired challenges removed", VL_INT("count", removed),
                          VL_END);
+            if (gw->oidc && gw_store_oidc_sweep(gw->store, &removed) == VEIL_OK && removed)
+                veil_log(VEIL_LOG_DEBUG, "expired login requests and tokens removed",
+                         VL_INT("count", removed), VL_END);
         }
     }
     veil_client_thread_done();
@@ -257,7 +284,19 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
                                gw_counter_policy_len, errbuf, errlen)) ||
         (err = start_admin_listener(gw, ctx, errbuf, errlen)))
         return err;
-    return VEIL_OK;
+    gw_oidc_config oc = {
+        .listen = cfg.oidc_listen,
+        .issuer = cfg.oidc_issuer,
+        .cert = cfg.oidc_cert,
+        .key = cfg.oidc_key,
+        .rs256_key = cfg.oidc_rs256,
+        .request_ttl_s = cfg.oidc_request_ttl_s,
+        .id_token_ttl_s = cfg.oidc_id_token_ttl_s,
+        .access_token_ttl_s = cfg.oidc_access_ttl_s,
+        .rate_per_addr = cfg.oidc_rate_addr,
+        .rate_per_client = cfg.oidc_rate_client,
+    };
+    return gw_oidc_start(gw, ctx, &oc, errbuf, errlen);
 }
 
 static void reload(void *state)
@@ -271,6 +310,7 @@ static void stop(void *state)
     veil_server_free(gw->admin_server); /* drains it first: the public port already drained */
     gw_metrics_stop(gw);
     atomic_store(&gw->stopping, 1);
+    gw_oidc_stop(gw);
     if (gw->poller_started)
         pthread_join(gw->poller, NULL);
     for (int i = 0; i < 2; i++)

@@ -113,6 +113,7 @@ int gw_registry_get(gw_registry *r, const char *id, gw_app *out)
     if (a) {
         *out = *a;
         out->name = out->organisation = NULL; /* owned by the snapshot */
+        out->redirect_uris = out->jwks = out->purposes = NULL;
     }
     pthread_rwlock_unlock(&r->lock);
     return a ? 0 : -1;
@@ -135,17 +136,54 @@ int gw_registry_get_named(gw_registry *r, veil_call *call, const char *id, gw_ap
         *out = *a;
         out->name = veil_call_strdup(call, a->name ? a->name : "");
         out->organisation = veil_call_strdup(call, a->organisation ? a->organisation : "");
+        out->redirect_uris = veil_call_strdup(call, a->redirect_uris ? a->redirect_uris : "");
+        out->jwks = veil_call_strdup(call, a->jwks ? a->jwks : "");
+        out->purposes = veil_call_strdup(call, a->purposes ? a->purposes : "{}");
     }
     pthread_rwlock_unlock(&r->lock);
     return a ? 0 : -1;
 }
 
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+int gw_registry_get_full(gw_registry *r, const char *id, gw_app *out)
+{
+    pthread_rwlock_rdlock(&r->lock);
+    const gw_app *a = r->apps ? bsearch(id, r->apps, r->n, sizeof *r->apps, by_id) : NULL;
+    if (a) {
+        *out = *a;
+        out->name = dup_or_empty(a->name);
+        out->organisation = dup_or_empty(a->organisation);
+        out->redirect_uris = dup_or_empty(a->redirect_uris);
+        out->jwks = dup_or_empty(a->jwks);
+        out->purposes = dup_or_empty(a->purposes);
+    }
+    pthread_rwlock_unlock(&r->lock);
+    if (a &&
+        (!out->name || !out->organisation || !out->redirect_uris || !out->jwks || !out->purposes)) {
+        gw_app_clear(out);
+        return -1;
+    }
+    return a ? 0 : -1;
+}
+
+void gw_app_clear(gw_app *app)
+{
+    free(app->name);
+    free(app->organisation);
+    free(app->redirect_uris);
+    free(app->jwks);
+    free(app->purposes);
+    app->name = app->organisation = app->redirect_uris = app->jwks = app->purposes = NULL;
+}
+
 void gw_apps_free(gw_app *apps, size_t n)
 {
-    for (size_t i = 0; apps && i < n; i++) {
-        free(apps[i].name);
-        free(apps[i].organisation);
-    }
+    for (size_t i = 0; apps && i < n; i++)
+        gw_app_clear(&apps[i]);
     free(apps);
 }
 

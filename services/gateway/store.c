@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oidc.h"
 #include "store.h"
 #include "veil/pg.h"
 
@@ -32,21 +33,39 @@ enum {
     ST_APP_SECTOR,
     ST_FIX_SECTOR,
     ST_KEY_OVERLAP_SINCE,
+    ST_REQUEST_PUT,
+    ST_REQUEST_BY_ID,
+    ST_REQUEST_BY_POLL,
+    ST_REQUEST_ANSWER,
+    ST_CODE_TAKE,
+    ST_CODE_REPLAYED,
+    ST_TOKENS_REVOKE,
+    ST_TOKEN_PUT,
+    ST_TOKEN_GET,
+    ST_OIDC_SWEEP,
 };
+
+#define REQUEST_COLUMNS                                                                            \
+    "app_id, redirect_uri, state, nonce, code_challenge, scope, binding_code, challenge,"          \
+    " CASE WHEN expires_at <= now() AND status = 'pending' THEN 'expired' ELSE status END,"        \
+    " (extract(epoch FROM expires_at) * 1000)::int8, poll_pk, sealed_code"
 
 static const veil_pg_stmt stmts[] = {
     [ST_LOAD_APPS] = {"gw_load_apps",
                       "SELECT app_id, name, kind, sector_id, attributes, cert_identity,"
-                      " organisation, status, sector_fixed FROM apps ORDER BY app_id"},
+                      " organisation, status, sector_fixed, redirect_uris, token_auth, jwks,"
+                      " id_token_alg, purposes FROM apps ORDER BY app_id"},
     [ST_REGISTRY_VERSION] = {"gw_registry_version", "SELECT version FROM registry_version"},
     [ST_INSERT_APP] = {"gw_insert_app",
                        "INSERT INTO apps (app_id, name, kind, sector_id, attributes,"
-                       " cert_identity, organisation, status)"
-                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"},
+                       " cert_identity, organisation, status, redirect_uris, token_auth, jwks,"
+                       " id_token_alg, purposes)"
+                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"},
     [ST_UPDATE_APP] = {"gw_update_app",
                        "UPDATE apps SET name = $2, kind = $3, sector_id = $4, attributes = $5,"
-                       " cert_identity = $6, organisation = $7, updated_at = now()"
-                       " WHERE app_id = $1"},
+                       " cert_identity = $6, organisation = $7, redirect_uris = $9,"
+                       " token_auth = $10, jwks = $11, id_token_alg = $12, purposes = $13,"
+                       " status = $8, updated_at = now() WHERE app_id = $1"},
     [ST_SET_STATUS] = {"gw_set_status",
                        "UPDATE apps SET status = $2, updated_at = now() WHERE app_id = $1"},
     [ST_BUMP_REGISTRY] = {"gw_bump_registry", "UPDATE registry_version SET version = version + 1"},
@@ -80,6 +99,41 @@ static const veil_pg_stmt stmts[] = {
                        "SELECT sector_id, sector_fixed FROM apps WHERE app_id = $1 FOR UPDATE"},
     [ST_FIX_SECTOR] = {"gw_fix_sector",
                        "UPDATE apps SET sector_fixed = true WHERE app_id = $1 AND NOT sector_fixed"},
+    [ST_REQUEST_PUT] = {"gw_request_put",
+                        "INSERT INTO login_requests (id_hash, poll_hash, poll_pk, app_id,"
+                        " redirect_uri, state, nonce, code_challenge, scope, binding_code,"
+                        " challenge, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                        " $11, to_timestamp($12::int8 / 1000.0))"},
+    [ST_REQUEST_BY_ID] = {"gw_request_by_id",
+                          "SELECT " REQUEST_COLUMNS " FROM login_requests WHERE id_hash = $1"},
+    [ST_REQUEST_BY_POLL] = {"gw_request_by_poll",
+                            "SELECT " REQUEST_COLUMNS " FROM login_requests WHERE poll_hash = $1"},
+    [ST_REQUEST_ANSWER] = {"gw_request_answer",
+                           "UPDATE login_requests SET status = $2,"
+                           " code_hash = nullif($3::bytea, ''::bytea),"
+                           " sealed_code = nullif($4::bytea, ''::bytea),"
+                           " sealed_result = nullif($5::bytea, ''::bytea),"
+                           " expires_at = CASE WHEN $2 = 'approved'"
+                           " THEN to_timestamp($6::int8 / 1000.0) ELSE expires_at END"
+                           " WHERE id_hash = $1 AND status = 'pending' AND expires_at > now()"},
+    [ST_CODE_TAKE] = {"gw_code_take",
+                      "UPDATE login_requests SET code_used = true"
+                      " WHERE code_hash = $1 AND status = 'approved' AND NOT code_used"
+                      " RETURNING " REQUEST_COLUMNS ", sealed_result"},
+    [ST_CODE_REPLAYED] = {"gw_code_replayed",
+                          "SELECT 1 FROM login_requests WHERE code_hash = $1 AND code_used"},
+    [ST_TOKENS_REVOKE] = {"gw_tokens_revoke", "DELETE FROM access_tokens WHERE code_hash = $1"},
+    [ST_TOKEN_PUT] = {"gw_token_put",
+                      "INSERT INTO access_tokens (token_hash, code_hash, app_id, sealed_claims,"
+                      " expires_at) VALUES ($1, $2, $3, $4, to_timestamp($5::int8 / 1000.0))"},
+    [ST_TOKEN_GET] = {"gw_token_get", "SELECT app_id, sealed_claims FROM access_tokens"
+                                      " WHERE token_hash = $1 AND expires_at > now()"},
+    /* Used codes stay a while after they expire, so a late replay still revokes. */
+    [ST_OIDC_SWEEP] = {"gw_oidc_sweep",
+                       "WITH r AS (DELETE FROM login_requests"
+                       " WHERE expires_at <= now() - interval '15 minutes' RETURNING 1),"
+                       " t AS (DELETE FROM access_tokens WHERE expires_at <= now() RETURNING 1)"
+                       " SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM t)"},
 };
 
 veil_err gw_store_open(const char *conninfo, struct gw_store **out)
@@ -237,7 +291,13 @@ veil_err gw_store_load_apps(struct gw_store *s, gw_app **apps, size_t *n, int64_
         a[i].organisation = dup_or_empty(veil_pg_get_text(r, i, 6));
         snprintf(a[i].status, sizeof a[i].status, "%s", veil_pg_get_text(r, i, 7));
         a[i].sector_fixed = veil_pg_get_bool(r, i, 8);
-        if (!a[i].name || !a[i].organisation) {
+        a[i].redirect_uris = dup_or_empty(veil_pg_get_text(r, i, 9));
+        snprintf(a[i].token_auth, sizeof a[i].token_auth, "%s", veil_pg_get_text(r, i, 10));
+        a[i].jwks = dup_or_empty(veil_pg_get_text(r, i, 11));
+        snprintf(a[i].id_token_alg, sizeof a[i].id_token_alg, "%s", veil_pg_get_text(r, i, 12));
+        a[i].purposes = dup_or_empty(veil_pg_get_text(r, i, 13));
+        if (!a[i].name || !a[i].organisation || !a[i].redirect_uris || !a[i].jwks ||
+            !a[i].purposes) {
             gw_apps_free(a, (size_t)i + 1);
             err = VEIL_ERR_NOMEM;
             goto out;
@@ -254,8 +314,8 @@ out:
     return err;
 }
 
-static void app_params(const gw_app *app, const char *name, const char *organisation,
-                       char *scope, size_t scope_len, veil_pg_param p[8])
+static void app_params(const gw_app *app, const char *name, const char *organisation, char *scope,
+                       size_t scope_len, veil_pg_param p[13])
 {
     gw_scope_format(app->scope, scope, scope_len);
     p[0] = vp_text(app->id);
@@ -266,16 +326,21 @@ static void app_params(const gw_app *app, const char *name, const char *organisa
     p[5] = vp_text(app->cert_identity);
     p[6] = vp_text(organisation);
     p[7] = vp_text(app->status);
+    p[8] = vp_text(app->redirect_uris ? app->redirect_uris : "");
+    p[9] = vp_text(app->token_auth[0] ? app->token_auth : "tls_client_auth");
+    p[10] = vp_text(app->jwks ? app->jwks : "");
+    p[11] = vp_text(app->id_token_alg[0] ? app->id_token_alg : "EdDSA");
+    p[12] = vp_text(app->purposes ? app->purposes : "{}");
 }
 
 veil_err gw_store_insert_app(struct gw_store *s, const gw_app *app, const char *name,
                              const char *organisation, const char **refusal)
 {
     char scope[512];
-    veil_pg_param p[8];
+    veil_pg_param p[13];
     const char *ignored;
     app_params(app, name, organisation, scope, sizeof scope, p);
-    return change_registry(s, ST_INSERT_APP, p, 8, app, organisation ? organisation : "",
+    return change_registry(s, ST_INSERT_APP, p, 13, app, organisation ? organisation : "",
                            refusal ? refusal : &ignored);
 }
 
@@ -283,10 +348,10 @@ veil_err gw_store_update_app(struct gw_store *s, const gw_app *app, const char *
                              const char *organisation, const char **refusal)
 {
     char scope[512];
-    veil_pg_param p[8];
+    veil_pg_param p[13];
     const char *ignored;
     app_params(app, name, organisation, scope, sizeof scope, p);
-    return change_registry(s, ST_UPDATE_APP, p, 7, app, organisation ? organisation : "",
+    return change_registry(s, ST_UPDATE_APP, p, 13, app, organisation ? organisation : "",
                            refusal ? refusal : &ignored);
 }
 
@@ -385,5 +450,168 @@ veil_err gw_store_key_overlap_since(struct gw_store *s, const char *kind, int64_
     if (!err && PQntuples(r) == 1)
         *since_ms = veil_pg_get_i64(r, 0, 0);
     PQclear(r);
+    return err;
+}
+
+/* ---- OpenID Connect login requests and access tokens ---- */
+
+veil_err gw_store_request_put(struct gw_store *s, const unsigned char id_hash[32],
+                              const unsigned char poll_hash[32], const gw_login_request *r)
+{
+    PGresult *res;
+    char scope[512];
+    gw_scope_format(r->scope, scope, sizeof scope);
+    veil_pg_param p[] = {
+        vp_bytes(id_hash, 32),    vp_bytes(poll_hash, 32),    vp_bytes(r->poll_pk, 32),
+        vp_text(r->app_id),       vp_text(r->redirect_uri),   vp_text(r->state),
+        vp_text(r->nonce),        vp_text(r->code_challenge), vp_text(scope),
+        vp_text(r->binding_code), vp_bytes(r->challenge, 32), vp_i64(r->expires_at_ms)};
+    veil_err err = run(s, ST_REQUEST_PUT, p, 12, &res);
+    PQclear(res);
+    return err;
+}
+
+static unsigned char *dup_bytes(const PGresult *r, int col, size_t *len)
+{
+    *len = 0;
+    if (PQgetisnull(r, 0, col))
+        return NULL;
+    const unsigned char *b = veil_pg_get_bytes(r, 0, col, len);
+    unsigned char *out = malloc(*len ? *len : 1);
+    if (out)
+        memcpy(out, b, *len);
+    return out;
+}
+
+/* Fills a request from the columns of REQUEST_COLUMNS in row 0. */
+static void request_from_row(const PGresult *res, gw_login_request *r)
+{
+    size_t n;
+    memset(r, 0, sizeof *r);
+    snprintf(r->app_id, sizeof r->app_id, "%s", veil_pg_get_text(res, 0, 0));
+    snprintf(r->redirect_uri, sizeof r->redirect_uri, "%s", veil_pg_get_text(res, 0, 1));
+    snprintf(r->state, sizeof r->state, "%s", veil_pg_get_text(res, 0, 2));
+    snprintf(r->nonce, sizeof r->nonce, "%s", veil_pg_get_text(res, 0, 3));
+    snprintf(r->code_challenge, sizeof r->code_challenge, "%s", veil_pg_get_text(res, 0, 4));
+    if (gw_scope_parse(veil_pg_get_text(res, 0, 5), &r->scope, NULL, 0) != 0)
+        r->scope = 0;
+    snprintf(r->binding_code, sizeof r->binding_code, "%s", veil_pg_get_text(res, 0, 6));
+    const unsigned char *c = veil_pg_get_bytes(res, 0, 7, &n);
+    if (n == 32)
+        memcpy(r->challenge, c, 32);
+    snprintf(r->status, sizeof r->status, "%s", veil_pg_get_text(res, 0, 8));
+    r->expires_at_ms = veil_pg_get_i64(res, 0, 9);
+    c = veil_pg_get_bytes(res, 0, 10, &n);
+    if (n == 32)
+        memcpy(r->poll_pk, c, 32);
+}
+
+veil_err gw_store_request_get(struct gw_store *s, int by_poll, const unsigned char hash[32],
+                              gw_login_request *r, unsigned char **sealed_code, size_t *sealed_len)
+{
+    PGresult *res;
+    veil_pg_param p[] = {vp_bytes(hash, 32)};
+    if (sealed_code)
+        *sealed_code = NULL;
+    veil_err err = run(s, by_poll ? ST_REQUEST_BY_POLL : ST_REQUEST_BY_ID, p, 1, &res);
+    if (!err && PQntuples(res) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    if (!err) {
+        request_from_row(res, r);
+        if (sealed_code) {
+            *sealed_code = dup_bytes(res, 11, sealed_len);
+            if (!*sealed_code && !PQgetisnull(res, 0, 11))
+                err = VEIL_ERR_NOMEM;
+        }
+    }
+    PQclear(res);
+    return err;
+}
+
+veil_err gw_store_request_answer(struct gw_store *s, const unsigned char id_hash[32],
+                                 const char *status, const unsigned char *code_hash,
+                                 const unsigned char *sealed_code, size_t sealed_code_len,
+                                 const unsigned char *sealed_result, size_t sealed_result_len,
+                                 int64_t expires_at_ms)
+{
+    PGresult *res;
+    veil_pg_param p[] = {vp_bytes(id_hash, 32),
+                         vp_text(status),
+                         vp_bytes(code_hash, code_hash ? 32 : 0),
+                         vp_bytes(sealed_code, sealed_code_len),
+                         vp_bytes(sealed_result, sealed_result_len),
+                         vp_i64(expires_at_ms)};
+    veil_err err = run(s, ST_REQUEST_ANSWER, p, 6, &res);
+    if (!err && atoi(PQcmdTuples(res)) != 1)
+        err = VEIL_ERR_PRECONDITION;
+    PQclear(res);
+    return err;
+}
+
+veil_err gw_store_code_take(struct gw_store *s, const unsigned char code_hash[32],
+                            gw_login_request *r, unsigned char **sealed_result, size_t *sealed_len)
+{
+    PGresult *res;
+    veil_pg_param p[] = {vp_bytes(code_hash, 32)};
+    *sealed_result = NULL;
+    veil_err err = run(s, ST_CODE_TAKE, p, 1, &res);
+    if (err)
+        return err;
+    if (PQntuples(res) == 1) {
+        request_from_row(res, r);
+        *sealed_result = dup_bytes(res, 12, sealed_len);
+        PQclear(res);
+        return *sealed_result ? VEIL_OK : VEIL_ERR_INTERNAL;
+    }
+    PQclear(res);
+    /* Not takeable: a replay of a used code revokes what was issued from it. */
+    if ((err = run(s, ST_CODE_REPLAYED, p, 1, &res)))
+        return err;
+    int replayed = PQntuples(res) == 1;
+    PQclear(res);
+    if (!replayed)
+        return VEIL_ERR_NOT_FOUND;
+    if ((err = run(s, ST_TOKENS_REVOKE, p, 1, &res)))
+        return err;
+    PQclear(res);
+    return VEIL_ERR_ABORTED;
+}
+
+veil_err gw_store_token_put(struct gw_store *s, const unsigned char token_hash[32],
+                            const unsigned char code_hash[32], const char *app_id,
+                            const unsigned char *sealed, size_t sealed_len, int64_t expires_at_ms)
+{
+    PGresult *res;
+    veil_pg_param p[] = {vp_bytes(token_hash, 32), vp_bytes(code_hash, 32), vp_text(app_id),
+                         vp_bytes(sealed, sealed_len), vp_i64(expires_at_ms)};
+    veil_err err = run(s, ST_TOKEN_PUT, p, 5, &res);
+    PQclear(res);
+    return err;
+}
+
+veil_err gw_store_token_get(struct gw_store *s, const unsigned char token_hash[32], char app_id[65],
+                            unsigned char **sealed, size_t *sealed_len)
+{
+    PGresult *res;
+    veil_pg_param p[] = {vp_bytes(token_hash, 32)};
+    *sealed = NULL;
+    veil_err err = run(s, ST_TOKEN_GET, p, 1, &res);
+    if (!err && PQntuples(res) != 1)
+        err = VEIL_ERR_NOT_FOUND;
+    if (!err) {
+        snprintf(app_id, 65, "%s", veil_pg_get_text(res, 0, 0));
+        if (!(*sealed = dup_bytes(res, 1, sealed_len)))
+            err = VEIL_ERR_NOMEM;
+    }
+    PQclear(res);
+    return err;
+}
+
+veil_err gw_store_oidc_sweep(struct gw_store *s, int64_t *removed)
+{
+    PGresult *res;
+    veil_err err = run(s, ST_OIDC_SWEEP, NULL, 0, &res);
+    *removed = err ? 0 : veil_pg_get_i64(res, 0, 0);
+    PQclear(res);
     return err;
 }

@@ -49,6 +49,47 @@ veil_err gw_store_challenge_take(struct gw_store *s, const unsigned char challen
 veil_err gw_store_challenge_sweep(struct gw_store *s, int64_t *removed) VEIL_WUR;
 
 /* The rotation state of "assertion" or "pseudonym" keys (a row per kind since migration 2). */
+/* ---- OpenID Connect login requests and access tokens (loginreq.c) ---- */
+struct gw_login_request;
+/* Records a login request under the hashes of its id and poll token. */
+veil_err gw_store_request_put(struct gw_store *s, const unsigned char id_hash[32],
+                              const unsigned char poll_hash[32],
+                              const struct gw_login_request *r) VEIL_WUR;
+/* Reads a request by the hash of its id (by_poll 0) or poll token (1); NOT_FOUND if none.
+ * sealed_code (malloc'd, may be NULL) receives the code sealed to the page. */
+veil_err gw_store_request_get(struct gw_store *s, int by_poll, const unsigned char hash[32],
+                              struct gw_login_request *r, unsigned char **sealed_code,
+                              size_t *sealed_len) VEIL_WUR;
+/*
+ * Answers a pending, unexpired request: status "approved" (with the code's
+ * hash, the code sealed to the page, the result sealed under the code and a
+ * new expiry: the code's), "denied" or "failed".  VEIL_ERR_PRECONDITION when
+ * it was answered or expired already.
+ */
+veil_err gw_store_request_answer(struct gw_store *s, const unsigned char id_hash[32],
+                                 const char *status, const unsigned char *code_hash,
+                                 const unsigned char *sealed_code, size_t sealed_code_len,
+                                 const unsigned char *sealed_result, size_t sealed_result_len,
+                                 int64_t expires_at_ms) VEIL_WUR;
+/*
+ * Marks a code used and returns its request (sealed result malloc'd).
+ * VEIL_ERR_ABORTED when it had been used: the access tokens issued from it
+ * are deleted.  VEIL_ERR_NOT_FOUND when unknown.
+ */
+veil_err gw_store_code_take(struct gw_store *s, const unsigned char code_hash[32],
+                            struct gw_login_request *r, unsigned char **sealed_result,
+                            size_t *sealed_len) VEIL_WUR;
+veil_err gw_store_token_put(struct gw_store *s, const unsigned char token_hash[32],
+                            const unsigned char code_hash[32], const char *app_id,
+                            const unsigned char *sealed, size_t sealed_len,
+                            int64_t expires_at_ms) VEIL_WUR;
+/* A live token's app and sealed claims (malloc'd); NOT_FOUND if none or expired. */
+veil_err gw_store_token_get(struct gw_store *s, const unsigned char token_hash[32], char app_id[65],
+                            unsigned char **sealed, size_t *sealed_len) VEIL_WUR;
+/* Deletes requests and tokens expired for a while; *removed receives how many. */
+veil_err gw_store_oidc_sweep(struct gw_store *s, int64_t *removed) VEIL_WUR;
+
+/* The rotation state of "assertion" or "pseudonym" keys (VEIL_ERR_NOT_FOUND if unset). */
 veil_err gw_store_key_state(struct gw_store *s, const char *kind, uint32_t *current,
                             uint32_t *previous) VEIL_WUR;
 /* Records a new state (previous 0: none). */

@@ -130,6 +130,29 @@ static veil_err named_app(struct gateway *gw, veil_call *call, const char *id, g
     return VEIL_OK;
 }
 
+veil_err gw_grant_consent(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject,
+                          const gw_app *app, char **attributes, size_t n, const char *purpose,
+                          int64_t expires_at_ms, Veil__Consent__GrantResponse **out)
+{
+    Veil__Consent__GrantRequest g = VEIL__CONSENT__GRANT_REQUEST__INIT;
+    g.subject_ref = subject;
+    g.app_id = (char *)app->id;
+    g.n_attributes = n;
+    g.attributes = attributes;
+    g.purpose = (char *)purpose;
+    g.expires_at_ms = expires_at_ms;
+    g.n_app_scope = gw_scope_names(call, app->scope, &g.app_scope);
+    veil_err err = gw_downstream(gw, call, gw->consent, "Grant", &g.base, out);
+    gw_change ch = {.action = "consent_granted",
+                    .app_id = app->id,
+                    .attributes = attributes,
+                    .n_attributes = n,
+                    .purpose = purpose};
+    if (!err)
+        err = gw_log_change(gw, call, subject, &ch);
+    return err;
+}
+
 static void gw_wallet_grant_consent(Veil__Gateway__Wallet_Service *svc,
                                     const Veil__Gateway__SignedRequest *req,
                                     Veil__Gateway__GrantConsentResponse_Closure done, void *call)
@@ -149,23 +172,9 @@ static void gw_wallet_grant_consent(Veil__Gateway__Wallet_Service *svc,
         err = VEIL_ERR_PRECONDITION;
     }
     if (!err) {
-        Veil__Consent__GrantRequest g = VEIL__CONSENT__GRANT_REQUEST__INIT;
         Veil__Consent__GrantResponse *r;
-        g.subject_ref = subject;
-        g.app_id = app.id;
-        g.n_attributes = p->n_attributes;
-        g.attributes = p->attributes;
-        g.purpose = p->purpose;
-        g.expires_at_ms = p->expires_at_ms;
-        g.n_app_scope = gw_scope_names(call, app.scope, &g.app_scope);
-        err = gw_downstream(gw, call, gw->consent, "Grant", &g.base, &r);
-        gw_change ch = {.action = "consent_granted",
-                        .app_id = app.id,
-                        .attributes = p->attributes,
-                        .n_attributes = p->n_attributes,
-                        .purpose = p->purpose};
-        if (!err)
-            err = gw_log_change(gw, call, subject, &ch);
+        err = gw_grant_consent(gw, call, subject, &app, p->attributes, p->n_attributes,
+                               p->purpose, p->expires_at_ms, &r);
         if (!err) {
             resp.receipt_id = r->receipt_id;
             resp.receipt = r->receipt;
@@ -585,5 +594,9 @@ const veil_method_policy gw_wallet_policy[] = {
     {"Erase", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
     {"ListPending", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
     {"CancelPending", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    /* OpenID Connect login requests: the id in the QR code is the bearer secret */
+    {"GetLoginRequest", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"ApproveLogin", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
+    {"DenyLogin", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
 };
 const size_t gw_wallet_policy_len = sizeof gw_wallet_policy / sizeof gw_wallet_policy[0];

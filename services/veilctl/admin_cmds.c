@@ -8,12 +8,24 @@
 
 static json_t *app_json(const Veil__Gateway__App *a)
 {
-    json_t *attrs = json_array();
+    json_t *attrs = json_array(), *uris = json_array(), *purposes = json_object();
     for (size_t i = 0; i < a->n_attributes; i++)
         json_array_append_new(attrs, json_string(a->attributes[i]));
-    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "app", a->app_id, "name", a->name,
-                     "kind", a->kind, "sector", a->sector_id, "attributes", attrs, "status",
-                     a->status, "organisation", a->organisation, "cert_identity", a->cert_identity);
+    for (size_t i = 0; i < a->n_redirect_uris; i++)
+        json_array_append_new(uris, json_string(a->redirect_uris[i]));
+    for (size_t i = 0; i < a->n_purposes; i++)
+        json_object_set_new(purposes, a->purposes[i]->attribute,
+                            json_string(a->purposes[i]->purpose));
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "app", a->app_id, "name", a->name,
+                  "kind", a->kind, "sector", a->sector_id, "attributes", attrs, "status", a->status,
+                  "organisation", a->organisation, "cert_identity", a->cert_identity);
+    /* OpenID Connect, added beside the existing keys */
+    json_object_set_new(j, "redirect_uris", uris);
+    json_object_set_new(j, "token_auth", json_string(a->token_auth));
+    json_object_set_new(j, "id_token_alg", json_string(a->id_token_alg));
+    json_object_set_new(j, "purposes", purposes);
+    return j;
 }
 
 static void print_app(const vc_opts *o, const Veil__Gateway__App *a)
@@ -86,11 +98,39 @@ static int app_write(const vc_opts *o, const char *method, const char *verb)
     req.organisation = (char *)(o->org ? o->org : "");
     req.attributes = attrs;
     req.n_attributes = n;
-    int rc = admin_call(o, method, &req.base, &resp);
+    /* OpenID Connect */
+    char *jwks = NULL;
+    Veil__Gateway__AttributePurpose purposes[16], *pp[16];
+    req.redirect_uris = (char **)o->redirect_uris;
+    req.n_redirect_uris = o->n_redirect_uris;
+    req.token_auth = (char *)(o->auth ? o->auth : "");
+    req.id_token_alg = (char *)(o->id_token_alg ? o->id_token_alg : "");
+    for (size_t i = 0; i < o->n_attr_purposes; i++) {
+        const char *eq = strchr(o->attr_purposes[i], '=');
+        if (!eq) {
+            vc_split_free(attrs);
+            return vc_fail(o, "INVALID_ARGUMENT", "--attr-purpose takes ATTRIBUTE=TEXT");
+        }
+        veil__gateway__attribute_purpose__init(&purposes[i]);
+        purposes[i].attribute = strndup(o->attr_purposes[i], (size_t)(eq - o->attr_purposes[i]));
+        purposes[i].purpose = (char *)eq + 1;
+        pp[i] = &purposes[i];
+    }
+    req.purposes = pp;
+    req.n_purposes = o->n_attr_purposes;
+    int rc = 0;
+    if (o->jwks && !(jwks = vc_read_file(o->jwks, 16384)))
+        rc = vc_fail(o, "INVALID_ARGUMENT", "--jwks %s: cannot read (at most 16 KiB)", o->jwks);
+    req.jwks = jwks ? jwks : "";
+    if (!rc)
+        rc = admin_call(o, method, &req.base, &resp);
     if (!rc) {
         print_app(o, resp);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
+    for (size_t i = 0; i < o->n_attr_purposes; i++)
+        free(purposes[i].attribute);
+    free(jwks);
     vc_split_free(attrs);
     return rc;
 }

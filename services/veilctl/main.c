@@ -47,6 +47,10 @@ static const struct verb verbs[] = {
      "--webcert JWS|-   (a web certificate, e.g. read from its QR code)"},
     {"wallet pending", vc_wallet_pending, "--wallet FILE"},
     {"wallet cancel-pending", vc_wallet_cancel_pending, "--wallet FILE [--id ID]"},
+    {"wallet request show", vc_wallet_request_show, "--wallet W --request URL"},
+    {"wallet request approve", vc_wallet_request_approve,
+     "--wallet W --request URL --code CODE [--attrs a,b] [--remember DAYS]"},
+    {"wallet request deny", vc_wallet_request_deny, "--wallet W --request URL"},
     {"wallet present", vc_wallet_present, "--wallet FILE --attrs a,b   (show at a venue)"},
     {"app login", vc_app_login,
      "--app APP_ID (--wallet FILE | --card FILE --pin PIN) [--attrs a,b]"},
@@ -58,9 +62,13 @@ static const struct verb verbs[] = {
     {"app events", vc_app_events, "--app APP_ID [--cursor C]"},
     {"admin apps list", vc_admin_apps_list, ""},
     {"admin apps register", vc_admin_apps_register,
-     "--app ID --name NAME --kind public_service|commercial [--sector S] [--attrs a,b] [--org O]"},
+     "--app ID --name NAME --kind public_service|commercial [--sector S] [--attrs a,b] [--org O]"
+     " [--redirect-uri URI]... [--auth tls_client_auth|private_key_jwt] [--jwks FILE]"
+     " [--id-token-alg EdDSA|RS256] [--attr-purpose ATTR=TEXT]..."},
     {"admin apps update", vc_admin_apps_update,
-     "--app ID --name NAME --kind public_service|commercial [--sector S] [--attrs a,b] [--org O]"},
+     "--app ID --name NAME --kind public_service|commercial [--sector S] [--attrs a,b] [--org O]"
+     " [--redirect-uri URI]... [--auth tls_client_auth|private_key_jwt] [--jwks FILE]"
+     " [--id-token-alg EdDSA|RS256] [--attr-purpose ATTR=TEXT]..."},
     {"admin apps apply", vc_admin_apps_apply,
      "--file apps.yaml|apps.json [--dry-run] [--reason TEXT]   (prints the diff, then applies it)"},
     {"admin apps suspend", vc_admin_apps_suspend, "--app ID [--reason TEXT]"},
@@ -211,6 +219,22 @@ int vc_citizen(const vc_opts *o, vw_wallet *w, const char *method, const Protobu
     return rc;
 }
 
+char *vc_read_file(const char *path, size_t max)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *buf = malloc(max + 1);
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    fclose(f);
+    if (!buf || n > max || n == 0) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
 char **vc_split(const char *csv, size_t *n)
 {
     *n = 0;
@@ -278,6 +302,18 @@ void vc_split_free(char **v)
     free(v);
 }
 
+/* OpenID Connect options: long-only, outside the range of the letters above. */
+enum {
+    OPT_REDIRECT_URI = 0x100,
+    OPT_AUTH,
+    OPT_JWKS,
+    OPT_ID_TOKEN_ALG,
+    OPT_ATTR_PURPOSE,
+    OPT_REQUEST,
+    OPT_CODE,
+    OPT_REMEMBER,
+};
+
 static const struct option long_opts[] = {
     {"wallet", required_argument, NULL, 'w'},   {"app", required_argument, NULL, 'a'},
     {"attrs", required_argument, NULL, 't'},    {"purpose", required_argument, NULL, 'p'},
@@ -296,6 +332,14 @@ static const struct option long_opts[] = {
     {"presentation", required_argument, NULL, 'P'}, {"card", required_argument, NULL, 'Z'},
     {"pin", required_argument, NULL, 'N'},
     {"file", required_argument, NULL, 'F'},     {"dry-run", no_argument, NULL, 'X'},
+    {"redirect-uri", required_argument, NULL, OPT_REDIRECT_URI},
+    {"auth", required_argument, NULL, OPT_AUTH},
+    {"jwks", required_argument, NULL, OPT_JWKS},
+    {"id-token-alg", required_argument, NULL, OPT_ID_TOKEN_ALG},
+    {"attr-purpose", required_argument, NULL, OPT_ATTR_PURPOSE},
+    {"request", required_argument, NULL, OPT_REQUEST},
+    {"code", required_argument, NULL, OPT_CODE},
+    {"remember", required_argument, NULL, OPT_REMEMBER},
     {NULL, 0, NULL, 0},
 };
 
@@ -395,6 +439,35 @@ int main(int argc, char **argv)
         case 'N': o.pin = optarg; break;
         case 'F': o.file = optarg; break;
         case 'X': o.dry_run = 1; break;
+        case OPT_REDIRECT_URI:
+            if (o.n_redirect_uris == sizeof o.redirect_uris / sizeof o.redirect_uris[0]) {
+                fprintf(stderr, "veilctl: at most 8 --redirect-uri\n");
+                return 2;
+            }
+            o.redirect_uris[o.n_redirect_uris++] = optarg;
+            break;
+        case OPT_ATTR_PURPOSE:
+            if (o.n_attr_purposes == sizeof o.attr_purposes / sizeof o.attr_purposes[0]) {
+                fprintf(stderr, "veilctl: at most 16 --attr-purpose\n");
+                return 2;
+            }
+            o.attr_purposes[o.n_attr_purposes++] = optarg;
+            break;
+        case OPT_AUTH: o.auth = optarg; break;
+        case OPT_JWKS: o.jwks = optarg; break;
+        case OPT_ID_TOKEN_ALG: o.id_token_alg = optarg; break;
+        case OPT_REQUEST: o.request = optarg; break;
+        case OPT_CODE: o.code = optarg; break;
+        case OPT_REMEMBER: {
+            char *end;
+            errno = 0;
+            o.remember = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || o.remember < 1 || o.remember > 3650) {
+                fprintf(stderr, "veilctl: --remember takes a number of days, 1-3650\n");
+                return 2;
+            }
+            break;
+        }
         case 'h':
             printf("usage: veilctl %s %s\n", verb->words, verb->usage);
             return 0;

@@ -35,6 +35,11 @@ typedef struct vc_opts {
     long days, version;
     const char *file;
     int json, keep, yes, dry_run;
+    /* OpenID Connect: registration, and the phone's side of a login request */
+    const char *redirect_uris[8], *attr_purposes[16];
+    size_t n_redirect_uris, n_attr_purposes;
+    const char *auth, *jwks, *id_token_alg, *request, *code;
+    long remember;
 } vc_opts;
 
 /* A verb: argv[0] is the first word after the verb's own words. */
@@ -64,6 +69,8 @@ int vc_usage(const char *line);
 /* Splits "a,b,c" into a NULL-terminated array of malloc'd strings; *n set. */
 char **vc_split(const char *csv, size_t *n);
 void vc_split_free(char **v);
+/* A whole small file as a malloc'd string (NULL if unreadable, empty or over max bytes). */
+char *vc_read_file(const char *path, size_t max);
 
 /*
  * --attrs split as vc_split does, every name checked against the catalogue;
@@ -129,6 +136,9 @@ int vc_wallet_show(const vc_opts *o);
 int vc_wallet_keys(const vc_opts *o);
 int vc_verify_receipt(const vc_opts *o);
 int vc_verify_webcert(const vc_opts *o);
+int vc_wallet_request_show(const vc_opts *o);
+int vc_wallet_request_approve(const vc_opts *o);
+int vc_wallet_request_deny(const vc_opts *o);
 int vc_app_login(const vc_opts *o);
 int vc_app_redeem(const vc_opts *o);
 int vc_wallet_present(const vc_opts *o);

@@ -195,3 +195,23 @@ int h_stack_stop(h_stack *s)
     free(s->dir);
     return bad;
 }
+
+void h_stack_veilctl_env(const h_stack *s, const char *dir)
+{
+    char path[1200], b64[64];
+    snprintf(path, sizeof path, "%s/proofing-1.key", dir);
+    sodium_bin2base64(b64, sizeof b64, s->proofing_seed, 32, sodium_base64_VARIANT_ORIGINAL);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "%s\n", b64);
+        fclose(f);
+    }
+    chmod(path, 0600);
+    setenv("VEILCTL_PROOFING_KEY", path, 1);
+    setenv("VEILCTL_GATEWAY", s->gateway.addr, 1);
+    setenv("VEILCTL_ADMIN_ADDR", s->admin_addr, 1);
+    snprintf(path, sizeof path, "%s/ca.crt", h_env("VEIL_TEST_CERTS"));
+    setenv("VEILCTL_CA", path, 1);
+    setenv("VEILCTL_CERTS", h_env("VEIL_TEST_CERTS"), 1);
+    setenv("VEILCTL_ADMIN", "ops", 1);
+}

@@ -53,4 +53,11 @@ int h_stack_command(h_stack *s, int which, const char *args);
  */
 int h_stack_restart(h_stack *s, int which);
 
+/*
+ * Sets the environment veilctl reads (VEILCTL_*), as `deploy/local/stack env`
+ * does for a developer: this stack's gateway, the test CA and certificates,
+ * the admin "ops", and the proofing authority's seed written to dir.
+ */
+void h_stack_veilctl_env(const h_stack *s, const char *dir);
+
 #endif

@@ -25,21 +25,7 @@ static void stack_up(void)
     if (h_stack_start(&S, NULL) != 0)
         ck_abort_msg("the stack did not start");
     dir = h_tempdir("veilctl");
-    /* the development proofing authority's seed, as deploy/local/stack keeps it */
-    char path[1200], b64[64];
-    snprintf(path, sizeof path, "%s/proofing-1.key", dir);
-    sodium_bin2base64(b64, sizeof b64, S.proofing_seed, 32, sodium_base64_VARIANT_ORIGINAL);
-    FILE *f = fopen(path, "w");
-    fprintf(f, "%s\n", b64);
-    fclose(f);
-    chmod(path, 0600);
-    setenv("VEILCTL_PROOFING_KEY", path, 1);
-    setenv("VEILCTL_GATEWAY", S.gateway.addr, 1);
-    setenv("VEILCTL_ADMIN_ADDR", S.admin_addr, 1);
-    snprintf(path, sizeof path, "%s/ca.crt", h_env("VEIL_TEST_CERTS"));
-    setenv("VEILCTL_CA", path, 1);
-    setenv("VEILCTL_CERTS", h_env("VEIL_TEST_CERTS"), 1);
-    setenv("VEILCTL_ADMIN", "ops", 1);
+    h_stack_veilctl_env(&S, dir);
     setenv("VEILCTL_COUNTER", "desk1", 1);
 }
 
