@@ -940,6 +940,66 @@ START_TEST(test_apps_apply)
 }
 END_TEST
 
+/* An erasure from a phone proofed an hour ago waits: exit 3, shown, cancellable. */
+START_TEST(test_pending_erasure_verbs)
+{
+    char wallet[1200], *out;
+    enrolled_wallet_born("pending", "19880808", wallet, sizeof wallet);
+    json_t *j = ok_json("wallet pending --wallet %s", wallet);
+    ck_assert(json_is_array(j));
+    ck_assert_uint_eq(json_array_size(j), 0);
+    json_decref(j);
+    /* the phone's proofing an hour old (the default window is 15 minutes) */
+    vault_sql(wallet, "UPDATE devices SET proofed_at = now() - interval '1 hour' "
+                      "WHERE subject_ref = SUBJECT");
+    ck_assert_int_eq(veilctl(&out, "wallet erase --wallet %s --yes --json", wallet), 3);
+    j = json_loads(out, 0, NULL);
+    free(out);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(str(j, "status"), "pending");
+    ck_assert_str_eq(str(j, "reason"), "cooling_off");
+    json_t *p = json_object_get(j, "pending");
+    ck_assert_str_eq(str(p, "action"), "erase");
+    ck_assert_str_eq(str(p, "target_device"), "");
+    ck_assert_uint_eq(strlen(str(p, "id")), 32);
+    str(p, "requested_by");
+    str(p, "requested_at");
+    str(p, "effective_at");
+    json_decref(j);
+    ck_assert_int_eq(veilctl(&out, "wallet erase --wallet %s --yes", wallet), 3);
+    ck_assert_ptr_nonnull(strstr(out, "PENDING: this phone was not freshly proofed"));
+    free(out);
+    /* still enrolled: it logs in */
+    ck_assert_int_eq(veilctl(NULL, "app login --app news.xinwen --wallet %s", wallet), 0);
+
+    j = ok_json("wallet pending --wallet %s", wallet);
+    ck_assert_uint_eq(json_array_size(j), 1);
+    ck_assert_str_eq(str(json_array_get(j, 0), "action"), "erase");
+    ck_assert(json_is_true(json_object_get(json_array_get(j, 0), "this_device")));
+    json_decref(j);
+    j = ok_json("wallet cancel-pending --wallet %s", wallet);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "cancelled")), 1);
+    json_decref(j);
+    j = ok_json("wallet pending --wallet %s", wallet);
+    ck_assert_uint_eq(json_array_size(j), 0);
+    json_decref(j);
+
+    /* both are in the access log */
+    j = ok_json("wallet access-log --wallet %s", wallet);
+    json_t *entries = json_object_get(j, "entries"), *e;
+    size_t i;
+    int requested = 0, cancelled = 0;
+    json_array_foreach(entries, i, e)
+    {
+        requested += !strcmp(str(e, "action"), "erase_requested");
+        cancelled += !strcmp(str(e, "action"), "pending_cancelled");
+    }
+    ck_assert_int_eq(requested, 1);
+    ck_assert_int_eq(cancelled, 1);
+    json_decref(j);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("veilctl");
@@ -956,6 +1016,7 @@ int main(void)
     tcase_add_test(tc, test_app_update_and_state_replies);
     tcase_add_test(tc, test_checkpoint_detects_rollback);
     tcase_add_test(tc, test_checkpoint_detects_wipe);
+    tcase_add_test(tc, test_pending_erasure_verbs);
     tcase_add_test(tc, test_inperson_verbs);
     tcase_add_test(tc, test_apps_apply); /* last: it suspends an app */
     suite_add_tcase(s, tc);
