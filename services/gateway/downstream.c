@@ -88,6 +88,20 @@ veil_err gw_citizen(struct gateway *gw, veil_call *call, const Veil__Gateway__Si
         veil_call_fail(call, VEIL_ERR_UNAUTHENTICATED, "auth is missing: requests must be signed");
         return VEIL_ERR_UNAUTHENTICATED;
     }
+    /*
+     * What needs no key and no database is checked here, so malformed
+     * requests never cost the vault a device look-up or a signature check.
+     */
+    unsigned char id[VEIL_DEVICE_ID_BYTES];
+    const char *bad = veil_device_id_parse(req->auth->device_id, id) != 0
+                          ? "auth.device_id must be 32 lowercase hex characters"
+                      : req->auth->nonce.len != VEIL_NONCE_BYTES ? "auth.nonce must be 16 bytes"
+                      : req->auth->signature.len != 64           ? "auth.signature must be 64 bytes"
+                                                                 : NULL;
+    if (bad) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "%s", bad);
+        return VEIL_ERR_INVALID;
+    }
     Veil__Vault__VerifyCitizenRequestRequest vr = VEIL__VAULT__VERIFY_CITIZEN_REQUEST_REQUEST__INIT;
     Veil__Vault__VerifyCitizenRequestResponse *vresp;
     vr.method = (char *)veil_call_method(call);

@@ -117,6 +117,10 @@ typedef struct gw_keys {
     _Atomic uint32_t assertion_current, assertion_previous;
     _Atomic uint32_t pseudonym_current, pseudonym_previous;
     _Atomic int64_t state_version;          /* key_state rows as last loaded */
+    /* The JWKS text as last built, for these current/previous versions and signers (lock). */
+    char *jwks;
+    uint32_t jwks_current, jwks_previous;
+    size_t jwks_signers;
 } gw_keys;
 
 veil_err gw_keys_open(gw_keys *k, const char *dir, char *errbuf, size_t errlen);
@@ -125,8 +129,24 @@ void gw_keys_close(gw_keys *k);
 const veil_signer *gw_keys_signer(gw_keys *k, uint32_t version);
 /* Loads assertion key files added since (SIGHUP, key folder watch); the one in use stays. */
 void gw_keys_reload(gw_keys *k);
-/* The JWKS: current, previous and any newer (pre-published) assertion keys. */
+/*
+ * The JWKS: current, previous and any newer (pre-published) assertion keys.
+ * Built once per change of those (rotation, a reload that added a key) and
+ * served from memory: a call never scans the key folder.
+ */
 char *gw_keys_jwks(gw_keys *k); /* malloc'd JSON */
+
+/*
+ * Largest requests the public port accepts, per method (the policy tables'
+ * max_request_bytes; the dispatcher refuses bigger ones on arrival with
+ * RESOURCE_EXHAUSTED, before a worker, the database or a signature check):
+ * empty requests, small ones (an enrolment's sealed identity, a challenge
+ * request, an event cursor), and device-signed requests or logins (a ticket
+ * of at most 1 KiB, a signed payload, attribute names and a purpose).
+ */
+#define GW_REQ_EMPTY  256
+#define GW_REQ_SMALL  4096
+#define GW_REQ_SIGNED 8192
 
 /* ---- the gateway ---- */
 
@@ -176,6 +196,9 @@ void gw_wallet_deny_login(Veil__Gateway__Wallet_Service *svc,
 extern const Veil__Gateway__Wallet_Service gw_wallet_rpc;
 extern const veil_method_policy gw_wallet_policy[];
 extern const size_t gw_wallet_policy_len;
+/* The public port's request size limits (GW_REQ_*), beside the policies. */
+extern const veil_method_limit gw_login_limits[], gw_wallet_limits[];
+extern const size_t gw_login_limits_len, gw_wallet_limits_len;
 extern const Veil__Gateway__Admin_Service gw_admin_rpc;
 extern const veil_method_policy gw_admin_policy[];
 extern const size_t gw_admin_policy_len;

@@ -33,6 +33,8 @@ void gw_keys_close(gw_keys *k)
         veil_signer_free(k->signers[i]);
     veil_keyring_free(k->ring);
     k->ring = NULL;
+    free(k->jwks);
+    k->jwks = NULL;
     pthread_mutex_destroy(&k->lock);
 }
 
@@ -93,12 +95,14 @@ void gw_keys_reload(gw_keys *k)
 char *gw_keys_jwks(gw_keys *k)
 {
     uint32_t cur = atomic_load(&k->assertion_current), prev = atomic_load(&k->assertion_previous);
-    char err[256];
-    if (veil_keyring_refresh(k->ring, err, sizeof err) != VEIL_OK)
-        veil_log(VEIL_LOG_WARN, "cannot reload assertion keys", VL_STR("error", err), VL_END);
-    grow(k);
-    json_t *keys = json_array();
     size_t n = atomic_load(&k->n_signers);
+    char *text = NULL;
+    pthread_mutex_lock(&k->lock);
+    if (k->jwks && k->jwks_current == cur && k->jwks_previous == prev && k->jwks_signers == n) {
+        text = strdup(k->jwks);
+        goto out;
+    }
+    json_t *keys = json_array();
     for (size_t i = 0; i < n; i++) {
         const veil_signer *s = k->signers[i];
         /* current, previous, and newer keys published ahead of their use */
@@ -106,7 +110,16 @@ char *gw_keys_jwks(gw_keys *k)
             json_array_append_new(keys, veil_jwk_ed25519(s->kid, s->pk));
     }
     json_t *root = json_pack("{s:o}", "keys", keys);
-    char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    text = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
+    if (text) {
+        free(k->jwks);
+        k->jwks = strdup(text);
+        k->jwks_current = cur;
+        k->jwks_previous = prev;
+        k->jwks_signers = n;
+    }
+out:
+    pthread_mutex_unlock(&k->lock);
     return text;
 }

@@ -513,7 +513,19 @@ const Veil__Gateway__Login_Service gw_login_rpc = VEIL__GATEWAY__LOGIN__INIT(gw_
 const veil_method_policy gw_login_policy[] = {
     {"BeginLogin", VEIL_PEER_APP, VEIL_EXEC_WORKER},
     {"CompleteLogin", VEIL_PEER_APP, VEIL_EXEC_WORKER},
-    {"GetJwks", VEIL_PEER_APP | VEIL_PEER_CITIZEN | VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
+    /*
+     * Apps (and the admin) with their certificates; phones get the same keys
+     * from Wallet/GetKeys.  Served from memory (gw_keys_jwks), so inline.
+     */
+    {"GetJwks", VEIL_PEER_APP | VEIL_PEER_ADMIN, VEIL_EXEC_INLINE},
     {"PollEvents", VEIL_PEER_APP, VEIL_EXEC_WORKER},
 };
 const size_t gw_login_policy_len = sizeof gw_login_policy / sizeof gw_login_policy[0];
+
+const veil_method_limit gw_login_limits[] = {
+    {"BeginLogin", GW_REQ_SMALL},
+    {"CompleteLogin", GW_REQ_SIGNED},
+    {"GetJwks", GW_REQ_EMPTY},
+    {"PollEvents", GW_REQ_SMALL},
+};
+const size_t gw_login_limits_len = sizeof gw_login_limits / sizeof gw_login_limits[0];

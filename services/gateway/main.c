@@ -280,6 +280,10 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
                                errbuf, errlen)) ||
         (err = veil_server_add(ctx->server, &gw->wallet.base, gw_wallet_policy,
                                gw_wallet_policy_len, errbuf, errlen)) ||
+        (err = veil_server_limit(ctx->server, "veil.gateway.Login", gw_login_limits,
+                                 gw_login_limits_len, errbuf, errlen)) ||
+        (err = veil_server_limit(ctx->server, "veil.gateway.Wallet", gw_wallet_limits,
+                                 gw_wallet_limits_len, errbuf, errlen)) ||
         (err = veil_server_add(ctx->server, &gw->counter.base, gw_counter_policy,
                                gw_counter_policy_len, errbuf, errlen)) ||
         (err = start_admin_listener(gw, ctx, errbuf, errlen)))

@@ -600,3 +600,22 @@ const veil_method_policy gw_wallet_policy[] = {
     {"DenyLogin", VEIL_PEER_CITIZEN, VEIL_EXEC_WORKER},
 };
 const size_t gw_wallet_policy_len = sizeof gw_wallet_policy / sizeof gw_wallet_policy[0];
+
+/* What fits each request (gateway.h, GW_REQ_*); methods not named get the server's limit. */
+const veil_method_limit gw_wallet_limits[] = {
+    {"Enrol", GW_REQ_SMALL},
+    {"GetKeys", GW_REQ_EMPTY},
+    {"ListApps", GW_REQ_EMPTY},
+    {"GrantConsent", GW_REQ_SIGNED},
+    {"WithdrawConsent", GW_REQ_SIGNED},
+    {"ListConsents", GW_REQ_SIGNED},
+    {"RevokeDevice", GW_REQ_SIGNED},
+    {"ListDevices", GW_REQ_SIGNED},
+    {"UnlinkApp", GW_REQ_SIGNED},
+    {"RelinkApp", GW_REQ_SIGNED},
+    {"AccessLog", GW_REQ_SIGNED},
+    {"Erase", GW_REQ_SIGNED},
+    {"ListPending", GW_REQ_SIGNED},
+    {"CancelPending", GW_REQ_SIGNED},
+};
+const size_t gw_wallet_limits_len = sizeof gw_wallet_limits / sizeof gw_wallet_limits[0];

@@ -48,6 +48,7 @@ struct method {
     const ProtobufCMethodDescriptor *desc;
     unsigned allow;
     veil_exec exec;
+    size_t max_request; /* bytes; from the policy row, else the server's limit */
     void *reg;
 };
 
@@ -553,6 +554,14 @@ static void dispatch(veil_server *s, veil_call *c)
         veil_call_fail(c, VEIL_ERR_DENIED, "caller may not call %s", m->path);
         return send_reply(c);
     }
+    /* The method's own size limit, before any worker, database or signature sees the bytes. */
+    size_t len = c->payload ? grpc_byte_buffer_length(c->payload) : 0;
+    if (len > m->max_request) {
+        veil_call_fail(c, VEIL_ERR_EXHAUSTED,
+                       "request of %zu bytes exceeds the %zu byte limit of %s", len, m->max_request,
+                       m->path);
+        return send_reply(c);
+    }
     switch (m->exec) {
     case VEIL_EXEC_INLINE:
         run_call(c);
@@ -750,6 +759,26 @@ static const veil_method_policy *find_policy(const veil_method_policy *policy, s
     return found;
 }
 
+veil_err veil_server_limit(veil_server *s, const char *service, const veil_method_limit *limits,
+                           size_t n, char *errbuf, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "/%s/%s", service, limits[i].method);
+        struct method *m = NULL;
+        for (size_t k = 0; k < s->n_methods && !m; k++)
+            if (strcmp(s->methods[k].path, path) == 0)
+                m = &s->methods[k];
+        if (!m || limits[i].max_request_bytes <= 0) {
+            snprintf(errbuf, errlen, "limit for %s: no such method, or not a positive size", path);
+            return VEIL_ERR_INVALID;
+        }
+        if (limits[i].max_request_bytes < s->cfg.max_message_bytes)
+            m->max_request = (size_t)limits[i].max_request_bytes;
+    }
+    return VEIL_OK;
+}
+
 veil_err veil_server_add(veil_server *s, ProtobufCService *svc, const veil_method_policy *policy,
                          size_t n, char *errbuf, size_t errlen)
 {
@@ -790,6 +819,7 @@ veil_err veil_server_add(veil_server *s, ProtobufCService *svc, const veil_metho
         m->desc = md;
         m->allow = p->allow;
         m->exec = p->exec;
+        m->max_request = (size_t)s->cfg.max_message_bytes;
         m->reg = grpc_server_register_method(s->server, m->path, NULL,
                                              GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
         if (!m->reg) {

@@ -143,9 +143,14 @@ START_TEST(test_unknown_fields_ignored)
         bytes[k++] = 0xc0, bytes[k++] = 0x3e, bytes[k++] = 0x01;
     }
     char msg[256];
+    /* within BeginLogin's 4 KiB: ignored; 200 KB: refused by size on arrival (issue 18 item 4) */
+    ck_assert_int_eq(h_raw_call(S.gateway.addr, "app/chat.lianxin",
+                                "/veil.gateway.Login/BeginLogin", bytes, 4002, 10000, msg,
+                                sizeof msg),
+                     GRPC_STATUS_OK);
     ck_assert_int_eq(h_raw_call(S.gateway.addr, "app/chat.lianxin",
                                 "/veil.gateway.Login/BeginLogin", bytes, k, 10000, msg, sizeof msg),
-                     GRPC_STATUS_OK);
+                     GRPC_STATUS_RESOURCE_EXHAUSTED);
     free(bytes);
     ck_assert_int_eq(h_raw_call(S.gateway.addr, "app/chat.lianxin",
                                 "/veil.gateway.Login/BeginLogin", "\x80\x00\x00", 3, 10000, msg,
@@ -526,19 +531,19 @@ START_TEST(test_huge_repeated_fields)
         names[i] = "province";
     Veil__Gateway__CompleteLoginResponse *r;
     veil_status st;
-    /* a thousand requested attributes: refused by count */
-    ck_assert_int_eq(e2e_login(&S, "shop.jiale", w, (const char *const *)names, 1000, &r, &st),
+    /* a hundred requested attributes: refused by count (a thousand is over the size limit) */
+    ck_assert_int_eq(e2e_login(&S, "shop.jiale", w, (const char *const *)names, 100, &r, &st),
                      VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "attributes: at most 16 may be requested");
     /* 150,000 (1.5 MB): refused by size before anything reads it */
     ck_assert_int_eq(e2e_login(&S, "shop.jiale", w, (const char *const *)names, many, &r, &st),
                      VEIL_ERR_EXHAUSTED);
-    /* consent for a thousand attributes */
+    /* consent for a hundred attributes */
     Veil__Gateway__GrantConsentPayload gp = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
     Veil__Gateway__GrantConsentResponse *gr;
     gp.app_id = "shop.jiale";
     gp.attributes = names;
-    gp.n_attributes = 1000;
+    gp.n_attributes = 100;
     gp.purpose = "delivery";
     gp.expires_at_ms = veil_now_ms() + 86400000;
     ck_assert_int_eq(e2e_citizen(&S, w, "GrantConsent", &gp.base, &gr, &st), VEIL_ERR_INVALID);
@@ -547,7 +552,7 @@ START_TEST(test_huge_repeated_fields)
     Veil__Gateway__WithdrawConsentResponse *wr;
     wp.app_id = "shop.jiale";
     wp.attributes = names;
-    wp.n_attributes = 1000;
+    wp.n_attributes = 100;
     ck_assert_int_eq(e2e_citizen(&S, w, "WithdrawConsent", &wp.base, &wr, &st), VEIL_ERR_INVALID);
     /* as many events as a 32-bit max asks for: capped */
     Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
@@ -979,6 +984,79 @@ START_TEST(test_ticket_spellings)
 }
 END_TEST
 
+/*
+ * issue 18 item 4: the public port takes requests of a size that fits each
+ * method, refused on arrival; GetJwks wants a certificate (phones have
+ * Wallet/GetKeys); malformed signatures never reach the vault.
+ */
+START_TEST(test_public_port_limits)
+{
+    char id[19];
+    e2e_id_number("11010119850505123", id);
+    vw_wallet *w = e2e_enrol(&S, id, "限额");
+    veil_status st;
+    /* a signed request of 10 KB (a 9000-byte purpose): over GrantConsent's 8 KiB */
+    char *big = malloc(9001);
+    memset(big, 'p', 9000);
+    big[9000] = '\0';
+    Veil__Gateway__GrantConsentPayload p = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
+    Veil__Gateway__GrantConsentResponse *gr = NULL;
+    const char *attrs[] = {"age_over_18"};
+    p.app_id = "game.tianfeng";
+    p.attributes = (char **)attrs;
+    p.n_attributes = 1;
+    p.purpose = big;
+    p.expires_at_ms = veil_now_ms() + 86400000LL;
+    ck_assert_int_eq(e2e_citizen(&S, w, "GrantConsent", &p.base, &gr, &st), VEIL_ERR_EXHAUSTED);
+    ck_assert_ptr_nonnull(strstr(
+        st.message, "bytes exceeds the 8192 byte limit of /veil.gateway.Wallet/GrantConsent"));
+    /* BeginLogin: 4 KiB; its unknown fields count too */
+    Veil__Gateway__BeginLoginRequest bl = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
+    ProtobufCMessageUnknownField junk = {.tag = 1000,
+                                         .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
+                                         .len = 5000,
+                                         .data = (uint8_t *)big};
+    bl.base.n_unknown_fields = 1;
+    bl.base.unknown_fields = &junk;
+    Veil__Gateway__BeginLoginResponse *br = NULL;
+    ck_assert_int_eq(e2e_call(&S, "app/gov.tax", &veil__gateway__login__descriptor, "BeginLogin",
+                              &bl.base, &br, &st),
+                     VEIL_ERR_EXHAUSTED);
+    ck_assert_ptr_nonnull(strstr(st.message, "byte limit of /veil.gateway.Login/BeginLogin"));
+    free(big);
+    /* GetJwks: apps and the admin, with certificates; a phone is told to bring one */
+    Veil__Empty e = VEIL__EMPTY__INIT;
+    Veil__Gateway__JwksResponse *j1 = NULL, *j2 = NULL;
+    ck_assert_int_eq(
+        e2e_call(&S, "none", &veil__gateway__login__descriptor, "GetJwks", &e.base, &j1, &st),
+        VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_str_eq(st.message, "a client certificate is required");
+    ck_assert_int_eq(e2e_call(&S, "app/gov.tax", &veil__gateway__login__descriptor, "GetJwks",
+                              &e.base, &j1, &st),
+                     VEIL_OK);
+    ck_assert_int_eq(e2e_call(&S, "app/chat.lianxin", &veil__gateway__login__descriptor, "GetJwks",
+                              &e.base, &j2, &st),
+                     VEIL_OK);
+    ck_assert_str_eq(j1->jwks, j2->jwks); /* the same text, from memory */
+    e2e_free(j1);
+    e2e_free(j2);
+    /* a malformed signature block: refused by the gateway itself */
+    Veil__Gateway__ListConsentsPayload lp = VEIL__GATEWAY__LIST_CONSENTS_PAYLOAD__INIT;
+    Veil__Gateway__SignedRequest req;
+    ck_assert_int_eq(vw_sign(w, "/veil.gateway.Wallet/ListConsents", &lp.base, veil_now_ms(), &req),
+                     VEIL_OK);
+    req.auth->nonce.len = 15;
+    Veil__Gateway__ListConsentsResponse *lr = NULL;
+    ck_assert_int_eq(e2e_call(&S, "none", &veil__gateway__wallet__descriptor, "ListConsents",
+                              &req.base, &lr, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "auth.nonce must be 16 bytes");
+    req.auth->nonce.len = 16;
+    vw_signed_free(&req);
+    vw_wallet_free(w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("bad_input");
@@ -997,6 +1075,7 @@ int main(void)
     tcase_add_test(tc, test_sql_metacharacters);
     tcase_add_test(tc, test_clock_skew_both_ways);
     tcase_add_test(tc, test_unknown_apps_and_attributes);
+    tcase_add_test(tc, test_public_port_limits);
     tcase_add_test(tc, test_ticket_spellings);
     suite_add_tcase(s, tc);
     return h_run_suite(s);

@@ -66,6 +66,18 @@ typedef struct veil_method_policy {
     veil_exec exec;
 } veil_method_policy;
 
+/*
+ * A method's own request size limit, in bytes, below the server's
+ * max_message_bytes.  The dispatcher checks it on arrival, before the
+ * handler, a worker, the database or a signature check sees the bytes
+ * (RESOURCE_EXHAUSTED).  A separate table beside a service's policy, so the
+ * public port can say what fits each method.
+ */
+typedef struct veil_method_limit {
+    const char *method; /* as in the .proto, e.g. "GrantConsent" */
+    int max_request_bytes;
+} veil_method_limit;
+
 typedef struct veil_server_config {
     const char *listen_addr;  /* host:port; port 0 picks a free one */
     const char *health_addr;  /* optional plaintext port answering only Health */
@@ -95,6 +107,14 @@ veil_err veil_server_new(const veil_server_config *cfg, veil_server **out, char 
 veil_err veil_server_add(veil_server *srv, ProtobufCService *svc,
                          const veil_method_policy *policy, size_t n, char *errbuf,
                          size_t errlen) VEIL_WUR;
+
+/*
+ * Sets request size limits for methods of a service already added (by its
+ * full name, e.g. "veil.gateway.Wallet").  Every row must name a method of
+ * it; a limit above the server's max_message_bytes is the server's.
+ */
+veil_err veil_server_limit(veil_server *srv, const char *service, const veil_method_limit *limits,
+                           size_t n, char *errbuf, size_t errlen) VEIL_WUR;
 
 /*
  * The policy of grpc.health.v1.Health, which veil_server_new adds to every
