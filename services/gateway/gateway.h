@@ -250,6 +250,14 @@ veil_err gw_grant_consent(struct gateway *gw, veil_call *call, ProtobufCBinaryDa
                           const gw_app *app, char **attributes, size_t n, const char *purpose,
                           int64_t expires_at_ms, struct Veil__Consent__GrantResponse **out);
 
+/*
+ * What an app reads when a login is refused for anything about the citizen
+ * (identity, device, phone clock, an erased or unknown device): one status
+ * (PERMISSION_DENIED) and this message; the reason goes to the citizen's
+ * access log ("login_refused", detail = the reason).
+ */
+#define GW_LOGIN_REFUSED "login refused"
+
 /* Records ch in the subject's access log through the vault; fails the call if it cannot. */
 veil_err gw_log_change(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject,
                        const gw_change *ch);

@@ -363,6 +363,13 @@ static veil_err verify_request(struct gateway *gw, veil_call *call, const gw_app
     return VEIL_OK;
 }
 
+/* The one refusal an app reads, whatever the reason (docs/gateway.md). */
+static veil_err login_refused(veil_call *call)
+{
+    veil_call_fail(call, VEIL_ERR_DENIED, GW_LOGIN_REFUSED);
+    return VEIL_ERR_DENIED;
+}
+
 veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
                       const gw_login_in *in, int fresh_consent, gw_login_result *out)
 {
@@ -379,16 +386,31 @@ veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
 
     Veil__Vault__VerifyTicketRequest vt = VEIL__VAULT__VERIFY_TICKET_REQUEST__INIT;
     Veil__Vault__VerifyTicketResponse *who;
-    if ((err = verify_request(gw, call, app, in, &vt)) ||
-        (err = gw_downstream(gw, call, gw->vault, "VerifyTicket", &vt.base, &who)))
+    if ((err = verify_request(gw, call, app, in, &vt)))
+        return err;
+    /*
+     * Whatever about the citizen stops a login - a revoked device, a phone
+     * clock far off, an unknown (erased) device, a suspended or revoked
+     * identity - the app reads one status and one message; the citizen's
+     * wallet reads the reason in the access log.  In person, a mistyped PIN
+     * or an expired code is still said (the person is at the counter).
+     */
+    err = gw_downstream(gw, call, gw->vault, "VerifyTicket", &vt.base, &who);
+    if (err == VEIL_ERR_DENIED || (err == VEIL_ERR_UNAUTHENTICATED && vt.ticket[0]))
+        return login_refused(call);
+    if (err)
         return err;
 
     gw_authz authz;
     if ((err = authorize(gw, call, &who->subject_ref, who->device_id, app->id, &authz)))
         return err;
     if (!authz.allowed) {
-        veil_call_fail(call, VEIL_ERR_DENIED, "login refused: %s", authz.reason);
-        return VEIL_ERR_DENIED;
+        /* only on a refusal: one more call, so the citizen learns why (docs/gateway.md) */
+        gw_change ch = {.action = "login_refused", .app_id = app->id, .detail = authz.reason};
+        if (gw_log_change(gw, call, who->subject_ref, &ch) != VEIL_OK)
+            veil_log(VEIL_LOG_WARN, "a refused login could not be recorded in the access log",
+                     VL_STR("app_id", app->id), VL_STR("reason", authz.reason), VL_END);
+        return login_refused(call);
     }
 
     /*

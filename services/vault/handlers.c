@@ -167,10 +167,6 @@ static veil_err verify_ticket(struct vault *v, veil_call *call,
         err = fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
         goto out;
     }
-    if (!within_skew(v, in.time_ms)) {
-        err = fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket time is outside the allowed clock skew");
-        goto out;
-    }
     memcpy(device_id, in.device_id, VEIL_DEVICE_ID_BYTES);
 
     if ((err = vault_store_conn(v->store, &c)))
@@ -182,16 +178,32 @@ static veil_err verify_ticket(struct vault *v, veil_call *call,
         fail(call, err, TICKET_FAILED);
     if (err)
         goto out;
-    if (row.revoked) {
-        err = fail(call, VEIL_ERR_DENIED, "device revoked");
-        goto out;
-    }
-    struct vault_entry e = {.app_id = req->app_id, .action = "ticket_verified", .purpose = "login"};
+    /*
+     * A genuine ticket of a known device that is refused is the citizen's
+     * business: the refusal and its reason go to their access log (the app
+     * is told only "login refused" by the gateway).  The time is checked
+     * after the signature so that only the phone's own tickets are logged.
+     */
+    const char *refused = row.revoked                   ? "device_revoked"
+                          : !within_skew(v, in.time_ms) ? "ticket_time_outside_skew"
+                                                        : NULL;
+    struct vault_entry e = {.app_id = req->app_id,
+                            .action = refused ? "login_refused" : "ticket_verified",
+                            .purpose = "login",
+                            .detail = refused};
     if ((err = vault_access_append(v, c, row.subject, row.key_version, row.wrapped, row.head_seq,
                                    row.head, &e))) {
         /* erased between the lookup and the append: as unknown as any other */
         if (err == VEIL_ERR_NOT_FOUND)
             err = fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
+        goto out;
+    }
+    if (row.revoked) {
+        err = fail(call, VEIL_ERR_DENIED, "device revoked");
+        goto out;
+    }
+    if (refused) {
+        err = fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket time is outside the allowed clock skew");
         goto out;
     }
     memcpy(subject, row.subject, VAULT_SUBJECT_BYTES);
@@ -846,7 +858,8 @@ static void vault_cancel_pending(Veil__Vault__Vault_Service *svc,
 
 /* The entries the gateway may record (changes made through it), docs/vault.md. */
 static const char *const gateway_actions[] = {
-    "consent_granted", "consent_withdrawn", "app_unlinked", "app_relinked", "identity_state_set",
+    "consent_granted", "consent_withdrawn", "app_unlinked",
+    "app_relinked",    "identity_state_set", "login_refused",
 };
 
 static veil_err check_append(veil_call *call, const Veil__Vault__AppendAccessLogRequest *req)

@@ -319,8 +319,8 @@ START_TEST(test_ticket_bound_to_app_and_challenge)
     forger->ticket_key_version = w->ticket_key_version;
     ck_assert_int_eq(e2e_challenge(&S, "shop.jiale", ch), VEIL_OK);
     ck_assert_int_eq(vw_ticket(forger, "shop.jiale", ch, 32, veil_now_ms(), &ticket), VEIL_OK);
-    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st),
-                     VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_int_eq(e2e_complete(&S, "shop.jiale", ticket, NULL, 0, &r, &st), VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "login refused"); /* as for any refusal about the person */
     free(ticket);
     /* garbage */
     ck_assert_int_eq(e2e_complete(&S, "shop.jiale", "not-a-ticket", NULL, 0, &r, &st),
@@ -366,7 +366,7 @@ START_TEST(test_every_revocation_kind)
                      VEIL_OK);
     e2e_free(empty);
     ck_assert_int_eq(login_err("chat.huiliao", w, &st), VEIL_ERR_DENIED);
-    ck_assert_str_eq(st.message, "login refused: identity_suspended");
+    ck_assert_str_eq(st.message, "login refused");
     is.state = "active";
     ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
                               "SetIdentityState", &is.base, &empty, &st),
@@ -859,7 +859,7 @@ START_TEST(test_revocation_stops_cached_logins_within_a_second)
         err = login_err("ride.kuaiche", w, &st);
     int64_t took = veil_now_ms() - t0;
     ck_assert_int_eq(err, VEIL_ERR_DENIED);
-    ck_assert_str_eq(st.message, "login refused: identity_suspended");
+    ck_assert_str_eq(st.message, "login refused");
     ck_assert_msg(took < 1000, "the suspension took %lld ms to stop logins", (long long)took);
     vw_wallet_free(w);
 }
@@ -992,6 +992,120 @@ START_TEST(test_gateway_never_holds_the_identity)
 }
 END_TEST
 
+/* A login at app by w whose ticket carries time_ms (the phone's clock); its status. */
+static veil_err login_at_time(const char *app, const vw_wallet *w, int64_t time_ms,
+                              veil_status *st)
+{
+    unsigned char ch[32];
+    char *ticket;
+    Veil__Gateway__CompleteLoginResponse *r = NULL;
+    ck_assert_int_eq(e2e_challenge(&S, app, ch), VEIL_OK);
+    ck_assert_int_eq(vw_ticket(w, app, ch, sizeof ch, time_ms, &ticket), VEIL_OK);
+    veil_err err = e2e_complete(&S, app, ticket, NULL, 0, &r, st);
+    e2e_free(r);
+    free(ticket);
+    return err;
+}
+
+/* Whether w's access log holds a refused login at app with this reason. */
+static int log_has_refusal(const vw_wallet *w, const char *app, const char *reason)
+{
+    Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
+    Veil__Gateway__AccessLogResponse *log;
+    veil_status st;
+    int found = 0;
+    ck_assert_int_eq(e2e_citizen(&S, w, "AccessLog", &p.base, &log, &st), VEIL_OK);
+    for (size_t i = 0; i < log->n_entries; i++) {
+        const Veil__Gateway__AccessLogEntry *e = log->entries[i];
+        found |= strcmp(e->action, "login_refused") == 0 && strcmp(e->app_id, app) == 0 &&
+                 strcmp(e->detail, reason) == 0;
+    }
+    e2e_free(log);
+    return found;
+}
+
+/*
+ * Issue 12 item 7: whatever about the citizen stops a login, the app reads
+ * the same status and message, byte for byte; the citizen's wallet reads
+ * the reason in its access log.
+ */
+START_TEST(test_one_refusal_for_apps_the_reason_for_the_wallet)
+{
+    const char *app = "shop.youpin";
+    char id[5][19];
+    const char *first17[] = {"41010219850101111", "41010219850202222", "41010219850303333",
+                             "41010219850404444", "41010219850505555"};
+    vw_wallet *w[5];
+    for (int i = 0; i < 5; i++) {
+        e2e_id_number(first17[i], id[i]);
+        w[i] = e2e_enrol(&S, id[i], "郑和");
+        free(sub_at(app, w[i])); /* each logs in once: a known user of the app */
+    }
+    veil_status st[5];
+    veil_err err[5];
+    Veil__Empty *empty;
+
+    /* 0: the identity suspended by the admin */
+    Veil__Gateway__IdentityStateRequest is = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
+    is.web_number = w[0]->web_number;
+    is.state = "suspended";
+    is.reason = "court order 2026-118";
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
+                              "SetIdentityState", &is.base, &empty, &st[0]),
+                     VEIL_OK);
+    e2e_free(empty);
+    err[0] = login_err(app, w[0], &st[0]);
+    /* 1: the identity revoked by the admin */
+    is.web_number = w[1]->web_number;
+    is.state = "revoked";
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
+                              "SetIdentityState", &is.base, &empty, &st[1]),
+                     VEIL_OK);
+    e2e_free(empty);
+    err[1] = login_err(app, w[1], &st[1]);
+    /* 2: the phone revoked (a second phone of the same person reads the log) */
+    vw_wallet *second;
+    Veil__Gateway__WalletEnrolResponse *er;
+    ck_assert_int_eq(vw_wallet_new(&second), VEIL_OK);
+    ck_assert_int_eq(e2e_try_enrol(&S, second, id[2], "郑和", &er, &st[2]), VEIL_OK);
+    e2e_free(er);
+    Veil__Gateway__RevokeDevicePayload rd = VEIL__GATEWAY__REVOKE_DEVICE_PAYLOAD__INIT;
+    ck_assert_int_eq(e2e_citizen(&S, w[2], "RevokeDevice", &rd.base, &empty, &st[2]), VEIL_OK);
+    e2e_free(empty);
+    err[2] = login_err(app, w[2], &st[2]);
+    /* 3: the phone's clock 10 minutes ahead */
+    err[3] = login_at_time(app, w[3], veil_now_ms() + 600000, &st[3]);
+    /* 4: the identity erased: its phone's tickets name a device that no longer exists */
+    Veil__Gateway__ErasePayload ep = VEIL__GATEWAY__ERASE_PAYLOAD__INIT;
+    ep.confirm = "erase my identity";
+    ck_assert_int_eq(e2e_citizen(&S, w[4], "Erase", &ep.base, &empty, &st[4]), VEIL_OK);
+    e2e_free(empty);
+    err[4] = login_err(app, w[4], &st[4]);
+
+    for (int i = 0; i < 5; i++) {
+        ck_assert_msg(err[i] == VEIL_ERR_DENIED && st[i].code == GRPC_STATUS_PERMISSION_DENIED,
+                      "reason %d: %s %s", i, veil_status_name(st[i].code), st[i].message);
+        ck_assert_str_eq(st[i].message, "login refused");
+        ck_assert_str_eq(st[i].message, st[0].message);
+    }
+
+    /* the citizen's wallet has the reason */
+    ck_assert(log_has_refusal(w[0], app, "identity_suspended"));
+    ck_assert(log_has_refusal(second, app, "device_revoked"));
+    ck_assert(log_has_refusal(w[3], app, "ticket_time_outside_skew"));
+    /* a revoked identity's phone may still read its own log */
+    Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
+    Veil__Gateway__AccessLogResponse *log;
+    if (e2e_citizen(&S, w[1], "AccessLog", &p.base, &log, &st[1]) == VEIL_OK) {
+        e2e_free(log);
+        ck_assert(log_has_refusal(w[1], app, "identity_revoked"));
+    }
+    for (int i = 0; i < 5; i++)
+        vw_wallet_free(w[i]);
+    vw_wallet_free(second);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gateway");
@@ -1004,6 +1118,7 @@ int main(void)
     tcase_add_test(flow, test_withdrawn_consent_stops_release);
     tcase_add_test(flow, test_ticket_bound_to_app_and_challenge);
     tcase_add_test(flow, test_every_revocation_kind);
+    tcase_add_test(flow, test_one_refusal_for_apps_the_reason_for_the_wallet);
     tcase_add_test(flow, test_new_phone_same_pseudonyms);
     tcase_add_test(flow, test_callers_kept_apart);
     tcase_add_test(flow, test_access_log_names_apps);

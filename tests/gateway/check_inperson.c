@@ -333,7 +333,7 @@ START_TEST(test_presentation_bad_input)
     ck_assert_int_eq(e2e_citizen(&S, w, "RevokeDevice", &rp.base, &ok, &st), VEIL_OK);
     e2e_free(ok);
     r = redeem(BAR, p, &st);
-    refused("a revoked phone", r, &st, "PERMISSION_DENIED", "device revoked");
+    refused("a revoked phone", r, &st, "PERMISSION_DENIED", "login refused");
     free(p);
     vw_wallet_free(w);
 }
@@ -476,7 +476,7 @@ START_TEST(test_card_is_a_device_of_the_identity)
     ck_assert_int_eq(e2e_citizen(&S, phone, "RevokeDevice", &rp.base, &ok, &st), VEIL_OK);
     e2e_free(ok);
     r = card_login("gov.tax", code, "482916", ask, 2, &st);
-    refused("a revoked card", r, &st, "PERMISSION_DENIED", "card revoked");
+    refused("a revoked card", r, &st, "PERMISSION_DENIED", "login refused");
     Veil__Gateway__CardStatusResponse *cs = card_status(code);
     ck_assert_str_eq(cs->status, "revoked");
     e2e_free(cs);
@@ -576,7 +576,7 @@ START_TEST(test_card_key_never_signs)
     e2e_free(keys);
     Veil__Gateway__CompleteLoginResponse *r;
     ck_assert_int_ne(e2e_login(&S, "gov.tax", thief, NULL, 0, &r, &st), VEIL_OK);
-    ck_assert_str_eq(st.message, "login ticket could not be verified");
+    ck_assert_str_eq(st.message, "login refused");
     const char *show[] = {"age_over_18"};
     char *p = present_at(thief, show, 1, veil_now_ms());
     r = redeem(BAR, p, &st);
