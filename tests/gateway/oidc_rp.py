@@ -239,6 +239,23 @@ def scenario_flow(app, auth, alg):
 
 def scenario_eddsa():
     scenario_flow("chat.wechat", "tls_client_auth", "EdDSA")
+    # RFC 8936 poll delivery: the same stream and cursors as PollEvents
+    d = discovery()
+    cert = (os.path.join(CERTS, "app-chat.wechat.crt"), os.path.join(CERTS, "app-chat.wechat.key"))
+    url = d["set_poll_endpoint"] + "?client_id=chat.wechat"
+    r = requests.post(url, json={"maxEvents": 10}, cert=cert, timeout=10)
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert isinstance(j["sets"], dict) and "moreAvailable" in j and j["cursor"], j
+    _, grpc = veilctl("app", "events", "--app", "chat.wechat")
+    assert grpc["cursor"] == j["cursor"], (grpc, j)
+    r = requests.post(url, json={"maxEvents": 10, "cursor": "not a cursor"}, cert=cert,
+                      timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request", r.text
+    r = requests.post(url, json={"maxEvents": 10}, timeout=10)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+    log("SET poll: same cursor as PollEvents; bad cursor invalid_request; no certificate "
+        "invalid_client")
 
 
 def scenario_rs256():
