@@ -317,6 +317,31 @@ START_TEST(test_owner_erases_after_reproofing)
 }
 END_TEST
 
+START_TEST(test_owner_revokes_after_the_cooling_off)
+{
+    char id[19];
+    e2e_id_number("37020219830707444", id);
+    /* the owner's old phone, and a tablet proofed after it (now stolen) */
+    vw_wallet *phone1 = phone(id, "孔亮", LONG_AGO_MS);
+    vw_wallet *tablet = phone(id, "孔亮", LONG_AGO_MS - 10000);
+    veil_err err;
+    Veil__Gateway__StepUpResult *r = revoke_device(phone1, tablet->device_id, &err);
+    expect_status(r, err, "pending", "cooling_off");
+    int64_t due = r->pending->effective_at_ms;
+    e2e_free(r);
+    ck_assert_int_eq(login(tablet, "news.xinwen"), VEIL_OK);
+    /* nobody cancels: after the period the owner's phone confirms */
+    wait_until(due);
+    r = revoke_device(phone1, tablet->device_id, &err);
+    expect_status(r, err, "done", "cooling_off_over");
+    e2e_free(r);
+    ck_assert_int_eq(login(tablet, "news.xinwen"), VEIL_ERR_DENIED);
+    ck_assert_int_eq(login(phone1, "news.xinwen"), VEIL_OK);
+    vw_wallet_free(phone1);
+    vw_wallet_free(tablet);
+}
+END_TEST
+
 /* The checkpoint verifies with the key the wallet API publishes. */
 static void expect_signed_checkpoint(const vw_wallet *w, const Veil__Gateway__AccessLogResponse *r)
 {
@@ -547,6 +572,7 @@ int main(void)
     tcase_add_test(tc, test_another_device_cancels);
     tcase_add_test(tc, test_owner_erases_after_the_cooling_off);
     tcase_add_test(tc, test_owner_erases_after_reproofing);
+    tcase_add_test(tc, test_owner_revokes_after_the_cooling_off);
     tcase_add_test(tc, test_access_log_records_every_access_and_change);
     tcase_add_test(tc, test_step_up_bad_input);
     tcase_add_test(tc, test_vault_bad_input);
