@@ -115,7 +115,17 @@ START_TEST(test_a_citizens_story)
     ck_assert_int_eq(e2e_citizen(&S, phone2, "AccessLog", &ap.base, &log, &st), VEIL_OK);
     ck_assert(log->chain_valid);
     ck_assert_uint_ge(log->n_entries, 6);
+    ck_assert_ptr_nonnull(log->checkpoint);
     e2e_free(log);
+    /* the step-up's pending list and its cancellation (nothing pending: fresh phones) */
+    Veil__Gateway__ListPendingPayload pp = VEIL__GATEWAY__LIST_PENDING_PAYLOAD__INIT;
+    Veil__Gateway__ListPendingResponse *pending;
+    ok(e2e_citizen(&S, phone2, "ListPending", &pp.base, &pending, &st), &st, &pending,
+       "ListPending");
+    Veil__Gateway__CancelPendingPayload cp = VEIL__GATEWAY__CANCEL_PENDING_PAYLOAD__INIT;
+    Veil__Gateway__CancelPendingResponse *cancelled;
+    ok(e2e_citizen(&S, phone2, "CancelPending", &cp.base, &cancelled, &st), &st, &cancelled,
+       "CancelPending");
     Veil__Gateway__ErasePayload ep = VEIL__GATEWAY__ERASE_PAYLOAD__INIT;
     ep.confirm = "erase my identity";
     ok(e2e_citizen(&S, phone2, "Erase", &ep.base, &empty, &st), &st, &empty, "Erase");
