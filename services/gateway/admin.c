@@ -244,6 +244,8 @@ static void gw_admin_register_app(Veil__Gateway__Admin_Service *svc, const Veil_
         veil_log(VEIL_LOG_INFO, "app registered", VL_STR("app", app.id),
                  VL_STR("admin", veil_call_peer(call)->name), VL_END);
     }
+    err =
+        gw_audit(gw, call, &(gw_audit_entry){.method = "RegisterApp", .app_id = req->app_id}, err);
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -271,6 +273,7 @@ static void gw_admin_update_app(Veil__Gateway__Admin_Service *svc, const Veil__G
         veil_log(VEIL_LOG_INFO, "app updated", VL_STR("app", app.id),
                  VL_STR("admin", veil_call_peer(call)->name), VL_END);
     }
+    err = gw_audit(gw, call, &(gw_audit_entry){.method = "UpdateApp", .app_id = req->app_id}, err);
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -287,6 +290,8 @@ static veil_err set_app_state(struct gateway *gw, veil_call *call,
     }
     if (req->reason[0] && !gw_text_ok(req->reason, 200))
         return invalid(call, "reason must be at most 200 bytes of printable UTF-8");
+    if (!gw_audit_reason_ok(req->reason))
+        return invalid(call, "reason must not hold an ID number or a web number");
     Veil__Revocation__SetAppStateRequest r = VEIL__REVOCATION__SET_APP_STATE_REQUEST__INIT;
     Veil__Empty *ignored;
     r.app_id = app.id;
@@ -313,6 +318,10 @@ static void gw_admin_suspend_app(Veil__Gateway__Admin_Service *svc,
 {
     Veil__Gateway__App resp;
     veil_err err = set_app_state(GW_OF(svc, admin), call, req, 1, &resp);
+    err = gw_audit(
+        GW_OF(svc, admin), call,
+        &(gw_audit_entry){.method = "SuspendApp", .app_id = req->app_id, .reason = req->reason},
+        err);
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -322,6 +331,10 @@ static void gw_admin_reinstate_app(Veil__Gateway__Admin_Service *svc,
 {
     Veil__Gateway__App resp;
     veil_err err = set_app_state(GW_OF(svc, admin), call, req, 0, &resp);
+    err = gw_audit(
+        GW_OF(svc, admin), call,
+        &(gw_audit_entry){.method = "ReinstateApp", .app_id = req->app_id, .reason = req->reason},
+        err);
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -350,6 +363,7 @@ static void gw_admin_list_apps(Veil__Gateway__Admin_Service *svc, const Veil__Em
     veil_err err = gw_registry_each(&gw->registry, call, (void ***)&l.apps, add_full, &l);
     resp.apps = l.apps;
     resp.n_apps = l.n;
+    err = gw_audit(gw, call, &(gw_audit_entry){.method = "ListApps"}, err);
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -434,6 +448,11 @@ static void gw_admin_rotate_key(Veil__Gateway__Admin_Service *svc,
 {
     Veil__Gateway__RotateKeyResponse resp = VEIL__GATEWAY__ROTATE_KEY_RESPONSE__INIT;
     veil_err err = rotate(GW_OF(svc, admin), call, req, &resp);
+    char detail[96];
+    snprintf(detail, sizeof detail, "kind=%.16s version=%u%s", req->kind, req->version,
+             req->end_overlap ? " end_overlap" : "");
+    err = gw_audit(GW_OF(svc, admin), call,
+                   &(gw_audit_entry){.method = "RotateKey", .detail = detail}, err);
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -455,8 +474,13 @@ static void gw_admin_set_identity_state(Veil__Gateway__Admin_Service *svc,
         state = VEIL__REVOCATION__IDENTITY_STATE__IDENTITY_REVOKED;
     else
         err = invalid(call, "state must be active, suspended or revoked");
-    if (!err && req->reason[0] && !gw_text_ok(req->reason, 200))
+    /* A change to a person needs a stated reason: it goes to the audit log and their access log. */
+    if (!err && !req->reason[0])
+        err = invalid(call, "reason is required for a change to an identity");
+    if (!err && !gw_text_ok(req->reason, 200))
         err = invalid(call, "reason must be at most 200 bytes of printable UTF-8");
+    if (!err && !gw_audit_reason_ok(req->reason))
+        err = invalid(call, "reason must not hold an ID number or a web number");
     Veil__Vault__LookupWebNumberResponse *who = NULL;
     if (!err) {
         Veil__Vault__LookupWebNumberRequest l = VEIL__VAULT__LOOKUP_WEB_NUMBER_REQUEST__INIT;
@@ -484,6 +508,82 @@ static void gw_admin_set_identity_state(Veil__Gateway__Admin_Service *svc,
     if (!err)
         veil_log(VEIL_LOG_INFO, "identity state set by an admin", VL_STR("state", req->state),
                  VL_STR("admin", veil_call_peer(call)->name), VL_END);
+    char detail[48];
+    snprintf(detail, sizeof detail, "state=%.16s", req->state);
+    err =
+        gw_audit(gw, call,
+                 &(gw_audit_entry){
+                     .method = "SetIdentityState",
+                     .web_number = veil_web_number_valid(req->web_number) ? req->web_number : NULL,
+                     .detail = detail,
+                     .reason = req->reason},
+                 err);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+struct audit_list {
+    veil_call *call;
+    Veil__Gateway__AuditEntry **entries;
+    size_t n;
+};
+
+static void add_audit(const gw_audit_row *row, void *ctx)
+{
+    struct audit_list *l = ctx;
+    Veil__Gateway__AuditEntry *e = veil_call_alloc(l->call, sizeof *e);
+    if (!e)
+        return;
+    veil__gateway__audit_entry__init(e);
+    e->seq = row->seq;
+    e->at_ms = row->at_ms;
+    e->actor = veil_call_strdup(l->call, row->actor);
+    e->method = veil_call_strdup(l->call, row->method);
+    e->app_id = veil_call_strdup(l->call, row->app_id);
+    e->identity_ref = veil_call_strdup(l->call, row->identity_ref);
+    e->detail = veil_call_strdup(l->call, row->detail);
+    e->reason = veil_call_strdup(l->call, row->reason);
+    e->result = veil_call_strdup(l->call, row->result);
+    if (e->actor && e->method && e->app_id && e->identity_ref && e->detail && e->reason &&
+        e->result)
+        l->entries[l->n++] = e;
+}
+
+#define AUDIT_PAGE     100
+#define AUDIT_PAGE_MAX 1000
+
+/* ListAudit: the auditor's read of the log, itself recorded. */
+static void gw_admin_list_audit(Veil__Gateway__Admin_Service *svc,
+                                const Veil__Gateway__AuditRequest *req,
+                                Veil__Gateway__AuditResponse_Closure done, void *call)
+{
+    struct gateway *gw = GW_OF(svc, admin);
+    Veil__Gateway__AuditResponse resp = VEIL__GATEWAY__AUDIT_RESPONSE__INIT;
+    char ref[GW_AUDIT_REF_LEN + 1] = "";
+    veil_err err = VEIL_OK;
+    uint32_t max = req->max == 0               ? AUDIT_PAGE
+                   : req->max > AUDIT_PAGE_MAX ? AUDIT_PAGE_MAX
+                                               : req->max;
+    if (req->after_seq < 0)
+        err = invalid(call, "after_seq must not be negative");
+    else if (req->web_number[0] && !veil_web_number_valid(req->web_number))
+        err = invalid(call, "web_number is not a valid web number");
+    struct audit_list l = {call, veil_call_array(call, max, sizeof *l.entries), 0};
+    if (!err && !l.entries)
+        err = VEIL_ERR_NOMEM;
+    if (!err && req->web_number[0])
+        gw_audit_ref(gw->keys.auditref, req->web_number, ref);
+    if (!err && (err = gw_store_audit_list(gw->store, req->after_seq, max, ref, add_audit, &l)))
+        err = gw_store_failed(call, err);
+    resp.entries = l.entries;
+    resp.n_entries = err ? 0 : l.n;
+    char detail[48];
+    snprintf(detail, sizeof detail, "after=%lld", (long long)req->after_seq);
+    err = gw_audit(
+        gw, call,
+        &(gw_audit_entry){.method = "ListAudit",
+                          .web_number = req->web_number[0] && !err ? req->web_number : NULL,
+                          .detail = detail},
+        err);
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -494,8 +594,10 @@ const veil_method_policy gw_admin_policy[] = {
     {"UpdateApp", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
     {"SuspendApp", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
     {"ReinstateApp", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
-    {"ListApps", VEIL_PEER_ADMIN, VEIL_EXEC_INLINE},
+    {"ListApps", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER}, /* writes its audit row */
     {"RotateKey", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
     {"SetIdentityState", VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
+    /* Separation of duties: admins act, auditors read what they did. */
+    {"ListAudit", VEIL_PEER_AUDITOR, VEIL_EXEC_WORKER},
 };
 const size_t gw_admin_policy_len = sizeof gw_admin_policy / sizeof gw_admin_policy[0];

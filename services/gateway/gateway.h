@@ -121,6 +121,8 @@ typedef struct gw_keys {
     char *jwks;
     uint32_t jwks_current, jwks_previous;
     size_t jwks_signers;
+    veil_keyring *auditref_ring;            /* auditref-1.key: keys identity references */
+    const veil_key *auditref;               /* its version 1 (never rotated: see audit.c) */
 } gw_keys;
 
 veil_err gw_keys_open(gw_keys *k, const char *dir, char *errbuf, size_t errlen);
@@ -322,6 +324,33 @@ void gw_login_claims(struct json_t *claims, const gw_login_result *r, int oidc);
 /* The requested attributes not released, and why, as a call-arena array; returns how many. */
 size_t gw_login_withheld(veil_call *call, unsigned requested, unsigned registered, unsigned granted,
                          Veil__Gateway__Withheld ***out);
+
+/* ---- the admin audit log (audit.c) ---- */
+
+#define GW_AUDIT_REF_LEN 32 /* hex characters of an identity reference */
+
+/* What one admin call did, for gw_audit (NULL reads as ""). */
+typedef struct gw_audit_entry {
+    const char *method;     /* the Admin RPC */
+    const char *app_id;     /* the app acted on */
+    const char *web_number; /* the identity acted on: recorded only as its reference */
+    const char *detail;     /* e.g. "state=revoked" */
+    const char *reason;     /* the admin's stated reason */
+} gw_audit_entry;
+
+/* The identity reference of a web number: keyed BLAKE2b-128 under key, in hex. */
+void gw_audit_ref(const veil_key *key, const char *web_number, char out[GW_AUDIT_REF_LEN + 1]);
+
+/* Whether a reason holds neither an ID number (15+ digits in a row) nor a web number. */
+int gw_audit_reason_ok(const char *reason);
+
+/*
+ * Records the admin call in the audit log with its result (err) and returns
+ * err; when the log cannot be written a successful call is failed with
+ * UNAVAILABLE (the change is made; an unaudited success must not look like
+ * one).  Call it last in every Admin handler.
+ */
+veil_err gw_audit(struct gateway *gw, veil_call *call, const gw_audit_entry *e, veil_err err);
 
 /* The app calling (registered, certificate identity matching); fails the call if not. */
 veil_err gw_calling_app(struct gateway *gw, veil_call *call, gw_app *app);

@@ -23,7 +23,17 @@ veil_err gw_keys_open(gw_keys *k, const char *dir, char *errbuf, size_t errlen)
 {
     pthread_mutex_init(&k->lock, NULL);
     atomic_store(&k->n_signers, 0);
-    return veil_keyring_load(dir, "assertion", &k->ring, errbuf, errlen);
+    veil_err err = veil_keyring_load(dir, "assertion", &k->ring, errbuf, errlen);
+    if (!err)
+        err = veil_keyring_load(dir, "auditref", &k->auditref_ring, errbuf, errlen);
+    if (!err && !(k->auditref = veil_keyring_get(k->auditref_ring, 1))) {
+        snprintf(errbuf, errlen,
+                 "key directory %s: no auditref-1.key (the admin audit log's "
+                 "identity reference key)",
+                 dir);
+        err = VEIL_ERR_NOT_FOUND;
+    }
+    return err;
 }
 
 void gw_keys_close(gw_keys *k)
@@ -32,9 +42,11 @@ void gw_keys_close(gw_keys *k)
     for (size_t i = 0; i < n; i++)
         veil_signer_free(k->signers[i]);
     veil_keyring_free(k->ring);
+    veil_keyring_free(k->auditref_ring);
     k->ring = NULL;
     free(k->jwks);
     k->jwks = NULL;
+    k->auditref_ring = NULL;
     pthread_mutex_destroy(&k->lock);
 }
 

@@ -28,6 +28,8 @@ enum {
     ST_KEY_STATE,
     ST_KEY_STATE_SET,
     ST_VERSIONS,
+    ST_AUDIT_APPEND,
+    ST_AUDIT_LIST,
     ST_SECTOR_CLAIM,
     ST_SECTOR_OWNER,
     ST_APP_SECTOR,
@@ -83,6 +85,14 @@ static const veil_pg_stmt stmts[] = {
                           "UPDATE key_state SET current_version = $2::int8,"
                           " previous_version = nullif($3::int8, 0), version = version + 1,"
                           " updated_at = now() WHERE kind = $1"},
+    [ST_AUDIT_APPEND] = {"gw_audit_append",
+                         "INSERT INTO admin_audit (actor, method, app_id, identity_ref, detail,"
+                         " reason, result) VALUES ($1, $2, $3, $4, $5, $6, $7)"},
+    /* $4: an identity reference to match, or '' for every entry. */
+    [ST_AUDIT_LIST] = {"gw_audit_list",
+                       "SELECT seq, at, actor, method, app_id, identity_ref, detail, reason, result"
+                       " FROM admin_audit WHERE seq > $1::int8 AND ($3 = '' OR identity_ref = $3)"
+                       " ORDER BY seq LIMIT $2::int8"},
     [ST_VERSIONS] = {"gw_versions", "SELECT (SELECT version FROM registry_version),"
                                     " (SELECT coalesce(sum(version), 0)::int8 FROM key_state)"},
     [ST_KEY_OVERLAP_SINCE] = {"gw_key_overlap_since",
@@ -97,8 +107,9 @@ static const veil_pg_stmt stmts[] = {
                          " FOR UPDATE"},
     [ST_APP_SECTOR] = {"gw_app_sector",
                        "SELECT sector_id, sector_fixed FROM apps WHERE app_id = $1 FOR UPDATE"},
-    [ST_FIX_SECTOR] = {"gw_fix_sector",
-                       "UPDATE apps SET sector_fixed = true WHERE app_id = $1 AND NOT sector_fixed"},
+    [ST_FIX_SECTOR] =
+        {"gw_fix_sector",
+         "UPDATE apps SET sector_fixed = true WHERE app_id = $1 AND NOT sector_fixed"},
     [ST_REQUEST_PUT] = {"gw_request_put",
                         "INSERT INTO login_requests (id_hash, poll_hash, poll_pk, app_id,"
                         " redirect_uri, state, nonce, code_challenge, scope, binding_code,"
@@ -613,5 +624,41 @@ veil_err gw_store_oidc_sweep(struct gw_store *s, int64_t *removed)
     veil_err err = run(s, ST_OIDC_SWEEP, NULL, 0, &res);
     *removed = err ? 0 : veil_pg_get_i64(res, 0, 0);
     PQclear(res);
+    return err;
+}
+
+veil_err gw_store_audit_append(struct gw_store *s, const gw_audit_row *row)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(row->actor),        vp_text(row->method), vp_text(row->app_id),
+                         vp_text(row->identity_ref), vp_text(row->detail), vp_text(row->reason),
+                         vp_text(row->result)};
+    veil_err err = run(s, ST_AUDIT_APPEND, p, 7, &r);
+    PQclear(r);
+    return err;
+}
+
+veil_err gw_store_audit_list(struct gw_store *s, int64_t after_seq, uint32_t max,
+                             const char *identity_ref,
+                             void (*fn)(const gw_audit_row *row, void *ctx), void *ctx)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_i64(after_seq), vp_i64(max), vp_text(identity_ref)};
+    veil_err err = run(s, ST_AUDIT_LIST, p, 3, &r);
+    for (int i = 0; !err && i < PQntuples(r); i++) {
+        gw_audit_row row = {
+            .seq = veil_pg_get_i64(r, i, 0),
+            .at_ms = veil_pg_get_time_ms(r, i, 1),
+            .actor = veil_pg_get_text(r, i, 2),
+            .method = veil_pg_get_text(r, i, 3),
+            .app_id = veil_pg_get_text(r, i, 4),
+            .identity_ref = veil_pg_get_text(r, i, 5),
+            .detail = veil_pg_get_text(r, i, 6),
+            .reason = veil_pg_get_text(r, i, 7),
+            .result = veil_pg_get_text(r, i, 8),
+        };
+        fn(&row, ctx);
+    }
+    PQclear(r);
     return err;
 }

@@ -95,6 +95,23 @@ veil_err gw_store_key_state(struct gw_store *s, const char *kind, uint32_t *curr
 /* Records a new state (previous 0: none). */
 veil_err gw_store_key_state_set(struct gw_store *s, const char *kind, uint32_t current,
                                 uint32_t previous) VEIL_WUR;
+/* One row of the admin audit log (strings borrowed). */
+typedef struct gw_audit_row {
+    int64_t seq, at_ms; /* set when read */
+    const char *actor, *method, *app_id, *identity_ref, *detail, *reason, *result;
+} gw_audit_row;
+
+/* Appends a row to the admin audit log (append-only: a trigger refuses changes). */
+veil_err gw_store_audit_append(struct gw_store *s, const gw_audit_row *row) VEIL_WUR;
+
+/*
+ * Calls fn for up to max rows after after_seq, in order, about identity_ref
+ * only unless it is ""; the row's strings live until fn returns.
+ */
+veil_err gw_store_audit_list(struct gw_store *s, int64_t after_seq, uint32_t max,
+                             const char *identity_ref,
+                             void (*fn)(const gw_audit_row *row, void *ctx), void *ctx) VEIL_WUR;
+
 /* Cheap change detection: the registry version and a version of the key state. */
 veil_err gw_store_versions(struct gw_store *s, int64_t *registry, int64_t *keys) VEIL_WUR;
 

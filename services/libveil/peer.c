@@ -3,7 +3,8 @@
  *
  * With TLS the identity is the URI SAN of the verified client certificate:
  * spiffe://<trust domain>/svc/<gateway|vault|consent|revocation|pseudonym>,
- * /app/<app id>, /admin/<name> or /counter/<name> (a public-service counter).  A TLS peer without a certificate is a
+ * /app/<app id>, /admin/<name>, /counter/<name> (a public-service counter) or
+ * /auditor/<name> (reads the admin audit log).  A TLS peer without a certificate is a
  * citizen's wallet; a plaintext peer is a probe on the health port, unless
  * the development switch is on, in which case it claims an identity in the
  * x-veil-dev-peer header.
@@ -63,6 +64,8 @@ void veil_peer_from_uri(const char *uri, size_t len, const char *trust_domain, v
         role = VEIL_PEER_ADMIN;
     } else if (klen == 7 && memcmp(kind, "counter", 7) == 0) {
         role = VEIL_PEER_COUNTER;
+    } else if (klen == 7 && memcmp(kind, "auditor", 7) == 0) {
+        role = VEIL_PEER_AUDITOR;
     }
     if (!role)
         return;

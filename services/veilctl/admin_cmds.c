@@ -202,8 +202,9 @@ int vc_admin_keys_rotate(const vc_opts *o)
 
 int vc_admin_identity(const vc_opts *o)
 {
-    if (!o->web_number || !o->state)
-        return vc_usage("admin identity --web-number W --state active|suspended|revoked");
+    if (!o->web_number || !o->state || !o->reason)
+        return vc_usage("admin identity --web-number W --state active|suspended|revoked "
+                        "--reason TEXT");
     Veil__Gateway__IdentityStateRequest req = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
     Veil__Empty *resp = NULL;
     req.web_number = (char *)o->web_number;
@@ -285,4 +286,43 @@ out:
         protobuf_c_message_free_unpacked(&have->base, NULL);
     gw_appfile_free(&want);
     return rc;
+}
+
+/* The admin audit log, read as the auditor (VEILCTL_AUDITOR, certificate auditor-<name>). */
+int vc_admin_audit(const vc_opts *o)
+{
+    Veil__Gateway__AuditRequest req = VEIL__GATEWAY__AUDIT_REQUEST__INIT;
+    Veil__Gateway__AuditResponse *resp = NULL;
+    if (o->cursor) {
+        char *end;
+        long long after = strtoll(o->cursor, &end, 10);
+        if (!o->cursor[0] || *end || after < 0)
+            return vc_usage("admin audit [--web-number W] [--cursor SEQ] (SEQ: a whole number)");
+        req.after_seq = after;
+    }
+    req.web_number = (char *)(o->web_number ? o->web_number : "");
+    veil_channel *ch = vc_channel(o, "auditor", &veil__gateway__admin__descriptor);
+    int rc = vc_call(ch, "ListAudit", &req.base, &resp, o);
+    veil_channel_free(ch);
+    if (rc)
+        return rc;
+    json_t *all = json_array();
+    vc_table t;
+    vc_table_init(&t, 8, "SEQ", "AT", "ACTOR", "METHOD", "APP", "IDENTITY", "REASON", "RESULT");
+    for (size_t i = 0; i < resp->n_entries; i++) {
+        const Veil__Gateway__AuditEntry *e = resp->entries[i];
+        char at[40], seq[24];
+        vc_time(e->at_ms, at, sizeof at);
+        snprintf(seq, sizeof seq, "%lld", (long long)e->seq);
+        json_array_append_new(all, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "seq",
+                                             (json_int_t)e->seq, "at", at, "actor", e->actor,
+                                             "method", e->method, "app", e->app_id, "identity_ref",
+                                             e->identity_ref, "detail", e->detail, "reason",
+                                             e->reason, "result", e->result));
+        vc_table_row(&t, seq, at, e->actor, e->method, e->app_id, e->identity_ref, e->reason,
+                     e->result);
+    }
+    vc_emit(o, all, &t);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
 }

@@ -76,7 +76,8 @@ static const struct verb verbs[] = {
     {"admin keys rotate", vc_admin_keys_rotate,
      "--kind assertion|pseudonym --version N   (N = 0 ends the overlap: asks first, or --yes)"},
     {"admin identity", vc_admin_identity,
-     "--web-number W --state active|suspended|revoked [--reason TEXT]"},
+     "--web-number W --state active|suspended|revoked --reason TEXT"},
+    {"admin audit", vc_admin_audit, "[--web-number W] [--cursor SEQ] [--json]   (as the auditor)"},
     {"dev proofing-key", vc_dev_proofing_key, "--out DIR   (development proofing authority)"},
     {"dev id-number", vc_dev_id_number, "[--region NNNNNN] [--birth YYYYMMDD]   (synthetic)"},
 };
@@ -157,10 +158,12 @@ veil_channel *vc_channel(const vc_opts *o, const char *as, const ProtobufCServic
         return NULL;
     }
     if (strcmp(as, "citizen") != 0) {
-        int admin = strcmp(as, "admin") == 0, counter = strcmp(as, "counter") == 0;
-        const char *base = admin ? "admin" : counter ? "counter" : "app";
+        int admin = strcmp(as, "admin") == 0, counter = strcmp(as, "counter") == 0,
+            auditor = strcmp(as, "auditor") == 0;
+        const char *base = admin ? "admin" : counter ? "counter" : auditor ? "auditor" : "app";
         const char *name = admin     ? env_or("VEILCTL_ADMIN", "ops")
                            : counter ? env_or("VEILCTL_COUNTER", "desk1")
+                           : auditor ? env_or("VEILCTL_AUDITOR", "audit")
                                      : as + 4;
         snprintf(cert, sizeof cert, "%s/%s-%s.crt", certs, base, name);
         snprintf(key, sizeof key, "%s/%s-%s.key", certs, base, name);

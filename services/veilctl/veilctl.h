@@ -154,6 +154,7 @@ int vc_admin_apps_suspend(const vc_opts *o);
 int vc_admin_apps_reinstate(const vc_opts *o);
 int vc_admin_keys_rotate(const vc_opts *o);
 int vc_admin_identity(const vc_opts *o);
+int vc_admin_audit(const vc_opts *o);
 int vc_dev_proofing_key(const vc_opts *o);
 int vc_dev_id_number(const vc_opts *o);
 

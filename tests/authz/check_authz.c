@@ -105,6 +105,7 @@ static const struct caller {
     {"app/chat.wechat", R_CERT, VEIL_PEER_APP}, /* a certificate the registry does not know */
     {"admin/ops", R_CERT, VEIL_PEER_ADMIN},
     {"counter/desk1", R_CERT, VEIL_PEER_COUNTER},
+    {"auditor/audit", R_CERT, VEIL_PEER_AUDITOR},
     {"svc/gateway", R_CERT, VEIL_PEER_GATEWAY},
     {"svc/vault", R_CERT, VEIL_PEER_VAULT},
     {"svc/consent", R_CERT, VEIL_PEER_CONSENT},
@@ -265,7 +266,7 @@ START_TEST(test_table_invariants)
 {
     const unsigned internal_callers = VEIL_PEER_GATEWAY | VEIL_PEER_ADMIN;
     const unsigned never_inside =
-        VEIL_PEER_APP | VEIL_PEER_CITIZEN | VEIL_PEER_PROBE | VEIL_PEER_COUNTER;
+        VEIL_PEER_APP | VEIL_PEER_CITIZEN | VEIL_PEER_PROBE | VEIL_PEER_COUNTER | VEIL_PEER_AUDITOR;
     /* docs/revocation.md: the regulator's admin identity may also call these */
     static const char *const admin_at_revocation[] = {"SetIdentityState", "SetAppState", "Status"};
     int health_admits_probe = 0;
@@ -304,9 +305,17 @@ START_TEST(test_table_invariants)
                 }
                 if (tb->desc == &veil__gateway__wallet__descriptor)
                     ck_assert_msg(!(r->allow & VEIL_PEER_APP), "Wallet/%s admits apps", r->method);
-                if (tb->desc == &veil__gateway__admin__descriptor)
+                /* Separation of duties: the auditor reads the audit log and does nothing else. */
+                if (tb->desc == &veil__gateway__admin__descriptor &&
+                    strcmp(r->method, "ListAudit") == 0)
+                    ck_assert_msg(r->allow == VEIL_PEER_AUDITOR,
+                                  "Admin/ListAudit admits someone besides the auditor");
+                else if (tb->desc == &veil__gateway__admin__descriptor)
                     ck_assert_msg(r->allow == VEIL_PEER_ADMIN,
                                   "Admin/%s admits someone besides the admin", r->method);
+                else
+                    ck_assert_msg(!(r->allow & VEIL_PEER_AUDITOR) || is_health,
+                                  "%s/%s admits the auditor", svc, r->method);
                 /* A counter issues cards and nothing else; only a counter issues them. */
                 if (tb->desc == &veil__gateway__counter__descriptor)
                     ck_assert_msg(r->allow == VEIL_PEER_COUNTER,

@@ -49,7 +49,7 @@ SERVICES = list(PORTS)
 DATA_OWNERS = ["gateway", "vault", "consent", "revocation"]
 INTERNAL = ["vault", "consent", "revocation", "pseudonym"]
 KEY_PURPOSES = {
-    "gateway": ["assertion"],
+    "gateway": ["assertion", "auditref"],
     "vault": ["master", "blind", "audit", "webcert", "ticket"],
     "consent": ["receipt"],
     "pseudonym": ["pseudonym"],

@@ -143,8 +143,10 @@ int h_stack_start_opts(h_stack *s, const h_stack_opts *opts)
     s->dir = h_tempdir("stack");
     snprintf(s->admin_addr, sizeof s->admin_addr, "127.0.0.1:%d", h_free_port());
     static const char *const purposes[5][6] = {
-        {"assertion", NULL}, {"master", "blind", "audit", "webcert", "ticket", NULL},
-        {"receipt", NULL},   {NULL},
+        {"assertion", "auditref", NULL},
+        {"master", "blind", "audit", "webcert", "ticket", NULL},
+        {"receipt", NULL},
+        {NULL},
         {"pseudonym", NULL},
     };
     for (int i = 0; i < 5; i++) {

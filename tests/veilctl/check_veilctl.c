@@ -681,6 +681,144 @@ START_TEST(test_checkpoint_detects_wipe)
 END_TEST
 
 /* The in-person verbs (issue 17) and their JSON: the same shape as `app login`. */
+/* Whether any row of the gateway's admin_audit, as text, contains s (a DO block raises if so). */
+static int audit_row_contains(const char *s)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "DO $$ BEGIN IF EXISTS (SELECT 1 FROM admin_audit a WHERE strpos(a::text, '%s') > 0)"
+             " THEN RAISE EXCEPTION 'found'; END IF; END $$",
+             s);
+    return h_db_exec(S.db[H_GATEWAY], sql) != 0;
+}
+
+/* The audit entries (JSON array) of `admin audit --json` with extra arguments. */
+static json_t *audit(const char *extra)
+{
+    json_t *j = ok_json("admin audit %s", extra);
+    ck_assert(json_is_array(j));
+    return j;
+}
+
+/* Every audit entry up to now, page by page (--cursor). */
+static json_t *audit_all(void)
+{
+    json_t *all = json_array();
+    long long after = 0;
+    for (;;) {
+        char arg[64];
+        snprintf(arg, sizeof arg, "--cursor %lld", after);
+        json_t *page = audit(arg);
+        size_t n = json_array_size(page), others = 0;
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_array_get(page, i);
+            after = json_integer_value(json_object_get(e, "seq"));
+            if (strcmp(str(e, "method"), "ListAudit") != 0) { /* not the paging itself */
+                json_array_append(all, e);
+                others++;
+            }
+        }
+        json_decref(page);
+        if (others == 0) /* only our own reads are new (each read is audited too) */
+            return all;
+    }
+}
+
+/* Issue 13 item 6: every admin call is audited, readable by the auditor, no web number in clear. */
+START_TEST(test_admin_audit)
+{
+    char wallet[1200], *out;
+    json_t *enrolment;
+    enrolled_wallet("审计", wallet, sizeof wallet, &enrolment);
+    const char *wn = str(enrolment, "web_number");
+
+    /* a change to an identity needs a reason, which may not hold a web number or ID number */
+    ck_assert_int_eq(veilctl(NULL, "admin identity --web-number %s --state suspended", wn), 2);
+    ck_assert_int_eq(veilctl(&out,
+                             "admin identity --web-number %s --state suspended --reason 'case %s'"
+                             " --json",
+                             wn, wn),
+                     1);
+    ck_assert_ptr_nonnull(strstr(out, "reason must not hold an ID number or a web number"));
+    free(out);
+    ck_assert_int_eq(veilctl(&out,
+                             "admin identity --web-number %s --state suspended --reason "
+                             "'id 110101198001011234' --json",
+                             wn),
+                     1);
+    free(out);
+    json_decref(ok_json("admin identity --web-number %s --state suspended --reason 'fraud case "
+                        "77 (court order)'",
+                        wn));
+    json_decref(
+        ok_json("admin identity --web-number %s --state active --reason 'case 77 closed'", wn));
+    json_decref(ok_json("admin apps suspend --app news.xinwen --reason 'licence review'"));
+    json_decref(ok_json("admin apps reinstate --app news.xinwen --reason 'licence renewed'"));
+    ck_assert_int_eq(veilctl(NULL, "admin apps suspend --app no.such.app --reason x --json"), 1);
+
+    /* the auditor may ask about one web number: that identity's entries, by its reference */
+    char arg[96];
+    snprintf(arg, sizeof arg, "--web-number %s", wn);
+    json_t *mine = audit(arg);
+    ck_assert_uint_eq(json_array_size(mine), 4); /* two refused, two made */
+    const char *ref = str(json_array_get(mine, 0), "identity_ref");
+    ck_assert_uint_eq(strlen(ref), 32);
+    ck_assert_str_eq(str(json_array_get(mine, 0), "result"), "INVALID_ARGUMENT");
+    ck_assert_str_eq(str(json_array_get(mine, 0), "reason"), ""); /* a refused reason is not kept */
+    json_t *made = json_array_get(mine, 2);
+    ck_assert_str_eq(str(made, "actor"), "admin/ops");
+    ck_assert_str_eq(str(made, "method"), "SetIdentityState");
+    ck_assert_str_eq(str(made, "detail"), "state=suspended");
+    ck_assert_str_eq(str(made, "reason"), "fraud case 77 (court order)");
+    ck_assert_str_eq(str(made, "result"), "OK");
+    ck_assert_str_eq(str(json_array_get(mine, 3), "identity_ref"), ref); /* one person, one ref */
+
+    /* the auditor reads it all; every call is there, with who, what, which, why and the result */
+    json_t *all = audit_all();
+    size_t n = json_array_size(all);
+    int seen_set = 0, seen_suspend = 0, seen_missing_app = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(all, i);
+        const char *method = str(e, "method"), *result = str(e, "result");
+        ck_assert_str_eq(str(e, "actor"), "admin/ops");
+        seen_set += !strcmp(method, "SetIdentityState") && !strcmp(str(e, "identity_ref"), ref);
+        if (!strcmp(method, "SuspendApp") && !strcmp(str(e, "reason"), "licence review")) {
+            ck_assert_str_eq(str(e, "app"), "news.xinwen");
+            ck_assert_str_eq(result, "OK");
+            seen_suspend++;
+        }
+        seen_missing_app += !strcmp(method, "SuspendApp") && !strcmp(result, "NOT_FOUND");
+    }
+    ck_assert_int_eq(seen_set, 4);
+    ck_assert_int_eq(seen_suspend, 1);
+    ck_assert_int_ge(seen_missing_app, 1);
+    /* the reasons are there, the web number is not, in the reply or the table */
+    ck_assert(audit_row_contains("fraud case 77"));
+    ck_assert(!audit_row_contains(wn));
+    char *text = json_dumps(all, 0);
+    ck_assert_ptr_null(strstr(text, wn));
+    free(text);
+    /* the auditor's reads are audited too */
+    snprintf(arg, sizeof arg, "--cursor %lld",
+             (long long)json_integer_value(json_object_get(json_array_get(all, n - 1), "seq")));
+    json_t *rest = audit(arg);
+    ck_assert_uint_ge(json_array_size(rest), 1);
+    for (size_t i = 0; i < json_array_size(rest); i++) {
+        ck_assert_str_eq(str(json_array_get(rest, i), "method"), "ListAudit");
+        ck_assert_str_eq(str(json_array_get(rest, i), "actor"), "auditor/audit");
+    }
+    json_decref(rest);
+    ck_assert_int_eq(veilctl(NULL, "admin audit --cursor 3x"), 2);
+    json_decref(mine);
+    json_decref(all);
+
+    /* nobody can rewrite it (the admin cannot even read it: check_authz's matrix) */
+    ck_assert_int_ne(h_db_exec(S.db[H_GATEWAY], "UPDATE admin_audit SET reason = 'x'"), 0);
+    ck_assert_int_ne(h_db_exec(S.db[H_GATEWAY], "DELETE FROM admin_audit"), 0);
+    json_decref(enrolment);
+}
+END_TEST
+
 static void login_shape(json_t *j, const char *app)
 {
     ck_assert_str_eq(str(j, "app"), app);
@@ -1018,6 +1156,7 @@ int main(void)
     tcase_add_test(tc, test_checkpoint_detects_wipe);
     tcase_add_test(tc, test_pending_erasure_verbs);
     tcase_add_test(tc, test_inperson_verbs);
+    tcase_add_test(tc, test_admin_audit);
     tcase_add_test(tc, test_apps_apply); /* last: it suspends an app */
     suite_add_tcase(s, tc);
     return h_run_suite(s);

@@ -33,18 +33,19 @@
 
 /* Caller roles, one bit each; a policy's `allow` is a mask of them. */
 enum {
-    VEIL_PEER_GATEWAY    = 1u << 0,
-    VEIL_PEER_VAULT      = 1u << 1,
-    VEIL_PEER_CONSENT    = 1u << 2,
+    VEIL_PEER_GATEWAY = 1u << 0,
+    VEIL_PEER_VAULT = 1u << 1,
+    VEIL_PEER_CONSENT = 1u << 2,
     VEIL_PEER_REVOCATION = 1u << 3,
-    VEIL_PEER_PSEUDONYM  = 1u << 4,
-    VEIL_PEER_ADMIN      = 1u << 5,
-    VEIL_PEER_APP        = 1u << 6,
-    VEIL_PEER_CITIZEN    = 1u << 7, /* TLS without a client certificate: a wallet */
-    VEIL_PEER_PROBE      = 1u << 8, /* plaintext health port: kubelet, load balancers */
-    VEIL_PEER_COUNTER    = 1u << 9, /* a public-service counter issuing cards (issue 17) */
+    VEIL_PEER_PSEUDONYM = 1u << 4,
+    VEIL_PEER_ADMIN = 1u << 5,
+    VEIL_PEER_APP = 1u << 6,
+    VEIL_PEER_CITIZEN = 1u << 7,  /* TLS without a client certificate: a wallet */
+    VEIL_PEER_PROBE = 1u << 8,    /* plaintext health port: kubelet, load balancers */
+    VEIL_PEER_COUNTER = 1u << 9,  /* a public-service counter issuing cards (issue 17) */
+    VEIL_PEER_AUDITOR = 1u << 10, /* reads the admin audit log (issue 13 item 6) */
 };
-#define VEIL_PEER_ANYONE 0x3ffu
+#define VEIL_PEER_ANYONE 0x7ffu
 
 typedef struct veil_peer {
     unsigned role;     /* one VEIL_PEER_* bit; 0 when the identity is not one of ours */
