@@ -402,7 +402,8 @@ veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
         return err;
 
     gw_authz authz;
-    if ((err = authorize(gw, call, &who->subject_ref, who->device_id, app->id, &authz)))
+    /* no device: the vault refused a revoked one, and does not say which device it was */
+    if ((err = authorize(gw, call, &who->subject_ref, "", app->id, &authz)))
         return err;
     if (!authz.allowed) {
         /* only on a refusal: one more call, so the citizen learns why (docs/gateway.md) */

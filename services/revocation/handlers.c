@@ -230,7 +230,11 @@ static void revocation_authorize(Veil__Revocation__Revocation_Service *svc,
 {
     Veil__Revocation__StatusResponse resp = VEIL__REVOCATION__STATUS_RESPONSE__INIT;
     struct revocation_facts f;
-    veil_err err = check_status_request(call, req, 1);
+    /* The device is optional: the gateway's logins leave it out (the vault refuses revoked
+     * devices itself and no longer tells the gateway which device logged in). */
+    veil_err err = check_status_request(call, req, 0);
+    if (!err && !*req->app_id)
+        err = check_app(call, req->app_id);
     if (!err)
         err = revocation_store_facts(self(svc)->store, req->subject_ref.data, req->device_id,
                                      req->app_id, &f);

@@ -239,15 +239,18 @@ static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
     Veil__Vault__VerifyTicketResponse resp = VEIL__VAULT__VERIFY_TICKET_RESPONSE__INIT;
     unsigned char subject[VAULT_SUBJECT_BYTES], device_id[VEIL_DEVICE_ID_BYTES];
     unsigned char cap[VAULT_CAP_BYTES];
-    char device_text[33];
     veil_err err = verify_ticket(self(svc), call, req, subject, device_id, &resp);
+    /*
+     * The device id is not returned: the vault itself refused a revoked
+     * device, so the gateway has no use for knowing which of a citizen's
+     * devices logged in, and keeps no device <-> subject mapping.
+     */
+    sodium_memzero(device_id, sizeof device_id);
     if (!err) {
         if (!resp.credential[0])
             resp.credential = "phone";
         resp.subject_ref.data = subject;
         resp.subject_ref.len = sizeof subject;
-        veil_device_id_text(device_id, device_text);
-        resp.device_id = device_text;
         mint_capability(self(svc), subject, req->app_id, req->challenge.data, cap);
         resp.release_capability.data = cap;
         resp.release_capability.len = sizeof cap;

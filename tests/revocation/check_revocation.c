@@ -361,11 +361,21 @@ START_TEST(test_bad_input)
                                               "0123456789abcdef0123456789abcdeg"};
     for (size_t i = 0; i < sizeof bad_devices / sizeof bad_devices[0]; i++) {
         ck_assert_int_eq(rt_revoke_device(gw, s, bad_devices[i]), VEIL_ERR_INVALID);
+        if (i == 0) {
+            /* Authorize may leave the device out: the gateway's logins do (the vault
+             * refuses revoked devices itself and no longer names the device) */
+            ck_assert_int_eq(
+                rt_status_call(gw, "Authorize", s, bad_devices[i], "chat.wechat", &out, &st),
+                VEIL_OK);
+            continue;
+        }
         ck_assert_int_eq(
             rt_status_call(gw, "Authorize", s, bad_devices[i], "chat.wechat", &out, &st),
             VEIL_ERR_INVALID);
         ck_assert_str_eq(st.message, "device_id must be 32 lowercase hex characters");
     }
+    ck_assert_int_eq(rt_status_call(gw, "Authorize", s, "", "", &out, &st), VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "app_id is not a valid app id");
     ck_assert_int_eq(rt_status_call(gw, "Status", s, "XYZ", "", &out, &st), VEIL_ERR_INVALID);
     /* app ids */
     static const char *const bad_apps[] = {"Chat.WeChat", "", "-x", "a b"};
