@@ -16,6 +16,8 @@
  *   the arrival time, pairs accounts (issue 12 item 1: 100 % before);
  * - events: one fan-out's SETs, compared claim by claim and by arrival,
  *   must never single one person's pair out (items 2 and 6);
+ * - refusals: what a refused login returns must not tell reasons apart
+ *   (item 7);
  * That the gateway process never holds an ID number or a name (item 3) is
  * check_gateway's test_gateway_never_holds_the_identity.
  */
@@ -448,6 +450,40 @@ START_TEST(test_apps_pooling_everything_link_nobody)
         free(cursor[a]);
     }
 
+    /*
+     * 4. refusals: citizen 0 is suspended, citizen 1 now revoked, citizen 2's
+     * phone revoked; what their logins return to the apps must be one status
+     * and one message whatever the reason (the reason is the citizen's, on the
+     * wallet's own API).
+     */
+    pt_set_identity(&S, w[1], "revoked");
+    Veil__Gateway__RevokeDevicePayload rd = VEIL__GATEWAY__REVOKE_DEVICE_PAYLOAD__INIT;
+    Veil__Empty *gone;
+    veil_status rst;
+    ck_assert_int_eq(e2e_citizen(&S, w[2], "RevokeDevice", &rd.base, &gone, &rst), VEIL_OK);
+    e2e_free(gone);
+    char first[256] = "";
+    veil_err first_err = VEIL_OK;
+    int different = 0;
+    for (int p = 0; p < 3; p++)
+        for (size_t a = 0; a < n_apps; a++) {
+            Veil__Gateway__CompleteLoginResponse *r;
+            veil_status st;
+            veil_err err = e2e_login(&S, apps[a].id, w[p], NULL, 0, &r, &st);
+            ck_assert_int_ne(err, VEIL_OK);
+            if (!first[0]) {
+                snprintf(first, sizeof first, "%s", st.message);
+                first_err = err;
+            }
+            if (err != first_err || strcmp(first, st.message) != 0) {
+                if (different++ < 3)
+                    fprintf(stderr, "refusal of citizen %d at %s: %s %s\n", p, apps[a].id,
+                            veil_err_name(err), st.message);
+            }
+        }
+    ck_assert_msg(different == 0,
+                  "refusals tell reasons apart: \"%s\" and %d others (issue 12 item 7)", first,
+                  different);
     for (int p = 0; p < PEOPLE; p++) {
         for (size_t a = 0; a < n_apps; a++)
             free(sub_of[p][a]);
