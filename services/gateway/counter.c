@@ -37,14 +37,16 @@ static void gw_counter_issue_card(Veil__Gateway__Counter_Service *svc,
     vr.request_id = req->request_id;
     vr.sealed_identity = req->sealed_identity;
     vr.card_pin = req->pin;
+    vr.replace_cards = req->replace;
     if (!err)
         err = gw_downstream(gw, call, gw->vault, "Enrol", &vr.base, &v);
     if (!err) {
         /* Not the web number or certificate: a card carries nothing stable but its code. */
         resp.device_id = v->device_id;
         resp.new_identity = v->new_identity;
+        resp.cards_revoked = v->cards_revoked;
         veil_log(VEIL_LOG_INFO, "card issued", VL_STR("counter", veil_call_peer(call)->name),
-                 VL_END);
+                 VL_INT("cards_revoked", v->cards_revoked), VL_END);
     }
     VEIL_REPLY(done, call, err, &resp);
 }

@@ -143,6 +143,9 @@ struct enrol {
     unsigned char blind[VAULT_HASH_BYTES];
     unsigned char request_key[VAULT_HASH_BYTES];
     struct vault_request_row result;
+    vault_conn *conn; /* while ensure_device revokes replaced cards: their log entries */
+    const unsigned char *dk;
+    unsigned cards_revoked; /* replace_cards: how many other cards this enrolment revoked */
 };
 
 /* The citizen of e->profile: the existing one (profile refreshed) or a new one. */
@@ -209,12 +212,24 @@ out:
     return err;
 }
 
+/* Logs one card revoked by a replacement (issue 17), in the enrolment's transaction. */
+static veil_err card_revoked(void *ctx, const unsigned char *device_id)
+{
+    struct enrol *e = ctx;
+    char id[33];
+    veil_device_id_text(device_id, id);
+    struct vault_entry le = {.action = "device_revoked", .detail = id};
+    e->cards_revoked++;
+    return vault_access_record_dk(e->v, e->conn, e->result.subject, e->dk, &le);
+}
+
 /* The device of the request's key: a new one, or this person's existing active one. */
 static veil_err ensure_device(struct enrol *e, vault_conn *c,
                               const unsigned char dk[VAULT_DEK_BYTES])
 {
     const unsigned char *pk = e->req->device_public_key.data;
     int64_t attested_at = e->req->attestation->attested_at_ms;
+    e->cards_revoked = 0; /* an attempt that lost a race rolled its revocations back */
     unsigned char owner[VAULT_SUBJECT_BYTES];
     int revoked = 0;
     veil_err err = vault_store_find_device_key(c, pk, owner, e->result.device_id, &revoked);
@@ -243,6 +258,13 @@ static veil_err ensure_device(struct enrol *e, vault_conn *c,
         unsigned char mac[VAULT_HASH_BYTES];
         vault_card_pin_mac(e->v->keys->blind_key, pk, e->req->card_pin, mac);
         err = vault_store_set_pin(c, e->result.device_id, mac);
+        e->conn = c;
+        e->dk = dk;
+        if (!err && e->req->replace_cards)
+            err = vault_store_revoke_cards(c, e->result.subject, e->result.device_id, card_revoked,
+                                           e);
+        e->conn = NULL;
+        e->dk = NULL;
     }
     veil_buf_free(&label);
     if (!err)
@@ -410,6 +432,7 @@ veil_err vault_enrolment_run(struct vault *v, veil_call *call, const Veil__Vault
     memcpy(out->web_number, e->result.web_number, sizeof out->web_number);
     veil_device_id_text(e->result.device_id, out->device_id);
     out->new_identity = e->result.new_identity;
+    out->cards_revoked = e->cards_revoked;
     out->certificate = e->result.certificate;
 out:
     sodium_memzero(&id, sizeof id);

@@ -116,6 +116,7 @@ static void vault_enrol(Veil__Vault__Vault_Service *svc, const Veil__Vault__Enro
         resp.web_certificate = en.certificate;
         resp.device_id = en.device_id;
         resp.new_identity = en.new_identity;
+        resp.cards_revoked = en.cards_revoked;
         resp.ticket_public_key.data = (unsigned char *)tk->pk;
         resp.ticket_public_key.len = sizeof tk->pk;
         resp.ticket_key_version = tk->version;

@@ -56,6 +56,7 @@ enum {
     ST_PIN_RESET,
     ST_LOG_BASE,
     ST_LOG_MAINTAIN,
+    ST_REVOKE_CARDS,
 };
 
 static const veil_pg_stmt stmts[] = {
@@ -254,6 +255,10 @@ static const veil_pg_stmt stmts[] = {
                      "SELECT base_seq, base_mac FROM access_heads WHERE subject_ref = $1::bytea"},
     [ST_LOG_MAINTAIN] = {"log_maintain", "SELECT created, dropped, refused, rows_dropped "
                                          "FROM access_log_maintain($1::int8, $2::int8, ($3::int8)::int4)"},
+    [ST_REVOKE_CARDS] = {"revoke_cards",
+                         "UPDATE devices SET revoked_at = now() WHERE subject_ref = $1::bytea "
+                         "AND pin_mac IS NOT NULL AND device_id <> $2::bytea "
+                         "AND revoked_at IS NULL RETURNING device_id"},
     [ST_PIN_RESET] = {"pin_reset",
                       "UPDATE devices SET pin_failures = 0 WHERE device_id = $1::bytea"},
 };
@@ -477,6 +482,25 @@ veil_err vault_store_pin_try(vault_conn *c, const unsigned char device_id[VEIL_D
 }
 
 static veil_err exec_command(vault_conn *c, int stmt, const veil_pg_param *p, int n);
+
+veil_err vault_store_revoke_cards(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                  const unsigned char keep[VEIL_DEVICE_ID_BYTES],
+                                  veil_err (*fn)(void *ctx, const unsigned char *device_id),
+                                  void *ctx)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES),
+                         vp_bytes(keep, VEIL_DEVICE_ID_BYTES)};
+    veil_err err = exec(c, ST_REVOKE_CARDS, p, 2, &r);
+    if (err)
+        return err;
+    for (int i = 0; !err && i < PQntuples(r); i++) {
+        unsigned char id[VEIL_DEVICE_ID_BYTES];
+        err = copy_bytes(r, i, 0, id, sizeof id) != 0 ? VEIL_ERR_INTERNAL : fn(ctx, id);
+    }
+    PQclear(r);
+    return err;
+}
 
 veil_err vault_store_pin_reset(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES])
 {

@@ -520,6 +520,15 @@ veil_err vault_store_set_pin(vault_conn *c, const unsigned char device_id[VEIL_D
 veil_err vault_store_pin_try(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                              int limit, int *failures) VEIL_WUR;
 
+/*
+ * Revokes every active card of subject but keep, calling fn for each (in
+ * the caller's transaction, so fn can log it); stops at fn's first error.
+ */
+veil_err vault_store_revoke_cards(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
+                                  const unsigned char keep[VEIL_DEVICE_ID_BYTES],
+                                  veil_err (*fn)(void *ctx, const unsigned char *device_id),
+                                  void *ctx) VEIL_WUR;
+
 /* A right PIN: failures back to 0. */
 veil_err vault_store_pin_reset(vault_conn *c,
                                const unsigned char device_id[VEIL_DEVICE_ID_BYTES]) VEIL_WUR;
@@ -682,6 +691,7 @@ struct vault_enrolment {
     char web_number[VEIL_WEB_NUMBER_LEN + 1];
     char device_id[33];
     int new_identity;
+    unsigned cards_revoked; /* replace_cards: the identity's other cards revoked */
     char *certificate; /* malloc'd; the caller frees it */
 };
 

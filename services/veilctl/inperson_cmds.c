@@ -170,6 +170,7 @@ int vc_counter_card_issue(const vc_opts *o)
     req.request_id = request_id;
     req.sealed_identity = att.sealed_identity;
     req.pin = (char *)o->pin;
+    req.replace = o->replace;
     veil_channel *ch = vc_channel(o, "counter", &veil__gateway__counter__descriptor);
     rc = vc_call(ch, "IssueCard", &req.base, &resp, o);
     veil_channel_free(ch);
@@ -178,14 +179,16 @@ int vc_counter_card_issue(const vc_opts *o)
         rc = write_card(o, code);
     if (!rc) {
         if (o->json) {
-            vc_print_json(json_pack("{s:s, s:s, s:b, s:s}", "card", o->out, "device_id",
+            vc_print_json(json_pack("{s:s, s:s, s:b, s:s, s:i}", "card", o->out, "device_id",
                                     resp->device_id, "new_identity", resp->new_identity, "code",
-                                    code));
+                                    code, "cards_revoked", (int)resp->cards_revoked));
         } else {
             printf("card issued (%s); print %s for the citizen:\n",
                    resp->new_identity ? "a new identity" : "a new device of a known identity",
                    o->out);
             printf("  code    %s\n  device  %s\n", code, resp->device_id);
+            if (resp->cards_revoked)
+                printf("  %u earlier card(s) of this person revoked\n", resp->cards_revoked);
             vc_print_qr(code);
         }
     }

@@ -56,7 +56,7 @@ static const struct verb verbs[] = {
      "--app APP_ID (--wallet FILE | --card FILE --pin PIN) [--attrs a,b]"},
     {"app redeem", vc_app_redeem, "--app VENUE_ID --presentation STRING [--attrs a,b]"},
     {"counter card issue", vc_counter_card_issue,
-     "--id-number N --name NAME --pin PIN --out CARD [--label L]"},
+     "--id-number N --name NAME --pin PIN --out CARD [--label L] [--replace]"},
     {"counter card status", vc_counter_card_status, "--card CARD"},
     {"app jwks", vc_app_jwks, ""},
     {"app events", vc_app_events, "--app APP_ID [--cursor C]"},
@@ -333,7 +333,7 @@ static const struct option long_opts[] = {
     {"birth", required_argument, NULL, 'B'},    {"id", required_argument, NULL, 'I'},
     {"receipt", required_argument, NULL, 'E'},  {"webcert", required_argument, NULL, 'C'},
     {"presentation", required_argument, NULL, 'P'}, {"card", required_argument, NULL, 'Z'},
-    {"pin", required_argument, NULL, 'N'},
+    {"pin", required_argument, NULL, 'N'},          {"replace", no_argument, NULL, 'L'},
     {"file", required_argument, NULL, 'F'},     {"dry-run", no_argument, NULL, 'X'},
     {"redirect-uri", required_argument, NULL, OPT_REDIRECT_URI},
     {"auth", required_argument, NULL, OPT_AUTH},
@@ -440,6 +440,7 @@ int main(int argc, char **argv)
         case 'P': o.presentation = optarg; break;
         case 'Z': o.card = optarg; break;
         case 'N': o.pin = optarg; break;
+        case 'L': o.replace = 1; break;
         case 'F': o.file = optarg; break;
         case 'X': o.dry_run = 1; break;
         case OPT_REDIRECT_URI:

@@ -32,6 +32,7 @@ typedef struct vc_opts {
     const char *kind, *sector, *org, *state, *web_number, *cursor, *gateway;
     const char *out, *region, *birth, *id, *receipt, *webcert;
     const char *presentation, *card, *pin; /* issue 17: in person */
+    int replace;                           /* counter card issue --replace */
     long days, version;
     const char *file;
     int json, keep, yes, dry_run;

@@ -342,8 +342,9 @@ END_TEST
 /* ---- cards ---- */
 
 /* Issues a card as counter/desk1; its code into code, its device id into device. */
-static veil_err issue_card(const char *id_number, const char *name, const char *pin,
-                           char code[VEIL_CARD_CODE_LEN + 1], char device[33], veil_status *st)
+static veil_err issue_card_as(const char *id_number, const char *name, const char *pin, int replace,
+                              char code[VEIL_CARD_CODE_LEN + 1], char device[33], unsigned *revoked,
+                              veil_status *st)
 {
     unsigned char secret[VEIL_CARD_SECRET_BYTES], sig[64], sk[64];
     vw_wallet card = {0};
@@ -370,13 +371,22 @@ static veil_err issue_card(const char *id_number, const char *name, const char *
     req.request_id = rid;
     req.sealed_identity = att.sealed_identity;
     req.pin = (char *)pin;
+    req.replace = replace;
     veil_err err = e2e_call(&S, "counter/desk1", &veil__gateway__counter__descriptor, "IssueCard",
                             &req.base, &resp, st);
     if (!err) {
         snprintf(device, 33, "%s", resp->device_id);
+        if (revoked)
+            *revoked = resp->cards_revoked;
         e2e_free(resp);
     }
     return err;
+}
+
+static veil_err issue_card(const char *id_number, const char *name, const char *pin,
+                           char code[VEIL_CARD_CODE_LEN + 1], char device[33], veil_status *st)
+{
+    return issue_card_as(id_number, name, pin, 0, code, device, NULL, st);
 }
 
 static Veil__Gateway__CompleteLoginResponse *card_login(const char *app, const char *code,
@@ -553,6 +563,54 @@ START_TEST(test_card_pin_attempts_and_lock)
 }
 END_TEST
 
+START_TEST(test_counter_replaces_a_locked_card)
+{
+    /* a card locked (or lost): the counter proofs her again and issues a new one */
+    char id[19], code[VEIL_CARD_CODE_LEN + 1], device[33], code2[VEIL_CARD_CODE_LEN + 1],
+        device2[33], code3[VEIL_CARD_CODE_LEN + 1], device3[33];
+    veil_status st;
+    unsigned revoked = 99;
+    e2e_id_number("33010219410909234", id);
+    vw_wallet *phone = e2e_enrol(&S, id, "周玉珍");
+    ck_assert_int_eq(issue_card(id, "周玉珍", "112233", code, device, &st), VEIL_OK);
+    for (int i = 0; i < 5; i++)
+        e2e_free(card_login("gov.tax", code, "999999", NULL, 0, &st));
+    Veil__Gateway__CardStatusResponse *cs = card_status(code);
+    ck_assert_str_eq(cs->status, "locked");
+    e2e_free(cs);
+    /* a second card without replace leaves the first as it is */
+    ck_assert_int_eq(issue_card_as(id, "周玉珍", "445566", 0, code2, device2, &revoked, &st),
+                     VEIL_OK);
+    ck_assert_uint_eq(revoked, 0);
+    /* with replace: every other card of hers is revoked, her phone is not */
+    ck_assert_int_eq(issue_card_as(id, "周玉珍", "778899", 1, code3, device3, &revoked, &st),
+                     VEIL_OK);
+    ck_assert_uint_eq(revoked, 2);
+    Veil__Gateway__CompleteLoginResponse *r = card_login("gov.tax", code2, "445566", NULL, 0, &st);
+    refused("a replaced card", r, &st, "PERMISSION_DENIED", "card revoked");
+    r = card_login("gov.tax", code, "112233", NULL, 0, &st);
+    refused("the locked card, replaced", r, &st, "PERMISSION_DENIED", "card revoked");
+    cs = card_status(code);
+    ck_assert_str_eq(cs->status, "revoked");
+    e2e_free(cs);
+    r = card_login("gov.tax", code3, "778899", NULL, 0, &st);
+    ck_assert_msg(r != NULL, "the new card: %s", st.message);
+    e2e_free(r);
+    ck_assert_int_eq(e2e_login(&S, "gov.tax", phone, NULL, 0, &r, &st), VEIL_OK);
+    e2e_free(r);
+    /* her access log: both revocations, by device id */
+    Veil__Gateway__AccessLogResponse *log = access_log(phone);
+    int revoked_logged = 0;
+    for (size_t i = 0; i < log->n_entries; i++)
+        revoked_logged +=
+            !strcmp(log->entries[i]->action, "device_revoked") &&
+            (!strcmp(log->entries[i]->detail, device) || !strcmp(log->entries[i]->detail, device2));
+    ck_assert_int_eq(revoked_logged, 2);
+    e2e_free(log);
+    vw_wallet_free(phone);
+}
+END_TEST
+
 START_TEST(test_card_key_never_signs)
 {
     /* whoever reads the code can derive the card's key: it must not pass for a phone */
@@ -689,6 +747,7 @@ int main(void)
     tcase_add_test(t, test_presentation_bad_input);
     tcase_add_test(t, test_card_is_a_device_of_the_identity);
     tcase_add_test(t, test_card_pin_attempts_and_lock);
+    tcase_add_test(t, test_counter_replaces_a_locked_card);
     tcase_add_test(t, test_card_key_never_signs);
     tcase_add_test(t, test_pin_not_brute_forceable_from_the_database);
     tcase_add_test(t, test_counter_role);
