@@ -106,8 +106,15 @@ static veil_err verify_presentation(struct vault *v, veil_call *call, vault_conn
         return fail(call, err, PRESENTATION_FAILED);
     if (err)
         return err;
-    if (row->revoked)
+    if (row->revoked) { /* the app reads "login refused"; the citizen's log says why */
+        struct vault_entry e = {.app_id = req->app_id,
+                                .action = "login_refused",
+                                .purpose = "shown in person",
+                                .detail = "device_revoked"};
+        if ((err = log_entry(v, call, c, row, &e, PRESENTATION_FAILED)))
+            return err;
         return fail(call, VEIL_ERR_DENIED, "device revoked");
+    }
     /* Single use: the nonce outlives every time the expiry check still accepts. */
     err = vault_store_use_nonce(c, p->device_id, p->nonce, VEIL_NONCE_BYTES, now,
                                 v->cfg.presentation_ttl_ms + v->cfg.skew_ms);
@@ -178,8 +185,13 @@ static veil_err verify_card(struct vault *v, veil_call *call, vault_conn *c,
         err = fail(call, VEIL_ERR_UNAUTHENTICATED, CARD_FAILED);
     if (err)
         goto out;
-    if (card->device.revoked) {
-        err = fail(call, VEIL_ERR_DENIED, "card revoked");
+    if (card->device.revoked) { /* the app reads "login refused"; the citizen's log says why */
+        struct vault_entry e = {.app_id = req->app_id,
+                                .action = "login_refused",
+                                .purpose = "login",
+                                .detail = "card_revoked"};
+        if (!(err = log_entry(v, call, c, &card->device, &e, CARD_FAILED)))
+            err = fail(call, VEIL_ERR_DENIED, "card revoked");
         goto out;
     }
     int failures = 0;

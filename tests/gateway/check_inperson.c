@@ -490,6 +490,15 @@ START_TEST(test_card_is_a_device_of_the_identity)
     Veil__Gateway__CardStatusResponse *cs = card_status(code);
     ck_assert_str_eq(cs->status, "revoked");
     e2e_free(cs);
+    /* the app read "login refused"; her log says a revoked card was tried at gov.tax */
+    Veil__Gateway__AccessLogResponse *log = access_log(phone);
+    int said = 0;
+    for (size_t i = 0; i < log->n_entries; i++)
+        said += !strcmp(log->entries[i]->action, "login_refused") &&
+                !strcmp(log->entries[i]->app_id, "gov.tax") &&
+                !strcmp(log->entries[i]->detail, "card_revoked");
+    ck_assert_int_eq(said, 1);
+    e2e_free(log);
     vw_wallet_free(phone);
 }
 END_TEST
@@ -587,9 +596,9 @@ START_TEST(test_counter_replaces_a_locked_card)
                      VEIL_OK);
     ck_assert_uint_eq(revoked, 2);
     Veil__Gateway__CompleteLoginResponse *r = card_login("gov.tax", code2, "445566", NULL, 0, &st);
-    refused("a replaced card", r, &st, "PERMISSION_DENIED", "card revoked");
+    refused("a replaced card", r, &st, "PERMISSION_DENIED", "login refused");
     r = card_login("gov.tax", code, "112233", NULL, 0, &st);
-    refused("the locked card, replaced", r, &st, "PERMISSION_DENIED", "card revoked");
+    refused("the locked card, replaced", r, &st, "PERMISSION_DENIED", "login refused");
     cs = card_status(code);
     ck_assert_str_eq(cs->status, "revoked");
     e2e_free(cs);
