@@ -14,17 +14,23 @@ void veil_attestation_bytes(veil_buf *b, const char *id_number, const char *full
                             int face_match, const unsigned char device_pk[32],
                             int64_t attested_at_ms)
 {
+    /*
+     * The ID number itself, not a hash of it: an unkeyed hash of one of ~10^11
+     * numbers is the number to anyone who tries them all, so format 1's hash
+     * protected nothing while inviting the authority to log it.  These bytes
+     * and the signature over them are as secret as the number (a signature
+     * checks guesses too): they travel only inside the sealed enrolment
+     * identity, and veil_buf_free wipes them.
+     */
     char norm[32];
     size_t n = strlen(id_number);
     if (n >= sizeof norm)
         n = sizeof norm - 1;
     for (size_t i = 0; i < n; i++)
         norm[i] = id_number[i] == 'x' ? 'X' : id_number[i];
-    unsigned char h[32];
-    crypto_generichash(h, sizeof h, (const unsigned char *)norm, n, NULL, 0);
+    domain(b, "veil-proofing-attestation-v2");
+    veil_buf_put_lp(b, norm, n);
     sodium_memzero(norm, sizeof norm);
-    domain(b, "veil-proofing-attestation-v1");
-    veil_buf_put(b, h, sizeof h);
     veil_buf_put_str(b, full_name);
     veil_buf_put_u8(b, face_match ? 1 : 0);
     veil_buf_put(b, device_pk, 32);

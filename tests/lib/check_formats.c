@@ -333,12 +333,22 @@ START_TEST(test_signed_bytes_are_domain_separated)
     veil_attestation_bytes(&p, "11010519491231002X", "x", 1, pk, 0);
     ck_assert_str_eq((const char *)a.data, "veil-login-ticket-v2");
     ck_assert_str_eq((const char *)c.data, "veil-citizen-request-v1");
-    ck_assert_str_eq((const char *)p.data, "veil-proofing-attestation-v1");
-    /* lowercase x hashes like uppercase X */
+    ck_assert_str_eq((const char *)p.data, "veil-proofing-attestation-v2");
+    /* lowercase x signs like uppercase X */
     veil_buf q = {0};
     veil_attestation_bytes(&q, "11010519491231002x", "x", 1, pk, 0);
     ck_assert_uint_eq(p.len, q.len);
     ck_assert_mem_eq(p.data, q.data, p.len);
+    /* issue 18 item 1: no unkeyed hash of the ID number (BLAKE2b or SHA-256) in the bytes */
+    unsigned char h[32], s256[32];
+    crypto_generichash(h, sizeof h, (const unsigned char *)"11010519491231002X", 18, NULL, 0);
+    crypto_hash_sha256(s256, (const unsigned char *)"11010519491231002X", 18);
+    ck_assert_ptr_null(memmem(p.data, p.len, h, 8));
+    ck_assert_ptr_null(memmem(p.data, p.len, s256, 8));
+    ck_assert_ptr_nonnull(memmem(p.data, p.len,
+                                 "\x00\x12"
+                                 "11010519491231002X",
+                                 20));
     veil_buf_free(&a);
     veil_buf_free(&c);
     veil_buf_free(&p);

@@ -25,9 +25,10 @@
 
 /*
  * Proofing attestation (signed by the proofing authority):
- *   "veil-proofing-attestation-v1\0" | BLAKE2b-256(ID number, 'x' upper-cased)
+ *   "veil-proofing-attestation-v2\0" | field(ID number, 'x' upper-cased)
  *   | field(full name, UTF-8) | u8 face_match | device public key (32)
  *   | i64 attested_at_ms
+ * Holds the ID number: never logged, travels only sealed to the vault.
  */
 void veil_attestation_bytes(veil_buf *b, const char *id_number, const char *full_name,
                             int face_match, const unsigned char device_pk[32],
