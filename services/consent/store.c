@@ -320,23 +320,14 @@ veil_err consent_store_forget(struct consent_store *s, const unsigned char *subj
 {
     veil_pg *c;
     PGresult *r = NULL;
-    int64_t seq, redacted = 0;
     veil_err err = veil_db_begin(s->db, &c);
     if (err)
         return err;
     veil_pg_param p = vp_bytes(subject_ref, CONSENT_SUBJECT_BYTES);
     err = veil_pg_exec(c, ST_FORGET, &p, 1, &r);
-    int64_t deleted = err ? 0 : strtoll(PQcmdTuples(r), NULL, 10);
     if (!err)
-        err = veil_feedlog_forget(c, ST_FEED, subject_ref, &redacted);
-    /*
-     * Consumers drop what they cached: the notice names no subject (they drop
-     * everything; erasures are rare), so no row keeps the subject reference.
-     * A subject never seen leaves no trace at all.
-     */
-    veil_feed_change ch = {.kind = FORGOTTEN};
-    if (!err && deleted + redacted > 0)
-        err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+        err = veil_feedlog_forget(c, ST_FEED, subject_ref, FORGOTTEN,
+                                  strtoll(PQcmdTuples(r), NULL, 10));
     PQclear(r);
     return veil_pg_end(c, err);
 }

@@ -314,20 +314,22 @@ veil_err veil_feedlog_app_notice(veil_pg *c, int base, const char *app_id, const
 }
 
 veil_err veil_feedlog_forget(veil_pg *c, int base, const unsigned char subject_ref[32],
-                             int64_t *affected)
+                             const char *notice_kind, int64_t deleted)
 {
     PGresult *r;
     veil_pg_param p[] = {vp_bytes(subject_ref, 32)};
-    *affected = 0;
+    int64_t affected = deleted, seq;
     veil_err err = veil_pg_exec(c, base + S_REDACT, p, 1, &r);
     if (err)
         return err;
-    *affected += strtoll(PQcmdTuples(r), NULL, 10);
+    affected += strtoll(PQcmdTuples(r), NULL, 10);
     PQclear(r);
     err = veil_pg_exec(c, base + S_DROP, p, 1, &r);
     if (err)
         return err;
-    *affected += strtoll(PQcmdTuples(r), NULL, 10);
+    affected += strtoll(PQcmdTuples(r), NULL, 10);
     PQclear(r);
-    return VEIL_OK;
+    /* No subject in the notice: consumers drop every cached answer (erasures are rare). */
+    veil_feed_change ch = {.kind = notice_kind};
+    return affected > 0 ? veil_feedlog_append(c, base, &ch, &seq) : VEIL_OK;
 }

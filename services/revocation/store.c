@@ -340,23 +340,15 @@ veil_err revocation_store_forget(struct revocation_store *s, const unsigned char
 {
     veil_pg *c;
     PGresult *r = NULL;
-    int64_t seq, redacted = 0;
     veil_err err = veil_db_begin(s->db, &c);
     if (err)
         return err;
     veil_pg_param key = vp_bytes(subject, REVOCATION_SUBJECT_BYTES);
     err = veil_pg_exec(c, ST_FORGET, &key, 1, &r);
-    int64_t deleted = err ? 0 : veil_pg_get_i64(r, 0, 0);
+    /* the notices to queue count as something to tell, even for a subject with no rows left */
     if (!err)
-        err = veil_feedlog_forget(c, ST_FEED, subject, &redacted);
-    /*
-     * The notice names no subject: consumers drop every cached answer (an
-     * erasure is rare), so no row keeps the subject reference.  A subject
-     * never seen, with nothing to tell, leaves no trace at all.
-     */
-    veil_feed_change ch = {.kind = "subject_forgotten"};
-    if (!err && (deleted + redacted > 0 || n > 0))
-        err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+        err = veil_feedlog_forget(c, ST_FEED, subject, "subject_forgotten",
+                                  veil_pg_get_i64(r, 0, 0) + (int64_t)n);
     for (size_t i = 0; !err && i < n; i++)
         err = veil_feedlog_app_notice(c, ST_FEED, notices[i]->app_id, "identity_erased",
                                       notices[i]->pseudonym, notices[i]->previous_pseudonym);

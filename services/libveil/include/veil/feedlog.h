@@ -132,12 +132,13 @@ veil_err veil_feedlog_app_notice(veil_pg *c, int base, const char *app_id, const
  * Erasure, inside the caller's transaction: the subject's changes keep their
  * numbers (the feed stays gap-free) but lose their content (kind "redacted",
  * no subject, device, app or attributes), and its app events are deleted, so
- * no row keeps the subject reference.  Callers then append a notice WITHOUT
- * a subject (consumers drop every cached answer: erasures are rare) so a
- * lagging cache cannot outlive the erasure.  *affected receives how many
- * rows went.
+ * no row keeps the subject reference.  Then, if anything went (or deleted,
+ * the caller's own count, is above 0), one change of notice_kind WITHOUT a
+ * subject is appended - consumers drop every cached answer on it (erasures
+ * are rare) - so a lagging cache cannot outlive the erasure.  A subject
+ * never seen leaves no trace.  Call it last but for app events.
  */
 veil_err veil_feedlog_forget(veil_pg *c, int base, const unsigned char subject_ref[32],
-                             int64_t *affected) VEIL_WUR;
+                             const char *notice_kind, int64_t deleted) VEIL_WUR;
 
 #endif
