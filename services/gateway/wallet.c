@@ -542,6 +542,7 @@ static void gw_wallet_access_log(Veil__Gateway__Wallet_Service *svc,
             out->head = cp->head;
             out->at_ms = cp->at_ms;
             out->signature = cp->signature;
+            out->retention_ms = cp->retention_ms;
             resp.checkpoint = out;
         }
     }

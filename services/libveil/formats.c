@@ -369,11 +369,12 @@ int veil_ident_valid(const char *s)
 }
 
 void veil_checkpoint_bytes(veil_buf *b, const char *web_number, int64_t seq,
-                           const unsigned char head[32], int64_t at_ms)
+                           const unsigned char head[32], int64_t at_ms, int64_t retention_ms)
 {
-    domain(b, "veil-access-checkpoint-v1");
+    domain(b, "veil-access-checkpoint-v2");
     veil_buf_put_str(b, web_number);
     veil_buf_put_i64(b, seq);
     veil_buf_put(b, head, 32);
     veil_buf_put_i64(b, at_ms);
+    veil_buf_put_i64(b, retention_ms);
 }

@@ -145,9 +145,10 @@ static veil_err checkpoint(struct vault *v, veil_call *call, const struct vault_
     memcpy(head, row->head, VAULT_HASH_BYTES);
     cp->seq = row->head_seq;
     cp->at_ms = veil_now_ms();
+    cp->retention_ms = v->cfg.log_retention_s * 1000;
     cp->head.data = head;
     cp->head.len = VAULT_HASH_BYTES;
-    veil_checkpoint_bytes(&msg, cp->web_number, cp->seq, head, cp->at_ms);
+    veil_checkpoint_bytes(&msg, cp->web_number, cp->seq, head, cp->at_ms, cp->retention_ms);
     if (msg.failed) {
         veil_buf_free(&msg);
         return VEIL_ERR_NOMEM;

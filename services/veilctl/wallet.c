@@ -86,6 +86,7 @@ veil_err vw_wallet_load(const char *path, vw_wallet **out, char *errbuf, size_t 
         w->has_checkpoint = 1;
         w->checkpoint_seq = json_integer_value(json_object_get(cp, "seq"));
         w->checkpoint_at_ms = json_integer_value(json_object_get(cp, "at_ms"));
+        w->checkpoint_entry_at_ms = json_integer_value(json_object_get(cp, "entry_at_ms"));
     }
     *out = w;
     w = NULL;
@@ -126,8 +127,9 @@ veil_err vw_wallet_save(const vw_wallet *w, const char *path, int exclusive, cha
         char head64[64];
         veil_b64url_encode(head64, sizeof head64, w->checkpoint_head, 32);
         json_object_set_new(root, "checkpoint",
-                            json_pack("{s:I, s:s, s:I}", "seq", (json_int_t)w->checkpoint_seq,
-                                      "head", head64, "at_ms", (json_int_t)w->checkpoint_at_ms));
+                            json_pack("{s:I, s:s, s:I, s:I}", "seq", (json_int_t)w->checkpoint_seq,
+                                      "head", head64, "at_ms", (json_int_t)w->checkpoint_at_ms,
+                                      "entry_at_ms", (json_int_t)w->checkpoint_entry_at_ms));
     }
     char *text = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
@@ -355,7 +357,8 @@ static int checkpoint_valid(const vw_wallet *w, const Veil__Gateway__AccessCheck
     if (cp->head.len != 32 || cp->signature.len != crypto_sign_BYTES || cp->seq < 0 ||
         strcmp(cp->web_number, w->web_number) != 0)
         return 0;
-    veil_checkpoint_bytes(&b, cp->web_number, cp->seq, cp->head.data, cp->at_ms);
+    veil_checkpoint_bytes(&b, cp->web_number, cp->seq, cp->head.data, cp->at_ms,
+                          cp->retention_ms);
     int good = !b.failed && crypto_sign_verify_detached(cp->signature.data, b.data, b.len,
                                                         w->checkpoint_pk) == 0;
     veil_buf_free(&b);
@@ -409,6 +412,20 @@ void vw_checkpoint_check(const vw_wallet *w, const Veil__Gateway__AccessLogRespo
         return;
     }
     const Veil__Gateway__AccessLogEntry *then = entry_at(r, w->checkpoint_seq);
+    /*
+     * Retention may have dropped the entry this device anchored on - but only
+     * if it is older than the retention period the vault signed, and only
+     * from the start of the log: every entry the vault returns is newer.
+     */
+    if (w->checkpoint_seq > 0 && !then && cp->retention_ms > 0 && r->n_entries &&
+        r->entries[0]->seq > w->checkpoint_seq &&
+        w->checkpoint_entry_at_ms < veil_now_ms() - cp->retention_ms) {
+        check_result(out, "pruned", 1,
+                     "entries up to %lld are past the retention period and were dropped; the log "
+                     "goes on from entry %lld",
+                     (long long)w->checkpoint_seq, (long long)r->entries[0]->seq);
+        return;
+    }
     if (w->checkpoint_seq > 0 &&
         (!then || then->chain.len != 32 || memcmp(then->chain.data, w->checkpoint_head, 32) != 0)) {
         check_result(out, "rewritten", 0,
@@ -427,5 +444,6 @@ void vw_checkpoint_keep(vw_wallet *w, const Veil__Gateway__AccessLogResponse *r)
     w->has_checkpoint = 1;
     w->checkpoint_seq = r->checkpoint->seq;
     w->checkpoint_at_ms = r->checkpoint->at_ms;
+    w->checkpoint_entry_at_ms = r->n_entries ? r->entries[r->n_entries - 1]->at_ms : 0;
     memcpy(w->checkpoint_head, r->checkpoint->head.data, 32);
 }

@@ -30,13 +30,14 @@ typedef struct vw_wallet {
     unsigned char checkpoint_pk[32]; /* the vault's access-log checkpoint key */
     int has_checkpoint;              /* the newest checkpoint this wallet verified */
     int64_t checkpoint_seq, checkpoint_at_ms;
+    int64_t checkpoint_entry_at_ms;    /* the time of entry checkpoint_seq (0: none) */
     unsigned char checkpoint_head[32];
 } vw_wallet;
 
 /* What comparing an access-log read with the wallet's last checkpoint found. */
 typedef struct vw_log_check {
-    const char *status;   /* "first_read", "consistent" (good); "rolled_back", "wiped",
-                             "rewritten", "bad_checkpoint", "no_checkpoint" (tampering) */
+    const char *status;   /* "first_read", "consistent", "pruned" (good); "rolled_back",
+                             "wiped", "rewritten", "bad_checkpoint", "no_checkpoint" (tampering) */
     int ok;               /* the read may become the wallet's new checkpoint */
     int64_t previous_seq; /* the stored checkpoint's seq (-1: none) */
     int64_t seq;          /* the new checkpoint's seq (-1: none) */

@@ -431,16 +431,17 @@ END_TEST
 /* The checkpoint's signed bytes are exactly the vector in docs/internals/signed-formats.md. */
 START_TEST(test_checkpoint_bytes_vector)
 {
-    static const char hex[] = "7665696c2d6163636573732d636865636b706f696e742d763100"
+    static const char hex[] = "7665696c2d6163636573732d636865636b706f696e742d763200"
                               "0013414243442d454647482d4a4b4d4e2d50515237"
                               "0000000000000005"
                               "1111111111111111111111111111111111111111111111111111111111111111"
-                              "0000019b76daa800";
-    unsigned char head[32], want[95];
+                              "0000019b76daa800"
+                              "00000001cf7c5800";
+    unsigned char head[32], want[103];
     memset(head, 0x11, sizeof head);
     ck_assert_int_eq(sodium_hex2bin(want, sizeof want, hex, strlen(hex), NULL, NULL, NULL), 0);
     veil_buf b = {0};
-    veil_checkpoint_bytes(&b, "ABCD-EFGH-JKMN-PQR7", 5, head, 1767225600000LL);
+    veil_checkpoint_bytes(&b, "ABCD-EFGH-JKMN-PQR7", 5, head, 1767225600000LL, 7776000000LL);
     ck_assert(!b.failed);
     ck_assert_uint_eq(b.len, sizeof want);
     ck_assert_mem_eq(b.data, want, sizeof want);

@@ -208,10 +208,10 @@ int veil_ident_valid(const char *s);
 /*
  * Access-log checkpoint (signed by the vault's checkpoint key; the citizen's
  * wallet keeps the newest it verified and compares the next read with it):
- *   "veil-access-checkpoint-v1\0" | field(web number) | i64 seq | head (32)
- *   | i64 at_ms
+ *   "veil-access-checkpoint-v2\0" | field(web number) | i64 seq | head (32)
+ *   | i64 at_ms | i64 retention_ms
  */
 void veil_checkpoint_bytes(veil_buf *b, const char *web_number, int64_t seq,
-                           const unsigned char head[32], int64_t at_ms);
+                           const unsigned char head[32], int64_t at_ms, int64_t retention_ms);
 
 #endif
