@@ -322,10 +322,11 @@ START_TEST(test_checkpoint)
     in_hex(&v, "head", "0606060606060606060606060606060606060606060606060606060606060606", head,
            32);
     long long at = atoll(in(&v, "at_ms", "1767225603000"));
+    long long retention = atoll(in(&v, "retention_ms", "7776000000"));
     crypto_sign_seed_keypair(pk, sk, seed);
     expect(&v, "checkpoint_pk", pk, 32);
     veil_buf b = {0};
-    veil_checkpoint_bytes(&b, wn, seq, head, at);
+    veil_checkpoint_bytes(&b, wn, seq, head, at, retention);
     expect(&v, "signed_bytes", b.data, b.len);
     crypto_sign_detached(sig, NULL, b.data, b.len, sk);
     expect(&v, "signature", sig, 64);
