@@ -171,6 +171,10 @@ START_TEST(test_proofing_attestation)
     crypto_sign_seed_keypair(pk, sk, seed);
     crypto_sign_seed_keypair(dpk, dsk, dseed);
     expect(&v, "authority_pk", pk, 32);
+    /* as a line of VAULT_PROOFING_PUBLIC_KEY's file (vault.md, "The proofing authority") */
+    char b64[64];
+    sodium_bin2base64(b64, sizeof b64, pk, 32, sodium_base64_VARIANT_ORIGINAL);
+    expect_text(&v, "authority_pk_file", b64);
     expect(&v, "device_pk", dpk, 32);
     veil_buf b = {0};
     veil_attestation_bytes(&b, id, name, face, dpk, at);
