@@ -256,12 +256,24 @@ static void gw_admin_update_app(Veil__Gateway__Admin_Service *svc, const Veil__G
     Veil__Gateway__App resp;
     gw_app app, old;
     veil_err err = VEIL_OK;
-    if (gw_registry_get(&gw->registry, req->app_id, &old) != 0) {
+    if (gw_registry_get_named(&gw->registry, call, req->app_id, &old) != 0) {
         veil_call_fail(call, VEIL_ERR_NOT_FOUND, "app_id: unknown app");
         err = VEIL_ERR_NOT_FOUND;
     }
     if (!err)
         err = app_from_message(gw, call, req, &app);
+    /*
+     * An update that says nothing about OpenID Connect (an older client, a
+     * registry file without those fields) keeps the app's registration for it.
+     */
+    if (!err && !req->n_redirect_uris && !req->token_auth[0] && !req->jwks[0] &&
+        !req->id_token_alg[0] && !req->n_purposes) {
+        app.redirect_uris = old.redirect_uris;
+        app.jwks = old.jwks;
+        app.purposes = old.purposes;
+        snprintf(app.token_auth, sizeof app.token_auth, "%s", old.token_auth);
+        snprintf(app.id_token_alg, sizeof app.id_token_alg, "%s", old.id_token_alg);
+    }
     if (!err) {
         snprintf(app.status, sizeof app.status, "%s", old.status);
         const char *refusal = NULL;

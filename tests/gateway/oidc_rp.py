@@ -412,6 +412,14 @@ def scenario_errors():
     assert q["error"] == ["access_denied"] and q["state"] == [state], q
     log("denied on the phone: access_denied")
 
+    # an update that says nothing about OpenID Connect keeps the registration
+    veilctl("admin", "apps", "update", "--app", "chat.wechat", "--name", "Test chat.wechat",
+            "--kind", "commercial", "--attrs", "age_over_18,province")
+    _, apps = veilctl("admin", "apps", "list")
+    mine = [a for a in apps if a["app"] == "chat.wechat"][0]
+    assert mine["redirect_uris"] == [REDIRECT] and mine["token_auth"] == "tls_client_auth", mine
+    log("admin apps update without OIDC flags keeps the OIDC registration")
+
     # an unknown request id
     rc, out = veilctl("wallet", "request", "show", "--wallet", wallet("bob"), "--request",
                       "veil:login?request=" + "A" * 43, check=False)
