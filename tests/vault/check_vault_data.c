@@ -740,6 +740,25 @@ START_TEST(test_release_capability)
                                     cap.challenge, &r, &st),
                      VEIL_ERR_DENIED);
     ck_assert_str_eq(st.message, "app has no registered scope in the vault");
+
+    /* SetAppScopes refuses what is not a scope, and writes nothing */
+    const char *unknown[] = {"age_over_18", "shoe_size"}, *twice[] = {"province", "province"};
+    ck_assert_int_eq(vt_set_scope(&t, "Bad App", age, 1, &st), VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "apps[].app_id is not a valid app id");
+    ck_assert_int_eq(vt_set_scope(&t, "news.unknown", unknown, 2, &st), VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "apps[].attributes holds an unknown attribute");
+    ck_assert_int_eq(vt_set_scope(&t, "news.unknown", twice, 2, &st), VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "apps[].attributes repeats an attribute");
+    ck_assert_int_eq(
+        vt_sql_int(&t, "SELECT count(*) FROM app_scopes WHERE app_id = 'news.unknown'"), 0);
+    /* an empty scope is a scope: the app gets nothing */
+    ck_assert_int_eq(vt_set_scope(&t, "news.unknown", NULL, 0, &st), VEIL_OK);
+    ck_assert_int_eq(vt_login(&t, &d, "news.unknown", &st), VEIL_OK);
+    cap = t.caps[4];
+    ck_assert_int_eq(vt_release_raw(&t, d.subject, "news.unknown", age, 1, "x", cap.cap, 57,
+                                    cap.challenge, &r, &st),
+                     VEIL_ERR_DENIED);
+    ck_assert_str_eq(st.message, "attributes[0] is outside the app's registered scope");
     vt_stop(&t);
 }
 END_TEST
