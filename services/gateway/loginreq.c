@@ -536,3 +536,45 @@ void gw_wallet_deny_login(Veil__Gateway__Wallet_Service *svc,
     }
     VEIL_REPLY(done, call, err, &resp);
 }
+
+veil_err gw_loginreq_card(struct gateway *gw, veil_call *call, const char *id, const char *poll,
+                          const Veil__CardCredential *card)
+{
+    gw_login_request by_poll, r;
+    gw_app app = {0};
+    gw_login_result result;
+    char code[GW_SECRET_TEXT];
+    veil_err err = secret_ok(id) && secret_ok(poll) ? gw_loginreq_poll(gw, poll, &by_poll, code)
+                                                    : VEIL_ERR_NOT_FOUND;
+    sodium_memzero(code, sizeof code);
+    if (err == VEIL_ERR_NOT_FOUND) {
+        veil_call_fail(call, err, "login request is unknown");
+        return err;
+    }
+    if (err)
+        return gw_store_failed(call, err);
+    /* The page's poll token and the request id must name the same request. */
+    if ((err = live_request(gw, call, id, &r, &app)))
+        return err;
+    if (sodium_memcmp(r.challenge, by_poll.challenge, sizeof r.challenge) != 0) {
+        gw_app_clear(&app);
+        veil_call_fail(call, VEIL_ERR_NOT_FOUND, "login request is unknown");
+        return VEIL_ERR_NOT_FOUND;
+    }
+    /*
+     * Typing the PIN under the list of what the app asks for is the approval:
+     * the one login function releases that, within the app's registered
+     * scope.  A wrong PIN leaves the request pending, so the person can try
+     * again (the vault counts the attempts).
+     */
+    gw_login_in in = {.card = card};
+    in.n_attributes = gw_scope_names(call, r.scope, (char ***)&in.attributes);
+    err = gw_login_run(gw, call, &app, &in, 1, &result);
+    if (!err)
+        err = approve(gw, call, id, &r, &result);
+    if (!err)
+        veil_log(VEIL_LOG_INFO, "login request approved with a card", VL_STR("app", app.id),
+                 VL_END);
+    gw_app_clear(&app);
+    return err;
+}

@@ -317,7 +317,9 @@ static void section_app(sb *b, const page_ctx *c)
     sb_puts(b, "<header><h1>Log in to ");
     sb_html(b, c->app->name);
     sb_puts(b, "</h1><p class=\"kind\">");
-    sb_puts(b, strcmp(c->app->kind, "public_service") == 0 ? "Public service" : "Commercial app");
+    sb_puts(b, strcmp(c->app->kind, "public_service") == 0 ? "Public service"
+               : strcmp(c->app->kind, "venue") == 0        ? "Venue"
+                                                           : "Commercial app");
     if (c->app->organisation && *c->app->organisation) {
         sb_puts(b, " &middot; ");
         sb_html(b, c->app->organisation);
@@ -401,12 +403,42 @@ static void section_wait(sb *b, const page_ctx *c)
                ".catch(function(){setTimeout(go,2000);});}go();})();</script>");
 }
 
+/* The hidden fields that name the request and prove the page (its poll token). */
+static void request_fields(sb *b, const page_ctx *c)
+{
+    sb_puts(b, "<input type=\"hidden\" name=\"request\" value=\"");
+    sb_html(b, c->request_id);
+    sb_puts(b, "\"><input type=\"hidden\" name=\"poll\" value=\"");
+    sb_html(b, c->poll);
+    sb_puts(b, "\">");
+}
+
 /*
- * The sections of the login page, in order.  Another way to log in (a card
- * at a counter, say) is one more function here.
+ * Log in with a card (issue 17): for citizens without a smartphone, the code
+ * printed on the card and its PIN.  Typing the PIN approves what the page
+ * lists above; the vault checks the PIN and counts wrong ones.
+ */
+static void section_card(sb *b, const page_ctx *c)
+{
+    sb_puts(b, "<section id=\"card\"><h2>No smartphone? Log in with your card</h2>"
+               "<form method=\"post\" action=\"/authorize/card\" autocomplete=\"off\">");
+    request_fields(b, c);
+    sb_puts(b, "<p><label for=\"card-code\">Card code</label><br><input id=\"card-code\" "
+               "name=\"code\" size=\"32\" maxlength=\"64\" spellcheck=\"false\" "
+               "placeholder=\"XXXXX-XXXXX-XXXXX-XXXXX-XXXXX\" required></p>"
+               "<p><label for=\"card-pin\">PIN</label><br><input id=\"card-pin\" name=\"pin\" "
+               "type=\"password\" inputmode=\"numeric\" size=\"12\" maxlength=\"12\" "
+               "required></p><p>Typing your PIN gives this app what is listed above.</p>"
+               "<button type=\"submit\" id=\"card-login\">Log in with card</button></form>"
+               "</section>");
+}
+
+/*
+ * The sections of the login page, in order.  Another way to log in is one
+ * more function here.
  */
 static const page_section login_sections[] = {
-    section_app, section_attributes, section_scan, section_code, section_wait,
+    section_app, section_attributes, section_scan, section_code, section_wait, section_card,
 };
 
 static const char page_css[] =
@@ -785,6 +817,73 @@ static void serve_status(void *ctx, veil_http_request *req)
 }
 
 /* Without JavaScript: the button re-renders the page, or follows the answer. */
+/* What the card form's call needs (veil_call_run). */
+struct card_form {
+    struct gateway *gw;
+    const char *id, *poll;
+    Veil__CardCredential card;
+};
+
+static veil_err card_login(veil_call *call, void *ctx)
+{
+    struct card_form *f = ctx;
+    return gw_loginreq_card(f->gw, call, f->id, f->poll, &f->card);
+}
+
+/*
+ * POST /authorize/card: the card form.  Approved: on to the app as after a
+ * phone's approval.  Refused (a wrong PIN, a locked or revoked card): the
+ * reason on a page that leads back to the same login page.
+ */
+static void serve_card(void *ctx, veil_http_request *req)
+{
+    struct gw_oidc *o = ctx;
+    struct card_form f = {.gw = o->gw};
+    veil__card_credential__init(&f.card);
+    const char *code, *pin;
+    if (one(req, VEIL_HTTP_FORM, "request", &f.id) != 1 ||
+        one(req, VEIL_HTTP_FORM, "poll", &f.poll) != 1 ||
+        one(req, VEIL_HTTP_FORM, "code", &code) != 1 ||
+        one(req, VEIL_HTTP_FORM, "pin", &pin) != 1) {
+        error_page(req, 400, "invalid_request", "request, poll, code and pin are required");
+        return;
+    }
+    f.card.code = (char *)code;
+    f.card.pin = (char *)pin;
+    char msg[256] = "";
+    veil_peer door = {.role = 0};
+    snprintf(door.uri, sizeof door.uri, "oidc-login-page");
+    veil_err err = veil_call_run(&door, "/oidc/authorize/card", card_login, &f, msg, sizeof msg);
+    sb b = {0}, back = {0};
+    sb_puts(&back, "/authorize/continue?request=");
+    sb_puts(&back, f.id); /* both checked to be base64url secrets by the login request */
+    sb_puts(&back, "&poll=");
+    sb_puts(&back, f.poll);
+    if (!err) {
+        (void)veil_http_add_header(req, "Location", back.s);
+        no_store(req);
+        veil_http_respond_text(req, 303, "logged in with the card\n");
+    } else {
+        char nonce[24];
+        new_nonce(nonce);
+        sb_puts(&b, "<section class=\"error\"><h1>The card was not accepted</h1>"
+                    "<p id=\"card-error\">");
+        sb_html(&b, msg);
+        sb_puts(&b, "</p>");
+        if (err != VEIL_ERR_NOT_FOUND) {
+            sb_puts(&b, "<p><a id=\"card-back\" href=\"");
+            sb_html(&b, back.s);
+            sb_puts(&b, "\">Back to the login page</a></p>");
+        }
+        sb_puts(&b, "</section>");
+        send_page(req, err == VEIL_ERR_UNAVAILABLE ? 503 : 400, "Card not accepted", &b, nonce,
+                  NULL);
+        veil_log(VEIL_LOG_INFO, "oidc card login refused", VL_STR("detail", msg), VL_END);
+    }
+    free(b.s);
+    free(back.s);
+}
+
 static void serve_continue(void *ctx, veil_http_request *req)
 {
     struct gw_oidc *o = ctx;
@@ -1221,6 +1320,7 @@ static const veil_http_route routes[] = {
     {"GET", "/authorize", serve_authorize, 0},
     {"GET", "/authorize/status", serve_status, 0},
     {"GET", "/authorize/continue", serve_continue, 0},
+    {"POST", "/authorize/card", serve_card, FORM_MAX},
     {"POST", "/token", serve_token, FORM_MAX},
     {"GET", "/userinfo", serve_userinfo, 0},
     {"POST", "/userinfo", serve_userinfo, FORM_MAX},

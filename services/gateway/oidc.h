@@ -16,7 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "veil/common.pb-c.h"
 #include "veil/err.h"
+#include "veil/rpc.h"
 
 struct gateway;
 struct veil_service_ctx;
@@ -98,6 +100,15 @@ veil_err gw_loginreq_create(struct gateway *gw, gw_login_request *req, int64_t t
  */
 veil_err gw_loginreq_poll(struct gateway *gw, const char *poll, gw_login_request *req,
                           char code[GW_SECRET_TEXT]) VEIL_WUR;
+
+/*
+ * The login page's card form (issue 17): the request named by id and
+ * proven by the page's poll token is logged in with the card and its PIN
+ * through gw_login_run and approved as the phone would approve it.  A wrong
+ * PIN fails the call and leaves the request pending.
+ */
+veil_err gw_loginreq_card(struct gateway *gw, veil_call *call, const char *id, const char *poll,
+                          const Veil__CardCredential *card) VEIL_WUR;
 
 /* The request with this id (VEIL_ERR_NOT_FOUND if none). */
 veil_err gw_loginreq_by_id(struct gateway *gw, const char *id, gw_login_request *req) VEIL_WUR;

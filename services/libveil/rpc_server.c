@@ -538,6 +538,32 @@ veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_p
     return c.err;
 }
 
+veil_err veil_call_run(const veil_peer *peer, const char *path,
+                       veil_err (*fn)(veil_call *call, void *ctx), void *ctx, char *msg,
+                       size_t msglen)
+{
+    struct method m = {.path = (char *)path};
+    veil_server srv = {.cfg = {.max_message_bytes = 4 << 20}};
+    veil_call c = {.srv = &srv, .m = &m, .peer = *peer};
+    c.alloc = (ProtobufCAllocator){arena_alloc, arena_free, &c};
+    c.deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    grpc_metadata_array_init(&c.md);
+    veil_err err = fn(&c, ctx);
+    if (err && !c.err)
+        c.err = err;
+    if (msg && msglen)
+        snprintf(msg, msglen, "%s",
+                 c.err == VEIL_OK ? "" : c.has_message ? c.message : veil_err_message(c.err));
+    grpc_metadata_array_destroy(&c.md);
+    arena_wipe(&c);
+    while (c.local) {
+        struct local_block *next = c.local->next;
+        free(c.local);
+        c.local = next;
+    }
+    return c.err;
+}
+
 static void dispatch(veil_server *s, veil_call *c)
 {
     c->t0 = veil_mono_ns();

@@ -105,6 +105,13 @@ START_TEST(test_login_page_in_chromium)
 }
 END_TEST
 
+/* Issue 17: the card form on the login page, in Chromium. */
+START_TEST(test_card_form_in_chromium)
+{
+    scenario("card");
+}
+END_TEST
+
 START_TEST(test_expired_request)
 {
     gateway_with("GATEWAY_OIDC_REQUEST_TTL_S=2");
@@ -131,6 +138,7 @@ int main(void)
     tcase_add_test(tc, test_rs256_client_private_key_jwt);
     tcase_add_test(tc, test_errors_and_bad_input);
     tcase_add_test(tc, test_login_page_in_chromium);
+    tcase_add_test(tc, test_card_form_in_chromium);
     tcase_add_test(tc, test_expired_request);
     tcase_add_test(tc, test_rate_limit);
     suite_add_tcase(s, tc);

@@ -555,6 +555,94 @@ def scenario_browser():
         driver.quit()
 
 
+def scenario_card():
+    """The login page's card form (issue 17) in headless Chromium: a counter-issued card, a
+    wrong PIN counted and shown, then the right PIN and the redirect; the ID token says card."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import http.server
+    import tempfile
+    import threading
+
+    class Callback(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<title>app callback</title><p id=app>signed in</p>")
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", CALLBACK_PORT), Callback)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    d = discovery()
+    register("chat.wechat", "tls_client_auth", "EdDSA", "age_over_18,province")
+    # an elderly citizen without a phone: the counter issues her a card
+    card = os.path.join(SCRATCH, "grandmother.card")
+    if os.path.exists(card):
+        os.unlink(card)
+    _, idn = veilctl("dev", "id-number", "--birth", "19400101")
+    _, issued = veilctl("counter", "card", "issue", "--id-number", idn["id_number"], "--name",
+                        "Grandmother Card", "--pin", "246810", "--out", card)
+    s = session_for("chat.wechat", "tls_client_auth", d, scope="openid age_over_18")
+    verifier = secrets.token_urlsafe(48)
+    url, state = s.create_authorization_url(d["authorization_endpoint"], nonce="card-nonce",
+                                            code_verifier=verifier)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+              "--ignore-certificate-errors", "--user-data-dir=" + tempfile.mkdtemp(dir=SCRATCH)):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+    def type_card(code, pin):
+        WebDriverWait(driver, 10).until(lambda drv: drv.find_elements(By.ID, "card-code"))
+        driver.find_element(By.ID, "card-code").send_keys(code)
+        driver.find_element(By.ID, "card-pin").send_keys(pin)
+        driver.find_element(By.ID, "card-login").click()
+
+    try:
+        driver.get(url)
+        # typed as people type it: lower case, spaces for the dashes
+        typed = issued["code"].lower().replace("-", " ")
+        type_card(typed, "111111")
+        WebDriverWait(driver, 10).until(lambda drv: drv.find_elements(By.ID, "card-error"))
+        msg = driver.find_element(By.ID, "card-error").text
+        assert msg == "wrong pin: 4 of 5 attempts left", msg
+        _, status = veilctl("counter", "card", "status", "--card", card)
+        assert status["wrong_pins"] == 1 and status["attempts_left"] == 4, status
+        log("card form: a wrong PIN is counted and shown:", msg)
+        driver.find_element(By.ID, "card-back").click()
+        type_card(issued["code"], "246810")
+        try:
+            WebDriverWait(driver, 30).until(lambda drv: drv.current_url.startswith(REDIRECT))
+        except Exception:
+            log("stuck at", driver.current_url, driver.page_source[:800])
+            raise
+        # no console errors but the wrong PIN's own 400 (CSP violations would show there)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and
+                  "/authorize/card - Failed to load resource" not in e["message"]]
+        assert not errors, errors
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(driver.current_url).query)
+        assert q["state"] == [state] and q["code"], q
+        token = s.fetch_token(d["token_endpoint"], authorization_response=driver.current_url,
+                              code_verifier=verifier)
+        claims = id_token_claims(d, token, "chat.wechat", "card-nonce")
+        assert claims["acr"] == "urn:veil:acr:card" and claims["amr"] == ["pin"], claims
+        assert claims["age_over_18"] is True, claims
+        _, status = veilctl("counter", "card", "status", "--card", card)
+        assert status["wrong_pins"] == 0, status
+        log("card form: the right PIN logs her in; ID token acr", claims["acr"])
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+
+
 def scenario_demo():
     """deploy/local/demo: a bookshop website logs the demo's citizen in with OpenID Connect."""
     d, s, token, claims, page, approved, redirect, _ = login(
@@ -570,7 +658,7 @@ def scenario_demo():
 
 SCENARIOS = {"demo": scenario_demo, "eddsa": scenario_eddsa, "rs256": scenario_rs256, "errors": scenario_errors,
              "expired": scenario_expired, "ratelimit": scenario_ratelimit,
-             "browser": scenario_browser}
+             "browser": scenario_browser, "card": scenario_card}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]]()

@@ -164,6 +164,18 @@ veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_p
                          ProtobufCBinaryData *reply, char *msg, size_t msglen);
 
 /*
+ * Runs fn with a call context of its own, as veil_call_local runs a
+ * handler, for a door that is not gRPC (an HTTP form) but shares the code
+ * handlers use (the call's arena, veil_call_fail, calls to other services
+ * on its behalf).  path names it in logs.  Returns fn's error (or the one it
+ * recorded); msg receives the client message.  Everything in the arena is
+ * wiped and freed before it returns.
+ */
+veil_err veil_call_run(const veil_peer *peer, const char *path,
+                       veil_err (*fn)(veil_call *call, void *ctx), void *ctx, char *msg,
+                       size_t msglen);
+
+/*
  * Whether every `string` field of the serialized message data[0..len) of
  * type d - nested messages included - is well-formed UTF-8 without NUL,
  * overlong forms or surrogates (veil_utf8_valid).  On a bad string *field
