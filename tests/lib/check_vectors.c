@@ -27,6 +27,7 @@
 #include "harness.h"
 #include "veil/codec.h"
 #include "veil/formats.h"
+#include "veil/inperson.h"
 #include "veil/jws.h"
 #include "veil/keys.h"
 
@@ -398,6 +399,83 @@ START_TEST(test_web_number)
 }
 END_TEST
 
+START_TEST(test_presentation)
+{
+    vector v;
+    unsigned char dseed[32], dpk[32], dsk[64], bseed[32], bpk[32], bsk[32];
+    veil_presentation p = {0}, back;
+    begin("presentation", &v);
+    in_hex(&v, "device_seed", SEED_DEVICE, dseed, 32);
+    in_hex(&v, "vault_box_seed", SEED_VAULT_BOX, bseed, 32);
+    in_hex(&v, "nonce", "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf", p.nonce, 16);
+    p.time_ms = atoll(in(&v, "time_ms", "1767225604000"));
+    const char *names = in(&v, "attributes", "age_over_18,real_name_verified");
+    char list[128];
+    snprintf(list, sizeof list, "%s", names);
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
+        snprintf(p.attributes[p.n_attributes++], sizeof p.attributes[0], "%s", tok);
+    in_hex(&v, "device_id", DEVICE_ID, p.device_id, 16);
+    crypto_sign_seed_keypair(dpk, dsk, dseed);
+    crypto_box_seed_keypair(bpk, bsk, bseed);
+    veil_buf b = {0};
+    veil_presentation_signed_bytes(&b, &p);
+    expect(&v, "signed_bytes", b.data, b.len);
+    crypto_sign_detached(p.sig, NULL, b.data, b.len, dsk);
+    expect(&v, "signature", p.sig, 64);
+    /* inner: device id | field(nonce) | i64 time | u8 n | fields | signature */
+    veil_buf inner = {0};
+    veil_buf_put(&inner, p.device_id, 16);
+    veil_buf_put_lp(&inner, p.nonce, 16);
+    veil_buf_put_i64(&inner, p.time_ms);
+    veil_buf_put_u8(&inner, (uint8_t)p.n_attributes);
+    for (size_t i = 0; i < p.n_attributes; i++)
+        veil_buf_put_str(&inner, p.attributes[i]);
+    veil_buf_put(&inner, p.sig, 64);
+    expect(&v, "inner", inner.data, inner.len);
+    char *text;
+    if (printing) {
+        size_t wl = 1 + inner.len + crypto_box_SEALBYTES, cap = veil_b64url_len(wl);
+        unsigned char *wire = malloc(wl);
+        wire[0] = VEIL_PRESENTATION_FORMAT;
+        ck_assert_int_eq(crypto_box_seal(wire + 1, inner.data, inner.len, bpk), 0);
+        text = malloc(cap);
+        veil_b64url_encode(text, cap, wire, wl);
+        free(wire);
+        expect_text(&v, "presentation", text);
+    } else {
+        text = strdup(get(&v, "presentation"));
+    }
+    ck_assert_int_eq(veil_presentation_open(text, strlen(text), bpk, bsk, &back), VEIL_OK);
+    ck_assert_mem_eq(back.nonce, p.nonce, 16);
+    ck_assert_int_eq(back.time_ms, p.time_ms);
+    ck_assert_uint_eq(back.n_attributes, p.n_attributes);
+    ck_assert_str_eq(back.attributes[1], p.attributes[1]);
+    ck_assert_mem_eq(back.sig, p.sig, 64);
+    free(text);
+    veil_buf_free(&b);
+    veil_buf_free(&inner);
+    end(&v);
+}
+END_TEST
+
+START_TEST(test_card_code)
+{
+    vector v;
+    unsigned char secret[VEIL_CARD_SECRET_BYTES], back[VEIL_CARD_SECRET_BYTES], pk[32], sk[64];
+    begin("card-code", &v);
+    in_hex(&v, "secret", "0f1e2d3c4b5a69788796a5b4c3d2e1", secret, sizeof secret);
+    char code[VEIL_CARD_CODE_LEN + 1];
+    veil_card_code_text(secret, code);
+    expect_text(&v, "code", code);
+    ck_assert_int_eq(veil_card_code_parse(code, back), 0);
+    ck_assert_mem_eq(back, secret, sizeof secret);
+    veil_card_keypair(secret, pk, sk);
+    expect(&v, "card_pk", pk, 32);
+    sodium_memzero(sk, sizeof sk);
+    end(&v);
+}
+END_TEST
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -421,6 +499,8 @@ int main(void)
     tcase_add_test(tc, test_proofing_attestation);
     tcase_add_test(tc, test_login_ticket);
     tcase_add_test(tc, test_enrolment_identity);
+    tcase_add_test(tc, test_presentation);
+    tcase_add_test(tc, test_card_code);
     tcase_add_test(tc, test_citizen_request);
     tcase_add_test(tc, test_checkpoint);
     tcase_add_test(tc, test_jws);
