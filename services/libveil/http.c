@@ -609,6 +609,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     return queue(req);
 }
 
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char line[512];
