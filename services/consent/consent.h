@@ -77,6 +77,13 @@ veil_err consent_receipt_sign(const veil_signer *s, const struct consent_new_gra
  */
 veil_err consent_signers_update(struct consent *c, char *errbuf, size_t errlen) VEIL_WUR;
 
+/*
+ * The signer of a receipt key version (loading new key files on a miss), or
+ * NULL; version 0 is the one chosen at start.  The gateway names the version
+ * (its key_state "receipt", changed only by RotateKey).
+ */
+veil_signer *consent_signer_for(struct consent *c, uint32_t version);
+
 /* The JWKS of every loaded receipt key; malloc'd JSON text, or NULL. */
 char *consent_signers_jwks(struct consent_signers *s);
 

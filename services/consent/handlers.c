@@ -165,7 +165,14 @@ static void consent_grant(Veil__Consent__Consent_Service *svc,
         .expires_at_ms = req->expires_at_ms - req->expires_at_ms % 1000,
         .receipt_id = receipt_id,
     };
-    err = consent_receipt_sign(atomic_load(&c->signers.current), &g, &receipt);
+    veil_signer *signer = consent_signer_for(c, req->receipt_key_version);
+    if (!signer) {
+        veil_call_fail(call, VEIL_ERR_PRECONDITION, "receipt key version %u is not loaded",
+                       req->receipt_key_version);
+        err = VEIL_ERR_PRECONDITION;
+        goto out;
+    }
+    err = consent_receipt_sign(signer, &g, &receipt);
     if (err)
         goto out;
     g.receipt = receipt;

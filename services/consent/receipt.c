@@ -79,6 +79,19 @@ veil_err consent_signers_update(struct consent *c, char *errbuf, size_t errlen)
     return VEIL_OK;
 }
 
+veil_signer *consent_signer_for(struct consent *c, uint32_t version)
+{
+    if (version == 0)
+        return atomic_load(&c->signers.current);
+    veil_signer *s = signer_of(&c->signers, version);
+    char err[256];
+    /* Named before this replica saw its file: load new key files, once. */
+    if (!s && veil_keyring_refresh(c->keys, err, sizeof err) == VEIL_OK &&
+        consent_signers_update(c, err, sizeof err) == VEIL_OK)
+        s = signer_of(&c->signers, version);
+    return s;
+}
+
 char *consent_signers_jwks(struct consent_signers *s)
 {
     char *text = NULL;

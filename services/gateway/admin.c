@@ -17,6 +17,7 @@
 #include "oidc.h"
 #include "store.h"
 #include "veil/log.h"
+#include "veil/consent.pb-c.h"
 #include "veil/pseudonym.pb-c.h"
 #include "veil/revocation.pb-c.h"
 #include "veil/vault.pb-c.h"
@@ -398,6 +399,24 @@ static veil_err pseudonym_has(struct gateway *gw, veil_call *call, uint32_t vers
     return err;
 }
 
+/* Checks the consent service publishes receipt key version (it loads new files as they appear). */
+static veil_err receipt_has(struct gateway *gw, veil_call *call, uint32_t version)
+{
+    Veil__Empty e = VEIL__EMPTY__INIT;
+    Veil__Consent__KeysResponse *k;
+    veil_err err = gw_downstream(gw, call, gw->consent, "GetKeys", &e.base, &k);
+    if (err)
+        return err;
+    char kid[48];
+    snprintf(kid, sizeof kid, "\"receipt-%u\"", version);
+    if (!strstr(k->jwks, kid)) {
+        veil_call_fail(call, VEIL_ERR_PRECONDITION,
+                       "the consent service has no key file receipt-%u.key", version);
+        return VEIL_ERR_PRECONDITION;
+    }
+    return VEIL_OK;
+}
+
 /*
  * RotateKey: version N makes key N current and the old current previous
  * (apps see both: assertions carry previous_sub, the JWKS both keys), so a
@@ -410,9 +429,10 @@ static veil_err pseudonym_has(struct gateway *gw, veil_call *call, uint32_t vers
 static veil_err rotate(struct gateway *gw, veil_call *call, const Veil__Gateway__RotateKeyRequest *req,
                        Veil__Gateway__RotateKeyResponse *resp)
 {
-    int assertion = strcmp(req->kind, "assertion") == 0;
-    if (!assertion && strcmp(req->kind, "pseudonym") != 0)
-        return invalid(call, "kind must be assertion or pseudonym");
+    int assertion = strcmp(req->kind, "assertion") == 0,
+        receipt = strcmp(req->kind, "receipt") == 0;
+    if (!assertion && !receipt && strcmp(req->kind, "pseudonym") != 0)
+        return invalid(call, "kind must be assertion, pseudonym or receipt");
     if (req->version == 0 && !req->end_overlap)
         return invalid(call, "version must be a key version of 1 or more (or end_overlap set)");
     if (req->version != 0 && req->end_overlap)
@@ -426,7 +446,9 @@ static veil_err rotate(struct gateway *gw, veil_call *call, const Veil__Gateway_
                        req->version);
         return VEIL_ERR_PRECONDITION;
     }
-    if (req->version && !assertion && (err = pseudonym_has(gw, call, req->version)))
+    if (req->version && receipt && (err = receipt_has(gw, call, req->version)))
+        return err;
+    if (req->version && !assertion && !receipt && (err = pseudonym_has(gw, call, req->version)))
         return err;
     if (req->end_overlap) {
         if (old_prev == 0) {
@@ -441,9 +463,12 @@ static veil_err rotate(struct gateway *gw, veil_call *call, const Veil__Gateway_
     }
     if ((err = gw_store_key_state_set(gw->store, req->kind, new_cur, new_prev)))
         return gw_store_failed(call, err);
-    _Atomic uint32_t *cur = assertion ? &gw->keys.assertion_current : &gw->keys.pseudonym_current;
-    _Atomic uint32_t *prev =
-        assertion ? &gw->keys.assertion_previous : &gw->keys.pseudonym_previous;
+    _Atomic uint32_t *cur = assertion ? &gw->keys.assertion_current
+                            : receipt ? &gw->keys.receipt_current
+                                      : &gw->keys.pseudonym_current;
+    _Atomic uint32_t *prev = assertion ? &gw->keys.assertion_previous
+                             : receipt ? &gw->keys.receipt_previous
+                                       : &gw->keys.pseudonym_previous;
     atomic_store(cur, new_cur);
     atomic_store(prev, new_prev);
     resp->kind = req->kind;

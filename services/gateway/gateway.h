@@ -116,6 +116,7 @@ typedef struct gw_keys {
     _Atomic size_t n_signers;
     _Atomic uint32_t assertion_current, assertion_previous;
     _Atomic uint32_t pseudonym_current, pseudonym_previous;
+    _Atomic uint32_t receipt_current, receipt_previous; /* the consent service's receipt keys */
     _Atomic int64_t state_version;          /* key_state rows as last loaded */
     /* The JWKS text as last built, for these current/previous versions and signers (lock). */
     char *jwks;

@@ -288,13 +288,17 @@ veil_err gw_refresh(struct gateway *gw, int force)
         gw_registry_replace(&gw->registry, apps, n, v);
     }
     if (force || keys_v != atomic_load(&gw->keys.state_version)) {
-        static const char *const kinds[] = {"assertion", "pseudonym"};
-        for (int i = 0; i < 2; i++) {
+        static const char *const kinds[] = {"assertion", "pseudonym", "receipt"};
+        _Atomic uint32_t *cur_of[] = {&gw->keys.assertion_current, &gw->keys.pseudonym_current,
+                                      &gw->keys.receipt_current};
+        _Atomic uint32_t *prev_of[] = {&gw->keys.assertion_previous, &gw->keys.pseudonym_previous,
+                                       &gw->keys.receipt_previous};
+        for (int i = 0; i < 3; i++) {
             uint32_t cur = 0, prev = 0;
             if ((err = gw_store_key_state(gw->store, kinds[i], &cur, &prev)))
                 return err; /* NOT_FOUND: someone deleted a row; never guess a version */
-            atomic_store(i ? &gw->keys.pseudonym_current : &gw->keys.assertion_current, cur);
-            atomic_store(i ? &gw->keys.pseudonym_previous : &gw->keys.assertion_previous, prev);
+            atomic_store(cur_of[i], cur);
+            atomic_store(prev_of[i], prev);
         }
         atomic_store(&gw->keys.state_version, keys_v);
     }

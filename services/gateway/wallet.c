@@ -142,6 +142,7 @@ veil_err gw_grant_consent(struct gateway *gw, veil_call *call, ProtobufCBinaryDa
     g.purpose = (char *)purpose;
     g.expires_at_ms = expires_at_ms;
     g.n_app_scope = gw_scope_names(call, app->scope, &g.app_scope);
+    g.receipt_key_version = atomic_load(&gw->keys.receipt_current);
     veil_err err = gw_downstream(gw, call, gw->consent, "Grant", &g.base, out);
     gw_change ch = {.action = "consent_granted",
                     .app_id = app->id,

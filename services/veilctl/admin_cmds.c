@@ -173,7 +173,7 @@ int vc_admin_apps_reinstate(const vc_opts *o)
 int vc_admin_keys_rotate(const vc_opts *o)
 {
     if (!o->kind || o->version < 0)
-        return vc_usage("admin keys rotate --kind assertion|pseudonym --version N "
+        return vc_usage("admin keys rotate --kind assertion|pseudonym|receipt --version N "
                         "(N = 0 ends the overlap with the previous key)");
     if (o->version == 0) {
         /* Apps still holding tokens or pseudonyms of the previous key lose them: ask first. */

@@ -74,7 +74,8 @@ static const struct verb verbs[] = {
     {"admin apps suspend", vc_admin_apps_suspend, "--app ID [--reason TEXT]"},
     {"admin apps reinstate", vc_admin_apps_reinstate, "--app ID [--reason TEXT]"},
     {"admin keys rotate", vc_admin_keys_rotate,
-     "--kind assertion|pseudonym --version N   (N = 0 ends the overlap: asks first, or --yes)"},
+     "--kind assertion|pseudonym|receipt --version N   (N = 0 ends the overlap: asks first, or "
+     "--yes)"},
     {"admin identity", vc_admin_identity,
      "--web-number W --state active|suspended|revoked --reason TEXT"},
     {"admin audit", vc_admin_audit, "[--web-number W] [--cursor SEQ] [--json]   (as the auditor)"},

@@ -759,6 +759,78 @@ START_TEST(test_key_rotation)
 }
 END_TEST
 
+/* The kid in a compact JWS's header (static buffer). */
+static const char *kid_of(const char *jws)
+{
+    static char header[256];
+    size_t n;
+    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, jws, strcspn(jws, "."), &n), 0);
+    header[n] = '\0';
+    return strstr(header, "\"kid\":\"") ? strstr(header, "\"kid\":\"") + 7 : "";
+}
+
+/* A consent grant through the gateway; the receipt (malloc'd). */
+static char *grant_receipt(const vw_wallet *w)
+{
+    Veil__Gateway__GrantConsentPayload p = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
+    Veil__Gateway__GrantConsentResponse *r;
+    veil_status st;
+    char *attrs[] = {"province"};
+    p.app_id = "shop.jiale";
+    p.attributes = attrs;
+    p.n_attributes = 1;
+    p.purpose = "delivery";
+    p.expires_at_ms = veil_now_ms() + 86400000;
+    veil_err err = VEIL_ERR_UNAVAILABLE;
+    /* the gateway's channel to a just restarted consent service may still be reconnecting */
+    for (int i = 0; i < 30 && err == VEIL_ERR_UNAVAILABLE; i++)
+        if ((err = e2e_citizen(&S, w, "GrantConsent", &p.base, &r, &st)) == VEIL_ERR_UNAVAILABLE)
+            usleep(100 * 1000);
+    ck_assert_msg(err == VEIL_OK, "grant: %s", st.message);
+    char *receipt = strdup(r->receipt);
+    e2e_free(r);
+    return receipt;
+}
+
+/*
+ * The consent service's receipt key (issue 13 item 1, issue 16 item 5): a new
+ * key file is loaded and published but signs nothing, through a restart too,
+ * until `RotateKey receipt`; then it signs at once, with no restart.
+ */
+START_TEST(test_receipt_key_rotation)
+{
+    char id[19];
+    e2e_id_number("65010219990101975", id);
+    vw_wallet *w = e2e_enrol(&S, id, "马可");
+    h_keyfile(S.keys[H_CONSENT], "receipt", 2);
+    ck_assert_int_eq(h_stop(&S.consent), 0);
+    ck_assert_int_eq(h_stack_restart(&S, H_CONSENT), 0);
+    char *r = grant_receipt(w);
+    ck_assert_int_eq(strncmp(kid_of(r), "receipt-1\"", 10), 0);
+    free(r);
+    Veil__Gateway__RotateKeyRequest rk = VEIL__GATEWAY__ROTATE_KEY_REQUEST__INIT;
+    Veil__Gateway__RotateKeyResponse *rr;
+    veil_status st;
+    rk.kind = "receipt";
+    rk.version = 9;
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
+                              &rk.base, &rr, &st),
+                     VEIL_ERR_PRECONDITION);
+    ck_assert_str_eq(st.message, "the consent service has no key file receipt-9.key");
+    rk.version = 2;
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
+                              &rk.base, &rr, &st),
+                     VEIL_OK);
+    ck_assert_uint_eq(rr->current, 2);
+    ck_assert_uint_eq(rr->previous, 1);
+    e2e_free(rr);
+    r = grant_receipt(w);
+    ck_assert_int_eq(strncmp(kid_of(r), "receipt-2\"", 10), 0);
+    free(r);
+    vw_wallet_free(w);
+}
+END_TEST
+
 /* Waits up to 5 s for text in a process's log. */
 static int log_shows(const h_proc *p, const char *text)
 {
@@ -1133,6 +1205,7 @@ int main(void)
     tcase_set_timeout(rot, 300);
     tcase_add_test(rot, test_key_rotation);
     tcase_add_test(rot, test_key_files_reload_without_restart);
+    tcase_add_test(rot, test_receipt_key_rotation);
     suite_add_tcase(s, rot);
     TCase *cache = tcase_create("cache");
     tcase_set_timeout(cache, 300);
