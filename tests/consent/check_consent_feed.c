@@ -109,6 +109,8 @@ START_TEST(test_feed_follows_consent)
     const char *const prov[] = {"province", NULL};
     ck_assert_int_eq(grant(1, "chat.wechat", both), VEIL_OK);
     ck_assert_int_eq(ct_withdraw(gw, s, "chat.wechat", prov, out, NULL), VEIL_OK);
+    /* seen before the forget redacts them (else the follower may read them redacted) */
+    wait_lines(&l, 2);
     Veil__Consent__ForgetRequest req = VEIL__CONSENT__FORGET_REQUEST__INIT;
     Veil__Empty *resp;
     veil_status st;
