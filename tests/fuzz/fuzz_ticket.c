@@ -13,10 +13,12 @@
  *
  * The oracle: the handler lets a ticket through to the device lookup (here:
  * UNAVAILABLE, the database being unreachable) exactly when its app and
- * challenge are the request's, its time is within the skew and it is sealed
- * to ticket key 1 naming version 1 (time and version travel sealed, format
- * 2); and a ticket that opens carries a valid device signature only if it
- * is byte for byte the one the device made.
+ * challenge are the request's and it is sealed to ticket key 1 naming
+ * version 1 (time and version travel sealed, format 2); and a ticket that
+ * opens carries a valid device signature only if it is byte for byte the one
+ * the device made.  The ticket's time is judged only after the device's
+ * signature (a genuine ticket refused for its time is the citizen's to see
+ * in their access log), so it does not decide whether the lookup is reached.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +27,7 @@
 #include "fuzz.h"
 #include "veil/codec.h"
 
-#define SKEW_MS   120000
-#define MARGIN_MS 5000 /* the clock moves while a case runs: no verdict this close to the skew */
+#define SKEW_MS 120000
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -135,13 +136,10 @@ static void mode_made(fz_reader *r)
     if (opened && sealed_version != version)
         abort(); /* the version sealed is the one the device named */
     veil_err err = verify(ticket, want_app, want_ch);
-    int64_t dist = offset < 0 ? -offset : offset;
     int through = err == VEIL_ERR_UNAVAILABLE;
     int should = opened && veil_ident_valid(want_app) && strcmp(t.app_id, want_app) == 0 &&
                  memcmp(t.challenge, want_ch, VEIL_CHALLENGE_BYTES) == 0 && version == 1;
-    if (dist > SKEW_MS - MARGIN_MS && dist < SKEW_MS + MARGIN_MS)
-        ; /* too close to the edge to judge */
-    else if (through != (should && dist <= SKEW_MS))
+    if (through != should)
         abort();
     free(ticket);
 }
