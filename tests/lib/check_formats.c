@@ -11,6 +11,7 @@
 
 #include "harness.h"
 #include "veil/formats.h"
+#include "veil/inperson.h"
 #include "veil/jws.h"
 
 static veil_keyring *ring;
@@ -429,6 +430,83 @@ START_TEST(test_attribute_catalogue)
 END_TEST
 
 /* The checkpoint's signed bytes are exactly the vector in docs/internals/signed-formats.md. */
+/*
+ * The card code and the card's key pair for the secret 01 02 … 0f - the
+ * vector of docs/internals/signed-formats.md, computed independently with
+ * Python's hashlib (BLAKE2b) and python3-cryptography (Ed25519).
+ */
+START_TEST(test_card_code_vector)
+{
+    unsigned char secret[VEIL_CARD_SECRET_BYTES], back[VEIL_CARD_SECRET_BYTES], pk[32], sk[64];
+    char code[VEIL_CARD_CODE_LEN + 1], hex[65];
+    for (int i = 0; i < VEIL_CARD_SECRET_BYTES; i++)
+        secret[i] = (unsigned char)(i + 1);
+    veil_card_code_text(secret, code);
+    ck_assert_str_eq(code, "04106-1050R-3GG28-A1C60-T3GFK");
+    veil_card_keypair(secret, pk, sk);
+    sodium_bin2hex(hex, sizeof hex, pk, sizeof pk);
+    ck_assert_str_eq(hex, "80249bf7a6675c8de85934b89ef3921bad01f8d2f72453440735c448c162c271");
+    /* read back however it is typed; one wrong symbol is caught by the check symbol */
+    static const char *const spellings[] = {
+        "04106-1050R-3GG28-A1C60-T3GFK", "04106 1050r 3gg28 a1c60 t3gfk",
+        "O41O6105OR3GG28A1C6OT3GFK", "041o6-lO5OR-3GG28-AIC60-T3GFK"};
+    for (size_t i = 0; i < sizeof spellings / sizeof spellings[0]; i++) {
+        ck_assert_msg(veil_card_code_parse(spellings[i], back) == 0, "%s", spellings[i]);
+        ck_assert(memcmp(back, secret, sizeof secret) == 0);
+    }
+    static const char *const bad[] = {
+        "04106-1050R-3GG28-A1C60-T3GFM", "14106-1050R-3GG28-A1C60-T3GFK",
+        "04106-1050R-3GG28-A1C60-T3GF",  "04106-1050R-3GG28-A1C60-T3GFKK",
+        "04106-1050R-3GG28-A1C60-T3GFU", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(veil_card_code_parse(bad[i], back) != 0, "%s accepted", bad[i]);
+    ck_assert(veil_card_pin_valid("0000") && veil_card_pin_valid("123456789012"));
+    ck_assert(!veil_card_pin_valid("123") && !veil_card_pin_valid("1234567890123") &&
+              !veil_card_pin_valid("12a4") && !veil_card_pin_valid("") &&
+              !veil_card_pin_valid(NULL));
+}
+END_TEST
+
+/* A presentation: opens only with the vault's key, exactly as signed; nothing stable in it. */
+START_TEST(test_presentation_roundtrip)
+{
+    unsigned char dpk[32], dsk[64], vpk[32], vsk[32], opk[32], osk[32], id[VEIL_DEVICE_ID_BYTES];
+    crypto_sign_keypair(dpk, dsk);
+    crypto_box_keypair(vpk, vsk);
+    crypto_box_keypair(opk, osk);
+    randombytes_buf(id, sizeof id);
+    const char *attrs[] = {"age_over_18", "real_name_verified"};
+    char *p1, *p2;
+    ck_assert_int_eq(veil_presentation_make(attrs, 2, 1700000000123LL, id, dsk, vpk, &p1), VEIL_OK);
+    ck_assert_int_eq(veil_presentation_make(attrs, 2, 1700000000123LL, id, dsk, vpk, &p2), VEIL_OK);
+    ck_assert_uint_eq(strlen(p1), 252); /* 189 bytes, as docs/internals/signed-formats.md counts */
+    ck_assert_str_ne(p1, p2);
+    ck_assert(veil_presentation_well_formed(p1, strlen(p1)));
+    veil_presentation p;
+    ck_assert_int_eq(veil_presentation_open(p1, strlen(p1), vpk, vsk, &p), VEIL_OK);
+    ck_assert_uint_eq(p.n_attributes, 2);
+    ck_assert_str_eq(p.attributes[1], "real_name_verified");
+    ck_assert(memcmp(p.device_id, id, sizeof id) == 0);
+    ck_assert(p.time_ms == 1700000000123LL);
+    veil_buf msg = {0};
+    veil_presentation_signed_bytes(&msg, &p);
+    ck_assert_int_eq(crypto_sign_verify_detached(p.sig, msg.data, msg.len, dpk), 0);
+    ck_assert_int_eq(memcmp(msg.data, "veil-presentation-v1", 21), 0);
+    veil_buf_free(&msg);
+    ck_assert_int_eq(veil_presentation_open(p1, strlen(p1), opk, osk, &p),
+                     VEIL_ERR_UNAUTHENTICATED);
+    ck_assert_int_eq(veil_presentation_open("UAAA", 4, vpk, vsk, &p), VEIL_ERR_INVALID);
+    /* bad attribute lists are refused at the source */
+    const char *repeat[] = {"age_over_18", "age_over_18"}, *unknown[] = {"id_number"};
+    char *bad;
+    ck_assert_int_eq(veil_presentation_make(repeat, 2, 1, id, dsk, vpk, &bad), VEIL_ERR_INVALID);
+    ck_assert_int_eq(veil_presentation_make(unknown, 1, 1, id, dsk, vpk, &bad), VEIL_ERR_INVALID);
+    ck_assert_int_eq(veil_presentation_make(attrs, 0, 1, id, dsk, vpk, &bad), VEIL_ERR_INVALID);
+    free(p1);
+    free(p2);
+}
+END_TEST
+
 START_TEST(test_checkpoint_bytes_vector)
 {
     static const char hex[] = "7665696c2d6163636573732d636865636b706f696e742d763200"
@@ -467,6 +545,8 @@ int main(void)
     tcase_add_test(tc, test_device_ids_and_idents);
     tcase_add_test(tc, test_attribute_catalogue);
     tcase_add_test(tc, test_checkpoint_bytes_vector);
+    tcase_add_test(tc, test_card_code_vector);
+    tcase_add_test(tc, test_presentation_roundtrip);
     suite_add_tcase(s, tc);
     return h_run_suite_forked(s);
 }
