@@ -158,7 +158,30 @@ struct veil_keyring {
     pthread_mutex_t lock; /* serialises refreshes; readers use `count` */
     _Atomic size_t count;
     veil_key *keys[VEIL_KEYRING_MAX];
+    /*
+     * A key whose file left the folder is retired: 1 once a refresh noticed
+     * (readers no longer get it), 2 once a later refresh wiped its bytes -
+     * one refresh later, so a call that fetched it just before has finished.
+     */
+    _Atomic int retired[VEIL_KEYRING_MAX];
 };
+
+/* Retires the keys whose version the folder no longer holds (seen[i]: key i's file is there). */
+static void retire_missing(veil_keyring *ring, const int *seen)
+{
+    size_t n = atomic_load(&ring->count);
+    for (size_t i = 0; i < n; i++) {
+        int r = atomic_load(&ring->retired[i]);
+        if (r == 1) { /* noticed by an earlier refresh: nothing uses it any more */
+            sodium_mprotect_readwrite(ring->keys[i]->bytes);
+            sodium_memzero(ring->keys[i]->bytes, VEIL_KEY_BYTES);
+            sodium_mprotect_noaccess(ring->keys[i]->bytes);
+            atomic_store(&ring->retired[i], 2);
+        } else if (r == 0 && !seen[i]) {
+            atomic_store(&ring->retired[i], 1);
+        }
+    }
+}
 
 /* Parses "<purpose>-<N>.key" into N; returns 0 when the name is not one. */
 static uint32_t version_of(const char *name, const char *purpose)
@@ -186,10 +209,23 @@ veil_err veil_keyring_refresh(veil_keyring *ring, char *errbuf, size_t errlen)
         goto out;
     }
     struct dirent *e;
+    int seen[VEIL_KEYRING_MAX] = {0};
     while ((e = readdir(d)) != NULL) {
         uint32_t v = version_of(e->d_name, ring->purpose);
-        if (v == 0 || veil_keyring_get(ring, v))
+        if (v == 0)
             continue;
+        size_t have = atomic_load(&ring->count), slot;
+        for (slot = 0; slot < have &&
+                       (ring->keys[slot]->version != v || atomic_load(&ring->retired[slot]) == 2);
+             slot++)
+            ;
+        if (slot < have) {
+            /* loaded already; a file put back before its key was wiped makes it live again */
+            seen[slot] = 1;
+            atomic_store(&ring->retired[slot], 0);
+            continue;
+        }
+        /* not loaded, or loaded and wiped since: (re)load it into a new slot */
         size_t n = atomic_load(&ring->count);
         if (n == VEIL_KEYRING_MAX) {
             snprintf(errbuf, errlen, "key directory %s: more than %d %s keys", ring->dir,
@@ -204,9 +240,12 @@ veil_err veil_keyring_refresh(veil_keyring *ring, char *errbuf, size_t errlen)
         if (err)
             break;
         ring->keys[n] = k;
+        seen[n] = 1;
         atomic_store(&ring->count, n + 1); /* publish after the slot is written */
     }
     closedir(d);
+    if (!err) /* only a complete listing says which files are gone */
+        retire_missing(ring, seen);
 out:
     pthread_mutex_unlock(&ring->lock);
     return err;
@@ -237,11 +276,17 @@ veil_err veil_keyring_load(const char *dir, const char *purpose, veil_keyring **
     return VEIL_OK;
 }
 
+/* Whether slot i holds a key still in use (not retired). */
+static int live(const veil_keyring *ring, size_t i)
+{
+    return atomic_load(&((veil_keyring *)ring)->retired[i]) == 0;
+}
+
 const veil_key *veil_keyring_get(const veil_keyring *ring, uint32_t version)
 {
     size_t n = atomic_load(&((veil_keyring *)ring)->count);
     for (size_t i = 0; i < n; i++)
-        if (ring->keys[i]->version == version)
+        if (ring->keys[i]->version == version && live(ring, i))
             return ring->keys[i];
     return NULL;
 }
@@ -251,7 +296,7 @@ uint32_t veil_keyring_latest(const veil_keyring *ring)
     uint32_t best = 0;
     size_t n = atomic_load(&((veil_keyring *)ring)->count);
     for (size_t i = 0; i < n; i++)
-        if (ring->keys[i]->version > best)
+        if (ring->keys[i]->version > best && live(ring, i))
             best = ring->keys[i]->version;
     return best;
 }
@@ -260,7 +305,8 @@ size_t veil_keyring_versions(const veil_keyring *ring, uint32_t *out, size_t max
 {
     size_t n = atomic_load(&((veil_keyring *)ring)->count), k = 0;
     for (size_t i = 0; i < n && k < max; i++)
-        out[k++] = ring->keys[i]->version;
+        if (live(ring, i))
+            out[k++] = ring->keys[i]->version;
     /* insertion sort: at most VEIL_KEYRING_MAX entries */
     for (size_t i = 1; i < k; i++)
         for (size_t j = i; j > 0 && out[j - 1] > out[j]; j--) {

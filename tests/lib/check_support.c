@@ -130,6 +130,32 @@ START_TEST(test_keyring)
     ck_assert_uint_eq(veil_keyring_versions(ring, v, 8), 3);
     ck_assert_uint_eq(v[0], 1);
     ck_assert_uint_eq(v[2], 3);
+    /* issue 18 item 6: a key whose file left the folder is dropped (rings no longer only grow):
+     * not handed out from the next refresh on, its bytes wiped one refresh later */
+    char path[1100];
+    snprintf(path, sizeof path, "%s/master-1.key", dir);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(veil_keyring_refresh(ring, err, sizeof err), VEIL_OK);
+    ck_assert_ptr_null(veil_keyring_get(ring, 1));
+    ck_assert_ptr_nonnull(veil_keyring_get(ring, 2));
+    ck_assert_uint_eq(veil_keyring_versions(ring, v, 8), 2);
+    ck_assert_uint_eq(v[0], 2);
+    ck_assert_uint_eq(veil_keyring_latest(ring), 3);
+    unsigned char zero[VEIL_KEY_BYTES] = {0};
+    ck_assert(memcmp(k1->bytes, zero, sizeof zero) != 0); /* a call may still be using it */
+    ck_assert_int_eq(veil_keyring_refresh(ring, err, sizeof err), VEIL_OK);
+    sodium_mprotect_readonly(k1->bytes); /* the ring made it inaccessible; look once */
+    ck_assert_mem_eq(k1->bytes, zero, sizeof zero);
+    /* a file put back after the wipe is loaded again, as a new key */
+    h_keyfile(dir, "master", 1);
+    ck_assert_int_eq(veil_keyring_refresh(ring, err, sizeof err), VEIL_OK);
+    ck_assert_ptr_nonnull(veil_keyring_get(ring, 1));
+    ck_assert_ptr_ne(veil_keyring_get(ring, 1), k1);
+    /* the newest retired too: the latest falls back */
+    snprintf(path, sizeof path, "%s/master-3.key", dir);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(veil_keyring_refresh(ring, err, sizeof err), VEIL_OK);
+    ck_assert_uint_eq(veil_keyring_latest(ring), 2);
     veil_keyring_free(ring);
     free(dir);
 }
