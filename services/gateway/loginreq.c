@@ -411,8 +411,15 @@ static veil_err grant_all(struct gateway *gw, veil_call *call, const ProtobufCBi
             continue; /* not registered: never granted, reported as withheld */
         Veil__Consent__GrantResponse *r;
         char *attr = (char *)names[i];
-        veil_err err = gw_grant_consent(gw, call, *subject, app, &attr, 1,
-                                        purpose_of(call, app, names[i]), expiry[i], &r);
+        const char *purpose = purpose_of(call, app, names[i]);
+        veil_err err = gw_grant_consent(gw, call, *subject, app, &attr, 1, purpose, expiry[i], &r);
+        /*
+         * The consent service keeps one live grant per attribute: the same
+         * citizen approving two logins to this app at once (two tabs) makes
+         * the second insert collide.  Once more supersedes the first.
+         */
+        if (err == VEIL_ERR_EXISTS)
+            err = gw_grant_consent(gw, call, *subject, app, &attr, 1, purpose, expiry[i], &r);
         if (err)
             return err;
         ids[resp->n_receipt_ids++] = r->receipt_id;

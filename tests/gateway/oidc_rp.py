@@ -412,6 +412,22 @@ def scenario_errors():
     assert q["error"] == ["access_denied"] and q["state"] == [state], q
     log("denied on the phone: access_denied")
 
+    # one citizen approving two logins to the same app at the same moment (two tabs)
+    import concurrent.futures
+    pages = []
+    for _ in range(2):
+        r, _, _, _ = begin(s, d)
+        pages.append(Page(r.text))
+
+    def approve(p):
+        return veilctl("wallet", "request", "approve", "--wallet", wallet("erin"), "--request",
+                       p.request, "--code", p.code, "--attrs", "age_over_18", check=False)
+    wallet("erin")
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(approve, pages))
+    assert all(rc == 0 for rc, _ in results), results
+    log("two simultaneous approvals by one citizen for one app: both succeed")
+
     # an update that says nothing about OpenID Connect keeps the registration
     veilctl("admin", "apps", "update", "--app", "chat.wechat", "--name", "Test chat.wechat",
             "--kind", "commercial", "--attrs", "age_over_18,province")
