@@ -744,6 +744,33 @@ START_TEST(test_counter_role)
 }
 END_TEST
 
+/* The lifetime is configurable: a stack whose vault keeps presentations 10 s. */
+static void short_ttl_up(void)
+{
+    static const char *const env[] = {"VAULT_PRESENTATION_TTL_S=10", NULL};
+    h_stack_opts o = {.service_env = env};
+    if (h_stack_start_opts(&S, &o) != 0)
+        ck_abort_msg("the stack did not start");
+}
+
+START_TEST(test_presentation_lifetime_is_configurable)
+{
+    vw_wallet *w = citizen("44030419900307211", "王小明");
+    const char *show[] = {"age_over_18"};
+    veil_status st;
+    char *p = present_at(w, show, 1, veil_now_ms() - 5000);
+    e2e_free(redeem_ok(BAR, p));
+    free(p);
+    /* 15 s old: fine with the default 60 s, expired with 10 s */
+    p = present_at(w, show, 1, veil_now_ms() - 15000);
+    Veil__Gateway__CompleteLoginResponse *r = redeem(BAR, p, &st);
+    refused("a presentation older than the configured 10 s", r, &st, "UNAUTHENTICATED",
+            "presentation expired: show a new code");
+    free(p);
+    vw_wallet_free(w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("inperson");
@@ -761,5 +788,10 @@ int main(void)
     tcase_add_test(t, test_pin_not_brute_forceable_from_the_database);
     tcase_add_test(t, test_counter_role);
     suite_add_tcase(s, t);
+    TCase *ttl = tcase_create("ttl");
+    tcase_set_timeout(ttl, 300);
+    tcase_add_unchecked_fixture(ttl, short_ttl_up, stack_down);
+    tcase_add_test(ttl, test_presentation_lifetime_is_configurable);
+    suite_add_tcase(s, ttl);
     return h_run_suite(s);
 }
