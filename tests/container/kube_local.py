@@ -12,12 +12,16 @@ here from SECRETS.yaml; podman 4.3's kube play crashes on secret volumes);
 the pods share the host network, so each service gets its own loopback
 ports from PORT_BASE (gRPC +0..4, health +10..14, metrics +20..24, admin
 +30) and the gateway dials 127.0.0.1; PostgreSQL is the test cluster's unix
-socket PGSOCK (group PGGID) in place of the CloudNativePG cluster; kubelet's
-probes and the containers' port lists are left out, and each pod's emptyDir
-gets a name of its own (podman 4.3 shares an emptyDir among pods by name) (podman runs no gRPC probe, and
-refuses port mappings on the host network).  Jobs, Services,
-NetworkPolicies, ServiceAccounts, the Namespace and the CloudNativePG
-resources are left out: kube play has no use for them.
+socket PGSOCK (group PGGID) in place of the CloudNativePG cluster.  And
+four things podman 4.3 does differently from Kubernetes: kubelet's gRPC
+probes and the containers' port lists are left out (podman runs no gRPC
+probe and refuses port mappings on the host network); the ConfigMaps'
+values are inlined as env (podman lets envFrom override env); the restart
+policy is OnFailure (under Always podman restarts the finished init
+container while removing it); each pod's emptyDir and ConfigMap volume get
+a name of this run (podman keeps them as named volumes shared by name).
+Jobs, Services, NetworkPolicies, ServiceAccounts, the Namespace and the
+CloudNativePG resources are left out: kube play has no use for them.
 """
 import base64
 import os
@@ -64,6 +68,8 @@ def main(rendered, secrets, secret_dir, image, pgsock, pggid, base, out):
             for m in c.get("volumeMounts") or []:
                 m["name"] = renamed.get(m["name"], m["name"])
         for v in pod.get("volumes") or []:
+            if "configMap" in v:  # podman keeps it as a named volume: one per run
+                v["configMap"]["name"] = f"{v['configMap']['name']}-{base}"
             if "secret" in v:
                 name = v.pop("secret")["secretName"]
                 os.makedirs(os.path.join(secret_dir, name), exist_ok=True)
@@ -100,7 +106,10 @@ def main(rendered, secrets, secret_dir, image, pgsock, pggid, base, out):
         pod["restartPolicy"] = "OnFailure"
         d["metadata"]["name"] = f"{svc}-{base}"  # pods <svc>-<base>-pod-0: runs side by side
         keep.append(d)
-    keep += [m for m in made if m["kind"] == "ConfigMap"]  # vault-proofing
+    for m in made:
+        if m["kind"] == "ConfigMap":  # vault-proofing, named per run like its volume
+            m["metadata"]["name"] = f"{m['metadata']['name']}-{base}"
+            keep.append(m)
     with open(out, "w") as f:
         yaml.safe_dump_all(keep, f)
 
