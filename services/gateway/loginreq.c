@@ -430,10 +430,9 @@ static veil_err grant_all(struct gateway *gw, veil_call *call, const ProtobufCBi
 /* The login's result as the ID token and /userinfo will carry it. */
 static char *result_json(const gw_login_result *r)
 {
-    json_t *j =
-        json_pack("{s:s, s:I, s:s, s:[s]}", "sub", r->sub, "auth_time",
-                  (json_int_t)(r->auth_time_ms / 1000), "acr", r->card ? GW_ACR_CARD : GW_ACR_PHONE,
-                  "amr", r->card ? "pin" : "pop");
+    json_t *j = json_pack("{s:s, s:I, s:s, s:[s]}", "sub", r->sub, "auth_time",
+                          (json_int_t)(r->auth_time_ms / 1000), "acr",
+                          r->card ? GW_ACR_CARD : GW_ACR_PHONE, "amr", r->card ? "pin" : "pop");
     if (!j)
         return NULL;
     gw_login_claims(j, r, 1);

@@ -42,6 +42,11 @@ typedef struct bucket {
     int64_t at_ms;
 } bucket;
 
+typedef struct seen_jti {
+    char key[160]; /* client id and jti */
+    int64_t until_ms;
+} seen_jti;
+
 struct gw_oidc {
     struct gateway *gw;
     veil_http_server *http;
@@ -51,6 +56,7 @@ struct gw_oidc {
     int plaintext;
     pthread_mutex_t rate_lock;
     bucket *buckets;
+    seen_jti *jtis; /* under rate_lock */
 };
 
 /* ---- small output helpers ---- */
@@ -183,6 +189,32 @@ static int rate_ok(struct gw_oidc *o, const char *key, int64_t per_min)
     return ok;
 }
 
+/*
+ * Whether a client assertion's jti is new (and records it until exp).  A
+ * fixed table per replica: a slot still live is never overwritten, so a
+ * replay within the assertion's lifetime is refused unless this replica has
+ * seen more than RATE_SLOTS other live assertions hashing to that slot.
+ */
+static int jti_fresh(struct gw_oidc *o, const char *client, const char *jti, int64_t exp_s)
+{
+    char key[160];
+    unsigned char h[8];
+    uint64_t slot;
+    int64_t now = veil_now_ms();
+    snprintf(key, sizeof key, "%s %s", client, jti);
+    crypto_generichash(h, sizeof h, (const unsigned char *)key, strlen(key), NULL, 0);
+    memcpy(&slot, h, sizeof slot);
+    pthread_mutex_lock(&o->rate_lock);
+    seen_jti *e = &o->jtis[slot % RATE_SLOTS];
+    int fresh = !(e->until_ms > now && strcmp(e->key, key) == 0);
+    if (fresh && e->until_ms <= now) {
+        snprintf(e->key, sizeof e->key, "%s", key);
+        e->until_ms = exp_s * 1000;
+    }
+    pthread_mutex_unlock(&o->rate_lock);
+    return fresh;
+}
+
 /* ---- JSON answers ---- */
 
 static void no_store(veil_http_request *req)
@@ -243,8 +275,8 @@ static void serve_discovery(void *ctx, veil_http_request *req)
         "RS256", "token_endpoint_auth_methods_supported", "tls_client_auth", "private_key_jwt",
         "token_endpoint_auth_signing_alg_values_supported", "EdDSA", "RS256",
         "code_challenge_methods_supported", "S256", "scopes_supported", scopes, "claims_supported",
-        claims, "acr_values_supported", GW_ACR_PHONE, "tls_client_certificate_bound_access_tokens", 1,
-        "request_parameter_supported", 0, "claims_parameter_supported", 0, "set_poll_endpoint",
+        claims, "acr_values_supported", GW_ACR_PHONE, "tls_client_certificate_bound_access_tokens",
+        1, "request_parameter_supported", 0, "claims_parameter_supported", 0, "set_poll_endpoint",
         u[4], "set_delivery_methods_supported", "urn:ietf:rfc:8936");
     if (!d) {
         veil_http_respond_text(req, 500, "internal error\n");
@@ -1036,6 +1068,9 @@ static int authenticate_client(struct gw_oidc *o, veil_http_request *req, const 
             why = "the client assertion has expired or lives too long";
         else if (!json_is_string(json_object_get(claims, "jti")))
             why = "the client assertion needs a jti";
+        else if (!jti_fresh(o, app->id, json_string_value(json_object_get(claims, "jti")),
+                            json_integer_value(exp)))
+            why = "the client assertion was used before (jti)";
     }
     json_decref(claims);
     if (why) {
@@ -1157,8 +1192,8 @@ static void serve_token(void *ctx, veil_http_request *req)
     json_int_t now = (json_int_t)(veil_now_ms() / 1000);
     id = json_deep_copy(g.result);
     json_t *std =
-        json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "iss", o->issuer, "aud", app.id, "azp",
-                  app.id, "iat", now, "exp", now + (json_int_t)o->cfg.id_token_ttl_s, "nonce",
+        json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "iss", o->issuer, "aud", app.id, "azp", app.id,
+                  "iat", now, "exp", now + (json_int_t)o->cfg.id_token_ttl_s, "nonce",
                   g.nonce); /* acr and amr come with the login's result */
     if (id && std)
         json_object_update(id, std);
@@ -1333,7 +1368,10 @@ veil_err gw_oidc_start(struct gateway *gw, const veil_service_ctx *ctx, const gw
     if (!cfg->listen || !*cfg->listen)
         return VEIL_OK;
     struct gw_oidc *o = calloc(1, sizeof *o);
-    if (!o || !(o->buckets = calloc(RATE_SLOTS, sizeof *o->buckets))) {
+    if (!o || !(o->buckets = calloc(RATE_SLOTS, sizeof *o->buckets)) ||
+        !(o->jtis = calloc(RATE_SLOTS, sizeof *o->jtis))) {
+        if (o)
+            free(o->buckets);
         free(o);
         return VEIL_ERR_NOMEM;
     }
@@ -1382,6 +1420,7 @@ void gw_oidc_stop(struct gateway *gw)
     gw_rsa_free(o->rsa);
     pthread_mutex_destroy(&o->rate_lock);
     free(o->buckets);
+    free(o->jtis);
     free(o);
     gw->oidc = NULL;
 }

@@ -269,6 +269,25 @@ def scenario_rs256():
     assert c2["sub"] == claims["sub"]
     assert len(approved["receipt_ids"]) == 2, approved
     log("RS256: province released as address.region after consent:", c2["address"])
+    # a client assertion used twice (same jti) is refused the second time
+    from authlib.jose import jwt
+    d = discovery()
+    priv, _ = rsa_client_key("shop.taobao")
+    now = int(time.time())
+    assertion = jwt.encode({"alg": "RS256", "kid": priv["kid"]},
+                           {"iss": "shop.taobao", "sub": "shop.taobao",
+                            "aud": d["token_endpoint"], "iat": now, "exp": now + 60,
+                            "jti": secrets.token_urlsafe(12)}, priv).decode()
+    form = {"grant_type": "authorization_code", "code": "A" * 43, "redirect_uri": REDIRECT,
+            "code_verifier": "v" * 43, "client_id": "shop.taobao",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion}
+    first = requests.post(d["token_endpoint"], data=form, timeout=10)
+    assert first.json()["error"] == "invalid_grant", first.text  # authenticated; no such code
+    again = expect_oauth_error(requests.post(d["token_endpoint"], data=form, timeout=10), 401,
+                               "invalid_client")
+    assert "used before" in again["error_description"], again
+    log("private_key_jwt: a client assertion replayed (same jti) is invalid_client")
 
 
 def expect_oauth_error(r, status, code):
@@ -383,9 +402,19 @@ def scenario_errors():
                                      headers={"Content-Type":
                                               "application/x-www-form-urlencoded"},
                                      cert=cert, verify=CA, timeout=10), 400, "invalid_request")
-    big = requests.post(d["token_endpoint"], data={"x": "y" * 20000}, cert=cert, verify=CA,
-                        timeout=10)
-    assert big.status_code == 413, big.status_code
+    # an oversized body: refused from its Content-Length, before it is read (headers only
+    # are sent, so the answer does not race the upload)
+    import socket
+    import ssl
+    u = urllib.parse.urlsplit(d["token_endpoint"])
+    tls = ssl.create_default_context(cafile=CA)
+    tls.load_cert_chain(*cert)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as raw, \
+            tls.wrap_socket(raw, server_hostname=u.hostname) as conn:
+        conn.sendall(b"POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                     b"application/x-www-form-urlencoded\r\nContent-Length: 20000\r\n\r\n")
+        head = conn.recv(4096).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 413"), head[:80]
     log("another app's credentials: invalid_client; oversized body: 413")
 
     # wrong binding code: refused, the request is cancelled, the page says so
