@@ -108,20 +108,6 @@ static veil_err run(veil_pg *c, int stmt, const veil_pg_param *p, int n)
     return err;
 }
 
-static void *palloc(ProtobufCAllocator *a, size_t n)
-{
-    return a->alloc(a->allocator_data, n ? n : 1);
-}
-
-static char *pstrdup(ProtobufCAllocator *a, const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = palloc(a, n);
-    if (p)
-        memcpy(p, s, n);
-    return p;
-}
-
 veil_err consent_store_grant(struct consent_store *s, const struct consent_new_grant *g)
 {
     veil_buf attrs = {0};
@@ -165,8 +151,7 @@ out:
 veil_err consent_store_withdraw(struct consent_store *s, const unsigned char *subject_ref,
                                 const char *app_id, char *const *attributes, size_t n,
                                 const veil_app_view *view, int64_t now_ms,
-                                ProtobufCAllocator *alloc, char ***withdrawn,
-                                size_t *n_withdrawn)
+                                ProtobufCAllocator *alloc, char ***withdrawn, size_t *n_withdrawn)
 {
     veil_buf names = {0};
     veil_pg *c;
@@ -186,11 +171,11 @@ veil_err consent_store_withdraw(struct consent_store *s, const unsigned char *su
     if (!err && PQntuples(r) == 0)
         err = VEIL_ERR_NOT_FOUND;
     size_t k = err ? 0 : (size_t)PQntuples(r);
-    char **v = k ? palloc(alloc, k * sizeof *v) : NULL;
+    char **v = k ? veil_reply_alloc(alloc, k * sizeof *v) : NULL;
     if (k && !v)
         err = VEIL_ERR_NOMEM;
     for (size_t i = 0; !err && i < k; i++)
-        if (!(v[i] = pstrdup(alloc, veil_pg_get_text(r, (int)i, 0))))
+        if (!(v[i] = veil_reply_strdup(alloc, veil_pg_get_text(r, (int)i, 0))))
             err = VEIL_ERR_NOMEM;
     veil_feed_change ch = {.kind = "consent_withdrawn",
                            .subject_ref = subject_ref,
@@ -239,23 +224,23 @@ veil_err consent_store_list(struct consent_store *s, const unsigned char *subjec
     if (err)
         return err;
     size_t n = (size_t)PQntuples(r);
-    resp->grants = palloc(alloc, n * sizeof *resp->grants);
+    resp->grants = veil_reply_alloc(alloc, n * sizeof *resp->grants);
     if (!resp->grants)
         err = VEIL_ERR_NOMEM;
     for (size_t i = 0; !err && i < n; i++) {
         int row = (int)i;
-        Veil__Consent__Grant *g = palloc(alloc, sizeof *g);
+        Veil__Consent__Grant *g = veil_reply_alloc(alloc, sizeof *g);
         if (!g) {
             err = VEIL_ERR_NOMEM;
             break;
         }
         veil__consent__grant__init(g);
-        g->receipt_id = pstrdup(alloc, veil_pg_get_text(r, row, 0));
-        g->app_id = pstrdup(alloc, veil_pg_get_text(r, row, 1));
-        g->purpose = pstrdup(alloc, veil_pg_get_text(r, row, 2));
+        g->receipt_id = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 0));
+        g->app_id = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 1));
+        g->purpose = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 2));
         g->granted_at_ms = veil_pg_get_time_ms(r, row, 3);
         g->expires_at_ms = veil_pg_get_time_ms(r, row, 4);
-        g->receipt = pstrdup(alloc, veil_pg_get_text(r, row, 5));
+        g->receipt = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 5));
         if (!g->receipt_id || !g->app_id || !g->purpose || !g->receipt)
             err = VEIL_ERR_NOMEM;
         if (!err)
@@ -290,20 +275,20 @@ veil_err consent_store_check(struct consent_store *s, const unsigned char *subje
     if (err)
         goto out;
     size_t k = (size_t)PQntuples(r);
-    resp->granted = palloc(alloc, k * sizeof *resp->granted);
+    resp->granted = veil_reply_alloc(alloc, k * sizeof *resp->granted);
     if (!resp->granted)
         err = VEIL_ERR_NOMEM;
     for (size_t i = 0; !err && i < k; i++) {
         int row = (int)i;
-        Veil__Consent__GrantedAttribute *a = palloc(alloc, sizeof *a);
+        Veil__Consent__GrantedAttribute *a = veil_reply_alloc(alloc, sizeof *a);
         if (!a) {
             err = VEIL_ERR_NOMEM;
             break;
         }
         veil__consent__granted_attribute__init(a);
-        a->attribute = pstrdup(alloc, veil_pg_get_text(r, row, 0));
-        a->receipt_id = pstrdup(alloc, veil_pg_get_text(r, row, 1));
-        a->purpose = pstrdup(alloc, veil_pg_get_text(r, row, 2));
+        a->attribute = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 0));
+        a->receipt_id = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 1));
+        a->purpose = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 2));
         a->expires_at_ms = veil_pg_get_time_ms(r, row, 3);
         if (!a->attribute || !a->receipt_id || !a->purpose)
             err = VEIL_ERR_NOMEM;

@@ -70,15 +70,15 @@ enum {
     S_APP_NOTICE
 };
 
-static void *palloc(ProtobufCAllocator *a, size_t n)
+void *veil_reply_alloc(ProtobufCAllocator *alloc, size_t n)
 {
-    return a->alloc(a->allocator_data, n ? n : 1);
+    return alloc->alloc(alloc->allocator_data, n ? n : 1);
 }
 
-static char *pstrdup(ProtobufCAllocator *a, const char *s)
+char *veil_reply_strdup(ProtobufCAllocator *alloc, const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *p = palloc(a, n);
+    char *p = veil_reply_alloc(alloc, n);
     if (p)
         memcpy(p, s, n);
     return p;
@@ -106,8 +106,8 @@ veil_err veil_feedlog_split_names(ProtobufCAllocator *a, const char *text, char 
     size_t count = 1;
     for (const char *p = text; *p; p++)
         count += *p == ',';
-    char *copy = pstrdup(a, text);
-    char **v = palloc(a, count * sizeof *v);
+    char *copy = veil_reply_strdup(a, text);
+    char **v = veil_reply_alloc(a, count * sizeof *v);
     if (!copy || !v)
         return VEIL_ERR_NOMEM;
     size_t k = 0;
@@ -201,13 +201,13 @@ veil_err veil_feedlog_changes(veil_db *db, int base, int64_t after_seq, uint32_t
     if (err)
         goto out;
     size_t n = (size_t)PQntuples(r);
-    resp->changes = palloc(alloc, n * sizeof *resp->changes);
+    resp->changes = veil_reply_alloc(alloc, n * sizeof *resp->changes);
     if (!resp->changes) {
         err = VEIL_ERR_NOMEM;
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        Veil__Change *ch = palloc(alloc, sizeof *ch);
+        Veil__Change *ch = veil_reply_alloc(alloc, sizeof *ch);
         if (!ch) {
             err = VEIL_ERR_NOMEM;
             goto out;
@@ -217,10 +217,10 @@ veil_err veil_feedlog_changes(veil_db *db, int base, int64_t after_seq, uint32_t
         size_t len;
         const unsigned char *subject = veil_pg_get_bytes(r, row, 2, &len);
         ch->seq = veil_pg_get_i64(r, row, 0);
-        ch->kind = pstrdup(alloc, veil_pg_get_text(r, row, 1));
-        ch->subject_ref.data = len ? palloc(alloc, len) : NULL;
-        ch->device_id = pstrdup(alloc, veil_pg_get_text(r, row, 3));
-        ch->app_id = pstrdup(alloc, veil_pg_get_text(r, row, 4));
+        ch->kind = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 1));
+        ch->subject_ref.data = len ? veil_reply_alloc(alloc, len) : NULL;
+        ch->device_id = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 3));
+        ch->app_id = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 4));
         ch->at_ms = veil_pg_get_time_ms(r, row, 6);
         if (!ch->kind || !ch->device_id || !ch->app_id || (len && !ch->subject_ref.data)) {
             err = VEIL_ERR_NOMEM;
@@ -257,13 +257,13 @@ veil_err veil_feedlog_app_events(veil_db *db, int base, const char *app_id, int6
     if (err)
         goto out;
     size_t n = (size_t)PQntuples(r);
-    resp->events = palloc(alloc, n * sizeof *resp->events);
+    resp->events = veil_reply_alloc(alloc, n * sizeof *resp->events);
     if (!resp->events) {
         err = VEIL_ERR_NOMEM;
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        Veil__AppEvent *ev = palloc(alloc, sizeof *ev);
+        Veil__AppEvent *ev = veil_reply_alloc(alloc, sizeof *ev);
         if (!ev) {
             err = VEIL_ERR_NOMEM;
             goto out;
@@ -273,14 +273,14 @@ veil_err veil_feedlog_app_events(veil_db *db, int base, const char *app_id, int6
         size_t len;
         const unsigned char *subject = veil_pg_get_bytes(r, row, 2, &len);
         ev->seq = veil_pg_get_i64(r, row, 0);
-        ev->kind = pstrdup(alloc, veil_pg_get_text(r, row, 1));
-        ev->subject_ref.data = palloc(alloc, len);
+        ev->kind = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 1));
+        ev->subject_ref.data = veil_reply_alloc(alloc, len);
         ev->link_epoch = (uint32_t)veil_pg_get_i64(r, row, 3);
         ev->at_ms = veil_pg_get_time_ms(r, row, 5);
         ev->key_version = (uint32_t)veil_pg_get_i64(r, row, 6);
         ev->previous_key_version = (uint32_t)veil_pg_get_i64(r, row, 7);
-        ev->pseudonym = pstrdup(alloc, veil_pg_get_text(r, row, 8));
-        ev->previous_pseudonym = pstrdup(alloc, veil_pg_get_text(r, row, 9));
+        ev->pseudonym = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 8));
+        ev->previous_pseudonym = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 9));
         if (!ev->kind || !ev->subject_ref.data || !ev->pseudonym || !ev->previous_pseudonym) {
             err = VEIL_ERR_NOMEM;
             goto out;

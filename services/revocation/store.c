@@ -274,16 +274,6 @@ out:
     return finish_if_changed(c, err, changed);
 }
 
-/* A copy of s allocated with alloc (freed with the reply), or NULL. */
-static char *pstrdup(ProtobufCAllocator *alloc, const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = alloc->alloc(alloc->allocator_data, n);
-    if (p)
-        memcpy(p, s, n);
-    return p;
-}
-
 veil_err revocation_store_erasure_plan(struct revocation_store *s, const unsigned char *subject,
                                        ProtobufCAllocator *alloc,
                                        Veil__Revocation__ErasurePlanResponse *resp)
@@ -298,7 +288,7 @@ veil_err revocation_store_erasure_plan(struct revocation_store *s, const unsigne
         goto out;
     if (PQntuples(r) == 1) {
         resp->state = identity_from(veil_pg_get_text(r, 0, 0));
-        resp->reason = pstrdup(alloc, veil_pg_get_text(r, 0, 1));
+        resp->reason = veil_reply_strdup(alloc, veil_pg_get_text(r, 0, 1));
         if (!resp->reason) {
             err = VEIL_ERR_NOMEM;
             goto out;
@@ -320,7 +310,7 @@ veil_err revocation_store_erasure_plan(struct revocation_store *s, const unsigne
             goto out;
         }
         veil__revocation__linked_app__init(l);
-        l->app_id = pstrdup(alloc, veil_pg_get_text(r, (int)i, 0));
+        l->app_id = veil_reply_strdup(alloc, veil_pg_get_text(r, (int)i, 0));
         l->link_epoch = (uint32_t)veil_pg_get_i64(r, (int)i, 1);
         l->key_version = (uint32_t)veil_pg_get_i64(r, (int)i, 2);
         l->previous_key_version = (uint32_t)veil_pg_get_i64(r, (int)i, 3);

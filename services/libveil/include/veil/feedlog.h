@@ -38,6 +38,13 @@
 
 #define VEIL_FEEDLOG_N_STMTS 9
 
+/*
+ * Reply memory for a store's read functions: n bytes (at least 1) from alloc,
+ * freed with the reply; and a copy of s there.  NULL when out of memory.
+ */
+void *veil_reply_alloc(ProtobufCAllocator *alloc, size_t n);
+char *veil_reply_strdup(ProtobufCAllocator *alloc, const char *s);
+
 extern const char veil_feedlog_sql_append[], veil_feedlog_sql_app_event[],
     veil_feedlog_sql_changes[], veil_feedlog_sql_head[], veil_feedlog_sql_app_events[],
     veil_feedlog_sql_app_head[], veil_feedlog_sql_redact[], veil_feedlog_sql_drop_app_events[],
