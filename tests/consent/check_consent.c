@@ -29,20 +29,12 @@ static const char *const gov_scope[] = {"real_name_verified", "full_name", "birt
 
 static void setup(void)
 {
-    ck_assert_int_eq(h_svc_start(&con, "consent", "receipt", NULL), 0);
-    gw = ct_channel(&con, "svc/gateway");
+    gw = ct_start(&con);
 }
 
 static void teardown(void)
 {
-    veil_channel_free(gw);
-    ck_assert_int_eq(h_svc_stop(&con), 0);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    ct_stop(&con, gw);
 }
 
 static veil_err grant(const unsigned char *s, const char *app, const char *const *attrs,
@@ -129,7 +121,7 @@ START_TEST(test_supersession_and_list)
     const char *const a2[] = {"age_over_18", "province", NULL};
     const char *const a3[] = {"full_name", NULL};
     ck_assert_int_eq(grant(s, "chat.wechat", a1, wechat_scope, r1, NULL), VEIL_OK);
-    sleep_ms(1100); /* grants are stamped in whole seconds: keep the order visible */
+    h_sleep_ms(1100); /* grants are stamped in whole seconds: keep the order visible */
     ck_assert_int_eq(grant(s, "chat.wechat", a2, wechat_scope, r2, NULL), VEIL_OK);
     ck_assert_int_eq(grant(s, "gov.tax", a3, gov_scope, r3, NULL), VEIL_OK);
     /* the newer grant of age_over_18 supersedes the older one; real_name_verified stays */
@@ -200,7 +192,7 @@ START_TEST(test_expiry)
     ck_assert_ptr_nonnull(strstr(out, rid));
     int64_t until = expires - expires % 1000;
     while (ct_now_ms() < until + 100)
-        sleep_ms(50);
+        h_sleep_ms(50);
     ck_assert_int_eq(ct_check(gw, s, "chat.wechat", attrs, out, NULL), VEIL_OK);
     ck_assert_str_eq(out, ""); /* expired: no longer granted */
     ck_assert_int_eq(ct_withdraw(gw, s, "chat.wechat", NULL, out, &st), VEIL_ERR_NOT_FOUND);
@@ -426,7 +418,7 @@ START_TEST(test_receipt_key_rotation)
             break;
         free(jwks);
         jwks = NULL;
-        sleep_ms(50);
+        h_sleep_ms(50);
     }
     ck_assert_ptr_nonnull(jwks);
     ck_assert_ptr_nonnull(strstr(jwks, "\"receipt-1\""));

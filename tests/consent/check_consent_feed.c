@@ -22,20 +22,12 @@ static const char *const scope[] = {"real_name_verified", "age_over_18", "provin
 
 static void setup(void)
 {
-    ck_assert_int_eq(h_svc_start(&con, "consent", "receipt", NULL), 0);
-    gw = ct_channel(&con, "svc/gateway");
+    gw = ct_start(&con);
 }
 
 static void teardown(void)
 {
-    veil_channel_free(gw);
-    ck_assert_int_eq(h_svc_stop(&con), 0);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    ct_stop(&con, gw);
 }
 
 /* What the follower applied, one line per change: "seq kind subject app attrs". */
@@ -72,7 +64,7 @@ static void wait_lines(journal *l, size_t n)
         pthread_mutex_unlock(&l->mu);
         if (have >= n)
             break;
-        sleep_ms(10);
+        h_sleep_ms(10);
     }
     ck_assert_uint_eq(have, n);
 }
@@ -124,7 +116,7 @@ START_TEST(test_feed_follows_consent)
     /* the erasure notice names no subject: the follower drops everything it cached */
     ck_assert_str_eq(l.lines[2], "3 subject_forgotten 0  ");
     for (int i = 0; i < 300 && !veil_follower_healthy(f); i++)
-        sleep_ms(10);
+        h_sleep_ms(10);
     ck_assert(veil_follower_healthy(f));
     int64_t saved = veil_follower_last_seq(f);
     veil_follower_stop(f);
@@ -135,7 +127,7 @@ START_TEST(test_feed_follows_consent)
     journal m = {.mu = PTHREAD_MUTEX_INITIALIZER};
     f = follow(&m, saved);
     wait_lines(&m, 2);
-    sleep_ms(200);
+    h_sleep_ms(200);
     ck_assert_uint_eq(m.n, 2);
     ck_assert_str_eq(m.lines[0], "4 consent_granted 2 shop.taobao province");
     ck_assert_str_eq(m.lines[1], "5 consent_granted 3 chat.wechat province");
@@ -168,7 +160,7 @@ START_TEST(test_long_poll_wakes_on_grant)
     struct poll_arg a = {0};
     pthread_t t;
     pthread_create(&t, NULL, poll_once, &a);
-    sleep_ms(300);
+    h_sleep_ms(300);
     const char *const age[] = {"age_over_18", NULL};
     ck_assert_int_eq(grant(4, "chat.wechat", age), VEIL_OK);
     int64_t committed = veil_mono_ns();

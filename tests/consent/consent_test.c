@@ -20,6 +20,18 @@ veil_channel *ct_channel(const h_svc *s, const char *identity)
     return h_channel(s->proc.addr, identity, &veil__consent__consent__descriptor);
 }
 
+veil_channel *ct_start(h_svc *s)
+{
+    ck_assert_int_eq(h_svc_start(s, "consent", "receipt", NULL), 0);
+    return ct_channel(s, "svc/gateway");
+}
+
+void ct_stop(h_svc *s, veil_channel *gw)
+{
+    veil_channel_free(gw);
+    ck_assert_int_eq(h_svc_stop(s), 0);
+}
+
 static size_t count(const char *const *names)
 {
     size_t n = 0;

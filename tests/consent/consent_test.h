@@ -18,6 +18,11 @@ void ct_subject(unsigned char out[32], unsigned n);
 
 veil_channel *ct_channel(const h_svc *s, const char *identity);
 
+/* Starts the consent service (with its receipt key); returns a channel to it as the gateway. */
+veil_channel *ct_start(h_svc *s);
+/* Closes that channel and stops the service (the test fails if it did not exit cleanly). */
+void ct_stop(h_svc *s, veil_channel *gw);
+
 /*
  * Grant; on success receipt_id (>= 64 bytes) and *receipt (malloc'd, may be
  * NULL to skip) are filled.

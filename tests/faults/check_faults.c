@@ -40,12 +40,6 @@ static vw_wallet *known[KNOWN];
 static const char *const APP = "shop.jiale";
 static const char *const ATTRS[] = {"province"}; /* in its scope: consent is asked too */
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void stack_up(void)
 {
     /* room for logins held in flight by a stopped vault (test_gateway_sigterm_in_flight) */
@@ -94,11 +88,11 @@ static void kill_and_return(int which)
         ck_assert_int_eq(load_wait_ok(&t[i], 2, 30000), 0);
     int64_t killed = veil_now_ms();
     h_kill(proc_of(which));
-    sleep_ms(2500);
+    h_sleep_ms(2500);
     int64_t restart = veil_now_ms();
     ck_assert_int_eq(h_stack_restart(&S, which), 0);
     int64_t back = veil_now_ms();
-    sleep_ms(RECOVERY_MS + 1000);
+    h_sleep_ms(RECOVERY_MS + 1000);
     for (int i = 0; i < 2; i++)
         load_stop(&t[i]);
 
@@ -235,12 +229,12 @@ START_TEST(test_gateway_sigterm_in_flight)
         ck_assert_int_eq(pthread_create(&f[i].thread, NULL, complete_in_flight, &f[i]), 0);
     for (int i = 0; i < IN_FLIGHT; i++)
         while (!atomic_load(&f[i].sending))
-            sleep_ms(10);
-    sleep_ms(500); /* the calls reach the gateway, which waits for the vault */
+            h_sleep_ms(10);
+    h_sleep_ms(500); /* the calls reach the gateway, which waits for the vault */
     h_proc gateway = S.gateway;
     int64_t term = veil_now_ms();
     ck_assert_int_eq(kill(gateway.pid, SIGTERM), 0);
-    sleep_ms(200);
+    h_sleep_ms(200);
 
     /* New calls: refused at once, on the old connection and on a new one. */
     veil_err on_old = begin_login(old, &took, &st);

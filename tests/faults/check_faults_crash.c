@@ -43,12 +43,6 @@ static char *const PROVINCE[] = {"province"};
 static vw_wallet *login_w[LOGIN_CITIZENS], *consent_w[CONSENT_CITIZENS];
 static vw_wallet *old_phone[REVOKE_CITIZENS], *new_phone[REVOKE_CITIZENS];
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void id_for(int series, int i, char out[19])
 {
     char first17[64];
@@ -145,7 +139,7 @@ static void *login_worker(void *arg)
             atomic_fetch_add(&w->logins_done, 1);
         } else
             note_failure(w, err, &st);
-        sleep_ms(10);
+        h_sleep_ms(10);
     }
     veil_channel_free(ch);
     veil_client_thread_done();
@@ -193,7 +187,7 @@ static int consent_change(struct work *w, veil_channel *ch, int i, int grant)
         note_failure(w, err, &st);
         if (veil_now_ms() > deadline)
             return -1;
-        sleep_ms(100);
+        h_sleep_ms(100);
     }
 }
 
@@ -211,7 +205,7 @@ static void *consent_worker(void *arg)
         w->consent_state[i] = grant;
         w->consent_acked++;
         atomic_fetch_add(&w->consents_done, 1);
-        sleep_ms(20);
+        h_sleep_ms(20);
     }
     veil_channel_free(ch);
     veil_client_thread_done();
@@ -242,7 +236,7 @@ static void *revocation_worker(void *arg)
             w->next_revoke++; /* unknown outcome: not counted as acknowledged */
         }
         atomic_fetch_add(&w->revokes_done, 1);
-        sleep_ms(300);
+        h_sleep_ms(300);
     }
     veil_channel_free(ch);
     veil_client_thread_done();
@@ -279,7 +273,7 @@ static void crash(int kill_gateway)
         h_kill(internal[i]);
     if (kill_gateway)
         h_kill(&S.gateway);
-    sleep_ms(500);
+    h_sleep_ms(500);
     h_pg_start();
     for (int i = 0; i < 4; i++)
         ck_assert_int_eq(h_stack_restart(&S, which[i]), 0);
@@ -293,7 +287,7 @@ static void crash(int kill_gateway)
         int64_t until_ = veil_now_ms() + 20000;                                                    \
         veil_err e_;                                                                               \
         while ((e_ = (call)) == VEIL_ERR_UNAVAILABLE && veil_now_ms() < until_)                    \
-            sleep_ms(200);                                                                         \
+            h_sleep_ms(200);                                                                       \
         e_;                                                                                        \
     })
 
@@ -438,9 +432,9 @@ static void round_with(int kill_gateway, const char *name, int first_revoke, int
     while ((atomic_load(&w->logins_done) < 10 || atomic_load(&w->consents_done) < 4 ||
             atomic_load(&w->revokes_done) < 5) &&
            veil_now_ms() < until)
-        sleep_ms(50);
+        h_sleep_ms(50);
     crash(kill_gateway);
-    sleep_ms(3000); /* work goes on after the crash */
+    h_sleep_ms(3000); /* work goes on after the crash */
     work_stop(w);
     verify(w, name);
     free(w);

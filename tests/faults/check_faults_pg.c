@@ -40,12 +40,6 @@ static void stack_down(void)
     load_stack_down(&S, known, KNOWN);
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Every failure is UNAVAILABLE with one of the gateway's retry messages; returns the count. */
 static size_t check_failures(const load_thread *t)
 {
@@ -75,7 +69,7 @@ static veil_err login_until(veil_channel *ch, const char *app, const vw_wallet *
         ++*tries;
         err = load_login(ch, app, w, NULL, 0, &st);
         if (err == VEIL_ERR_UNAVAILABLE)
-            sleep_ms(50);
+            h_sleep_ms(50);
     } while (err == VEIL_ERR_UNAVAILABLE && veil_now_ms() < deadline_ms);
     if (err)
         fprintf(stderr, "login failed: %s: %s\n", veil_err_name(err), st.message);
@@ -101,7 +95,7 @@ START_TEST(test_pg_restart_under_load)
     int64_t down = veil_now_ms();
     h_pg_restart();
     int64_t up = veil_now_ms();
-    sleep_ms(3000);
+    h_sleep_ms(3000);
     for (int i = 0; i < ENROLLERS + LOGGERS; i++)
         load_stop(&t[i]);
 

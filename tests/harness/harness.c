@@ -80,7 +80,7 @@ int h_timeout_scale(void)
     return k >= 1 && k <= 100 ? k : 1;
 }
 
-static void sleep_ms(long ms)
+void h_sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -190,7 +190,7 @@ int h_spawn(h_proc *p, const char *binary, const char *identity, const char *con
             p->pid = 0;
             return -1;
         }
-        sleep_ms(20);
+        h_sleep_ms(20);
     }
     if (p->port <= 0) {
         fprintf(stderr, "harness: %s did not report a port\n", binary);
@@ -203,7 +203,7 @@ int h_spawn(h_proc *p, const char *binary, const char *identity, const char *con
     for (int i = 0; i < 500 * scale; i++) {
         if (h_health(p->addr, probe) == 1)
             return 0;
-        sleep_ms(20);
+        h_sleep_ms(20);
     }
     fprintf(stderr, "harness: %s never reported SERVING\n", binary);
     h_dump_log(p);
@@ -220,7 +220,7 @@ static int wait_exit(h_proc *p, int timeout_ms)
             p->pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         }
-        sleep_ms(10);
+        h_sleep_ms(10);
     }
     return -2;
 }

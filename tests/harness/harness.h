@@ -62,6 +62,9 @@ void h_dump_log(const h_proc *p);
 /* Whether the log contains the text (for "was it logged" and "never logged" checks). */
 int h_log_contains(const h_proc *p, const char *text);
 
+/* Sleeps ms milliseconds (polling loops in tests; never a timing limit). */
+void h_sleep_ms(long ms);
+
 /* grpc.health.v1 Check over TLS as `identity`: 1 SERVING, 0 NOT_SERVING, -1 error. */
 int h_health(const char *addr, const char *identity);
 

@@ -17,12 +17,6 @@
 #include "veil/codec.h"
 #include "veil/feed.h"
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int64_t ms_since(int64_t t0_ns)
 {
     return (veil_mono_ns() - t0_ns) / 1000000;
@@ -35,7 +29,7 @@ static uint64_t await_generation_after(veil_notifier *n, uint64_t gen, int timeo
         uint64_t now = veil_notifier_generation(n);
         if (now != gen)
             return now;
-        sleep_ms(10);
+        h_sleep_ms(10);
     }
     ck_abort_msg("the notifier's generation did not move within %d ms", timeout_ms);
     return gen;
@@ -73,7 +67,7 @@ START_TEST(test_notify_wakes_a_waiter)
     struct waiter w = {.n = n, .gen = veil_notifier_generation(n), .timeout_ms = 10000};
     pthread_t t;
     pthread_create(&t, NULL, wait_thread, &w);
-    sleep_ms(200);
+    h_sleep_ms(200);
     ck_assert_int_eq(h_db_exec(db, "NOTIFY " VEIL_FEED_CHANNEL ", '17'"), 0);
     int64_t sent = veil_mono_ns();
     pthread_join(t, NULL);
@@ -95,7 +89,7 @@ START_TEST(test_timeout_and_no_lost_wakeup)
     /* a change committed between reading the generation and waiting is not missed */
     gen = veil_notifier_generation(n);
     ck_assert_int_eq(h_db_exec(db, "NOTIFY " VEIL_FEED_CHANNEL), 0);
-    sleep_ms(300);
+    h_sleep_ms(300);
     t0 = veil_mono_ns();
     ck_assert_int_eq(veil_notifier_wait(n, gen, 10000), VEIL_WAIT_NOTIFIED);
     ck_assert_int_lt(ms_since(t0), 500); /* at once, not after the 10 s */
@@ -132,7 +126,7 @@ START_TEST(test_shutdown_releases_waiters)
         w[i] = (struct waiter){.n = n, .gen = veil_notifier_generation(n), .timeout_ms = 20000};
         pthread_create(&t[i], NULL, wait_thread, &w[i]);
     }
-    sleep_ms(200);
+    h_sleep_ms(200);
     int64_t t0 = veil_mono_ns();
     veil_notifier_shutdown(n);
     for (int i = 0; i < 3; i++) {

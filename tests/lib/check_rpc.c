@@ -353,19 +353,13 @@ static void *slow_call_main(void *arg)
     return NULL;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 START_TEST(test_worker_does_not_block_cq)
 {
     start_echo("svc/vault", NULL);
     struct slow_call sc = {echo.addr, 3000, VEIL_ERR_INTERNAL, 0};
     pthread_t t;
     pthread_create(&t, NULL, slow_call_main, &sc);
-    sleep_ms(300);
+    h_sleep_ms(300);
     /* While a worker sleeps inside a handler, inline calls are still answered. */
     Veil__Testing__EchoRequest req = VEIL__TESTING__ECHO_REQUEST__INIT;
     req.text = "not blocked";
@@ -389,9 +383,9 @@ START_TEST(test_sigterm_drains_in_flight_call)
     struct slow_call sc = {echo.addr, 1500, VEIL_ERR_INTERNAL, 0};
     pthread_t t;
     pthread_create(&t, NULL, slow_call_main, &sc);
-    sleep_ms(200);
+    h_sleep_ms(200);
     kill(echo.pid, SIGTERM);
-    sleep_ms(150);
+    h_sleep_ms(150);
     /* During the drain delay the server says NOT_SERVING but still answers. */
     ck_assert_int_eq(h_health(echo.addr, "svc/gateway"), 0);
     pthread_join(t, NULL);

@@ -43,12 +43,6 @@ static int64_t now_ns(void)
     return veil_mono_ns();
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- a consumer that records what the follower hands it ---- */
 
 typedef struct seen {
@@ -95,7 +89,7 @@ static size_t recorded(recorder *r)
 static void wait_recorded(recorder *r, size_t n)
 {
     for (int i = 0; i < 3000 && recorded(r) < n; i++)
-        sleep_ms(10);
+        h_sleep_ms(10);
     ck_assert_uint_eq(recorded(r), n);
 }
 
@@ -115,7 +109,7 @@ static veil_follower *follow(recorder *r, int64_t after, uint32_t wait_ms)
 static void wait_healthy(veil_follower *f)
 {
     for (int i = 0; i < 500 && !veil_follower_healthy(f); i++)
-        sleep_ms(10);
+        h_sleep_ms(10);
     ck_assert(veil_follower_healthy(f));
 }
 
@@ -230,7 +224,7 @@ START_TEST(test_long_poll)
     struct poll_arg waiting = {.after = 0, .wait_ms = 20000, .timeout_ms = 30000};
     pthread_t t;
     pthread_create(&t, NULL, poll_once, &waiting);
-    sleep_ms(300);
+    h_sleep_ms(300);
     ck_assert_int_eq(rt_revoke_device(gw, s, dev), VEIL_OK);
     int64_t committed = now_ns();
     pthread_join(t, NULL);
@@ -359,7 +353,7 @@ static void revoke_numbered(unsigned from, unsigned n)
         veil_err err = VEIL_ERR_UNAVAILABLE;
         for (int tries = 0; tries < 50 && err == VEIL_ERR_UNAVAILABLE; tries++) {
             if (tries)
-                sleep_ms(100);
+                h_sleep_ms(100);
             err = rt_revoke_device(gw, s, dev);
         }
         ck_assert_int_eq(err, VEIL_OK);
@@ -382,7 +376,7 @@ START_TEST(test_consumer_restart)
     f = follow(&b, saved, 2000);
     wait_recorded(&b, 7);
     wait_healthy(f);
-    sleep_ms(300);
+    h_sleep_ms(300);
     ck_assert_uint_eq(recorded(&b), 7); /* exactly the missed ones, nothing twice */
     assert_contiguous(&b, saved + 1);
     for (size_t i = 0; i < b.n; i++)
@@ -410,7 +404,7 @@ START_TEST(test_service_restart)
     revoke_numbered(1, 3);
     wait_recorded(&r, 3);
     wait_healthy(f);
-    sleep_ms(200);
+    h_sleep_ms(200);
 
     /* the drain ends the long-poll at once instead of waiting out its 10 s grace
      * (the time includes the sanitizers' exit checks) */
@@ -418,7 +412,7 @@ START_TEST(test_service_restart)
     ck_assert_int_eq(h_stop(&rev.proc), 0);
     ck_assert_int_lt(now_ns() - t0, 5000 * 1000000LL);
     for (int i = 0; i < 300 && veil_follower_healthy(f); i++)
-        sleep_ms(10);
+        h_sleep_ms(10);
     ck_assert(!veil_follower_healthy(f));
 
     /* back on the same port; changes made before the follower reconnects are not lost */
@@ -452,7 +446,7 @@ START_TEST(test_propagation_under_a_second)
     int64_t returned[N], lag[N];
     rt_subject(s, 40);
     for (int i = 0; i < N; i++) {
-        sleep_ms(20); /* let the follower settle into its long-poll */
+        h_sleep_ms(20); /* let the follower settle into its long-poll */
         rt_device(dev, (unsigned)i);
         ck_assert_int_eq(rt_revoke_device(gw, s, dev), VEIL_OK);
         returned[i] = now_ns();
