@@ -2,7 +2,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -32,6 +34,21 @@ double bench_lat_pct(bench_lat *l, double p)
     qsort(l->ms, l->n, sizeof *l->ms, cmp);
     size_t i = (size_t)(p / 100.0 * (double)(l->n - 1) + 0.5);
     return l->ms[i < l->n ? i : l->n - 1];
+}
+
+double bench_cpu_s(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+int bench_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }
 
 void bench_lat_free(bench_lat *l)

@@ -23,6 +23,11 @@ void bench_lat_free(bench_lat *l);
 
 double bench_now_s(void);
 
+/* This process's CPU so far, user + system over all its threads (getrusage). */
+double bench_cpu_s(void);
+/* Online cores (the machine share is CPU / (wall time x cores)). */
+int bench_cores(void);
+
 /* TLS material for identity from $BENCH_CERTS (as deploy/local/mkcerts lays it out). */
 void bench_tls(veil_tls_config *t, const char *identity, char *ca, char *cert, char *key,
                size_t len);

@@ -10,20 +10,29 @@
  *                [--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N]
  *
  * Phases, each printing one `key=value` line (tests/bench/run reads them):
- *   floor:      the libsodium work one login must do (ticket signature
- *               verification + pseudonym PRF + assertion signature), one core
+ *   floor:      the libsodium work one login must do (the ticket's sealed
+ *               box opened + its signature verified + pseudonym PRF +
+ *               assertion signature), one core and two threads
  *   enrol:      Wallet Enrol of fresh identities through the gateway
  *   consent:    the set-up grants (Wallet GrantConsent, device-signed)
  *   login:      CompleteLogin closed loop at maximum for S seconds, then open
- *               loop at a fixed offered rate (half the maximum unless --rate)
+ *               loop at a fixed offered rate (half the maximum unless --rate),
+ *               then whole logins (mode=full: BeginLogin, the simulated
+ *               phone's ticket, CompleteLogin) closed loop for S seconds;
+ *               each line gives the load generator's own CPU per login
+ *               (getrusage) and the share of the machine it took
  *   verify:     every assertion counted is verified afterwards (EdDSA over
  *               the JWKS, aud = the app, sub = the returned pseudonym)
  *   derive:     Derive and DeriveBatch straight at the pseudonym service
  *   revocation: identity revoked through the Admin API until the next login
  *               of that citizen is refused
  *
- * Tickets (BeginLogin + the wallet's signature) are prepared before a timed
- * phase, so the timed phase measures CompleteLogin alone.  Logins draw on
+ * For the closed and open phases, tickets (BeginLogin + the wallet's
+ * signature) are prepared before the phase, so it measures CompleteLogin
+ * alone; the full phase makes each ticket inside the timed job, from the
+ * challenge BeginLogin just returned, as a phone would.  The open loop never
+ * spins: it blocks on the completion queue until the next call is due, or
+ * sleeps when that is under 1 ms away.  Logins draw on
  * --active citizens spread evenly over the whole identity file, each using
  * three of the 81 apps; one of the three holds the citizen's consent for the
  * app's whole registered scope, so a third of the logins release attributes.
@@ -207,7 +216,10 @@ static void fetch_public(struct bench *b)
 /* ---- the call driver: closed loop (rate 0) or open loop at a fixed rate ---- */
 
 typedef veil_err (*start_fn)(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p);
-/* Takes the reply (freeing it); returns 1 when the call counts as a success. */
+/*
+ * Takes the reply (freeing it); returns 1 when the job counts as a success,
+ * 0 when it failed, 2 when the job goes on with its next call (run.next).
+ */
 typedef int (*done_fn)(struct bench *b, void *ctx, size_t i, veil_err e, void *resp,
                        const veil_status *st);
 
@@ -218,11 +230,13 @@ struct run {
     double seconds;  /* no call starts after this */
     start_fn start;
     done_fn done;
+    start_fn next; /* a job's following call, when done returned 2 (NULL: none) */
     void *ctx;
     /* results */
-    bench_lat lat;
+    bench_lat lat; /* per job: from its first call's start (open loop: due) to its last reply */
     long ok, failed, started;
     double elapsed;
+    double cpu_s; /* the load generator's own CPU (user + system, all threads) in the run */
     char first_error[300];
 };
 
@@ -241,6 +255,7 @@ static void run_calls(struct bench *b, struct run *r)
     int cap = open ? OPEN_MAX_FLIGHT : r->depth;
     if (!slots)
         die("out of memory");
+    double cpu0 = bench_cpu_s();
     for (;;) {
         double now = bench_now_s();
         /* start what is due */
@@ -264,9 +279,23 @@ static void run_calls(struct bench *b, struct run *r)
         if (inflight == 0 && (next >= r->n || now >= end))
             break;
         int64_t wait_ms = 100;
-        if (open && next < r->n && now < end) {
+        if (open && next < r->n && now < end && inflight < cap) {
             double due = begin + (double)next / r->rate;
-            wait_ms = due > now ? (int64_t)((due - now) * 1000.0) : 0;
+            if (due - now < 0.001) {
+                /*
+                 * The next call is under 1 ms away: sleep until it is due
+                 * rather than spin on a zero-timeout poll (the completion
+                 * queue's timeout is in whole milliseconds).  A reply that
+                 * lands meanwhile is taken at most that much later.
+                 */
+                if (due > now) {
+                    double left = due - now;
+                    struct timespec ts = {0, (long)(left * 1e9)};
+                    nanosleep(&ts, NULL);
+                }
+                continue;
+            }
+            wait_ms = (int64_t)((due - now) * 1000.0); /* >= 1: sleeps on the queue */
         }
         veil_pending *p = veil_cq_next(b->cq, wait_ms);
         if (!p)
@@ -276,8 +305,17 @@ static void run_calls(struct bench *b, struct run *r)
         veil_err e = veil_pending_finish(p, NULL, &resp, &st, &user);
         struct slot *s = user;
         double t = bench_now_s();
+        int verdict = r->done(b, r->ctx, s->i, e, resp, &st);
+        if (verdict == 2 && r->next) {
+            veil_pending *np;
+            if (r->next(b, r->ctx, s->i, s, &np) == VEIL_OK)
+                continue; /* still in flight: its next call */
+            verdict = 0;
+            snprintf(st.message, sizeof st.message, "%s", "the next call did not start");
+            e = VEIL_ERR_INVALID;
+        }
         inflight--;
-        if (r->done(b, r->ctx, s->i, e, resp, &st)) {
+        if (verdict == 1) {
             r->ok++;
             bench_lat_add(&r->lat, (t - s->t0) * 1000.0);
         } else {
@@ -288,6 +326,7 @@ static void run_calls(struct bench *b, struct run *r)
         }
         r->elapsed = t - begin;
     }
+    r->cpu_s = bench_cpu_s() - cpu0;
     free(slots);
 }
 
@@ -305,19 +344,39 @@ struct floor_arg {
     long count;
 };
 
-/* One login's libsodium work: verify the ticket, the pseudonym PRF, sign the assertion. */
+#define FLOOR_BOXES 64
+
+/*
+ * One login's libsodium work: open the ticket's sealed box (format 2: the
+ * vault does crypto_box_seal_open on every ticket), verify the ticket's
+ * signature, the pseudonym PRF, sign the assertion.  The boxes are sealed
+ * beforehand (sealing is the phone's work) and opened in rotation.
+ */
 static void *floor_thread(void *arg)
 {
     struct floor_arg *fa = arg;
     unsigned char pk[32], sk[64], key[32], msg[300], sig[64], prf[32], asig[64];
+    unsigned char box_pk[crypto_box_PUBLICKEYBYTES], box_sk[crypto_box_SECRETKEYBYTES];
+    unsigned char inner[VEIL_TICKET_INNER_BYTES];
+    static __thread unsigned char boxes[FLOOR_BOXES]
+                                       [VEIL_TICKET_INNER_BYTES + crypto_box_SEALBYTES];
     randombytes_buf(msg, sizeof msg);
     randombytes_buf(key, sizeof key);
     crypto_sign_keypair(pk, sk);
     crypto_sign_detached(sig, NULL, msg, sizeof msg, sk);
+    crypto_box_keypair(box_pk, box_sk);
+    for (int k = 0; k < FLOOR_BOXES; k++) {
+        randombytes_buf(inner, sizeof inner);
+        if (crypto_box_seal(boxes[k], inner, sizeof inner, box_pk) != 0)
+            die("floor: cannot seal a box");
+    }
     double end = bench_now_s() + fa->seconds;
     long n = 0;
     while (bench_now_s() < end) {
         for (int k = 0; k < 64; k++) {
+            if (crypto_box_seal_open(inner, boxes[k % FLOOR_BOXES], sizeof boxes[0], box_pk,
+                                     box_sk) != 0)
+                die("floor: a sealed box did not open");
             if (crypto_sign_verify_detached(sig, msg, sizeof msg, pk) != 0)
                 die("floor: a signature did not verify");
             crypto_generichash(prf, sizeof prf, msg, 64, key, sizeof key);
@@ -372,7 +431,7 @@ static void phase_floor(void)
     /* each counted iteration also re-signed the verified message once */
     double one = 1.0 / (1.0 / r1 - resign), two = 2.0 / (2.0 / r2 - resign);
     printf("floor: crypto_login_per_s_1core=%.0f crypto_login_per_s_2threads=%.0f "
-           "work=verify+prf+sign\n",
+           "work=seal_open+verify+prf+sign\n",
            one, two);
     fflush(stdout);
 }
@@ -479,8 +538,8 @@ static int begin_done(struct bench *b, void *ctx, size_t i, veil_err e, void *re
     return ok;
 }
 
-/* n fresh tickets over the active pairs (all pairs in order when every_pair). */
-static void prepare_tickets(struct bench *b, struct tickets *tk, size_t n, int every_pair)
+/* n empty ticket slots, each naming its pair (all pairs in order when every_pair). */
+static struct begin_ctx job_slots(struct tickets *tk, size_t n, int every_pair)
 {
     struct begin_ctx bc = {.tk = tk, .which = calloc(n, sizeof(size_t))};
     tickets_free(tk);
@@ -490,6 +549,13 @@ static void prepare_tickets(struct bench *b, struct tickets *tk, size_t n, int e
     tk->n = n;
     for (size_t i = 0; i < n; i++)
         bc.which[i] = every_pair ? i % tk->n_pairs : next_rand(&tk->seed) % tk->n_pairs;
+    return bc;
+}
+
+/* n fresh tickets over the active pairs (all pairs in order when every_pair). */
+static void prepare_tickets(struct bench *b, struct tickets *tk, size_t n, int every_pair)
+{
+    struct begin_ctx bc = job_slots(tk, n, every_pair);
     struct run r = {.n = n, .depth = 64, .seconds = 1e9, .start = begin_start,
                     .done = begin_done, .ctx = &bc};
     double t0 = bench_now_s();
@@ -579,12 +645,40 @@ static void phase_hook(const char *phase, double seconds)
         fprintf(stderr, "system_bench: the phase hook failed\n");
 }
 
-static double login_phase(struct bench *b, struct tickets *tk, const char *mode, double rate,
-                          double seconds, double *p50, double *p99)
+/*
+ * The whole login as one job: BeginLogin; the simulated phone makes the
+ * ticket from the challenge (seed keypair, signature, sealed box to the
+ * vault: veil_ticket_make, as a wallet does); CompleteLogin.
+ */
+static veil_err full_next(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p)
+{
+    struct begin_ctx *bc = ctx;
+    return login_start(b, bc->tk, i, user, p);
+}
+
+static int full_done(struct bench *b, void *ctx, size_t i, veil_err e, void *resp,
+                     const veil_status *st)
+{
+    struct begin_ctx *bc = ctx;
+    if (!bc->tk->t[i].ticket) /* BeginLogin's reply: the phone makes the ticket */
+        return begin_done(b, ctx, i, e, resp, st) ? 2 : 0;
+    return login_done(b, bc->tk, i, e, resp, st);
+}
+
+/*
+ * One login phase; prints its line; returns the verified rate.  full NULL:
+ * CompleteLogin alone over tk's prepared tickets.  full set: whole logins,
+ * tk->t a slot per job without a ticket, full->which each job's pair.
+ */
+static double login_phase_run(struct bench *b, struct tickets *tk, struct begin_ctx *full,
+                              const char *mode, double rate, double seconds, double *p50,
+                              double *p99)
 {
     struct run r = {.n = tk->n, .depth = b->depth, .rate = rate, .seconds = seconds,
                     .start = login_start, .done = login_done, .ctx = tk};
     double la[3] = {0};
+    if (full)
+        r.start = begin_start, r.done = full_done, r.next = full_next, r.ctx = full;
     if (strcmp(mode, "warmup") != 0)
         phase_hook(mode, seconds);
     run_calls(b, &r);
@@ -600,10 +694,13 @@ static double login_phase(struct bench *b, struct tickets *tk, const char *mode,
     *p99 = bench_lat_pct(&r.lat, 99);
     printf("login: mode=%s per_s=%.0f offered_per_s=%.0f ok=%ld verified=%ld failed=%ld "
            "unverified=%ld seconds=%.2f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f "
-           "in_flight=%d verify_per_s=%.0f load=%.2f\n",
+           "in_flight=%d verify_per_s=%.0f load=%.2f gen_cpu_us_per_login=%.0f "
+           "gen_machine_share=%.3f\n",
            mode, per_s, rate, r.ok, verified, r.failed, bad, r.elapsed, *p50,
            bench_lat_pct(&r.lat, 90), *p99, bench_lat_pct(&r.lat, 100), rate > 0 ? 0 : b->depth,
-           vsecs > 0 ? (double)verified / vsecs : 0, la[0]);
+           vsecs > 0 ? (double)verified / vsecs : 0, la[0],
+           r.ok > 0 ? r.cpu_s * 1e6 / (double)r.ok : 0,
+           r.elapsed > 0 ? r.cpu_s / (r.elapsed * bench_cores()) : 0);
     fflush(stdout);
     if (strcmp(mode, "warmup") != 0)
         b->errors += r.failed + bad;
@@ -613,6 +710,22 @@ static double login_phase(struct bench *b, struct tickets *tk, const char *mode,
         fprintf(stderr, "system_bench: %s: every prepared ticket was used (%.1f s)\n", mode,
                 r.elapsed);
     bench_lat_free(&r.lat);
+    return per_s;
+}
+
+static double login_phase(struct bench *b, struct tickets *tk, const char *mode, double rate,
+                          double seconds, double *p50, double *p99)
+{
+    return login_phase_run(b, tk, NULL, mode, rate, seconds, p50, p99);
+}
+
+/* Whole logins (BeginLogin + the phone's ticket + CompleteLogin), closed loop, n jobs. */
+static double full_phase(struct bench *b, struct tickets *tk, size_t n, double seconds, double *p50,
+                         double *p99)
+{
+    struct begin_ctx bc = job_slots(tk, n, 0);
+    double per_s = login_phase_run(b, tk, &bc, "full", 0, seconds, p50, p99);
+    free(bc.which);
     return per_s;
 }
 
@@ -1029,12 +1142,15 @@ int main(int argc, char **argv)
     size_t n = (size_t)((warm > 1000 ? warm : 1000) * 1.6 * b.seconds) + 1000;
     prepare_tickets(&b, &tk, n, 0);
     double max = login_phase(&b, &tk, "closed", 0, b.seconds, &p50, &p99);
+    size_t n_full = n; /* a whole login is never faster than its CompleteLogin */
     double closed_p50 = p50, closed_p99 = p99;
 
     double rate = b.rate > 0 ? b.rate : max / 2;
     n = (size_t)(rate * b.seconds) + 1;
     prepare_tickets(&b, &tk, n, 0);
     login_phase(&b, &tk, "open", rate, b.seconds, &p50, &p99);
+    double full_p50, full_p99;
+    double full = full_phase(&b, &tk, n_full, b.seconds, &full_p50, &full_p99);
     tickets_free(&tk);
     free(tk.pairs);
 
@@ -1042,9 +1158,10 @@ int main(int argc, char **argv)
     if (reserve)
         phase_revocation(&b, loadable);
 
-    printf("summary: complete_login_per_s=%.0f closed_p50_ms=%.2f closed_p99_ms=%.2f "
-           "open_rate=%.0f open_p50_ms=%.2f open_p99_ms=%.2f errors=%ld\n",
-           max, closed_p50, closed_p99, rate, p50, p99, b.errors);
+    printf("summary: complete_login_per_s=%.0f full_login_per_s=%.0f closed_p50_ms=%.2f "
+           "closed_p99_ms=%.2f full_p50_ms=%.2f full_p99_ms=%.2f open_rate=%.0f open_p50_ms=%.2f "
+           "open_p99_ms=%.2f errors=%ld\n",
+           max, full, closed_p50, closed_p99, full_p50, full_p99, rate, p50, p99, b.errors);
 
     for (size_t i = 0; i < b.n_apps; i++) {
         veil_channel_free(b.apps[i].ch);
