@@ -994,18 +994,20 @@ static int audience_ok(struct gw_oidc *o, const json_t *aud, const char *endpoin
 }
 
 /*
- * Authenticates the client of a form request by its registered method;
- * on failure answers (invalid_client / unauthorized_client) and returns -1.
- * On success app holds copies (gw_app_clear).
+ * Authenticates the client of a request by its registered method, the
+ * client parameters read from where (the form body at /token, the query at
+ * /events, whose body is JSON); on failure answers (invalid_client /
+ * unauthorized_client) and returns -1.  On success app holds copies
+ * (gw_app_clear).
  */
 static int authenticate_client(struct gw_oidc *o, veil_http_request *req, const char *endpoint,
-                               gw_app *app)
+                               veil_http_where where, gw_app *app)
 {
     const char *client_id = NULL, *type = NULL, *assertion = NULL;
     char from_assertion[65];
-    int has_id = one(req, VEIL_HTTP_FORM, "client_id", &client_id);
-    int has_type = one(req, VEIL_HTTP_FORM, "client_assertion_type", &type);
-    int has_assertion = one(req, VEIL_HTTP_FORM, "client_assertion", &assertion);
+    int has_id = one(req, where, "client_id", &client_id);
+    int has_type = one(req, where, "client_assertion_type", &type);
+    int has_assertion = one(req, where, "client_assertion", &assertion);
     json_t *claims = NULL;
     if (has_id < 0 || has_type < 0 || has_assertion < 0) {
         oauth_error(req, 400, "invalid_request", "a client parameter is repeated or malformed");
@@ -1062,7 +1064,7 @@ static int authenticate_client(struct gw_oidc *o, veil_http_request *req, const 
         if (!iss || !sub || strcmp(iss, app->id) || strcmp(sub, app->id))
             why = "the client assertion's iss and sub must be the client_id";
         else if (!audience_ok(o, json_object_get(claims, "aud"), endpoint))
-            why = "the client assertion's aud must be the token endpoint";
+            why = "the client assertion's aud must be this endpoint";
         else if (!json_is_integer(exp) || json_integer_value(exp) <= now_s ||
                  json_integer_value(exp) > now_s + ASSERTION_MAX_S)
             why = "the client assertion has expired or lives too long";
@@ -1144,7 +1146,7 @@ static void serve_token(void *ctx, veil_http_request *req)
                     "only the authorization_code grant is supported");
         return;
     }
-    if (authenticate_client(o, req, "/token", &app) != 0)
+    if (authenticate_client(o, req, "/token", VEIL_HTTP_FORM, &app) != 0)
         return;
     snprintf(key, sizeof key, "c:%s", app.id);
     if (!rate_ok(o, key, o->cfg.rate_per_client)) {
@@ -1276,27 +1278,16 @@ static void serve_events(void *ctx, veil_http_request *req)
     const char *body = veil_http_body(req, &len);
     json_error_t je;
     json_t *in = body ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &je) : json_object();
-    /* The client authenticates like at /token: the form body is replaced by a JSON one,
-       so the credentials come in the query (private_key_jwt) or the certificate. */
     if (!json_is_object(in)) {
         json_decref(in);
         oauth_error(req, 400, "invalid_request", "the body must be a JSON object (RFC 8936)");
         return;
     }
-    const char *client_id = NULL;
-    if (one(req, VEIL_HTTP_QUERY, "client_id", &client_id) != 1 || !veil_ident_valid(client_id) ||
-        gw_registry_get_full(&o->gw->registry, client_id, &app) != 0) {
+    /* The client authenticates as at /token, by its registered method (the
+       certificate, or a single-use client assertion); the body is JSON, so
+       the client parameters come in the query. */
+    if (authenticate_client(o, req, "/events", VEIL_HTTP_QUERY, &app) != 0) {
         json_decref(in);
-        oauth_error(req, 401, "invalid_client", "client_id is required in the query");
-        return;
-    }
-    const char *peer =
-        o->plaintext ? veil_http_header(req, VEIL_DEV_PEER_HEADER) : veil_http_peer_uri(req);
-    if (!peer || strcmp(peer, app.cert_identity) != 0) {
-        json_decref(in);
-        gw_app_clear(&app);
-        oauth_error(req, 401, "invalid_client",
-                    "SET polling authenticates with the app's client certificate");
         return;
     }
     Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;

@@ -288,6 +288,30 @@ def scenario_rs256():
                                "invalid_client")
     assert "used before" in again["error_description"], again
     log("private_key_jwt: a client assertion replayed (same jti) is invalid_client")
+    # RFC 8936 poll delivery authenticates as /token does: this app by its client assertion
+    def poll_assertion(aud):
+        t = int(time.time())
+        return jwt.encode({"alg": "RS256", "kid": priv["kid"]},
+                          {"iss": "shop.taobao", "sub": "shop.taobao", "aud": aud, "iat": t,
+                           "exp": t + 60, "jti": secrets.token_urlsafe(12)}, priv).decode()
+    poll = d["set_poll_endpoint"]
+    params = {"client_id": "shop.taobao",
+              "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+              "client_assertion": poll_assertion(poll)}
+    r = requests.post(poll, params=params, json={"maxEvents": 10}, timeout=10)
+    assert r.status_code == 200, r.text
+    _, grpc = veilctl("app", "events", "--app", "shop.taobao")
+    assert grpc["cursor"] == r.json()["cursor"], (grpc, r.json())
+    again = requests.post(poll, params=params, json={"maxEvents": 10}, timeout=10)
+    assert "used before" in expect_oauth_error(again, 401, "invalid_client")["error_description"]
+    params["client_assertion"] = poll_assertion(d["token_endpoint"] + "/elsewhere")
+    expect_oauth_error(requests.post(poll, params=params, json={}, timeout=10), 401,
+                       "invalid_client")
+    del params["client_assertion"]
+    expect_oauth_error(requests.post(poll, params=params, json={}, timeout=10), 401,
+                       "invalid_client")
+    log("SET poll with private_key_jwt: same cursor as PollEvents; a replayed, misaddressed or "
+        "missing client assertion is invalid_client")
 
 
 def expect_oauth_error(r, status, code):
