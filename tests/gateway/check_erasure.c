@@ -25,13 +25,12 @@ static h_stack S;
 
 static void stack_up(void)
 {
-    if (h_stack_start(&S, NULL) != 0)
-        ck_abort_msg("the stack did not start");
+    h_stack_up(&S);
 }
 
 static void stack_down(void)
 {
-    ck_assert_int_eq(h_stack_stop(&S), 0);
+    h_stack_down(&S);
 }
 
 static PGconn *db(int which)

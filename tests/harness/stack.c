@@ -217,3 +217,14 @@ void h_stack_veilctl_env(const h_stack *s, const char *dir)
     setenv("VEILCTL_CERTS", h_env("VEIL_TEST_CERTS"), 1);
     setenv("VEILCTL_ADMIN", "ops", 1);
 }
+
+void h_stack_up(h_stack *s)
+{
+    if (h_stack_start(s, NULL) != 0)
+        ck_abort_msg("the stack did not start");
+}
+
+void h_stack_down(h_stack *s)
+{
+    ck_assert_int_eq(h_stack_stop(s), 0);
+}

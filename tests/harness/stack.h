@@ -44,6 +44,11 @@ int h_stack_start_opts(h_stack *s, const h_stack_opts *opts);
 /* Stops every process (SIGTERM) and checks each exited 0; returns the number that did not. */
 int h_stack_stop(h_stack *s);
 
+/* A suite's fixture: the plain stack, or the test fails (aborts) when it does not start. */
+void h_stack_up(h_stack *s);
+/* A suite's fixture: h_stack_stop, and the test fails unless every process exited 0. */
+void h_stack_down(h_stack *s);
+
 /* Runs `<binary> <args...>` with the service's database (and keys) in its environment. */
 int h_stack_command(h_stack *s, int which, const char *args);
 

@@ -22,8 +22,7 @@ static char *dir;
 
 static void stack_up(void)
 {
-    if (h_stack_start(&S, NULL) != 0)
-        ck_abort_msg("the stack did not start");
+    h_stack_up(&S);
     dir = h_tempdir("veilctl");
     h_stack_veilctl_env(&S, dir);
     setenv("VEILCTL_COUNTER", "desk1", 1);
@@ -31,7 +30,7 @@ static void stack_up(void)
 
 static void stack_down(void)
 {
-    ck_assert_int_eq(h_stack_stop(&S), 0);
+    h_stack_down(&S);
     free(dir);
 }
 
