@@ -147,44 +147,80 @@ int vc_wallet_show(const vc_opts *o)
     return 0;
 }
 
+/*
+ * Opens the wallet, sends payload as the device-signed call method, and
+ * hands the reply to show, whose result is the exit status; frees both.
+ */
+typedef int (*reply_fn)(const vc_opts *o, vw_wallet *w, void *resp, void *ctx);
+
+static int wallet_call(const vc_opts *o, const char *method, const ProtobufCMessage *payload,
+                       reply_fn show, void *ctx)
+{
+    vw_wallet *w = vc_wallet(o);
+    if (!w)
+        return 1;
+    ProtobufCMessage *resp = NULL;
+    int rc = vc_citizen(o, w, method, payload, &resp);
+    if (!rc) {
+        rc = show(o, w, resp, ctx);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    vw_wallet_free(w);
+    return rc;
+}
+
+static int show_granted(const vc_opts *o, vw_wallet *w, void *reply, void *ctx)
+{
+    (void)w;
+    const Veil__Gateway__GrantConsentResponse *resp = reply;
+    const Veil__Gateway__GrantConsentPayload *p = ctx;
+    char when[64];
+    vc_time(p->expires_at_ms, when, sizeof when);
+    if (o->json)
+        vc_print_json(json_pack("{s:s, s:s, s:o, s:s, s:s}", "receipt_id", resp->receipt_id, "app",
+                                o->app, "attributes", str_array(p->attributes, p->n_attributes),
+                                "expires_at", when, "receipt", resp->receipt));
+    else
+        printf("consent granted to %s for %s until %s\nreceipt %s\n", o->app, o->attrs, when,
+               resp->receipt_id);
+    return 0;
+}
+
 int vc_consent_grant(const vc_opts *o)
 {
     if (!o->app || !o->attrs || !o->purpose)
-        return vc_usage("wallet consent grant --wallet FILE --app APP_ID --attrs a,b --purpose TEXT");
+        return vc_usage(
+            "wallet consent grant --wallet FILE --app APP_ID --attrs a,b --purpose TEXT");
     if (o->days <= 0)
         return vc_fail(o, "INVALID_ARGUMENT", "--days must be positive");
     size_t n;
     char **attrs = vc_split_attrs(o, &n);
     if (!attrs)
         return 1;
-    vw_wallet *w = vc_wallet(o);
-    if (!w) {
-        vc_split_free(attrs);
-        return 1;
-    }
     Veil__Gateway__GrantConsentPayload p = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
-    Veil__Gateway__GrantConsentResponse *resp = NULL;
     p.app_id = (char *)o->app;
     p.attributes = attrs;
     p.n_attributes = n;
     p.purpose = (char *)o->purpose;
     p.expires_at_ms = veil_now_ms() + o->days * 86400000LL;
-    int rc = vc_citizen(o, w, "GrantConsent", &p.base, &resp);
-    if (!rc) {
-        char when[64];
-        vc_time(p.expires_at_ms, when, sizeof when);
-        if (o->json)
-            vc_print_json(json_pack("{s:s, s:s, s:o, s:s, s:s}", "receipt_id", resp->receipt_id,
-                                    "app", o->app, "attributes", str_array(attrs, n),
-                                    "expires_at", when, "receipt", resp->receipt));
-        else
-            printf("consent granted to %s for %s until %s\nreceipt %s\n", o->app, o->attrs, when,
-                   resp->receipt_id);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
+    int rc = wallet_call(o, "GrantConsent", &p.base, show_granted, &p);
     vc_split_free(attrs);
-    vw_wallet_free(w);
     return rc;
+}
+
+static int show_withdrawn(const vc_opts *o, vw_wallet *w, void *reply, void *ctx)
+{
+    (void)w;
+    (void)ctx;
+    const Veil__Gateway__WithdrawConsentResponse *resp = reply;
+    char list[512];
+    join(resp->withdrawn, resp->n_withdrawn, list, sizeof list);
+    if (o->json)
+        vc_print_json(json_pack("{s:s, s:o}", "app", o->app, "withdrawn",
+                                str_array(resp->withdrawn, resp->n_withdrawn)));
+    else
+        printf("consent withdrawn from %s: %s\n", o->app, list);
+    return 0;
 }
 
 int vc_consent_withdraw(const vc_opts *o)
@@ -195,64 +231,46 @@ int vc_consent_withdraw(const vc_opts *o)
     char **attrs = vc_split_attrs(o, &n);
     if (!attrs)
         return 1;
-    vw_wallet *w = vc_wallet(o);
-    if (!w) {
-        vc_split_free(attrs);
-        return 1;
-    }
     Veil__Gateway__WithdrawConsentPayload p = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
-    Veil__Gateway__WithdrawConsentResponse *resp = NULL;
     p.app_id = (char *)o->app;
     p.attributes = attrs;
     p.n_attributes = n;
-    int rc = vc_citizen(o, w, "WithdrawConsent", &p.base, &resp);
-    if (!rc) {
-        char list[512];
-        join(resp->withdrawn, resp->n_withdrawn, list, sizeof list);
-        if (o->json)
-            vc_print_json(json_pack("{s:s, s:o}", "app", o->app, "withdrawn",
-                                    str_array(resp->withdrawn, resp->n_withdrawn)));
-        else
-            printf("consent withdrawn from %s: %s\n", o->app, list);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
+    int rc = wallet_call(o, "WithdrawConsent", &p.base, show_withdrawn, NULL);
     vc_split_free(attrs);
-    vw_wallet_free(w);
     return rc;
+}
+
+static int show_consents(const vc_opts *o, vw_wallet *w, void *reply, void *ctx)
+{
+    (void)w;
+    (void)ctx;
+    const Veil__Gateway__ListConsentsResponse *resp = reply;
+    json_t *all = json_array();
+    vc_table t;
+    vc_table_init(&t, 6, "RECEIPT", "APP", "ATTRIBUTES", "PURPOSE", "EXPIRES", "STATUS");
+    for (size_t i = 0; i < resp->n_grants; i++) {
+        const Veil__Gateway__ConsentGrant *g = resp->grants[i];
+        char granted[64], expires[64], attrs[512];
+        join(g->attributes, g->n_attributes, attrs, sizeof attrs);
+        vc_time(g->granted_at_ms, granted, sizeof granted);
+        vc_time(g->expires_at_ms, expires, sizeof expires);
+        json_array_append_new(
+            all,
+            json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:o, s:s}", "receipt_id", g->receipt_id,
+                      "app", g->app_id, "attributes", str_array(g->attributes, g->n_attributes),
+                      "purpose", g->purpose, "granted_at", granted, "expires_at", expires, "status",
+                      g->status, "withdrawn", str_array(g->withdrawn, g->n_withdrawn), "receipt",
+                      g->receipt));
+        vc_table_row(&t, g->receipt_id, g->app_id, attrs, g->purpose, expires, g->status);
+    }
+    vc_emit(o, all, &t);
+    return 0;
 }
 
 int vc_consent_list(const vc_opts *o)
 {
-    vw_wallet *w = vc_wallet(o);
-    if (!w)
-        return 1;
     Veil__Gateway__ListConsentsPayload p = VEIL__GATEWAY__LIST_CONSENTS_PAYLOAD__INIT;
-    Veil__Gateway__ListConsentsResponse *resp = NULL;
-    int rc = vc_citizen(o, w, "ListConsents", &p.base, &resp);
-    if (!rc) {
-        json_t *all = json_array();
-        vc_table t;
-        vc_table_init(&t, 6, "RECEIPT", "APP", "ATTRIBUTES", "PURPOSE", "EXPIRES", "STATUS");
-        for (size_t i = 0; i < resp->n_grants; i++) {
-            const Veil__Gateway__ConsentGrant *g = resp->grants[i];
-            char granted[64], expires[64], attrs[512];
-            join(g->attributes, g->n_attributes, attrs, sizeof attrs);
-            vc_time(g->granted_at_ms, granted, sizeof granted);
-            vc_time(g->expires_at_ms, expires, sizeof expires);
-            json_array_append_new(
-                all, json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:o, s:s}", "receipt_id",
-                               g->receipt_id, "app", g->app_id, "attributes",
-                               str_array(g->attributes, g->n_attributes), "purpose", g->purpose,
-                               "granted_at", granted, "expires_at", expires, "status", g->status,
-                               "withdrawn", str_array(g->withdrawn, g->n_withdrawn), "receipt",
-                               g->receipt));
-            vc_table_row(&t, g->receipt_id, g->app_id, attrs, g->purpose, expires, g->status);
-        }
-        vc_emit(o, all, &t);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    vw_wallet_free(w);
-    return rc;
+    return wallet_call(o, "ListConsents", &p.base, show_consents, NULL);
 }
 
 /* A pending action as JSON. */
@@ -301,134 +319,126 @@ static int step_up_result(const vc_opts *o, const Veil__Gateway__StepUpResult *r
     return 3;
 }
 
+static int show_revoked(const vc_opts *o, vw_wallet *w, void *reply, void *ctx)
+{
+    (void)ctx;
+    const char *which = o->device ? o->device : w->device_id;
+    char text[256];
+    snprintf(text, sizeof text,
+             "device %s revoked: its tickets and requests are refused from now on", which);
+    return step_up_result(o, reply, json_pack("{s:s}", "revoked", which), text);
+}
+
 int vc_wallet_revoke_device(const vc_opts *o)
 {
-    vw_wallet *w = vc_wallet(o);
-    if (!w)
-        return 1;
     Veil__Gateway__RevokeDevicePayload p = VEIL__GATEWAY__REVOKE_DEVICE_PAYLOAD__INIT;
-    Veil__Gateway__StepUpResult *resp = NULL;
     p.device_id = (char *)(o->device ? o->device : "");
-    int rc = vc_citizen(o, w, "RevokeDevice", &p.base, &resp);
-    if (!rc) {
-        const char *which = o->device ? o->device : w->device_id;
-        char text[256];
-        snprintf(text, sizeof text,
-                 "device %s revoked: its tickets and requests are refused from now on", which);
-        rc = step_up_result(o, resp, json_pack("{s:s}", "revoked", which), text);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return wallet_call(o, "RevokeDevice", &p.base, show_revoked, NULL);
+}
+
+static int show_pending(const vc_opts *o, vw_wallet *w, void *reply, void *ctx)
+{
+    (void)ctx;
+    const Veil__Gateway__ListPendingResponse *resp = reply;
+    json_t *all = json_array();
+    vc_table t;
+    size_t n = resp->n_pending;
+    vc_table_init(&t, 5, "ID", "ACTION", "TARGET", "REQUESTED BY", "TAKES EFFECT");
+    for (size_t i = 0; i < n; i++) {
+        const Veil__Gateway__WalletPendingAction *a = resp->pending[i];
+        int mine = strcmp(a->requested_by, w->device_id) == 0;
+        char eff[64], by[64];
+        vc_time(a->effective_at_ms, eff, sizeof eff);
+        snprintf(by, sizeof by, "%s%s", a->requested_by, mine ? " (this device)" : "");
+        json_t *j = pending_json(a);
+        json_object_set_new(j, "this_device", json_boolean(mine));
+        json_array_append_new(all, j);
+        vc_table_row(&t, a->id, a->action, a->target_device_id[0] ? a->target_device_id : "-", by,
+                     eff);
     }
-    vw_wallet_free(w);
-    return rc;
+    vc_emit(o, all, &t);
+    if (!o->json)
+        printf(n ? "cancel with: veilctl wallet cancel-pending --wallet FILE [--id ID]\n"
+                 : "nothing pending\n");
+    return 0;
 }
 
 int vc_wallet_pending(const vc_opts *o)
 {
-    vw_wallet *w = vc_wallet(o);
-    if (!w)
-        return 1;
     Veil__Gateway__ListPendingPayload p = VEIL__GATEWAY__LIST_PENDING_PAYLOAD__INIT;
-    Veil__Gateway__ListPendingResponse *resp = NULL;
-    int rc = vc_citizen(o, w, "ListPending", &p.base, &resp);
-    if (!rc) {
-        json_t *all = json_array();
-        vc_table t;
-        size_t n = resp->n_pending;
-        vc_table_init(&t, 5, "ID", "ACTION", "TARGET", "REQUESTED BY", "TAKES EFFECT");
-        for (size_t i = 0; i < n; i++) {
-            const Veil__Gateway__WalletPendingAction *a = resp->pending[i];
-            int mine = strcmp(a->requested_by, w->device_id) == 0;
-            char eff[64], by[64];
-            vc_time(a->effective_at_ms, eff, sizeof eff);
-            snprintf(by, sizeof by, "%s%s", a->requested_by, mine ? " (this device)" : "");
-            json_t *j = pending_json(a);
-            json_object_set_new(j, "this_device", json_boolean(mine));
-            json_array_append_new(all, j);
-            vc_table_row(&t, a->id, a->action, a->target_device_id[0] ? a->target_device_id : "-",
-                         by, eff);
-        }
-        vc_emit(o, all, &t);
-        if (!o->json)
-            printf(n ? "cancel with: veilctl wallet cancel-pending --wallet FILE [--id ID]\n"
-                     : "nothing pending\n");
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    vw_wallet_free(w);
-    return rc;
+    return wallet_call(o, "ListPending", &p.base, show_pending, NULL);
+}
+
+static int show_cancelled(const vc_opts *o, vw_wallet *w, void *reply, void *ctx)
+{
+    (void)w;
+    (void)ctx;
+    const Veil__Gateway__CancelPendingResponse *resp = reply;
+    if (o->json)
+        vc_print_json(json_pack("{s:i}", "cancelled", (int)resp->cancelled));
+    else
+        printf("%u pending action%s cancelled\n", resp->cancelled, resp->cancelled == 1 ? "" : "s");
+    return 0;
 }
 
 int vc_wallet_cancel_pending(const vc_opts *o)
 {
-    vw_wallet *w = vc_wallet(o);
-    if (!w)
-        return 1;
     Veil__Gateway__CancelPendingPayload p = VEIL__GATEWAY__CANCEL_PENDING_PAYLOAD__INIT;
-    Veil__Gateway__CancelPendingResponse *resp = NULL;
     p.id = (char *)(o->id ? o->id : "");
-    int rc = vc_citizen(o, w, "CancelPending", &p.base, &resp);
-    if (!rc) {
-        if (o->json)
-            vc_print_json(json_pack("{s:i}", "cancelled", (int)resp->cancelled));
-        else
-            printf("%u pending action%s cancelled\n", resp->cancelled,
-                   resp->cancelled == 1 ? "" : "s");
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return wallet_call(o, "CancelPending", &p.base, show_cancelled, NULL);
+}
+
+static int show_devices(const vc_opts *o, vw_wallet *w, void *reply, void *ctx)
+{
+    (void)ctx;
+    const Veil__Gateway__ListDevicesResponse *resp = reply;
+    json_t *all = json_array();
+    vc_table t;
+    vc_table_init(&t, 4, "DEVICE", "STATUS", "LABEL", "ENROLLED");
+    for (size_t i = 0; i < resp->n_devices; i++) {
+        const Veil__Gateway__WalletDevice *d = resp->devices[i];
+        char created[64];
+        vc_time(d->created_at_ms, created, sizeof created);
+        json_array_append_new(all, json_pack("{s:s, s:s, s:s, s:s, s:b}", "device", d->device_id,
+                                             "status", d->status, "label", d->label, "enrolled_at",
+                                             created, "this_device",
+                                             strcmp(d->device_id, w->device_id) == 0));
+        vc_table_row(&t, d->device_id, d->status, d->label, created);
     }
-    vw_wallet_free(w);
-    return rc;
+    vc_emit(o, all, &t);
+    return 0;
 }
 
 int vc_wallet_devices(const vc_opts *o)
 {
-    vw_wallet *w = vc_wallet(o);
-    if (!w)
-        return 1;
     Veil__Gateway__ListDevicesPayload p = VEIL__GATEWAY__LIST_DEVICES_PAYLOAD__INIT;
-    Veil__Gateway__ListDevicesResponse *resp = NULL;
-    int rc = vc_citizen(o, w, "ListDevices", &p.base, &resp);
-    if (!rc) {
-        json_t *all = json_array();
-        vc_table t;
-        vc_table_init(&t, 4, "DEVICE", "STATUS", "LABEL", "ENROLLED");
-        for (size_t i = 0; i < resp->n_devices; i++) {
-            const Veil__Gateway__WalletDevice *d = resp->devices[i];
-            char created[64];
-            vc_time(d->created_at_ms, created, sizeof created);
-            json_array_append_new(all, json_pack("{s:s, s:s, s:s, s:s, s:b}", "device", d->device_id,
-                                                 "status", d->status, "label", d->label,
-                                                 "enrolled_at", created, "this_device",
-                                                 strcmp(d->device_id, w->device_id) == 0));
-            vc_table_row(&t, d->device_id, d->status, d->label, created);
-        }
-        vc_emit(o, all, &t);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    vw_wallet_free(w);
-    return rc;
+    return wallet_call(o, "ListDevices", &p.base, show_devices, NULL);
+}
+
+/* ctx: {method, done_text} of app_link. */
+static int show_app_link(const vc_opts *o, vw_wallet *w, void *reply, void *ctx)
+{
+    (void)w;
+    (void)reply;
+    const char *const *what = ctx;
+    if (o->json)
+        vc_print_json(json_pack("{s:s, s:s}",
+                                strcmp(what[0], "UnlinkApp") ? "relinked" : "unlinked", o->app,
+                                "pseudonym", o->keep ? "kept" : "fresh on next login"));
+    else
+        printf("%s %s\n", o->app, what[1]);
+    return 0;
 }
 
 static int app_link(const vc_opts *o, const char *method, const char *done_text)
 {
     if (!o->app)
         return vc_usage("wallet unlink|relink --wallet FILE --app APP_ID");
-    vw_wallet *w = vc_wallet(o);
-    if (!w)
-        return 1;
     Veil__Gateway__AppLinkPayload p = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
-    Veil__Empty *resp = NULL;
     p.app_id = (char *)o->app;
     p.keep_pseudonym = o->keep;
-    int rc = vc_citizen(o, w, method, &p.base, &resp);
-    if (!rc) {
-        if (o->json)
-            vc_print_json(json_pack("{s:s, s:s}", strcmp(method, "UnlinkApp") ? "relinked" : "unlinked",
-                                    o->app, "pseudonym", o->keep ? "kept" : "fresh on next login"));
-        else
-            printf("%s %s\n", o->app, done_text);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    vw_wallet_free(w);
-    return rc;
+    const char *what[] = {method, done_text};
+    return wallet_call(o, method, &p.base, show_app_link, (void *)what);
 }
 
 int vc_wallet_unlink(const vc_opts *o)
