@@ -464,7 +464,7 @@ START_TEST(test_forget)
     ck_assert_int_eq(grant(t, "chat.wechat", attrs, wechat_scope, NULL, NULL), VEIL_OK);
     const char *const prov[] = {"province", NULL};
     ck_assert_int_eq(ct_withdraw(gw, s, "chat.wechat", prov, out, NULL), VEIL_OK);
-    int64_t head = ct_head(gw);
+    int64_t head = h_svc_feed_head(gw);
     ck_assert_int_eq(head, 3);
 
     Veil__Consent__ForgetRequest req = VEIL__CONSENT__FORGET_REQUEST__INIT;
@@ -516,7 +516,7 @@ START_TEST(test_forget)
     /* forgetting again (or someone never seen) records nothing */
     ck_assert_int_eq(veil_channel_call(gw, "Forget", &req.base, NULL, 5000, &resp, &st), VEIL_OK);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    ck_assert_int_eq(ct_head(gw), 4);
+    ck_assert_int_eq(h_svc_feed_head(gw), 4);
 }
 END_TEST
 
@@ -540,7 +540,7 @@ START_TEST(test_caller_policy)
         ck_assert_int_eq(h_raw_call(con.proc.addr, "none", path, "", 0, 5000, NULL, 0),
                          GRPC_STATUS_UNAVAILABLE);
     }
-    ck_assert_int_eq(ct_head(gw), 0);
+    ck_assert_int_eq(h_svc_feed_head(gw), 0);
 }
 END_TEST
 
@@ -633,7 +633,7 @@ START_TEST(test_bad_input)
     l = ct_list(gw, s);
     ck_assert_uint_eq(l->n_grants, 0);
     protobuf_c_message_free_unpacked(&l->base, NULL);
-    ck_assert_int_eq(ct_head(gw), 0);
+    ck_assert_int_eq(h_svc_feed_head(gw), 0);
 }
 END_TEST
 
@@ -660,7 +660,7 @@ START_TEST(test_no_partial_writes)
     ck_assert_uint_eq(l->n_grants, 1);
     ck_assert_str_eq(l->grants[0]->status, "active");
     protobuf_c_message_free_unpacked(&l->base, NULL);
-    ck_assert_int_eq(ct_head(gw), 1);
+    ck_assert_int_eq(h_svc_feed_head(gw), 1);
     /* the same for a withdrawal, whose app event comes after its feed entry */
     ck_assert_int_eq(h_db_exec(con.db, "ALTER TABLE veil_app_events ADD CONSTRAINT injected2 "
                                        "CHECK (kind <> 'consent_withdrawn') NOT VALID"),
@@ -668,13 +668,13 @@ START_TEST(test_no_partial_writes)
     ck_assert_int_ne(ct_withdraw(gw, s, "chat.wechat", NULL, out, NULL), VEIL_OK);
     ck_assert_int_eq(ct_check(gw, s, "chat.wechat", attrs, out, NULL), VEIL_OK);
     ck_assert_str_eq(out, want);
-    ck_assert_int_eq(ct_head(gw), 1);
+    ck_assert_int_eq(h_svc_feed_head(gw), 1);
 
     ck_assert_int_eq(h_db_exec(con.db, "ALTER TABLE veil_feed_changes DROP CONSTRAINT injected;"
                                        "ALTER TABLE veil_app_events DROP CONSTRAINT injected2"),
                      0);
     ck_assert_int_eq(grant(s, "chat.wechat", attrs, wechat_scope, NULL, NULL), VEIL_OK);
-    ck_assert_int_eq(ct_head(gw), 2); /* no gap where the failed grant was */
+    ck_assert_int_eq(h_svc_feed_head(gw), 2); /* no gap where the failed grant was */
 }
 END_TEST
 

@@ -146,16 +146,3 @@ char *ct_jwks(veil_channel *ch)
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return jwks;
 }
-
-int64_t ct_head(veil_channel *ch)
-{
-    Veil__ChangesRequest req = VEIL__CHANGES_REQUEST__INIT;
-    Veil__ChangesResponse *resp;
-    veil_status st;
-    req.max = 1;
-    ck_assert_int_eq(veil_channel_call(ch, "Changes", &req.base, NULL, TIMEOUT_MS, &resp, &st),
-                     VEIL_OK);
-    int64_t head = resp->head_seq;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return head;
-}

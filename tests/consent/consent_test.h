@@ -46,9 +46,6 @@ Veil__Consent__ListResponse *ct_list(veil_channel *ch, const unsigned char *subj
 /* The JWKS from GetKeys (malloc'd). */
 char *ct_jwks(veil_channel *ch);
 
-/* The feed's head, read with a Changes call that does not wait. */
-int64_t ct_head(veil_channel *ch);
-
 /* Unix milliseconds now. */
 int64_t ct_now_ms(void);
 

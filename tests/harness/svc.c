@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "svc.h"
+#include "veil/common.pb-c.h"
 
 /* Adds NAME=VALUE (name ends with '='). */
 static void add_env(h_svc *s, const char *name, const char *value)
@@ -83,4 +84,16 @@ int h_svc_stop(h_svc *s)
     free(s->keys);
     s->db = s->keys = NULL;
     return rc;
+}
+
+int64_t h_svc_feed_head(veil_channel *ch)
+{
+    Veil__ChangesRequest req = VEIL__CHANGES_REQUEST__INIT;
+    Veil__ChangesResponse *resp;
+    veil_status st;
+    req.max = 1;
+    ck_assert_int_eq(veil_channel_call(ch, "Changes", &req.base, NULL, 10000, &resp, &st), VEIL_OK);
+    int64_t head = resp->head_seq;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return head;
 }

@@ -8,6 +8,7 @@
 #define VEIL_HARNESS_SVC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "harness.h"
 
@@ -37,6 +38,9 @@ int h_svc_migrate(const char *binary, const char *conninfo, const char *keys_dir
 
 /* Starts a stopped service again on its old port and database; 0 or -1. */
 int h_svc_respawn(h_svc *s);
+
+/* A feed service's head (consent, revocation), read with a Changes call that does not wait. */
+int64_t h_svc_feed_head(veil_channel *ch);
 
 /* SIGTERM, then h_svc_respawn; 0 or -1. */
 int h_svc_restart(h_svc *s);

@@ -59,7 +59,7 @@ START_TEST(test_unknown_subject_is_allowed)
     ck_assert_uint_eq(st.epoch, 0);
     /* Status is read-only: no link appeared, nothing entered the feed */
     expect_status("Status", s, dev, "chat.wechat", "", 0);
-    ck_assert_int_eq(rt_head(gw), 0);
+    ck_assert_int_eq(h_svc_feed_head(gw), 0);
     /* device and app are optional for Status */
     expect_status("Status", s, "", "", "", 0);
 }
@@ -74,7 +74,7 @@ START_TEST(test_device_revocation)
     rt_device(other, 0xbeef);
     expect_status("Authorize", s, lost, "chat.wechat", "", 0);
     ck_assert_int_eq(rt_revoke_device(gw, s, lost), VEIL_OK);
-    int64_t head = rt_head(gw);
+    int64_t head = h_svc_feed_head(gw);
     ck_assert_int_eq(head, 1);
     expect_status("Status", s, lost, "chat.wechat", "device_revoked", 0);
     rt_status st;
@@ -83,7 +83,7 @@ START_TEST(test_device_revocation)
     ck_assert_int_eq(st.reason, VEIL__REVOCATION__REASON__DEVICE_REVOKED);
     /* idempotent: a second revocation records nothing */
     ck_assert_int_eq(rt_revoke_device(gw, s, lost), VEIL_OK);
-    ck_assert_int_eq(rt_head(gw), head);
+    ck_assert_int_eq(h_svc_feed_head(gw), head);
     /* the citizen's other phone still works; the same device id of another person too */
     expect_status("Authorize", s, other, "chat.wechat", "", 0);
     unsigned char t[32];
@@ -108,9 +108,9 @@ START_TEST(test_identity_states)
     ck_assert_int_eq(rt_set_identity(gw, s, SUSPENDED, "fraud report 2024-117", NULL), VEIL_OK);
     expect_status("Status", s, dev, "shop.taobao", "identity_suspended", 0);
     expect_status("Authorize", s, dev, "shop.taobao", "identity_suspended", 0);
-    int64_t head = rt_head(gw);
+    int64_t head = h_svc_feed_head(gw);
     ck_assert_int_eq(rt_set_identity(gw, s, SUSPENDED, "", NULL), VEIL_OK); /* no-op */
-    ck_assert_int_eq(rt_head(gw), head);
+    ck_assert_int_eq(h_svc_feed_head(gw), head);
 
     ck_assert_int_eq(rt_set_identity(gw, s, ACTIVE, "cleared", NULL), VEIL_OK); /* reinstated */
     expect_status("Authorize", s, dev, "shop.taobao", "", 0);
@@ -164,9 +164,9 @@ START_TEST(test_reason_order)
     ck_assert_str_eq(st.code, "identity_revoked");
     ck_assert_int_eq(st.reason, VEIL__REVOCATION__REASON__IDENTITY_REVOKED_REASON);
     /* a refused login changes nothing: the app stays unlinked */
-    int64_t head = rt_head(gw);
+    int64_t head = h_svc_feed_head(gw);
     expect_status("Authorize", s, dev, "game.tianfeng", "identity_revoked", 0);
-    ck_assert_int_eq(rt_head(gw), head);
+    ck_assert_int_eq(h_svc_feed_head(gw), head);
     ck_assert_int_eq(rt_unlink(gw, s, "game.tianfeng", &epoch, NULL), VEIL_ERR_NOT_FOUND);
 }
 END_TEST
@@ -185,9 +185,9 @@ START_TEST(test_app_revocation)
     expect_status("Authorize", a, dev, "gov.tax", "app_revoked", 0);
     expect_status("Authorize", b, dev, "gov.tax", "app_revoked", 0);
     expect_status("Authorize", b, dev, "gov.socialsecurity", "", 0);
-    int64_t head = rt_head(gw);
+    int64_t head = h_svc_feed_head(gw);
     ck_assert_int_eq(rt_set_app(admin, "gov.tax", APP_REVOKED), VEIL_OK); /* no-op */
-    ck_assert_int_eq(rt_head(gw), head);
+    ck_assert_int_eq(h_svc_feed_head(gw), head);
     ck_assert_int_eq(rt_set_app(gw, "gov.tax", APP_ACTIVE), VEIL_OK); /* reinstated */
     expect_status("Authorize", a, dev, "gov.tax", "", 0);
     expect_status("Authorize", b, dev, "gov.tax", "", 0);
@@ -237,7 +237,7 @@ START_TEST(test_link_epochs)
 
     /* the first login creates the link at epoch 0, which is not a change */
     expect_status("Authorize", s, dev, "chat.wechat", "", 0);
-    ck_assert_int_eq(rt_head(gw), 0);
+    ck_assert_int_eq(h_svc_feed_head(gw), 0);
     pseudonym_of(psc, s, 0, p0);
     ck_assert_int_eq(rt_relink(gw, s, "chat.wechat", 0, &epoch, &st), VEIL_ERR_PRECONDITION);
     ck_assert_str_eq(st.message, "app is linked: unlink it first");
@@ -310,7 +310,7 @@ START_TEST(test_caller_policy)
                          GRPC_STATUS_UNAVAILABLE);
     }
     /* refused calls changed nothing */
-    ck_assert_int_eq(rt_head(gw), 0);
+    ck_assert_int_eq(h_svc_feed_head(gw), 0);
 }
 END_TEST
 
@@ -417,7 +417,7 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(veil_channel_call(gw, "AppEvents", &ae.base, NULL, 5000, &aer, &st),
                      VEIL_ERR_INVALID);
     /* nothing of it was written */
-    ck_assert_int_eq(rt_head(gw), 0);
+    ck_assert_int_eq(h_svc_feed_head(gw), 0);
     expect_status("Status", s, dev, "chat.wechat", "", 0);
 }
 END_TEST
@@ -437,7 +437,7 @@ START_TEST(test_no_partial_writes)
     expect_status("Authorize", s, dev, "chat.wechat", "", 0);
     expect_status("Authorize", s, dev, "shop.taobao", "", 0);
     ck_assert_int_eq(rt_revoke_device(gw, s, "00000000000000000000000000000001"), VEIL_OK);
-    int64_t head = rt_head(gw);
+    int64_t head = h_svc_feed_head(gw);
 
     /* fan-out goes in app order: chat.wechat's event is written, shop.taobao's fails */
     ck_assert_int_eq(h_db_exec(rev.db, "ALTER TABLE veil_app_events ADD CONSTRAINT injected "
@@ -445,19 +445,19 @@ START_TEST(test_no_partial_writes)
                      0);
     ck_assert_int_ne(rt_set_identity(gw, s, SUSPENDED, "", NULL), VEIL_OK);
     expect_status("Status", s, dev, "chat.wechat", "", 0); /* still active */
-    ck_assert_int_eq(rt_head(gw), head);                   /* no feed entry */
+    ck_assert_int_eq(h_svc_feed_head(gw), head);           /* no feed entry */
     Veil__AppEventsResponse *ev = rt_app_events(gw, "chat.wechat", 0, 100);
     ck_assert_uint_eq(ev->n_events, 0); /* the event written before the failure is gone */
     ck_assert_int_eq(ev->head_seq, 0);
     protobuf_c_message_free_unpacked(&ev->base, NULL);
     ck_assert_int_ne(rt_unlink(gw, s, "shop.taobao", &epoch, NULL), VEIL_OK);
     expect_status("Status", s, dev, "shop.taobao", "", 0); /* still linked */
-    ck_assert_int_eq(rt_head(gw), head);
+    ck_assert_int_eq(h_svc_feed_head(gw), head);
 
     /* without the fault the same calls succeed, and the feed has no gap */
     ck_assert_int_eq(h_db_exec(rev.db, "ALTER TABLE veil_app_events DROP CONSTRAINT injected"), 0);
     ck_assert_int_eq(rt_set_identity(gw, s, SUSPENDED, "", NULL), VEIL_OK);
-    ck_assert_int_eq(rt_head(gw), head + 1);
+    ck_assert_int_eq(h_svc_feed_head(gw), head + 1);
     expect_status("Status", s, dev, "chat.wechat", "identity_suspended", 0);
     ev = rt_app_events(gw, "chat.wechat", 0, 100);
     ck_assert_uint_eq(ev->n_events, 1);

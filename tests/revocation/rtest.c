@@ -126,19 +126,6 @@ veil_err rt_status_call(veil_channel *ch, const char *method, const unsigned cha
     return err;
 }
 
-int64_t rt_head(veil_channel *ch)
-{
-    Veil__ChangesRequest req = VEIL__CHANGES_REQUEST__INIT;
-    Veil__ChangesResponse *resp;
-    veil_status st;
-    req.max = 1;
-    ck_assert_int_eq(veil_channel_call(ch, "Changes", &req.base, NULL, TIMEOUT_MS, &resp, &st),
-                     VEIL_OK);
-    int64_t head = resp->head_seq;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return head;
-}
-
 Veil__AppEventsResponse *rt_app_events(veil_channel *ch, const char *app, int64_t after_seq,
                                        uint32_t max)
 {

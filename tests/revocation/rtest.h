@@ -37,9 +37,6 @@ veil_err rt_set_app(veil_channel *ch, const char *app, int state);
 veil_err rt_status_call(veil_channel *ch, const char *method, const unsigned char *subject,
                         const char *device, const char *app, rt_status *out, veil_status *st);
 
-/* The feed's head, read with a Changes call that does not wait. */
-int64_t rt_head(veil_channel *ch);
-
 /* One app's events after after_seq (free with protobuf_c_message_free_unpacked). */
 Veil__AppEventsResponse *rt_app_events(veil_channel *ch, const char *app, int64_t after_seq,
                                        uint32_t max);
