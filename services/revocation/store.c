@@ -346,15 +346,29 @@ veil_err revocation_store_forget(struct revocation_store *s, const unsigned char
     return veil_pg_end(c, err);
 }
 
+/* Begins a transaction that changes a link; *epoch is 0 until it succeeds. */
+static veil_err begin_link(struct revocation_store *s, veil_pg **c, uint32_t *epoch)
+{
+    *epoch = 0;
+    return veil_db_begin(s->db, c);
+}
+
+/* Appends the feed change of a link (kind app_unlinked or app_relinked). */
+static veil_err link_change(veil_pg *c, const char *kind, const unsigned char *subject,
+                            const char *app_id)
+{
+    int64_t seq;
+    veil_feed_change ch = {.kind = kind, .subject_ref = subject, .app_id = app_id};
+    return veil_feedlog_append(c, ST_FEED, &ch, &seq);
+}
+
 veil_err revocation_store_unlink(struct revocation_store *s, const unsigned char *subject,
                                  const char *app_id, uint32_t *epoch)
 {
     veil_pg *c;
     PGresult *r = NULL;
     int found;
-    int64_t seq;
-    *epoch = 0;
-    veil_err err = veil_db_begin(s->db, &c);
+    veil_err err = begin_link(s, &c, epoch);
     if (err)
         return err;
     veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id)};
@@ -366,8 +380,7 @@ veil_err revocation_store_unlink(struct revocation_store *s, const unsigned char
     *epoch = (uint32_t)veil_pg_get_i64(r, 0, 0);
     veil_app_view view = {*epoch, (uint32_t)veil_pg_get_i64(r, 0, 1),
                           (uint32_t)veil_pg_get_i64(r, 0, 2)};
-    veil_feed_change ch = {.kind = "app_unlinked", .subject_ref = subject, .app_id = app_id};
-    err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+    err = link_change(c, "app_unlinked", subject, app_id);
     if (!err)
         err = veil_feedlog_app_event(c, ST_FEED, app_id, "app_unlinked", subject, &view, NULL, 0);
 out:
@@ -381,9 +394,7 @@ veil_err revocation_store_relink(struct revocation_store *s, const unsigned char
     veil_pg *c;
     PGresult *r = NULL;
     int found;
-    int64_t seq;
-    *epoch = 0;
-    veil_err err = veil_db_begin(s->db, &c);
+    veil_err err = begin_link(s, &c, epoch);
     if (err)
         return err;
     veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id),
@@ -401,8 +412,7 @@ veil_err revocation_store_relink(struct revocation_store *s, const unsigned char
     if (err)
         goto out;
     *epoch = (uint32_t)veil_pg_get_i64(r, 0, 0);
-    veil_feed_change ch = {.kind = "app_relinked", .subject_ref = subject, .app_id = app_id};
-    err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+    err = link_change(c, "app_relinked", subject, app_id);
 out:
     PQclear(r);
     return veil_pg_end(c, err);
@@ -414,16 +424,13 @@ veil_err revocation_store_login_link(struct revocation_store *s, const unsigned 
     veil_pg *c;
     PGresult *r = NULL;
     int found;
-    int64_t seq;
-    *epoch = 0;
-    veil_err err = veil_db_begin(s->db, &c);
+    veil_err err = begin_link(s, &c, epoch);
     if (err)
         return err;
     veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id)};
     err = one_row(c, ST_LOGIN_RELINK, p, 2, &r, &found);
     if (!err && found) {
-        veil_feed_change ch = {.kind = "app_relinked", .subject_ref = subject, .app_id = app_id};
-        err = veil_feedlog_append(c, ST_FEED, &ch, &seq);
+        err = link_change(c, "app_relinked", subject, app_id);
     }
     if (!err && !found) {
         PQclear(r);
