@@ -67,6 +67,15 @@ static veil_err check_status_request(veil_call *call, const Veil__Revocation__St
     return err;
 }
 
+/* Unlink and relink take a subject and an app. */
+static veil_err check_link_request(veil_call *call, const Veil__Revocation__AppLinkRequest *req)
+{
+    veil_err err = check_subject(call, &req->subject_ref);
+    if (!err)
+        err = check_app(call, req->app_id);
+    return err;
+}
+
 /* ---- the decision ---- */
 
 static const struct {
@@ -157,9 +166,7 @@ static void revocation_unlink_app(Veil__Revocation__Revocation_Service *svc,
                                   Veil__Revocation__AppLinkResponse_Closure done, void *call)
 {
     Veil__Revocation__AppLinkResponse resp = VEIL__REVOCATION__APP_LINK_RESPONSE__INIT;
-    veil_err err = check_subject(call, &req->subject_ref);
-    if (!err)
-        err = check_app(call, req->app_id);
+    veil_err err = check_link_request(call, req);
     if (!err)
         err = revocation_store_unlink(self(svc)->store, req->subject_ref.data, req->app_id,
                                       &resp.link_epoch);
@@ -173,9 +180,7 @@ static void revocation_relink_app(Veil__Revocation__Revocation_Service *svc,
                                   Veil__Revocation__AppLinkResponse_Closure done, void *call)
 {
     Veil__Revocation__AppLinkResponse resp = VEIL__REVOCATION__APP_LINK_RESPONSE__INIT;
-    veil_err err = check_subject(call, &req->subject_ref);
-    if (!err)
-        err = check_app(call, req->app_id);
+    veil_err err = check_link_request(call, req);
     if (!err)
         err = revocation_store_relink(self(svc)->store, req->subject_ref.data, req->app_id,
                                       req->keep_pseudonym, &resp.link_epoch);
