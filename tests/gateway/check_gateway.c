@@ -522,6 +522,23 @@ START_TEST(test_access_log_names_apps)
 }
 END_TEST
 
+/*
+ * The purpose the wallet's access log gives its (last) attribute release;
+ * *log holds the text until e2e_free.
+ */
+static const char *released_purpose(vw_wallet *w, Veil__Gateway__AccessLogResponse **log)
+{
+    Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
+    veil_status st;
+    ck_assert_int_eq(e2e_citizen(&S, w, "AccessLog", &p.base, log, &st), VEIL_OK);
+    const char *purpose = NULL;
+    for (size_t i = 0; i < (*log)->n_entries; i++)
+        if (!strcmp((*log)->entries[i]->action, "attributes_released"))
+            purpose = (*log)->entries[i]->purpose;
+    ck_assert_ptr_nonnull(purpose);
+    return purpose;
+}
+
 /* Grants for different purposes: the release names each purpose once, even
  * when one purpose is a part of another's text. */
 START_TEST(test_release_names_every_purpose)
@@ -536,15 +553,8 @@ START_TEST(test_release_names_every_purpose)
     Veil__Gateway__CompleteLoginResponse *r = login_ok("shop.jiale", w, both, 2);
     ck_assert_uint_eq(r->n_released, 2);
     e2e_free(r);
-    Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
     Veil__Gateway__AccessLogResponse *log;
-    veil_status st;
-    ck_assert_int_eq(e2e_citizen(&S, w, "AccessLog", &p.base, &log, &st), VEIL_OK);
-    const char *purpose = NULL;
-    for (size_t i = 0; i < log->n_entries; i++)
-        if (!strcmp(log->entries[i]->action, "attributes_released"))
-            purpose = log->entries[i]->purpose;
-    ck_assert_ptr_nonnull(purpose);
+    const char *purpose = released_purpose(w, &log);
     ck_assert_msg(!strcmp(purpose, "account opening; account") ||
                       !strcmp(purpose, "account; account opening"),
                   "the release's purposes are \"%s\"", purpose);
@@ -579,15 +589,8 @@ START_TEST(test_long_purposes_join_whole)
     Veil__Gateway__CompleteLoginResponse *r = login_ok("gov.housingfund", w, all, 3);
     ck_assert_uint_eq(r->n_released, 3);
     e2e_free(r);
-    Veil__Gateway__AccessLogPayload lp = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
     Veil__Gateway__AccessLogResponse *log;
-    veil_status st;
-    ck_assert_int_eq(e2e_citizen(&S, w, "AccessLog", &lp.base, &log, &st), VEIL_OK);
-    const char *purpose = NULL;
-    for (size_t i = 0; i < log->n_entries; i++)
-        if (!strcmp(log->entries[i]->action, "attributes_released"))
-            purpose = log->entries[i]->purpose;
-    ck_assert_ptr_nonnull(purpose);
+    const char *purpose = released_purpose(w, &log);
     ck_assert_uint_eq(strlen(purpose), 3 * 100 + 2 * 2);
     for (int k = 0; k < 3; k++)
         ck_assert_msg(strstr(purpose, p[k]), "purpose %d is not whole in the release", k);
