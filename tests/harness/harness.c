@@ -332,15 +332,22 @@ int h_db_exec(const char *conninfo, const char *sql)
 }
 
 /* Runs `deploy/local/pgcluster <verb>` on the test cluster; aborts when it fails. */
-static void pgcluster(const char *verb)
+/* Runs deploy/local/pgcluster VERB on the test cluster; 0 on success, else after saying so. */
+static int pgcluster_run(const char *verb)
 {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s/deploy/local/pgcluster %s %s", h_env("VEIL_SOURCE_DIR"), verb,
              h_env("VEIL_TEST_PGDIR"));
-    if (system(cmd) != 0) {
-        fprintf(stderr, "harness: %s failed\n", cmd);
+    if (system(cmd) == 0)
+        return 0;
+    fprintf(stderr, "harness: %s failed\n", cmd);
+    return -1;
+}
+
+static void pgcluster(const char *verb)
+{
+    if (pgcluster_run(verb) != 0)
         abort();
-    }
 }
 
 void h_pg_restart(void)
@@ -356,6 +363,11 @@ void h_pg_crash(void)
 void h_pg_start(void)
 {
     pgcluster("start");
+}
+
+void h_pg_running(void)
+{
+    pgcluster_run("start");
 }
 
 char *h_tempdir(const char *prefix)

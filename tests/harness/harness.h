@@ -82,6 +82,11 @@ void h_pg_restart(void);
 void h_pg_crash(void);
 /* Starts the cluster after h_pg_crash and waits until it accepts connections. */
 void h_pg_start(void);
+/*
+ * A teardown fixture: whatever a test did to the cluster, the next one finds
+ * it running (a failure to start it is printed, not fatal).
+ */
+void h_pg_running(void);
 
 /* A fresh directory under VEIL_TEST_DIR (malloc'd path). */
 char *h_tempdir(const char *prefix);

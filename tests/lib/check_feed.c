@@ -190,22 +190,12 @@ START_TEST(test_unreachable_database_at_start)
 }
 END_TEST
 
-/* Whatever a test did to the cluster, the next one finds it running. */
-static void cluster_running(void)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s/deploy/local/pgcluster start %s", h_env("VEIL_SOURCE_DIR"),
-             h_env("VEIL_TEST_PGDIR"));
-    if (system(cmd) != 0)
-        fprintf(stderr, "check_feed: cannot restart the cluster\n");
-}
-
 int main(void)
 {
     Suite *s = suite_create("feed");
     TCase *tc = tcase_create("notifier");
     tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, NULL, cluster_running);
+    tcase_add_checked_fixture(tc, NULL, h_pg_running);
     tcase_add_test(tc, test_notify_wakes_a_waiter);
     tcase_add_test(tc, test_timeout_and_no_lost_wakeup);
     tcase_add_test(tc, test_only_committed_notifications_on_its_channel);

@@ -316,22 +316,12 @@ START_TEST(test_backoff_while_down)
 }
 END_TEST
 
-/* Whatever a test did to the cluster, the next one finds it running. */
-static void cluster_running(void)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s/deploy/local/pgcluster start %s", h_env("VEIL_SOURCE_DIR"),
-             h_env("VEIL_TEST_PGDIR"));
-    if (system(cmd) != 0)
-        fprintf(stderr, "check_pg: cannot restart the cluster\n");
-}
-
 int main(void)
 {
     Suite *s = suite_create("pg");
     TCase *tc = tcase_create("pg");
     tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, NULL, cluster_running);
+    tcase_add_checked_fixture(tc, NULL, h_pg_running);
     tcase_add_test(tc, test_migrations_apply_once);
     tcase_add_test(tc, test_failed_migration_rolls_back);
     tcase_add_test(tc, test_binary_params_and_results);
