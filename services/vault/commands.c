@@ -403,3 +403,54 @@ int vault_cmd_access_log_retention(const veil_service_ctx *ctx, int argc, char *
     vault_store_close(st);
     return m.refused ? 1 : 0;
 }
+
+/* Issue 13: the webcert/ticket version in use changes only here (read at start). */
+int vault_cmd_rotate_key(const veil_service_ctx *ctx, int argc, char **argv)
+{
+    static const char *const known[] = {"--kind", "--to", NULL};
+    static const char usage[] = "rotate-key --kind webcert|ticket --to N";
+    const char *kind = NULL;
+    long long to = 0;
+    struct vault_keys *keys = NULL;
+    vault_store *st = NULL;
+    vault_conn *c;
+    uint32_t previous = 0;
+    char err[512] = "";
+    int status = 1;
+
+    for (int i = 1; i + 1 < argc; i += 2)
+        if (strcmp(argv[i], "--kind") == 0)
+            kind = argv[i + 1];
+    if (only_options(argc, argv, known, usage) != 0 ||
+        option(argc, argv, "--to", 1, 1000000, &to, 1) != 0)
+        return 2;
+    if (!kind || (strcmp(kind, "webcert") != 0 && strcmp(kind, "ticket") != 0)) {
+        fprintf(stderr, "vault rotate-key: --kind must be webcert or ticket\nusage: vault %s\n",
+                usage);
+        return 2;
+    }
+    if (vault_keys_load(ctx->keys_dir, NULL, 0, &keys, err, sizeof err) != VEIL_OK) {
+        fprintf(stderr, "vault rotate-key: %s\n", err);
+        return 2;
+    }
+    int webcert = strcmp(kind, "webcert") == 0;
+    if (!veil_keyring_get(webcert ? keys->webcert : keys->ticket, (uint32_t)to)) {
+        fprintf(stderr, "vault rotate-key: no key file %s-%lld.key in the key directory\n", kind,
+                to);
+        status = 2;
+        goto out;
+    }
+    if (vault_store_open(ctx->database_url, &st) != VEIL_OK ||
+        vault_store_conn(st, &c) != VEIL_OK ||
+        vault_store_set_key_version(c, kind, (uint32_t)to, &previous) != VEIL_OK) {
+        fprintf(stderr, "vault rotate-key: cannot reach the database\n");
+        goto out;
+    }
+    printf("vault: %s key version %lld in use from the next start of each vault (previous %u)\n",
+           kind, to, previous);
+    status = 0;
+out:
+    vault_store_close(st);
+    vault_keys_free(keys);
+    return status;
+}

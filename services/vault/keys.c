@@ -8,9 +8,10 @@
  *   audit-1    keys the access-log hash chain; the checkpoint key (Ed25519)
  *              is derived from it: seed = crypto_kdf_derive_from_key(32,
  *              subkey 1, context "veilckpt", audit-1), so no new key file
- *   webcert-N  Ed25519 seeds; the newest signs web certificates, all are in the JWKS
- *   ticket-N   X25519 seeds (crypto_box_seed_keypair); the newest is handed to
- *              wallets, every loaded version opens tickets
+ *   webcert-N  Ed25519 seeds; the version in use (key_state, see vault_keys_use)
+ *              signs web certificates, all are in the JWKS
+ *   ticket-N   X25519 seeds (crypto_box_seed_keypair); the version in use is
+ *              handed to wallets, every loaded version opens tickets
  * and the proofing authority's Ed25519 public keys from VAULT_PROOFING_PUBLIC_KEY.
  *
  * Key pairs are derived here once, not per call.  Everything is append-only
@@ -29,6 +30,8 @@
 #include "vault.h"
 
 #define PROOFING_FILE_MAX 65536
+
+static const struct vault_boxkey *find_boxkey(struct vault_keys *k, uint32_t version);
 
 /* Derives the key pairs of ticket versions not derived yet.  Caller holds box_lock. */
 static veil_err add_boxkeys(struct vault_keys *k, char *errbuf, size_t errlen)
@@ -222,6 +225,27 @@ veil_err vault_keys_load(const char *dir, const char *proofing_file, uint32_t ma
 out:
     vault_keys_free(k);
     return err;
+}
+
+veil_err vault_keys_use(struct vault_keys *k, uint32_t webcert, uint32_t ticket, char *errbuf,
+                        size_t errlen)
+{
+    const veil_key *w = veil_keyring_get(k->webcert, webcert);
+    veil_signer *s;
+    if (!w || !find_boxkey(k, ticket)) {
+        snprintf(errbuf, errlen,
+                 "the key version in use (key_state) has no key file: %s-%u.key is missing",
+                 w ? "ticket" : "webcert", w ? ticket : webcert);
+        return VEIL_ERR_NOT_FOUND;
+    }
+    if (veil_signer_new(w, "webcert", &s) != VEIL_OK) {
+        snprintf(errbuf, errlen, "cannot derive the web certificate signing key");
+        return VEIL_ERR_NOMEM;
+    }
+    veil_signer_free(k->webcert_signer);
+    k->webcert_signer = s;
+    k->ticket_current = ticket;
+    return VEIL_OK;
 }
 
 veil_err vault_keys_refresh(struct vault_keys *k, char *errbuf, size_t errlen)

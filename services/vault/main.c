@@ -90,6 +90,23 @@ static void stop(void *state)
     free(v);
 }
 
+/* The webcert and ticket versions in use come from key_state, never from which
+ * files are present; the first start records the newest of each. */
+static veil_err use_key_versions(struct vault *v, char *errbuf, size_t errlen)
+{
+    vault_conn *c;
+    uint32_t webcert = 0, ticket = 0;
+    if (vault_store_conn(v->store, &c) != VEIL_OK ||
+        vault_store_key_version(c, "webcert", veil_keyring_latest(v->keys->webcert), &webcert) !=
+            VEIL_OK ||
+        vault_store_key_version(c, "ticket", veil_keyring_latest(v->keys->ticket), &ticket) !=
+            VEIL_OK) {
+        snprintf(errbuf, errlen, "cannot read the key versions in use from the database");
+        return VEIL_ERR_UNAVAILABLE;
+    }
+    return vault_keys_use(v->keys, webcert, ticket, errbuf, errlen);
+}
+
 static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, size_t errlen)
 {
     struct vault *v = calloc(1, sizeof *v);
@@ -112,6 +129,8 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         snprintf(errbuf, errlen, "cannot set up the database handle");
         return err;
     }
+    if ((err = use_key_versions(v, errbuf, errlen)))
+        return err;
     if (cfg_log_batch > 0 && (err = vault_logw_new((size_t)cfg_log_batch, &v->logw)))
         return err;
     veil_log(VEIL_LOG_INFO, "vault keys loaded", VL_INT("master_version", v->keys->master_current),
@@ -137,6 +156,9 @@ static void reload(void *state)
 static const veil_command commands[] = {
     {"rotate-master-key", "rotate-master-key --to N [--batch 500]   re-wrap every data key",
      vault_cmd_rotate_master_key},
+    {"rotate-key",
+     "rotate-key --kind webcert|ticket --to N   use key version N from the next start on",
+     vault_cmd_rotate_key},
     {"bulk-enrol",
      "bulk-enrol --count N --out FILE [--batch 5000] [--first K]   load synthetic identities",
      vault_cmd_bulk_enrol},

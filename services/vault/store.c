@@ -57,6 +57,8 @@ enum {
     ST_LOG_BASE,
     ST_LOG_MAINTAIN,
     ST_REVOKE_CARDS,
+    ST_KEY_VERSION,
+    ST_SET_KEY_VERSION,
 };
 
 static const veil_pg_stmt stmts[] = {
@@ -253,14 +255,26 @@ static const veil_pg_stmt stmts[] = {
                                "RETURNING pin_failures"},
     [ST_LOG_BASE] = {"log_base",
                      "SELECT base_seq, base_mac FROM access_heads WHERE subject_ref = $1::bytea"},
-    [ST_LOG_MAINTAIN] = {"log_maintain", "SELECT created, dropped, refused, rows_dropped "
-                                         "FROM access_log_maintain($1::int8, $2::int8, ($3::int8)::int4)"},
+    [ST_LOG_MAINTAIN] = {"log_maintain",
+                         "SELECT created, dropped, refused, rows_dropped "
+                         "FROM access_log_maintain($1::int8, $2::int8, ($3::int8)::int4)"},
     [ST_REVOKE_CARDS] = {"revoke_cards",
                          "UPDATE devices SET revoked_at = now() WHERE subject_ref = $1::bytea "
                          "AND pin_mac IS NOT NULL AND device_id <> $2::bytea "
                          "AND revoked_at IS NULL RETURNING device_id"},
     [ST_PIN_RESET] = {"pin_reset",
                       "UPDATE devices SET pin_failures = 0 WHERE device_id = $1::bytea"},
+    /* The first start records the given version; later starts read what is there. */
+    [ST_KEY_VERSION] = {"key_version",
+                        "WITH ins AS (INSERT INTO key_state (kind, version) VALUES ($1, $2::int8) "
+                        "ON CONFLICT (kind) DO NOTHING RETURNING version) "
+                        "SELECT version FROM ins UNION ALL "
+                        "SELECT version FROM key_state WHERE kind = $1"},
+    [ST_SET_KEY_VERSION] = {"set_key_version",
+                            "INSERT INTO key_state (kind, version) VALUES ($1, $2::int8) "
+                            "ON CONFLICT (kind) DO UPDATE SET version = EXCLUDED.version, "
+                            "rotated_at = now() RETURNING (SELECT version FROM key_state "
+                            "WHERE kind = $1)"},
 };
 #define N_STMTS (sizeof stmts / sizeof stmts[0])
 
@@ -506,6 +520,31 @@ veil_err vault_store_pin_reset(vault_conn *c, const unsigned char device_id[VEIL
 {
     veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES)};
     return exec_command(c, ST_PIN_RESET, p, 1);
+}
+
+veil_err vault_store_key_version(vault_conn *c, const char *kind, uint32_t newest,
+                                 uint32_t *version)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(kind), vp_i64(newest)};
+    veil_err err = exec(c, ST_KEY_VERSION, p, 2, &r);
+    if (!err)
+        *version = PQntuples(r) > 0 ? (uint32_t)veil_pg_get_i64(r, 0, 0) : 0;
+    PQclear(r);
+    return err || *version ? err : VEIL_ERR_INTERNAL;
+}
+
+veil_err vault_store_set_key_version(vault_conn *c, const char *kind, uint32_t version,
+                                     uint32_t *previous)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(kind), vp_i64(version)};
+    veil_err err = exec(c, ST_SET_KEY_VERSION, p, 2, &r);
+    if (!err)
+        *previous =
+            PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? (uint32_t)veil_pg_get_i64(r, 0, 0) : 0;
+    PQclear(r);
+    return err;
 }
 
 veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],

@@ -260,6 +260,11 @@ struct vault_keys {
 veil_err vault_keys_load(const char *dir, const char *proofing_file, uint32_t master_version,
                          struct vault_keys **out, char *errbuf, size_t errlen) VEIL_WUR;
 
+/* Makes webcert-<webcert> sign certificates and ticket-<ticket> the one handed
+ * to wallets (the versions key_state holds); before serving only. */
+veil_err vault_keys_use(struct vault_keys *k, uint32_t webcert, uint32_t ticket, char *errbuf,
+                        size_t errlen) VEIL_WUR;
+
 /* Picks up key files added since (SIGHUP); current versions stay as they are. */
 veil_err vault_keys_refresh(struct vault_keys *k, char *errbuf, size_t errlen) VEIL_WUR;
 
@@ -529,6 +534,13 @@ veil_err vault_store_revoke_cards(vault_conn *c, const unsigned char subject[VAU
                                   veil_err (*fn)(void *ctx, const unsigned char *device_id),
                                   void *ctx) VEIL_WUR;
 
+/* The version of key kind ("webcert", "ticket") in use; the first call records newest. */
+veil_err vault_store_key_version(vault_conn *c, const char *kind, uint32_t newest,
+                                 uint32_t *version) VEIL_WUR;
+/* Rotation: sets the version in use, *previous = the one before (0 if none). */
+veil_err vault_store_set_key_version(vault_conn *c, const char *kind, uint32_t version,
+                                     uint32_t *previous) VEIL_WUR;
+
 /* A right PIN: failures back to 0. */
 veil_err vault_store_pin_reset(vault_conn *c,
                                const unsigned char device_id[VEIL_DEVICE_ID_BYTES]) VEIL_WUR;
@@ -692,7 +704,7 @@ struct vault_enrolment {
     char device_id[33];
     int new_identity;
     unsigned cards_revoked; /* replace_cards: the identity's other cards revoked */
-    char *certificate; /* malloc'd; the caller frees it */
+    char *certificate;      /* malloc'd; the caller frees it */
 };
 
 /*
@@ -855,6 +867,7 @@ extern const size_t vault_policy_len;
 /* ---- commands.c: `vault rotate-master-key` and `vault bulk-enrol`; return the exit status ---- */
 
 int vault_cmd_rotate_master_key(const veil_service_ctx *ctx, int argc, char **argv);
+int vault_cmd_rotate_key(const veil_service_ctx *ctx, int argc, char **argv);
 int vault_cmd_bulk_enrol(const veil_service_ctx *ctx, int argc, char **argv);
 int vault_cmd_access_log_retention(const veil_service_ctx *ctx, int argc, char **argv);
 

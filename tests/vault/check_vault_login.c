@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <jansson.h>
 #include <sodium.h>
 
 #include "veil/codec.h"
@@ -28,6 +29,46 @@ static void enrolled(vt *t, vt_device *d, const char *rid, const char *region, i
     vt_id_number(id, region, 1988, 4, 4, seq);
     vt_new_device(d);
     ck_assert_int_eq(vt_enrol(t, rid, id, "钱一", d, NULL, &st), VEIL_OK);
+}
+
+/* Enrols a new person; kid = the key id in the header of the web certificate issued. */
+static void cert_kid(vt *t, const char *rid, int seq, char kid[64])
+{
+    char id[19];
+    vt_device d;
+    vt_id_number(id, "230102", 1990, 5, 5, seq);
+    vt_new_device(&d);
+    unsigned char sig[64];
+    int64_t at = veil_now_ms();
+    vt_attest(t, id, "钱二", 1, d.pk, at, sig);
+    Veil__Vault__ProofingAttestation pa = VEIL__VAULT__PROOFING_ATTESTATION__INIT;
+    pa.face_match = 1;
+    pa.attested_at_ms = at;
+    pa.signature.data = sig;
+    pa.signature.len = 64;
+    Veil__Vault__EnrolRequest req = VEIL__VAULT__ENROL_REQUEST__INIT;
+    req.request_id = (char *)rid;
+    req.id_number = id;
+    req.full_name = "钱二";
+    req.device_public_key.data = d.pk;
+    req.device_public_key.len = 32;
+    req.attestation = &pa;
+    req.device_label = "phone";
+    Veil__Vault__EnrolResponse *resp;
+    veil_status st;
+    ck_assert_int_eq(vt_enrol_raw(t, &req, &resp, &st), VEIL_OK);
+    const char *cert = resp->web_certificate, *dot = strchr(cert, '.');
+    ck_assert_ptr_nonnull(dot);
+    char header[512];
+    size_t n;
+    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, cert, (size_t)(dot - cert), &n),
+                     0);
+    header[n] = '\0';
+    json_t *h = json_loads(header, 0, NULL);
+    ck_assert_ptr_nonnull(h);
+    snprintf(kid, 64, "%s", json_string_value(json_object_get(h, "kid")));
+    json_decref(h);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
 static void expect_ticket(vt *t, const char *ticket, const char *app, const unsigned char *ch,
@@ -572,13 +613,36 @@ START_TEST(test_ticket_key_versions)
     /* no loaded key opens it: the key directory is rescanned (at most once a second) */
     ck_assert_int_eq(vt_verify(&t, ticket, "chat.wechat", ch, 32, NULL, NULL, &st), VEIL_OK);
     free(ticket);
-    /* wallets are handed the new version only after a restart; old tickets still open */
+    /* issue 13: new key files present at a restart change nothing until rotated */
     ck_assert_uint_eq(t.ticket_version, 1);
     unsigned char pk1[32];
     memcpy(pk1, t.ticket_pk, 32);
+    h_keyfile(t.keys, "webcert", 2);
+    vt_restart(&t);
+    ck_assert_uint_eq(t.ticket_version, 1);
+    ck_assert_mem_eq(t.ticket_pk, pk1, 32);
+    char kid[64];
+    cert_kid(&t, "r2", 14, kid);
+    ck_assert_str_eq(kid, "webcert-1");
+    char out[4096];
+    ck_assert_int_ne(vt_command(&t, "rotate-key --kind ticket --to 3", out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "no key file ticket-3.key"), "%s", out);
+    ck_assert_int_ne(vt_command(&t, "rotate-key --kind tickets --to 2", out, sizeof out), 0);
+    ck_assert_int_ne(vt_command(&t, "rotate-key --kind ticket --to 2x", out, sizeof out), 0);
+    vt_restart(&t);
+    ck_assert_uint_eq(t.ticket_version, 1);
+    /* the rotation command: version 2 in use from the next start */
+    ck_assert_msg(vt_command(&t, "rotate-key --kind ticket --to 2", out, sizeof out) == 0, "%s",
+                  out);
+    ck_assert_msg(strstr(out, "previous 1"), "%s", out);
+    ck_assert_msg(vt_command(&t, "rotate-key --kind webcert --to 2", out, sizeof out) == 0, "%s",
+                  out);
     vt_restart(&t);
     ck_assert_uint_eq(t.ticket_version, 2);
     ck_assert_mem_eq(t.ticket_pk, pk2, 32);
+    cert_kid(&t, "r3", 15, kid);
+    ck_assert_str_eq(kid, "webcert-2");
+    /* tickets sealed to version 1 (phones not yet refreshed) still open */
     ck_assert_int_eq(
         veil_ticket_make("chat.wechat", ch, 32, veil_now_ms(), d.id, d.sk, pk1, 1, &ticket),
         VEIL_OK);
