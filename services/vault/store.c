@@ -522,29 +522,30 @@ veil_err vault_store_pin_reset(vault_conn *c, const unsigned char device_id[VEIL
     return exec_command(c, ST_PIN_RESET, p, 1);
 }
 
+/* Runs a key_state statement ($1 kind, $2 version); *out = the version returned, 0 if none. */
+static veil_err key_state_exec(vault_conn *c, int stmt, const char *kind, uint32_t version,
+                               uint32_t *out)
+{
+    PGresult *r;
+    veil_pg_param p[] = {vp_text(kind), vp_i64(version)};
+    veil_err err = exec(c, stmt, p, 2, &r);
+    if (!err)
+        *out = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? (uint32_t)veil_pg_get_i64(r, 0, 0) : 0;
+    PQclear(r);
+    return err;
+}
+
 veil_err vault_store_key_version(vault_conn *c, const char *kind, uint32_t newest,
                                  uint32_t *version)
 {
-    PGresult *r;
-    veil_pg_param p[] = {vp_text(kind), vp_i64(newest)};
-    veil_err err = exec(c, ST_KEY_VERSION, p, 2, &r);
-    if (!err)
-        *version = PQntuples(r) > 0 ? (uint32_t)veil_pg_get_i64(r, 0, 0) : 0;
-    PQclear(r);
+    veil_err err = key_state_exec(c, ST_KEY_VERSION, kind, newest, version);
     return err || *version ? err : VEIL_ERR_INTERNAL;
 }
 
 veil_err vault_store_set_key_version(vault_conn *c, const char *kind, uint32_t version,
                                      uint32_t *previous)
 {
-    PGresult *r;
-    veil_pg_param p[] = {vp_text(kind), vp_i64(version)};
-    veil_err err = exec(c, ST_SET_KEY_VERSION, p, 2, &r);
-    if (!err)
-        *previous =
-            PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? (uint32_t)veil_pg_get_i64(r, 0, 0) : 0;
-    PQclear(r);
-    return err;
+    return key_state_exec(c, ST_SET_KEY_VERSION, kind, version, previous);
 }
 
 veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],

@@ -34,33 +34,15 @@ static void enrolled(vt *t, vt_device *d, const char *rid, const char *region, i
 /* Enrols a new person; kid = the key id in the header of the web certificate issued. */
 static void cert_kid(vt *t, const char *rid, int seq, char kid[64])
 {
-    char id[19];
+    char id[19], *cert, header[512];
     vt_device d;
+    veil_status st;
+    size_t n;
     vt_id_number(id, "230102", 1990, 5, 5, seq);
     vt_new_device(&d);
-    unsigned char sig[64];
-    int64_t at = veil_now_ms();
-    vt_attest(t, id, "钱二", 1, d.pk, at, sig);
-    Veil__Vault__ProofingAttestation pa = VEIL__VAULT__PROOFING_ATTESTATION__INIT;
-    pa.face_match = 1;
-    pa.attested_at_ms = at;
-    pa.signature.data = sig;
-    pa.signature.len = 64;
-    Veil__Vault__EnrolRequest req = VEIL__VAULT__ENROL_REQUEST__INIT;
-    req.request_id = (char *)rid;
-    req.id_number = id;
-    req.full_name = "钱二";
-    req.device_public_key.data = d.pk;
-    req.device_public_key.len = 32;
-    req.attestation = &pa;
-    req.device_label = "phone";
-    Veil__Vault__EnrolResponse *resp;
-    veil_status st;
-    ck_assert_int_eq(vt_enrol_raw(t, &req, &resp, &st), VEIL_OK);
-    const char *cert = resp->web_certificate, *dot = strchr(cert, '.');
+    ck_assert_int_eq(vt_enrol_cert(t, rid, id, "钱二", &d, NULL, &cert, &st), VEIL_OK);
+    const char *dot = strchr(cert, '.');
     ck_assert_ptr_nonnull(dot);
-    char header[512];
-    size_t n;
     ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, cert, (size_t)(dot - cert), &n),
                      0);
     header[n] = '\0';
@@ -68,7 +50,7 @@ static void cert_kid(vt *t, const char *rid, int seq, char kid[64])
     ck_assert_ptr_nonnull(h);
     snprintf(kid, 64, "%s", json_string_value(json_object_get(h, "kid")));
     json_decref(h);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    free(cert);
 }
 
 static void expect_ticket(vt *t, const char *ticket, const char *app, const unsigned char *ch,

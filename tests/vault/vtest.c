@@ -178,6 +178,12 @@ veil_err vt_enrol_raw(vt *t, const Veil__Vault__EnrolRequest *req,
 veil_err vt_enrol(vt *t, const char *request_id, const char *id, const char *name, vt_device *d,
                   int *new_identity, veil_status *st)
 {
+    return vt_enrol_cert(t, request_id, id, name, d, new_identity, NULL, st);
+}
+
+veil_err vt_enrol_cert(vt *t, const char *request_id, const char *id, const char *name,
+                       vt_device *d, int *new_identity, char **certificate, veil_status *st)
+{
     unsigned char sig[64];
     int64_t at = veil_now_ms();
     vt_attest(t, id, name, 1, d->pk, at, sig);
@@ -203,6 +209,8 @@ veil_err vt_enrol(vt *t, const char *request_id, const char *id, const char *nam
     snprintf(d->web_number, sizeof d->web_number, "%s", resp->web_number);
     if (new_identity)
         *new_identity = resp->new_identity;
+    if (certificate)
+        *certificate = strdup(resp->web_certificate);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return VEIL_OK;
 }

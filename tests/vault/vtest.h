@@ -85,6 +85,10 @@ void vt_attest(const vt *t, const char *id, const char *name, int face_match,
 veil_err vt_enrol(vt *t, const char *request_id, const char *id, const char *name, vt_device *d,
                   int *new_identity, veil_status *st);
 
+/* As vt_enrol; *certificate = the web certificate issued (malloc'd). */
+veil_err vt_enrol_cert(vt *t, const char *request_id, const char *id, const char *name,
+                       vt_device *d, int *new_identity, char **certificate, veil_status *st);
+
 /* Enrol with every field given (the attestation as built by the caller). */
 veil_err vt_enrol_raw(vt *t, const Veil__Vault__EnrolRequest *req,
                       Veil__Vault__EnrolResponse **resp, veil_status *st);
