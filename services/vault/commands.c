@@ -166,6 +166,14 @@ int vault_cmd_rotate_master_key(const veil_service_ctx *ctx, int argc, char **ar
         fprintf(stderr, "vault rotate-master-key: cannot reach the database\n");
         goto out;
     }
+    /* The version new data keys are wrapped under from each vault's next start. */
+    uint32_t previous;
+    if (vault_store_set_key_version(r.c, "master", r.to, &previous) != VEIL_OK) {
+        fprintf(stderr, "vault rotate-master-key: cannot record the version in use\n");
+        goto out;
+    }
+    printf("vault: master key version %u in use from the next start of each vault (previous %u)\n",
+           r.to, previous);
     printf("vault: re-wrapping data keys under master key version %u\n", r.to);
     int64_t remaining[2] = {0, (int64_t)r.to};
     for (int pass = 0; pass < 3; pass++) {

@@ -90,20 +90,35 @@ static void stop(void *state)
     free(v);
 }
 
-/* The webcert and ticket versions in use come from key_state, never from which
- * files are present; the first start records the newest of each. */
+/*
+ * The webcert, ticket and master versions in use come from key_state, never
+ * from which files are present; the first start records the newest of each.
+ * An explicitly set VAULT_MASTER_KEY_VERSION is an operator's decision: it is
+ * used and recorded.
+ */
 static veil_err use_key_versions(struct vault *v, char *errbuf, size_t errlen)
 {
     vault_conn *c;
-    uint32_t webcert = 0, ticket = 0;
+    uint32_t webcert = 0, ticket = 0, master = (uint32_t)cfg_master_version, previous;
     if (vault_store_conn(v->store, &c) != VEIL_OK ||
         vault_store_key_version(c, "webcert", veil_keyring_latest(v->keys->webcert), &webcert) !=
             VEIL_OK ||
         vault_store_key_version(c, "ticket", veil_keyring_latest(v->keys->ticket), &ticket) !=
-            VEIL_OK) {
+            VEIL_OK ||
+        (master ? vault_store_set_key_version(c, "master", master, &previous)
+                : vault_store_key_version(c, "master", veil_keyring_latest(v->keys->master),
+                                          &master)) != VEIL_OK) {
         snprintf(errbuf, errlen, "cannot read the key versions in use from the database");
         return VEIL_ERR_UNAVAILABLE;
     }
+    if (!veil_keyring_get(v->keys->master, master)) {
+        snprintf(errbuf, errlen,
+                 "the master key version in use (key_state) has no key file: master-%u.key is "
+                 "missing",
+                 master);
+        return VEIL_ERR_NOT_FOUND;
+    }
+    v->keys->master_current = master;
     return vault_keys_use(v->keys, webcert, ticket, errbuf, errlen);
 }
 

@@ -502,6 +502,36 @@ START_TEST(test_authority_hold)
 }
 END_TEST
 
+/* Issue 13: a new master key file at a restart changes nothing until the rotation command. */
+START_TEST(test_master_key_version_explicit)
+{
+    vt t;
+    vt_start(&t, NULL);
+    vt_device a, b, c;
+    char id[19];
+    h_keyfile(t.keys, "master", 2);
+    vt_restart(&t);
+    vt_id_number(id, "410102", 1970, 2, 2, 120);
+    person(&t, &a, "a", id, "钟某", "gov.tax");
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens WHERE key_version = 1"), 1);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT version FROM key_state WHERE kind = 'master'"), 1);
+    char out[8192];
+    int rc = vt_command(&t, "rotate-master-key --to 2", out, sizeof out);
+    ck_assert_msg(rc == 0 && strstr(out, "(previous 1)"), "rotate-master-key: %s", out);
+    vt_restart(&t);
+    vt_id_number(id, "410102", 1971, 3, 3, 121);
+    person(&t, &b, "b", id, "钟某", "gov.tax");
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens WHERE key_version = 2"), 2);
+    /* a master-3 file alone, again, changes nothing */
+    h_keyfile(t.keys, "master", 3);
+    vt_restart(&t);
+    vt_id_number(id, "410102", 1972, 4, 4, 122);
+    person(&t, &c, "c", id, "钟某", "gov.tax");
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens WHERE key_version = 2"), 3);
+    vt_stop(&t);
+}
+END_TEST
+
 START_TEST(test_master_key_rotation)
 {
     vt t;
@@ -775,6 +805,7 @@ int main(void)
     tcase_add_test(tc, test_erase);
     tcase_add_test(tc, test_authority_hold);
     tcase_add_test(tc, test_master_key_rotation);
+    tcase_add_test(tc, test_master_key_version_explicit);
     tcase_add_test(tc, test_bulk_enrol);
     suite_add_tcase(s, tc);
     return h_run_suite_forked(s);
