@@ -29,17 +29,13 @@ static void gw_counter_issue_card(Veil__Gateway__Counter_Service *svc,
     if (!veil_card_pin_valid(req->pin)) {
         veil_call_fail(call, VEIL_ERR_INVALID, "pin must be 4 to 12 digits");
         err = VEIL_ERR_INVALID;
-    } else if (!req->sealed_identity.len) {
-        veil_call_fail(call, VEIL_ERR_INVALID, "sealed_identity is required");
-        err = VEIL_ERR_INVALID;
     }
     /* The identity stays sealed to the vault: the gateway relays it unread. */
     vr.request_id = req->request_id;
-    vr.sealed_identity = req->sealed_identity;
     vr.card_pin = req->pin;
     vr.replace_cards = req->replace;
     if (!err)
-        err = gw_downstream(gw, call, gw->vault, "Enrol", &vr.base, &v);
+        err = gw_enrol_sealed(gw, call, &vr, req->sealed_identity, &v);
     if (!err) {
         /* Not the web number or certificate: a card carries nothing stable but its code. */
         resp.device_id = v->device_id;

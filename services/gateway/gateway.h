@@ -219,6 +219,15 @@ veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, co
                        const ProtobufCMessage *req, void *resp);
 
 /*
+ * Enrols through the vault with an identity the phone (or the counter's
+ * device) sealed to it: refuses an empty seal (INVALID_ARGUMENT), otherwise
+ * sets vr->sealed_identity and forwards vr unread; *out as gw_downstream.
+ * Shared by Wallet/Enrol and Counter/IssueCard.
+ */
+veil_err gw_enrol_sealed(struct gateway *gw, veil_call *call, Veil__Vault__EnrolRequest *vr,
+                         ProtobufCBinaryData sealed, Veil__Vault__EnrolResponse **out);
+
+/*
  * As gw_downstream for n independent calls made at once (one wait instead of
  * n): every reply is in the call's arena; the first failure in calls' order
  * is recorded on call and returned.

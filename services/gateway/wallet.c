@@ -19,11 +19,22 @@
 
 #define ERASE_CONFIRMATION "erase my identity"
 
+veil_err gw_enrol_sealed(struct gateway *gw, veil_call *call, Veil__Vault__EnrolRequest *vr,
+                         ProtobufCBinaryData sealed, Veil__Vault__EnrolResponse **out)
+{
+    if (!sealed.len) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "sealed_identity is required");
+        return VEIL_ERR_INVALID;
+    }
+    vr->sealed_identity = sealed;
+    return gw_downstream(gw, call, gw->vault, "Enrol", &vr->base, out);
+}
+
 /*
  * The identity travels sealed by the phone to the vault (sealed_identity):
  * the gateway forwards bytes it cannot read and refuses the old clear
- * fields, so it never holds an ID number, a name or an attestation (whose
- * unkeyed hash of the ID number could be matched against every number).
+ * fields, so it never holds an ID number, a name or an attestation (which
+ * signs the ID number itself).
  */
 static void gw_wallet_enrol(Veil__Gateway__Wallet_Service *svc,
                             const Veil__Gateway__WalletEnrolRequest *req,
@@ -40,14 +51,10 @@ static void gw_wallet_enrol(Veil__Gateway__Wallet_Service *svc,
                        "identity fields are not accepted in the clear: seal them to the vault "
                        "in sealed_identity");
         err = VEIL_ERR_INVALID;
-    } else if (!req->sealed_identity.len) {
-        veil_call_fail(call, VEIL_ERR_INVALID, "sealed_identity is required");
-        err = VEIL_ERR_INVALID;
     }
     if (!err) {
         vr.request_id = req->request_id;
-        vr.sealed_identity = req->sealed_identity;
-        err = gw_downstream(gw, call, gw->vault, "Enrol", &vr.base, &v);
+        err = gw_enrol_sealed(gw, call, &vr, req->sealed_identity, &v);
     }
     if (!err) {
         resp.web_number = v->web_number;
@@ -174,8 +181,8 @@ static void gw_wallet_grant_consent(Veil__Gateway__Wallet_Service *svc,
     }
     if (!err) {
         Veil__Consent__GrantResponse *r;
-        err = gw_grant_consent(gw, call, subject, &app, p->attributes, p->n_attributes,
-                               p->purpose, p->expires_at_ms, &r);
+        err = gw_grant_consent(gw, call, subject, &app, p->attributes, p->n_attributes, p->purpose,
+                               p->expires_at_ms, &r);
         if (!err) {
             resp.receipt_id = r->receipt_id;
             resp.receipt = r->receipt;
