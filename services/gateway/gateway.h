@@ -387,7 +387,13 @@ int gw_text_ok(const char *s, size_t max);
 void gw_metrics_start(struct gateway *gw);
 /* Removes the collector (before gw is freed). */
 void gw_metrics_stop(struct gateway *gw);
-/* Counts a finished CompleteLogin: by app kind and outcome, and what it released. */
+/*
+ * Counts a finished login: by app kind, door ("grpc", "oidc") and outcome,
+ * and (when err is VEIL_OK) the attributes it released.
+ */
+void gw_metrics_login_done(const char *kind, const char *door, veil_err err,
+                           char *const *released, size_t n_released);
+/* Counts a finished CompleteLogin (door "grpc"). */
 void gw_metrics_login(struct gateway *gw, veil_call *call, veil_err err,
                       const Veil__Gateway__CompleteLoginResponse *resp);
 /* Refreshes when each key kind's overlap began (the poller, every 30 s). */

@@ -518,8 +518,10 @@ void gw_wallet_approve_login(Veil__Gateway__Wallet_Service *svc,
     veil_log(VEIL_LOG_INFO, "login request approved", VL_STR("app", app.id),
              VL_INT("released", (long long)resp.n_released), VL_END);
 out:
-    if (app.name)
+    if (app.name) { /* the request was found: a login through the OIDC door, counted */
+        gw_metrics_login_done(app.kind, "oidc", err, resp.released, resp.n_released);
         gw_app_clear(&app);
+    }
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -578,6 +580,9 @@ veil_err gw_loginreq_card(struct gateway *gw, veil_call *call, const char *id, c
     err = gw_login_run(gw, call, &app, &in, 1, &result);
     if (!err)
         err = approve(gw, call, id, &r, &result);
+    char **released = NULL;
+    size_t n_released = err ? 0 : gw_scope_names(call, result.granted, &released);
+    gw_metrics_login_done(app.kind, "oidc", err, released, n_released);
     if (!err)
         veil_log(VEIL_LOG_INFO, "login request approved with a card", VL_STR("app", app.id),
                  VL_END);

@@ -83,9 +83,11 @@ static void collect(void *arg, veil_metrics_out *out)
 
 void gw_metrics_start(struct gateway *gw)
 {
-    m_logins = veil_metric_counter("veil_logins_total",
-                                   "CompleteLogin calls by app kind and outcome (a gRPC status)",
-                                   "app_kind,outcome");
+    m_logins = veil_metric_counter(
+        "veil_logins_total",
+        "logins by app kind, door (grpc: CompleteLogin; oidc: an OpenID Connect request approved "
+        "by phone or card) and outcome (a gRPC status)",
+        "app_kind,door,outcome");
     m_releases = veil_metric_counter("veil_releases_total",
                                      "attributes released to apps, by attribute", "attribute");
     gw_metrics_refresh_keys(gw);
@@ -98,16 +100,21 @@ void gw_metrics_stop(struct gateway *gw)
     veil_metrics_remove_collector(collect, gw);
 }
 
+void gw_metrics_login_done(const char *kind, const char *door, veil_err err,
+                           char *const *released, size_t n_released)
+{
+    veil_metric_add(m_logins, 1,
+                    (const char *[]){kind, door, veil_status_name(veil_err_status(err))});
+    for (size_t i = 0; err == VEIL_OK && i < n_released; i++)
+        veil_metric_add(m_releases, 1, (const char *[]){released[i]});
+}
+
 void gw_metrics_login(struct gateway *gw, veil_call *call, veil_err err,
                       const Veil__Gateway__CompleteLoginResponse *resp)
 {
     gw_app app;
     const char *kind = gw_calling_app(gw, call, &app) == VEIL_OK ? app.kind : "unknown";
-    char outcome[40];
-    snprintf(outcome, sizeof outcome, "%s", veil_status_name(veil_err_status(err)));
-    veil_metric_add(m_logins, 1, (const char *[]){kind, outcome});
-    for (size_t i = 0; err == VEIL_OK && i < resp->n_released; i++)
-        veil_metric_add(m_releases, 1, (const char *[]){resp->released[i]});
+    gw_metrics_login_done(kind, "grpc", err, resp->released, resp->n_released);
 }
 
 void gw_metrics_refresh_keys(struct gateway *gw)

@@ -29,6 +29,7 @@
 #include "veil/http.h"
 #include "veil/jws.h"
 #include "veil/log.h"
+#include "veil/metrics.h"
 #include "veil/service.h"
 
 #define FORM_MAX        16384
@@ -224,8 +225,13 @@ static void no_store(veil_http_request *req)
 }
 
 /* An OAuth error response (RFC 6749 5.2): {"error": code, "error_description": text}. */
+/* /token's answers by outcome: "ok" or the OAuth error code (a fixed set; never a client id). */
+static veil_metric *m_token;
+
 static void oauth_error(veil_http_request *req, int status, const char *code, const char *desc)
 {
+    if (strcmp(veil_http_path(req), "/token") == 0)
+        veil_metric_add(m_token, 1, (const char *[]){code});
     json_t *j = json_pack("{s:s, s:s}", "error", code, "error_description", desc);
     no_store(req);
     if (status == 401 && strcmp(code, "invalid_token") == 0) {
@@ -1218,6 +1224,7 @@ static void serve_token(void *ctx, veil_http_request *req)
                   "expires_in", (json_int_t)o->cfg.access_token_ttl_s, "id_token", id_token);
     no_store(req);
     veil_http_respond_json(req, 200, resp);
+    veil_metric_add(m_token, 1, (const char *[]){"ok"});
     json_decref(resp);
     sodium_memzero(token, sizeof token);
 out:
@@ -1369,6 +1376,9 @@ veil_err gw_oidc_start(struct gateway *gw, const veil_service_ctx *ctx, const gw
     o->gw = gw;
     o->cfg = *cfg;
     o->plaintext = ctx->tls.plaintext;
+    m_token = veil_metric_counter("veil_oidc_token_requests_total",
+                                  "OpenID Connect /token answers by outcome (ok or the OAuth error)",
+                                  "outcome");
     pthread_mutex_init(&o->rate_lock, NULL);
     gw->oidc = o;
     veil_err err;

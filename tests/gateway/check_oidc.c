@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "stack.h"
 
@@ -41,13 +40,7 @@ static void stack_up(void)
     if (h_stack_start(&S, gateway_env) != 0)
         ck_abort_msg("the stack did not start");
     /* veilctl as the phone and the admin, as deploy/local/stack env sets it up */
-    h_stack_veilctl_env(&S, dir);
-    snprintf(path, sizeof path, "%s/veilctl", h_env("VEIL_TEST_BIN"));
-    setenv("VEILCTL", path, 1);
-    setenv("VEIL_OIDC_ISSUER", issuer_env + strlen("GATEWAY_OIDC_ISSUER="), 1);
-    setenv("OIDC_SCRATCH", dir, 1);
-    snprintf(path, sizeof path, "%d", h_free_port());
-    setenv("OIDC_CALLBACK_PORT", path, 1);
+    h_stack_oidc_env(&S, dir, issuer_env + strlen("GATEWAY_OIDC_ISSUER="));
 }
 
 static void stack_down(void)
@@ -59,14 +52,8 @@ static void stack_down(void)
 /* Runs one scenario of oidc_rp.py; its output goes to the test log. */
 static void scenario(const char *name)
 {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/gateway/oidc_rp.py %s",
-             h_env("VEIL_SOURCE_DIR"), name);
-    int st = system(cmd);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        h_dump_log(&S.gateway);
-        ck_abort_msg("scenario %s failed (status %d)", name, st);
-    }
+    if (h_oidc_scenario(&S, name) != 0)
+        ck_abort_msg("scenario %s failed", name);
 }
 
 /* Restarts the gateway with one more setting (NULL: back to the plain one). */

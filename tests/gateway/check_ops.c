@@ -30,16 +30,26 @@ static h_stack S;
 static const char *const service_env[] = {"VEIL_LOG_LEVEL=debug", "VAULT_ACCESS_LOG_PARTITION_S=1",
                                           "VAULT_ACCESS_LOG_RETENTION_S=1", NULL};
 
+/* The gateway opens its OpenID Connect door too, for the OIDC login metrics. */
+static char oidc_listen[64], oidc_issuer[96], *oidc_dir;
+static const char *gateway_env[] = {oidc_listen, oidc_issuer, NULL};
+
 static void stack_up(void)
 {
-    h_stack_opts o = {.service_env = service_env, .metrics_ports = 1};
+    int port = h_free_port();
+    snprintf(oidc_listen, sizeof oidc_listen, "GATEWAY_OIDC_LISTEN=127.0.0.1:%d", port);
+    snprintf(oidc_issuer, sizeof oidc_issuer, "GATEWAY_OIDC_ISSUER=https://localhost:%d", port);
+    h_stack_opts o = {.gateway_env = gateway_env, .service_env = service_env, .metrics_ports = 1};
     if (h_stack_start_opts(&S, &o) != 0)
         ck_abort_msg("the stack did not start");
+    oidc_dir = h_tempdir("ops-oidc");
+    h_stack_oidc_env(&S, oidc_dir, strchr(oidc_issuer, '=') + 1);
 }
 
 static void stack_down(void)
 {
     h_stack_down(&S);
+    free(oidc_dir);
 }
 
 /*
@@ -269,7 +279,7 @@ START_TEST(test_metrics_after_logins)
     const char *attrs[] = {"age_over_18"};
     e2e_grant(&S, w, "gov.services", attrs, 1);
     char *gw0 = scrape(S.metrics_port[H_GATEWAY]);
-    double ok0 = sample(gw0, "veil_logins_total{app_kind=\"public_service\",outcome=\"OK\"}");
+    double ok0 = sample(gw0, "veil_logins_total{app_kind=\"public_service\",door=\"grpc\",outcome=\"OK\"}");
     double rel0 = sample(gw0, "veil_releases_total{attribute=\"age_over_18\"}");
     free(gw0);
     char *subs[3];
@@ -288,10 +298,10 @@ START_TEST(test_metrics_after_logins)
     e2e_free(refused);
 
     char *gw = scrape(S.metrics_port[H_GATEWAY]);
-    ck_assert_double_eq(sample(gw, "veil_logins_total{app_kind=\"public_service\",outcome=\"OK\"}"),
+    ck_assert_double_eq(sample(gw, "veil_logins_total{app_kind=\"public_service\",door=\"grpc\",outcome=\"OK\"}"),
                         (ok0 < 0 ? 0 : ok0) + 3);
     ck_assert_double_ge(
-        sample(gw, "veil_logins_total{app_kind=\"public_service\",outcome=\"INVALID_ARGUMENT\"}"),
+        sample(gw, "veil_logins_total{app_kind=\"public_service\",door=\"grpc\",outcome=\"INVALID_ARGUMENT\"}"),
         1);
     ck_assert_double_eq(sample(gw, "veil_releases_total{attribute=\"age_over_18\"}"),
                         (rel0 < 0 ? 0 : rel0) + 3);
@@ -342,6 +352,42 @@ START_TEST(test_metrics_after_logins)
         free(t);
     }
     vw_wallet_free(w);
+}
+END_TEST
+
+/* A series' value, 0 when the series has not appeared yet. */
+static double count(const char *text, const char *series)
+{
+    double v = sample(text, series);
+    return v < 0 ? 0 : v;
+}
+
+/*
+ * Logins through the OpenID Connect door are counted like CompleteLogin's:
+ * by app kind and outcome, with door="oidc" (the phone's approval is where the
+ * login runs), and /token's answer by outcome.
+ */
+START_TEST(test_metrics_oidc_logins)
+{
+    static const char *const oidc_ok =
+        "veil_logins_total{app_kind=\"commercial\",door=\"oidc\",outcome=\"OK\"}";
+    static const char *const grpc_ok =
+        "veil_logins_total{app_kind=\"commercial\",door=\"grpc\",outcome=\"OK\"}";
+    static const char *const token_ok = "veil_oidc_token_requests_total{outcome=\"ok\"}";
+    static const char *const released =
+        "veil_releases_total{attribute=\"age_over_18\"}";
+    char *before = scrape(S.metrics_port[H_GATEWAY]);
+    /* tls_client_auth, EdDSA: one OIDC login (approved on the phone, code exchanged at /token),
+     * then the same app's gRPC login for the same citizen */
+    ck_assert_int_eq(h_oidc_scenario(&S, "eddsa"), 0);
+    char *after = scrape(S.metrics_port[H_GATEWAY]);
+    ck_assert_double_eq(count(after, oidc_ok), count(before, oidc_ok) + 1);
+    ck_assert_double_eq(count(after, grpc_ok), count(before, grpc_ok) + 1);
+    ck_assert_double_eq(count(after, token_ok), count(before, token_ok) + 1);
+    ck_assert_double_eq(count(after, released), count(before, released) + 2);
+    ck_assert_ptr_null(strstr(after, "chat.wechat")); /* no app id in any label */
+    free(before);
+    free(after);
 }
 END_TEST
 
@@ -421,6 +467,7 @@ int main(void)
     tcase_add_test(tc, test_traceparent_through_every_hop);
     tcase_add_test(tc, test_admin_listener_separate);
     tcase_add_test(tc, test_metrics_after_logins);
+    tcase_add_test(tc, test_metrics_oidc_logins);
     tcase_add_test(tc, test_retention_drops_a_partition); /* last: it deletes log rows */
     suite_add_tcase(s, tc);
     return h_run_suite(s);

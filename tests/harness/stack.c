@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sodium.h>
 
 #include "stack.h"
@@ -216,6 +217,30 @@ void h_stack_veilctl_env(const h_stack *s, const char *dir)
     setenv("VEILCTL_CA", path, 1);
     setenv("VEILCTL_CERTS", h_env("VEIL_TEST_CERTS"), 1);
     setenv("VEILCTL_ADMIN", "ops", 1);
+}
+
+void h_stack_oidc_env(const h_stack *s, const char *dir, const char *issuer)
+{
+    char path[1200];
+    h_stack_veilctl_env(s, dir);
+    snprintf(path, sizeof path, "%s/veilctl", h_env("VEIL_TEST_BIN"));
+    setenv("VEILCTL", path, 1);
+    setenv("VEIL_OIDC_ISSUER", issuer, 1);
+    setenv("OIDC_SCRATCH", dir, 1);
+    snprintf(path, sizeof path, "%d", h_free_port());
+    setenv("OIDC_CALLBACK_PORT", path, 1);
+}
+
+int h_oidc_scenario(const h_stack *s, const char *name)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/gateway/oidc_rp.py %s",
+             h_env("VEIL_SOURCE_DIR"), name);
+    int st = system(cmd);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 0;
+    h_dump_log(&s->gateway);
+    return -1;
 }
 
 void h_stack_up(h_stack *s)

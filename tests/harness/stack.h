@@ -65,4 +65,14 @@ int h_stack_restart(h_stack *s, int which);
  */
 void h_stack_veilctl_env(const h_stack *s, const char *dir);
 
+/*
+ * What tests/gateway/oidc_rp.py reads, for a stack whose gateway serves the
+ * OpenID Connect door at issuer: h_stack_veilctl_env, the veilctl binary, the
+ * issuer, dir as scratch and a free port for the relying party's callback.
+ */
+void h_stack_oidc_env(const h_stack *s, const char *dir, const char *issuer);
+/* Runs one oidc_rp.py scenario (output to the test log); 0 when it passed, else the gateway's
+ * log is dumped and -1 returned. */
+int h_oidc_scenario(const h_stack *s, const char *name);
+
 #endif
