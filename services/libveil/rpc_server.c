@@ -224,6 +224,18 @@ void veil_call_set_error(veil_call *c, veil_err err)
     c->has_message = 0;
 }
 
+void veil_call_take_error(veil_call *c, veil_err err, char *msg, size_t len)
+{
+    /* as send_reply after VEIL_REPLY(err): a message set for another error is not err's */
+    const char *m = err == VEIL_OK                          ? ""
+                    : c->err == err && c->has_message ? c->message
+                                                      : veil_err_message(err);
+    if (len)
+        snprintf(msg, len, "%s", m);
+    c->err = VEIL_OK;
+    c->has_message = 0;
+}
+
 const veil_peer *veil_call_peer(const veil_call *c)
 {
     return &c->peer;

@@ -233,29 +233,41 @@ static void mint_capability(const struct vault *v, const unsigned char *subject,
                          out + 9 + VAULT_CAP_ID_BYTES);
 }
 
-static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
-                                const Veil__Vault__VerifyTicketRequest *req,
-                                Veil__Vault__VerifyTicketResponse_Closure done, void *call)
+/* One ticket; on success resp holds the subject and a fresh capability (in the call's arena). */
+static veil_err verify_one(struct vault *v, veil_call *call,
+                           const Veil__Vault__VerifyTicketRequest *req,
+                           Veil__Vault__VerifyTicketResponse *resp)
 {
-    Veil__Vault__VerifyTicketResponse resp = VEIL__VAULT__VERIFY_TICKET_RESPONSE__INIT;
-    unsigned char subject[VAULT_SUBJECT_BYTES], device_id[VEIL_DEVICE_ID_BYTES];
-    unsigned char cap[VAULT_CAP_BYTES];
-    veil_err err = verify_ticket(self(svc), call, req, subject, device_id, &resp);
+    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
+    unsigned char *subject = veil_call_alloc(call, VAULT_SUBJECT_BYTES);
+    unsigned char *cap = veil_call_alloc(call, VAULT_CAP_BYTES);
+    if (!subject || !cap)
+        return VEIL_ERR_NOMEM;
+    veil_err err = verify_ticket(v, call, req, subject, device_id, resp);
     /*
      * The device id is not returned: the vault itself refused a revoked
      * device, so the gateway has no use for knowing which of a citizen's
      * devices logged in, and keeps no device <-> subject mapping.
      */
     sodium_memzero(device_id, sizeof device_id);
-    if (!err) {
-        if (!resp.credential[0])
-            resp.credential = "phone";
-        resp.subject_ref.data = subject;
-        resp.subject_ref.len = sizeof subject;
-        mint_capability(self(svc), subject, req->app_id, req->challenge.data, cap);
-        resp.release_capability.data = cap;
-        resp.release_capability.len = sizeof cap;
-    }
+    if (err)
+        return err;
+    if (!resp->credential[0])
+        resp->credential = "phone";
+    resp->subject_ref.data = subject;
+    resp->subject_ref.len = VAULT_SUBJECT_BYTES;
+    mint_capability(v, subject, req->app_id, req->challenge.data, cap);
+    resp->release_capability.data = cap;
+    resp->release_capability.len = VAULT_CAP_BYTES;
+    return VEIL_OK;
+}
+
+static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
+                                const Veil__Vault__VerifyTicketRequest *req,
+                                Veil__Vault__VerifyTicketResponse_Closure done, void *call)
+{
+    Veil__Vault__VerifyTicketResponse resp = VEIL__VAULT__VERIFY_TICKET_RESPONSE__INIT;
+    veil_err err = verify_one(self(svc), call, req, &resp);
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -491,25 +503,136 @@ static veil_err release(struct vault *v, veil_call *call,
     return err;
 }
 
-static void vault_release_attributes(Veil__Vault__Vault_Service *svc,
-                                     const Veil__Vault__ReleaseAttributesRequest *req,
-                                     Veil__Vault__ReleaseAttributesResponse_Closure done,
-                                     void *call)
+/* One release; on success resp holds the attributes (in the call's arena). */
+static veil_err release_one(struct vault *v, veil_call *call,
+                            const Veil__Vault__ReleaseAttributesRequest *req,
+                            Veil__Vault__ReleaseAttributesResponse *resp)
 {
-    Veil__Vault__ReleaseAttributesResponse resp = VEIL__VAULT__RELEASE_ATTRIBUTES_RESPONSE__INIT;
     struct opened *o = sodium_malloc(sizeof *o);
     Veil__Attribute **attrs = NULL;
     veil_err err = check_release(call, req);
     if (!err && (!o || !(attrs = veil_call_alloc(call, req->n_attributes * sizeof *attrs))))
         err = VEIL_ERR_NOMEM;
     if (!err)
-        err = release(self(svc), call, req, o, attrs);
+        err = release(v, call, req, o, attrs);
     if (!err) {
-        resp.attributes = attrs;
-        resp.n_attributes = req->n_attributes;
+        resp->attributes = attrs;
+        resp->n_attributes = req->n_attributes;
+    }
+    sodium_free(o); /* wipes the profile, the birth date and the data key */
+    return err;
+}
+
+static void vault_release_attributes(Veil__Vault__Vault_Service *svc,
+                                     const Veil__Vault__ReleaseAttributesRequest *req,
+                                     Veil__Vault__ReleaseAttributesResponse_Closure done,
+                                     void *call)
+{
+    Veil__Vault__ReleaseAttributesResponse resp = VEIL__VAULT__RELEASE_ATTRIBUTES_RESPONSE__INIT;
+    veil_err err = release_one(self(svc), call, req, &resp);
+    VEIL_REPLY(done, call, err, &resp);
+}
+
+/* ---- VerifyTicketBatch, ReleaseAttributesBatch ---- */
+
+/*
+ * The gateway's batched login hops (issue 15): items are independent, each
+ * answered with the status its unbatched call would have had.  An empty or
+ * oversized batch is refused as a whole.
+ */
+static veil_err check_batch(veil_call *call, size_t n)
+{
+    if (n == 0 || n > VAULT_BATCH_MAX) {
+        veil_call_fail(call, VEIL_ERR_INVALID, "items must hold 1 to %d requests",
+                       VAULT_BATCH_MAX);
+        return VEIL_ERR_INVALID;
+    }
+    return VEIL_OK;
+}
+
+/* Item outcome err as its status (the unbatched reply's code and message); clears the call's. */
+static veil_err item_status(veil_call *call, veil_err err, Veil__Vault__ItemStatus **out)
+{
+    char msg[256];
+    Veil__Vault__ItemStatus *st = veil_call_alloc(call, sizeof *st);
+    veil_call_take_error(call, err, msg, sizeof msg);
+    if (!st)
+        return VEIL_ERR_NOMEM;
+    veil__vault__item_status__init(st);
+    st->code = (uint32_t)veil_err_status(err);
+    if (err && !(st->message = veil_call_strdup(call, msg)))
+        return VEIL_ERR_NOMEM;
+    *out = st;
+    return VEIL_OK;
+}
+
+/* Arena arrays of n item replies (each initialised by init) and n statuses. */
+static veil_err batch_arrays(veil_call *call, size_t n, size_t size, void (*init)(void *),
+                             void ***items, Veil__Vault__ItemStatus ***status)
+{
+    *items = veil_call_array(call, n, sizeof **items);
+    *status = veil_call_array(call, n, sizeof **status);
+    if (!*items || !*status)
+        return VEIL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (!((*items)[i] = veil_call_alloc(call, size)))
+            return VEIL_ERR_NOMEM;
+        init((*items)[i]);
+    }
+    return VEIL_OK;
+}
+
+static void init_verify_resp(void *m)
+{
+    veil__vault__verify_ticket_response__init(m);
+}
+
+static void init_release_resp(void *m)
+{
+    veil__vault__release_attributes_response__init(m);
+}
+
+static void vault_verify_ticket_batch(Veil__Vault__Vault_Service *svc,
+                                      const Veil__Vault__VerifyTicketBatchRequest *req,
+                                      Veil__Vault__VerifyTicketBatchResponse_Closure done,
+                                      void *call)
+{
+    Veil__Vault__VerifyTicketBatchResponse resp = VEIL__VAULT__VERIFY_TICKET_BATCH_RESPONSE__INIT;
+    void **items = NULL;
+    veil_err err = check_batch(call, req->n_items);
+    if (!err)
+        err = batch_arrays(call, req->n_items, sizeof(Veil__Vault__VerifyTicketResponse),
+                           init_verify_resp, &items, &resp.status);
+    for (size_t i = 0; !err && i < req->n_items; i++)
+        err = item_status(call, verify_one(self(svc), call, req->items[i], items[i]),
+                          &resp.status[i]);
+    if (!err) {
+        resp.items = (Veil__Vault__VerifyTicketResponse **)items;
+        resp.n_items = resp.n_status = req->n_items;
     }
     VEIL_REPLY(done, call, err, &resp);
-    sodium_free(o); /* wipes the profile, the birth date and the data key */
+}
+
+static void vault_release_attributes_batch(Veil__Vault__Vault_Service *svc,
+                                           const Veil__Vault__ReleaseAttributesBatchRequest *req,
+                                           Veil__Vault__ReleaseAttributesBatchResponse_Closure done,
+                                           void *call)
+{
+    Veil__Vault__ReleaseAttributesBatchResponse resp =
+        VEIL__VAULT__RELEASE_ATTRIBUTES_BATCH_RESPONSE__INIT;
+    void **items = NULL;
+    veil_err err = check_batch(call, req->n_items);
+    if (!err)
+        err = batch_arrays(call, req->n_items, sizeof(Veil__Vault__ReleaseAttributesResponse),
+                           init_release_resp, &items, &resp.status);
+    for (size_t i = 0; !err && i < req->n_items; i++)
+        err = item_status(call, release_one(self(svc), call, req->items[i], items[i]),
+                          &resp.status[i]);
+    if (!err) {
+        resp.items = (Veil__Vault__ReleaseAttributesResponse **)items;
+        resp.n_items = resp.n_status = req->n_items;
+    }
+    VEIL_REPLY(done, call, err, &resp);
 }
 
 /* ---- ListDevices ---- */
@@ -937,5 +1060,7 @@ const veil_method_policy vault_policy[] = {
     {"CancelPending", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"AppendAccessLog", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"CardStatus", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"VerifyTicketBatch", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"ReleaseAttributesBatch", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
 };
 const size_t vault_policy_len = sizeof vault_policy / sizeof vault_policy[0];

@@ -47,6 +47,7 @@
 #define VAULT_ENTRY_ATTRS_MAX   32
 #define VAULT_CAP_ID_BYTES      16
 #define VAULT_CAP_BYTES         (1 + 8 + VAULT_CAP_ID_BYTES + VAULT_HASH_BYTES) /* 57 */
+#define VAULT_BATCH_MAX         256 /* items of one VerifyTicketBatch or ReleaseAttributesBatch */
 #define VAULT_CAP_TTL_MS        30000
 #define VAULT_SCOPE_MAX         256 /* comma-separated attribute names */
 #define VAULT_ACTOR_MAX         160 /* "admin/<name>" in an access-log entry */

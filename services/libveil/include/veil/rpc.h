@@ -195,6 +195,15 @@ void veil_call_fail(veil_call *call, veil_err err, const char *fmt, ...)
 /* Records err (keeping a message set by veil_call_fail); used by VEIL_REPLY. */
 void veil_call_set_error(veil_call *call, veil_err err);
 
+/*
+ * For a batched method, whose items succeed or fail one by one: copies into
+ * msg the client message an unbatched reply with err would carry (the one
+ * veil_call_fail recorded for err, else err's default; "" for VEIL_OK) and
+ * clears the call's error, so the next item and the batch's own reply start
+ * clean.
+ */
+void veil_call_take_error(veil_call *call, veil_err err, char *msg, size_t len);
+
 #define VEIL_REPLY(done, call, err, resp)                                  \
     do {                                                                   \
         veil_err veil_reply_err_ = (err);                                  \
