@@ -23,56 +23,114 @@
 #define APPEND_ATTEMPTS 3
 #define ENTRY_TEXT_MAX  4096
 
+/* Seals e as entry head_seq + 1 after prev into a (its bytes in sealed, its chain value in mac). */
+static veil_err seal_after(struct vault *v, const unsigned char *subject, const unsigned char *dk,
+                           int64_t head_seq, const unsigned char *prev,
+                           const struct vault_entry *e, veil_buf *sealed,
+                           unsigned char mac[VAULT_HASH_BYTES], struct vault_log_append *a)
+{
+    int64_t seq = head_seq + 1, at = veil_now_ms();
+    veil_err err = vault_entry_seal(dk, subject, seq, e, sealed);
+    if (err)
+        return err;
+    vault_chain_hash(v->keys->audit_key, subject, prev, seq, at, sealed->data, sealed->len, mac);
+    *a = (struct vault_log_append){.subject = subject,
+                                   .seq = seq,
+                                   .at_ms = at,
+                                   .sealed = sealed->data,
+                                   .sealed_len = sealed->len,
+                                   .mac = mac};
+    return VEIL_OK;
+}
+
 /*
- * Seals e as entry head_seq + 1 after prev and appends it; ABORTED when the
- * head moved.  Outside a transaction (grouped) the append shares a commit
- * with concurrent ones (logwriter.c) unless group commit is off; inside the
- * caller's transaction it must go alone on the caller's connection, which
- * holds the head lock.
+ * Seals e as entry head_seq + 1 after prev and appends it alone on c (inside
+ * the caller's transaction, which holds the head lock); ABORTED when the
+ * head moved.
  */
 static veil_err append_after(struct vault *v, vault_conn *c, const unsigned char *subject,
                              const unsigned char *dk, int64_t head_seq, const unsigned char *prev,
-                             const struct vault_entry *e, int grouped)
+                             const struct vault_entry *e)
 {
     unsigned char mac[VAULT_HASH_BYTES];
+    struct vault_log_append a;
     veil_buf sealed = {0};
-    int64_t seq = head_seq + 1, at = veil_now_ms();
-    veil_err err = vault_entry_seal(dk, subject, seq, e, &sealed);
-    if (!err) {
-        vault_chain_hash(v->keys->audit_key, subject, prev, seq, at, sealed.data, sealed.len, mac);
-        if (grouped && v->logw)
-            err = vault_logw_append(v->logw, c, subject, seq, at, sealed.data, sealed.len, mac);
-        else
-            err = vault_store_append_log(c, subject, seq, at, sealed.data, sealed.len, mac);
-    }
+    veil_err err = seal_after(v, subject, dk, head_seq, prev, e, &sealed, mac, &a);
+    if (!err)
+        err = vault_store_append_log(c, subject, a.seq, a.at_ms, a.sealed, a.sealed_len, mac);
     veil_buf_free(&sealed);
+    return err;
+}
+
+/* When another append for the same citizen won: behind the locked head, which cannot lose again. */
+static veil_err append_locked(struct vault *v, vault_conn *c, const unsigned char *subject,
+                              const unsigned char *dk, const struct vault_entry *e)
+{
+    unsigned char prev[VAULT_HASH_BYTES];
+    int64_t head_seq;
+    veil_err err = VEIL_ERR_ABORTED;
+    for (int attempt = 0; err == VEIL_ERR_ABORTED && attempt < APPEND_ATTEMPTS; attempt++) {
+        if ((err = vault_store_begin(c)))
+            break;
+        if (!(err = vault_store_lock_log_head(c, subject, &head_seq, prev)) &&
+            !(err = append_after(v, c, subject, dk, head_seq, prev, e)))
+            err = vault_store_commit(c);
+        if (err)
+            vault_store_rollback(c); /* ABORTED here is a deadlock or serialization failure */
+    }
     return err;
 }
 
 /*
  * The common case costs one statement (or one entry of a group commit): the
- * head read with the device or citizen is still current.  When another append for the same citizen
- * won (two of their devices at once), the head row is locked in a transaction and the entry
- * appended behind it, which cannot lose again.
+ * head read with the device or citizen is still current.  The entries of a
+ * batch enter the group commit together (so they share its commit unless
+ * concurrent ones fill it); each one whose head moved is appended again
+ * alone behind the locked head.
  */
+void vault_access_append_many(struct vault *v, vault_conn *c, struct vault_access_item *items,
+                              size_t n)
+{
+    struct vault_log_append *grouped[VAULT_BATCH_MAX];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct vault_access_item *it = &items[i];
+        it->sealed = (veil_buf){0};
+        it->result = seal_after(v, it->subject, it->dk, it->head_seq, it->head, it->e,
+                                &it->sealed, it->mac, &it->log);
+        if (it->result)
+            continue;
+        it->log.result = VEIL_ERR_INTERNAL;
+        if (v->logw && k < VAULT_BATCH_MAX)
+            grouped[k++] = &it->log;
+        else /* group commit off: each append commits alone */
+            it->log.result = vault_store_append_log(c, it->subject, it->log.seq, it->log.at_ms,
+                                                    it->log.sealed, it->log.sealed_len, it->mac);
+    }
+    veil_err err = k ? vault_logw_append(v->logw, c, grouped, k) : VEIL_OK;
+    for (size_t i = 0; i < k && err; i++)
+        grouped[i]->result = err;
+    for (size_t i = 0; i < n; i++) {
+        struct vault_access_item *it = &items[i];
+        if (!it->result) {
+            it->result = it->log.result;
+            veil_buf_free(&it->sealed);
+        }
+        if (it->result == VEIL_ERR_ABORTED)
+            it->result = append_locked(v, c, it->subject, it->dk, it->e);
+    }
+}
+
 veil_err vault_access_append_dk(struct vault *v, vault_conn *c,
                                 const unsigned char subject[VAULT_SUBJECT_BYTES],
                                 const unsigned char dk[VAULT_DEK_BYTES], int64_t head_seq,
                                 const unsigned char head[VAULT_HASH_BYTES],
                                 const struct vault_entry *e)
 {
-    unsigned char prev[VAULT_HASH_BYTES];
-    veil_err err = append_after(v, c, subject, dk, head_seq, head, e, 1);
-    for (int attempt = 0; err == VEIL_ERR_ABORTED && attempt < APPEND_ATTEMPTS; attempt++) {
-        if ((err = vault_store_begin(c)))
-            break;
-        if (!(err = vault_store_lock_log_head(c, subject, &head_seq, prev)) &&
-            !(err = append_after(v, c, subject, dk, head_seq, prev, e, 0)))
-            err = vault_store_commit(c);
-        if (err)
-            vault_store_rollback(c); /* ABORTED here is a deadlock or serialization failure */
-    }
-    return err;
+    struct vault_access_item it = {
+        .subject = subject, .dk = dk, .head_seq = head_seq, .head = head, .e = e};
+    vault_access_append_many(v, c, &it, 1);
+    return it.result;
 }
 
 veil_err vault_access_append(struct vault *v, vault_conn *c,
@@ -101,7 +159,7 @@ veil_err vault_access_record_dk(struct vault *v, vault_conn *c,
     unsigned char prev[VAULT_HASH_BYTES];
     int64_t seq;
     veil_err err = vault_store_lock_log_head(c, subject, &seq, prev);
-    return err ? err : append_after(v, c, subject, dk, seq, prev, e, 0);
+    return err ? err : append_after(v, c, subject, dk, seq, prev, e);
 }
 
 veil_err vault_access_record(struct vault *v, vault_conn *c,

@@ -9,6 +9,7 @@
  * the log.  Ticket and citizen-request failures that could tell whether a
  * person or device exists share one message (and one code path cost).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,14 @@ static veil_err unwrap(struct vault *v, const unsigned char *subject, uint32_t v
  * derived from the code printed on it, so a card never signs: whoever holds
  * the code must also pass the PIN check (inperson.c).
  */
+static int signed_by(const struct vault *v, int found, const struct vault_device_row *row,
+                     const unsigned char sig[64], const veil_buf *msg)
+{
+    const unsigned char *pk = found ? row->public_key : v->keys->decoy_pk;
+    int good = crypto_sign_verify_detached(sig, msg->data, msg->len, pk) == 0;
+    return good && found && !row->card;
+}
+
 veil_err vault_device_signed(struct vault *v, vault_conn *c,
                              const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                              const unsigned char sig[64], const veil_buf *msg,
@@ -94,11 +103,9 @@ veil_err vault_device_signed(struct vault *v, vault_conn *c,
     veil_err err = vault_store_device(c, device_id, row);
     if (err && err != VEIL_ERR_NOT_FOUND)
         return err;
-    const unsigned char *pk = err ? v->keys->decoy_pk : row->public_key;
-    int good = !msg->failed && crypto_sign_verify_detached(sig, msg->data, msg->len, pk) == 0;
     if (msg->failed)
         return VEIL_ERR_NOMEM;
-    return err || !good || row->card ? VEIL_ERR_UNAUTHENTICATED : VEIL_OK;
+    return signed_by(v, !err, row, sig, msg) ? VEIL_OK : VEIL_ERR_UNAUTHENTICATED;
 }
 
 /* ---- Enrol ---- */
@@ -129,89 +136,242 @@ static void vault_enrol(Veil__Vault__Vault_Service *svc, const Veil__Vault__Enro
         free(en.certificate);
 }
 
-/* ---- VerifyTicket ---- */
+/* ---- VerifyTicket and VerifyTicketBatch ---- */
 
-static veil_err verify_ticket(struct vault *v, veil_call *call,
-                              const Veil__Vault__VerifyTicketRequest *req,
-                              unsigned char subject[VAULT_SUBJECT_BYTES],
-                              unsigned char device_id[VEIL_DEVICE_ID_BYTES],
-                              Veil__Vault__VerifyTicketResponse *resp)
-{
-    veil_ticket t;
-    veil_ticket_inner in;
-    struct vault_device_row row;
-    veil_buf msg = {0};
-    vault_conn *c;
+/* An item's outcome: what its unbatched call would reply (msg in the call's arena). */
+struct outcome {
     veil_err err;
+    const char *msg; /* when err: the client message */
+};
 
-    memset(&in, 0, sizeof in);
+/*
+ * Ends an item with err and the message the call now carries for it (set
+ * by fail() or veil_call_fail, else err's default), clearing the call for
+ * the next item.
+ */
+static void item_end(veil_call *call, struct outcome *o, veil_err err)
+{
+    char msg[256];
+    veil_call_take_error(call, err, msg, sizeof msg);
+    o->err = err;
+    o->msg = err ? veil_call_strdup(call, msg) : NULL;
+    if (err && !o->msg)
+        o->msg = veil_err_message(err);
+}
+
+static void item_fail(veil_call *call, struct outcome *o, veil_err err, const char *msg)
+{
+    item_end(call, o, fail(call, err, msg));
+}
+
+/* One ticket of a batch on its way through verify_tickets. */
+struct ticket_item {
+    const Veil__Vault__VerifyTicketRequest *req;
+    Veil__Vault__VerifyTicketResponse *resp;
+    struct outcome out;
+    int pending; /* a phone ticket, opened, still to be checked against its device */
+    veil_ticket t;
+    veil_ticket_inner in; /* wiped once checked */
+    veil_buf signed_bytes;
+    struct vault_device_row row;
+    int found;
+    const char *refused; /* a genuine ticket the vault refuses, and why (logged) */
+    struct vault_entry entry;
+    unsigned char dk[VAULT_DEK_BYTES]; /* wiped once the entry is appended */
+    struct vault_access_item log;
+};
+
+/*
+ * The checks that need neither the database nor a device: the request's
+ * shape, the ticket's binding to app and challenge, and the sealed box.  An
+ * in-person item (presentation or card) is verified here, whole.
+ */
+static void ticket_open(struct vault *v, veil_call *call, struct ticket_item *it,
+                        unsigned char *subject)
+{
+    const Veil__Vault__VerifyTicketRequest *req = it->req;
+    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
+    veil_err err;
     if (!veil_ident_valid(req->app_id))
-        return fail(call, VEIL_ERR_INVALID, "app_id is not a valid app id");
+        return item_fail(call, &it->out, VEIL_ERR_INVALID, "app_id is not a valid app id");
     if (req->challenge.len != VEIL_CHALLENGE_BYTES)
-        return fail(call, VEIL_ERR_INVALID, "challenge must be 32 bytes");
+        return item_fail(call, &it->out, VEIL_ERR_INVALID, "challenge must be 32 bytes");
     if ((req->ticket[0] != '\0') + (req->presentation[0] != '\0') + (req->card != NULL) > 1)
-        return fail(call, VEIL_ERR_INVALID,
-                    "exactly one of ticket, presentation and card is required");
-    if (req->presentation[0] || req->card) /* in person (inperson.c) */
-        return vault_inperson_verify(v, call, req, subject, device_id, resp);
-    err = veil_ticket_parse(req->ticket, strlen(req->ticket), &t);
+        return item_fail(call, &it->out, VEIL_ERR_INVALID,
+                         "exactly one of ticket, presentation and card is required");
+    if (req->presentation[0] || req->card) { /* in person (inperson.c) */
+        err = vault_inperson_verify(v, call, req, subject, device_id, it->resp);
+        sodium_memzero(device_id, sizeof device_id);
+        return item_end(call, &it->out, err);
+    }
+    err = veil_ticket_parse(req->ticket, strlen(req->ticket), &it->t);
     if (err == VEIL_ERR_PRECONDITION)
-        return fail(call, VEIL_ERR_INVALID, VEIL_TICKET_RETIRED);
+        return item_fail(call, &it->out, VEIL_ERR_INVALID, VEIL_TICKET_RETIRED);
     if (err)
-        return fail(call, VEIL_ERR_INVALID, "ticket is malformed");
-    if (strcmp(t.app_id, req->app_id) != 0)
-        return fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket was not made for this app");
-    if (sodium_memcmp(t.challenge, req->challenge.data, VEIL_CHALLENGE_BYTES) != 0)
-        return fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket does not answer this challenge");
-    uint32_t opened = vault_ticket_open(v->keys, &t, &in);
-    if (!opened || in.key_version != opened) {
-        err = fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
-        goto out;
-    }
-    memcpy(device_id, in.device_id, VEIL_DEVICE_ID_BYTES);
+        return item_fail(call, &it->out, VEIL_ERR_INVALID, "ticket is malformed");
+    if (strcmp(it->t.app_id, req->app_id) != 0)
+        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED,
+                         "ticket was not made for this app");
+    if (sodium_memcmp(it->t.challenge, req->challenge.data, VEIL_CHALLENGE_BYTES) != 0)
+        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED,
+                         "ticket does not answer this challenge");
+    uint32_t opened = vault_ticket_open(v->keys, &it->t, &it->in);
+    if (!opened || it->in.key_version != opened)
+        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
+    veil_ticket_signed_bytes(&it->signed_bytes, it->t.app_id, it->t.challenge,
+                             VEIL_CHALLENGE_BYTES, it->in.time_ms, it->in.device_id,
+                             it->in.key_version);
+    if (it->signed_bytes.failed)
+        return item_end(call, &it->out, VEIL_ERR_NOMEM);
+    it->pending = 1;
+}
 
-    if ((err = vault_store_conn(v->store, &c)))
-        goto out;
-    veil_ticket_signed_bytes(&msg, t.app_id, t.challenge, VEIL_CHALLENGE_BYTES, in.time_ms,
-                             in.device_id, in.key_version);
-    err = vault_device_signed(v, c, in.device_id, in.sig, &msg, &row);
-    if (err == VEIL_ERR_UNAUTHENTICATED)
-        fail(call, err, TICKET_FAILED);
+/* Items [from, to) of a batch, for check_signatures. */
+struct sig_range {
+    const struct vault *v;
+    struct ticket_item *items;
+    size_t from, to;
+};
+
+/*
+ * Verifies items [from, to)'s signatures against their devices (an unknown
+ * device against the decoy key: the time taken does not tell whether a
+ * device exists); an item whose signature fails is treated as unknown.
+ */
+static void *check_signatures(void *arg)
+{
+    struct sig_range *r = arg;
+    for (size_t i = r->from; i < r->to; i++) {
+        struct ticket_item *it = &r->items[i];
+        if (it->pending && !signed_by(r->v, it->found, &it->row, it->in.sig, &it->signed_bytes))
+            it->found = 0;
+    }
+    return NULL;
+}
+
+/*
+ * A genuine ticket of a known device that is refused is the citizen's
+ * business: the refusal and its reason go to their access log (the app is
+ * told only "login refused" by the gateway).  The time is checked after the
+ * signature so that only the phone's own tickets are logged.
+ */
+static veil_err ticket_entry(struct vault *v, struct ticket_item *it)
+{
+    it->refused = it->row.revoked                   ? "device_revoked"
+                  : !within_skew(v, it->in.time_ms) ? "ticket_time_outside_skew"
+                                                    : NULL;
+    it->entry = (struct vault_entry){.app_id = it->req->app_id,
+                                     .action = it->refused ? "login_refused" : "ticket_verified",
+                                     .purpose = "login",
+                                     .detail = it->refused};
+    it->log = (struct vault_access_item){.subject = it->row.subject,
+                                         .dk = it->dk,
+                                         .head_seq = it->row.head_seq,
+                                         .head = it->row.head,
+                                         .e = &it->entry};
+    return unwrap(v, it->row.subject, it->row.key_version, it->row.wrapped, it->dk);
+}
+
+/* The outcome of a checked ticket once its entry's append returned. */
+static void ticket_close(veil_call *call, struct ticket_item *it, unsigned char *subject)
+{
+    veil_err err = it->log.result;
+    if (err == VEIL_ERR_NOT_FOUND) /* erased between the lookup and the append: as unknown */
+        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
     if (err)
-        goto out;
-    /*
-     * A genuine ticket of a known device that is refused is the citizen's
-     * business: the refusal and its reason go to their access log (the app
-     * is told only "login refused" by the gateway).  The time is checked
-     * after the signature so that only the phone's own tickets are logged.
-     */
-    const char *refused = row.revoked                   ? "device_revoked"
-                          : !within_skew(v, in.time_ms) ? "ticket_time_outside_skew"
-                                                        : NULL;
-    struct vault_entry e = {.app_id = req->app_id,
-                            .action = refused ? "login_refused" : "ticket_verified",
-                            .purpose = "login",
-                            .detail = refused};
-    if ((err = vault_access_append(v, c, row.subject, row.key_version, row.wrapped, row.head_seq,
-                                   row.head, &e))) {
-        /* erased between the lookup and the append: as unknown as any other */
-        if (err == VEIL_ERR_NOT_FOUND)
-            err = fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
-        goto out;
+        return item_end(call, &it->out, err);
+    if (it->row.revoked)
+        return item_fail(call, &it->out, VEIL_ERR_DENIED, "device revoked");
+    if (it->refused)
+        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED,
+                         "ticket time is outside the allowed clock skew");
+    memcpy(subject, it->row.subject, VAULT_SUBJECT_BYTES);
+    item_end(call, &it->out, VEIL_OK);
+}
+
+/* From this many pending tickets on, a second thread checks half the signatures. */
+#define SIG_SPLIT_MIN 16
+
+/* Checks every pending item's signature, on two threads when there are enough. */
+static void check_all_signatures(const struct vault *v, struct ticket_item *items, size_t n,
+                                 size_t pending)
+{
+    struct sig_range whole = {v, items, 0, n}, half = {v, items, n / 2, n};
+    pthread_t th;
+    if (pending >= SIG_SPLIT_MIN &&
+        pthread_create(&th, NULL, check_signatures, &half) == 0) {
+        whole.to = n / 2;
+        check_signatures(&whole);
+        pthread_join(th, NULL);
+        return;
     }
-    if (row.revoked) {
-        err = fail(call, VEIL_ERR_DENIED, "device revoked");
-        goto out;
+    check_signatures(&whole);
+}
+
+/*
+ * Verifies n tickets (1 to VAULT_BATCH_MAX), each exactly as VerifyTicket
+ * alone would, but sharing the costly steps: one device look-up (= ANY) for
+ * every phone ticket, the signatures checked together, and one group commit
+ * for every access-log entry.  subjects holds n * VAULT_SUBJECT_BYTES.
+ */
+static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_item *items,
+                               size_t n, unsigned char *subjects)
+{
+    unsigned char(*ids)[VEIL_DEVICE_ID_BYTES] = veil_call_array(call, n, sizeof *ids);
+    struct vault_device_row *rows = veil_call_array(call, n, sizeof *rows);
+    int *found = veil_call_array(call, n, sizeof *found);
+    struct vault_access_item *logs = veil_call_array(call, n, sizeof *logs);
+    size_t pending = 0, appends = 0;
+    vault_conn *c = NULL;
+    veil_err err = VEIL_OK;
+    if (!ids || !rows || !found || !logs)
+        return VEIL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        items[i].out.err = VEIL_ERR_INTERNAL;
+        ticket_open(v, call, &items[i], subjects + i * VAULT_SUBJECT_BYTES);
+        if (items[i].pending)
+            memcpy(ids[pending++], items[i].in.device_id, VEIL_DEVICE_ID_BYTES);
     }
-    if (refused) {
-        err = fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket time is outside the allowed clock skew");
-        goto out;
+    if (!err && pending && !(err = vault_store_conn(v->store, &c)))
+        err = vault_store_devices(c, (const unsigned char(*)[VEIL_DEVICE_ID_BYTES])ids, pending,
+                                  rows, found);
+    for (size_t i = 0, k = 0; !err && i < n; i++) {
+        if (!items[i].pending)
+            continue;
+        items[i].found = found[k];
+        items[i].row = rows[k++];
     }
-    memcpy(subject, row.subject, VAULT_SUBJECT_BYTES);
-out:
-    veil_buf_free(&msg);
-    sodium_memzero(&in, sizeof in);
-    return err;
+    if (!err)
+        check_all_signatures(v, items, n, pending);
+    for (size_t i = 0; i < n; i++) {
+        struct ticket_item *it = &items[i];
+        if (!it->pending)
+            continue;
+        veil_err e = err;
+        if (!e && !it->found)
+            e = fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
+        if (!e)
+            e = ticket_entry(v, it);
+        if (e) {
+            it->pending = 0;
+            item_end(call, &it->out, e);
+        } else {
+            logs[appends++] = it->log;
+        }
+    }
+    if (appends)
+        vault_access_append_many(v, c, logs, appends);
+    for (size_t i = 0, k = 0; i < n; i++) {
+        struct ticket_item *it = &items[i];
+        if (it->pending) {
+            it->log.result = logs[k++].result;
+            ticket_close(call, it, subjects + i * VAULT_SUBJECT_BYTES);
+        }
+        sodium_memzero(&it->in, sizeof it->in);
+        sodium_memzero(it->dk, sizeof it->dk);
+        veil_buf_free(&it->signed_bytes);
+    }
+    return VEIL_OK;
 }
 
 /*
@@ -233,33 +393,53 @@ static void mint_capability(const struct vault *v, const unsigned char *subject,
                          out + 9 + VAULT_CAP_ID_BYTES);
 }
 
-/* One ticket; on success resp holds the subject and a fresh capability (in the call's arena). */
-static veil_err verify_one(struct vault *v, veil_call *call,
-                           const Veil__Vault__VerifyTicketRequest *req,
-                           Veil__Vault__VerifyTicketResponse *resp)
+/*
+ * VerifyTicket's logic for both doors: reqs[0..n) checked by verify_tickets,
+ * each verified one answered with its subject and a fresh capability (in the
+ * call's arena).  The device id is not returned: the vault itself refused a
+ * revoked device, so the gateway has no use for knowing which of a
+ * citizen's devices logged in, and keeps no device <-> subject mapping.
+ * Fails only when the batch as a whole cannot be handled (memory).
+ */
+static veil_err verify_batch(struct vault *v, veil_call *call,
+                             Veil__Vault__VerifyTicketRequest *const *reqs, size_t n,
+                             Veil__Vault__VerifyTicketResponse **resps, struct outcome *outs)
 {
-    unsigned char device_id[VEIL_DEVICE_ID_BYTES];
-    unsigned char *subject = veil_call_alloc(call, VAULT_SUBJECT_BYTES);
-    unsigned char *cap = veil_call_alloc(call, VAULT_CAP_BYTES);
-    if (!subject || !cap)
+    struct ticket_item *items = veil_call_array(call, n, sizeof *items);
+    unsigned char *subjects = veil_call_array(call, n, VAULT_SUBJECT_BYTES);
+    unsigned char *caps = veil_call_array(call, n, VAULT_CAP_BYTES);
+    if (!items || !subjects || !caps)
         return VEIL_ERR_NOMEM;
-    veil_err err = verify_ticket(v, call, req, subject, device_id, resp);
-    /*
-     * The device id is not returned: the vault itself refused a revoked
-     * device, so the gateway has no use for knowing which of a citizen's
-     * devices logged in, and keeps no device <-> subject mapping.
-     */
-    sodium_memzero(device_id, sizeof device_id);
-    if (err)
+    memset(items, 0, n * sizeof *items);
+    for (size_t i = 0; i < n; i++) {
+        items[i].req = reqs[i];
+        items[i].resp = resps[i];
+    }
+    veil_err err = verify_tickets(v, call, items, n, subjects);
+    for (size_t i = 0; !err && i < n; i++) {
+        Veil__Vault__VerifyTicketResponse *r = resps[i];
+        outs[i] = items[i].out;
+        if (outs[i].err)
+            continue;
+        if (!r->credential[0])
+            r->credential = "phone";
+        r->subject_ref.data = subjects + i * VAULT_SUBJECT_BYTES;
+        r->subject_ref.len = VAULT_SUBJECT_BYTES;
+        r->release_capability.data = caps + i * VAULT_CAP_BYTES;
+        r->release_capability.len = VAULT_CAP_BYTES;
+        mint_capability(v, r->subject_ref.data, reqs[i]->app_id, reqs[i]->challenge.data,
+                        r->release_capability.data);
+    }
+    return err;
+}
+
+/* The unbatched door: a batch of one, its outcome the call's. */
+static veil_err single_outcome(veil_call *call, veil_err err, const struct outcome *o)
+{
+    if (err || !o->err)
         return err;
-    if (!resp->credential[0])
-        resp->credential = "phone";
-    resp->subject_ref.data = subject;
-    resp->subject_ref.len = VAULT_SUBJECT_BYTES;
-    mint_capability(v, subject, req->app_id, req->challenge.data, cap);
-    resp->release_capability.data = cap;
-    resp->release_capability.len = VAULT_CAP_BYTES;
-    return VEIL_OK;
+    veil_call_fail(call, o->err, "%s", o->msg);
+    return o->err;
 }
 
 static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
@@ -267,8 +447,11 @@ static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
                                 Veil__Vault__VerifyTicketResponse_Closure done, void *call)
 {
     Veil__Vault__VerifyTicketResponse resp = VEIL__VAULT__VERIFY_TICKET_RESPONSE__INIT;
-    veil_err err = verify_one(self(svc), call, req, &resp);
-    VEIL_REPLY(done, call, err, &resp);
+    Veil__Vault__VerifyTicketRequest *reqs[] = {(Veil__Vault__VerifyTicketRequest *)req};
+    Veil__Vault__VerifyTicketResponse *resps[] = {&resp};
+    struct outcome o;
+    veil_err err = verify_batch(self(svc), call, reqs, 1, resps, &o);
+    VEIL_REPLY(done, call, single_outcome(call, err, &o), &resp);
 }
 
 /* ---- VerifyCitizenRequest ---- */
@@ -458,30 +641,56 @@ static veil_err open_citizen(struct vault *v, veil_call *call, vault_conn *c,
     return unwrap(v, subject, o->row.key_version, o->row.wrapped, o->dk);
 }
 
-/* Computes the attributes and logs the release; nothing is released without its log entry. */
-static veil_err release(struct vault *v, veil_call *call,
-                        const Veil__Vault__ReleaseAttributesRequest *req, struct opened *o,
-                        Veil__Attribute **attrs)
+/* One release of a batch on its way through release_batch. */
+struct release_item {
+    const Veil__Vault__ReleaseAttributesRequest *req;
+    struct outcome out;
+    int pending;          /* passed the checks; its capability goes to the statement */
+    int used_before;      /* its capability is an earlier item's: used by that one */
+    Veil__Attribute **attrs;
+    struct vault_entry entry;
+};
+
+/* The checks before the database: the request's shape and the capability's binding and expiry. */
+static void release_check(struct vault *v, veil_call *call, struct release_item *it,
+                          struct vault_release_item *st, struct opened *o)
 {
+    const Veil__Vault__ReleaseAttributesRequest *req = it->req;
+    veil_err err = check_release(call, req);
+    if (!err && !(it->attrs = veil_call_array(call, req->n_attributes, sizeof *it->attrs)))
+        err = VEIL_ERR_NOMEM;
+    if (!err)
+        err = check_capability(v, call, req, &st->expires_ms);
+    if (err)
+        return item_end(call, &it->out, err);
+    st->subject = req->subject_ref.data;
+    st->cap_id = req->capability.data + 9;
+    st->app_id = req->app_id;
+    st->row = &o->row;
+    it->pending = 1;
+}
+
+/*
+ * After the statement: the capability's single use, the app's scope, the
+ * attributes computed and the entry prepared (into log).  An item that
+ * fails here has used its capability, as an unbatched release would have.
+ */
+static veil_err release_compute(struct vault *v, veil_call *call, struct release_item *it,
+                                const struct vault_release_item *st, struct opened *o,
+                                struct vault_access_item *log)
+{
+    const Veil__Vault__ReleaseAttributesRequest *req = it->req;
     const unsigned char *subject = req->subject_ref.data;
-    char scope[VAULT_SCOPE_MAX];
-    int64_t expires;
-    int fresh;
-    vault_conn *c;
-    veil_err err;
-    if ((err = check_capability(v, call, req, &expires)) || (err = vault_store_conn(v->store, &c)))
-        return err;
-    err = vault_store_release(c, subject, req->capability.data + 9, expires, req->app_id, &fresh,
-                              scope, sizeof scope, &o->row);
+    veil_err err = st->result;
     if (err && err != VEIL_ERR_NOT_FOUND && err != VEIL_ERR_PRECONDITION)
         return err;
-    if (!fresh)
+    if (!st->fresh)
         return fail(call, VEIL_ERR_DENIED, "capability already used");
     if (err == VEIL_ERR_PRECONDITION)
         return fail(call, VEIL_ERR_DENIED, "app has no registered scope in the vault");
     if (err == VEIL_ERR_NOT_FOUND)
         return fail(call, err, "subject not found");
-    if ((err = within_scope(call, req, scope)) ||
+    if ((err = within_scope(call, req, st->scope)) ||
         (err = unwrap(v, subject, o->row.key_version, o->row.wrapped, o->dk)))
         return err;
     if (vault_profile_open(o->dk, subject, o->row.profile, o->row.profile_len, &o->profile) !=
@@ -490,37 +699,94 @@ static veil_err release(struct vault *v, veil_call *call,
         return VEIL_ERR_INTERNAL;
     }
     if ((err = vault_attrs_compute(call, &o->profile, vault_today_cst(veil_now_ms()),
-                                   req->attributes, req->n_attributes, o->birth_date, attrs)))
+                                   req->attributes, req->n_attributes, o->birth_date, it->attrs)))
         return err;
-    struct vault_entry e = {.app_id = req->app_id,
-                            .action = "attributes_released",
-                            .attributes = (const char *const *)req->attributes,
-                            .n_attributes = req->n_attributes,
-                            .purpose = req->purpose};
-    err = vault_access_append_dk(v, c, subject, o->dk, o->row.head_seq, o->row.head, &e);
-    if (err == VEIL_ERR_NOT_FOUND) /* erased in between */
-        fail(call, err, "subject not found");
-    return err;
+    it->entry = (struct vault_entry){.app_id = req->app_id,
+                                     .action = "attributes_released",
+                                     .attributes = (const char *const *)req->attributes,
+                                     .n_attributes = req->n_attributes,
+                                     .purpose = req->purpose};
+    *log = (struct vault_access_item){.subject = subject,
+                                      .dk = o->dk,
+                                      .head_seq = o->row.head_seq,
+                                      .head = o->row.head,
+                                      .e = &it->entry};
+    return VEIL_OK;
 }
 
-/* One release; on success resp holds the attributes (in the call's arena). */
-static veil_err release_one(struct vault *v, veil_call *call,
-                            const Veil__Vault__ReleaseAttributesRequest *req,
-                            Veil__Vault__ReleaseAttributesResponse *resp)
+/*
+ * ReleaseAttributes' logic for both doors: reqs[0..n) (1 to VAULT_BATCH_MAX)
+ * each checked and answered exactly as alone, sharing one statement for
+ * every capability's use and citizen (one commit) and one group commit for
+ * every entry; nothing is released without its entry.  Released attributes
+ * go to resps[i] (raw values point into o[i], which the caller wipes after
+ * the reply).  Fails only when the batch as a whole cannot be handled.
+ */
+static veil_err release_batch(struct vault *v, veil_call *call,
+                              Veil__Vault__ReleaseAttributesRequest *const *reqs, size_t n,
+                              struct opened *o, Veil__Vault__ReleaseAttributesResponse **resps,
+                              struct outcome *outs)
 {
-    struct opened *o = sodium_malloc(sizeof *o);
-    Veil__Attribute **attrs = NULL;
-    veil_err err = check_release(call, req);
-    if (!err && (!o || !(attrs = veil_call_alloc(call, req->n_attributes * sizeof *attrs))))
-        err = VEIL_ERR_NOMEM;
-    if (!err)
-        err = release(v, call, req, o, attrs);
-    if (!err) {
-        resp->attributes = attrs;
-        resp->n_attributes = req->n_attributes;
+    struct release_item *items = veil_call_array(call, n, sizeof *items);
+    struct vault_release_item *st = veil_call_array(call, n, sizeof *st);
+    struct vault_release_item *stmt = veil_call_array(call, n, sizeof *stmt);
+    struct vault_access_item *logs = veil_call_array(call, n, sizeof *logs);
+    size_t pending = 0, appends = 0;
+    vault_conn *c = NULL;
+    veil_err err = VEIL_OK;
+    if (!items || !st || !stmt || !logs)
+        return VEIL_ERR_NOMEM;
+    memset(items, 0, n * sizeof *items);
+    for (size_t i = 0; i < n; i++) {
+        items[i].req = reqs[i];
+        items[i].out.err = VEIL_ERR_INTERNAL;
+        release_check(v, call, &items[i], &st[i], &o[i]);
+        /* a capability twice: the first use is the earlier item's (its MAC binds the same) */
+        for (size_t j = 0; items[i].pending && j < i; j++)
+            if (items[j].pending && !items[j].used_before &&
+                sodium_memcmp(st[j].cap_id, st[i].cap_id, VAULT_CAP_ID_BYTES) == 0)
+                items[i].used_before = 1;
+        if (items[i].pending && !items[i].used_before)
+            stmt[pending++] = st[i];
     }
-    sodium_free(o); /* wipes the profile, the birth date and the data key */
-    return err;
+    if (pending && !(err = vault_store_conn(v->store, &c)))
+        err = vault_store_release_batch(c, stmt, pending);
+    for (size_t i = 0, k = 0; i < n; i++) {
+        struct release_item *it = &items[i];
+        if (!it->pending)
+            continue;
+        veil_err e = err;
+        if (it->used_before && !e)
+            e = fail(call, VEIL_ERR_DENIED, "capability already used");
+        else if (!e)
+            e = release_compute(v, call, it, &stmt[k], &o[i], &logs[appends]);
+        k += !it->used_before;
+        if (e) {
+            it->pending = 0;
+            item_end(call, &it->out, e);
+        } else {
+            appends++;
+        }
+    }
+    if (appends)
+        vault_access_append_many(v, c, logs, appends);
+    for (size_t i = 0, k = 0; i < n; i++) {
+        struct release_item *it = &items[i];
+        if (!it->pending)
+            continue;
+        veil_err e = logs[k++].result;
+        if (e == VEIL_ERR_NOT_FOUND) /* erased in between */
+            fail(call, e, "subject not found");
+        item_end(call, &it->out, e);
+    }
+    for (size_t i = 0; i < n; i++) {
+        outs[i] = items[i].out;
+        if (outs[i].err)
+            continue;
+        resps[i]->attributes = items[i].attrs;
+        resps[i]->n_attributes = reqs[i]->n_attributes;
+    }
+    return VEIL_OK;
 }
 
 static void vault_release_attributes(Veil__Vault__Vault_Service *svc,
@@ -529,8 +795,13 @@ static void vault_release_attributes(Veil__Vault__Vault_Service *svc,
                                      void *call)
 {
     Veil__Vault__ReleaseAttributesResponse resp = VEIL__VAULT__RELEASE_ATTRIBUTES_RESPONSE__INIT;
-    veil_err err = release_one(self(svc), call, req, &resp);
-    VEIL_REPLY(done, call, err, &resp);
+    Veil__Vault__ReleaseAttributesRequest *reqs[] = {(Veil__Vault__ReleaseAttributesRequest *)req};
+    Veil__Vault__ReleaseAttributesResponse *resps[] = {&resp};
+    struct opened *o = sodium_malloc(sizeof *o);
+    struct outcome out;
+    veil_err err = o ? release_batch(self(svc), call, reqs, 1, o, resps, &out) : VEIL_ERR_NOMEM;
+    VEIL_REPLY(done, call, single_outcome(call, err, &out), &resp);
+    sodium_free(o); /* wipes the profile, the birth date and the data key */
 }
 
 /* ---- VerifyTicketBatch, ReleaseAttributesBatch ---- */
@@ -550,35 +821,50 @@ static veil_err check_batch(veil_call *call, size_t n)
     return VEIL_OK;
 }
 
-/* Item outcome err as its status (the unbatched reply's code and message); clears the call's. */
-static veil_err item_status(veil_call *call, veil_err err, Veil__Vault__ItemStatus **out)
-{
-    char msg[256];
-    Veil__Vault__ItemStatus *st = veil_call_alloc(call, sizeof *st);
-    veil_call_take_error(call, err, msg, sizeof msg);
-    if (!st)
-        return VEIL_ERR_NOMEM;
-    veil__vault__item_status__init(st);
-    st->code = (uint32_t)veil_err_status(err);
-    if (err && !(st->message = veil_call_strdup(call, msg)))
-        return VEIL_ERR_NOMEM;
-    *out = st;
-    return VEIL_OK;
-}
-
-/* Arena arrays of n item replies (each initialised by init) and n statuses. */
+/*
+ * Arena arrays for a batch's reply: n item replies (each initialised by
+ * init), n statuses and n outcomes.
+ */
 static veil_err batch_arrays(veil_call *call, size_t n, size_t size, void (*init)(void *),
-                             void ***items, Veil__Vault__ItemStatus ***status)
+                             void ***items, Veil__Vault__ItemStatus ***status,
+                             struct outcome **outs)
 {
     *items = veil_call_array(call, n, sizeof **items);
     *status = veil_call_array(call, n, sizeof **status);
-    if (!*items || !*status)
+    *outs = veil_call_array(call, n, sizeof **outs);
+    if (!*items || !*status || !*outs)
         return VEIL_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
         if (!((*items)[i] = veil_call_alloc(call, size)))
             return VEIL_ERR_NOMEM;
         init((*items)[i]);
     }
+    return VEIL_OK;
+}
+
+/*
+ * Items' outcomes as their statuses (code and message); refused items are
+ * counted in one log line (the per-call log line says only OK).
+ */
+static veil_err batch_statuses(veil_call *call, const struct outcome *outs, size_t n,
+                               Veil__Vault__ItemStatus **status)
+{
+    Veil__Vault__ItemStatus *st = veil_call_array(call, n, sizeof *st);
+    size_t refused = 0;
+    if (!st)
+        return VEIL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        veil__vault__item_status__init(&st[i]);
+        st[i].code = (uint32_t)veil_err_status(outs[i].err);
+        if (outs[i].err) {
+            st[i].message = (char *)outs[i].msg;
+            refused++;
+        }
+        status[i] = &st[i];
+    }
+    if (refused)
+        veil_log(VEIL_LOG_INFO, "batch items refused", VL_STR("method", veil_call_method(call)),
+                 VL_INT("items", (long long)n), VL_INT("refused", (long long)refused), VL_END);
     return VEIL_OK;
 }
 
@@ -599,13 +885,16 @@ static void vault_verify_ticket_batch(Veil__Vault__Vault_Service *svc,
 {
     Veil__Vault__VerifyTicketBatchResponse resp = VEIL__VAULT__VERIFY_TICKET_BATCH_RESPONSE__INIT;
     void **items = NULL;
+    struct outcome *outs = NULL;
     veil_err err = check_batch(call, req->n_items);
     if (!err)
         err = batch_arrays(call, req->n_items, sizeof(Veil__Vault__VerifyTicketResponse),
-                           init_verify_resp, &items, &resp.status);
-    for (size_t i = 0; !err && i < req->n_items; i++)
-        err = item_status(call, verify_one(self(svc), call, req->items[i], items[i]),
-                          &resp.status[i]);
+                           init_verify_resp, &items, &resp.status, &outs);
+    if (!err)
+        err = verify_batch(self(svc), call, req->items, req->n_items,
+                           (Veil__Vault__VerifyTicketResponse **)items, outs);
+    if (!err)
+        err = batch_statuses(call, outs, req->n_items, resp.status);
     if (!err) {
         resp.items = (Veil__Vault__VerifyTicketResponse **)items;
         resp.n_items = resp.n_status = req->n_items;
@@ -621,18 +910,26 @@ static void vault_release_attributes_batch(Veil__Vault__Vault_Service *svc,
     Veil__Vault__ReleaseAttributesBatchResponse resp =
         VEIL__VAULT__RELEASE_ATTRIBUTES_BATCH_RESPONSE__INIT;
     void **items = NULL;
+    struct outcome *outs = NULL;
+    struct opened *o = NULL;
     veil_err err = check_batch(call, req->n_items);
     if (!err)
         err = batch_arrays(call, req->n_items, sizeof(Veil__Vault__ReleaseAttributesResponse),
-                           init_release_resp, &items, &resp.status);
-    for (size_t i = 0; !err && i < req->n_items; i++)
-        err = item_status(call, release_one(self(svc), call, req->items[i], items[i]),
-                          &resp.status[i]);
+                           init_release_resp, &items, &resp.status, &outs);
+    /* one guarded block for the whole batch's personal data */
+    if (!err && !(o = sodium_malloc(req->n_items * sizeof *o)))
+        err = VEIL_ERR_NOMEM;
+    if (!err)
+        err = release_batch(self(svc), call, req->items, req->n_items, o,
+                            (Veil__Vault__ReleaseAttributesResponse **)items, outs);
+    if (!err)
+        err = batch_statuses(call, outs, req->n_items, resp.status);
     if (!err) {
         resp.items = (Veil__Vault__ReleaseAttributesResponse **)items;
         resp.n_items = resp.n_status = req->n_items;
     }
     VEIL_REPLY(done, call, err, &resp);
+    sodium_free(o); /* wipes the profiles, birth dates and data keys */
 }
 
 /* ---- ListDevices ---- */

@@ -14,6 +14,9 @@
  * meanwhile queue and wait, and one of them leads the next batch.  No entry
  * is acknowledged before the commit that holds it, nothing waits on purpose,
  * and a lone caller pays no hand-off: it appends as it did before.
+ * A caller may bring several entries at once (a batched call: issue 15);
+ * they queue together, so they usually share one commit, and the caller
+ * returns once every one of them is committed (or refused).
  *
  * Entries of one batch are sorted by subject, so concurrent batches (other
  * vault replicas) lock head rows in the same order.  When the batch
@@ -30,9 +33,14 @@
 #include "veil/metrics.h"
 #include "vault.h"
 
+/* A caller waiting for its entries: how many are not written yet. */
+struct waiter {
+    size_t left;
+};
+
 struct item {
-    struct vault_log_append e;
-    int done;
+    struct vault_log_append *e;
+    struct waiter *owner;
     struct item *next;
 };
 
@@ -114,57 +122,60 @@ void vault_logw_free(struct vault_logw *w)
     free(w);
 }
 
-veil_err vault_logw_append(struct vault_logw *w, vault_conn *c,
-                           const unsigned char subject[VAULT_SUBJECT_BYTES], int64_t seq,
-                           int64_t at_ms, const unsigned char *sealed, size_t len,
-                           const unsigned char mac[VAULT_HASH_BYTES])
+veil_err vault_logw_append(struct vault_logw *w, vault_conn *c, struct vault_log_append *const *e,
+                           size_t n)
 {
-    struct item it = {.e = {.subject = subject,
-                            .seq = seq,
-                            .at_ms = at_ms,
-                            .sealed = sealed,
-                            .sealed_len = len,
-                            .mac = mac}};
+    struct waiter me = {.left = n};
     /* on the stack: a batch is bounded by max_batch, which the configuration caps */
     struct vault_log_append *batch[VAULT_LOG_BATCH_LIMIT];
     struct item *taken[VAULT_LOG_BATCH_LIMIT];
     size_t limit = w->max_batch < VAULT_LOG_BATCH_LIMIT ? w->max_batch : VAULT_LOG_BATCH_LIMIT;
+    if (n == 0)
+        return VEIL_OK;
+    /* a lone entry (every unbatched call) queues without an allocation */
+    struct item one, *its = n == 1 ? &one : calloc(n, sizeof *its);
+    if (!its)
+        return VEIL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        its[i] = (struct item){.e = e[i], .owner = &me, .next = i + 1 < n ? &its[i + 1] : NULL};
     pthread_mutex_lock(&w->mu);
     if (w->tail)
-        w->tail->next = &it;
+        w->tail->next = &its[0];
     else
-        w->head = &it;
-    w->tail = &it;
-    while (!it.done) {
+        w->head = &its[0];
+    w->tail = &its[n - 1];
+    while (me.left) {
         if (w->leading) {
             pthread_cond_wait(&w->finished, &w->mu);
             continue;
         }
-        /* lead: everything queued so far, this caller's entry among it */
+        /* lead: everything queued so far (up to the limit), this caller's first entry among it */
         w->leading = 1;
-        size_t n = 0;
-        while (w->head && n < limit) {
+        size_t k = 0;
+        while (w->head && k < limit) {
             struct item *x = w->head;
             w->head = x->next;
-            taken[n] = x;
-            batch[n++] = &x->e;
+            taken[k] = x;
+            batch[k++] = x->e;
         }
         if (!w->head)
             w->tail = NULL;
         pthread_mutex_unlock(&w->mu);
         int64_t t0 = veil_mono_ns();
-        write_batch(c, batch, n);
+        write_batch(c, batch, k);
         veil_metric_observe(m_commit, (double)(veil_mono_ns() - t0) / 1e9, NULL);
-        veil_metric_observe(m_batch, (double)n, NULL);
+        veil_metric_observe(m_batch, (double)k, NULL);
         atomic_fetch_add(&w->batches, 1);
-        atomic_fetch_add(&w->entries, n);
+        atomic_fetch_add(&w->entries, k);
         pthread_mutex_lock(&w->mu);
-        for (size_t i = 0; i < n; i++)
-            taken[i]->done = 1;
+        for (size_t i = 0; i < k; i++)
+            taken[i]->owner->left--;
         w->leading = 0;
         /* the others: their results, or the lead of the next batch */
         pthread_cond_broadcast(&w->finished);
     }
     pthread_mutex_unlock(&w->mu);
-    return it.e.result;
+    if (its != &one)
+        free(its);
+    return VEIL_OK;
 }

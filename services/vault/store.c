@@ -66,12 +66,13 @@ static const veil_pg_stmt stmts[] = {
                     "SELECT c.web_number, c.key_version, c.wrapped_key, c.profile, h.seq, h.head "
                     "FROM citizens c JOIN access_heads h ON h.subject_ref = c.subject_ref "
                     "WHERE c.subject_ref = $1::bytea"},
-    [ST_DEVICE] = {"device",
+    /* Every device of a batch of tickets (or one) at once; ids may repeat. */
+    [ST_DEVICE] = {"devices",
                    "SELECT d.subject_ref, d.public_key, d.revoked_at IS NOT NULL, c.key_version, "
-                   "c.wrapped_key, h.seq, h.head, d.pin_mac IS NOT NULL "
+                   "c.wrapped_key, h.seq, h.head, d.pin_mac IS NOT NULL, d.device_id "
                    "FROM devices d JOIN citizens c ON c.subject_ref = d.subject_ref "
                    "JOIN access_heads h ON h.subject_ref = d.subject_ref "
-                   "WHERE d.device_id = $1::bytea"},
+                   "WHERE d.device_id = ANY($1::bytea[])"},
     /* Advances the head only from seq - 1, so of two concurrent appends one wins. */
     [ST_APPEND] = {"append_log",
                    "WITH head AS (UPDATE access_heads SET seq = $2::int8, head = $5::bytea "
@@ -196,15 +197,23 @@ static const veil_pg_stmt stmts[] = {
      * the citizen.  Always one row: the citizen's columns are NULL when the
      * subject is gone, the scope when the vault does not know the app.
      */
+    /*
+     * A batch of releases (or one) in one statement: uses each capability id
+     * (the caller sends each id once), returns per item, in order, the
+     * citizen, whether the id was fresh, and the app's scope.
+     */
     [ST_RELEASE] =
         {"release",
-         "WITH used AS (INSERT INTO used_capabilities (id, expires_at) VALUES ($2::bytea, "
-         "to_timestamp($3::int8 / 1000.0)) ON CONFLICT DO NOTHING RETURNING 1) "
+         "WITH r AS (SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::text[]) "
+         "WITH ORDINALITY AS r(subject_ref, cap_id, expires_ms, app_id, i)), "
+         "used AS (INSERT INTO used_capabilities (id, expires_at) "
+         "SELECT cap_id, to_timestamp(expires_ms / 1000.0) FROM r ON CONFLICT DO NOTHING "
+         "RETURNING id) "
          "SELECT c.web_number, c.key_version, c.wrapped_key, c.profile, h.seq, h.head, "
-         "(SELECT count(*) FROM used), "
-         "(SELECT attributes FROM app_scopes WHERE app_id = $4::text) "
-         "FROM (SELECT 1) AS one LEFT JOIN citizens c ON c.subject_ref = $1::bytea "
-         "LEFT JOIN access_heads h ON h.subject_ref = c.subject_ref"},
+         "r.cap_id IN (SELECT id FROM used), s.attributes, r.i "
+         "FROM r LEFT JOIN citizens c ON c.subject_ref = r.subject_ref "
+         "LEFT JOIN access_heads h ON h.subject_ref = c.subject_ref "
+         "LEFT JOIN app_scopes s ON s.app_id = r.app_id ORDER BY r.i"},
     /* Returns a row only when the scope is new or changed. */
     [ST_SET_SCOPE] =
         {"set_scope",
@@ -357,22 +366,25 @@ static veil_err exec(vault_conn *c, int stmt, const veil_pg_param *p, int n, PGr
 
 static veil_err exec_any_row(vault_conn *c, int stmt, const veil_pg_param *p, int n, int *any);
 
-/* Copies a citizen's columns (from column col on) into out; -1 when they are NULL or malformed. */
-static int citizen_columns(const PGresult *r, int col, const unsigned char *subject,
+/*
+ * Copies a citizen's columns (of row `row`, from column col on) into out; -1
+ * when they are NULL or malformed.
+ */
+static int citizen_columns(const PGresult *r, int row, int col, const unsigned char *subject,
                            struct vault_citizen_row *out)
 {
     size_t plen;
-    const unsigned char *profile = veil_pg_get_bytes(r, 0, col + 3, &plen);
-    if (PQgetisnull(r, 0, col) || !profile || plen > VAULT_PROFILE_MAX ||
-        copy_bytes(r, 0, col + 2, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
-        copy_bytes(r, 0, col + 5, out->head, VAULT_HASH_BYTES) != 0)
+    const unsigned char *profile = veil_pg_get_bytes(r, row, col + 3, &plen);
+    if (PQgetisnull(r, row, col) || !profile || plen > VAULT_PROFILE_MAX ||
+        copy_bytes(r, row, col + 2, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
+        copy_bytes(r, row, col + 5, out->head, VAULT_HASH_BYTES) != 0)
         return -1;
     memcpy(out->subject, subject, VAULT_SUBJECT_BYTES);
-    snprintf(out->web_number, sizeof out->web_number, "%s", veil_pg_get_text(r, 0, col));
-    out->key_version = (uint32_t)veil_pg_get_i64(r, 0, col + 1);
+    snprintf(out->web_number, sizeof out->web_number, "%s", veil_pg_get_text(r, row, col));
+    out->key_version = (uint32_t)veil_pg_get_i64(r, row, col + 1);
     memcpy(out->profile, profile, plen);
     out->profile_len = plen;
-    out->head_seq = veil_pg_get_i64(r, 0, col + 4);
+    out->head_seq = veil_pg_get_i64(r, row, col + 4);
     return 0;
 }
 
@@ -387,41 +399,80 @@ veil_err vault_store_citizen(vault_conn *c, const unsigned char subject[VAULT_SU
     err = VEIL_ERR_NOT_FOUND;
     if (PQntuples(r) != 1)
         goto out;
-    err = citizen_columns(r, 0, subject, out) == 0 ? VEIL_OK : VEIL_ERR_INTERNAL;
+    err = citizen_columns(r, 0, 0, subject, out) == 0 ? VEIL_OK : VEIL_ERR_INTERNAL;
 out:
     PQclear(r);
     return err;
 }
 
-veil_err vault_store_release(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
-                             const unsigned char cap_id[VAULT_CAP_ID_BYTES], int64_t expires_ms,
-                             const char *app_id, int *fresh, char *scope, size_t scope_len,
-                             struct vault_citizen_row *out)
+/* PostgreSQL's binary array of n elements of type oid: header, then length-prefixed values. */
+static void array_begin(veil_buf *b, uint32_t oid, size_t n)
 {
-    PGresult *r;
-    veil_pg_param p[] = {vp_bytes(subject, VAULT_SUBJECT_BYTES),
-                         vp_bytes(cap_id, VAULT_CAP_ID_BYTES), vp_i64(expires_ms), vp_text(app_id)};
-    *fresh = 0;
-    scope[0] = '\0';
-    veil_err err = exec(c, ST_RELEASE, p, 4, &r);
-    if (err)
-        return err;
-    err = VEIL_ERR_INTERNAL;
-    if (PQntuples(r) != 1)
+    veil_buf_put_u32(b, 1); /* dimensions */
+    veil_buf_put_u32(b, 0); /* no NULLs */
+    veil_buf_put_u32(b, oid);
+    veil_buf_put_u32(b, (uint32_t)n);
+    veil_buf_put_u32(b, 1); /* lower bound */
+}
+
+static void array_put(veil_buf *b, const void *p, size_t n)
+{
+    veil_buf_put_u32(b, (uint32_t)n);
+    veil_buf_put(b, p, n);
+}
+
+#define OID_BYTEA 17
+#define OID_INT8  20
+#define OID_TEXT  25
+
+/* The item's outcome from its row of ST_RELEASE. */
+static veil_err release_row(const PGresult *r, int row, struct vault_release_item *it)
+{
+    it->fresh = veil_pg_get_bool(r, row, 6);
+    it->scope[0] = '\0';
+    if (!PQgetisnull(r, row, 7))
+        snprintf(it->scope, sizeof it->scope, "%s", veil_pg_get_text(r, row, 7));
+    if (PQgetisnull(r, row, 0))
+        return VEIL_ERR_NOT_FOUND;
+    if (citizen_columns(r, row, 0, it->subject, it->row) != 0)
+        return VEIL_ERR_INTERNAL;
+    /* the app is unknown to the vault */
+    return PQgetisnull(r, row, 7) ? VEIL_ERR_PRECONDITION : VEIL_OK;
+}
+
+veil_err vault_store_release_batch(vault_conn *c, struct vault_release_item *items, size_t n)
+{
+    veil_buf a[4] = {{0}};
+    PGresult *r = NULL;
+    veil_err err = VEIL_ERR_NOMEM;
+    array_begin(&a[0], OID_BYTEA, n);
+    array_begin(&a[1], OID_BYTEA, n);
+    array_begin(&a[2], OID_INT8, n);
+    array_begin(&a[3], OID_TEXT, n);
+    for (size_t i = 0; i < n; i++) {
+        array_put(&a[0], items[i].subject, VAULT_SUBJECT_BYTES);
+        array_put(&a[1], items[i].cap_id, VAULT_CAP_ID_BYTES);
+        veil_buf_put_u32(&a[2], 8);
+        veil_buf_put_i64(&a[2], items[i].expires_ms);
+        array_put(&a[3], items[i].app_id, strlen(items[i].app_id));
+        items[i].fresh = 0;
+        items[i].result = VEIL_ERR_INTERNAL;
+    }
+    for (int k = 0; k < 4; k++)
+        if (a[k].failed)
+            goto out;
+    veil_pg_param p[4];
+    for (int k = 0; k < 4; k++)
+        p[k] = vp_bytes(a[k].data, a[k].len);
+    if ((err = exec(c, ST_RELEASE, p, 4, &r)))
         goto out;
-    *fresh = veil_pg_get_i64(r, 0, 6) == 1;
-    if (PQgetisnull(r, 0, 7))
-        scope = NULL; /* the app is unknown: said by VEIL_ERR_PRECONDITION below */
-    else
-        snprintf(scope, scope_len, "%s", veil_pg_get_text(r, 0, 7));
-    if (PQgetisnull(r, 0, 0))
-        err = VEIL_ERR_NOT_FOUND;
-    else
-        err = citizen_columns(r, 0, subject, out) == 0 ? VEIL_OK : VEIL_ERR_INTERNAL;
-    if (!err && !scope)
-        err = VEIL_ERR_PRECONDITION;
+    err = (size_t)PQntuples(r) == n ? VEIL_OK : VEIL_ERR_INTERNAL;
+    for (int row = 0; !err && row < PQntuples(r); row++)
+        items[row].result = release_row(r, row, &items[row]);
 out:
     PQclear(r);
+    for (int k = 0; k < 4; k++)
+        veil_buf_free(&a[k]);
     return err;
 }
 
@@ -432,32 +483,60 @@ veil_err vault_store_set_scope(vault_conn *c, const char *app_id, const char *at
     return exec_any_row(c, ST_SET_SCOPE, p, 2, changed);
 }
 
-/* Columns 0-7 of ST_DEVICE and ST_CARD (one row) into out. */
-static veil_err device_row(const PGresult *r, struct vault_device_row *out)
+/* Columns 0-7 of ST_DEVICE and ST_CARD (row `row`) into out. */
+static veil_err device_row(const PGresult *r, int row, struct vault_device_row *out)
 {
-    if (copy_bytes(r, 0, 0, out->subject, VAULT_SUBJECT_BYTES) != 0 ||
-        copy_bytes(r, 0, 1, out->public_key, 32) != 0 ||
-        copy_bytes(r, 0, 4, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
-        copy_bytes(r, 0, 6, out->head, VAULT_HASH_BYTES) != 0)
+    if (copy_bytes(r, row, 0, out->subject, VAULT_SUBJECT_BYTES) != 0 ||
+        copy_bytes(r, row, 1, out->public_key, 32) != 0 ||
+        copy_bytes(r, row, 4, out->wrapped, VAULT_WRAPPED_BYTES) != 0 ||
+        copy_bytes(r, row, 6, out->head, VAULT_HASH_BYTES) != 0)
         return VEIL_ERR_INTERNAL;
-    out->revoked = veil_pg_get_bool(r, 0, 2);
-    out->key_version = (uint32_t)veil_pg_get_i64(r, 0, 3);
-    out->head_seq = veil_pg_get_i64(r, 0, 5);
-    out->card = veil_pg_get_bool(r, 0, 7);
+    out->revoked = veil_pg_get_bool(r, row, 2);
+    out->key_version = (uint32_t)veil_pg_get_i64(r, row, 3);
+    out->head_seq = veil_pg_get_i64(r, row, 5);
+    out->card = veil_pg_get_bool(r, row, 7);
     return VEIL_OK;
+}
+
+veil_err vault_store_devices(vault_conn *c, const unsigned char (*ids)[VEIL_DEVICE_ID_BYTES],
+                             size_t n, struct vault_device_row *rows, int *found)
+{
+    veil_buf a = {0};
+    PGresult *r = NULL;
+    veil_err err = VEIL_ERR_NOMEM;
+    array_begin(&a, OID_BYTEA, n);
+    for (size_t i = 0; i < n; i++) {
+        array_put(&a, ids[i], VEIL_DEVICE_ID_BYTES);
+        found[i] = 0;
+    }
+    if (a.failed)
+        goto out;
+    veil_pg_param p[] = {vp_bytes(a.data, a.len)};
+    if ((err = exec(c, ST_DEVICE, p, 1, &r)))
+        goto out;
+    for (int row = 0; !err && row < PQntuples(r); row++) {
+        size_t len;
+        const unsigned char *id = veil_pg_get_bytes(r, row, 8, &len);
+        for (size_t i = 0; !err && id && len == VEIL_DEVICE_ID_BYTES && i < n; i++) {
+            if (memcmp(ids[i], id, VEIL_DEVICE_ID_BYTES) != 0)
+                continue;
+            err = device_row(r, row, &rows[i]);
+            found[i] = 1;
+        }
+    }
+out:
+    PQclear(r);
+    veil_buf_free(&a);
+    return err;
 }
 
 veil_err vault_store_device(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                             struct vault_device_row *out)
 {
-    PGresult *r;
-    veil_pg_param p[] = {vp_bytes(device_id, VEIL_DEVICE_ID_BYTES)};
-    veil_err err = exec(c, ST_DEVICE, p, 1, &r);
-    if (err)
-        return err;
-    err = PQntuples(r) != 1 ? VEIL_ERR_NOT_FOUND : device_row(r, out);
-    PQclear(r);
-    return err;
+    int found;
+    veil_err err = vault_store_devices(c, (const unsigned char(*)[VEIL_DEVICE_ID_BYTES])device_id,
+                                       1, out, &found);
+    return err ? err : found ? VEIL_OK : VEIL_ERR_NOT_FOUND;
 }
 
 veil_err vault_store_card(vault_conn *c, const unsigned char pk[32], struct vault_card_row *out)
@@ -469,7 +548,7 @@ veil_err vault_store_card(vault_conn *c, const unsigned char pk[32], struct vaul
         return err;
     if (PQntuples(r) != 1)
         err = VEIL_ERR_NOT_FOUND;
-    else if ((err = device_row(r, &out->device)) == VEIL_OK &&
+    else if ((err = device_row(r, 0, &out->device)) == VEIL_OK &&
              (copy_bytes(r, 0, 8, out->device_id, VEIL_DEVICE_ID_BYTES) != 0 ||
               copy_bytes(r, 0, 9, out->pin_mac, VAULT_HASH_BYTES) != 0))
         err = VEIL_ERR_INTERNAL;
@@ -562,19 +641,6 @@ veil_err vault_store_append_log(vault_conn *c, const unsigned char subject[VAULT
     PQclear(r);
     return err;
 }
-
-/* PostgreSQL's binary array of n elements of type oid: header, then length-prefixed values. */
-static void array_begin(veil_buf *b, uint32_t oid, size_t n)
-{
-    veil_buf_put_u32(b, 1); /* dimensions */
-    veil_buf_put_u32(b, 0); /* no NULLs */
-    veil_buf_put_u32(b, oid);
-    veil_buf_put_u32(b, (uint32_t)n);
-    veil_buf_put_u32(b, 1); /* lower bound */
-}
-
-#define OID_BYTEA 17
-#define OID_INT8  20
 
 veil_err vault_store_append_batch(vault_conn *c, struct vault_log_append *const *e, size_t n)
 {

@@ -337,17 +337,26 @@ struct vault_citizen_row {
 veil_err vault_store_citizen(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
                              struct vault_citizen_row *out) VEIL_WUR;
 
+/* One release of a batch: what the statement needs, and what it found. */
+struct vault_release_item {
+    const unsigned char *subject;
+    const unsigned char *cap_id; /* VAULT_CAP_ID_BYTES */
+    int64_t expires_ms;
+    const char *app_id;
+    struct vault_citizen_row *row; /* filled when result is VEIL_OK or VEIL_ERR_PRECONDITION */
+    int fresh;                     /* the capability id was used now, not before */
+    char scope[VAULT_SCOPE_MAX];   /* the app's registered scope, comma-separated */
+    veil_err result; /* VEIL_ERR_NOT_FOUND: subject gone; PRECONDITION: no scope for the app */
+};
+
 /*
- * A release's one round trip: uses the capability id cap_id (*fresh = 1 the
- * first time, 0 after), copies the app's registered scope (comma-separated)
- * into scope and loads the citizen into out.  VEIL_ERR_NOT_FOUND when the
- * subject is gone, VEIL_ERR_PRECONDITION when the vault knows no scope for
- * the app; *fresh is set in every case the statement ran.
+ * A batch of releases in one statement (one commit): uses every item's
+ * capability id (each id at most once per batch), copies the app's scope
+ * and loads the citizen, setting each item's fresh and result.  Returns the
+ * statement's failure, if any, in which case no id was used.
  */
-veil_err vault_store_release(vault_conn *c, const unsigned char subject[VAULT_SUBJECT_BYTES],
-                             const unsigned char cap_id[VAULT_CAP_ID_BYTES], int64_t expires_ms,
-                             const char *app_id, int *fresh, char *scope, size_t scope_len,
-                             struct vault_citizen_row *out) VEIL_WUR;
+veil_err vault_store_release_batch(vault_conn *c, struct vault_release_item *items,
+                                   size_t n) VEIL_WUR;
 
 /* Records an app's registered scope; *changed = 1 when it was new or different. */
 veil_err vault_store_set_scope(vault_conn *c, const char *app_id, const char *attributes,
@@ -368,6 +377,13 @@ struct vault_device_row {
 /* One round trip for the login path; VEIL_ERR_NOT_FOUND when there is no such device. */
 veil_err vault_store_device(vault_conn *c, const unsigned char device_id[VEIL_DEVICE_ID_BYTES],
                             struct vault_device_row *out) VEIL_WUR;
+
+/*
+ * The devices of a batch of tickets in one round trip (= ANY): found[i] = 1
+ * and rows[i] filled when ids[i] exists (ids may repeat).
+ */
+veil_err vault_store_devices(vault_conn *c, const unsigned char (*ids)[VEIL_DEVICE_ID_BYTES],
+                             size_t n, struct vault_device_row *rows, int *found) VEIL_WUR;
 
 /*
  * Appends entry seq to subject's log and advances the chain head from
@@ -740,16 +756,15 @@ veil_err vault_logw_new(size_t max_batch, struct vault_logw **out) VEIL_WUR;
 void vault_logw_free(struct vault_logw *w);
 
 /*
- * Appends like vault_store_append_log (c outside a transaction), sharing the
- * commit with the appends of other threads that arrive meanwhile: returns
- * once the commit holding the entry returned, with that entry's result
- * (VEIL_ERR_ABORTED when the head moved).  The batch may be written on c or
- * on another caller's connection.
+ * Appends the n entries like vault_store_append_log (c outside a
+ * transaction), sharing the commit with each other and with the appends of
+ * other threads that arrive meanwhile: returns once the commits holding
+ * every one of them returned, with each entry's result in e[i]->result
+ * (VEIL_ERR_ABORTED when the head moved).  Batches may be written on c or
+ * on another caller's connection.  Fails (NOMEM) only before queueing.
  */
-veil_err vault_logw_append(struct vault_logw *w, vault_conn *c,
-                           const unsigned char subject[VAULT_SUBJECT_BYTES], int64_t seq,
-                           int64_t at_ms, const unsigned char *sealed, size_t len,
-                           const unsigned char mac[VAULT_HASH_BYTES]) VEIL_WUR;
+veil_err vault_logw_append(struct vault_logw *w, vault_conn *c, struct vault_log_append *const *e,
+                           size_t n) VEIL_WUR;
 
 /* ---- access.c ---- */
 
@@ -763,6 +778,28 @@ veil_err vault_access_append(struct vault *v, vault_conn *c,
                              const unsigned char wrapped[VAULT_WRAPPED_BYTES], int64_t head_seq,
                              const unsigned char head[VAULT_HASH_BYTES],
                              const struct vault_entry *e) VEIL_WUR;
+
+/* One entry of a batch append: the caller sets the first five fields. */
+struct vault_access_item {
+    const unsigned char *subject;
+    const unsigned char *dk; /* the citizen's data key */
+    int64_t head_seq;        /* the head read with the device or citizen */
+    const unsigned char *head;
+    const struct vault_entry *e;
+    veil_err result; /* VEIL_OK once committed; NOT_FOUND when the subject is gone */
+    /* the append's own state */
+    veil_buf sealed;
+    unsigned char mac[VAULT_HASH_BYTES];
+    struct vault_log_append log;
+};
+
+/*
+ * vault_access_append_dk for at most VAULT_BATCH_MAX entries (of one or
+ * several citizens) at once, sharing one group commit: returns when every
+ * entry is committed or refused, each with its own result.
+ */
+void vault_access_append_many(struct vault *v, vault_conn *c, struct vault_access_item *items,
+                              size_t n);
 
 /* Same, for a caller that already holds the unwrapped data key. */
 veil_err vault_access_append_dk(struct vault *v, vault_conn *c,

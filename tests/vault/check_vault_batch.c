@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
+#include <libpq-fe.h>
 
 #include "veil/codec.h"
 #include "vtest.h"
@@ -371,6 +372,119 @@ START_TEST(test_release_batch_items_as_unbatched)
 }
 END_TEST
 
+/*
+ * The point of the batch: n logins of n citizens cost one group commit for
+ * their ticket_verified entries and one for their releases (the vault's own
+ * statistics), where unbatched calls from one caller commit one by one.
+ */
+START_TEST(test_a_batch_shares_one_commit)
+{
+    enum { N = 12 };
+    vt t;
+    vt_start(&t, NULL);
+    vt_device d[N];
+    veil_status st;
+    static const char *const age[] = {"age_over_18"};
+    ck_assert_int_eq(vt_set_scope(&t, "gov.tax", age, 1, &st), VEIL_OK);
+    struct vitem v[N];
+    char *tickets[N];
+    for (int i = 0; i < N; i++) {
+        char rid[16];
+        snprintf(rid, sizeof rid, "r%d", i);
+        enrolled(&t, &d[i], rid, "320102", 20 + i);
+        v[i].app = "gov.tax";
+        v[i].challenge_len = 32;
+        randombytes_buf(v[i].challenge, 32);
+        tickets[i] = vt_ticket(&t, &d[i], "gov.tax", v[i].challenge, veil_now_ms());
+        v[i].ticket = tickets[i];
+    }
+    Veil__Vault__VerifyTicketBatchResponse *vr = verify_batch(&t, v, N, VEIL_OK, &st);
+    struct ritem r[N];
+    for (int i = 0; i < N; i++) {
+        ck_assert_uint_eq(vr->status[i]->code, 0);
+        ck_assert_uint_eq(vr->items[i]->release_capability.len, 57);
+        memcpy(r[i].cap, vr->items[i]->release_capability.data, 57);
+        memcpy(r[i].challenge, v[i].challenge, 32);
+        memcpy(d[i].subject, vr->items[i]->subject_ref.data, 32);
+        r[i].subject = d[i].subject;
+        r[i].app = "gov.tax";
+        r[i].names = age;
+        r[i].n = 1;
+        free(tickets[i]);
+    }
+    protobuf_c_message_free_unpacked(&vr->base, NULL);
+    Veil__Vault__ReleaseAttributesBatchResponse *rr = release_batch(&t, r, N, VEIL_OK, &st);
+    for (int i = 0; i < N; i++) {
+        ck_assert_uint_eq(rr->status[i]->code, 0);
+        ck_assert(rr->items[i]->attributes[0]->flag);
+    }
+    protobuf_c_message_free_unpacked(&rr->base, NULL);
+    for (int i = 0; i < N; i++) {
+        ck_assert_uint_eq(log_count(&t, d[i].subject, "ticket_verified"), 1);
+        ck_assert_uint_eq(log_count(&t, d[i].subject, "attributes_released"), 1);
+    }
+    h_proc proc = t.proc;
+    vt_stop(&t);
+    long long batches = 0, entries = 0;
+    ck_assert(vt_group_stats(&proc, &batches, &entries));
+    ck_assert_int_eq(entries, 2 * N);
+    ck_assert_int_eq(batches, 2);
+}
+END_TEST
+
+/* An entry the database refuses fails its own item only, with the unbatched call's status. */
+START_TEST(test_a_refused_entry_fails_only_its_item)
+{
+    enum { N = 6, BAD = 2 };
+    vt t;
+    vt_start(&t, NULL);
+    vt_device d[N];
+    veil_status st;
+    struct vitem v[N];
+    char *tickets[N], hex[65], sql[1024];
+    for (int i = 0; i < N; i++) {
+        char rid[16];
+        snprintf(rid, sizeof rid, "r%d", i);
+        enrolled(&t, &d[i], rid, "320102", 40 + i);
+        ck_assert_int_eq(vt_login(&t, &d[i], "chat.wechat", &st), VEIL_OK);
+    }
+    veil_hex_encode(hex, sizeof hex, d[BAD].subject, 32);
+    snprintf(sql, sizeof sql,
+             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+             "IF NEW.subject_ref = '\\x%s'::bytea THEN RAISE EXCEPTION 'refused'; END IF; "
+             "RETURN NEW; END $$; CREATE TRIGGER refuse BEFORE INSERT ON access_log "
+             "FOR EACH ROW EXECUTE FUNCTION refuse()",
+             hex);
+    PQclear(vt_sql(&t, sql));
+    for (int i = 0; i < N; i++) {
+        v[i].app = "chat.wechat";
+        v[i].challenge_len = 32;
+        randombytes_buf(v[i].challenge, 32);
+        tickets[i] = vt_ticket(&t, &d[i], "chat.wechat", v[i].challenge, veil_now_ms());
+        v[i].ticket = tickets[i];
+    }
+    Veil__Vault__VerifyTicketBatchResponse *vr = verify_batch(&t, v, N, VEIL_OK, &st);
+    for (int i = 0; i < N; i++) {
+        if (i != BAD) {
+            ck_assert_uint_eq(vr->status[i]->code, 0);
+            ck_assert_mem_eq(vr->items[i]->subject_ref.data, d[i].subject, 32);
+            ck_assert_uint_eq(log_count(&t, d[i].subject, "ticket_verified"), 2);
+        }
+    }
+    ck_assert_uint_ne(vr->status[BAD]->code, 0);
+    /* the unbatched call fails alike, and nothing was logged for the refused citizen */
+    veil_status one;
+    veil_err err = vt_verify(&t, tickets[BAD], "chat.wechat", v[BAD].challenge, 32, NULL, NULL, &one);
+    ck_assert_uint_eq(vr->status[BAD]->code, (unsigned)veil_err_status(err));
+    ck_assert_str_eq(vr->status[BAD]->message, one.message);
+    ck_assert_uint_eq(log_count(&t, d[BAD].subject, "ticket_verified"), 1);
+    protobuf_c_message_free_unpacked(&vr->base, NULL);
+    for (int i = 0; i < N; i++)
+        free(tickets[i]);
+    vt_stop(&t);
+}
+END_TEST
+
 START_TEST(test_batch_size_limits)
 {
     vt t;
@@ -425,6 +539,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_verify_batch_items_as_unbatched);
     tcase_add_test(tc, test_release_batch_items_as_unbatched);
+    tcase_add_test(tc, test_a_batch_shares_one_commit);
+    tcase_add_test(tc, test_a_refused_entry_fails_only_its_item);
     tcase_add_test(tc, test_batch_size_limits);
     suite_add_tcase(s, tc);
     return h_run_suite_forked(s);

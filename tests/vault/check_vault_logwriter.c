@@ -150,25 +150,6 @@ static size_t whole_chain(vt *t, const unsigned char *subject)
     return n;
 }
 
-/* The group commit statistics line from the log of a stopped vault. */
-static int group_stats(const h_proc *p, long long *batches, long long *entries)
-{
-    FILE *f = fopen(p->log, "r");
-    char line[8192];
-    int found = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *b = strstr(line, "\"batches\":"), *e = strstr(line, "\"entries\":");
-        if (strstr(line, "access-log group commit statistics") && b && e) {
-            *batches = atoll(b + 10);
-            *entries = atoll(e + 10);
-            found = 1;
-        }
-    }
-    if (f)
-        fclose(f);
-    return found;
-}
-
 static void concurrent_chains(const char *const *env, int expect_groups)
 {
     vt t;
@@ -189,7 +170,7 @@ static void concurrent_chains(const char *const *env, int expect_groups)
     h_proc proc = t.proc;
     vt_stop(&t);
     long long batches = 0, entries = 0;
-    int found = group_stats(&proc, &batches, &entries);
+    int found = vt_group_stats(&proc, &batches, &entries);
     if (expect_groups) {
         ck_assert_msg(found, "the vault did not report its group commits");
         /*

@@ -430,3 +430,21 @@ void vt_today_cst(int *y, int *m, int *d)
     *m = tm.tm_mon + 1;
     *d = tm.tm_mday;
 }
+
+int vt_group_stats(const h_proc *p, long long *batches, long long *entries)
+{
+    FILE *f = fopen(p->log, "r");
+    char line[8192];
+    int found = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *b = strstr(line, "\"batches\":"), *e = strstr(line, "\"entries\":");
+        if (strstr(line, "access-log group commit statistics") && b && e) {
+            *batches = atoll(b + 10);
+            *entries = atoll(e + 10);
+            found = 1;
+        }
+    }
+    if (f)
+        fclose(f);
+    return found;
+}

@@ -129,6 +129,12 @@ veil_err vt_set_scope(vt *t, const char *app, const char *const *names, size_t n
 veil_err vt_subject_call(vt *t, const char *method, const unsigned char *subject, size_t len,
                          void *resp, veil_status *st);
 
+/*
+ * The group commit statistics line from the log of a stopped vault (a copy
+ * of t.proc taken before vt_stop): commits and entries; 0 when absent.
+ */
+int vt_group_stats(const h_proc *p, long long *batches, long long *entries);
+
 /* ---- the database ---- */
 
 /* Runs SQL (no parameters) on the vault's database; returns the result (PQclear it). */
