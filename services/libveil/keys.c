@@ -389,3 +389,74 @@ veil_err veil_key_generate_file(const char *path, char *errbuf, size_t errlen)
     sodium_memzero(text, sizeof text);
     return err;
 }
+
+/* ---- per-thread guarded scratch ---- */
+
+struct scratch {
+    unsigned char *area; /* VEIL_GUARDED_SCRATCH bytes of sodium_malloc() memory */
+    size_t used;         /* bytes handed out by the take in progress; 0: free */
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void scratch_free(void *p)
+{
+    struct scratch *s = p;
+    sodium_free(s->area); /* wipes before unmapping */
+    free(s);
+}
+
+static void scratch_init(void)
+{
+    scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+/* The calling thread's scratch (allocated on first use), or NULL. */
+static struct scratch *scratch_get(void)
+{
+    pthread_once(&scratch_once, scratch_init);
+    if (!scratch_key_ok)
+        return NULL;
+    struct scratch *s = pthread_getspecific(scratch_key);
+    if (s)
+        return s;
+    if (!(s = calloc(1, sizeof *s)))
+        return NULL;
+    if (!(s->area = sodium_malloc(VEIL_GUARDED_SCRATCH)) ||
+        pthread_setspecific(scratch_key, s) != 0) {
+        if (s->area)
+            sodium_free(s->area);
+        free(s);
+        return NULL;
+    }
+    sodium_memzero(s->area, VEIL_GUARDED_SCRATCH); /* sodium_malloc fills with 0xdb */
+    return s;
+}
+
+void *veil_guarded_take(size_t n)
+{
+    struct scratch *s = n && n <= VEIL_GUARDED_SCRATCH ? scratch_get() : NULL;
+    if (s && !s->used) {
+        s->used = n; /* the area is all zero while free: give wipes what a take used */
+        return s->area;
+    }
+    void *p = sodium_malloc(n ? n : 1);
+    if (p)
+        sodium_memzero(p, n ? n : 1);
+    return p;
+}
+
+void veil_guarded_give(void *p)
+{
+    if (!p)
+        return;
+    struct scratch *s = scratch_key_ok ? pthread_getspecific(scratch_key) : NULL;
+    if (s && p == s->area) {
+        sodium_memzero(s->area, s->used);
+        s->used = 0;
+        return;
+    }
+    sodium_free(p);
+}

@@ -166,7 +166,7 @@ veil_err vault_access_record(struct vault *v, vault_conn *c,
                              const unsigned char subject[VAULT_SUBJECT_BYTES],
                              const struct vault_entry *e, int in_tx)
 {
-    struct vault_citizen_row *row = sodium_malloc(sizeof *row);
+    struct vault_citizen_row *row = veil_guarded_take(sizeof *row);
     veil_err err = VEIL_ERR_NOMEM;
     if (row && !(err = vault_store_citizen(c, subject, row))) {
         if (!in_tx) {
@@ -183,7 +183,7 @@ veil_err vault_access_record(struct vault *v, vault_conn *c,
             sodium_memzero(dk, sizeof dk);
         }
     }
-    sodium_free(row);
+    veil_guarded_give(row);
     return err;
 }
 
@@ -312,7 +312,7 @@ veil_err vault_access_list(struct vault *v, veil_call *call,
                            const unsigned char subject[VAULT_SUBJECT_BYTES],
                            Veil__Vault__ListAccessLogResponse *resp)
 {
-    struct vault_citizen_row *row = sodium_malloc(sizeof *row);
+    struct vault_citizen_row *row = veil_guarded_take(sizeof *row);
     unsigned char dk[VAULT_DEK_BYTES];
     vault_conn *c = NULL;
     struct walk w = {.v = v, .call = call, .subject = subject, .dk = dk, .expect_seq = 1};
@@ -353,6 +353,6 @@ out:
     if (c)
         vault_store_rollback(c); /* read-only: ends the snapshot */
     sodium_memzero(dk, sizeof dk);
-    sodium_free(row);
+    veil_guarded_give(row);
     return err;
 }

@@ -151,7 +151,7 @@ struct enrol {
 /* The citizen of e->profile: the existing one (profile refreshed) or a new one. */
 static veil_err ensure_citizen(struct enrol *e, vault_conn *c, unsigned char dk[VAULT_DEK_BYTES])
 {
-    struct vault_citizen_row *row = sodium_malloc(sizeof *row);
+    struct vault_citizen_row *row = veil_guarded_take(sizeof *row);
     struct vault_new_citizen *n = sodium_malloc(sizeof *n);
     veil_err err = VEIL_ERR_NOMEM;
     if (!row || !n)
@@ -207,7 +207,7 @@ static veil_err ensure_citizen(struct enrol *e, vault_conn *c, unsigned char dk[
     memcpy(e->result.web_number, n->web_number, sizeof n->web_number);
     e->result.new_identity = 1;
 out:
-    sodium_free(row);
+    veil_guarded_give(row);
     sodium_free(n);
     return err;
 }

@@ -4,6 +4,7 @@
  */
 #include <check.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,60 @@ START_TEST(test_signer)
     veil_signer_free(s);
     veil_keyring_free(ring);
     free(dir);
+}
+END_TEST
+
+static int all_zero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+static void *other_thread_take(void *arg)
+{
+    (void)arg;
+    void *p = veil_guarded_take(64);
+    veil_guarded_give(p);
+    return p; /* that thread's area: freed when it exits, only compared */
+}
+
+/* One guarded area per thread, reused, zero on every take, wiped on every give. */
+START_TEST(test_guarded_scratch)
+{
+    ck_assert_int_ge(sodium_init(), 0);
+    unsigned char *a = veil_guarded_take(700);
+    ck_assert_ptr_nonnull(a);
+    ck_assert(all_zero(a, 700));
+    memset(a, 0xa5, 700);
+    /* taken while in use: another area, not an alias of the first */
+    unsigned char *b = veil_guarded_take(700);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_ne(a, b);
+    ck_assert(all_zero(b, 700));
+    memset(b, 0x5a, 700);
+    veil_guarded_give(b);
+    veil_guarded_give(a);
+    ck_assert(all_zero(a, 700)); /* the thread's area stays mapped: wiped, not unmapped */
+    /* the same area again: no new mapping per call */
+    unsigned char *c = veil_guarded_take(VEIL_GUARDED_SCRATCH);
+    ck_assert_ptr_eq(c, a);
+    ck_assert(all_zero(c, VEIL_GUARDED_SCRATCH));
+    veil_guarded_give(c);
+    /* larger than the area: a fresh guarded allocation, still zeroed */
+    unsigned char *big = veil_guarded_take(VEIL_GUARDED_SCRATCH + 1);
+    ck_assert_ptr_nonnull(big);
+    ck_assert_ptr_ne(big, a);
+    ck_assert(all_zero(big, VEIL_GUARDED_SCRATCH + 1));
+    veil_guarded_give(big);
+    veil_guarded_give(NULL);
+    /* another thread has an area of its own */
+    pthread_t t;
+    void *theirs;
+    ck_assert_int_eq(pthread_create(&t, NULL, other_thread_take, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, &theirs), 0);
+    ck_assert_ptr_ne(theirs, a);
 }
 END_TEST
 
@@ -503,6 +558,7 @@ int main(void)
     tcase_add_test(tc, test_key_files);
     tcase_add_test(tc, test_keyring);
     tcase_add_test(tc, test_signer);
+    tcase_add_test(tc, test_guarded_scratch);
     tcase_add_test(tc, test_codecs);
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_utf8_valid);

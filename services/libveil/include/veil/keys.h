@@ -89,4 +89,20 @@ void veil_signer_free(veil_signer *s);
  */
 veil_err veil_key_generate_file(const char *path, char *errbuf, size_t errlen) VEIL_WUR;
 
+/*
+ * Guarded scratch memory for personal data a call holds for a moment (a
+ * citizen's row, a data key): each thread keeps one sodium_malloc() area
+ * (guard pages, locked, never swapped) of VEIL_GUARDED_SCRATCH bytes,
+ * allocated on its first use and freed when the thread exits, so a call pays
+ * no mmap/mprotect/munmap.  veil_guarded_take returns n zeroed bytes of it;
+ * veil_guarded_give wipes them (sodium_memzero) and hands the area back.  A
+ * take while the thread's area is in use, or of more than its size, gets a
+ * fresh sodium_malloc() area that the give frees (which also wipes).  NULL
+ * when out of guarded memory.  Every take must be given back on the same
+ * thread; give accepts NULL.
+ */
+#define VEIL_GUARDED_SCRATCH 4096
+void *veil_guarded_take(size_t n);
+void veil_guarded_give(void *p);
+
 #endif
