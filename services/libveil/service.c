@@ -1,4 +1,5 @@
 /* service.c - the shared main() of veil services (veil/service.h). */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -268,6 +269,38 @@ static veil_err start_metrics(veil_http_server **out, char *err, size_t errlen)
     return e;
 }
 
+/*
+ * Turns off abseil's mutex deadlock detection.  Debian builds abseil without
+ * NDEBUG, so every absl::Mutex operation in grpc (which takes them on every
+ * call) also maintains a global lock-order graph (GraphCycles) under a global
+ * lock.  The only switch is the C++ call
+ * absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore); from C
+ * it is looked up by its mangled name in what the process already loaded
+ * (grpc pulls in libabsl_synchronization).  Both spellings: Debian's inline
+ * namespace (debian3, abseil 20220623) and an unversioned build.  kIgnore is
+ * 0 (an enum class over int).  A build without the symbol keeps detection as
+ * it is.  Either way one line at start-up says which.
+ */
+static void absl_deadlock_detection_off(void)
+{
+    static const char *const names[] = {
+        "_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE",
+        "_ZN4absl29SetMutexDeadlockDetectionModeENS_15OnDeadlockCycleE",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        void *sym = dlsym(RTLD_DEFAULT, names[i]);
+        if (sym) {
+            void (*set_mode)(int);
+            memcpy(&set_mode, &sym, sizeof set_mode); /* object pointer to function pointer */
+            set_mode(0);                              /* absl::OnDeadlockCycle::kIgnore */
+            veil_log(VEIL_LOG_INFO, "abseil's mutex deadlock detection off", VL_END);
+            return;
+        }
+    }
+    veil_log(VEIL_LOG_INFO, "abseil's mutex deadlock detection stays as built (no switch found)",
+             VL_END);
+}
+
 static int serve(const veil_service_spec *spec, veil_service_ctx *ctx, sigset_t *signals)
 {
     veil_http_server *metrics = NULL;
@@ -275,6 +308,8 @@ static int serve(const veil_service_spec *spec, veil_service_ctx *ctx, sigset_t 
     char err[512] = "";
     void *state = NULL;
     int status = 1, port = 0;
+
+    absl_deadlock_detection_off();
 
     if (spec->migrations && veil_migrate_check(cfg.database_url, spec->name, spec->migrations,
                                                *spec->n_migrations, err, sizeof err) != VEIL_OK) {

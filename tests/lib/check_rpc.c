@@ -415,6 +415,8 @@ START_TEST(test_plaintext_dev_mode)
 {
     start_echo("plaintext", NULL);
     ck_assert(h_log_contains(&echo, "DEVELOPMENT MODE: PLAINTEXT TRANSPORT"));
+    /* the mangled name of absl::SetMutexDeadlockDetectionMode was found and called */
+    ck_assert(h_log_contains(&echo, "abseil's mutex deadlock detection off"));
     h_tls t;
     h_tls_for(&t, "plaintext");
     t.cfg.dev_identity = "spiffe://veil/admin/ops";
