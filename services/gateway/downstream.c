@@ -10,7 +10,7 @@
 #include "veil/vault.pb-c.h"
 
 /* Records a failed downstream call on call: a status and a message safe for the caller. */
-static veil_err downstream_failed(veil_call *call, const char *method, veil_err err,
+veil_err gw_downstream_failed(veil_call *call, const char *method, veil_err err,
                                   const veil_status *st)
 {
     switch (err) {
@@ -50,7 +50,7 @@ veil_err gw_downstream(struct gateway *gw, veil_call *call, veil_channel *ch, co
     veil_status st;
     int64_t budget = veil_call_budget_ms(call, gw->rpc_timeout_ms);
     veil_err err = veil_channel_call(ch, method, req, veil_call_allocator(call), budget, resp, &st);
-    return err ? downstream_failed(call, method, err, &st) : VEIL_OK;
+    return err ? gw_downstream_failed(call, method, err, &st) : VEIL_OK;
 }
 
 veil_err gw_log_change(struct gateway *gw, veil_call *call, ProtobufCBinaryData subject,
@@ -67,16 +67,6 @@ veil_err gw_log_change(struct gateway *gw, veil_call *call, ProtobufCBinaryData 
     r.actor = (char *)(ch->actor ? ch->actor : "");
     r.detail = (char *)(ch->detail ? ch->detail : "");
     return gw_downstream(gw, call, gw->vault, "AppendAccessLog", &r.base, &ignored);
-}
-
-veil_err gw_downstream_all(struct gateway *gw, veil_call *call, veil_call_one *calls, size_t n)
-{
-    int64_t budget = veil_call_budget_ms(call, gw->rpc_timeout_ms);
-    veil_channel_call_all(calls, n, veil_call_allocator(call), budget);
-    for (size_t i = 0; i < n; i++)
-        if (calls[i].err)
-            return downstream_failed(call, calls[i].method, calls[i].err, &calls[i].st);
-    return VEIL_OK;
 }
 
 veil_err gw_citizen(struct gateway *gw, veil_call *call, const Veil__Gateway__SignedRequest *req,

@@ -153,6 +153,10 @@ char *gw_keys_jwks(gw_keys *k); /* malloc'd JSON */
 
 /* ---- the gateway ---- */
 
+/* The login's batched hops (hops.c): challenge, ticket, pseudonym and release. */
+enum { GW_HOP_TAKE, GW_HOP_VERIFY, GW_HOP_FINISH, GW_HOP__COUNT };
+#define GW_BATCH_MAX 256 /* the vault's limit for one batched call */
+
 struct gateway {
     Veil__Gateway__Login_Service login;
     Veil__Gateway__Wallet_Service wallet;
@@ -175,6 +179,7 @@ struct gateway {
     struct gw_oidc *oidc; /* the OpenID Connect door (oidc.c), or NULL */
     _Atomic int stopping;
     _Atomic int64_t scopes_version; /* registry version the vault last accepted (-1: none) */
+    struct veil_batcher *hops[GW_HOP__COUNT];   /* the login's batched hops (hops.c, GW_HOP_*) */
 };
 
 #define GW_OF(svc, member) ((struct gateway *)((char *)(svc)-offsetof(struct gateway, member)))
@@ -228,11 +233,39 @@ veil_err gw_enrol_sealed(struct gateway *gw, veil_call *call, Veil__Vault__Enrol
                          ProtobufCBinaryData sealed, Veil__Vault__EnrolResponse **out);
 
 /*
- * As gw_downstream for n independent calls made at once (one wait instead of
- * n): every reply is in the call's arena; the first failure in calls' order
- * is recorded on call and returned.
+ * Records a failed downstream call of method (err and the peer's status st,
+ * as veil_channel_call gives them) on call, as gw_downstream does, and
+ * returns the error the caller reads.
  */
-veil_err gw_downstream_all(struct gateway *gw, veil_call *call, veil_call_one *calls, size_t n);
+veil_err gw_downstream_failed(veil_call *call, const char *method, veil_err err,
+                              const veil_status *st);
+
+/*
+ * The login's batched hops (hops.c, issue 15 lever 1): each waits with the
+ * other logins at that hop and goes out in one statement or batched call,
+ * and answers exactly as the unbatched call did.
+ */
+veil_err gw_hops_start(struct gateway *gw, size_t max_batch);
+void gw_hops_stop(struct gateway *gw);
+/* Consumes a challenge (gw_store_challenge_take): VEIL_ERR_NOT_FOUND, a store error or OK. */
+veil_err gw_take_challenge(struct gateway *gw, const unsigned char challenge[32],
+                           const char *app_id);
+/* The vault's VerifyTicket, as gw_downstream would make it (failure recorded on call). */
+veil_err gw_verify_ticket(struct gateway *gw, veil_call *call,
+                          Veil__Vault__VerifyTicketRequest *req,
+                          Veil__Vault__VerifyTicketResponse **out);
+/*
+ * The pseudonym service's Derive and, when ra is not NULL, the vault's
+ * ReleaseAttributes, at once (one wait); replies in call's arena, the
+ * first failure (Derive's, then the release's) recorded on call.
+ */
+struct Veil__Pseudonym__DeriveRequest;
+struct Veil__Pseudonym__DeriveResponse;
+veil_err gw_derive_release(struct gateway *gw, veil_call *call,
+                           const struct Veil__Pseudonym__DeriveRequest *dr,
+                           Veil__Vault__ReleaseAttributesRequest *ra,
+                           struct Veil__Pseudonym__DeriveResponse **p,
+                           Veil__Vault__ReleaseAttributesResponse **released);
 
 /*
  * Verifies a citizen's signed request through the vault and unpacks its

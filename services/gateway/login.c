@@ -350,7 +350,7 @@ static veil_err verify_request(struct gateway *gw, veil_call *call, const gw_app
         veil_call_fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket was not made for this app");
         return VEIL_ERR_UNAUTHENTICATED;
     }
-    err = gw_store_challenge_take(gw->store, t->challenge, app->id);
+    err = gw_take_challenge(gw, t->challenge, app->id);
     if (err == VEIL_ERR_NOT_FOUND) {
         veil_call_fail(call, VEIL_ERR_PRECONDITION,
                        "challenge is unknown, expired or already used");
@@ -395,7 +395,7 @@ veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
      * wallet reads the reason in the access log.  In person, a mistyped PIN
      * or an expired code is still said (the person is at the counter).
      */
-    err = gw_downstream(gw, call, gw->vault, "VerifyTicket", &vt.base, &who);
+    err = gw_verify_ticket(gw, call, &vt, &who);
     if (err == VEIL_ERR_DENIED || (err == VEIL_ERR_UNAUTHENTICATED && vt.ticket[0]))
         return login_refused(call);
     if (err)
@@ -453,10 +453,6 @@ veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
     dr.previous_key_version = atomic_load(&gw->keys.pseudonym_previous);
     Veil__Vault__ReleaseAttributesRequest ra = VEIL__VAULT__RELEASE_ATTRIBUTES_REQUEST__INIT;
     Veil__Vault__ReleaseAttributesResponse *released = NULL;
-    veil_call_one calls[2] = {
-        {.ch = gw->pseudonym, .method = "Derive", .req = &dr.base, .resp = &p},
-        {.ch = gw->vault, .method = "ReleaseAttributes", .req = &ra.base, .resp = &released},
-    };
     if (granted) {
         ra.subject_ref = who->subject_ref;
         ra.app_id = (char *)app->id;
@@ -465,7 +461,7 @@ veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
         ra.capability = who->release_capability;
         ra.challenge = vt.challenge;
     }
-    if ((err = gw_downstream_all(gw, call, calls, granted ? 2 : 1)) ||
+    if ((err = gw_derive_release(gw, call, &dr, granted ? &ra : NULL, &p, &released)) ||
         (err = fix_sector(gw, call, app)))
         return err;
     out->sub = p->pseudonym;

@@ -31,6 +31,7 @@ static struct {
     char *vault, *consent, *revocation, *pseudonym, *issuer;
     char *admin_addr, *admin_cert, *admin_key, *admin_ca;
     int64_t assertion_ttl_s, challenge_ttl_s, cache_entries, event_batch_ms, event_settle_ms;
+    int64_t login_batch_max;
     char *oidc_listen, *oidc_issuer, *oidc_cert, *oidc_key, *oidc_rs256;
     int64_t oidc_request_ttl_s, oidc_id_token_ttl_s, oidc_access_ttl_s, oidc_rate_addr,
         oidc_rate_client;
@@ -59,6 +60,8 @@ static const veil_config_var gateway_vars[] = {
      "its private key (PEM; default VEIL_TLS_KEY)"},
     {"GATEWAY_ADMIN_TLS_CA", VEIL_CFG_FILE, NULL, 0, &cfg.admin_ca, 0, 0,
      "CA that signs admin client certificates (PEM; default VEIL_TLS_CA)"},
+    {"GATEWAY_LOGIN_BATCH_MAX", VEIL_CFG_INT, "64", 0, &cfg.login_batch_max, 1, GW_BATCH_MAX,
+     "most logins one batched internal call carries (1: every login alone)"},
     {"GATEWAY_CACHE_ENTRIES", VEIL_CFG_INT, "200000", 0, &cfg.cache_entries, 0, 100000000,
      "revocation/consent answers kept in memory (0: no cache)"},
     {"GATEWAY_EVENT_BATCH_MS", VEIL_CFG_INT, "3600000", 0, &cfg.event_batch_ms, 1000, 86400000,
@@ -239,7 +242,8 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         return err;
     atomic_store(&gw->keys.state_version, -1);
     if ((err = gw_store_open(ctx->database_url, &gw->store)) ||
-        (err = gw_cache_new((size_t)cfg.cache_entries, &gw->cache))) {
+        (err = gw_cache_new((size_t)cfg.cache_entries, &gw->cache)) ||
+        (err = gw_hops_start(gw, (size_t)cfg.login_batch_max))) {
         snprintf(errbuf, errlen, "cannot set up the gateway's store");
         return err;
     }
@@ -329,6 +333,7 @@ static void stop(void *state)
     veil_channel_free(gw->consent);
     veil_channel_free(gw->revocation);
     veil_channel_free(gw->pseudonym);
+    gw_hops_stop(gw);
     gw_cache_free(gw->cache);
     gw_store_close(gw->store);
     gw_registry_free(&gw->registry);

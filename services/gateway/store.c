@@ -74,9 +74,19 @@ static const veil_pg_stmt stmts[] = {
     [ST_CHALLENGE_PUT] = {"gw_challenge_put",
                           "INSERT INTO challenges (challenge, app_id, expires_at)"
                           " VALUES ($1, $2, to_timestamp($3::int8 / 1000.0))"},
+    /*
+     * A batch of claims (gw_store_challenge_take): $1 the challenges, 32
+     * bytes each, end to end; $2 the app ids in the same order, one space
+     * between (app ids are identifiers, never holding a space).  A row goes
+     * only to a claim naming both its challenge and its app, as one claim's
+     * statement did, so an app never consumes another app's challenge.
+     */
     [ST_CHALLENGE_TAKE] = {"gw_challenge_take",
-                           "DELETE FROM challenges WHERE challenge = $1 AND app_id = $2"
-                           " AND expires_at > now()"},
+                           "DELETE FROM challenges c USING unnest(string_to_array($2::text, ' '))"
+                           " WITH ORDINALITY AS t(app_id, i)"
+                           " WHERE c.challenge = substring($1::bytea FROM 32 * t.i::int - 31 FOR 32)"
+                           " AND c.app_id = t.app_id AND c.expires_at > now()"
+                           " RETURNING c.challenge, c.app_id"},
     [ST_CHALLENGE_SWEEP] = {"gw_challenge_sweep",
                             "DELETE FROM challenges WHERE expires_at <= now()"},
     [ST_KEY_STATE] = {"gw_key_state", "SELECT current_version, coalesce(previous_version, 0)"
@@ -391,15 +401,40 @@ veil_err gw_store_challenge_put(struct gw_store *s, const unsigned char challeng
     return err;
 }
 
-veil_err gw_store_challenge_take(struct gw_store *s, const unsigned char challenge[32],
-                                 const char *app_id)
+veil_err gw_store_challenge_take(struct gw_store *s, gw_challenge_claim *const *claims, size_t n)
 {
-    PGresult *r;
-    veil_pg_param p[] = {vp_bytes(challenge, 32), vp_text(app_id)};
-    veil_err err = run(s, ST_CHALLENGE_TAKE, p, 2, &r);
-    if (!err && atoi(PQcmdTuples(r)) != 1)
-        err = VEIL_ERR_NOT_FOUND;
+    veil_buf bytes = {0}, apps = {0};
+    PGresult *r = NULL;
+    for (size_t i = 0; i < n; i++) {
+        claims[i]->err = VEIL_ERR_NOT_FOUND; /* until a returned row says it was taken */
+        veil_buf_put(&bytes, claims[i]->challenge, 32);
+        if (i)
+            veil_buf_put_u8(&apps, ' ');
+        veil_buf_put(&apps, claims[i]->app_id, strlen(claims[i]->app_id));
+    }
+    veil_buf_put_u8(&apps, 0);
+    veil_err err = bytes.failed || apps.failed ? VEIL_ERR_NOMEM : VEIL_OK;
+    if (!err) {
+        veil_pg_param p[] = {vp_bytes(bytes.data, bytes.len), vp_text((const char *)apps.data)};
+        err = run(s, ST_CHALLENGE_TAKE, p, 2, &r);
+    }
+    /* each row taken goes to the first claim naming it (the same challenge twice: once) */
+    for (int row = 0; !err && row < PQntuples(r); row++) {
+        size_t len;
+        const unsigned char *c = veil_pg_get_bytes(r, row, 0, &len);
+        const char *app = veil_pg_get_text(r, row, 1);
+        for (size_t i = 0; len == 32 && i < n; i++)
+            if (claims[i]->err == VEIL_ERR_NOT_FOUND && memcmp(claims[i]->challenge, c, 32) == 0 &&
+                strcmp(claims[i]->app_id, app) == 0) {
+                claims[i]->err = VEIL_OK;
+                break;
+            }
+    }
+    for (size_t i = 0; err && i < n; i++)
+        claims[i]->err = err;
     PQclear(r);
+    veil_buf_free(&bytes);
+    veil_buf_free(&apps);
     return err;
 }
 

@@ -39,12 +39,20 @@ veil_err gw_store_set_app_status(struct gw_store *s, const char *id, const char 
 /* Records a fresh challenge for an app. */
 veil_err gw_store_challenge_put(struct gw_store *s, const unsigned char challenge[32],
                                 const char *app_id, int64_t expires_at_ms) VEIL_WUR;
+/* One claim on a challenge, for gw_store_challenge_take. */
+typedef struct gw_challenge_claim {
+    const unsigned char *challenge; /* 32 bytes */
+    const char *app_id;             /* an identifier (veil_ident_valid) */
+    veil_err err;                   /* set: VEIL_OK when consumed, VEIL_ERR_NOT_FOUND when not */
+} gw_challenge_claim;
 /*
- * Consumes a challenge: succeeds once, only for the app it was issued to and
- * only before it expires; VEIL_ERR_NOT_FOUND otherwise.
+ * Consumes n challenges in one statement (the login's batched hop): each
+ * claim succeeds once, only for the app its challenge was issued to and only
+ * before it expires, and gets VEIL_ERR_NOT_FOUND otherwise, whatever the
+ * other claims are.  When the statement itself fails every claim gets that
+ * error, which is also returned.
  */
-veil_err gw_store_challenge_take(struct gw_store *s, const unsigned char challenge[32],
-                                 const char *app_id) VEIL_WUR;
+veil_err gw_store_challenge_take(struct gw_store *s, gw_challenge_claim *const *claims, size_t n);
 /* Deletes expired challenges; *removed receives how many. */
 veil_err gw_store_challenge_sweep(struct gw_store *s, int64_t *removed) VEIL_WUR;
 

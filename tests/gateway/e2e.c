@@ -1,5 +1,9 @@
 /* e2e.c - driving the stack as a citizen, an app and the admin do (e2e.h). */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,4 +246,36 @@ void e2e_await_events(void)
     struct timespec ts = {1, 300000000};
     while (nanosleep(&ts, &ts) != 0)
         ;
+}
+
+char *e2e_scrape(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *rq = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    ck_assert_int_eq(write(fd, rq, strlen(rq)), (ssize_t)strlen(rq));
+    size_t cap = 1 << 20, got = 0;
+    char *buf = calloc(1, cap);
+    ck_assert_ptr_nonnull(buf);
+    ssize_t r;
+    while ((r = read(fd, buf + got, cap - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fd);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "scrape of port %d: %.80s", port, buf);
+    char *body = strstr(buf, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    char *out = strdup(body + 4);
+    free(buf);
+    return out;
+}
+
+double e2e_sample(const char *text, const char *series)
+{
+    for (const char *p = text; (p = strstr(p, series)); p++)
+        if ((p == text || p[-1] == '\n') && p[strlen(series)] == ' ')
+            return strtod(p + strlen(series) + 1, NULL);
+    return -1;
 }

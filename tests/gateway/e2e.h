@@ -80,6 +80,11 @@ int e2e_verify_with_pyjwt(const char *jwks, char *const *tokens, char *const *au
  */
 void e2e_await_events(void);
 
+/* GET /metrics on 127.0.0.1:port (a service's VEIL_METRICS_ADDR); the body, malloc'd. */
+char *e2e_scrape(int port);
+/* The value of the sample whose line starts with series (name{labels}) in text, or -1. */
+double e2e_sample(const char *text, const char *series);
+
 /* Frees a message the calls above unpacked; NULL is fine. */
 void e2e_free(void *m);
 

@@ -1,0 +1,319 @@
+/*
+ * check_login_batch.c - the login's batched internal hops (issue 15 lever 1)
+ * on a whole stack: many CompleteLogins at once go to the gateway's
+ * database, the vault and the pseudonym service in batches (the gateway's
+ * veil_batch_items histogram says so), and still every login gets its own
+ * pseudonym, its own attributes and its own signed assertion; a bad ticket,
+ * a replayed challenge in the same burst, fail only themselves, with the
+ * status and message an unbatched login gives; and each login's log lines
+ * keep its own trace, naming the trace its batch went out under.
+ *
+ * One stack for the suite (an unchecked fixture), the gateway logging at
+ * debug; tests run in one process because grpc core must not be used
+ * across fork().
+ */
+#include <check.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "e2e.h"
+
+static h_stack S;
+static const char *const gateway_env[] = {"VEIL_LOG_LEVEL=debug", NULL};
+
+static void stack_up(void)
+{
+    h_stack_opts o = {.gateway_env = gateway_env, .metrics_ports = 1};
+    if (h_stack_start_opts(&S, &o) != 0)
+        ck_abort_msg("the stack did not start");
+}
+
+static void stack_down(void)
+{
+    h_stack_down(&S);
+}
+
+#define CITIZENS 3
+#define BURST    24
+
+static const char *const apps[2] = {"gov.services", "chat.lianxin"};
+static const char *const age[] = {"age_over_18"};
+
+/* Citizens, their pseudonym at each app (from a login alone), set up once. */
+static vw_wallet *citizen[CITIZENS];
+static char *expected_sub[CITIZENS][2];
+
+static void citizens(void)
+{
+    static const char *const first17[CITIZENS] = {"11010519800101004", "11010519850202005",
+                                                  "11010519900303006"};
+    if (citizen[0])
+        return;
+    for (int c = 0; c < CITIZENS; c++) {
+        char id[19], name[32];
+        e2e_id_number(first17[c], id);
+        snprintf(name, sizeof name, "Batch Citizen %d", c);
+        citizen[c] = e2e_enrol(&S, id, name);
+        e2e_grant(&S, citizen[c], apps[0], age, 1);
+        for (int a = 0; a < 2; a++) {
+            Veil__Gateway__CompleteLoginResponse *r;
+            veil_status st;
+            veil_err err = e2e_login(&S, apps[a], citizen[c], a ? NULL : age, a ? 0 : 1, &r, &st);
+            ck_assert_msg(err == VEIL_OK, "a lone login failed: %s", st.message);
+            expected_sub[c][a] = strdup(r->sub);
+            e2e_free(r);
+        }
+    }
+}
+
+/* One login of a burst: what is sent, and what came back. */
+struct login {
+    int citizen, app;
+    char *ticket;
+    veil_err err;
+    veil_status st;
+    Veil__Gateway__CompleteLoginResponse *resp;
+};
+
+/* A ticket for a fresh challenge of the login's app, made at at_ms by its citizen's phone. */
+static void ticket(struct login *l, int64_t at_ms)
+{
+    unsigned char ch[32];
+    ck_assert_int_eq(e2e_challenge(&S, apps[l->app], ch), VEIL_OK);
+    ck_assert_int_eq(vw_ticket(citizen[l->citizen], apps[l->app], ch, sizeof ch, at_ms, &l->ticket),
+                     VEIL_OK);
+}
+
+/* Sends every login's CompleteLogin at once (one channel per app) and collects every reply. */
+static void burst(struct login *l, size_t n)
+{
+    veil_channel *ch[2];
+    veil_cq *cq;
+    for (int a = 0; a < 2; a++) {
+        char identity[64];
+        snprintf(identity, sizeof identity, "app/%s", apps[a]);
+        ch[a] = h_channel(S.gateway.addr, identity, &veil__gateway__login__descriptor);
+    }
+    ck_assert_int_eq(veil_cq_new(&cq), VEIL_OK);
+    Veil__Gateway__CompleteLoginRequest req[n];
+    for (size_t i = 0; i < n; i++) {
+        veil__gateway__complete_login_request__init(&req[i]);
+        req[i].ticket = l[i].ticket;
+        req[i].attributes = l[i].app ? NULL : (char **)age;
+        req[i].n_attributes = l[i].app ? 0 : 1;
+        veil_pending *p;
+        ck_assert_int_eq(veil_channel_start(ch[l[i].app], "CompleteLogin", &req[i].base,
+                                            30000 * h_timeout_scale(), cq, &l[i], &p),
+                         VEIL_OK);
+    }
+    for (size_t done = 0; done < n; done++) {
+        veil_pending *p = veil_cq_next(cq, 60000 * h_timeout_scale());
+        ck_assert_ptr_nonnull(p);
+        void *user;
+        Veil__Gateway__CompleteLoginResponse *resp = NULL;
+        veil_status st;
+        veil_err err = veil_pending_finish(p, NULL, &resp, &st, &user);
+        struct login *x = user;
+        x->err = err;
+        x->st = st;
+        x->resp = resp;
+    }
+    veil_cq_free(cq);
+    for (int a = 0; a < 2; a++)
+        veil_channel_free(ch[a]);
+}
+
+/* Checks a login that succeeded: its own pseudonym, attributes and assertion. */
+static void check_own_result(const struct login *l)
+{
+    ck_assert_msg(l->err == VEIL_OK, "login %d@%s failed: %s: %s", l->citizen, apps[l->app],
+                  veil_status_name(l->st.code), l->st.message);
+    const char *want = expected_sub[l->citizen][l->app];
+    ck_assert_str_eq(l->resp->sub, want);
+    json_t *claims = e2e_claims(l->resp->assertion);
+    ck_assert_str_eq(json_string_value(json_object_get(claims, "sub")), want);
+    ck_assert_str_eq(json_string_value(json_object_get(claims, "aud")), apps[l->app]);
+    if (l->app == 0) {
+        ck_assert_uint_eq(l->resp->n_released, 1);
+        ck_assert_str_eq(l->resp->released[0], "age_over_18");
+        ck_assert(json_is_true(json_object_get(claims, "age_over_18")));
+    } else {
+        ck_assert_uint_eq(l->resp->n_released, 0);
+        ck_assert_ptr_null(json_object_get(claims, "age_over_18"));
+    }
+    json_decref(claims);
+}
+
+/* Batches of more than one item seen at a hop so far (histogram buckets above 1). */
+static double batched(const char *metrics, const char *hop)
+{
+    char one[128], all[128];
+    snprintf(one, sizeof one, "veil_batch_items_bucket{hop=\"%s\",le=\"1\"}", hop);
+    snprintf(all, sizeof all, "veil_batch_items_count{hop=\"%s\"}", hop);
+    double n1 = e2e_sample(metrics, one), n = e2e_sample(metrics, all);
+    ck_assert_msg(n1 >= 0 && n >= 0, "no veil_batch_items series for hop %s", hop);
+    return n - n1;
+}
+
+static void free_logins(struct login *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(l[i].ticket);
+        e2e_free(l[i].resp);
+    }
+}
+
+/*
+ * Many logins at once, of different citizens at different apps: each hop
+ * went out in batches of more than one (the first burst that does not show
+ * it is repeated, at most five times: batching needs logins to overlap), and
+ * every login got its own pseudonym, attributes and a verified assertion.
+ */
+START_TEST(test_concurrent_logins_batched_each_its_own)
+{
+    static const char *const hops[] = {"challenge_take", "verify_ticket", "derive_release"};
+    citizens();
+    char *jwks = e2e_jwks(&S);
+    int seen[3] = {0};
+    for (int round = 0; round < 5 && !(seen[0] && seen[1] && seen[2]); round++) {
+        char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        struct login l[BURST];
+        memset(l, 0, sizeof l);
+        for (int i = 0; i < BURST; i++) {
+            l[i].citizen = i % CITIZENS;
+            l[i].app = (i / CITIZENS) % 2;
+            ticket(&l[i], veil_now_ms());
+        }
+        burst(l, BURST);
+        char *tokens[BURST], *auds[BURST];
+        for (int i = 0; i < BURST; i++) {
+            check_own_result(&l[i]);
+            tokens[i] = l[i].resp->assertion;
+            auds[i] = (char *)apps[l[i].app];
+        }
+        ck_assert_int_eq(e2e_verify_with_pyjwt(jwks, tokens, auds, BURST), BURST);
+        char *after = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        for (int h = 0; h < 3; h++)
+            if (batched(after, hops[h]) > batched(before, hops[h]))
+                seen[h] = 1;
+        free(before);
+        free(after);
+        free_logins(l, BURST);
+    }
+    for (int h = 0; h < 3; h++)
+        ck_assert_msg(seen[h], "no batch of more than one login at hop %s", hops[h]);
+    free(jwks);
+}
+END_TEST
+
+/*
+ * In one burst: a ticket from a phone whose clock is an hour off (the vault
+ * refuses it: the app reads the uniform refusal) and a challenge presented
+ * twice (consumed once: the other is told it is used).  Only those fail,
+ * with exactly the unbatched messages; every other login of the burst is
+ * its citizen's.
+ */
+START_TEST(test_bad_items_fail_alone)
+{
+    citizens();
+    enum { BAD_CLOCK = 4, FIRST = 7, REPLAY = 13 };
+    struct login l[BURST];
+    memset(l, 0, sizeof l);
+    for (int i = 0; i < BURST; i++) {
+        l[i].citizen = i % CITIZENS;
+        l[i].app = (i / CITIZENS) % 2;
+        if (i != REPLAY)
+            ticket(&l[i], i == BAD_CLOCK ? veil_now_ms() - 3600 * 1000 : veil_now_ms());
+    }
+    l[REPLAY].citizen = l[FIRST].citizen;
+    l[REPLAY].app = l[FIRST].app;
+    l[REPLAY].ticket = strdup(l[FIRST].ticket);
+    burst(l, BURST);
+
+    ck_assert_int_eq(l[BAD_CLOCK].err, VEIL_ERR_DENIED);
+    ck_assert_str_eq(l[BAD_CLOCK].st.message, "login refused");
+    /* the same challenge twice: exactly one of them logs in */
+    struct login *won = l[FIRST].err == VEIL_OK ? &l[FIRST] : &l[REPLAY];
+    struct login *lost = won == &l[FIRST] ? &l[REPLAY] : &l[FIRST];
+    check_own_result(won);
+    ck_assert_int_eq(lost->err, VEIL_ERR_PRECONDITION);
+    ck_assert_str_eq(lost->st.message, "challenge is unknown, expired or already used");
+    for (int i = 0; i < BURST; i++)
+        if (i != BAD_CLOCK && i != FIRST && i != REPLAY)
+            check_own_result(&l[i]);
+    free_logins(l, BURST);
+}
+END_TEST
+
+/*
+ * Each login's log lines carry its own trace: a login answered in a batch
+ * another login led says so under its own trace id (one of a CompleteLogin
+ * call), naming the leader's trace, under which the batched call went out.
+ */
+START_TEST(test_batched_logins_keep_their_traces)
+{
+    citizens();
+    struct login l[BURST];
+    memset(l, 0, sizeof l);
+    for (int i = 0; i < BURST; i++) {
+        l[i].citizen = i % CITIZENS;
+        l[i].app = (i / CITIZENS) % 2;
+        ticket(&l[i], veil_now_ms());
+    }
+    burst(l, BURST);
+    for (int i = 0; i < BURST; i++)
+        check_own_result(&l[i]);
+    free_logins(l, BURST);
+
+    FILE *f = fopen(S.gateway.log, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[16384];
+    json_t *logins = json_object(), *joined = json_array();
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] != '{')
+            continue;
+        json_t *j = json_loads(line, 0, NULL);
+        ck_assert_msg(j != NULL, "gateway log line is not JSON: %s", line);
+        const char *msg = json_string_value(json_object_get(j, "msg"));
+        const char *method = json_string_value(json_object_get(j, "method"));
+        const char *trace = json_string_value(json_object_get(j, "trace_id"));
+        if (msg && strcmp(msg, "call finished") == 0 && method &&
+            strcmp(method, "/veil.gateway.Login/CompleteLogin") == 0 && trace)
+            json_object_set_new(logins, trace, json_true());
+        if (msg && strcmp(msg, "answered in a batched call") == 0)
+            json_array_append(joined, j);
+        json_decref(j);
+    }
+    fclose(f);
+    ck_assert_msg(json_array_size(joined) > 0, "no login was answered in another's batch");
+    size_t i;
+    json_t *j;
+    json_array_foreach(joined, i, j) {
+        const char *trace = json_string_value(json_object_get(j, "trace_id"));
+        const char *lead = json_string_value(json_object_get(j, "lead_trace_id"));
+        ck_assert_ptr_nonnull(trace);
+        ck_assert_ptr_nonnull(lead);
+        ck_assert_str_ne(trace, lead);
+        ck_assert_msg(json_object_get(logins, trace), "a batched hop logged outside its login");
+        ck_assert_msg(json_object_get(logins, lead), "a batch led by no login");
+        ck_assert_int_ge(json_integer_value(json_object_get(j, "batch_items")), 2);
+    }
+    json_decref(logins);
+    json_decref(joined);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("login_batch");
+    TCase *tc = tcase_create("batch");
+    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_concurrent_logins_batched_each_its_own);
+    tcase_add_test(tc, test_bad_items_fail_alone);
+    tcase_add_test(tc, test_batched_logins_keep_their_traces);
+    suite_add_tcase(s, tc);
+    return h_run_suite(s);
+}
