@@ -15,6 +15,8 @@
 #define MAX_PARAMS     24
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
+/* A connection unused for longer is checked before it is handed out (idle_conn_alive). */
+#define IDLE_CHECK_NS (INT64_C(100) * 1000000)
 
 /* OIDs of the built-in types the getters accept (pg_type.h). */
 enum {
@@ -41,6 +43,7 @@ struct veil_pg {
     PGconn *conn;
     unsigned char *prepared; /* one flag per statement of the table */
     int64_t retry_at_ns;     /* no reconnect attempt before this */
+    int64_t handed_out_ns;   /* when veil_db_conn last handed it out */
     int backoff_ms;
     int counted; /* counted in veil_db_connections */
 };
@@ -180,7 +183,12 @@ static veil_err connect_now(veil_pg *c)
  * over ends its sessions with a FATAL message and end of file; reading them
  * here means the next call reconnects instead of failing.  PQconsumeInput
  * never blocks (libpq's socket is non-blocking): the first read takes the
- * farewell, if any, the second then meets the end of file.
+ * farewell, if any, the second then meets the end of file.  Two system calls,
+ * so only for a connection idle longer than IDLE_CHECK_NS: a busy one is not
+ * probed before every statement (issue 15); when its server went away since
+ * its last use, the statement fails with VEIL_ERR_UNAVAILABLE (result_err
+ * drops the connection) and the next call reconnects.  BEGIN, which changes
+ * nothing, is retried once on a new connection (veil_pg_begin).
  */
 static int idle_conn_alive(PGconn *conn)
 {
@@ -203,10 +211,12 @@ veil_err veil_db_conn(veil_db *db, veil_pg **out)
         c->db = db;
         pthread_setspecific(db->key, c);
     }
-    if (c->conn && !idle_conn_alive(c->conn)) {
+    int64_t now = veil_mono_ns();
+    if (c->conn && now - c->handed_out_ns > IDLE_CHECK_NS && !idle_conn_alive(c->conn)) {
         veil_log(VEIL_LOG_INFO, "the database closed an idle connection; reconnecting", VL_END);
         conn_close(c);
     }
+    c->handed_out_ns = now;
     if (!c->conn) {
         veil_err err = connect_now(c);
         if (err)
@@ -328,7 +338,15 @@ veil_err veil_pg_simple(veil_pg *c, const char *sql)
 
 veil_err veil_pg_begin(veil_pg *c)
 {
-    return veil_pg_simple(c, "BEGIN");
+    int had_conn = c->conn != NULL;
+    veil_err err = veil_pg_simple(c, "BEGIN");
+    /*
+     * The server had closed the connection (restart, failover, a terminated
+     * backend) and BEGIN found out: nothing ran, so once more on a new one.
+     */
+    if (err == VEIL_ERR_UNAVAILABLE && had_conn && !c->conn && !(err = connect_now(c)))
+        err = veil_pg_simple(c, "BEGIN");
+    return err;
 }
 
 veil_err veil_pg_commit(veil_pg *c)

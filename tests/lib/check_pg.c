@@ -283,6 +283,55 @@ START_TEST(test_reconnect_after_restart)
 }
 END_TEST
 
+/* Terminates the backend behind db's connection on this thread from another session. */
+static void terminate_my_backend(veil_db *db, const char *ci)
+{
+    PGresult *r;
+    ck_assert_int_eq(run(db, ST_PID, NULL, 0, &r), VEIL_OK);
+    int64_t pid = veil_pg_get_i64(r, 0, 0);
+    PQclear(r);
+    char sql[128];
+    /* the second argument waits (up to 5 s) until the backend is gone */
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld, 5000)", (long long)pid);
+    ck_assert_int_eq(h_db_exec(ci, sql), 0);
+}
+
+/*
+ * No liveness probe before each statement (issue 15): a backend killed under
+ * a busy connection costs at most that connection's next statement, which
+ * fails cleanly as retryable; the call after reconnects and succeeds.  A
+ * BEGIN on such a connection is retried on a new one and succeeds.
+ */
+START_TEST(test_terminated_backend)
+{
+    char *ci;
+    veil_db *db = open_db(&ci);
+    PGresult *r;
+    for (int round = 0; round < 3; round++) {
+        terminate_my_backend(db, ci);
+        veil_err err = run(db, ST_PING, NULL, 0, &r);
+        ck_assert_msg(err == VEIL_OK || err == VEIL_ERR_UNAVAILABLE, "first call after: %s",
+                      veil_err_name(err));
+        if (!err)
+            PQclear(r);
+        ck_assert_int_eq(run(db, ST_PING, NULL, 0, &r), VEIL_OK);
+        ck_assert_int_eq(veil_pg_get_i64(r, 0, 0), 42);
+        PQclear(r);
+    }
+    /* a transaction begun on a killed backend's connection: BEGIN goes to a new one */
+    for (int round = 0; round < 3; round++) {
+        terminate_my_backend(db, ci);
+        veil_pg *c;
+        ck_assert_int_eq(veil_db_begin(db, &c), VEIL_OK);
+        ck_assert_int_eq(veil_pg_exec(c, ST_PING, NULL, 0, &r), VEIL_OK);
+        PQclear(r);
+        ck_assert_int_eq(veil_pg_end(c, VEIL_OK), VEIL_OK);
+    }
+    veil_db_free(db);
+    free(ci);
+}
+END_TEST
+
 START_TEST(test_backoff_while_down)
 {
     char *ci;
@@ -330,6 +379,7 @@ int main(void)
     tcase_add_test(tc, test_begin_and_end);
     tcase_add_test(tc, test_connection_per_thread);
     tcase_add_test(tc, test_reconnect_after_restart);
+    tcase_add_test(tc, test_terminated_backend);
     tcase_add_test(tc, test_backoff_while_down);
     suite_add_tcase(s, tc);
     return h_run_suite_forked(s);

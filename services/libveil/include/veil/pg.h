@@ -10,10 +10,14 @@
  * When the server goes away, the statement in flight fails with
  * VEIL_ERR_UNAVAILABLE and the connection is dropped; the next call
  * reconnects, retrying no faster than an exponential backoff (100 ms up to
- * 2 s) so a database outage is not hammered.  A connection the server closed
- * while it was idle is noticed before it is handed out and replaced, so once
- * the server is back no call fails for it.  SQLSTATE is mapped to veil_err
- * here, so no handler ever sees one.
+ * 2 s) so a database outage is not hammered.  A connection left unused for
+ * more than 100 ms is checked before it is handed out and replaced if the
+ * server closed it, so after a restart of an idle system no call fails for
+ * it; a busy connection is not checked before each use (two system calls
+ * saved per statement): if its server went away since its last use, its next
+ * statement fails with VEIL_ERR_UNAVAILABLE and the call after reconnects,
+ * except BEGIN, which is retried once on a new connection since nothing ran.
+ * SQLSTATE is mapped to veil_err here, so no handler ever sees one.
  */
 #ifndef VEIL_PG_H
 #define VEIL_PG_H
