@@ -8,6 +8,8 @@
  *   system_bench --certs DIR --identities FILE --proofing-seed FILE
  *                [--gateway ADDR] [--admin ADDR] [--pseudonym ADDR] [--seconds S] [--active N]
  *                [--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N]
+ *                [--gateway-metrics ADDR]
+ *                [--scale-active N --scale-links CMD --cache-entries N]
  *
  * Phases, each printing one `key=value` line (tests/bench/run reads them):
  *   floor:      the libsodium work one login must do (the ticket's sealed
@@ -26,6 +28,13 @@
  *   derive:     Derive and DeriveBatch straight at the pseudonym service
  *   revocation: identity revoked through the Admin API until the next login
  *               of that citizen is refused
+ *   scale:      with --scale-active N, the login phases again with N other
+ *               active citizens set up as returning users (phase_scale), and
+ *               the ratio to the base set's figures
+ *
+ * With --gateway-metrics (the gateway's Prometheus listener), every login
+ * line also gives the share of revocation/consent look-ups the gateway's
+ * cache answered during that phase (cache_hit_rate; -1: not known).
  *
  * For the closed and open phases, tickets (BeginLogin + the wallet's
  * signature) are prepared before the phase, so it measures CompleteLogin
@@ -40,6 +49,10 @@
  * first N active apps (each app is one mTLS connection to the gateway).
  */
 #include <getopt.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -91,7 +104,11 @@ struct bench {
     unsigned char proofing_seed[32];
     veil_channel *wallet, *admin, *pseudo;
     veil_cq *cq;
-    long errors; /* every failed call or assertion in a measured phase */
+    long errors; /* every failed call or assertion, set-up and warm-ups included */
+    /* the large-population part (--scale-active): see phase_scale */
+    const char *metrics_addr, *scale_links;
+    long scale_active, cache_entries;
+    double last_hit_rate; /* the last login phase's cache hit rate (-1: not known) */
 };
 
 /* ---- set-up ---- */
@@ -211,6 +228,83 @@ static void fetch_public(struct bench *b)
     protobuf_c_message_free_unpacked(&apps->base, NULL);
     if (b->n_apps == 0)
         die("the gateway lists no active app");
+}
+
+/* ---- the gateway's metrics (plain HTTP on loopback, deploy/local/stack) ---- */
+
+struct gw_metrics {
+    int ok;                      /* 0: no --gateway-metrics, or it could not be read */
+    double hits, misses;         /* veil_gateway_cache_{hits,misses}_total */
+    double pseudo_cur, pseudo_prev; /* veil_key_version{kind="pseudonym",...} (0: none) */
+};
+
+/* The value of the sample line starting with name (labels included), or -1. */
+static double metric_value(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+        if (strncmp(l, name, n) == 0 && l[n] == ' ')
+            return atof(l + n + 1);
+    return -1;
+}
+
+/* GET /metrics from the gateway's metrics listener (HOST:PORT). */
+static struct gw_metrics read_metrics(const struct bench *b)
+{
+    struct gw_metrics m = {0};
+    char host[128], req[256];
+    const char *colon = b->metrics_addr ? strrchr(b->metrics_addr, ':') : NULL;
+    if (!colon || (size_t)(colon - b->metrics_addr) >= sizeof host)
+        return m;
+    memcpy(host, b->metrics_addr, (size_t)(colon - b->metrics_addr));
+    host[colon - b->metrics_addr] = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+        return m;
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return m;
+    }
+    freeaddrinfo(ai);
+    struct timeval limit = {5, 0}; /* a listener that does not answer costs 5 s, not the run */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    int len = snprintf(req, sizeof req, "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", host);
+    size_t cap = 1 << 16, used = 0;
+    char *buf = malloc(cap);
+    if (buf && write(fd, req, (size_t)len) == len) {
+        ssize_t got;
+        while ((got = read(fd, buf + used, cap - used - 1)) > 0) {
+            used += (size_t)got;
+            if (used + 1 == cap) {
+                char *grown = realloc(buf, cap * 2);
+                if (!grown)
+                    break;
+                buf = grown, cap *= 2;
+            }
+        }
+        buf[used] = '\0';
+        m.hits = metric_value(buf, "veil_gateway_cache_hits_total");
+        m.misses = metric_value(buf, "veil_gateway_cache_misses_total");
+        m.pseudo_cur = metric_value(buf, "veil_key_version{kind=\"pseudonym\",role=\"current\"}");
+        m.pseudo_prev = metric_value(buf, "veil_key_version{kind=\"pseudonym\",role=\"previous\"}");
+        if (m.pseudo_prev < 0)
+            m.pseudo_prev = 0; /* no rotation overlap open */
+        m.ok = m.hits >= 0 && m.misses >= 0 && m.pseudo_cur > 0;
+    }
+    free(buf);
+    close(fd);
+    return m;
+}
+
+/* The share of the gateway's revocation/consent look-ups the cache answered between a and b. */
+static double hit_rate(const struct gw_metrics *a, const struct gw_metrics *b)
+{
+    double h = b->hits - a->hits, n = h + b->misses - a->misses;
+    return a->ok && b->ok && n > 0 ? h / n : -1;
 }
 
 /* ---- the call driver: closed loop (rate 0) or open loop at a fixed rate ---- */
@@ -473,16 +567,41 @@ static int app_of(const struct bench *b, size_t c, int k)
     return (int)((c * 7 + (size_t)k * 29) % b->n_apps);
 }
 
-/* The active citizens, spread evenly over the identity file, with their three apps each. */
-static void make_pairs(struct bench *b, struct tickets *tk)
+/* Whether ident is a citizen of tk's pairs (citizen-major, in ascending identity order). */
+static int has_citizen(const struct tickets *tk, size_t ident)
 {
-    size_t active = (size_t)b->active < b->n_ids ? (size_t)b->active : b->n_ids;
+    size_t lo = 0, hi = tk->n_pairs / APPS_PER_USER;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2, at = tk->pairs[mid * APPS_PER_USER].ident;
+        if (at == ident)
+            return 1;
+        if (at < ident)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+/*
+ * `active` citizens spread evenly over the identity file, with their three
+ * apps each; none of them a citizen of avoid (when given), so that setting up
+ * one set changes nothing the other's logins read.
+ */
+static void make_pairs(struct bench *b, struct tickets *tk, size_t active,
+                       const struct tickets *avoid)
+{
+    if (active > b->n_ids)
+        active = b->n_ids;
     tk->n_pairs = active * APPS_PER_USER;
     tk->pairs = calloc(tk->n_pairs, sizeof *tk->pairs);
     if (!tk->pairs)
         die("out of memory");
     for (size_t c = 0; c < active; c++) {
         size_t ident = (size_t)((double)c * (double)b->n_ids / (double)active);
+        size_t next = (size_t)((double)(c + 1) * (double)b->n_ids / (double)active);
+        while (avoid && has_citizen(avoid, ident) && ident + 1 < next)
+            ident++;
         for (int k = 0; k < APPS_PER_USER; k++)
             tk->pairs[c * APPS_PER_USER + (size_t)k] =
                 (struct pair){.ident = ident, .app = app_of(b, c, k), .consented = k == 0};
@@ -679,9 +798,12 @@ static double login_phase_run(struct bench *b, struct tickets *tk, struct begin_
     double la[3] = {0};
     if (full)
         r.start = begin_start, r.done = full_done, r.next = full_next, r.ctx = full;
-    if (strcmp(mode, "warmup") != 0)
+    int warmup = strstr(mode, "warmup") != NULL;
+    if (!warmup)
         phase_hook(mode, seconds);
+    struct gw_metrics m0 = read_metrics(b);
     run_calls(b, &r);
+    struct gw_metrics m1 = read_metrics(b);
     getloadavg(la, 3);
     long verified;
     double vsecs;
@@ -695,18 +817,18 @@ static double login_phase_run(struct bench *b, struct tickets *tk, struct begin_
     printf("login: mode=%s per_s=%.0f offered_per_s=%.0f ok=%ld verified=%ld failed=%ld "
            "unverified=%ld seconds=%.2f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f "
            "in_flight=%d verify_per_s=%.0f load=%.2f gen_cpu_us_per_login=%.0f "
-           "gen_machine_share=%.3f\n",
+           "gen_machine_share=%.3f cache_hit_rate=%.3f\n",
            mode, per_s, rate, r.ok, verified, r.failed, bad, r.elapsed, *p50,
            bench_lat_pct(&r.lat, 90), *p99, bench_lat_pct(&r.lat, 100), rate > 0 ? 0 : b->depth,
            vsecs > 0 ? (double)verified / vsecs : 0, la[0],
            r.ok > 0 ? r.cpu_s * 1e6 / (double)r.ok : 0,
-           r.elapsed > 0 ? r.cpu_s / (r.elapsed * bench_cores()) : 0);
+           r.elapsed > 0 ? r.cpu_s / (r.elapsed * bench_cores()) : 0, hit_rate(&m0, &m1));
     fflush(stdout);
-    if (strcmp(mode, "warmup") != 0)
-        b->errors += r.failed + bad;
+    b->errors += r.failed + bad; /* warm-ups too: every failed call is an error */
+    b->last_hit_rate = hit_rate(&m0, &m1);
     if (r.started < (long)tk->n && r.elapsed < seconds * 0.9)
         fprintf(stderr, "system_bench: %s: stopped early\n", mode);
-    if (r.started == (long)tk->n && rate <= 0 && strcmp(mode, "warmup") != 0)
+    if (r.started == (long)tk->n && rate <= 0 && !warmup)
         fprintf(stderr, "system_bench: %s: every prepared ticket was used (%.1f s)\n", mode,
                 r.elapsed);
     bench_lat_free(&r.lat);
@@ -719,12 +841,15 @@ static double login_phase(struct bench *b, struct tickets *tk, const char *mode,
     return login_phase_run(b, tk, NULL, mode, rate, seconds, p50, p99);
 }
 
-/* Whole logins (BeginLogin + the phone's ticket + CompleteLogin), closed loop, n jobs. */
-static double full_phase(struct bench *b, struct tickets *tk, size_t n, double seconds, double *p50,
-                         double *p99)
+/*
+ * Whole logins (BeginLogin + the phone's ticket + CompleteLogin), closed
+ * loop, n jobs: random active pairs, or every pair in order (every_pair).
+ */
+static double full_phase(struct bench *b, struct tickets *tk, const char *mode, size_t n,
+                         int every_pair, double seconds, double *p50, double *p99)
 {
-    struct begin_ctx bc = job_slots(tk, n, 0);
-    double per_s = login_phase_run(b, tk, &bc, "full", 0, seconds, p50, p99);
+    struct begin_ctx bc = job_slots(tk, n, every_pair);
+    double per_s = login_phase_run(b, tk, &bc, mode, 0, seconds, p50, p99);
     free(bc.which);
     return per_s;
 }
@@ -733,7 +858,6 @@ static double full_phase(struct bench *b, struct tickets *tk, size_t n, double s
 
 struct grant_ctx {
     struct tickets *tk;
-    Veil__Gateway__SignedRequest *reqs;
 };
 
 static void wallet_of(const struct bench *b, const struct ident *x, unsigned char sk[64],
@@ -747,11 +871,32 @@ static void wallet_of(const struct bench *b, const struct ident *x, unsigned cha
     w->ticket_key_version = b->ticket_version;
 }
 
+/*
+ * Citizen i grants its first app's whole scope.  Signed when it is sent, as
+ * a phone does: a signed request carries its time, and one signed long
+ * before it is sent is refused (outside the allowed clock skew).
+ */
 static veil_err grant_start(struct bench *b, void *ctx, size_t i, void *user, veil_pending **p)
 {
     struct grant_ctx *g = ctx;
-    return veil_channel_start(b->wallet, "GrantConsent", &g->reqs[i].base, CALL_MS, b->cq, user,
-                              p);
+    const struct pair *pr = &g->tk->pairs[i * APPS_PER_USER];
+    Veil__Gateway__GrantConsentPayload pl = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
+    Veil__Gateway__SignedRequest req;
+    unsigned char sk[64];
+    vw_wallet w;
+    wallet_of(b, &b->ids[pr->ident], sk, &w);
+    pl.app_id = b->apps[pr->app].id;
+    pl.attributes = b->apps[pr->app].attrs;
+    pl.n_attributes = b->apps[pr->app].n_attrs;
+    pl.purpose = "benchmark account";
+    pl.expires_at_ms = veil_now_ms() + 86400000LL;
+    veil_err e = vw_sign(&w, "/veil.gateway.Wallet/GrantConsent", &pl.base, veil_now_ms(), &req);
+    sodium_memzero(sk, sizeof sk);
+    if (e)
+        die("cannot sign a consent request");
+    e = veil_channel_start(b->wallet, "GrantConsent", &req.base, CALL_MS, b->cq, user, p);
+    vw_signed_free(&req); /* the request was packed when the call started */
+    return e;
 }
 
 static int plain_done(struct bench *b, void *ctx, size_t i, veil_err e, void *resp,
@@ -762,40 +907,20 @@ static int plain_done(struct bench *b, void *ctx, size_t i, veil_err e, void *re
     return e == VEIL_OK;
 }
 
-static void phase_consent(struct bench *b, struct tickets *tk)
+static void phase_consent(struct bench *b, struct tickets *tk, const char *set)
 {
     size_t n = tk->n_pairs / APPS_PER_USER;
-    struct grant_ctx g = {.tk = tk, .reqs = calloc(n, sizeof *g.reqs)};
-    if (!g.reqs)
-        die("out of memory");
-    for (size_t c = 0; c < n; c++) {
-        const struct pair *pr = &tk->pairs[c * APPS_PER_USER];
-        Veil__Gateway__GrantConsentPayload pl = VEIL__GATEWAY__GRANT_CONSENT_PAYLOAD__INIT;
-        unsigned char sk[64];
-        vw_wallet w;
-        wallet_of(b, &b->ids[pr->ident], sk, &w);
-        pl.app_id = b->apps[pr->app].id;
-        pl.attributes = b->apps[pr->app].attrs;
-        pl.n_attributes = b->apps[pr->app].n_attrs;
-        pl.purpose = "benchmark account";
-        pl.expires_at_ms = veil_now_ms() + 86400000LL;
-        veil_err e = vw_sign(&w, "/veil.gateway.Wallet/GrantConsent", &pl.base, veil_now_ms(),
-                             &g.reqs[c]);
-        sodium_memzero(sk, sizeof sk);
-        if (e)
-            die("cannot sign a consent request");
-    }
-    struct run r = {.n = n, .depth = 32, .seconds = 1e9, .start = grant_start,
+    struct grant_ctx g = {.tk = tk};
+    struct run r = {.n = n, .depth = b->depth, .seconds = 1e9, .start = grant_start,
                     .done = plain_done, .ctx = &g};
     run_calls(b, &r);
     report_failures("GrantConsent", &r);
-    printf("consent: grants=%ld per_s=%.0f failed=%ld\n", r.ok,
-           r.elapsed > 0 ? (double)r.ok / r.elapsed : 0, r.failed);
+    double la[3] = {0};
+    getloadavg(la, 3);
+    printf("consent: set=%s grants=%ld per_s=%.0f failed=%ld load=%.2f\n", set, r.ok,
+           r.elapsed > 0 ? (double)r.ok / r.elapsed : 0, r.failed, la[0]);
     fflush(stdout);
     b->errors += r.failed;
-    for (size_t c = 0; c < n; c++)
-        vw_signed_free(&g.reqs[c]);
-    free(g.reqs);
     bench_lat_free(&r.lat);
 }
 
@@ -1054,6 +1179,126 @@ static void phase_revocation(struct bench *b, size_t first_ident)
     bench_lat_free(&lat);
 }
 
+/* ---- the large population (--scale-active) ---- */
+
+/*
+ * The app links of the scale set, made in bulk by --scale-links CMD: the
+ * rows revocation's Authorize writes at each pair's first login (docs/
+ * performance.md, "Scale").  CMD gets a file of `device_id<TAB>app_id` lines
+ * and the pseudonym key versions the gateway's logins would record.
+ */
+static void scale_links(struct bench *b, const struct tickets *tk)
+{
+    struct gw_metrics m = read_metrics(b);
+    char path[] = "/tmp/veil-bench-pairs.XXXXXX", cmd[1024], dev[33];
+    if (!b->scale_links || !m.ok || b->cache_entries < 0)
+        die("--scale-active needs --scale-links, --cache-entries and a readable "
+            "--gateway-metrics");
+    int fd = mkstemp(path);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f)
+        die("cannot write the pairs file");
+    for (size_t i = 0; i < tk->n_pairs; i++) {
+        veil_device_id_text(b->ids[tk->pairs[i].ident].device_id, dev);
+        fprintf(f, "%s\t%s\n", dev, b->apps[tk->pairs[i].app].id);
+    }
+    if (fclose(f) != 0)
+        die("cannot write the pairs file");
+    snprintf(cmd, sizeof cmd, "%s %s %.0f %.0f", b->scale_links, path, m.pseudo_cur,
+             m.pseudo_prev);
+    double t0 = bench_now_s();
+    int rc = system(cmd);
+    unlink(path);
+    if (rc != 0)
+        die("the scale links command failed");
+    printf("links: pairs=%zu seconds=%.1f key_version=%.0f previous_key_version=%.0f "
+           "made_by=bulk_insert\n",
+           tk->n_pairs, bench_now_s() - t0, m.pseudo_cur, m.pseudo_prev);
+    fflush(stdout);
+}
+
+/* The base run's figures the scale set is compared with. */
+struct base_figures {
+    double closed, full, open_p99, hit;
+    size_t identities; /* loaded, the revoked ones included */
+};
+
+/*
+ * --scale-active N: the same phases again with N active citizens (disjoint
+ * from the base set), after setting up what those citizens would have as
+ * returning users: the consent of their first app (Wallet GrantConsent,
+ * device-signed, as the base set's), the app links of their three apps
+ * (bulk, scale_links), and the gateway's cache as a gateway that has served
+ * them for a while holds it: it keeps the first answers it sees until it is
+ * full, so the warm-up logs in the first cache_entries / 2 pairs (one
+ * revocation verdict and one consent answer each) and the cache holds what it
+ * can.  Then CompleteLogin closed, open, whole logins; then the base set's
+ * closed loop and the scale set's again, interleaved, for the ratio.
+ */
+static void phase_scale(struct bench *b, struct tickets *base, const struct base_figures *bf)
+{
+    long errors0 = b->errors;
+    double t0 = bench_now_s(), p50, p99, op50, op99, fp50, fp99;
+    struct tickets tk = {0};
+    make_pairs(b, &tk, (size_t)b->scale_active, base);
+    size_t citizens = tk.n_pairs / APPS_PER_USER;
+    printf("scale_setup: citizens=%zu pairs=%zu base_citizens=%zu cache_entries=%ld\n",
+           citizens, tk.n_pairs, base->n_pairs / APPS_PER_USER, b->cache_entries);
+    fflush(stdout);
+    phase_consent(b, &tk, "scale");
+    scale_links(b, &tk);
+    size_t warm_n = (size_t)(b->cache_entries > 0 ? b->cache_entries / 2 : 0);
+    if (warm_n > tk.n_pairs)
+        warm_n = tk.n_pairs;
+    if (warm_n < 1000)
+        warm_n = tk.n_pairs < 1000 ? tk.n_pairs : 1000;
+    double warm = full_phase(b, &tk, "scale_warmup", warm_n, 1, 1e9, &p50, &p99);
+    double setup_s = bench_now_s() - t0;
+
+    double ref = warm > bf->closed ? warm : bf->closed;
+    size_t n = (size_t)((ref > 1000 ? ref : 1000) * 1.6 * b->seconds) + 1000;
+    size_t n_base = (size_t)((bf->closed > 1000 ? bf->closed : 1000) * 1.6 * b->seconds) + 1000;
+    prepare_tickets(b, &tk, n, 0);
+    double b1 = login_phase(b, &tk, "scale_closed", 0, b->seconds, &p50, &p99);
+    double b1_hit = b->last_hit_rate;
+    double rate = b->rate > 0 ? b->rate : b1 / 2;
+    prepare_tickets(b, &tk, (size_t)(rate * b->seconds) + 1, 0);
+    login_phase(b, &tk, "scale_open", rate, b->seconds, &op50, &op99);
+    double full = full_phase(b, &tk, "scale_full", n, 0, b->seconds, &fp50, &fp99);
+
+    /* interleaved: base, scale - the machine is shared, so the ratio uses both pairs */
+    prepare_tickets(b, base, n_base, 0);
+    double a2 = login_phase(b, base, "closed_repeat", 0, b->seconds, &p50, &p99);
+    double a2_hit = b->last_hit_rate;
+    prepare_tickets(b, &tk, n, 0);
+    double b2 = login_phase(b, &tk, "scale_closed_repeat", 0, b->seconds, &p50, &p99);
+    double b2_hit = b->last_hit_rate;
+    tickets_free(base);
+    tickets_free(&tk);
+    free(tk.pairs);
+
+    /*
+     * The ratio is against the base set as it ran (its answers all in the
+     * cache: that is what 1,000 active citizens get).  The repeat of the base
+     * set after the set-up is printed beside it: by then the cache may be
+     * full of the large set's answers, so it shows what cache misses alone
+     * cost; its hit rate says which it was.
+     */
+    double bs = (b1 + b2) / 2;
+    size_t base_n = base->n_pairs / APPS_PER_USER;
+    printf("scale: identities=%zu active=%zu complete_login_per_s=%.0f full_login_per_s=%.0f "
+           "p50_ms=%.2f p99_ms=%.2f at_rate=%.0f cache_hit_rate=%.3f base_active=%zu "
+           "base_complete_login_per_s=%.0f base_full_login_per_s=%.0f base_p99_ms=%.2f "
+           "base_cache_hit_rate=%.3f vs_%zu_active=%.2f full_vs_%zu_active=%.2f "
+           "closed_runs=%.0f,%.0f,%.0f base_repeat_per_s=%.0f base_repeat_cache_hit_rate=%.3f "
+           "setup_s=%.0f errors=%ld\n",
+           bf->identities, citizens, bs, full, op50, op99, rate, (b1_hit + b2_hit) / 2, base_n,
+           bf->closed, bf->full, bf->open_p99, bf->hit, base_n,
+           bf->closed > 0 ? bs / bf->closed : 0, base_n, bf->full > 0 ? full / bf->full : 0, b1,
+           a2, b2, a2, a2_hit, setup_s, b->errors - errors0);
+    fflush(stdout);
+}
+
 /* ---- main ---- */
 
 int main(int argc, char **argv)
@@ -1061,7 +1306,7 @@ int main(int argc, char **argv)
     static struct bench b = {.gateway = "127.0.0.1:7100", .admin_addr = "127.0.0.1:7110",
                              .pseudonym = "127.0.0.1:7104",
                              .seconds = 10, .depth = 64, .active = 5000, .n_enrol = 2000,
-                             .n_revocations = 30};
+                             .n_revocations = 30, .cache_entries = -1, .last_hit_rate = -1};
     const char *ids = NULL, *seed = NULL;
     static const struct option opts[] = {
         {"gateway", required_argument, NULL, 'g'},   {"pseudonym", required_argument, NULL, 'p'},
@@ -1072,6 +1317,10 @@ int main(int argc, char **argv)
         {"in-flight", required_argument, NULL, 'd'}, {"enrol", required_argument, NULL, 'e'},
         {"revocations", required_argument, NULL, 'r'}, {"rate", required_argument, NULL, 'R'},
         {"apps", required_argument, NULL, 'A'},
+        {"scale-active", required_argument, NULL, 'S'},
+        {"gateway-metrics", required_argument, NULL, 'M'},
+        {"cache-entries", required_argument, NULL, 'C'},
+        {"scale-links", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1089,13 +1338,24 @@ int main(int argc, char **argv)
         case 'r': b.n_revocations = atol(optarg); break;
         case 'R': b.rate = atof(optarg); break;
         case 'A': b.max_apps = atol(optarg); break;
+        case 'S': b.scale_active = atol(optarg); break;
+        case 'M': b.metrics_addr = optarg; break;
+        case 'C': b.cache_entries = atol(optarg); break;
+        case 'L': b.scale_links = optarg; break;
         default: return 2;
         }
     }
     if (!b.certs || !ids || !seed || b.seconds <= 0 || b.depth <= 0 || b.active <= 0) {
         fprintf(stderr, "usage: system_bench --certs DIR --identities FILE --proofing-seed FILE "
                         "[--gateway ADDR] [--admin ADDR] [--pseudonym ADDR] [--seconds S] [--active N] "
-                        "[--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N]\n");
+                        "[--in-flight D] [--enrol N] [--revocations N] [--rate R] [--apps N] "
+                        "[--gateway-metrics ADDR] [--scale-active N --scale-links CMD "
+                        "--cache-entries N]\n");
+        return 2;
+    }
+    if (b.scale_active > 0 && (!b.scale_links || !b.metrics_addr || b.cache_entries < 0)) {
+        fprintf(stderr, "system_bench: --scale-active needs --scale-links, --gateway-metrics "
+                        "and --cache-entries\n");
         return 2;
     }
     if (sodium_init() < 0)
@@ -1123,9 +1383,9 @@ int main(int argc, char **argv)
     struct tickets tk = {0};
     size_t all = b.n_ids;
     b.n_ids = loadable;
-    make_pairs(&b, &tk);
+    make_pairs(&b, &tk, (size_t)b.active, NULL);
     b.n_ids = all;
-    phase_consent(&b, &tk);
+    phase_consent(&b, &tk, "base");
 
     /*
      * Warm-up, every active pair twice: the first pass is every pair's first
@@ -1142,6 +1402,7 @@ int main(int argc, char **argv)
     size_t n = (size_t)((warm > 1000 ? warm : 1000) * 1.6 * b.seconds) + 1000;
     prepare_tickets(&b, &tk, n, 0);
     double max = login_phase(&b, &tk, "closed", 0, b.seconds, &p50, &p99);
+    double closed_hit = b.last_hit_rate;
     size_t n_full = n; /* a whole login is never faster than its CompleteLogin */
     double closed_p50 = p50, closed_p99 = p99;
 
@@ -1150,13 +1411,20 @@ int main(int argc, char **argv)
     prepare_tickets(&b, &tk, n, 0);
     login_phase(&b, &tk, "open", rate, b.seconds, &p50, &p99);
     double full_p50, full_p99;
-    double full = full_phase(&b, &tk, n_full, b.seconds, &full_p50, &full_p99);
+    double full = full_phase(&b, &tk, "full", n_full, 0, b.seconds, &full_p50, &full_p99);
     tickets_free(&tk);
-    free(tk.pairs);
 
     phase_derive(&b);
     if (reserve)
         phase_revocation(&b, loadable);
+    if (b.scale_active > 0) {
+        struct base_figures bf = {.closed = max, .full = full, .open_p99 = p99,
+                                  .hit = closed_hit, .identities = all};
+        b.n_ids = loadable; /* the revoked identities stay out */
+        phase_scale(&b, &tk, &bf);
+        b.n_ids = all;
+    }
+    free(tk.pairs);
 
     printf("summary: complete_login_per_s=%.0f full_login_per_s=%.0f closed_p50_ms=%.2f "
            "closed_p99_ms=%.2f full_p50_ms=%.2f full_p99_ms=%.2f open_rate=%.0f open_p50_ms=%.2f "
