@@ -94,6 +94,38 @@ void veil_buf_put(veil_buf *b, const void *p, size_t n)
     b->len += n;
 }
 
+void veil_buf_json_str(veil_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t run = 0; /* start of the bytes not yet appended, none of which needs escaping */
+    veil_buf_put(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        char e[6] = {'\\', (char)c, '0', '0', hex[c >> 4], hex[c & 15]};
+        size_t elen = 2;
+        switch (c) {
+        case '"':
+        case '\\':
+            break;
+        case '\b': e[1] = 'b'; break;
+        case '\f': e[1] = 'f'; break;
+        case '\n': e[1] = 'n'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\t': e[1] = 't'; break;
+        default:
+            e[1] = 'u';
+            elen = 6;
+        }
+        veil_buf_put(b, s + run, i - run);
+        veil_buf_put(b, e, elen);
+        run = i + 1;
+    }
+    veil_buf_put(b, s + run, n - run);
+    veil_buf_put(b, "\"", 1);
+}
+
 void veil_buf_put_u8(veil_buf *b, uint8_t v)
 {
     veil_buf_put(b, &v, 1);

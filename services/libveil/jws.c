@@ -6,15 +6,6 @@
 #include "veil/codec.h"
 #include "veil/jws.h"
 
-static char *b64url_of(const void *p, size_t n)
-{
-    size_t cap = veil_b64url_len(n);
-    char *s = malloc(cap);
-    if (s)
-        veil_b64url_encode(s, cap, p, n);
-    return s;
-}
-
 /* Frees a string that held claims (personal data), zeroed first. */
 static void wipe_free(char *p)
 {
@@ -47,44 +38,49 @@ void veil_json_wipe_decref(json_t *j)
     json_decref(j);
 }
 
-veil_err veil_jws_sign(const veil_signer *s, const char *typ, const json_t *payload, char **out)
+veil_err veil_jws_sign_json(const veil_signer *s, const char *typ, const char *payload,
+                            size_t len, char **out)
 {
-    veil_err err = VEIL_ERR_NOMEM;
-    char *hjson = NULL, *pjson = NULL, *h64 = NULL, *p64 = NULL, *token = NULL;
     *out = NULL;
-    json_t *header = json_pack("{s:s, s:s, s:s}", "alg", "EdDSA", "kid", s->kid, "typ", typ);
-    if (!header)
-        goto out;
-    hjson = json_dumps(header, JSON_COMPACT);
-    pjson = json_dumps(payload, JSON_COMPACT);
-    if (!hjson || !pjson)
-        goto out;
-    h64 = b64url_of(hjson, strlen(hjson));
-    p64 = b64url_of(pjson, strlen(pjson));
-    if (!h64 || !p64)
-        goto out;
-    size_t hl = strlen(h64), pl = strlen(p64);
-    size_t siglen64 = veil_b64url_len(64);
-    token = malloc(hl + 1 + pl + 1 + siglen64);
-    if (!token)
-        goto out;
-    memcpy(token, h64, hl);
+    /* {"alg":"EdDSA","kid":<kid>,"typ":<typ>}: the order json_pack gave it */
+    veil_buf h = {0};
+    veil_buf_put(&h, "{\"alg\":\"EdDSA\",\"kid\":", 21);
+    veil_buf_json_str(&h, s->kid, strlen(s->kid));
+    veil_buf_put(&h, ",\"typ\":", 7);
+    veil_buf_json_str(&h, typ, strlen(typ));
+    veil_buf_put(&h, "}", 1);
+    if (h.failed) {
+        veil_buf_free(&h);
+        return VEIL_ERR_NOMEM;
+    }
+    /* one buffer: header.payload.signature, each base64url written in place */
+    size_t hl = veil_b64url_len(h.len) - 1, pl = veil_b64url_len(len) - 1;
+    size_t sl = veil_b64url_len(crypto_sign_BYTES);
+    char *token = malloc(hl + 1 + pl + 1 + sl);
+    if (!token) {
+        veil_buf_free(&h);
+        return VEIL_ERR_NOMEM;
+    }
+    veil_b64url_encode(token, hl + 1, h.data, h.len);
+    veil_buf_free(&h);
     token[hl] = '.';
-    memcpy(token + hl + 1, p64, pl);
-    unsigned char sig[64];
+    veil_b64url_encode(token + hl + 1, pl + 1, payload, len);
+    unsigned char sig[crypto_sign_BYTES];
     veil_signer_sign(s, sig, token, hl + 1 + pl);
     token[hl + 1 + pl] = '.';
-    veil_b64url_encode(token + hl + 1 + pl + 1, siglen64, sig, sizeof sig);
+    veil_b64url_encode(token + hl + 1 + pl + 1, sl, sig, sizeof sig);
     *out = token;
-    token = NULL;
-    err = VEIL_OK;
-out:
-    json_decref(header);
-    free(hjson);
+    return VEIL_OK;
+}
+
+veil_err veil_jws_sign(const veil_signer *s, const char *typ, const json_t *payload, char **out)
+{
+    *out = NULL;
+    char *pjson = json_dumps(payload, JSON_COMPACT);
+    if (!pjson)
+        return VEIL_ERR_NOMEM;
+    veil_err err = veil_jws_sign_json(s, typ, pjson, strlen(pjson), out);
     wipe_free(pjson);
-    free(h64);
-    wipe_free(p64);
-    free(token);
     return err;
 }
 

@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include "harness.h"
+#include "veil/codec.h"
 #include "veil/formats.h"
 #include "veil/inperson.h"
 #include "veil/jws.h"
@@ -89,6 +90,123 @@ static char *signed_token(const char *header, const char *payload)
 }
 
 /* The header and payload rules hold even behind a valid signature. */
+/* jansson's own serialisation of one string, for comparison. */
+static char *jansson_str(const char *s, size_t n)
+{
+    json_t *j = json_stringn(s, n);
+    ck_assert_ptr_nonnull(j);
+    char *d = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+    json_decref(j);
+    return d;
+}
+
+static char *written_str(const char *s, size_t n)
+{
+    veil_buf b = {0};
+    veil_buf_json_str(&b, s, n);
+    veil_buf_put(&b, "", 1);
+    ck_assert(!b.failed);
+    char *out = strdup((const char *)b.data);
+    veil_buf_free(&b);
+    return out;
+}
+
+/* JSON string escaping written directly: JSON's rules, byte for byte what jansson writes. */
+START_TEST(test_json_string_escaping)
+{
+    /* the rules, spelled out */
+    char *w = written_str("a\"b\\c/d\b\f\n\r\t\x01\x1f\x7f", 15);
+    ck_assert_str_eq(w, "\"a\\\"b\\\\c/d\\b\\f\\n\\r\\t\\u0001\\u001F\x7f\"");
+    free(w);
+    w = written_str("", 0);
+    ck_assert_str_eq(w, "\"\"");
+    free(w);
+    w = written_str("a\0b", 3); /* a NUL inside the given length */
+    ck_assert_str_eq(w, "\"a\\u0000b\"");
+    free(w);
+    /* every ASCII byte, and UTF-8 of 2, 3 and 4 bytes (U+2028 passes unescaped) */
+    char all[128];
+    for (int c = 1; c < 128; c++)
+        all[c - 1] = (char)c;
+    const char *cases[] = {"王小明", "Zoë O'Brien", "line\xe2\x80\xa8sep", "\xf0\x9f\x98\x80 ok",
+                           "\"quoted\" \\path\\", "tab\there"};
+    char *j = jansson_str(all, 127);
+    w = written_str(all, 127);
+    ck_assert_str_eq(w, j);
+    free(w);
+    free(j);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        j = jansson_str(cases[i], strlen(cases[i]));
+        w = written_str(cases[i], strlen(cases[i]));
+        ck_assert_str_eq(w, j);
+        free(w);
+        free(j);
+    }
+}
+END_TEST
+
+/* The token as the jansson-built header gave it before the header was written directly. */
+static char *token_the_old_way(const veil_signer *s, const char *typ, const json_t *claims)
+{
+    json_t *header = json_pack("{s:s, s:s, s:s}", "alg", "EdDSA", "kid", s->kid, "typ", typ);
+    char *h = json_dumps(header, JSON_COMPACT), *p = json_dumps(claims, JSON_COMPACT);
+    size_t hl = veil_b64url_len(strlen(h)) - 1, pl = veil_b64url_len(strlen(p)) - 1;
+    char *t = malloc(hl + pl + 2 + veil_b64url_len(64));
+    veil_b64url_encode(t, hl + 1, h, strlen(h));
+    t[hl] = '.';
+    veil_b64url_encode(t + hl + 1, pl + 1, p, strlen(p));
+    unsigned char sig[64];
+    veil_signer_sign(s, sig, t, hl + 1 + pl);
+    t[hl + 1 + pl] = '.';
+    veil_b64url_encode(t + hl + pl + 2, veil_b64url_len(64), sig, 64);
+    json_decref(header);
+    free(h);
+    free(p);
+    return t;
+}
+
+/* veil_jws_sign and veil_jws_sign_json give the tokens the jansson header gave, byte for byte. */
+START_TEST(test_jws_written_header_identical)
+{
+    char err[256];
+    char *dir = h_tempdir("fmtkid");
+    veil_keyring *r;
+    veil_signer *odd;
+    h_keyfile(dir, "signing", 3);
+    ck_assert_int_eq(veil_keyring_load(dir, "signing", &r, err, sizeof err), VEIL_OK);
+    /* a kid and a typ that need escaping */
+    ck_assert_int_eq(veil_signer_new(veil_keyring_get(r, 3), "k\"\\/\x01王", &odd), VEIL_OK);
+    const veil_signer *signers[] = {signer, odd};
+    const char *typs[] = {"JWT", "secevent+jwt", "veil-webcert+jwt", "a\"b\\c\n"};
+    json_t *claims = json_pack("{s:s, s:s, s:I, s:b, s:[s], s:{s:s}}", "sub", "p\"1\\", "name",
+                               "王小明\t\x7f", "iat", (json_int_t)1700000000, "ok", 1, "amr",
+                               "pop", "address", "region", "北京/Beijing");
+    char *pjson = json_dumps(claims, JSON_COMPACT);
+    for (size_t i = 0; i < 2; i++)
+        for (size_t k = 0; k < sizeof typs / sizeof typs[0]; k++) {
+            char *want = token_the_old_way(signers[i], typs[k], claims), *got, *got_json;
+            ck_assert_int_eq(veil_jws_sign(signers[i], typs[k], claims, &got), VEIL_OK);
+            ck_assert_int_eq(
+                veil_jws_sign_json(signers[i], typs[k], pjson, strlen(pjson), &got_json), VEIL_OK);
+            ck_assert_str_eq(got, want);
+            ck_assert_str_eq(got_json, want);
+            json_t *back;
+            ck_assert_int_eq(veil_jws_verify(got, strlen(got), typs[k], lookup,
+                                             (void *)signers[i], &back),
+                             VEIL_OK);
+            json_decref(back);
+            free(want);
+            free(got);
+            free(got_json);
+        }
+    free(pjson);
+    json_decref(claims);
+    veil_signer_free(odd);
+    veil_keyring_free(r);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_jws_rules_behind_a_valid_signature)
 {
     static const struct {
@@ -535,6 +653,8 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_jws_roundtrip_and_tamper);
     tcase_add_test(tc, test_jws_rules_behind_a_valid_signature);
+    tcase_add_test(tc, test_json_string_escaping);
+    tcase_add_test(tc, test_jws_written_header_identical);
     tcase_add_test(tc, test_jws_verifies_with_python_jwt);
     tcase_add_test(tc, test_ticket_roundtrip);
     tcase_add_test(tc, test_two_tickets_share_nothing);

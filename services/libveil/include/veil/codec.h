@@ -45,6 +45,15 @@ void veil_buf_put_lp(veil_buf *b, const void *p, size_t n);
 void veil_buf_put_str(veil_buf *b, const char *s);   /* veil_buf_put_lp of strlen(s) */
 /* Frees the buffer's memory, wiping it first (it may hold signed secrets). */
 void veil_buf_free(veil_buf *b);
+/*
+ * Appends s[0..n) as a JSON string literal, quotes included, escaped as
+ * jansson's json_dumps escapes (so output written with it is byte-identical
+ * to jansson's): '"' and '\\' with a backslash; \b \f \n \r \t; every other
+ * byte below 0x20 as \u00XX (upper-case hex); every other byte as it is -
+ * '/', DEL and UTF-8 sequences unescaped.  s must be valid UTF-8
+ * (veil_utf8_valid): this does not check.
+ */
+void veil_buf_json_str(veil_buf *b, const char *s, size_t n);
 
 /* A cursor over bytes being parsed; any short read sets `bad`. */
 typedef struct veil_reader {

@@ -23,6 +23,16 @@ veil_err veil_jws_sign(const veil_signer *s, const char *typ, const json_t *payl
                        char **out) VEIL_WUR;
 
 /*
+ * The same with the payload already serialised (payload[0..len), a JSON
+ * object in UTF-8), for callers that write their claims without building a
+ * jansson tree.  The header is written directly (veil_buf_json_str); the
+ * token is byte-identical to veil_jws_sign's for the payload json_dumps
+ * (JSON_COMPACT) would give.
+ */
+veil_err veil_jws_sign_json(const veil_signer *s, const char *typ, const char *payload,
+                            size_t len, char **out) VEIL_WUR;
+
+/*
  * json_decref that first zeroes every string value (object and array members
  * too) when this is the last reference: for claims that hold personal data.
  */
