@@ -621,7 +621,7 @@ static veil_err within_scope(veil_call *call, const Veil__Vault__ReleaseAttribut
     return VEIL_OK;
 }
 
-/* A citizen's row, data key and decrypted profile.  Personal: freed with sodium_free. */
+/* A citizen's row, data key and decrypted profile.  Personal: guarded memory, wiped after use. */
 struct opened {
     struct vault_citizen_row row;
     unsigned char dk[VAULT_DEK_BYTES];
@@ -797,11 +797,11 @@ static void vault_release_attributes(Veil__Vault__Vault_Service *svc,
     Veil__Vault__ReleaseAttributesResponse resp = VEIL__VAULT__RELEASE_ATTRIBUTES_RESPONSE__INIT;
     Veil__Vault__ReleaseAttributesRequest *reqs[] = {(Veil__Vault__ReleaseAttributesRequest *)req};
     Veil__Vault__ReleaseAttributesResponse *resps[] = {&resp};
-    struct opened *o = sodium_malloc(sizeof *o);
+    struct opened *o = veil_guarded_take(sizeof *o); /* no mmap per release (veil/keys.h) */
     struct outcome out;
     veil_err err = o ? release_batch(self(svc), call, reqs, 1, o, resps, &out) : VEIL_ERR_NOMEM;
     VEIL_REPLY(done, call, single_outcome(call, err, &out), &resp);
-    sodium_free(o); /* wipes the profile, the birth date and the data key */
+    veil_guarded_give(o); /* wipes the profile, the birth date and the data key */
 }
 
 /* ---- VerifyTicketBatch, ReleaseAttributesBatch ---- */
@@ -982,7 +982,7 @@ static void vault_list_devices(Veil__Vault__Vault_Service *svc,
 {
     Veil__Vault__ListDevicesResponse resp = VEIL__VAULT__LIST_DEVICES_RESPONSE__INIT;
     struct vault *v = self(svc);
-    struct opened *o = sodium_malloc(sizeof *o);
+    struct opened *o = veil_guarded_take(sizeof *o);
     struct device_list l = {.call = call, .subject = req->subject_ref.data};
     vault_conn *c;
     veil_err err = check_subject(call, &req->subject_ref);
@@ -998,7 +998,7 @@ static void vault_list_devices(Veil__Vault__Vault_Service *svc,
         resp.n_devices = l.n;
     }
     VEIL_REPLY(done, call, err, &resp);
-    sodium_free(o); /* wipes the data key */
+    veil_guarded_give(o); /* wipes the data key */
 }
 
 /* ---- RevokeDevice ---- */
