@@ -762,15 +762,6 @@ START_TEST(test_key_rotation)
 END_TEST
 
 /* The kid in a compact JWS's header (static buffer). */
-static const char *kid_of(const char *jws)
-{
-    static char header[256];
-    size_t n;
-    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, jws, strcspn(jws, "."), &n), 0);
-    header[n] = '\0';
-    return strstr(header, "\"kid\":\"") ? strstr(header, "\"kid\":\"") + 7 : "";
-}
-
 /* A consent grant through the gateway; the receipt (malloc'd). */
 static char *grant_receipt(const vw_wallet *w)
 {
@@ -808,7 +799,7 @@ START_TEST(test_receipt_key_rotation)
     ck_assert_int_eq(h_stop(&S.consent), 0);
     ck_assert_int_eq(h_stack_restart(&S, H_CONSENT), 0);
     char *r = grant_receipt(w);
-    ck_assert_int_eq(strncmp(kid_of(r), "receipt-1\"", 10), 0);
+    ck_assert_int_eq(strncmp(e2e_kid_of(r), "receipt-1\"", 10), 0);
     free(r);
     Veil__Gateway__RotateKeyRequest rk = VEIL__GATEWAY__ROTATE_KEY_REQUEST__INIT;
     Veil__Gateway__RotateKeyResponse *rr;
@@ -827,7 +818,7 @@ START_TEST(test_receipt_key_rotation)
     ck_assert_uint_eq(rr->previous, 1);
     e2e_free(rr);
     r = grant_receipt(w);
-    ck_assert_int_eq(strncmp(kid_of(r), "receipt-2\"", 10), 0);
+    ck_assert_int_eq(strncmp(e2e_kid_of(r), "receipt-2\"", 10), 0);
     free(r);
     vw_wallet_free(w);
 }

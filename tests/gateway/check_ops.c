@@ -11,6 +11,13 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,6 +29,7 @@
 
 #include "e2e.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "veil/codec.h"
 #include "veil/trace.h"
 
 static h_stack S;
@@ -391,6 +399,200 @@ START_TEST(test_metrics_oidc_logins)
 }
 END_TEST
 
+/* ---- a Secret volume as the kubelet lays it out, kept in step by secret-files ---- */
+
+/* Copies every file of from into to with mode 0440 (what fsGroup makes of defaultMode 0400). */
+static void copy_files(const char *from, const char *to)
+{
+    DIR *d = opendir(from);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char a[2048], b[2048], buf[512];
+        snprintf(a, sizeof a, "%s/%s", from, e->d_name);
+        snprintf(b, sizeof b, "%s/%s", to, e->d_name);
+        int in = open(a, O_RDONLY), out = open(b, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        ck_assert(in >= 0 && out >= 0);
+        ssize_t n = read(in, buf, sizeof buf);
+        ck_assert(n > 0 && write(out, buf, (size_t)n) == n);
+        close(in), close(out);
+        ck_assert_int_eq(chmod(b, 0440), 0);
+    }
+    closedir(d);
+}
+
+/* Makes volume/..<stamp>/ holding from's files plus (when purpose) a new key file. */
+static void kubelet_version(const char *volume, const char *stamp, const char *from,
+                            const char *purpose, unsigned version, char *dir, size_t len)
+{
+    snprintf(dir, len, "%s/..%s", volume, stamp);
+    ck_assert_int_eq(mkdir(dir, 0750), 0);
+    copy_files(from, dir);
+    if (purpose) {
+        h_keyfile(dir, purpose, version);
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s-%u.key", dir, purpose, version);
+        ck_assert_int_eq(chmod(path, 0440), 0);
+    }
+}
+
+/* The user-visible name -> ..data/name symlinks for every file of dir. */
+static void kubelet_links(const char *volume, const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char link[2048], target[512];
+        snprintf(link, sizeof link, "%s/%s", volume, e->d_name);
+        snprintf(target, sizeof target, "..data/%s", e->d_name);
+        if (symlink(target, link) != 0)
+            ck_assert_int_eq(errno, EEXIST); /* a name both versions have keeps its link */
+    }
+    closedir(d);
+}
+
+static void remove_folder(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            ck_assert_int_eq(unlink(path), 0);
+    }
+    closedir(d);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+
+/* Waits up to 5 s (scaled) for text in a process's log. */
+static int log_shows(const h_proc *p, const char *text)
+{
+    for (int i = 0; i < 100 * h_timeout_scale(); i++) {
+        if (h_log_contains(p, text))
+            return 1;
+        h_sleep_ms(50);
+    }
+    return 0;
+}
+
+/* A login at chat.lianxin; the kid of its assertion (static storage). */
+static const char *login_kid(const vw_wallet *w)
+{
+    static char kid[64];
+    Veil__Gateway__CompleteLoginResponse *r;
+    veil_status st;
+    ck_assert_int_eq(e2e_login(&S, "chat.lianxin", w, NULL, 0, &r, &st), VEIL_OK);
+    const char *k = e2e_kid_of(r->assertion);
+    snprintf(kid, sizeof kid, "%.*s", (int)strcspn(k, "\""), k);
+    e2e_free(r);
+    return kid;
+}
+
+/*
+ * Gap 1 of issue 16 item 5: a Secret changed in place on Kubernetes reaches
+ * the running gateway.  The Secret volume is laid out as the kubelet does
+ * (a timestamped folder, "..data" pointing at it, one "name -> ..data/name"
+ * link per file, files 0440 through fsGroup); secret-files --watch (the
+ * pods' sidecar) keeps the gateway's key folder in step with it.  The kubelet's
+ * update is replayed exactly: a new timestamped folder with a new key file,
+ * "..data_tmp" renamed over "..data", the new link, the old folder removed.
+ * The gateway loads the new key at once and publishes it, but signs with it
+ * only after RotateKey.
+ */
+START_TEST(test_secret_update_reaches_the_service)
+{
+    char *src = h_tempdir("kubelet"), volume[1200], v1[1400], v2[1400], path[1500];
+    const char *name = strrchr(S.keys[H_GATEWAY], '/') + 1; /* keys-gateway */
+    snprintf(volume, sizeof volume, "%s/%s", src, name);
+    ck_assert_int_eq(mkdir(volume, 01750), 0);
+    kubelet_version(volume, "2026_12_05_06_00_00.000000001", S.keys[H_GATEWAY], NULL, 0, v1,
+                    sizeof v1);
+    snprintf(path, sizeof path, "%s/..data", volume);
+    ck_assert_int_eq(symlink(strrchr(v1, '/') + 1, path), 0);
+    kubelet_links(volume, v1);
+
+    /* the sidecar: FROM holds the Secret volumes, TO the folders the services read */
+    h_proc sidecar = {.name = "secret-files"};
+    char bin[1200], to[1200], *log = sidecar.log;
+    snprintf(bin, sizeof bin, "%s/secret-files", h_env("VEIL_TEST_BIN"));
+    snprintf(to, sizeof to, "%.*s", (int)(strrchr(S.keys[H_GATEWAY], '/') - S.keys[H_GATEWAY]),
+             S.keys[H_GATEWAY]);
+    snprintf(log, sizeof sidecar.log, "%s/secret-files.log", src);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    char *argv[] = {bin, src, to, "--watch", NULL};
+    extern char **environ;
+    pid_t pid;
+    ck_assert_int_eq(posix_spawn(&pid, bin, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    sidecar.pid = pid;
+
+    /* the first pass makes the copies owner-only; the gateway's keys are unchanged */
+    snprintf(path, sizeof path, "%s/assertion-1.key", S.keys[H_GATEWAY]);
+    struct stat st;
+    for (int i = 0; i < 100 && (stat(path, &st) != 0 || (st.st_mode & 0777) != 0400); i++)
+        h_sleep_ms(50);
+    ck_assert_uint_eq(st.st_mode & 0777, 0400);
+
+    char id[19];
+    e2e_id_number("11010519750505006", id);
+    vw_wallet *w = e2e_enrol(&S, id, "Secret Test");
+    ck_assert_str_eq(login_kid(w), "assertion-1");
+
+    /* the kubelet's update: assertion-8.key added to the Secret */
+    kubelet_version(volume, "2026_12_05_07_00_00.000000002", v1, "assertion", 8, v2, sizeof v2);
+    char tmp[1300];
+    snprintf(tmp, sizeof tmp, "%s/..data_tmp", volume);
+    ck_assert_int_eq(symlink(strrchr(v2, '/') + 1, tmp), 0);
+    snprintf(path, sizeof path, "%s/..data", volume);
+    ck_assert_int_eq(rename(tmp, path), 0);
+    kubelet_links(volume, v2);
+    remove_folder(v1);
+
+    ck_assert_msg(log_shows(&sidecar, "\"file\":\"assertion-8.key\""), "secret-files did not copy");
+    ck_assert_msg(log_shows(&S.gateway, "\"newest\":8"), "the gateway did not load the new key");
+    snprintf(path, sizeof path, "%s/assertion-8.key", S.keys[H_GATEWAY]);
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 0777, 0400);
+    ck_assert(S_ISREG(st.st_mode));
+    /* loaded and published, not used */
+    char *jwks = e2e_jwks(&S);
+    ck_assert_ptr_nonnull(strstr(jwks, "\"assertion-8\""));
+    free(jwks);
+    ck_assert_str_eq(login_kid(w), "assertion-1");
+    /* the rotation command, and only it, puts the new key to use */
+    Veil__Gateway__RotateKeyRequest rk = VEIL__GATEWAY__ROTATE_KEY_REQUEST__INIT;
+    Veil__Gateway__RotateKeyResponse *rr;
+    veil_status vs;
+    rk.kind = "assertion";
+    rk.version = 8;
+    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
+                              &rk.base, &rr, &vs),
+                     VEIL_OK);
+    e2e_free(rr);
+    const char *kid = "";
+    for (int i = 0; i < 40 && strcmp(kid, "assertion-8") != 0; i++, h_sleep_ms(100))
+        kid = login_kid(w); /* every replica follows the database within half a second */
+    ck_assert_str_eq(kid, "assertion-8");
+
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    vw_wallet_free(w);
+    free(src);
+}
+END_TEST
+
 static Veil__Gateway__AccessLogResponse *access_log(const vw_wallet *w)
 {
     Veil__Gateway__AccessLogPayload p = VEIL__GATEWAY__ACCESS_LOG_PAYLOAD__INIT;
@@ -468,6 +670,7 @@ int main(void)
     tcase_add_test(tc, test_admin_listener_separate);
     tcase_add_test(tc, test_metrics_after_logins);
     tcase_add_test(tc, test_metrics_oidc_logins);
+    tcase_add_test(tc, test_secret_update_reaches_the_service); /* after the metrics: rotates */
     tcase_add_test(tc, test_retention_drops_a_partition); /* last: it deletes log rows */
     suite_add_tcase(s, tc);
     return h_run_suite(s);

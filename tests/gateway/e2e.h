@@ -66,6 +66,9 @@ void e2e_grant_for(h_stack *s, const vw_wallet *w, const char *app, const char *
 /* The gateway's JWKS as JSON text (malloc'd). */
 char *e2e_jwks(h_stack *s);
 
+/* What follows "kid":" in a JWS's header (static storage), or "". */
+const char *e2e_kid_of(const char *jws);
+
 /*
  * Verifies assertions with an independent JOSE implementation (Debian's
  * python3-jwt) against jwks: signature, kid, alg EdDSA, audience, expiry.
