@@ -1,9 +1,10 @@
 /*
  * check_ops.c - what an operator relies on, on a whole stack (issue 16):
  * a W3C traceparent from an app followed through every service's log; the
- * Admin API on its own listener and nowhere else; every service's metrics
- * after a few logins; access-log retention dropping a partition while every
- * citizen's chain still verifies.
+ * Admin API on its own listener and certificate and nowhere else; every
+ * service's metrics after a few logins, through gRPC and OpenID Connect; a
+ * Secret updated as the kubelet does reaching the running gateway; access-log
+ * retention dropping a partition while every citizen's chain still verifies.
  *
  * One stack for the suite (an unchecked fixture), its services logging at
  * debug so every finished call is a line; tests run in one process because
@@ -208,10 +209,40 @@ static grpc_status_code list_apps_at(const char *addr, const char *identity, vei
     return st->code;
 }
 
+/*
+ * The URI SANs of the certificate the TLS server at addr presents to a client
+ * holding identity's certificate (openssl s_client; the test cluster's CA).
+ */
+static void presented_uris(const char *addr, const char *identity, char *out, size_t len)
+{
+    h_tls t;
+    h_tls_for(&t, identity);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "openssl s_client -connect %s -CAfile %s -cert %s -key %s -alpn h2 </dev/null "
+             "2>/dev/null | openssl x509 -noout -ext subjectAltName 2>/dev/null",
+             addr, t.ca, t.cert, t.key);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    pclose(p);
+}
+
 /* Issue 16 item 4: admin calls are refused on the public port and work on the admin port. */
 START_TEST(test_admin_listener_separate)
 {
     veil_status st;
+    /* each port presents its own certificate: the admin listener's is not the gateway's */
+    char sans[2048];
+    presented_uris(S.admin_addr, "admin/ops", sans, sizeof sans);
+    ck_assert_msg(strstr(sans, "URI:spiffe://veil/svc/gateway-admin"),
+                  "the admin port presents: %s", sans);
+    presented_uris(S.gateway.addr, "admin/ops", sans, sizeof sans);
+    ck_assert_msg(strstr(sans, "URI:spiffe://veil/svc/gateway,") ||
+                      strstr(sans, "URI:spiffe://veil/svc/gateway\n"),
+                  "the public port presents: %s", sans);
+    ck_assert_ptr_null(strstr(sans, "gateway-admin"));
     /* the public port does not host the Admin service at all, whoever calls */
     ck_assert_int_eq(list_apps_at(S.gateway.addr, "admin/ops", &st), GRPC_STATUS_UNIMPLEMENTED);
     ck_assert_str_eq(st.message, "method not implemented");

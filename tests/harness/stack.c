@@ -68,6 +68,12 @@ static void service_env(h_stack *s, int which, struct env *e)
         env_add(e, "GATEWAY_PSEUDONYM_ADDR", s->pseudonym.addr);
         env_add(e, "GATEWAY_ISSUER", "https://veil.test");
         env_add(e, "GATEWAY_ADMIN_ADDR", s->admin_addr);
+        /* the admin listener's own certificate, not the gateway's (tests/run issues it) */
+        char admin_tls[1100];
+        snprintf(admin_tls, sizeof admin_tls, "%s/svc-gateway-admin.crt", h_env("VEIL_TEST_CERTS"));
+        env_add(e, "GATEWAY_ADMIN_TLS_CERT", admin_tls);
+        snprintf(admin_tls, sizeof admin_tls, "%s/svc-gateway-admin.key", h_env("VEIL_TEST_CERTS"));
+        env_add(e, "GATEWAY_ADMIN_TLS_KEY", admin_tls);
         /*
          * Events in one-second batches, so suites see them within ~1.2 s (the
          * default is an hour) - unless the suite's gateway_env says otherwise

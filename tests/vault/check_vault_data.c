@@ -5,7 +5,8 @@
  * and its tamper detection (edited, reordered, deleted, moved and truncated
  * rows), erasure (nothing left, a new identity afterwards), master-key
  * rotation while serving (reads before, during and after, old key removed),
- * and bulk loading of identities that log in like enrolled ones.
+ * bulk loading of identities that log in like enrolled ones, and the access
+ * log's partitioning migration on a populated log, then retention.
  */
 #include <check.h>
 #include <pthread.h>
@@ -17,7 +18,12 @@
 #include <unistd.h>
 #include <sodium.h>
 
+#include "vault.h"
+#include "veil/migrate.h"
 #include "vtest.h"
+
+extern const veil_migration vault_migrations[];
+extern const size_t vault_migrations_count;
 
 static void person(vt *t, vt_device *d, const char *rid, const char *id, const char *name,
                    const char *app)
@@ -793,6 +799,236 @@ START_TEST(test_release_capability)
 }
 END_TEST
 
+/* ---- migration 006 on a populated access log ---- */
+
+/* Runs sql on conn, failing the test unless it succeeds; the result (caller clears). */
+static PGresult *must(PGconn *conn, const char *sql)
+{
+    PGresult *r = PQexec(conn, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK,
+                  "%s: %s", sql, PQerrorMessage(conn));
+    return r;
+}
+
+/*
+ * Copies every row of every table to's schema has (but the migrations' own
+ * table) from the database from, column by column as text: to may be at an
+ * older schema version than from, as long as its columns exist there.
+ */
+static void copy_rows(const char *from, const char *to)
+{
+    PGconn *src = PQconnectdb(from), *dst = PQconnectdb(to);
+    ck_assert(PQstatus(src) == CONNECTION_OK && PQstatus(dst) == CONNECTION_OK);
+    PQclear(must(dst, "SET session_replication_role = replica")); /* no FK order to follow */
+    PGresult *tables = must(dst, "SELECT c.relname, string_agg(quote_ident(a.attname), ',' "
+                                 "ORDER BY a.attnum), count(*) FROM pg_class c "
+                                 "JOIN pg_namespace n ON n.oid = c.relnamespace AND "
+                                 "n.nspname = 'public' JOIN pg_attribute a ON a.attrelid = c.oid "
+                                 "AND a.attnum > 0 AND NOT a.attisdropped WHERE c.relkind = 'r' "
+                                 "AND c.relname <> 'veil_schema_migrations' GROUP BY c.relname");
+    for (int t = 0; t < PQntuples(tables); t++) {
+        const char *table = PQgetvalue(tables, t, 0), *cols = PQgetvalue(tables, t, 1);
+        int n = atoi(PQgetvalue(tables, t, 2));
+        char sql[2048];
+        snprintf(sql, sizeof sql, "SELECT %s FROM %s", cols, table);
+        PGresult *rows = must(src, sql);
+        int k = snprintf(sql, sizeof sql, "INSERT INTO %s (%s) VALUES (", table, cols);
+        for (int i = 0; i < n; i++)
+            k += snprintf(sql + k, sizeof sql - (size_t)k, "%s$%d", i ? "," : "", i + 1);
+        snprintf(sql + k, sizeof sql - (size_t)k, ")");
+        for (int r = 0; r < PQntuples(rows); r++) {
+            const char *values[64];
+            ck_assert_int_le(n, 64);
+            for (int i = 0; i < n; i++)
+                values[i] = PQgetisnull(rows, r, i) ? NULL : PQgetvalue(rows, r, i);
+            PGresult *ins = PQexecParams(dst, sql, n, NULL, values, NULL, NULL, 0);
+            ck_assert_msg(PQresultStatus(ins) == PGRES_COMMAND_OK, "%s: %s", sql,
+                          PQerrorMessage(dst));
+            PQclear(ins);
+        }
+        PQclear(rows);
+    }
+    PQclear(tables);
+    PQfinish(src);
+    PQfinish(dst);
+}
+
+#define DAY_MS  (86400LL * 1000)
+#define STEP_MS (30 * DAY_MS) /* between two of a citizen's entries */
+
+/*
+ * Moves every citizen's access-log entries back in time, one every 30 days
+ * up to now, and rechains them with the audit key as the vault would have
+ * (the time is inside the chain value); the heads follow.  Returns the
+ * number of rows.
+ */
+static int spread_over_months(const char *db, const veil_key *audit, int64_t now_ms)
+{
+    PGconn *c = PQconnectdb(db);
+    ck_assert(PQstatus(c) == CONNECTION_OK);
+    PGresult *rows = must(c, "SELECT subject_ref, seq, at_ms, entry, mac, "
+                             "max(seq) OVER (PARTITION BY subject_ref) FROM access_log "
+                             "ORDER BY subject_ref, seq");
+    unsigned char prev[VAULT_HASH_BYTES] = {0}, prev_old[VAULT_HASH_BYTES] = {0}, subject[32],
+                  entry[4096], mac[VAULT_HASH_BYTES];
+    int n = PQntuples(rows);
+    for (int i = 0; i < n; i++) {
+        size_t len, sl, ml;
+        unsigned char *sub = PQunescapeBytea((const unsigned char *)PQgetvalue(rows, i, 0), &sl);
+        unsigned char *ent = PQunescapeBytea((const unsigned char *)PQgetvalue(rows, i, 3), &len);
+        unsigned char *old = PQunescapeBytea((const unsigned char *)PQgetvalue(rows, i, 4), &ml);
+        ck_assert(sl == 32 && ml == VAULT_HASH_BYTES && len <= sizeof entry);
+        memcpy(subject, sub, 32);
+        memcpy(entry, ent, len);
+        int64_t seq = atoll(PQgetvalue(rows, i, 1)), last = atoll(PQgetvalue(rows, i, 5));
+        if (seq == 1)
+            memset(prev, 0, sizeof prev), memset(prev_old, 0, sizeof prev_old);
+        /* the vault's own chain value first: this recomputation is the vault's */
+        vault_chain_hash(audit, subject, prev_old, seq, atoll(PQgetvalue(rows, i, 2)), entry, len,
+                         mac);
+        ck_assert_int_eq(memcmp(mac, old, VAULT_HASH_BYTES), 0);
+        memcpy(prev_old, old, sizeof prev_old);
+        int64_t at = now_ms - (last - seq) * STEP_MS - 60000;
+        vault_chain_hash(audit, subject, prev, seq, at, entry, len, mac);
+        memcpy(prev, mac, sizeof prev);
+        char at_text[24], seq_text[24];
+        snprintf(at_text, sizeof at_text, "%lld", (long long)at);
+        snprintf(seq_text, sizeof seq_text, "%lld", (long long)seq);
+        const char *v[4] = {at_text, (const char *)mac, (const char *)subject, seq_text};
+        const int lens[4] = {0, VAULT_HASH_BYTES, 32, 0}, fmt[4] = {0, 1, 1, 0};
+        PGresult *u = PQexecParams(c,
+                                   "UPDATE access_log SET at_ms = $1, mac = $2 "
+                                   "WHERE subject_ref = $3 AND seq = $4",
+                                   4, NULL, v, lens, fmt, 0);
+        ck_assert_int_eq(PQresultStatus(u), PGRES_COMMAND_OK);
+        PQclear(u);
+        if (seq == last) {
+            u = PQexecParams(c, "UPDATE access_heads SET head = $1 WHERE subject_ref = $2", 2,
+                             NULL, v + 1, lens + 1, fmt + 1, 0);
+            ck_assert_int_eq(PQresultStatus(u), PGRES_COMMAND_OK);
+            PQclear(u);
+        }
+        PQfreemem(sub), PQfreemem(ent), PQfreemem(old);
+    }
+    PQclear(rows);
+    PQfinish(c);
+    sodium_memzero(entry, sizeof entry);
+    return n;
+}
+
+/* The citizen's log through the vault: its length, chain, first seq and oldest time. */
+static void log_of(vt *t, const unsigned char *subject, size_t n, int64_t first_seq)
+{
+    Veil__Vault__ListAccessLogResponse *log;
+    veil_status st;
+    ck_assert_int_eq(vt_subject_call(t, "ListAccessLog", subject, 32, &log, &st), VEIL_OK);
+    ck_assert_msg(log->chain_valid, "chain broken at %lld", (long long)log->first_bad_seq);
+    ck_assert_uint_eq(log->n_entries, n);
+    ck_assert_int_eq(log->entries[0]->seq, first_seq);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_str_ne(log->entries[i]->action, "unreadable");
+    protobuf_c_message_free_unpacked(&log->base, NULL);
+}
+
+/*
+ * Issue 16 item 7: migration 006 (the access log partitioned by time) on a
+ * populated log.  A database at version 5 - the schema before it - holds
+ * two citizens' real entries (made by a vault, copied over) spread across
+ * seven months with valid chains; migrating to the latest version keeps
+ * every row (each citizen's log as long, the chain valid); retention then
+ * drops the 30-day partitions that ended more than 100 days ago - only
+ * entries that old - and the chains verify from their recorded bases.
+ */
+START_TEST(test_partitioning_a_populated_log)
+{
+    static const char *const env[] = {"VAULT_ACCESS_LOG_PARTITION_S=2592000",
+                                      "VAULT_ACCESS_LOG_RETENTION_S=8640000", NULL};
+    vt t;
+    vt_start(&t, env);
+    char id1[19], id2[19];
+    vt_id_number(id1, "110105", 1980, 2, 3, 31);
+    vt_id_number(id2, "110105", 1981, 4, 5, 32);
+    vt_device a, b;
+    person(&t, &a, "p1", id1, "郑一", "chat.wechat");
+    person(&t, &b, "p2", id2, "郑二", "chat.wechat");
+    veil_status st;
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(vt_login(&t, &a, i % 2 ? "shop.taobao" : "gov.tax", &st), VEIL_OK);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(vt_login(&t, &b, "gov.tax", &st), VEIL_OK);
+    const size_t na = 8, nb = 4; /* device_added, then logins */
+    log_of(&t, a.subject, na, 1);
+
+    /* the schema before partitioning, filled with those rows */
+    size_t before = 0;
+    while (before < vault_migrations_count && vault_migrations[before].version < 6)
+        before++;
+    ck_assert_int_eq(vault_migrations[before].version, 6);
+    ck_assert_ptr_nonnull(strstr(vault_migrations[before].name, "partition"));
+    char *old = h_db_create("vault_v5"), err[512];
+    int applied;
+    ck_assert_msg(veil_migrate_apply(old, "vault", vault_migrations, before, &applied, err,
+                                     sizeof err) == VEIL_OK,
+                  "%s", err);
+    copy_rows(t.db, old);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/audit-1.key", t.keys);
+    veil_key *audit;
+    ck_assert_int_eq(veil_key_load(path, 1, &audit, err, sizeof err), VEIL_OK);
+    int64_t now = (int64_t)time(NULL) * 1000;
+    ck_assert_int_eq(spread_over_months(old, audit, now), (int)(na + nb));
+    veil_key_free(audit);
+
+    /* migrate it to the latest version and serve from it */
+    free(t.db);
+    t.db = old;
+    snprintf(t.env[0], sizeof t.env[0], "VEIL_DATABASE_URL=%s", old);
+    char out[4096];
+    ck_assert_msg(vt_command(&t, "migrate", out, sizeof out) == 0, "vault migrate: %s", out);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM access_log"), (long long)(na + nb));
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM access_log_default"),
+                     (long long)(na + nb));
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c "
+                                    "ON c.oid = p.partrelid WHERE c.relname = 'access_log'"),
+                     1);
+    vt_restart(&t);
+    log_of(&t, a.subject, na, 1);
+    log_of(&t, b.subject, nb, 1);
+
+    /* retention: the 30-day partitions that ended more than 100 days ago go, nothing else */
+    const int64_t period = 30 * DAY_MS, cutoff = now - 100 * DAY_MS;
+    size_t drop_a = 0, drop_b = 0;
+    for (size_t k = 0; k < na; k++) /* entry seq k+1 lies (na-1-k) steps back */
+        drop_a += ((now - (int64_t)(na - 1 - k) * STEP_MS - 60000) / period + 1) * period <=
+                  cutoff;
+    for (size_t k = 0; k < nb; k++)
+        drop_b += ((now - (int64_t)(nb - 1 - k) * STEP_MS - 60000) / period + 1) * period <=
+                  cutoff;
+    ck_assert_uint_ge(drop_a, 3); /* the oldest entries (up to 210 days) are past retention */
+    ck_assert_uint_lt(drop_a, na);
+    ck_assert_msg(vt_command(&t, "access-log-retention", out, sizeof out) == 0, "%s", out);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM access_log_default"), 0);
+    ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM access_log"),
+                     (long long)(na + nb - drop_a - drop_b));
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM access_log WHERE at_ms < %lld",
+             (long long)(cutoff - period));
+    ck_assert_int_eq(vt_sql_int(&t, sql), 0); /* everything that old is gone... */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM access_log_partitions WHERE hi <= %lld",
+             (long long)cutoff);
+    ck_assert_int_eq(vt_sql_int(&t, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM access_log WHERE at_ms >= %lld",
+             (long long)cutoff);
+    ck_assert_int_ge(vt_sql_int(&t, sql), 3); /* ...and nothing younger than 100 days went */
+    log_of(&t, a.subject, na - drop_a, (int64_t)drop_a + 1);
+    log_of(&t, b.subject, nb - drop_b, (int64_t)drop_b + 1);
+    /* the log goes on from there */
+    ck_assert_int_eq(vt_login(&t, &a, "gov.tax", &st), VEIL_OK);
+    log_of(&t, a.subject, na - drop_a + 1, (int64_t)drop_a + 1);
+    vt_stop(&t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("vault_data");
@@ -807,6 +1043,7 @@ int main(void)
     tcase_add_test(tc, test_master_key_rotation);
     tcase_add_test(tc, test_master_key_version_explicit);
     tcase_add_test(tc, test_bulk_enrol);
+    tcase_add_test(tc, test_partitioning_a_populated_log);
     suite_add_tcase(s, tc);
     return h_run_suite_forked(s);
 }
