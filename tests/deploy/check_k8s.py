@@ -1088,7 +1088,9 @@ def check_dockerfile(c, text, bootstrap_packages, dockerignore):
         word, _, rest = ln.partition(" ")
         word = word.upper()
         if word == "FROM":
-            cur = {"from": rest.split()[0], "lines": []}
+            parts = rest.split()
+            cur = {"from": parts[0], "lines": [],
+                   "name": parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None}
             stages.append(cur)
         elif cur is not None:
             cur["lines"].append((word, rest.strip()))
@@ -1098,8 +1100,17 @@ def check_dockerfile(c, text, bootstrap_packages, dockerignore):
     c.expect(base(stages[0]) == "debian:bookworm", f"Dockerfile: build stage must be FROM debian:bookworm "
                                                    f"(is {stages[0]['from']})")
     final = stages[-1]
-    c.expect(base(final) == "debian:bookworm-slim", f"Dockerfile: runtime stage must be FROM debian:bookworm-slim "
-                                                    f"(is {final['from']})")
+    # The runtime image is FROM scratch, filled from a stage FROM debian:bookworm-slim that
+    # installs the runtime packages and copies the programs (files, the final stage's one COPY
+    # source); a final stage FROM bookworm-slim would be both, and carry the base's shell.
+    c.expect(base(final) == "scratch", f"Dockerfile: runtime stage must be FROM scratch, so the image has "
+                                       f"no shell (is {final['from']})")
+    sources = {m.group(1) for word, rest in final["lines"] if word == "COPY"
+               for m in [re.search(r"--from=(\S+)", rest)] if m}
+    files = next((st for st in stages if st.get("name") in sources), None)
+    if not c.expect(files and base(files) == "debian:bookworm-slim",
+                    "Dockerfile: the runtime stage must copy from a stage FROM debian:bookworm-slim"):
+        files = final
     users = [rest for word, rest in final["lines"] if word == "USER"]
     if c.expect(users, "Dockerfile: runtime stage has no USER"):
         uid = users[-1].split(":")[0]
@@ -1131,12 +1142,12 @@ def check_dockerfile(c, text, bootstrap_packages, dockerignore):
     build_text = " ".join(r for w, r in stages[0]["lines"] if w == "RUN")
     for flag in ("-DCMAKE_BUILD_TYPE=Release", "-DBUILD_TESTING=OFF"):
         c.expect(flag in build_text, f"Dockerfile: build stage must configure with {flag}")
-    run_pk = installs(final)
+    run_pk = installs(files)
     c.expect(not any(p.endswith("-dev") for p in run_pk), "Dockerfile: runtime stage installs -dev packages")
     c.expect(run_pk == RUNTIME_PACKAGES, f"Dockerfile: runtime packages must be {sorted(RUNTIME_PACKAGES)} "
                                          f"(are {sorted(run_pk)})")
     copied = set()
-    for word, rest in final["lines"]:
+    for word, rest in files["lines"]:
         if word == "COPY" and "--from=" in rest:
             parts = rest.split()
             if parts[-1].rstrip("/") == "/usr/local/bin":
