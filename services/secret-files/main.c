@@ -300,6 +300,9 @@ static void watch(const char *from, const char *to)
         veil_log(VEIL_LOG_WARN, "inotify unavailable; Secrets copied every minute",
                  VL_STR("error", strerror(errno)), VL_END);
     int wait_ms = sync_all(from, to, ino) == 0 ? RESYNC_MS : RETRY_MS;
+    /* From here on an update of a Secret is seen (the watches were added before the first pass). */
+    veil_log(VEIL_LOG_INFO, "watching the Secrets", VL_STR("from", from), VL_STR("to", to),
+             VL_BOOL("inotify", ino >= 0), VL_END);
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     while (!stopping) {
         struct pollfd pfd = {.fd = ino, .events = POLLIN};

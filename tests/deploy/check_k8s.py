@@ -797,8 +797,9 @@ def run_copier(ctr, bindir, root, watch=False):
     its paths moved under root; returns the CompletedProcess or the Popen."""
     cmd = [a.replace("/var/run/veil", root) for a in command_of(ctr)]
     cmd[0] = os.path.join(bindir, cmd[0])
-    if watch:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if watch:  # its log in root/secret-sync.log
+        with open(os.path.join(root, "secret-sync.log"), "w") as log:
+            return subprocess.Popen(cmd, stdout=log, stderr=log, text=True)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
@@ -850,7 +851,10 @@ def check_secret_copy(c, objs, bindir):
         try:
             files["keys"] = {"master-2.key": files["keys"]["master-2.key"], "master-3.key": key()}
             files["db"] = {"pgpass": "*:*:vault:vault:rotated\n"}
-            time.sleep(0.5)  # the sidecar's first pass and its watches
+            log = os.path.join(root, "secret-sync.log")
+            deadline = time.monotonic() + 20  # the sidecar's first pass and its watches
+            while time.monotonic() < deadline and "watching the Secrets" not in open(log).read():
+                time.sleep(0.1)
             for vol, content in files.items():
                 kubelet_update(os.path.join(root, "secret-src", vol), content, "..2024_01_02_00_00_00.000000002")
             deadline = time.monotonic() + 10
@@ -859,13 +863,13 @@ def check_secret_copy(c, objs, bindir):
             c.expect(copied(root, files), "secret-sync: a Secret updated as the kubelet does (..data swapped) "
                                           "did not reach the copies within 10 s")
             proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=10)
+            proc.wait(timeout=10)
             c.expect(proc.returncode == 0, f"secret-sync: exit status {proc.returncode} after SIGTERM: "
-                                           f"{err.strip()[-300:]}")
+                                           f"{open(log).read().strip()[-300:]}")
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
 
 
 def check_dev_secrets(c, out, objs):

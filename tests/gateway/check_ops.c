@@ -273,41 +273,6 @@ START_TEST(test_admin_listener_separate)
 }
 END_TEST
 
-/* GET /metrics on 127.0.0.1:port with a plain socket; the body (malloc'd), or NULL. */
-static char *scrape(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    const char *rq = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    ck_assert_int_eq(write(fd, rq, strlen(rq)), (ssize_t)strlen(rq));
-    size_t cap = 1 << 20, got = 0;
-    char *buf = calloc(1, cap);
-    ssize_t r;
-    while ((r = read(fd, buf + got, cap - 1 - got)) > 0)
-        got += (size_t)r;
-    close(fd);
-    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "scrape of port %d: %.80s", port, buf);
-    ck_assert_ptr_nonnull(strstr(buf, "Content-Type: text/plain; version=0.0.4"));
-    char *body = strstr(buf, "\r\n\r\n");
-    ck_assert_ptr_nonnull(body);
-    char *out = strdup(body + 4);
-    free(buf);
-    return out;
-}
-
-/* The value of the sample whose line starts with series (name{labels}), or -1. */
-static double sample(const char *text, const char *series)
-{
-    for (const char *p = text; (p = strstr(p, series)); p++) {
-        if ((p == text || p[-1] == '\n') && p[strlen(series)] == ' ')
-            return strtod(p + strlen(series) + 1, NULL);
-    }
-    return -1;
-}
-
 /* Issue 16 item 2: after a few logins, each service's metrics say what happened, and nothing
  * personal. */
 START_TEST(test_metrics_after_logins)
@@ -317,9 +282,9 @@ START_TEST(test_metrics_after_logins)
     vw_wallet *w = e2e_enrol(&S, id, "Metric Test");
     const char *attrs[] = {"age_over_18"};
     e2e_grant(&S, w, "gov.services", attrs, 1);
-    char *gw0 = scrape(S.metrics_port[H_GATEWAY]);
-    double ok0 = sample(gw0, "veil_logins_total{app_kind=\"public_service\",door=\"grpc\",outcome=\"OK\"}");
-    double rel0 = sample(gw0, "veil_releases_total{attribute=\"age_over_18\"}");
+    char *gw0 = e2e_scrape(S.metrics_port[H_GATEWAY]);
+    double ok0 = e2e_sample(gw0, "veil_logins_total{app_kind=\"public_service\",door=\"grpc\",outcome=\"OK\"}");
+    double rel0 = e2e_sample(gw0, "veil_releases_total{attribute=\"age_over_18\"}");
     free(gw0);
     char *subs[3];
     for (int i = 0; i < 3; i++) {
@@ -336,31 +301,31 @@ START_TEST(test_metrics_after_logins)
                      VEIL_ERR_INVALID);
     e2e_free(refused);
 
-    char *gw = scrape(S.metrics_port[H_GATEWAY]);
-    ck_assert_double_eq(sample(gw, "veil_logins_total{app_kind=\"public_service\",door=\"grpc\",outcome=\"OK\"}"),
+    char *gw = e2e_scrape(S.metrics_port[H_GATEWAY]);
+    ck_assert_double_eq(e2e_sample(gw, "veil_logins_total{app_kind=\"public_service\",door=\"grpc\",outcome=\"OK\"}"),
                         (ok0 < 0 ? 0 : ok0) + 3);
     ck_assert_double_ge(
-        sample(gw, "veil_logins_total{app_kind=\"public_service\",door=\"grpc\",outcome=\"INVALID_ARGUMENT\"}"),
+        e2e_sample(gw, "veil_logins_total{app_kind=\"public_service\",door=\"grpc\",outcome=\"INVALID_ARGUMENT\"}"),
         1);
-    ck_assert_double_eq(sample(gw, "veil_releases_total{attribute=\"age_over_18\"}"),
+    ck_assert_double_eq(e2e_sample(gw, "veil_releases_total{attribute=\"age_over_18\"}"),
                         (rel0 < 0 ? 0 : rel0) + 3);
     ck_assert_double_ge(
-        sample(gw,
+        e2e_sample(gw,
                "veil_rpc_calls_total{method=\"/veil.gateway.Login/CompleteLogin\",status=\"OK\"}"),
         3);
-    ck_assert_double_ge(sample(gw, "veil_rpc_duration_seconds_bucket{method=\"/veil.gateway.Login/"
+    ck_assert_double_ge(e2e_sample(gw, "veil_rpc_duration_seconds_bucket{method=\"/veil.gateway.Login/"
                                    "CompleteLogin\",le=\"+Inf\"}"),
                         4);
-    ck_assert_double_ge(sample(gw, "veil_gateway_cache_misses_total"), 1);
-    ck_assert_double_ge(sample(gw, "veil_gateway_cache_hits_total"), 0);
-    ck_assert_double_ge(sample(gw, "veil_feed_lag_seconds{feed=\"revocation\"}"), 0);
-    ck_assert_double_ge(sample(gw, "veil_feed_lag_seconds{feed=\"consent\"}"), 0);
-    ck_assert_double_eq(sample(gw, "veil_key_version{kind=\"assertion\",role=\"current\"}"), 1);
-    ck_assert_double_eq(sample(gw, "veil_key_version{kind=\"pseudonym\",role=\"current\"}"), 1);
+    ck_assert_double_ge(e2e_sample(gw, "veil_gateway_cache_misses_total"), 1);
+    ck_assert_double_ge(e2e_sample(gw, "veil_gateway_cache_hits_total"), 0);
+    ck_assert_double_ge(e2e_sample(gw, "veil_feed_lag_seconds{feed=\"revocation\"}"), 0);
+    ck_assert_double_ge(e2e_sample(gw, "veil_feed_lag_seconds{feed=\"consent\"}"), 0);
+    ck_assert_double_eq(e2e_sample(gw, "veil_key_version{kind=\"assertion\",role=\"current\"}"), 1);
+    ck_assert_double_eq(e2e_sample(gw, "veil_key_version{kind=\"pseudonym\",role=\"current\"}"), 1);
     ck_assert_double_eq(
-        sample(gw, "veil_key_overlap_started_timestamp_seconds{kind=\"assertion\"}"), 0);
-    ck_assert_double_ge(sample(gw, "veil_db_connections"), 1);
-    ck_assert_double_ge(sample(gw, "veil_db_connects_total{result=\"ok\"}"), 1);
+        e2e_sample(gw, "veil_key_overlap_started_timestamp_seconds{kind=\"assertion\"}"), 0);
+    ck_assert_double_ge(e2e_sample(gw, "veil_db_connections"), 1);
+    ck_assert_double_ge(e2e_sample(gw, "veil_db_connects_total{result=\"ok\"}"), 1);
     ck_assert_ptr_nonnull(strstr(gw, "# TYPE veil_rpc_duration_seconds histogram\n"));
     /* nothing about the citizen: no pseudonym, no web number, no app id in any label */
     for (int i = 0; i < 3; i++) {
@@ -371,11 +336,11 @@ START_TEST(test_metrics_after_logins)
     ck_assert_ptr_null(strstr(gw, id));
     free(gw);
 
-    char *vault = scrape(S.metrics_port[H_VAULT]);
-    ck_assert_double_ge(sample(vault, "veil_vault_group_commit_entries_count"), 3);
-    ck_assert_double_ge(sample(vault, "veil_vault_commit_seconds_bucket{le=\"+Inf\"}"), 3);
+    char *vault = e2e_scrape(S.metrics_port[H_VAULT]);
+    ck_assert_double_ge(e2e_sample(vault, "veil_vault_group_commit_entries_count"), 3);
+    ck_assert_double_ge(e2e_sample(vault, "veil_vault_commit_seconds_bucket{le=\"+Inf\"}"), 3);
     ck_assert_double_ge(
-        sample(vault,
+        e2e_sample(vault,
                "veil_rpc_calls_total{method=\"/veil.vault.Vault/VerifyTicket\",status=\"OK\"}"),
         3);
     free(vault);
@@ -384,7 +349,7 @@ START_TEST(test_metrics_after_logins)
                                        "/veil.revocation.Revocation/",
                                        "/veil.pseudonym.Pseudonym/Derive"};
     for (int i = H_CONSENT; i <= H_PSEUDONYM; i++) {
-        char *t = scrape(S.metrics_port[i]);
+        char *t = e2e_scrape(S.metrics_port[i]);
         char want[128];
         snprintf(want, sizeof want, "veil_rpc_calls_total{method=\"%s", some[i]);
         ck_assert_msg(strstr(t, want), "service %d lacks %s", i, want);
@@ -397,7 +362,7 @@ END_TEST
 /* A series' value, 0 when the series has not appeared yet. */
 static double count(const char *text, const char *series)
 {
-    double v = sample(text, series);
+    double v = e2e_sample(text, series);
     return v < 0 ? 0 : v;
 }
 
@@ -415,11 +380,11 @@ START_TEST(test_metrics_oidc_logins)
     static const char *const token_ok = "veil_oidc_token_requests_total{outcome=\"ok\"}";
     static const char *const released =
         "veil_releases_total{attribute=\"age_over_18\"}";
-    char *before = scrape(S.metrics_port[H_GATEWAY]);
+    char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
     /* tls_client_auth, EdDSA: one OIDC login (approved on the phone, code exchanged at /token),
      * then the same app's gRPC login for the same citizen */
     ck_assert_int_eq(h_oidc_scenario(&S, "eddsa"), 0);
-    char *after = scrape(S.metrics_port[H_GATEWAY]);
+    char *after = e2e_scrape(S.metrics_port[H_GATEWAY]);
     ck_assert_double_eq(count(after, oidc_ok), count(before, oidc_ok) + 1);
     ck_assert_double_eq(count(after, grpc_ok), count(before, grpc_ok) + 1);
     ck_assert_double_eq(count(after, token_ok), count(before, token_ok) + 1);

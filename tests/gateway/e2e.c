@@ -265,6 +265,7 @@ char *e2e_scrape(int port)
         got += (size_t)r;
     close(fd);
     ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "scrape of port %d: %.80s", port, buf);
+    ck_assert_ptr_nonnull(strstr(buf, "Content-Type: text/plain; version=0.0.4"));
     char *body = strstr(buf, "\r\n\r\n");
     ck_assert_ptr_nonnull(body);
     char *out = strdup(body + 4);
