@@ -18,6 +18,7 @@
 
 #include "oidc.h"
 #include "veil/codec.h"
+#include "veil/jws.h"
 
 #define MAX_JWT 8192
 
@@ -120,48 +121,29 @@ json_t *gw_rsa_jwk(const gw_rsa *r)
     return j;
 }
 
+/* RSASSA-PKCS1-v1_5 with SHA-256 of the signing input (veil_jws_sign_fn). */
+static int rsa_sign(void *ctx, const unsigned char *input, size_t n, unsigned char *sig,
+                    size_t *siglen)
+{
+    const gw_rsa *r = ctx;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, r->pkey) == 1 &&
+             EVP_DigestSign(md, sig, siglen, input, n) == 1;
+    EVP_MD_CTX_free(md);
+    return ok ? 0 : -1;
+}
+
 veil_err gw_rsa_sign(const gw_rsa *r, const char *typ, const json_t *claims, char **out)
 {
-    veil_err err = VEIL_ERR_NOMEM;
-    char *h = NULL, *p = NULL, *h64 = NULL, *p64 = NULL, *input = NULL, *s64 = NULL;
-    unsigned char *sig = NULL;
-    EVP_MD_CTX *md = NULL;
     *out = NULL;
-    json_t *header = json_pack("{s:s, s:s, s:s}", "alg", "RS256", "kid", r->kid, "typ", typ);
-    if (!header || !(h = json_dumps(header, JSON_COMPACT)) ||
-        !(p = json_dumps(claims, JSON_COMPACT)) || !(h64 = b64url_of(h, strlen(h))) ||
-        !(p64 = b64url_of(p, strlen(p))))
-        goto out;
-    size_t inlen = strlen(h64) + 1 + strlen(p64);
-    if (!(input = malloc(inlen + 1)))
-        goto out;
-    snprintf(input, inlen + 1, "%s.%s", h64, p64);
-    size_t siglen = 0;
-    err = VEIL_ERR_INTERNAL;
-    if (!(md = EVP_MD_CTX_new()) ||
-        EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, r->pkey) != 1 ||
-        EVP_DigestSign(md, NULL, &siglen, (const unsigned char *)input, inlen) != 1 ||
-        !(sig = malloc(siglen)) ||
-        EVP_DigestSign(md, sig, &siglen, (const unsigned char *)input, inlen) != 1 ||
-        !(s64 = b64url_of(sig, siglen)))
-        goto out;
-    size_t total = inlen + 1 + strlen(s64) + 1;
-    if (!(*out = malloc(total))) {
-        err = VEIL_ERR_NOMEM;
-        goto out;
-    }
-    snprintf(*out, total, "%s.%s", input, s64);
-    err = VEIL_OK;
-out:
-    json_decref(header);
-    free(h);
+    char *p = json_dumps(claims, JSON_COMPACT);
+    if (!p)
+        return VEIL_ERR_NOMEM;
+    size_t len = strlen(p);
+    veil_err err = veil_jws_sign_with("RS256", r->kid, typ, p, len, rsa_sign, (void *)r,
+                                      (size_t)EVP_PKEY_get_size(r->pkey), out);
+    sodium_memzero(p, len); /* the claims: personal data */
     free(p);
-    free(h64);
-    free(p64);
-    free(input);
-    free(sig);
-    free(s64);
-    EVP_MD_CTX_free(md);
     return err;
 }
 

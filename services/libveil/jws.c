@@ -38,39 +38,67 @@ void veil_json_wipe_decref(json_t *j)
     json_decref(j);
 }
 
-veil_err veil_jws_sign_json(const veil_signer *s, const char *typ, const char *payload,
-                            size_t len, char **out)
+veil_err veil_jws_sign_with(const char *alg, const char *kid, const char *typ,
+                            const char *payload, size_t len, veil_jws_sign_fn sign, void *ctx,
+                            size_t sig_max, char **out)
 {
     *out = NULL;
-    /* {"alg":"EdDSA","kid":<kid>,"typ":<typ>}: the order json_pack gave it */
+    /* {"alg":<alg>,"kid":<kid>,"typ":<typ>}: the order json_pack gave it */
     veil_buf h = {0};
-    veil_buf_put(&h, "{\"alg\":\"EdDSA\",\"kid\":", 21);
-    veil_buf_json_str(&h, s->kid, strlen(s->kid));
+    veil_buf_put(&h, "{\"alg\":", 7);
+    veil_buf_json_str(&h, alg, strlen(alg));
+    veil_buf_put(&h, ",\"kid\":", 7);
+    veil_buf_json_str(&h, kid, strlen(kid));
     veil_buf_put(&h, ",\"typ\":", 7);
     veil_buf_json_str(&h, typ, strlen(typ));
     veil_buf_put(&h, "}", 1);
-    if (h.failed) {
+    unsigned char *sig = malloc(sig_max ? sig_max : 1);
+    if (h.failed || !sig) {
         veil_buf_free(&h);
+        free(sig);
         return VEIL_ERR_NOMEM;
     }
     /* one buffer: header.payload.signature, each base64url written in place */
     size_t hl = veil_b64url_len(h.len) - 1, pl = veil_b64url_len(len) - 1;
-    size_t sl = veil_b64url_len(crypto_sign_BYTES);
+    size_t sl = veil_b64url_len(sig_max);
     char *token = malloc(hl + 1 + pl + 1 + sl);
     if (!token) {
         veil_buf_free(&h);
+        free(sig);
         return VEIL_ERR_NOMEM;
     }
     veil_b64url_encode(token, hl + 1, h.data, h.len);
     veil_buf_free(&h);
     token[hl] = '.';
     veil_b64url_encode(token + hl + 1, pl + 1, payload, len);
-    unsigned char sig[crypto_sign_BYTES];
-    veil_signer_sign(s, sig, token, hl + 1 + pl);
+    size_t siglen = sig_max;
+    if (sign(ctx, (const unsigned char *)token, hl + 1 + pl, sig, &siglen) != 0 ||
+        siglen > sig_max) {
+        sodium_memzero(token, hl + 1 + pl);
+        free(token);
+        free(sig);
+        return VEIL_ERR_INTERNAL;
+    }
     token[hl + 1 + pl] = '.';
-    veil_b64url_encode(token + hl + 1 + pl + 1, sl, sig, sizeof sig);
+    veil_b64url_encode(token + hl + 1 + pl + 1, sl, sig, siglen);
+    free(sig);
     *out = token;
     return VEIL_OK;
+}
+
+static int sign_ed25519(void *ctx, const unsigned char *input, size_t n, unsigned char *sig,
+                        size_t *siglen)
+{
+    veil_signer_sign(ctx, sig, input, n);
+    *siglen = crypto_sign_BYTES;
+    return 0;
+}
+
+veil_err veil_jws_sign_json(const veil_signer *s, const char *typ, const char *payload,
+                            size_t len, char **out)
+{
+    return veil_jws_sign_with("EdDSA", s->kid, typ, payload, len, sign_ed25519, (void *)s,
+                              crypto_sign_BYTES, out);
 }
 
 veil_err veil_jws_sign(const veil_signer *s, const char *typ, const json_t *payload, char **out)

@@ -207,6 +207,52 @@ START_TEST(test_jws_written_header_identical)
 }
 END_TEST
 
+/* A stand-in algorithm for veil_jws_sign_with: BLAKE2b-512 of the signing input. */
+static int hash_sign(void *ctx, const unsigned char *input, size_t n, unsigned char *sig,
+                     size_t *siglen)
+{
+    if (ctx) /* the failing signer */
+        return -1;
+    ck_assert_uint_ge(*siglen, 64);
+    crypto_generichash(sig, 64, input, n, NULL, 0);
+    *siglen = 64;
+    return 0;
+}
+
+/* Another algorithm's token (the gateway's RS256): the header jansson wrote, the signature in place. */
+START_TEST(test_jws_sign_with_other_algorithm)
+{
+    json_t *header = json_pack("{s:s, s:s, s:s}", "alg", "RS256", "kid", "rs256-00aa\"", "typ", "JWT");
+    char *hjson = json_dumps(header, JSON_COMPACT);
+    const char *payload = "{\"sub\":\"x\",\"name\":\"王小明\"}";
+    char *token;
+    /* sig_max above the signature's length: the token carries only what was signed */
+    ck_assert_int_eq(veil_jws_sign_with("RS256", "rs256-00aa\"", "JWT", payload, strlen(payload),
+                                        hash_sign, NULL, 256, &token),
+                     VEIL_OK);
+    char *d1 = strchr(token, '.'), *d2 = strrchr(token, '.');
+    ck_assert_ptr_ne(d1, d2);
+    char h64[256], p64[256], s64[256];
+    veil_b64url_encode(h64, sizeof h64, hjson, strlen(hjson));
+    veil_b64url_encode(p64, sizeof p64, payload, strlen(payload));
+    ck_assert_int_eq((int)(d1 - token), (int)strlen(h64));
+    ck_assert_int_eq(strncmp(token, h64, strlen(h64)), 0);
+    ck_assert_int_eq(strncmp(d1 + 1, p64, strlen(p64)), 0);
+    unsigned char sig[64];
+    crypto_generichash(sig, 64, (const unsigned char *)token, (size_t)(d2 - token), NULL, 0);
+    veil_b64url_encode(s64, sizeof s64, sig, 64);
+    ck_assert_str_eq(d2 + 1, s64);
+    free(token);
+    /* a signer that fails: no token */
+    ck_assert_int_eq(veil_jws_sign_with("RS256", "k", "JWT", payload, strlen(payload), hash_sign,
+                                        (void *)1, 256, &token),
+                     VEIL_ERR_INTERNAL);
+    ck_assert_ptr_null(token);
+    free(hjson);
+    json_decref(header);
+}
+END_TEST
+
 START_TEST(test_jws_rules_behind_a_valid_signature)
 {
     static const struct {
@@ -655,6 +701,7 @@ int main(void)
     tcase_add_test(tc, test_jws_rules_behind_a_valid_signature);
     tcase_add_test(tc, test_json_string_escaping);
     tcase_add_test(tc, test_jws_written_header_identical);
+    tcase_add_test(tc, test_jws_sign_with_other_algorithm);
     tcase_add_test(tc, test_jws_verifies_with_python_jwt);
     tcase_add_test(tc, test_ticket_roundtrip);
     tcase_add_test(tc, test_two_tickets_share_nothing);

@@ -33,6 +33,24 @@ veil_err veil_jws_sign_json(const veil_signer *s, const char *typ, const char *p
                             size_t len, char **out) VEIL_WUR;
 
 /*
+ * Signs input[0..n) (the JWS signing input) into sig, at most *siglen bytes;
+ * sets *siglen to the signature's length.  0 on success.
+ */
+typedef int (*veil_jws_sign_fn)(void *ctx, const unsigned char *input, size_t n,
+                                unsigned char *sig, size_t *siglen);
+
+/*
+ * The compact JWS of payload[0..len) with header {"alg":alg,"kid":kid,"typ":typ}
+ * (written directly, in that order) signed by sign(ctx, ...), whose
+ * signatures are at most sig_max bytes: for algorithms other than EdDSA (the
+ * gateway's RS256 ID tokens).  *out is malloc'd.  VEIL_ERR_INTERNAL when sign
+ * fails.
+ */
+veil_err veil_jws_sign_with(const char *alg, const char *kid, const char *typ,
+                            const char *payload, size_t len, veil_jws_sign_fn sign, void *ctx,
+                            size_t sig_max, char **out) VEIL_WUR;
+
+/*
  * json_decref that first zeroes every string value (object and array members
  * too) when this is the last reference: for claims that hold personal data.
  */
