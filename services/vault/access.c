@@ -112,10 +112,9 @@ void vault_access_append_many(struct vault *v, vault_conn *c, struct vault_acces
         grouped[i]->result = err;
     for (size_t i = 0; i < n; i++) {
         struct vault_access_item *it = &items[i];
-        if (!it->result) {
+        if (!it->result)
             it->result = it->log.result;
-            veil_buf_free(&it->sealed);
-        }
+        veil_buf_free(&it->sealed);
         if (it->result == VEIL_ERR_ABORTED)
             it->result = append_locked(v, c, it->subject, it->dk, it->e);
     }

@@ -9,7 +9,6 @@
  * the log.  Ticket and citizen-request failures that could tell whether a
  * person or device exists share one message (and one code path cost).
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,11 +158,6 @@ static void item_end(veil_call *call, struct outcome *o, veil_err err)
         o->msg = veil_err_message(err);
 }
 
-static void item_fail(veil_call *call, struct outcome *o, veil_err err, const char *msg)
-{
-    item_end(call, o, fail(call, err, msg));
-}
-
 /* One ticket of a batch on its way through verify_tickets. */
 struct ticket_item {
     const Veil__Vault__VerifyTicketRequest *req;
@@ -183,70 +177,63 @@ struct ticket_item {
 
 /*
  * The checks that need neither the database nor a device: the request's
- * shape, the ticket's binding to app and challenge, and the sealed box.  An
- * in-person item (presentation or card) is verified here, whole.
+ * shape, the ticket's binding to app and challenge, and the sealed box; a
+ * phone ticket that passes is left pending.  An in-person item (presentation
+ * or card) is verified here, whole.
  */
-static void ticket_open(struct vault *v, veil_call *call, struct ticket_item *it,
-                        unsigned char *subject)
+static veil_err ticket_open(struct vault *v, veil_call *call, struct ticket_item *it,
+                            unsigned char *subject)
 {
     const Veil__Vault__VerifyTicketRequest *req = it->req;
     unsigned char device_id[VEIL_DEVICE_ID_BYTES];
     veil_err err;
     if (!veil_ident_valid(req->app_id))
-        return item_fail(call, &it->out, VEIL_ERR_INVALID, "app_id is not a valid app id");
+        return fail(call, VEIL_ERR_INVALID, "app_id is not a valid app id");
     if (req->challenge.len != VEIL_CHALLENGE_BYTES)
-        return item_fail(call, &it->out, VEIL_ERR_INVALID, "challenge must be 32 bytes");
+        return fail(call, VEIL_ERR_INVALID, "challenge must be 32 bytes");
     if ((req->ticket[0] != '\0') + (req->presentation[0] != '\0') + (req->card != NULL) > 1)
-        return item_fail(call, &it->out, VEIL_ERR_INVALID,
+        return fail(call, VEIL_ERR_INVALID,
                          "exactly one of ticket, presentation and card is required");
     if (req->presentation[0] || req->card) { /* in person (inperson.c) */
         err = vault_inperson_verify(v, call, req, subject, device_id, it->resp);
         sodium_memzero(device_id, sizeof device_id);
-        return item_end(call, &it->out, err);
+        return err;
     }
     err = veil_ticket_parse(req->ticket, strlen(req->ticket), &it->t);
     if (err == VEIL_ERR_PRECONDITION)
-        return item_fail(call, &it->out, VEIL_ERR_INVALID, VEIL_TICKET_RETIRED);
+        return fail(call, VEIL_ERR_INVALID, VEIL_TICKET_RETIRED);
     if (err)
-        return item_fail(call, &it->out, VEIL_ERR_INVALID, "ticket is malformed");
+        return fail(call, VEIL_ERR_INVALID, "ticket is malformed");
     if (strcmp(it->t.app_id, req->app_id) != 0)
-        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED,
+        return fail(call, VEIL_ERR_UNAUTHENTICATED,
                          "ticket was not made for this app");
     if (sodium_memcmp(it->t.challenge, req->challenge.data, VEIL_CHALLENGE_BYTES) != 0)
-        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED,
+        return fail(call, VEIL_ERR_UNAUTHENTICATED,
                          "ticket does not answer this challenge");
     uint32_t opened = vault_ticket_open(v->keys, &it->t, &it->in);
     if (!opened || it->in.key_version != opened)
-        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
+        return fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
     veil_ticket_signed_bytes(&it->signed_bytes, it->t.app_id, it->t.challenge,
                              VEIL_CHALLENGE_BYTES, it->in.time_ms, it->in.device_id,
                              it->in.key_version);
     if (it->signed_bytes.failed)
-        return item_end(call, &it->out, VEIL_ERR_NOMEM);
+        return VEIL_ERR_NOMEM;
     it->pending = 1;
+    return VEIL_OK;
 }
 
-/* Items [from, to) of a batch, for check_signatures. */
-struct sig_range {
-    const struct vault *v;
-    struct ticket_item *items;
-    size_t from, to;
-};
-
 /*
- * Verifies items [from, to)'s signatures against their devices (an unknown
+ * Verifies every pending item's signature against its device (an unknown
  * device against the decoy key: the time taken does not tell whether a
  * device exists); an item whose signature fails is treated as unknown.
  */
-static void *check_signatures(void *arg)
+static void check_signatures(const struct vault *v, struct ticket_item *items, size_t n)
 {
-    struct sig_range *r = arg;
-    for (size_t i = r->from; i < r->to; i++) {
-        struct ticket_item *it = &r->items[i];
-        if (it->pending && !signed_by(r->v, it->found, &it->row, it->in.sig, &it->signed_bytes))
+    for (size_t i = 0; i < n; i++) {
+        struct ticket_item *it = &items[i];
+        if (it->pending && !signed_by(v, it->found, &it->row, it->in.sig, &it->signed_bytes))
             it->found = 0;
     }
-    return NULL;
 }
 
 /*
@@ -273,39 +260,20 @@ static veil_err ticket_entry(struct vault *v, struct ticket_item *it)
 }
 
 /* The outcome of a checked ticket once its entry's append returned. */
-static void ticket_close(veil_call *call, struct ticket_item *it, unsigned char *subject)
+static veil_err ticket_close(veil_call *call, struct ticket_item *it, unsigned char *subject)
 {
     veil_err err = it->log.result;
     if (err == VEIL_ERR_NOT_FOUND) /* erased between the lookup and the append: as unknown */
-        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
+        return fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
     if (err)
-        return item_end(call, &it->out, err);
+        return err;
     if (it->row.revoked)
-        return item_fail(call, &it->out, VEIL_ERR_DENIED, "device revoked");
+        return fail(call, VEIL_ERR_DENIED, "device revoked");
     if (it->refused)
-        return item_fail(call, &it->out, VEIL_ERR_UNAUTHENTICATED,
+        return fail(call, VEIL_ERR_UNAUTHENTICATED,
                          "ticket time is outside the allowed clock skew");
     memcpy(subject, it->row.subject, VAULT_SUBJECT_BYTES);
-    item_end(call, &it->out, VEIL_OK);
-}
-
-/* From this many pending tickets on, a second thread checks half the signatures. */
-#define SIG_SPLIT_MIN 16
-
-/* Checks every pending item's signature, on two threads when there are enough. */
-static void check_all_signatures(const struct vault *v, struct ticket_item *items, size_t n,
-                                 size_t pending)
-{
-    struct sig_range whole = {v, items, 0, n}, half = {v, items, n / 2, n};
-    pthread_t th;
-    if (pending >= SIG_SPLIT_MIN &&
-        pthread_create(&th, NULL, check_signatures, &half) == 0) {
-        whole.to = n / 2;
-        check_signatures(&whole);
-        pthread_join(th, NULL);
-        return;
-    }
-    check_signatures(&whole);
+    return VEIL_OK;
 }
 
 /*
@@ -327,9 +295,10 @@ static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_i
     if (!ids || !rows || !found || !logs)
         return VEIL_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
-        items[i].out.err = VEIL_ERR_INTERNAL;
-        ticket_open(v, call, &items[i], subjects + i * VAULT_SUBJECT_BYTES);
-        if (items[i].pending)
+        veil_err e = ticket_open(v, call, &items[i], subjects + i * VAULT_SUBJECT_BYTES);
+        if (!items[i].pending)
+            item_end(call, &items[i].out, e);
+        else
             memcpy(ids[pending++], items[i].in.device_id, VEIL_DEVICE_ID_BYTES);
     }
     if (!err && pending && !(err = vault_store_conn(v->store, &c)))
@@ -342,7 +311,7 @@ static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_i
         items[i].row = rows[k++];
     }
     if (!err)
-        check_all_signatures(v, items, n, pending);
+        check_signatures(v, items, n);
     for (size_t i = 0; i < n; i++) {
         struct ticket_item *it = &items[i];
         if (!it->pending)
@@ -365,7 +334,7 @@ static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_i
         struct ticket_item *it = &items[i];
         if (it->pending) {
             it->log.result = logs[k++].result;
-            ticket_close(call, it, subjects + i * VAULT_SUBJECT_BYTES);
+            item_end(call, &it->out, ticket_close(call, it, subjects + i * VAULT_SUBJECT_BYTES));
         }
         sodium_memzero(&it->in, sizeof it->in);
         sodium_memzero(it->dk, sizeof it->dk);
@@ -652,8 +621,8 @@ struct release_item {
 };
 
 /* The checks before the database: the request's shape and the capability's binding and expiry. */
-static void release_check(struct vault *v, veil_call *call, struct release_item *it,
-                          struct vault_release_item *st, struct opened *o)
+static veil_err release_check(struct vault *v, veil_call *call, struct release_item *it,
+                              struct vault_release_item *st, struct opened *o)
 {
     const Veil__Vault__ReleaseAttributesRequest *req = it->req;
     veil_err err = check_release(call, req);
@@ -662,12 +631,13 @@ static void release_check(struct vault *v, veil_call *call, struct release_item 
     if (!err)
         err = check_capability(v, call, req, &st->expires_ms);
     if (err)
-        return item_end(call, &it->out, err);
+        return err;
     st->subject = req->subject_ref.data;
     st->cap_id = req->capability.data + 9;
     st->app_id = req->app_id;
     st->row = &o->row;
     it->pending = 1;
+    return VEIL_OK;
 }
 
 /*
@@ -739,8 +709,9 @@ static veil_err release_batch(struct vault *v, veil_call *call,
     memset(items, 0, n * sizeof *items);
     for (size_t i = 0; i < n; i++) {
         items[i].req = reqs[i];
-        items[i].out.err = VEIL_ERR_INTERNAL;
-        release_check(v, call, &items[i], &st[i], &o[i]);
+        veil_err e = release_check(v, call, &items[i], &st[i], &o[i]);
+        if (e)
+            item_end(call, &items[i].out, e);
         /* a capability twice: the first use is the earlier item's (its MAC binds the same) */
         for (size_t j = 0; items[i].pending && j < i; j++)
             if (items[j].pending && !items[j].used_before &&
