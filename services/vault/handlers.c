@@ -887,8 +887,8 @@ static void vault_release_attributes_batch(Veil__Vault__Vault_Service *svc,
     if (!err)
         err = batch_arrays(call, req->n_items, sizeof(Veil__Vault__ReleaseAttributesResponse),
                            init_release_resp, &items, &resp.status, &outs);
-    /* one guarded block for the whole batch's personal data */
-    if (!err && !(o = sodium_malloc(req->n_items * sizeof *o)))
+    /* one guarded block for the whole batch's personal data (veil/keys.h) */
+    if (!err && !(o = veil_guarded_take(req->n_items * sizeof *o)))
         err = VEIL_ERR_NOMEM;
     if (!err)
         err = release_batch(self(svc), call, req->items, req->n_items, o,
@@ -900,7 +900,7 @@ static void vault_release_attributes_batch(Veil__Vault__Vault_Service *svc,
         resp.n_items = resp.n_status = req->n_items;
     }
     VEIL_REPLY(done, call, err, &resp);
-    sodium_free(o); /* wipes the profiles, birth dates and data keys */
+    veil_guarded_give(o); /* wipes the profiles, birth dates and data keys */
 }
 
 /* ---- ListDevices ---- */
