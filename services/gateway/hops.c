@@ -398,13 +398,15 @@ veil_err gw_derive_release(struct gateway *gw, veil_call *call,
 
 /* ---- set-up ---- */
 
+/* The hops' names in veil_batch_items{hop} (docs/operations.md). */
+static const char *const hop_names[GW_HOP__COUNT] = {"challenge_take", "verify_ticket",
+                                                     "derive_release"};
+
 veil_err gw_hops_start(struct gateway *gw, size_t max_batch)
 {
-    static const char *const names[GW_HOP__COUNT] = {"challenge_take", "verify_ticket",
-                                                     "derive_release"};
     static const veil_batch_fn fns[GW_HOP__COUNT] = {take_batch, verify_batch, finish_batch};
     for (int h = 0; h < GW_HOP__COUNT; h++)
-        if (!(gw->hops[h] = veil_batcher_new(names[h], max_batch, fns[h], gw)))
+        if (!(gw->hops[h] = veil_batcher_new(hop_names[h], max_batch, fns[h], gw)))
             return VEIL_ERR_NOMEM;
     return VEIL_OK;
 }
@@ -412,6 +414,13 @@ veil_err gw_hops_start(struct gateway *gw, size_t max_batch)
 void gw_hops_stop(struct gateway *gw)
 {
     for (int h = 0; h < GW_HOP__COUNT; h++) {
+        unsigned long long batches, items;
+        if (!gw->hops[h])
+            continue;
+        veil_batcher_stats(gw->hops[h], &batches, &items);
+        veil_log(VEIL_LOG_INFO, "login batch statistics", VL_STR("hop", hop_names[h]),
+                 VL_INT("batches", (long long)batches), VL_INT("items", (long long)items),
+                 VL_END);
         veil_batcher_free(gw->hops[h]);
         gw->hops[h] = NULL;
     }

@@ -26,6 +26,7 @@ struct veil_batcher {
     pthread_mutex_t mu;
     veil_batch_item *head, *tail;
     int leading; /* a batch is in flight */
+    unsigned long long batches, items; /* under mu */
 };
 
 static veil_metric *m_items;
@@ -81,8 +82,18 @@ static void lead(veil_batcher *b)
         pthread_cond_signal(&taken[i]->wake); /* the leader's own item: nobody waits on it */
     }
     b->leading = 0;
+    b->batches++;
+    b->items += n;
     if (b->head) /* the first of those that queued meanwhile leads next */
         pthread_cond_signal(&b->head->wake);
+}
+
+void veil_batcher_stats(veil_batcher *b, unsigned long long *batches, unsigned long long *items)
+{
+    pthread_mutex_lock(&b->mu);
+    *batches = b->batches;
+    *items = b->items;
+    pthread_mutex_unlock(&b->mu);
 }
 
 void veil_batch_run(veil_batcher *b, veil_batch_item *it)

@@ -56,6 +56,9 @@ veil_batcher *veil_batcher_new(const char *hop, size_t max_batch, veil_batch_fn 
 /* Frees a batcher no thread is using any more; accepts NULL. */
 void veil_batcher_free(veil_batcher *b);
 
+/* How many batches ran so far and how many items they held in all. */
+void veil_batcher_stats(veil_batcher *b, unsigned long long *batches, unsigned long long *items);
+
 /* Runs item as part of a batch; returns when the batcher's function has handled it. */
 void veil_batch_run(veil_batcher *b, veil_batch_item *item);
 
