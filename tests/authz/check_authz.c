@@ -590,19 +590,12 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("authz");
-    TCase *tables = tcase_create("tables");
-    tcase_add_test(tables, test_every_method_has_one_policy_row);
-    tcase_add_test(tables, test_table_invariants);
-    tcase_add_test(tables, test_server_add_refuses_bad_tables);
-    suite_add_tcase(s, tables);
-    TCase *wire = tcase_create("wire");
-    tcase_add_unchecked_fixture(wire, stack_up, stack_down);
-    tcase_set_timeout(wire, 300);
-    tcase_add_test(wire, test_servers_host_their_tables);
-    tcase_add_test(wire, test_matrix);
-    tcase_add_test(wire, test_unregistered_app_gets_nothing);
-    tcase_add_test(wire, test_apps_kept_apart);
-    suite_add_tcase(s, wire);
-    return h_run_suite(s);
+    const TTest *const tables[] = {test_every_method_has_one_policy_row, test_table_invariants,
+                                   test_server_add_refuses_bad_tables, NULL};
+    const TTest *const wire[] = {test_servers_host_their_tables, test_matrix,
+                                 test_unregistered_app_gets_nothing, test_apps_kept_apart, NULL};
+    const h_case cases[] = {{"tables", 0, NULL, NULL, NULL, NULL, tables},
+                            {"wire", 300, stack_up, stack_down, NULL, NULL, wire},
+                            {NULL}};
+    return h_run_suite(h_suite("authz", cases));
 }

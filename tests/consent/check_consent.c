@@ -680,20 +680,17 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("consent");
-    TCase *tc = tcase_create("consent");
-    tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_grant_check_withdraw);
-    tcase_add_test(tc, test_supersession_and_list);
-    tcase_add_test(tc, test_expiry);
-    tcase_add_test(tc, test_receipt_verifies);
-    tcase_add_test(tc, test_receipt_verifies_with_pyjwt);
-    tcase_add_test(tc, test_receipt_key_rotation);
-    tcase_add_test(tc, test_forget);
-    tcase_add_test(tc, test_caller_policy);
-    tcase_add_test(tc, test_bad_input);
-    tcase_add_test(tc, test_no_partial_writes);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_grant_check_withdraw,
+                                  test_supersession_and_list,
+                                  test_expiry,
+                                  test_receipt_verifies,
+                                  test_receipt_verifies_with_pyjwt,
+                                  test_receipt_key_rotation,
+                                  test_forget,
+                                  test_caller_policy,
+                                  test_bad_input,
+                                  test_no_partial_writes,
+                                  NULL};
+    const h_case cases[] = {{"consent", 60, NULL, NULL, setup, teardown, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("consent", cases));
 }

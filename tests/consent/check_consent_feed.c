@@ -229,13 +229,8 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("consent_feed");
-    TCase *tc = tcase_create("feed");
-    tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_feed_follows_consent);
-    tcase_add_test(tc, test_long_poll_wakes_on_grant);
-    tcase_add_test(tc, test_app_events_scoped);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_feed_follows_consent, test_long_poll_wakes_on_grant,
+                                  test_app_events_scoped, NULL};
+    const h_case cases[] = {{"feed", 60, NULL, NULL, setup, teardown, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("consent_feed", cases));
 }

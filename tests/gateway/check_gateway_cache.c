@@ -159,12 +159,8 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("gateway_cache");
-    TCase *tc = tcase_create("cache");
-    tcase_add_test(tc, test_answers_come_back_as_stored);
-    tcase_add_test(tc, test_keys_do_not_cross);
-    tcase_add_test(tc, test_invalidation);
-    tcase_add_test(tc, test_full_cache_stores_nothing_more);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_answers_come_back_as_stored, test_keys_do_not_cross,
+                                  test_invalidation, test_full_cache_stores_nothing_more, NULL};
+    const h_case cases[] = {{"cache", 0, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("gateway_cache", cases));
 }

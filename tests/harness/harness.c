@@ -73,6 +73,24 @@ int h_run_suite_forked(Suite *s)
     return run_suite(s, CK_FORK);
 }
 
+Suite *h_suite(const char *name, const h_case *cases)
+{
+    Suite *s = suite_create(name);
+    for (const h_case *c = cases; c->name; c++) {
+        TCase *tc = tcase_create(c->name);
+        if (c->timeout > 0)
+            tcase_set_timeout(tc, c->timeout);
+        if (c->up || c->down)
+            tcase_add_unchecked_fixture(tc, c->up, c->down);
+        if (c->setup || c->teardown)
+            tcase_add_checked_fixture(tc, c->setup, c->teardown);
+        for (const TTest *const *t = c->tests; *t; t++)
+            tcase_add_test(tc, *t);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
 int h_timeout_scale(void)
 {
     const char *v = getenv("VEIL_TEST_TIMEOUT_SCALE");

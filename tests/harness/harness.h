@@ -113,6 +113,24 @@ int h_run_suite(Suite *s);
  */
 int h_run_suite_forked(Suite *s);
 
+/*
+ * One test case of a suite, as a table row for h_suite: its name, timeout in
+ * seconds (0: Check's default), a fixture run once around the case (up/down,
+ * in this process: e.g. a stack of services), one run around every test
+ * (setup/teardown) - any of them NULL for none - and its tests in order,
+ * ending with NULL.
+ */
+typedef struct h_case {
+    const char *name;
+    int timeout;
+    SFun up, down;
+    SFun setup, teardown;
+    const TTest *const *tests;
+} h_case;
+
+/* A suite named name of the cases, in order; the last case's name is NULL. */
+Suite *h_suite(const char *name, const h_case *cases);
+
 /* A TCP port that was free a moment ago on 127.0.0.1. */
 int h_free_port(void);
 

@@ -192,16 +192,13 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("feed");
-    TCase *tc = tcase_create("notifier");
-    tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, NULL, h_pg_running);
-    tcase_add_test(tc, test_notify_wakes_a_waiter);
-    tcase_add_test(tc, test_timeout_and_no_lost_wakeup);
-    tcase_add_test(tc, test_only_committed_notifications_on_its_channel);
-    tcase_add_test(tc, test_shutdown_releases_waiters);
-    tcase_add_test(tc, test_survives_the_database_going_away);
-    tcase_add_test(tc, test_unreachable_database_at_start);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_notify_wakes_a_waiter,
+                                  test_timeout_and_no_lost_wakeup,
+                                  test_only_committed_notifications_on_its_channel,
+                                  test_shutdown_releases_waiters,
+                                  test_survives_the_database_going_away,
+                                  test_unreachable_database_at_start,
+                                  NULL};
+    const h_case cases[] = {{"notifier", 60, NULL, NULL, NULL, h_pg_running, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("feed", cases));
 }

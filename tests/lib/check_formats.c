@@ -693,27 +693,24 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("formats");
-    TCase *tc = tcase_create("formats");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_jws_roundtrip_and_tamper);
-    tcase_add_test(tc, test_jws_rules_behind_a_valid_signature);
-    tcase_add_test(tc, test_json_string_escaping);
-    tcase_add_test(tc, test_jws_written_header_identical);
-    tcase_add_test(tc, test_jws_sign_with_other_algorithm);
-    tcase_add_test(tc, test_jws_verifies_with_python_jwt);
-    tcase_add_test(tc, test_ticket_roundtrip);
-    tcase_add_test(tc, test_two_tickets_share_nothing);
-    tcase_add_test(tc, test_ticket_clear_part_has_nothing_per_person);
-    tcase_add_test(tc, test_old_ticket_format_refused);
-    tcase_add_test(tc, test_signed_bytes_are_domain_separated);
-    tcase_add_test(tc, test_web_numbers);
-    tcase_add_test(tc, test_device_ids_and_idents);
-    tcase_add_test(tc, test_attribute_catalogue);
-    tcase_add_test(tc, test_checkpoint_bytes_vector);
-    tcase_add_test(tc, test_card_code_vector);
-    tcase_add_test(tc, test_presentation_roundtrip);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_jws_roundtrip_and_tamper,
+                                  test_jws_rules_behind_a_valid_signature,
+                                  test_json_string_escaping,
+                                  test_jws_written_header_identical,
+                                  test_jws_sign_with_other_algorithm,
+                                  test_jws_verifies_with_python_jwt,
+                                  test_ticket_roundtrip,
+                                  test_two_tickets_share_nothing,
+                                  test_ticket_clear_part_has_nothing_per_person,
+                                  test_old_ticket_format_refused,
+                                  test_signed_bytes_are_domain_separated,
+                                  test_web_numbers,
+                                  test_device_ids_and_idents,
+                                  test_attribute_catalogue,
+                                  test_checkpoint_bytes_vector,
+                                  test_card_code_vector,
+                                  test_presentation_roundtrip,
+                                  NULL};
+    const h_case cases[] = {{"formats", 60, NULL, NULL, setup, teardown, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("formats", cases));
 }

@@ -462,14 +462,12 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("http");
-    TCase *tc = tcase_create("http");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_routes_and_params);
-    tcase_add_test(tc, test_forms_and_limits);
-    tcase_add_test(tc, test_bad_config);
-    tcase_add_test(tc, test_https_and_client_certificates);
-    tcase_add_test(tc, test_blocking_handler_and_stop);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_routes_and_params,
+                                  test_forms_and_limits,
+                                  test_bad_config,
+                                  test_https_and_client_certificates,
+                                  test_blocking_handler_and_stop,
+                                  NULL};
+    const h_case cases[] = {{"http", 60, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("http", cases));
 }

@@ -367,20 +367,17 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("pg");
-    TCase *tc = tcase_create("pg");
-    tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, NULL, h_pg_running);
-    tcase_add_test(tc, test_migrations_apply_once);
-    tcase_add_test(tc, test_failed_migration_rolls_back);
-    tcase_add_test(tc, test_binary_params_and_results);
-    tcase_add_test(tc, test_sqlstate_mapping);
-    tcase_add_test(tc, test_transaction_rollback);
-    tcase_add_test(tc, test_begin_and_end);
-    tcase_add_test(tc, test_connection_per_thread);
-    tcase_add_test(tc, test_reconnect_after_restart);
-    tcase_add_test(tc, test_terminated_backend);
-    tcase_add_test(tc, test_backoff_while_down);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_migrations_apply_once,
+                                  test_failed_migration_rolls_back,
+                                  test_binary_params_and_results,
+                                  test_sqlstate_mapping,
+                                  test_transaction_rollback,
+                                  test_begin_and_end,
+                                  test_connection_per_thread,
+                                  test_reconnect_after_restart,
+                                  test_terminated_backend,
+                                  test_backoff_while_down,
+                                  NULL};
+    const h_case cases[] = {{"pg", 120, NULL, NULL, NULL, h_pg_running, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("pg", cases));
 }

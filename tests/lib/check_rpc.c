@@ -550,36 +550,29 @@ START_TEST(test_call_all)
 }
 END_TEST
 
-static Suite *rpc_suite(void)
-{
-    Suite *s = suite_create("rpc");
-    TCase *tc = tcase_create("layer");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_success);
-    tcase_add_test(tc, test_error_status_and_message);
-    tcase_add_test(tc, test_error_map_is_complete);
-    tcase_add_test(tc, test_deadline_exceeded);
-    tcase_add_test(tc, test_unknown_method);
-    tcase_add_test(tc, test_oversize_message);
-    tcase_add_test(tc, test_malformed_protobuf);
-    tcase_add_test(tc, test_mtls_identity);
-    tcase_add_test(tc, test_mtls_rejections);
-    tcase_add_test(tc, test_client_checks_server_identity);
-    tcase_add_test(tc, test_policy_enforced);
-    tcase_add_test(tc, test_health);
-    tcase_add_test(tc, test_worker_does_not_block_cq);
-    tcase_add_test(tc, test_sigterm_drains_in_flight_call);
-    tcase_add_test(tc, test_new_calls_refused_after_stop);
-    tcase_add_test(tc, test_plaintext_dev_mode);
-    tcase_add_test(tc, test_one_channel_many_threads);
-    tcase_add_test(tc, test_bad_configuration_refused);
-    tcase_add_test(tc, test_port_in_use_refused);
-    tcase_add_test(tc, test_call_all);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    return h_run_suite_forked(rpc_suite());
+    const TTest *const tests[] = {test_success,
+                                  test_error_status_and_message,
+                                  test_error_map_is_complete,
+                                  test_deadline_exceeded,
+                                  test_unknown_method,
+                                  test_oversize_message,
+                                  test_malformed_protobuf,
+                                  test_mtls_identity,
+                                  test_mtls_rejections,
+                                  test_client_checks_server_identity,
+                                  test_policy_enforced,
+                                  test_health,
+                                  test_worker_does_not_block_cq,
+                                  test_sigterm_drains_in_flight_call,
+                                  test_new_calls_refused_after_stop,
+                                  test_plaintext_dev_mode,
+                                  test_one_channel_many_threads,
+                                  test_bad_configuration_refused,
+                                  test_port_in_use_refused,
+                                  test_call_all,
+                                  NULL};
+    const h_case cases[] = {{"layer", 60, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("rpc", cases));
 }

@@ -553,19 +553,18 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("support");
-    TCase *tc = tcase_create("support");
-    tcase_add_test(tc, test_key_files);
-    tcase_add_test(tc, test_keyring);
-    tcase_add_test(tc, test_signer);
-    tcase_add_test(tc, test_guarded_scratch);
-    tcase_add_test(tc, test_codecs);
-    tcase_add_test(tc, test_utf8);
-    tcase_add_test(tc, test_utf8_valid);
-    tcase_add_test(tc, test_pb_strings);
-    tcase_add_test(tc, test_config);
-    tcase_add_test(tc, test_log_lines_are_json);
-    tcase_add_test(tc, test_log_long_and_invalid_utf8);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_key_files,
+                                  test_keyring,
+                                  test_signer,
+                                  test_guarded_scratch,
+                                  test_codecs,
+                                  test_utf8,
+                                  test_utf8_valid,
+                                  test_pb_strings,
+                                  test_config,
+                                  test_log_lines_are_json,
+                                  test_log_long_and_invalid_utf8,
+                                  NULL};
+    const h_case cases[] = {{"support", 0, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("support", cases));
 }

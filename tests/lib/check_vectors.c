@@ -494,18 +494,18 @@ int main(void)
         doc[n] = '\0';
         fclose(f);
     }
-    Suite *s = suite_create("vectors");
-    TCase *tc = tcase_create("vectors");
-    tcase_add_test(tc, test_proofing_attestation);
-    tcase_add_test(tc, test_login_ticket);
-    tcase_add_test(tc, test_enrolment_identity);
-    tcase_add_test(tc, test_presentation);
-    tcase_add_test(tc, test_card_code);
-    tcase_add_test(tc, test_citizen_request);
-    tcase_add_test(tc, test_checkpoint);
-    tcase_add_test(tc, test_jws);
-    tcase_add_test(tc, test_web_number);
-    suite_add_tcase(s, tc);
+    const TTest *const tests[] = {test_proofing_attestation,
+                                  test_login_ticket,
+                                  test_enrolment_identity,
+                                  test_presentation,
+                                  test_card_code,
+                                  test_citizen_request,
+                                  test_checkpoint,
+                                  test_jws,
+                                  test_web_number,
+                                  NULL};
+    const h_case cases[] = {{"vectors", 0, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    Suite *s = h_suite("vectors", cases);
     int rc = printing ? (srunner_run_all(srunner_create(s), CK_SILENT), 0) : h_run_suite(s);
     free(doc);
     return rc;

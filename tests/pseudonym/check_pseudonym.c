@@ -341,18 +341,16 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("pseudonym");
-    TCase *tc = tcase_create("pseudonym");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_known_answer);
-    tcase_add_test(tc, test_no_core_dumps);
-    tcase_add_test(tc, test_derive_properties);
-    tcase_add_test(tc, test_bad_input);
-    tcase_add_test(tc, test_only_the_gateway);
-    tcase_add_test(tc, test_batch_matches_single);
-    tcase_add_test(tc, test_refuses_to_start_without_keys);
-    tcase_add_test(tc, test_new_key_file_loaded_without_restart);
-    tcase_add_test(tc, test_call_local_answers_as_the_server);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_known_answer,
+                                  test_no_core_dumps,
+                                  test_derive_properties,
+                                  test_bad_input,
+                                  test_only_the_gateway,
+                                  test_batch_matches_single,
+                                  test_refuses_to_start_without_keys,
+                                  test_new_key_file_loaded_without_restart,
+                                  test_call_local_answers_as_the_server,
+                                  NULL};
+    const h_case cases[] = {{"pseudonym", 60, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("pseudonym", cases));
 }

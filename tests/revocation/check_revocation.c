@@ -468,19 +468,16 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("revocation");
-    TCase *tc = tcase_create("revocation");
-    tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_unknown_subject_is_allowed);
-    tcase_add_test(tc, test_device_revocation);
-    tcase_add_test(tc, test_identity_states);
-    tcase_add_test(tc, test_reason_order);
-    tcase_add_test(tc, test_app_revocation);
-    tcase_add_test(tc, test_link_epochs);
-    tcase_add_test(tc, test_caller_policy);
-    tcase_add_test(tc, test_bad_input);
-    tcase_add_test(tc, test_no_partial_writes);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_unknown_subject_is_allowed,
+                                  test_device_revocation,
+                                  test_identity_states,
+                                  test_reason_order,
+                                  test_app_revocation,
+                                  test_link_epochs,
+                                  test_caller_policy,
+                                  test_bad_input,
+                                  test_no_partial_writes,
+                                  NULL};
+    const h_case cases[] = {{"revocation", 60, NULL, NULL, setup, teardown, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("revocation", cases));
 }

@@ -539,17 +539,10 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("revocation_feed");
-    TCase *tc = tcase_create("feed");
-    tcase_set_timeout(tc, 90);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_change_kinds);
-    tcase_add_test(tc, test_long_poll);
-    tcase_add_test(tc, test_concurrent_writers);
-    tcase_add_test(tc, test_consumer_restart);
-    tcase_add_test(tc, test_service_restart);
-    tcase_add_test(tc, test_propagation_under_a_second);
-    tcase_add_test(tc, test_app_events_scoped);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_change_kinds,       test_long_poll,
+                                  test_concurrent_writers, test_consumer_restart,
+                                  test_service_restart,    test_propagation_under_a_second,
+                                  test_app_events_scoped,  NULL};
+    const h_case cases[] = {{"feed", 90, NULL, NULL, setup, teardown, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("revocation_feed", cases));
 }

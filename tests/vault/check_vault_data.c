@@ -1031,19 +1031,17 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("vault_data");
-    TCase *tc = tcase_create("data");
-    tcase_set_timeout(tc, 90);
-    tcase_add_test(tc, test_release_attributes);
-    tcase_add_test(tc, test_release_capability);
-    tcase_add_test(tc, test_age_boundaries);
-    tcase_add_test(tc, test_access_log_tampering);
-    tcase_add_test(tc, test_erase);
-    tcase_add_test(tc, test_authority_hold);
-    tcase_add_test(tc, test_master_key_rotation);
-    tcase_add_test(tc, test_master_key_version_explicit);
-    tcase_add_test(tc, test_bulk_enrol);
-    tcase_add_test(tc, test_partitioning_a_populated_log);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_release_attributes,
+                                  test_release_capability,
+                                  test_age_boundaries,
+                                  test_access_log_tampering,
+                                  test_erase,
+                                  test_authority_hold,
+                                  test_master_key_rotation,
+                                  test_master_key_version_explicit,
+                                  test_bulk_enrol,
+                                  test_partitioning_a_populated_log,
+                                  NULL};
+    const h_case cases[] = {{"data", 90, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("vault_data", cases));
 }

@@ -750,18 +750,16 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("vault_enrol");
-    TCase *tc = tcase_create("enrol");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_enrol_and_web_certificate);
-    tcase_add_test(tc, test_id_numbers_over_the_wire);
-    tcase_add_test(tc, test_attestations);
-    tcase_add_test(tc, test_bad_fields);
-    tcase_add_test(tc, test_sealed_identity);
-    tcase_add_test(tc, test_idempotency);
-    tcase_add_test(tc, test_new_device_and_device_keys);
-    tcase_add_test(tc, test_only_the_gateway);
-    tcase_add_test(tc, test_database_holds_no_plaintext);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_enrol_and_web_certificate,
+                                  test_id_numbers_over_the_wire,
+                                  test_attestations,
+                                  test_bad_fields,
+                                  test_sealed_identity,
+                                  test_idempotency,
+                                  test_new_device_and_device_keys,
+                                  test_only_the_gateway,
+                                  test_database_holds_no_plaintext,
+                                  NULL};
+    const h_case cases[] = {{"enrol", 60, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("vault_enrol", cases));
 }

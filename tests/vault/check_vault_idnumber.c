@@ -203,17 +203,10 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("vault_idnumber");
-    TCase *tc = tcase_create("idnumber");
     if (sodium_init() < 0)
         return EXIT_FAILURE;
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_table);
-    tcase_add_test(tc, test_fields);
-    tcase_add_test(tc, test_dates);
-    tcase_add_test(tc, test_ages);
-    tcase_add_test(tc, test_provinces);
-    tcase_add_test(tc, test_random_inputs);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_table,     test_fields,        test_dates, test_ages,
+                                  test_provinces, test_random_inputs, NULL};
+    const h_case cases[] = {{"idnumber", 60, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("vault_idnumber", cases));
 }

@@ -788,18 +788,16 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("vault_login");
-    TCase *tc = tcase_create("login");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_ticket_binding);
-    tcase_add_test(tc, test_ticket_forgery);
-    tcase_add_test(tc, test_revoked_devices);
-    tcase_add_test(tc, test_citizen_requests);
-    tcase_add_test(tc, test_nonce_expiry_on_the_service_clock);
-    tcase_add_test(tc, test_web_number_lookup);
-    tcase_add_test(tc, test_ticket_key_versions);
-    tcase_add_test(tc, test_concurrent_logins_keep_the_chain);
-    tcase_add_test(tc, test_verify_ticket_latency);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_ticket_binding,
+                                  test_ticket_forgery,
+                                  test_revoked_devices,
+                                  test_citizen_requests,
+                                  test_nonce_expiry_on_the_service_clock,
+                                  test_web_number_lookup,
+                                  test_ticket_key_versions,
+                                  test_concurrent_logins_keep_the_chain,
+                                  test_verify_ticket_latency,
+                                  NULL};
+    const h_case cases[] = {{"login", 60, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("vault_login", cases));
 }

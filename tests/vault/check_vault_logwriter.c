@@ -275,13 +275,9 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("vault_logwriter");
-    TCase *tc = tcase_create("logwriter");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_group_commit_keeps_every_chain);
-    tcase_add_test(tc, test_without_group_commit);
-    tcase_add_test(tc, test_acknowledged_entries_survive_a_crash);
-    tcase_add_test(tc, test_a_refused_entry_fails_only_its_login);
-    suite_add_tcase(s, tc);
-    return h_run_suite_forked(s);
+    const TTest *const tests[] = {test_group_commit_keeps_every_chain, test_without_group_commit,
+                                  test_acknowledged_entries_survive_a_crash,
+                                  test_a_refused_entry_fails_only_its_login, NULL};
+    const h_case cases[] = {{"logwriter", 120, NULL, NULL, NULL, NULL, tests}, {NULL}};
+    return h_run_suite_forked(h_suite("vault_logwriter", cases));
 }
