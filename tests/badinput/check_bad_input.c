@@ -1059,24 +1059,21 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("bad_input");
-    TCase *tc = tcase_create("stack");
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_oversize_to_every_service);
-    tcase_add_test(tc, test_malformed_to_every_service);
-    tcase_add_test(tc, test_unknown_fields_ignored);
-    tcase_add_test(tc, test_admin_registry_input);
-    tcase_add_test(tc, test_huge_repeated_fields);
-    tcase_add_test(tc, test_strings_with_nul);
-    tcase_add_test(tc, test_strings_malformed_utf8);
-    tcase_add_test(tc, test_sector_ownership);
-    tcase_add_test(tc, test_invalid_utf8_at_enrolment);
-    tcase_add_test(tc, test_sql_metacharacters);
-    tcase_add_test(tc, test_clock_skew_both_ways);
-    tcase_add_test(tc, test_unknown_apps_and_attributes);
-    tcase_add_test(tc, test_public_port_limits);
-    tcase_add_test(tc, test_ticket_spellings);
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {test_oversize_to_every_service,
+                                  test_malformed_to_every_service,
+                                  test_unknown_fields_ignored,
+                                  test_admin_registry_input,
+                                  test_huge_repeated_fields,
+                                  test_strings_with_nul,
+                                  test_strings_malformed_utf8,
+                                  test_sector_ownership,
+                                  test_invalid_utf8_at_enrolment,
+                                  test_sql_metacharacters,
+                                  test_clock_skew_both_ways,
+                                  test_unknown_apps_and_attributes,
+                                  test_public_port_limits,
+                                  test_ticket_spellings,
+                                  NULL};
+    const h_case cases[] = {{"stack", 300, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("bad_input", cases));
 }

@@ -368,21 +368,17 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("faults");
-    TCase *running = tcase_create("running");
-    tcase_add_unchecked_fixture(running, stack_up, stack_down);
-    tcase_set_timeout(running, 300);
-    tcase_add_test(running, test_kill_vault);
-    tcase_add_test(running, test_kill_pseudonym);
-    tcase_add_test(running, test_kill_consent);
-    tcase_add_test(running, test_kill_revocation);
-    tcase_add_test(running, test_gateway_sigterm_in_flight);
-    suite_add_tcase(s, running);
-    TCase *start = tcase_create("start");
-    tcase_set_timeout(start, 60);
-    tcase_add_test(start, test_full_disk_refuses_to_start);
-    tcase_add_test(start, test_read_only_disk_refuses_to_start);
-    tcase_add_test(start, test_unreadable_key_file_refuses_to_start);
-    suite_add_tcase(s, start);
-    return h_run_suite(s);
+    const TTest *const running[] = {test_kill_vault,
+                                    test_kill_pseudonym,
+                                    test_kill_consent,
+                                    test_kill_revocation,
+                                    test_gateway_sigterm_in_flight,
+                                    NULL};
+    const TTest *const start[] = {test_full_disk_refuses_to_start,
+                                  test_read_only_disk_refuses_to_start,
+                                  test_unreadable_key_file_refuses_to_start, NULL};
+    const h_case cases[] = {{"running", 300, stack_up, stack_down, NULL, NULL, running},
+                            {"start", 60, NULL, NULL, NULL, NULL, start},
+                            {NULL}};
+    return h_run_suite(h_suite("faults", cases));
 }

@@ -450,11 +450,7 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("faults_crash");
-    TCase *tc = tcase_create("crash");
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test_crash_loses_nothing_acknowledged);
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {test_crash_loses_nothing_acknowledged, NULL};
+    const h_case cases[] = {{"crash", 600, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("faults_crash", cases));
 }

@@ -179,12 +179,7 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("faults_pg");
-    TCase *tc = tcase_create("restart");
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_pg_restart_under_load);
-    tcase_add_test(tc, test_pg_restart_while_idle);
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {test_pg_restart_under_load, test_pg_restart_while_idle, NULL};
+    const h_case cases[] = {{"restart", 300, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("faults_pg", cases));
 }

@@ -314,13 +314,9 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("erasure");
-    TCase *tc = tcase_create("erasure");
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_erasure_forgets_everywhere);
-    tcase_add_test(tc, test_revoked_identity_binds_the_person);
-    tcase_add_test(tc, test_suspended_identity_binds_the_person);
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {test_erasure_forgets_everywhere,
+                                  test_revoked_identity_binds_the_person,
+                                  test_suspended_identity_binds_the_person, NULL};
+    const h_case cases[] = {{"erasure", 300, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("erasure", cases));
 }

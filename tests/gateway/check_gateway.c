@@ -1173,36 +1173,28 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("gateway");
-    TCase *flow = tcase_create("flow");
-    tcase_add_unchecked_fixture(flow, stack_up, stack_down);
-    tcase_set_timeout(flow, 300);
-    tcase_add_test(flow, test_81_apps_81_pseudonyms);
-    tcase_add_test(flow, test_gateway_never_holds_the_identity);
-    tcase_add_test(flow, test_consent_releases_minimal_attributes);
-    tcase_add_test(flow, test_withdrawn_consent_stops_release);
-    tcase_add_test(flow, test_ticket_bound_to_app_and_challenge);
-    tcase_add_test(flow, test_every_revocation_kind);
-    tcase_add_test(flow, test_one_refusal_for_apps_the_reason_for_the_wallet);
-    tcase_add_test(flow, test_new_phone_same_pseudonyms);
-    tcase_add_test(flow, test_callers_kept_apart);
-    tcase_add_test(flow, test_access_log_names_apps);
-    tcase_add_test(flow, test_release_names_every_purpose);
-    tcase_add_test(flow, test_long_purposes_join_whole);
-    tcase_add_test(flow, test_app_events_after_unlink);
-    tcase_add_test(flow, test_erase_then_enrol_anew);
-    tcase_add_test(flow, test_revocation_stops_cached_logins_within_a_second);
-    suite_add_tcase(s, flow);
-    TCase *rot = tcase_create("rotation");
-    tcase_add_unchecked_fixture(rot, stack_up, stack_down);
-    tcase_set_timeout(rot, 300);
-    tcase_add_test(rot, test_key_rotation);
-    tcase_add_test(rot, test_key_files_reload_without_restart);
-    tcase_add_test(rot, test_receipt_key_rotation);
-    suite_add_tcase(s, rot);
-    TCase *cache = tcase_create("cache");
-    tcase_set_timeout(cache, 300);
-    tcase_add_test(cache, test_cache_is_used);
-    suite_add_tcase(s, cache);
-    return h_run_suite(s);
+    const TTest *const flow[] = {test_81_apps_81_pseudonyms,
+                                 test_gateway_never_holds_the_identity,
+                                 test_consent_releases_minimal_attributes,
+                                 test_withdrawn_consent_stops_release,
+                                 test_ticket_bound_to_app_and_challenge,
+                                 test_every_revocation_kind,
+                                 test_one_refusal_for_apps_the_reason_for_the_wallet,
+                                 test_new_phone_same_pseudonyms,
+                                 test_callers_kept_apart,
+                                 test_access_log_names_apps,
+                                 test_release_names_every_purpose,
+                                 test_long_purposes_join_whole,
+                                 test_app_events_after_unlink,
+                                 test_erase_then_enrol_anew,
+                                 test_revocation_stops_cached_logins_within_a_second,
+                                 NULL};
+    const TTest *const rot[] = {test_key_rotation, test_key_files_reload_without_restart,
+                                test_receipt_key_rotation, NULL};
+    const TTest *const cache[] = {test_cache_is_used, NULL};
+    const h_case cases[] = {{"flow", 300, stack_up, stack_down, NULL, NULL, flow},
+                            {"rotation", 300, stack_up, stack_down, NULL, NULL, rot},
+                            {"cache", 300, NULL, NULL, NULL, NULL, cache},
+                            {NULL}};
+    return h_run_suite(h_suite("gateway", cases));
 }

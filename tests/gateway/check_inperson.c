@@ -772,25 +772,20 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("inperson");
-    TCase *t = tcase_create("inperson");
-    tcase_set_timeout(t, 300);
-    tcase_add_unchecked_fixture(t, stack_up, stack_down);
-    tcase_add_test(t, test_venue_checks_age_from_a_phone);
-    tcase_add_test(t, test_venue_pseudonym_differs_from_every_online_app);
-    tcase_add_test(t, test_two_venues_cannot_link_presentations);
-    tcase_add_test(t, test_presentation_bad_input);
-    tcase_add_test(t, test_card_is_a_device_of_the_identity);
-    tcase_add_test(t, test_card_pin_attempts_and_lock);
-    tcase_add_test(t, test_counter_replaces_a_locked_card);
-    tcase_add_test(t, test_card_key_never_signs);
-    tcase_add_test(t, test_pin_not_brute_forceable_from_the_database);
-    tcase_add_test(t, test_counter_role);
-    suite_add_tcase(s, t);
-    TCase *ttl = tcase_create("ttl");
-    tcase_set_timeout(ttl, 300);
-    tcase_add_unchecked_fixture(ttl, short_ttl_up, stack_down);
-    tcase_add_test(ttl, test_presentation_lifetime_is_configurable);
-    suite_add_tcase(s, ttl);
-    return h_run_suite(s);
+    const TTest *const t[] = {test_venue_checks_age_from_a_phone,
+                              test_venue_pseudonym_differs_from_every_online_app,
+                              test_two_venues_cannot_link_presentations,
+                              test_presentation_bad_input,
+                              test_card_is_a_device_of_the_identity,
+                              test_card_pin_attempts_and_lock,
+                              test_counter_replaces_a_locked_card,
+                              test_card_key_never_signs,
+                              test_pin_not_brute_forceable_from_the_database,
+                              test_counter_role,
+                              NULL};
+    const TTest *const ttl[] = {test_presentation_lifetime_is_configurable, NULL};
+    const h_case cases[] = {{"inperson", 300, stack_up, stack_down, NULL, NULL, t},
+                            {"ttl", 300, short_ttl_up, stack_down, NULL, NULL, ttl},
+                            {NULL}};
+    return h_run_suite(h_suite("inperson", cases));
 }

@@ -613,19 +613,16 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("lifecycle");
-    TCase *tc = tcase_create("lifecycle");
-    tcase_set_timeout(tc, 300);
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_add_test(tc, test_stolen_old_phone_cannot_erase_or_revoke);
-    tcase_add_test(tc, test_another_device_cancels);
-    tcase_add_test(tc, test_owner_erases_after_the_cooling_off);
-    tcase_add_test(tc, test_owner_erases_after_reproofing);
-    tcase_add_test(tc, test_owner_revokes_after_the_cooling_off);
-    tcase_add_test(tc, test_access_log_records_every_access_and_change);
-    tcase_add_test(tc, test_step_up_bad_input);
-    tcase_add_test(tc, test_vault_bad_input);
-    tcase_add_test(tc, test_checkpoint_across_retention); /* last: drops old entries */
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {test_stolen_old_phone_cannot_erase_or_revoke,
+                                  test_another_device_cancels,
+                                  test_owner_erases_after_the_cooling_off,
+                                  test_owner_erases_after_reproofing,
+                                  test_owner_revokes_after_the_cooling_off,
+                                  test_access_log_records_every_access_and_change,
+                                  test_step_up_bad_input,
+                                  test_vault_bad_input,
+                                  test_checkpoint_across_retention /* last: drops old entries */,
+                                  NULL};
+    const h_case cases[] = {{"lifecycle", 300, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("lifecycle", cases));
 }

@@ -117,17 +117,14 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("oidc");
-    TCase *tc = tcase_create("oidc");
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_eddsa_client_tls_client_auth);
-    tcase_add_test(tc, test_rs256_client_private_key_jwt);
-    tcase_add_test(tc, test_errors_and_bad_input);
-    tcase_add_test(tc, test_login_page_in_chromium);
-    tcase_add_test(tc, test_card_form_in_chromium);
-    tcase_add_test(tc, test_expired_request);
-    tcase_add_test(tc, test_rate_limit);
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {test_eddsa_client_tls_client_auth,
+                                  test_rs256_client_private_key_jwt,
+                                  test_errors_and_bad_input,
+                                  test_login_page_in_chromium,
+                                  test_card_form_in_chromium,
+                                  test_expired_request,
+                                  test_rate_limit,
+                                  NULL};
+    const h_case cases[] = {{"oidc", 300, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("oidc", cases));
 }

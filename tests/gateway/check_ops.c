@@ -660,17 +660,15 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("ops");
-    TCase *tc = tcase_create("stack");
-    tcase_set_timeout(tc, 600);
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_add_test(tc, test_traceparent_parsing);
-    tcase_add_test(tc, test_traceparent_through_every_hop);
-    tcase_add_test(tc, test_admin_listener_separate);
-    tcase_add_test(tc, test_metrics_after_logins);
-    tcase_add_test(tc, test_metrics_oidc_logins);
-    tcase_add_test(tc, test_secret_update_reaches_the_service); /* after the metrics: rotates */
-    tcase_add_test(tc, test_retention_drops_a_partition); /* last: it deletes log rows */
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {
+        test_traceparent_parsing,
+        test_traceparent_through_every_hop,
+        test_admin_listener_separate,
+        test_metrics_after_logins,
+        test_metrics_oidc_logins,
+        test_secret_update_reaches_the_service /* after the metrics: rotates */,
+        test_retention_drops_a_partition /* last: it deletes log rows */,
+        NULL};
+    const h_case cases[] = {{"stack", 600, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("ops", cases));
 }

@@ -312,13 +312,8 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("privacy_events");
-    TCase *tc = tcase_create("stack");
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_event_times_do_not_link);
-    tcase_add_test(tc, test_events_keep_the_old_pseudonym);
-    tcase_add_test(tc, test_dormant_account_after_rotation);
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {test_event_times_do_not_link, test_events_keep_the_old_pseudonym,
+                                  test_dormant_account_after_rotation, NULL};
+    const h_case cases[] = {{"stack", 300, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("privacy_events", cases));
 }

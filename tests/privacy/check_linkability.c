@@ -497,11 +497,7 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("linkability");
-    TCase *tc = tcase_create("stack");
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test_apps_pooling_everything_link_nobody);
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {test_apps_pooling_everything_link_nobody, NULL};
+    const h_case cases[] = {{"stack", 600, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("linkability", cases));
 }

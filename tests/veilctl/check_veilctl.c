@@ -1139,24 +1139,21 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("veilctl");
-    TCase *tc = tcase_create("veilctl");
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_citizen_verbs);
-    tcase_add_test(tc, test_app_and_admin_verbs);
-    tcase_add_test(tc, test_attribute_names_listed);
-    tcase_add_test(tc, test_missing_environment_points_to_stack_env);
-    tcase_add_test(tc, test_group_usage);
-    tcase_add_test(tc, test_destructive_verbs_confirm);
-    tcase_add_test(tc, test_verify_receipts_and_webcerts);
-    tcase_add_test(tc, test_app_update_and_state_replies);
-    tcase_add_test(tc, test_checkpoint_detects_rollback);
-    tcase_add_test(tc, test_checkpoint_detects_wipe);
-    tcase_add_test(tc, test_pending_erasure_verbs);
-    tcase_add_test(tc, test_inperson_verbs);
-    tcase_add_test(tc, test_admin_audit);
-    tcase_add_test(tc, test_apps_apply); /* last: it suspends an app */
-    suite_add_tcase(s, tc);
-    return h_run_suite(s);
+    const TTest *const tests[] = {test_citizen_verbs,
+                                  test_app_and_admin_verbs,
+                                  test_attribute_names_listed,
+                                  test_missing_environment_points_to_stack_env,
+                                  test_group_usage,
+                                  test_destructive_verbs_confirm,
+                                  test_verify_receipts_and_webcerts,
+                                  test_app_update_and_state_replies,
+                                  test_checkpoint_detects_rollback,
+                                  test_checkpoint_detects_wipe,
+                                  test_pending_erasure_verbs,
+                                  test_inperson_verbs,
+                                  test_admin_audit,
+                                  test_apps_apply /* last: it suspends an app */,
+                                  NULL};
+    const h_case cases[] = {{"veilctl", 300, stack_up, stack_down, NULL, NULL, tests}, {NULL}};
+    return h_run_suite(h_suite("veilctl", cases));
 }
