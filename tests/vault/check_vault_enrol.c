@@ -18,29 +18,6 @@
 #include "veil/jws.h"
 #include "vtest.h"
 
-static Veil__Vault__ProofingAttestation attestation(unsigned char sig[64], int face, int64_t at)
-{
-    Veil__Vault__ProofingAttestation pa = VEIL__VAULT__PROOFING_ATTESTATION__INIT;
-    pa.face_match = face;
-    pa.attested_at_ms = at;
-    pa.signature.data = sig;
-    pa.signature.len = 64;
-    return pa;
-}
-
-static Veil__Vault__EnrolRequest request(const char *rid, const char *id, const char *name,
-                                         vt_device *d, Veil__Vault__ProofingAttestation *pa)
-{
-    Veil__Vault__EnrolRequest req = VEIL__VAULT__ENROL_REQUEST__INIT;
-    req.request_id = (char *)rid;
-    req.id_number = (char *)id;
-    req.full_name = (char *)name;
-    req.device_public_key.data = d->pk;
-    req.device_public_key.len = 32;
-    req.attestation = pa;
-    return req;
-}
-
 /* Enrols and expects failure with err and a message containing want; never echoing PII. */
 static void expect_enrol_fails(vt *t, const Veil__Vault__EnrolRequest *req, veil_err err,
                                const char *want)
@@ -72,8 +49,8 @@ START_TEST(test_enrol_and_web_certificate)
     unsigned char sig[64];
     int64_t at = veil_now_ms();
     vt_attest(&t, id, "王小明", 1, d.pk, at, sig);
-    Veil__Vault__ProofingAttestation pa = attestation(sig, 1, at);
-    Veil__Vault__EnrolRequest req = request("req-1", id, "王小明", &d, &pa);
+    Veil__Vault__ProofingAttestation pa = vt_attestation(sig, 1, at);
+    Veil__Vault__EnrolRequest req = vt_enrol_request("req-1", id, "王小明", &d, &pa);
     Veil__Vault__EnrolResponse *resp;
     veil_status st;
     ck_assert_int_eq(vt_enrol_raw(&t, &req, &resp, &st), VEIL_OK);
@@ -175,8 +152,8 @@ START_TEST(test_id_numbers_over_the_wire)
         snprintf(rid, sizeof rid, "case-%zu", i);
         /* a genuine attestation over the number: only the number's own rules reject it */
         vt_attest(&t, cases[i].id, "测试人", 1, d.pk, at, sig);
-        Veil__Vault__ProofingAttestation pa = attestation(sig, 1, at);
-        Veil__Vault__EnrolRequest req = request(rid, cases[i].id, "测试人", &d, &pa);
+        Veil__Vault__ProofingAttestation pa = vt_attestation(sig, 1, at);
+        Veil__Vault__EnrolRequest req = vt_enrol_request(rid, cases[i].id, "测试人", &d, &pa);
         if (cases[i].want) {
             expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, cases[i].want);
         } else {
@@ -228,72 +205,72 @@ START_TEST(test_attestations)
     veil_attestation_bytes(&b, id, name, 1, d.pk, now);
     crypto_sign_detached(sig, NULL, b.data, b.len, fsk);
     veil_buf_free(&b);
-    pa = attestation(sig, 1, now);
-    req = request("a1", id, name, &d, &pa);
+    pa = vt_attestation(sig, 1, now);
+    req = vt_enrol_request("a1", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.signature does not verify");
 
     /* mismatched: genuine signatures over another name, number, device key, result or time */
     vt_attest(&t, id, "赵七", 1, d.pk, now, sig);
-    pa = attestation(sig, 1, now);
-    req = request("a2", id, name, &d, &pa);
+    pa = vt_attestation(sig, 1, now);
+    req = vt_enrol_request("a2", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.signature does not verify");
     char other_id[19];
     vt_id_number(other_id, "320102", 1978, 11, 23, 47);
     vt_attest(&t, other_id, name, 1, d.pk, now, sig);
-    req = request("a3", id, name, &d, &pa);
+    req = vt_enrol_request("a3", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.signature does not verify");
     vt_attest(&t, id, name, 1, other.pk, now, sig);
-    req = request("a4", id, name, &d, &pa);
+    req = vt_enrol_request("a4", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.signature does not verify");
     vt_attest(&t, id, name, 0, d.pk, now, sig);
-    req = request("a5", id, name, &d, &pa); /* claims face_match=1 */
+    req = vt_enrol_request("a5", id, name, &d, &pa); /* claims face_match=1 */
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.signature does not verify");
     vt_attest(&t, id, name, 1, d.pk, now - 1, sig);
-    req = request("a6", id, name, &d, &pa);
+    req = vt_enrol_request("a6", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.signature does not verify");
 
     /* a genuine "no face match" is refused */
     vt_attest(&t, id, name, 0, d.pk, now, sig);
-    pa = attestation(sig, 0, now);
-    req = request("a7", id, name, &d, &pa);
+    pa = vt_attestation(sig, 0, now);
+    req = vt_enrol_request("a7", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_PRECONDITION, "attestation.face_match is false");
 
     /* stale: older than VAULT_ATTESTATION_MAX_AGE_S (600 s); just inside is fine */
     int64_t stale = now - 601 * 1000;
     vt_attest(&t, id, name, 1, d.pk, stale, sig);
-    pa = attestation(sig, 1, stale);
-    req = request("a8", id, name, &d, &pa);
+    pa = vt_attestation(sig, 1, stale);
+    req = vt_enrol_request("a8", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_PRECONDITION,
                        "attestation.attested_at_ms is older than 600 s");
     /* from the future beyond the clock skew */
     int64_t future = now + 200 * 1000;
     vt_attest(&t, id, name, 1, d.pk, future, sig);
-    pa = attestation(sig, 1, future);
-    req = request("a9", id, name, &d, &pa);
+    pa = vt_attestation(sig, 1, future);
+    req = vt_enrol_request("a9", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.attested_at_ms is in the future");
     /* the extremes of i64, genuinely signed: refused without arithmetic overflow (issue 18
      * item 3: `now - attested_at_ms` was undefined behaviour for INT64_MIN; UBSan halts) */
     vt_attest(&t, id, name, 1, d.pk, INT64_MIN, sig);
-    pa = attestation(sig, 1, INT64_MIN);
-    req = request("a12", id, name, &d, &pa);
+    pa = vt_attestation(sig, 1, INT64_MIN);
+    req = vt_enrol_request("a12", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_PRECONDITION, "attestation.attested_at_ms is older than");
     vt_attest(&t, id, name, 1, d.pk, INT64_MAX, sig);
-    pa = attestation(sig, 1, INT64_MAX);
-    req = request("a13", id, name, &d, &pa);
+    pa = vt_attestation(sig, 1, INT64_MAX);
+    req = vt_enrol_request("a13", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.attested_at_ms is in the future");
     /* missing or malformed */
-    req = request("a10", id, name, &d, NULL);
+    req = vt_enrol_request("a10", id, name, &d, NULL);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation is required");
-    pa = attestation(sig, 1, now);
+    pa = vt_attestation(sig, 1, now);
     pa.signature.len = 63;
-    req = request("a11", id, name, &d, &pa);
+    req = vt_enrol_request("a11", id, name, &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "attestation.signature must be 64 bytes");
     ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM citizens"), 0);
 
     int64_t almost = veil_now_ms() - 590 * 1000;
     vt_attest(&t, id, name, 1, d.pk, almost, sig);
-    pa = attestation(sig, 1, almost);
-    req = request("a12", id, name, &d, &pa);
+    pa = vt_attestation(sig, 1, almost);
+    req = vt_enrol_request("a12", id, name, &d, &pa);
     Veil__Vault__EnrolResponse *resp;
     veil_status st;
     ck_assert_int_eq(vt_enrol_raw(&t, &req, &resp, &st), VEIL_OK);
@@ -316,8 +293,8 @@ START_TEST(test_attestations)
     veil_attestation_bytes(&b, id, name, 1, d3.pk, now);
     crypto_sign_detached(sig, NULL, b.data, b.len, nsk);
     veil_buf_free(&b);
-    pa = attestation(sig, 1, now);
-    req = request("a13", id, name, &d3, &pa);
+    pa = vt_attestation(sig, 1, now);
+    req = vt_enrol_request("a13", id, name, &d3, &pa);
     ck_assert_int_eq(vt_enrol_raw(&t, &req, &resp, &st), VEIL_OK);
     ck_assert(!resp->new_identity);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -341,20 +318,20 @@ START_TEST(test_bad_fields)
     unsigned char sig[64];
     int64_t now = veil_now_ms();
     vt_attest(&t, id, "孙八", 1, d.pk, now, sig);
-    Veil__Vault__ProofingAttestation pa = attestation(sig, 1, now);
-    Veil__Vault__EnrolRequest req = request("", id, "孙八", &d, &pa);
+    Veil__Vault__ProofingAttestation pa = vt_attestation(sig, 1, now);
+    Veil__Vault__EnrolRequest req = vt_enrol_request("", id, "孙八", &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "request_id must be");
-    req = request("r", id, "", &d, &pa);
+    req = vt_enrol_request("r", id, "", &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "full_name must be");
     /* invalid UTF-8 is refused on the wire by the RPC layer, before the handler */
-    req = request("r", id, "bad\xff\xfe", &d, &pa);
+    req = vt_enrol_request("r", id, "bad\xff\xfe", &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "full_name: strings must be utf-8");
-    req = request("r", id, "line\nbreak", &d, &pa);
+    req = vt_enrol_request("r", id, "line\nbreak", &d, &pa);
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "full_name must be");
-    req = request("r", id, "孙八", &d, &pa);
+    req = vt_enrol_request("r", id, "孙八", &d, &pa);
     req.device_public_key.len = 31;
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "device_public_key must be 32 bytes");
-    req = request("r", id, "孙八", &d, &pa);
+    req = vt_enrol_request("r", id, "孙八", &d, &pa);
     req.device_label = "a label that is much much longer than sixty-four bytes, which is the limit";
     expect_enrol_fails(&t, &req, VEIL_ERR_INVALID, "device_label must be");
     /* bytes that are not an EnrolRequest at all, and a truncated one */
@@ -362,7 +339,7 @@ START_TEST(test_bad_fields)
     ck_assert_int_eq(h_raw_call(t.proc.addr, "svc/gateway", "/veil.vault.Vault/Enrol",
                                 "\xff\xff\xff\xff", 4, 5000, msg, sizeof msg),
                      GRPC_STATUS_INVALID_ARGUMENT);
-    req = request("r", id, "孙八", &d, &pa);
+    req = vt_enrol_request("r", id, "孙八", &d, &pa);
     size_t n = protobuf_c_message_get_packed_size(&req.base);
     unsigned char *packed = malloc(n);
     protobuf_c_message_pack(&req.base, packed);
@@ -392,8 +369,8 @@ START_TEST(test_idempotency)
     unsigned char sig[64];
     int64_t now = veil_now_ms();
     vt_attest(&t, id, "周九", 1, d.pk, now, sig);
-    Veil__Vault__ProofingAttestation pa = attestation(sig, 1, now);
-    Veil__Vault__EnrolRequest req = request("same-request", id, "周九", &d, &pa);
+    Veil__Vault__ProofingAttestation pa = vt_attestation(sig, 1, now);
+    Veil__Vault__EnrolRequest req = vt_enrol_request("same-request", id, "周九", &d, &pa);
     Veil__Vault__EnrolResponse *first, *again;
     veil_status st;
     ck_assert_int_eq(vt_enrol_raw(&t, &req, &first, &st), VEIL_OK);
@@ -411,8 +388,8 @@ START_TEST(test_idempotency)
     /* the same id with different content */
     unsigned char sig2[64];
     vt_attest(&t, id, "周九", 1, other.pk, now, sig2);
-    Veil__Vault__ProofingAttestation pa2 = attestation(sig2, 1, now);
-    Veil__Vault__EnrolRequest req2 = request("same-request", id, "周九", &other, &pa2);
+    Veil__Vault__ProofingAttestation pa2 = vt_attestation(sig2, 1, now);
+    Veil__Vault__EnrolRequest req2 = vt_enrol_request("same-request", id, "周九", &other, &pa2);
     expect_enrol_fails(&t, &req2, VEIL_ERR_EXISTS, "request_id was used for a different request");
     ck_assert_int_eq(vt_sql_int(&t, "SELECT count(*) FROM devices"), 1);
 
@@ -583,10 +560,11 @@ START_TEST(test_database_holds_no_plaintext)
         unsigned char sig[64];
         int64_t now = veil_now_ms();
         vt_attest(&t, people[i].id, people[i].name, 1, d2.pk, now, sig);
-        Veil__Vault__ProofingAttestation pa = attestation(sig, 1, now);
+        Veil__Vault__ProofingAttestation pa = vt_attestation(sig, 1, now);
         char label[64];
         snprintf(label, sizeof label, "%s的手机", people[i].name);
-        Veil__Vault__EnrolRequest req = request(rid2, people[i].id, people[i].name, &d2, &pa);
+        Veil__Vault__EnrolRequest req =
+            vt_enrol_request(rid2, people[i].id, people[i].name, &d2, &pa);
         req.device_label = label;
         Veil__Vault__EnrolResponse *resp;
         ck_assert_int_eq(vt_enrol_raw(&t, &req, &resp, &st), VEIL_OK);
@@ -688,8 +666,8 @@ START_TEST(test_sealed_identity)
     unsigned char sig[64], sealed[VEIL_ENROL_SEALED_BYTES];
     int64_t now = veil_now_ms();
     vt_attest(&t, id, "封一", 1, d.pk, now, sig);
-    Veil__Vault__ProofingAttestation pa = attestation(sig, 1, now);
-    Veil__Vault__EnrolRequest clear = request("sealed-1", id, "封一", &d, &pa);
+    Veil__Vault__ProofingAttestation pa = vt_attestation(sig, 1, now);
+    Veil__Vault__EnrolRequest clear = vt_enrol_request("sealed-1", id, "封一", &d, &pa);
     clear.device_label = "封一的手机";
     seal_identity(&clear, t.ticket_version, t.ticket_pk, sealed);
     Veil__Vault__EnrolRequest req = VEIL__VAULT__ENROL_REQUEST__INIT;

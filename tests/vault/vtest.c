@@ -175,6 +175,30 @@ veil_err vt_enrol_raw(vt *t, const Veil__Vault__EnrolRequest *req,
     return veil_channel_call(t->ch, "Enrol", &req->base, NULL, 10000, resp, st);
 }
 
+Veil__Vault__ProofingAttestation vt_attestation(unsigned char sig[64], int face_match,
+                                                int64_t at_ms)
+{
+    Veil__Vault__ProofingAttestation pa = VEIL__VAULT__PROOFING_ATTESTATION__INIT;
+    pa.face_match = face_match;
+    pa.attested_at_ms = at_ms;
+    pa.signature.data = sig;
+    pa.signature.len = 64;
+    return pa;
+}
+
+Veil__Vault__EnrolRequest vt_enrol_request(const char *request_id, const char *id, const char *name,
+                                           vt_device *d, Veil__Vault__ProofingAttestation *pa)
+{
+    Veil__Vault__EnrolRequest req = VEIL__VAULT__ENROL_REQUEST__INIT;
+    req.request_id = (char *)request_id;
+    req.id_number = (char *)id;
+    req.full_name = (char *)name;
+    req.device_public_key.data = d->pk;
+    req.device_public_key.len = 32;
+    req.attestation = pa;
+    return req;
+}
+
 veil_err vt_enrol(vt *t, const char *request_id, const char *id, const char *name, vt_device *d,
                   int *new_identity, veil_status *st)
 {
@@ -187,18 +211,8 @@ veil_err vt_enrol_cert(vt *t, const char *request_id, const char *id, const char
     unsigned char sig[64];
     int64_t at = veil_now_ms();
     vt_attest(t, id, name, 1, d->pk, at, sig);
-    Veil__Vault__ProofingAttestation pa = VEIL__VAULT__PROOFING_ATTESTATION__INIT;
-    pa.face_match = 1;
-    pa.attested_at_ms = at;
-    pa.signature.data = sig;
-    pa.signature.len = 64;
-    Veil__Vault__EnrolRequest req = VEIL__VAULT__ENROL_REQUEST__INIT;
-    req.request_id = (char *)request_id;
-    req.id_number = (char *)id;
-    req.full_name = (char *)name;
-    req.device_public_key.data = d->pk;
-    req.device_public_key.len = 32;
-    req.attestation = &pa;
+    Veil__Vault__ProofingAttestation pa = vt_attestation(sig, 1, at);
+    Veil__Vault__EnrolRequest req = vt_enrol_request(request_id, id, name, d, &pa);
     req.device_label = "phone";
     Veil__Vault__EnrolResponse *resp;
     veil_err err = vt_enrol_raw(t, &req, &resp, st);

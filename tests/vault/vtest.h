@@ -81,6 +81,14 @@ void vt_new_device(vt_device *d);
 void vt_attest(const vt *t, const char *id, const char *name, int face_match,
                const unsigned char pk[32], int64_t at_ms, unsigned char sig[64]);
 
+/* An attestation holding the signature sig (64 bytes, not copied) for face_match at at_ms. */
+Veil__Vault__ProofingAttestation vt_attestation(unsigned char sig[64], int face_match,
+                                                int64_t at_ms);
+
+/* An Enrol request for device d's public key with the attestation pa (neither copied). */
+Veil__Vault__EnrolRequest vt_enrol_request(const char *request_id, const char *id, const char *name,
+                                           vt_device *d, Veil__Vault__ProofingAttestation *pa);
+
 /* Enrols with a fresh, correctly signed attestation (now); fills d's ids on success. */
 veil_err vt_enrol(vt *t, const char *request_id, const char *id, const char *name, vt_device *d,
                   int *new_identity, veil_status *st);
