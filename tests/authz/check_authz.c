@@ -487,21 +487,6 @@ START_TEST(test_unregistered_app_gets_nothing)
 }
 END_TEST
 
-static Veil__Gateway__PollEventsResponse *poll_events(const char *app, const char *cursor)
-{
-    char identity[96];
-    snprintf(identity, sizeof identity, "app/%s", app);
-    Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
-    Veil__Gateway__PollEventsResponse *ev;
-    veil_status st;
-    pr.cursor = (char *)cursor;
-    veil_err err =
-        e2e_call(&S, identity, &veil__gateway__login__descriptor, "PollEvents", &pr.base, &ev, &st);
-    if (err)
-        ck_abort_msg("PollEvents as %s: %s: %s", app, veil_status_name(st.code), st.message);
-    return ev;
-}
-
 /* How many of the events name sub; every one must be addressed to app. */
 static int events_naming(const Veil__Gateway__PollEventsResponse *ev, const char *app,
                          const char *sub)
@@ -560,15 +545,11 @@ START_TEST(test_apps_kept_apart)
     protobuf_c_message_free_unpacked(&r->base, NULL);
 
     /* The citizen leaves B: B is told, A sees nothing of it, even from B's cursor. */
-    Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
-    Veil__Empty *empty;
-    lp.app_id = (char *)b;
-    ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    protobuf_c_message_free_unpacked(&empty->base, NULL);
+    e2e_unlink(&S, w, b);
     e2e_await_events();
-    Veil__Gateway__PollEventsResponse *evb = poll_events(b, "");
+    Veil__Gateway__PollEventsResponse *evb = e2e_poll(&S, b, NULL);
     ck_assert_int_eq(events_naming(evb, b, sub_b), 1);
-    Veil__Gateway__PollEventsResponse *eva = poll_events(a, "");
+    Veil__Gateway__PollEventsResponse *eva = e2e_poll(&S, a, NULL);
     ck_assert_int_eq(events_naming(eva, a, sub_b), 0);
     ck_assert_int_eq(events_naming(eva, a, sub_a), 0);
     protobuf_c_message_free_unpacked(&eva->base, NULL);

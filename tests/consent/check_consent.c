@@ -369,16 +369,6 @@ START_TEST(test_receipt_verifies_with_pyjwt)
 }
 END_TEST
 
-/* The protected header of a compact JWS (static buffer). */
-static const char *receipt_header(const char *jws)
-{
-    static char header[256];
-    size_t n;
-    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, jws, strcspn(jws, "."), &n), 0);
-    header[n] = '\0';
-    return header;
-}
-
 /* Restarts the consent service with CONSENT_RECEIPT_KEY_VERSION set. */
 static int con_restart_pinned(unsigned version)
 {
@@ -423,12 +413,12 @@ START_TEST(test_receipt_key_rotation)
     ck_assert_ptr_nonnull(jwks);
     ck_assert_ptr_nonnull(strstr(jwks, "\"receipt-1\""));
     ck_assert_int_eq(grant(s, "chat.wechat", attrs, wechat_scope, rid, &fresh), VEIL_OK);
-    ck_assert_ptr_nonnull(strstr(receipt_header(fresh), "\"kid\":\"receipt-1\""));
+    ck_assert_ptr_nonnull(strstr(h_jws_header(fresh), "\"kid\":\"receipt-1\""));
     free(fresh);
     /* SIGHUP loads, never switches, either */
     kill(con.proc.pid, SIGHUP);
     ck_assert_int_eq(grant(s, "chat.wechat", attrs, wechat_scope, rid, &fresh), VEIL_OK);
-    ck_assert_ptr_nonnull(strstr(receipt_header(fresh), "\"kid\":\"receipt-1\""));
+    ck_assert_ptr_nonnull(strstr(h_jws_header(fresh), "\"kid\":\"receipt-1\""));
     free(fresh);
     /* the operator's switch (pinning the version; a restart) makes it sign */
     ck_assert_int_eq(con_restart_pinned(2), 0);
@@ -440,13 +430,7 @@ START_TEST(test_receipt_key_rotation)
     ck_assert_int_eq(err, VEIL_OK);
     json_decref(p);
     /* the header names the key */
-    unsigned char header[256];
-    size_t n;
-    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, fresh,
-                                        (size_t)(strchr(fresh, '.') - fresh), &n),
-                     0);
-    header[n] = '\0';
-    ck_assert_ptr_nonnull(strstr((char *)header, "\"kid\":\"receipt-2\""));
+    ck_assert_ptr_nonnull(strstr(h_jws_header(fresh), "\"kid\":\"receipt-2\""));
     free(old);
     free(fresh);
     free(jwks);

@@ -135,36 +135,17 @@ START_TEST(test_feed_follows_consent)
 }
 END_TEST
 
-struct poll_arg {
-    int64_t returned_ns;
-    size_t n;
-};
-
-static void *poll_once(void *p)
-{
-    struct poll_arg *a = p;
-    Veil__ChangesRequest req = VEIL__CHANGES_REQUEST__INIT;
-    Veil__ChangesResponse *resp;
-    veil_status st;
-    req.wait_ms = 20000;
-    ck_assert_int_eq(veil_channel_call(gw, "Changes", &req.base, NULL, 30000, &resp, &st), VEIL_OK);
-    a->returned_ns = veil_mono_ns();
-    a->n = resp->n_changes;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    veil_client_thread_done();
-    return NULL;
-}
-
 START_TEST(test_long_poll_wakes_on_grant)
 {
-    struct poll_arg a = {0};
+    h_feed_poll a = {.ch = gw, .after = 0, .wait_ms = 20000, .timeout_ms = 30000};
     pthread_t t;
-    pthread_create(&t, NULL, poll_once, &a);
+    pthread_create(&t, NULL, h_feed_poll_thread, &a);
     h_sleep_ms(300);
     const char *const age[] = {"age_over_18", NULL};
     ck_assert_int_eq(grant(4, "chat.wechat", age), VEIL_OK);
     int64_t committed = veil_mono_ns();
     pthread_join(t, NULL);
+    ck_assert_int_eq(a.err, VEIL_OK);
     ck_assert_uint_eq(a.n, 1);
     ck_assert_int_lt(a.returned_ns - committed, 500 * 1000000LL);
 }

@@ -137,32 +137,9 @@ static void erase(const vw_wallet *w)
 /* How many of app's events (from the start) are kind with subject sub, signature checked. */
 static int events_now(const char *app, const char *kind, const char *sub)
 {
-    char identity[96], type[96];
-    snprintf(identity, sizeof identity, "app/%s", app);
-    snprintf(type, sizeof type, "urn:veil:event:%s", kind);
-    char *jwks_text = e2e_jwks(&S);
-    veil_jwks jwks;
-    ck_assert_int_eq(veil_jwks_parse(jwks_text, &jwks), VEIL_OK);
-    Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
-    Veil__Gateway__PollEventsResponse *ev;
-    veil_status st;
-    pr.cursor = "";
-    ck_assert_int_eq(
-        e2e_call(&S, identity, &veil__gateway__login__descriptor, "PollEvents", &pr.base, &ev, &st),
-        VEIL_OK);
-    int found = 0;
-    for (size_t i = 0; i < ev->n_events; i++) {
-        json_t *set;
-        ck_assert_int_eq(veil_jws_verify(ev->events[i], strlen(ev->events[i]), "secevent+jwt",
-                                         veil_jwks_find, &jwks, &set),
-                         VEIL_OK);
-        json_t *e = json_object_get(json_object_get(set, "events"), type);
-        const char *s = json_string_value(json_object_get(json_object_get(e, "subject"), "sub"));
-        found += s && strcmp(s, sub) == 0;
-        json_decref(set);
-    }
+    Veil__Gateway__PollEventsResponse *ev = e2e_poll(&S, app, NULL);
+    int found = e2e_events_of(&S, ev, app, kind, sub);
     e2e_free(ev);
-    free(jwks_text);
     return found;
 }
 
@@ -192,19 +169,8 @@ START_TEST(test_erasure_forgets_everywhere)
     const char *const attrs[] = {"province"};
     e2e_grant(&S, w, "shop.jiale", attrs, 1);
     char *sub_chat = sub_at("chat.lianxin", w);
-    Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
-    Veil__Empty *empty;
-    veil_status st;
-    lp.app_id = "chat.lianxin";
-    ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    e2e_free(empty);
-    Veil__Gateway__WithdrawConsentPayload wp = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
-    Veil__Gateway__WithdrawConsentResponse *wr;
-    wp.app_id = "shop.jiale";
-    wp.attributes = (char **)attrs;
-    wp.n_attributes = 1;
-    ck_assert_int_eq(e2e_citizen(&S, w, "WithdrawConsent", &wp.base, &wr, &st), VEIL_OK);
-    e2e_free(wr);
+    e2e_unlink(&S, w, "chat.lianxin");
+    e2e_withdraw(&S, w, "shop.jiale", attrs, 1);
     /* the scan finds what is there (so it can fail): revocation and consent hold it now */
     ck_assert_int_gt(rows_holding(3, subject, 32), 0);
     ck_assert_int_gt(rows_holding(2, subject, 32), 0);
@@ -226,6 +192,8 @@ START_TEST(test_erasure_forgets_everywhere)
 
     /* a repeated erasure finds nothing: the device is gone with the record */
     Veil__Gateway__ErasePayload ep = VEIL__GATEWAY__ERASE_PAYLOAD__INIT;
+    Veil__Empty *empty;
+    veil_status st;
     ep.confirm = "erase my identity";
     ck_assert_int_ne(e2e_citizen(&S, w, "Erase", &ep.base, &empty, &st), VEIL_OK);
     /* the same person may enrol again (no authority held them): a new identity */

@@ -257,15 +257,8 @@ START_TEST(test_withdrawn_consent_stops_release)
     Veil__Gateway__CompleteLoginResponse *r = login_ok("shop.jiale", w, attrs, 2);
     ck_assert_uint_eq(r->n_released, 2);
     e2e_free(r);
-    Veil__Gateway__WithdrawConsentPayload p = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
     const char *which[] = {"province"};
-    Veil__Gateway__WithdrawConsentResponse *wr;
-    veil_status st;
-    p.app_id = "shop.jiale";
-    p.attributes = (char **)which;
-    p.n_attributes = 1;
-    ck_assert_int_eq(e2e_citizen(&S, w, "WithdrawConsent", &p.base, &wr, &st), VEIL_OK);
-    e2e_free(wr);
+    e2e_withdraw(&S, w, "shop.jiale", which, 1);
     r = login_ok("shop.jiale", w, attrs, 2);
     ck_assert_uint_eq(r->n_released, 1);
     ck_assert_str_eq(r->released[0], "real_name_verified");
@@ -339,15 +332,13 @@ START_TEST(test_every_revocation_kind)
 
     /* the app link: unlink, and the next login is a fresh pseudonym */
     char *before = sub_at("chat.qingyu", w);
-    Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
-    lp.app_id = "chat.qingyu";
-    ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    e2e_free(empty);
+    e2e_unlink(&S, w, "chat.qingyu");
     char *after = sub_at("chat.qingyu", w);
     ck_assert_str_ne(before, after);
     /* unlink again, but relink keeping the pseudonym */
-    ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    e2e_free(empty);
+    e2e_unlink(&S, w, "chat.qingyu");
+    Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
+    lp.app_id = "chat.qingyu";
     lp.keep_pseudonym = 1;
     ck_assert_int_eq(e2e_citizen(&S, w, "RelinkApp", &lp.base, &empty, &st), VEIL_OK);
     e2e_free(empty);
@@ -606,57 +597,21 @@ START_TEST(test_app_events_after_unlink)
     vw_wallet *w = e2e_enrol(&S, id, "冯军");
     char *sub = sub_at("social.shequ", w);
     free(sub_at("social.xiangqin", w));
-    Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
-    Veil__Empty *empty;
-    veil_status st;
-    lp.app_id = "social.shequ";
-    ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    e2e_free(empty);
+    e2e_unlink(&S, w, "social.shequ");
     e2e_await_events();
 
-    char *jwks_text = e2e_jwks(&S);
-    veil_jwks jwks;
-    ck_assert_int_eq(veil_jwks_parse(jwks_text, &jwks), VEIL_OK);
-    Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
-    Veil__Gateway__PollEventsResponse *ev;
-    ck_assert_int_eq(e2e_call(&S, "app/social.shequ", &veil__gateway__login__descriptor,
-                              "PollEvents", &pr.base, &ev, &st),
-                     VEIL_OK);
-    int found = 0;
-    for (size_t i = 0; i < ev->n_events; i++) {
-        json_t *set;
-        ck_assert_int_eq(veil_jws_verify(ev->events[i], strlen(ev->events[i]), "secevent+jwt",
-                                         veil_jwks_find, &jwks, &set),
-                         VEIL_OK);
-        ck_assert_str_eq(json_string_value(json_object_get(set, "aud")), "social.shequ");
-        json_t *e = json_object_get(json_object_get(set, "events"), "urn:veil:event:app_unlinked");
-        const char *s = json_string_value(json_object_get(json_object_get(e, "subject"), "sub"));
-        found += s && !strcmp(s, sub);
-        json_decref(set);
-    }
-    ck_assert_int_eq(found, 1);
+    Veil__Gateway__PollEventsResponse *ev = e2e_poll(&S, "social.shequ", NULL);
+    ck_assert_int_eq(e2e_events_of(&S, ev, "social.shequ", "app_unlinked", sub), 1);
     /* resuming from the cursor gives nothing new */
-    pr.cursor = ev->cursor;
-    Veil__Gateway__PollEventsResponse *again;
-    ck_assert_int_eq(e2e_call(&S, "app/social.shequ", &veil__gateway__login__descriptor,
-                              "PollEvents", &pr.base, &again, &st),
-                     VEIL_OK);
+    Veil__Gateway__PollEventsResponse *again = e2e_poll(&S, "social.shequ", ev->cursor);
     for (size_t i = 0; i < again->n_events; i++)
         ck_assert_ptr_null(strstr(again->events[i], sub));
     e2e_free(again);
     e2e_free(ev);
     /* another app never sees this citizen's event for social.shequ */
-    pr.cursor = "";
-    ck_assert_int_eq(e2e_call(&S, "app/social.xiangqin", &veil__gateway__login__descriptor,
-                              "PollEvents", &pr.base, &ev, &st),
-                     VEIL_OK);
-    for (size_t i = 0; i < ev->n_events; i++) {
-        json_t *set = e2e_claims(ev->events[i]);
-        ck_assert_str_eq(json_string_value(json_object_get(set, "aud")), "social.xiangqin");
-        json_decref(set);
-    }
+    ev = e2e_poll(&S, "social.xiangqin", NULL);
+    ck_assert_int_eq(e2e_events_of(&S, ev, "social.xiangqin", "app_unlinked", sub), 0);
     e2e_free(ev);
-    free(jwks_text);
     free(sub);
     vw_wallet_free(w);
 }
@@ -686,13 +641,7 @@ START_TEST(test_key_rotation)
     ck_assert_str_eq(restarted->sub, first->sub);
     ck_assert_str_eq(restarted->previous_sub, "");
     /* and the restarted gateway still signs with assertion-1 although assertion-2 is present */
-    char header[256];
-    size_t hl;
-    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, restarted->assertion,
-                                        strcspn(restarted->assertion, "."), &hl),
-                     0);
-    header[hl] = '\0';
-    ck_assert_ptr_nonnull(strstr(header, "\"kid\":\"assertion-1\""));
+    ck_assert_ptr_nonnull(strstr(h_jws_header(restarted->assertion), "\"kid\":\"assertion-1\""));
     e2e_free(restarted);
     /* a request naming no version is refused: it must not end or start anything */
     rk.kind = "pseudonym";
@@ -761,7 +710,6 @@ START_TEST(test_key_rotation)
 }
 END_TEST
 
-/* The kid in a compact JWS's header (static buffer). */
 /* A consent grant through the gateway; the receipt (malloc'd). */
 static char *grant_receipt(const vw_wallet *w)
 {
@@ -857,13 +805,7 @@ START_TEST(test_key_files_reload_without_restart)
     ck_assert(!h_log_contains(&S.gateway, "reloading on SIGHUP"));
     Veil__Gateway__CompleteLoginResponse *after = login_ok("edu.xuexi", w, NULL, 0);
     ck_assert_str_eq(after->sub, before->sub);
-    char header[256];
-    size_t hl;
-    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, after->assertion,
-                                        strcspn(after->assertion, "."), &hl),
-                     0);
-    header[hl] = '\0';
-    ck_assert_ptr_null(strstr(header, "assertion-5"));
+    ck_assert_ptr_null(strstr(h_jws_header(after->assertion), "assertion-5"));
     /* published ahead of its use, like any newer key */
     char *jwks = e2e_jwks(&S);
     ck_assert_ptr_nonnull(strstr(jwks, "\"assertion-5\""));

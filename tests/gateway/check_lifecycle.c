@@ -383,14 +383,8 @@ START_TEST(test_access_log_records_every_access_and_change)
     veil_status st;
     ck_assert_int_eq(e2e_login(&S, "gov.tax", a, attrs, 2, &lr, &st), VEIL_OK);
     e2e_free(lr);
-    Veil__Gateway__WithdrawConsentPayload wp = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
-    Veil__Gateway__WithdrawConsentResponse *wr;
-    char *province[] = {"province"};
-    wp.app_id = "gov.tax";
-    wp.attributes = province;
-    wp.n_attributes = 1;
-    ck_assert_int_eq(e2e_citizen(&S, a, "WithdrawConsent", &wp.base, &wr, &st), VEIL_OK);
-    e2e_free(wr);
+    const char *const province[] = {"province"};
+    e2e_withdraw(&S, a, "gov.tax", province, 1);
     /* a second device, revoked from the first (which it does not outrank) */
     vw_wallet *b = phone(id, "程刚", LONG_AGO_MS + 1000);
     veil_err err;
@@ -414,10 +408,7 @@ START_TEST(test_access_log_records_every_access_and_change)
                      VEIL_OK);
     e2e_free(empty);
     /* an app unlinked; an erasure asked for (pending) */
-    Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
-    lp.app_id = "gov.tax";
-    ck_assert_int_eq(e2e_citizen(&S, a, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    e2e_free(empty);
+    e2e_unlink(&S, a, "gov.tax");
     r = erase(a, &err);
     expect_status(r, err, "pending", "cooling_off");
     e2e_free(r);

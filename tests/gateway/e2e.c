@@ -12,6 +12,7 @@
 
 #include "e2e.h"
 #include "veil/codec.h"
+#include "veil/jws.h"
 
 void e2e_id_number(const char *first17, char out[19])
 {
@@ -34,6 +35,45 @@ veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescri
     veil_err err = veil_channel_call(ch, method, req, NULL, 10000 * h_timeout_scale(), resp, st);
     veil_channel_free(ch);
     return err;
+}
+
+Veil__Gateway__PollEventsResponse *e2e_poll(h_stack *s, const char *app, const char *cursor)
+{
+    char identity[128];
+    snprintf(identity, sizeof identity, "app/%s", app);
+    Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
+    Veil__Gateway__PollEventsResponse *ev;
+    veil_status st;
+    pr.cursor = (char *)(cursor ? cursor : "");
+    veil_err err =
+        e2e_call(s, identity, &veil__gateway__login__descriptor, "PollEvents", &pr.base, &ev, &st);
+    ck_assert_msg(err == VEIL_OK, "PollEvents as %s: %s: %s", identity, veil_status_name(st.code),
+                  st.message);
+    return ev;
+}
+
+int e2e_events_of(h_stack *s, const Veil__Gateway__PollEventsResponse *ev, const char *app,
+                  const char *kind, const char *sub)
+{
+    char type[96];
+    snprintf(type, sizeof type, "urn:veil:event:%s", kind);
+    char *jwks_text = e2e_jwks(s);
+    veil_jwks jwks;
+    ck_assert_int_eq(veil_jwks_parse(jwks_text, &jwks), VEIL_OK);
+    int found = 0;
+    for (size_t i = 0; i < ev->n_events; i++) {
+        json_t *set;
+        ck_assert_int_eq(veil_jws_verify(ev->events[i], strlen(ev->events[i]), "secevent+jwt",
+                                         veil_jwks_find, &jwks, &set),
+                         VEIL_OK);
+        ck_assert_str_eq(json_string_value(json_object_get(set, "aud")), app);
+        json_t *e = json_object_get(json_object_get(set, "events"), type);
+        const char *got = json_string_value(json_object_get(json_object_get(e, "subject"), "sub"));
+        found += got && strcmp(got, sub) == 0;
+        json_decref(set);
+    }
+    free(jwks_text);
+    return found;
 }
 
 void e2e_seal(h_stack *s, vw_wallet *w, Veil__Gateway__WalletEnrolRequest *req,
@@ -154,6 +194,33 @@ veil_err e2e_citizen(h_stack *s, const vw_wallet *w, const char *method,
         e2e_call(s, "none", &veil__gateway__wallet__descriptor, method, &req.base, resp, st);
     vw_signed_free(&req);
     return err;
+}
+
+void e2e_citizen_ok(h_stack *s, const vw_wallet *w, const char *method,
+                    const ProtobufCMessage *payload)
+{
+    ProtobufCMessage *resp;
+    veil_status st;
+    veil_err err = e2e_citizen(s, w, method, payload, &resp, &st);
+    ck_assert_msg(err == VEIL_OK, "%s: %s: %s", method, veil_status_name(st.code), st.message);
+    e2e_free(resp);
+}
+
+void e2e_unlink(h_stack *s, const vw_wallet *w, const char *app)
+{
+    Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
+    lp.app_id = (char *)app;
+    e2e_citizen_ok(s, w, "UnlinkApp", &lp.base);
+}
+
+void e2e_withdraw(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs,
+                  size_t n)
+{
+    Veil__Gateway__WithdrawConsentPayload wp = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
+    wp.app_id = (char *)app;
+    wp.attributes = (char **)attrs;
+    wp.n_attributes = n;
+    e2e_citizen_ok(s, w, "WithdrawConsent", &wp.base);
 }
 
 void e2e_grant(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs, size_t n)

@@ -58,6 +58,15 @@ veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescri
                   const char *method, const ProtobufCMessage *req, void *resp, veil_status *st);
 
 /* Grants consent for attrs to app with a purpose, valid for a day. */
+/* As e2e_citizen, asserting that it succeeded; the reply is freed. */
+void e2e_citizen_ok(h_stack *s, const vw_wallet *w, const char *method,
+                    const ProtobufCMessage *payload);
+/* The citizen unlinks app (a fresh pseudonym at the next login unless relinked). */
+void e2e_unlink(h_stack *s, const vw_wallet *w, const char *app);
+/* The citizen withdraws consent to app for attrs (n 0: every attribute). */
+void e2e_withdraw(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs,
+                  size_t n);
+
 void e2e_grant(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs, size_t n);
 /* The same with the purpose given. */
 void e2e_grant_for(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs,
@@ -81,6 +90,17 @@ int e2e_verify_with_pyjwt(const char *jwks, char *const *tokens, char *const *au
  * the gateway with one-second event batches settled for 200 ms
  * (tests/harness/stack.c), so 1.3 s after an event it is out.
  */
+/* PollEvents as app (identity app/<app>) from cursor (NULL: the start); asserts it succeeded. */
+Veil__Gateway__PollEventsResponse *e2e_poll(h_stack *s, const char *app, const char *cursor);
+
+/*
+ * How many of ev's events (polled as app) are of kind ("app_unlinked") with
+ * subject sub; every event's signature must verify against the gateway's
+ * JWKS and its audience must be app.
+ */
+int e2e_events_of(h_stack *s, const Veil__Gateway__PollEventsResponse *ev, const char *app,
+                  const char *kind, const char *sub);
+
 void e2e_await_events(void);
 
 /* GET /metrics on 127.0.0.1:port (a service's VEIL_METRICS_ADDR); the body, malloc'd. */

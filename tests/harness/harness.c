@@ -14,6 +14,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "harness.h"
+#include "veil/codec.h"
 #include "veil/keys.h"
 
 const char *h_env(const char *name)
@@ -89,6 +90,18 @@ Suite *h_suite(const char *name, const h_case *cases)
         suite_add_tcase(s, tc);
     }
     return s;
+}
+
+const char *h_jws_header(const char *jws)
+{
+    static char header[1024];
+    const char *dot = strchr(jws, '.');
+    size_t n;
+    ck_assert_msg(dot != NULL, "not a compact JWS: %.40s", jws);
+    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, jws, (size_t)(dot - jws), &n),
+                     0);
+    header[n] = '\0';
+    return header;
 }
 
 int h_timeout_scale(void)

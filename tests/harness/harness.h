@@ -131,6 +131,13 @@ typedef struct h_case {
 /* A suite named name of the cases, in order; the last case's name is NULL. */
 Suite *h_suite(const char *name, const h_case *cases);
 
+/*
+ * The protected header of a compact JWS, decoded as text (a static buffer
+ * the next call overwrites); the test fails unless it is base64url before
+ * the first '.', under 1 KiB.
+ */
+const char *h_jws_header(const char *jws);
+
 /* A TCP port that was free a moment ago on 127.0.0.1. */
 int h_free_port(void);
 

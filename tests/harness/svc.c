@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "svc.h"
+#include "veil/codec.h"
 #include "veil/common.pb-c.h"
 
 /* Adds NAME=VALUE (name ends with '='). */
@@ -84,6 +85,25 @@ int h_svc_stop(h_svc *s)
     free(s->keys);
     s->db = s->keys = NULL;
     return rc;
+}
+
+void *h_feed_poll_thread(void *poll)
+{
+    h_feed_poll *a = poll;
+    Veil__ChangesRequest req = VEIL__CHANGES_REQUEST__INIT;
+    Veil__ChangesResponse *resp;
+    veil_status st;
+    req.after_seq = a->after;
+    req.wait_ms = a->wait_ms;
+    a->err = veil_channel_call(a->ch, "Changes", &req.base, NULL, a->timeout_ms, &resp, &st);
+    a->returned_ns = veil_mono_ns();
+    if (!a->err) {
+        a->n = resp->n_changes;
+        a->first_seq = resp->n_changes ? resp->changes[0]->seq : 0;
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    veil_client_thread_done();
+    return NULL;
 }
 
 int64_t h_svc_feed_head(veil_channel *ch)

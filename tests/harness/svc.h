@@ -42,6 +42,24 @@ int h_svc_respawn(h_svc *s);
 /* A feed service's head (consent, revocation), read with a Changes call that does not wait. */
 int64_t h_svc_feed_head(veil_channel *ch);
 
+/*
+ * One Changes call on ch (after_seq after, waiting up to wait_ms, the call's
+ * deadline timeout_ms) for a thread of its own: pthread_create(&t, NULL,
+ * h_feed_poll_thread, &poll).  It fills in err, n, first_seq (the first
+ * change's seq, 0 for none) and returned_ns (veil_mono_ns at the reply).
+ */
+typedef struct h_feed_poll {
+    veil_channel *ch;
+    int64_t after;
+    uint32_t wait_ms;
+    int64_t timeout_ms;
+    veil_err err;
+    size_t n;
+    int64_t first_seq;
+    int64_t returned_ns;
+} h_feed_poll;
+void *h_feed_poll_thread(void *poll);
+
 /* SIGTERM, then h_svc_respawn; 0 or -1. */
 int h_svc_restart(h_svc *s);
 

@@ -56,15 +56,7 @@ typedef struct seen {
 /* Every SET the app has not seen yet (cursor kept in *cursor, malloc'd), appended to out. */
 static size_t poll_all(const char *app, char **cursor, seen *out, size_t room)
 {
-    char identity[128];
-    snprintf(identity, sizeof identity, "app/%s", app);
-    Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
-    Veil__Gateway__PollEventsResponse *ev;
-    veil_status st;
-    pr.cursor = *cursor ? *cursor : "";
-    ck_assert_int_eq(e2e_call(&S, identity, &veil__gateway__login__descriptor, "PollEvents",
-                              &pr.base, &ev, &st),
-                     VEIL_OK);
+    Veil__Gateway__PollEventsResponse *ev = e2e_poll(&S, app, *cursor);
     size_t n = 0;
     for (size_t i = 0; i < ev->n_events && n < room; i++, n++) {
         seen *s = &out[n];
@@ -211,17 +203,12 @@ START_TEST(test_events_keep_the_old_pseudonym)
     pt_batch_released();
     seen_free(ev, poll_all(app, &cursor, ev, 64));
 
-    Veil__Gateway__WithdrawConsentPayload wp = VEIL__GATEWAY__WITHDRAW_CONSENT_PAYLOAD__INIT;
-    Veil__Gateway__WithdrawConsentResponse *wr;
-    veil_status st;
-    wp.app_id = (char *)app;
-    ck_assert_int_eq(e2e_citizen(&S, w, "WithdrawConsent", &wp.base, &wr, &st), VEIL_OK);
-    e2e_free(wr);
+    e2e_withdraw(&S, w, app, NULL, 0);
+    e2e_unlink(&S, w, app);
     Veil__Gateway__AppLinkPayload lp = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
     Veil__Empty *empty;
+    veil_status st;
     lp.app_id = (char *)app;
-    ck_assert_int_eq(e2e_citizen(&S, w, "UnlinkApp", &lp.base, &empty, &st), VEIL_OK);
-    e2e_free(empty);
     lp.keep_pseudonym = 0; /* a fresh start */
     ck_assert_int_eq(e2e_citizen(&S, w, "RelinkApp", &lp.base, &empty, &st), VEIL_OK);
     e2e_free(empty);

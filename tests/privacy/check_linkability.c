@@ -162,14 +162,7 @@ static void observe_json(size_t app, int person, json_t *j, const char *path)
 /* A compact JWS as an app reads it: header and claims. */
 static void observe_jws(size_t app, int person, const char *token, const char *what)
 {
-    const char *dot = strchr(token, '.');
-    ck_assert_ptr_nonnull(dot);
-    char header[1024];
-    size_t n;
-    ck_assert_int_eq(veil_b64url_decode(header, sizeof header - 1, token, (size_t)(dot - token), &n),
-                     0);
-    header[n] = '\0';
-    json_t *h = json_loads(header, 0, NULL), *c = e2e_claims(token);
+    json_t *h = json_loads(h_jws_header(token), 0, NULL), *c = e2e_claims(token);
     char path[64];
     snprintf(path, sizeof path, "%s header", what);
     observe_json(app, person, h, path);
@@ -257,15 +250,7 @@ struct set {
 /* Polls app a for everything released; returns the count. */
 static size_t poll(size_t a, char **cursor, struct set *out, size_t room)
 {
-    char identity[96];
-    snprintf(identity, sizeof identity, "app/%s", apps[a].id);
-    Veil__Gateway__PollEventsRequest pr = VEIL__GATEWAY__POLL_EVENTS_REQUEST__INIT;
-    Veil__Gateway__PollEventsResponse *ev;
-    veil_status st;
-    pr.cursor = *cursor ? *cursor : "";
-    ck_assert_int_eq(e2e_call(&S, identity, &veil__gateway__login__descriptor, "PollEvents",
-                              &pr.base, &ev, &st),
-                     VEIL_OK);
+    Veil__Gateway__PollEventsResponse *ev = e2e_poll(&S, apps[a].id, *cursor);
     size_t n = 0;
     for (; n < ev->n_events && n < room; n++) {
         struct set *s = &out[n];

@@ -176,35 +176,6 @@ START_TEST(test_change_kinds)
 }
 END_TEST
 
-struct poll_arg {
-    int64_t after;
-    uint32_t wait_ms;
-    int64_t timeout_ms;
-    veil_err err;
-    size_t n;
-    int64_t first_seq;
-    int64_t returned_ns;
-};
-
-static void *poll_once(void *p)
-{
-    struct poll_arg *a = p;
-    Veil__ChangesRequest req = VEIL__CHANGES_REQUEST__INIT;
-    Veil__ChangesResponse *resp;
-    veil_status st;
-    req.after_seq = a->after;
-    req.wait_ms = a->wait_ms;
-    a->err = veil_channel_call(gw, "Changes", &req.base, NULL, a->timeout_ms, &resp, &st);
-    a->returned_ns = now_ns();
-    if (!a->err) {
-        a->n = resp->n_changes;
-        a->first_seq = resp->n_changes ? resp->changes[0]->seq : 0;
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    veil_client_thread_done();
-    return NULL;
-}
-
 START_TEST(test_long_poll)
 {
     unsigned char s[32];
@@ -212,18 +183,18 @@ START_TEST(test_long_poll)
     rt_subject(s, 22);
     rt_device(dev, 22);
     /* nothing new: the poll waits about as long as asked, then answers empty */
-    struct poll_arg idle = {.after = 0, .wait_ms = 300, .timeout_ms = 5000};
+    h_feed_poll idle = {.ch = gw, .after = 0, .wait_ms = 300, .timeout_ms = 5000};
     int64_t t0 = now_ns();
-    poll_once(&idle);
+    h_feed_poll_thread(&idle);
     ck_assert_int_eq(idle.err, VEIL_OK);
     ck_assert_uint_eq(idle.n, 0);
     ck_assert_int_ge(idle.returned_ns - t0, 250 * 1000000LL);
     ck_assert_int_lt(idle.returned_ns - t0, 2000 * 1000000LL);
 
     /* a change made while a poll waits ends the wait at once */
-    struct poll_arg waiting = {.after = 0, .wait_ms = 20000, .timeout_ms = 30000};
+    h_feed_poll waiting = {.ch = gw, .after = 0, .wait_ms = 20000, .timeout_ms = 30000};
     pthread_t t;
-    pthread_create(&t, NULL, poll_once, &waiting);
+    pthread_create(&t, NULL, h_feed_poll_thread, &waiting);
     h_sleep_ms(300);
     ck_assert_int_eq(rt_revoke_device(gw, s, dev), VEIL_OK);
     int64_t committed = now_ns();
@@ -234,9 +205,9 @@ START_TEST(test_long_poll)
     ck_assert_int_lt(waiting.returned_ns - committed, 500 * 1000000LL);
 
     /* a wait longer than the caller's deadline ends before the deadline */
-    struct poll_arg bounded = {.after = 1, .wait_ms = 60000, .timeout_ms = 3000};
+    h_feed_poll bounded = {.ch = gw, .after = 1, .wait_ms = 60000, .timeout_ms = 3000};
     t0 = now_ns();
-    poll_once(&bounded);
+    h_feed_poll_thread(&bounded);
     ck_assert_int_eq(bounded.err, VEIL_OK);
     ck_assert_uint_eq(bounded.n, 0);
     ck_assert_int_lt(bounded.returned_ns - t0, 3000 * 1000000LL);
