@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -318,34 +319,77 @@ enum {
     OPT_REMEMBER,
 };
 
-static const struct option long_opts[] = {
-    {"wallet", required_argument, NULL, 'w'},   {"app", required_argument, NULL, 'a'},
-    {"attrs", required_argument, NULL, 't'},    {"purpose", required_argument, NULL, 'p'},
-    {"days", required_argument, NULL, 'd'},     {"id-number", required_argument, NULL, 'i'},
-    {"name", required_argument, NULL, 'n'},     {"label", required_argument, NULL, 'l'},
-    {"device", required_argument, NULL, 'D'},   {"reason", required_argument, NULL, 'r'},
-    {"kind", required_argument, NULL, 'k'},     {"sector", required_argument, NULL, 's'},
-    {"org", required_argument, NULL, 'o'},      {"version", required_argument, NULL, 'v'},
-    {"state", required_argument, NULL, 'S'},    {"web-number", required_argument, NULL, 'W'},
-    {"cursor", required_argument, NULL, 'c'},   {"gateway", required_argument, NULL, 'g'},
-    {"json", no_argument, NULL, 'j'},           {"keep", no_argument, NULL, 'K'},
-    {"yes", no_argument, NULL, 'y'},            {"help", no_argument, NULL, 'h'},
-    {"out", required_argument, NULL, 'O'},      {"region", required_argument, NULL, 'R'},
-    {"birth", required_argument, NULL, 'B'},    {"id", required_argument, NULL, 'I'},
-    {"receipt", required_argument, NULL, 'E'},  {"webcert", required_argument, NULL, 'C'},
-    {"presentation", required_argument, NULL, 'P'}, {"card", required_argument, NULL, 'Z'},
-    {"pin", required_argument, NULL, 'N'},          {"replace", no_argument, NULL, 'L'},
-    {"file", required_argument, NULL, 'F'},     {"dry-run", no_argument, NULL, 'X'},
-    {"redirect-uri", required_argument, NULL, OPT_REDIRECT_URI},
-    {"auth", required_argument, NULL, OPT_AUTH},
-    {"jwks", required_argument, NULL, OPT_JWKS},
-    {"id-token-alg", required_argument, NULL, OPT_ID_TOKEN_ALG},
-    {"attr-purpose", required_argument, NULL, OPT_ATTR_PURPOSE},
-    {"request", required_argument, NULL, OPT_REQUEST},
-    {"code", required_argument, NULL, OPT_CODE},
-    {"remember", required_argument, NULL, OPT_REMEMBER},
-    {NULL, 0, NULL, 0},
+/*
+ * Every option: its name, what getopt_long returns for it, whether it takes
+ * a value, and where main keeps it: TEXT options store their value and FLAG
+ * options 1 in the vc_opts field at off; main's switch reads the SPECIAL ones.
+ */
+enum opt_kind { SPECIAL, TEXT, FLAG };
+struct opt {
+    const char *name;
+    int val, has_arg;
+    enum opt_kind kind;
+    size_t off;
 };
+/* clang-format off */
+#define TEXT(name, val, field) {name, val, required_argument, TEXT, offsetof(vc_opts, field)}
+#define FLAG(name, val, field) {name, val, no_argument, FLAG, offsetof(vc_opts, field)}
+/* clang-format on */
+static const struct opt opts[] = {
+    TEXT("wallet", 'w', wallet),
+    TEXT("app", 'a', app),
+    TEXT("attrs", 't', attrs),
+    TEXT("purpose", 'p', purpose),
+    {"days", 'd', required_argument, SPECIAL, 0},
+    TEXT("id-number", 'i', id_number),
+    TEXT("name", 'n', name),
+    TEXT("label", 'l', label),
+    TEXT("device", 'D', device),
+    TEXT("reason", 'r', reason),
+    TEXT("kind", 'k', kind),
+    TEXT("sector", 's', sector),
+    TEXT("org", 'o', org),
+    {"version", 'v', required_argument, SPECIAL, 0},
+    TEXT("state", 'S', state),
+    TEXT("web-number", 'W', web_number),
+    TEXT("cursor", 'c', cursor),
+    TEXT("gateway", 'g', gateway),
+    FLAG("json", 'j', json),
+    FLAG("keep", 'K', keep),
+    FLAG("yes", 'y', yes),
+    {"help", 'h', no_argument, SPECIAL, 0},
+    TEXT("out", 'O', out),
+    TEXT("region", 'R', region),
+    TEXT("birth", 'B', birth),
+    TEXT("id", 'I', id),
+    TEXT("receipt", 'E', receipt),
+    TEXT("webcert", 'C', webcert),
+    TEXT("presentation", 'P', presentation),
+    TEXT("card", 'Z', card),
+    TEXT("pin", 'N', pin),
+    FLAG("replace", 'L', replace),
+    TEXT("file", 'F', file),
+    FLAG("dry-run", 'X', dry_run),
+    {"redirect-uri", OPT_REDIRECT_URI, required_argument, SPECIAL, 0},
+    TEXT("auth", OPT_AUTH, auth),
+    TEXT("jwks", OPT_JWKS, jwks),
+    TEXT("id-token-alg", OPT_ID_TOKEN_ALG, id_token_alg),
+    {"attr-purpose", OPT_ATTR_PURPOSE, required_argument, SPECIAL, 0},
+    TEXT("request", OPT_REQUEST, request),
+    TEXT("code", OPT_CODE, code),
+    {"remember", OPT_REMEMBER, required_argument, SPECIAL, 0},
+};
+#undef TEXT
+#undef FLAG
+#define N_OPTS (sizeof opts / sizeof opts[0])
+
+static const struct opt *opt_of(int val)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (opts[i].val == val)
+            return &opts[i];
+    return NULL;
+}
 
 /*
  * A whole number option: decimal digits only (no sign, no suffix, no
@@ -401,49 +445,32 @@ int main(int argc, char **argv)
                 words);
         return 2;
     }
+    struct option long_opts[N_OPTS + 1];
+    for (size_t i = 0; i <= N_OPTS; i++)
+        long_opts[i] = i < N_OPTS
+                           ? (struct option){opts[i].name, opts[i].has_arg, NULL, opts[i].val}
+                           : (struct option){NULL, 0, NULL, 0};
     int c;
     optind = 1 + nwords;
     while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        const struct opt *p = opt_of(c);
+        if (p && p->kind == TEXT) {
+            *(const char **)((char *)&o + p->off) = optarg;
+            continue;
+        }
+        if (p && p->kind == FLAG) {
+            *(int *)((char *)&o + p->off) = 1;
+            continue;
+        }
         switch (c) {
-        case 'w': o.wallet = optarg; break;
-        case 'a': o.app = optarg; break;
-        case 't': o.attrs = optarg; break;
-        case 'p': o.purpose = optarg; break;
         case 'd':
             if (parse_count("days", optarg, 1, 36500, &o.days))
                 return 2;
             break;
-        case 'i': o.id_number = optarg; break;
-        case 'n': o.name = optarg; break;
-        case 'l': o.label = optarg; break;
-        case 'D': o.device = optarg; break;
-        case 'r': o.reason = optarg; break;
-        case 'k': o.kind = optarg; break;
-        case 's': o.sector = optarg; break;
-        case 'o': o.org = optarg; break;
         case 'v':
             if (parse_count("version", optarg, 0, 1000000, &o.version))
                 return 2;
             break;
-        case 'S': o.state = optarg; break;
-        case 'W': o.web_number = optarg; break;
-        case 'c': o.cursor = optarg; break;
-        case 'g': o.gateway = optarg; break;
-        case 'j': o.json = 1; break;
-        case 'K': o.keep = 1; break;
-        case 'y': o.yes = 1; break;
-        case 'O': o.out = optarg; break;
-        case 'R': o.region = optarg; break;
-        case 'B': o.birth = optarg; break;
-        case 'I': o.id = optarg; break;
-        case 'E': o.receipt = optarg; break;
-        case 'C': o.webcert = optarg; break;
-        case 'P': o.presentation = optarg; break;
-        case 'Z': o.card = optarg; break;
-        case 'N': o.pin = optarg; break;
-        case 'L': o.replace = 1; break;
-        case 'F': o.file = optarg; break;
-        case 'X': o.dry_run = 1; break;
         case OPT_REDIRECT_URI:
             if (o.n_redirect_uris == sizeof o.redirect_uris / sizeof o.redirect_uris[0]) {
                 fprintf(stderr, "veilctl: at most 8 --redirect-uri\n");
@@ -458,11 +485,6 @@ int main(int argc, char **argv)
             }
             o.attr_purposes[o.n_attr_purposes++] = optarg;
             break;
-        case OPT_AUTH: o.auth = optarg; break;
-        case OPT_JWKS: o.jwks = optarg; break;
-        case OPT_ID_TOKEN_ALG: o.id_token_alg = optarg; break;
-        case OPT_REQUEST: o.request = optarg; break;
-        case OPT_CODE: o.code = optarg; break;
         case OPT_REMEMBER: {
             char *end;
             errno = 0;
