@@ -166,26 +166,26 @@ static struct series *series_of(veil_metric *m, const char *const *values)
     return s;
 }
 
-void veil_metric_add(veil_metric *m, double v, const char *const *values)
+/* Adds v to the series of values (add), or sets it to v. */
+static void update(veil_metric *m, double v, const char *const *values, int add)
 {
     if (!m)
         return;
     pthread_mutex_lock(&m->mu);
     struct series *s = series_of(m, values);
     if (s)
-        s->value += v;
+        s->value = add ? s->value + v : v;
     pthread_mutex_unlock(&m->mu);
+}
+
+void veil_metric_add(veil_metric *m, double v, const char *const *values)
+{
+    update(m, v, values, 1);
 }
 
 void veil_metric_set(veil_metric *m, double v, const char *const *values)
 {
-    if (!m)
-        return;
-    pthread_mutex_lock(&m->mu);
-    struct series *s = series_of(m, values);
-    if (s)
-        s->value = v;
-    pthread_mutex_unlock(&m->mu);
+    update(m, v, values, 0);
 }
 
 void veil_metric_observe(veil_metric *m, double v, const char *const *values)
