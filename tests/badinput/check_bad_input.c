@@ -240,8 +240,7 @@ START_TEST(test_admin_registry_input)
         app.cert_identity = (char *)cases[i].cert;
         app.attributes = cases[i].raw ? rawattr : derived;
         app.n_attributes = 1;
-        veil_err err = e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
-                                &app.base, &got, &st);
+        veil_err err = e2e_admin(&S, "RegisterApp", &app.base, &got, &st);
         ck_assert_msg(err == cases[i].err, "case %zu: %s %s", i, veil_err_name(err), st.message);
         ck_assert_str_eq(st.message, cases[i].message);
     }
@@ -270,9 +269,7 @@ static int listed(const char *app, char *name, size_t n, char *status, size_t sn
     Veil__Empty e = VEIL__EMPTY__INIT;
     Veil__Gateway__ListAppsResponse *l;
     veil_status st;
-    ck_assert_int_eq(
-        e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "ListApps", &e.base, &l, &st),
-        VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "ListApps", &e.base, &l, &st), VEIL_OK);
     int found = 0;
     for (size_t i = 0; i < l->n_apps; i++)
         if (strcmp(l->apps[i]->app_id, app) == 0) {
@@ -301,9 +298,7 @@ START_TEST(test_strings_with_nul)
     app.organisation = "Probe Org";
     app.attributes = attrs;
     app.n_attributes = 1;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
-                              &app.base, &got, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "RegisterApp", &app.base, &got, &st), VEIL_OK);
     e2e_free(got);
 
     size_t len;
@@ -339,9 +334,7 @@ START_TEST(test_strings_with_nul)
     ck_assert_str_eq(name, "Probe before");
     ck_assert_str_eq(status, "active");
     ar.app_id = "probe.update";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SuspendApp",
-                              &ar.base, &got, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "SuspendApp", &ar.base, &got, &st), VEIL_OK);
     e2e_free(got);
     free(b);
     ar.app_id = "probe.update#junk";
@@ -453,8 +446,7 @@ static veil_err put_app(const char *method, const char *id, const char *kind, co
     app.organisation = (char *)org;
     app.attributes = attrs;
     app.n_attributes = 1;
-    veil_err err =
-        e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, method, &app.base, &got, st);
+    veil_err err = e2e_admin(&S, method, &app.base, &got, st);
     e2e_free(got);
     return err;
 }
@@ -739,25 +731,19 @@ START_TEST(test_sql_metacharacters)
         is.web_number = w->web_number;
         is.state = "suspended";
         is.reason = (char *)sql[i];
-        ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                                  "SetIdentityState", &is.base, &empty, &st),
-                         VEIL_OK);
+        ck_assert_int_eq(e2e_admin(&S, "SetIdentityState", &is.base, &empty, &st), VEIL_OK);
         e2e_free(empty);
         is.state = "active";
-        ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                                  "SetIdentityState", &is.base, &empty, &st),
-                         VEIL_OK);
+        ck_assert_int_eq(e2e_admin(&S, "SetIdentityState", &is.base, &empty, &st), VEIL_OK);
         e2e_free(empty);
         /* identifiers: refused, never echoed */
         is.web_number = (char *)sql[i];
-        ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                                  "SetIdentityState", &is.base, &empty, &st),
+        ck_assert_int_eq(e2e_admin(&S, "SetIdentityState", &is.base, &empty, &st),
                          VEIL_ERR_INVALID);
         ck_assert_ptr_null(strstr(st.message, sql[i]));
         is.web_number = w->web_number;
         is.state = (char *)sql[i];
-        ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                                  "SetIdentityState", &is.base, &empty, &st),
+        ck_assert_int_eq(e2e_admin(&S, "SetIdentityState", &is.base, &empty, &st),
                          VEIL_ERR_INVALID);
         ck_assert_ptr_null(strstr(st.message, sql[i]));
         Veil__Gateway__AppLinkPayload al = VEIL__GATEWAY__APP_LINK_PAYLOAD__INIT;
@@ -790,16 +776,12 @@ START_TEST(test_sql_metacharacters)
     app.kind = "commercial";
     app.attributes = scope;
     app.n_attributes = 1;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
-                              &app.base, &got, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "RegisterApp", &app.base, &got, &st), VEIL_OK);
     ck_assert_str_eq(got->name, sql[0]);
     ck_assert_str_eq(got->organisation, sql[1]);
     e2e_free(got);
     app.app_id = (char *)sql[2];
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
-                              &app.base, &got, &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(e2e_admin(&S, "RegisterApp", &app.base, &got, &st), VEIL_ERR_INVALID);
     /* and all of it still works: a new citizen, a login, the registry */
     char id[19];
     e2e_id_number("42010219850109333", id);
@@ -912,16 +894,12 @@ START_TEST(test_unknown_apps_and_attributes)
     app.kind = "public_service";
     app.attributes = id_number;
     app.n_attributes = 1;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RegisterApp",
-                              &app.base, &got, &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(e2e_admin(&S, "RegisterApp", &app.base, &got, &st), VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message,
                      "attributes: unknown attribute id_number (attributes: " VEIL_ATTR_NAMES ")");
     Veil__Gateway__AppRequest ar = VEIL__GATEWAY__APP_REQUEST__INIT;
     ar.app_id = "nosuch.app";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SuspendApp",
-                              &ar.base, &got, &st),
-                     VEIL_ERR_NOT_FOUND);
+    ck_assert_int_eq(e2e_admin(&S, "SuspendApp", &ar.base, &got, &st), VEIL_ERR_NOT_FOUND);
     ck_assert_str_eq(st.message, "app_id: unknown app");
     vw_wallet_free(w);
 }

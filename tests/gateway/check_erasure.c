@@ -205,21 +205,6 @@ START_TEST(test_erasure_forgets_everywhere)
 }
 END_TEST
 
-/* Sets an identity's state as the admin. */
-static void set_state(const vw_wallet *w, const char *state, const char *reason)
-{
-    Veil__Gateway__IdentityStateRequest is = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
-    Veil__Empty *empty;
-    veil_status st;
-    is.web_number = (char *)w->web_number;
-    is.state = (char *)state;
-    is.reason = (char *)reason;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &is.base, &empty, &st),
-                     VEIL_OK);
-    e2e_free(empty);
-}
-
 /* Issue 13 item 2: an authority's state outlives an erasure and refuses a re-enrolment. */
 static void authority_binds_the_person(const char *first17, const char *state)
 {
@@ -229,7 +214,7 @@ static void authority_binds_the_person(const char *first17, const char *state)
     unsigned char subject[32];
     subject_of(w->web_number, subject);
     free(sub_at("news.xinwen", w));
-    set_state(w, state, "court order 2026-117");
+    e2e_set_identity(&S, w, state, "court order 2026-117");
     erase(w);
 
     vw_wallet *again;

@@ -38,9 +38,7 @@ static Veil__Gateway__ListAppsResponse *list_apps(void)
     Veil__Empty req = VEIL__EMPTY__INIT;
     Veil__Gateway__ListAppsResponse *apps;
     veil_status st;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "ListApps",
-                              &req.base, &apps, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "ListApps", &req.base, &apps, &st), VEIL_OK);
     return apps;
 }
 
@@ -347,21 +345,10 @@ START_TEST(test_every_revocation_kind)
     free(before), free(after), free(kept);
 
     /* the identity: suspended by the admin, then reinstated */
-    Veil__Gateway__IdentityStateRequest is = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
-    is.web_number = w->web_number;
-    is.state = "suspended";
-    is.reason = "court order 2026-117";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &is.base, &empty, &st),
-                     VEIL_OK);
-    e2e_free(empty);
+    e2e_set_identity(&S, w, "suspended", "court order 2026-117");
     ck_assert_int_eq(login_err("chat.huiliao", w, &st), VEIL_ERR_DENIED);
     ck_assert_str_eq(st.message, "login refused");
-    is.state = "active";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &is.base, &empty, &st),
-                     VEIL_OK);
-    e2e_free(empty);
+    e2e_set_identity(&S, w, "active", "court order 2026-117");
     free(sub_at("chat.huiliao", w));
 
     /* the app itself: suspended by the admin */
@@ -369,16 +356,12 @@ START_TEST(test_every_revocation_kind)
     Veil__Gateway__App *app;
     ar.app_id = "ride.huoyun";
     ar.reason = "licence withdrawn";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "SuspendApp",
-                              &ar.base, &app, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "SuspendApp", &ar.base, &app, &st), VEIL_OK);
     ck_assert_str_eq(app->status, "suspended");
     e2e_free(app);
     ck_assert_int_eq(login_err("ride.huoyun", w, &st), VEIL_ERR_DENIED);
     ck_assert_str_eq(st.message, "app is suspended");
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "ReinstateApp",
-                              &ar.base, &app, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "ReinstateApp", &ar.base, &app, &st), VEIL_OK);
     e2e_free(app);
     free(sub_at("ride.huoyun", w));
 
@@ -646,21 +629,15 @@ START_TEST(test_key_rotation)
     /* a request naming no version is refused: it must not end or start anything */
     rk.kind = "pseudonym";
     rk.version = 0;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_ERR_INVALID);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_ERR_INVALID);
     ck_assert_str_eq(st.message, "version must be a key version of 1 or more (or end_overlap set)");
     rk.end_overlap = 1; /* and there is no overlap to end */
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_ERR_PRECONDITION);
     rk.end_overlap = 0;
 
     /* pseudonym keys: v2 becomes current, with v1 as the overlap; assertions carry previous_sub */
     rk.version = 2;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_OK);
     ck_assert_uint_eq(rr->current, 2);
     ck_assert_uint_eq(rr->previous, 1);
     e2e_free(rr);
@@ -677,9 +654,7 @@ START_TEST(test_key_rotation)
     ck_assert_ptr_nonnull(strstr(jwks, "\"assertion-1\""));
     free(jwks);
     rk.kind = "assertion";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_OK);
     e2e_free(rr);
     Veil__Gateway__CompleteLoginResponse *third = login_ok("edu.xuexi", w, NULL, 0);
     jwks = e2e_jwks(&S);
@@ -692,9 +667,7 @@ START_TEST(test_key_rotation)
     rk.kind = "pseudonym";
     rk.version = 0;
     rk.end_overlap = 1;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_OK);
     e2e_free(rr);
     Veil__Gateway__CompleteLoginResponse *fourth = login_ok("edu.xuexi", w, NULL, 0);
     ck_assert_str_eq(fourth->sub, second->sub);
@@ -702,9 +675,7 @@ START_TEST(test_key_rotation)
     /* unknown versions are refused */
     rk.version = 7;
     rk.end_overlap = 0;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_ERR_PRECONDITION);
     e2e_free(first), e2e_free(second), e2e_free(third), e2e_free(fourth);
     vw_wallet_free(w);
 }
@@ -754,14 +725,10 @@ START_TEST(test_receipt_key_rotation)
     veil_status st;
     rk.kind = "receipt";
     rk.version = 9;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_ERR_PRECONDITION);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_ERR_PRECONDITION);
     ck_assert_str_eq(st.message, "the consent service has no key file receipt-9.key");
     rk.version = 2;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_OK);
     ck_assert_uint_eq(rr->current, 2);
     ck_assert_uint_eq(rr->previous, 1);
     e2e_free(rr);
@@ -850,16 +817,8 @@ START_TEST(test_revocation_stops_cached_logins_within_a_second)
     /* warm the cache: these answers now come from the gateway's memory */
     for (int i = 0; i < 3; i++)
         free(sub_at("ride.kuaiche", w));
-    Veil__Gateway__IdentityStateRequest is = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
-    Veil__Empty *empty;
+    e2e_set_identity(&S, w, "suspended", "test");
     veil_status st;
-    is.web_number = w->web_number;
-    is.state = "suspended";
-    is.reason = "test";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &is.base, &empty, &st),
-                     VEIL_OK);
-    e2e_free(empty);
     int64_t t0 = veil_now_ms();
     veil_err err = VEIL_OK;
     while (err == VEIL_OK && veil_now_ms() - t0 < 3000)
@@ -1057,17 +1016,13 @@ START_TEST(test_one_refusal_for_apps_the_reason_for_the_wallet)
     is.web_number = w[0]->web_number;
     is.state = "suspended";
     is.reason = "court order 2026-118";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &is.base, &empty, &st[0]),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "SetIdentityState", &is.base, &empty, &st[0]), VEIL_OK);
     e2e_free(empty);
     err[0] = login_err(app, w[0], &st[0]);
     /* 1: the identity revoked by the admin */
     is.web_number = w[1]->web_number;
     is.state = "revoked";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &is.base, &empty, &st[1]),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "SetIdentityState", &is.base, &empty, &st[1]), VEIL_OK);
     e2e_free(empty);
     err[1] = login_err(app, w[1], &st[1]);
     /* 2: the phone revoked (a second phone of the same person reads the log) */

@@ -187,9 +187,7 @@ START_TEST(test_venue_pseudonym_differs_from_every_online_app)
     Veil__Empty e = VEIL__EMPTY__INIT;
     Veil__Gateway__ListAppsResponse *apps;
     veil_status st;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "ListApps",
-                              &e.base, &apps, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "ListApps", &e.base, &apps, &st), VEIL_OK);
     int online = 0;
     for (size_t i = 0; i < apps->n_apps; i++) {
         if (!strcmp(apps->apps[i]->kind, "venue"))

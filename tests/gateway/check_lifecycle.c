@@ -392,21 +392,8 @@ START_TEST(test_access_log_records_every_access_and_change)
     expect_status(r, err, "done", "outranks");
     e2e_free(r);
     /* an admin suspends and reinstates the identity, saying why */
-    Veil__Gateway__IdentityStateRequest is = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
-    Veil__Empty *empty;
-    is.web_number = a->web_number;
-    is.state = "suspended";
-    is.reason = "court order 2026-117";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &is.base, &empty, &st),
-                     VEIL_OK);
-    e2e_free(empty);
-    is.state = "active";
-    is.reason = "order lifted";
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &is.base, &empty, &st),
-                     VEIL_OK);
-    e2e_free(empty);
+    e2e_set_identity(&S, a, "suspended", "court order 2026-117");
+    e2e_set_identity(&S, a, "active", "order lifted");
     /* an app unlinked; an erasure asked for (pending) */
     e2e_unlink(&S, a, "gov.tax");
     r = erase(a, &err);

@@ -37,6 +37,26 @@ veil_err e2e_call(h_stack *s, const char *identity, const ProtobufCServiceDescri
     return err;
 }
 
+veil_err e2e_admin(h_stack *s, const char *method, const ProtobufCMessage *req, void *resp,
+                   veil_status *st)
+{
+    return e2e_call(s, "admin/ops", &veil__gateway__admin__descriptor, method, req, resp, st);
+}
+
+void e2e_set_identity(h_stack *s, const vw_wallet *w, const char *state, const char *reason)
+{
+    Veil__Gateway__IdentityStateRequest r = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
+    Veil__Empty *e;
+    veil_status st;
+    r.web_number = (char *)w->web_number;
+    r.state = (char *)state;
+    r.reason = (char *)reason;
+    veil_err err = e2e_admin(s, "SetIdentityState", &r.base, &e, &st);
+    ck_assert_msg(err == VEIL_OK, "SetIdentityState %s: %s: %s", state, veil_status_name(st.code),
+                  st.message);
+    e2e_free(e);
+}
+
 Veil__Gateway__PollEventsResponse *e2e_poll(h_stack *s, const char *app, const char *cursor)
 {
     char identity[128];

@@ -67,6 +67,12 @@ void e2e_unlink(h_stack *s, const vw_wallet *w, const char *app);
 void e2e_withdraw(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs,
                   size_t n);
 
+/* e2e_call on the Admin API as admin/ops. */
+veil_err e2e_admin(h_stack *s, const char *method, const ProtobufCMessage *req, void *resp,
+                   veil_status *st);
+/* An admin sets the identity of w's citizen to state ("suspended", "active", ...) for reason. */
+void e2e_set_identity(h_stack *s, const vw_wallet *w, const char *state, const char *reason);
+
 void e2e_grant(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs, size_t n);
 /* The same with the purpose given. */
 void e2e_grant_for(h_stack *s, const vw_wallet *w, const char *app, const char *const *attrs,

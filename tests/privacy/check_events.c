@@ -263,15 +263,11 @@ START_TEST(test_dormant_account_after_rotation)
     veil_status st;
     rk.kind = "pseudonym";
     rk.version = 2;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_OK);
     e2e_free(rr);
     rk.version = 0;
     rk.end_overlap = 1;
-    ck_assert_int_eq(e2e_call(&S, "admin/ops", &veil__gateway__admin__descriptor, "RotateKey",
-                              &rk.base, &rr, &st),
-                     VEIL_OK);
+    ck_assert_int_eq(e2e_admin(&S, "RotateKey", &rk.base, &rr, &st), VEIL_OK);
     ck_assert_uint_eq(rr->previous, 0);
     e2e_free(rr);
 

@@ -38,14 +38,5 @@ void pt_batch_released(void)
 
 void pt_set_identity(h_stack *s, const vw_wallet *w, const char *state)
 {
-    Veil__Gateway__IdentityStateRequest r = VEIL__GATEWAY__IDENTITY_STATE_REQUEST__INIT;
-    Veil__Empty *e;
-    veil_status st;
-    r.web_number = (char *)w->web_number;
-    r.state = (char *)state;
-    r.reason = "privacy suite";
-    ck_assert_int_eq(e2e_call(s, "admin/ops", &veil__gateway__admin__descriptor,
-                              "SetIdentityState", &r.base, &e, &st),
-                     VEIL_OK);
-    e2e_free(e);
+    e2e_set_identity(s, w, state, "privacy suite");
 }
