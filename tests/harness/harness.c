@@ -522,3 +522,13 @@ int h_raw_call(const char *addr, const char *identity, const char *path, const v
     grpc_shutdown();
     return (int)status;
 }
+
+void h_expect_policy(const char *addr, const char *identity, const char *path, enum h_policy want)
+{
+    char msg[256] = "";
+    int code = h_raw_call(addr, identity, path, "", 0, 5000, msg, sizeof msg);
+    int ok = want == H_ALLOWED   ? code != GRPC_STATUS_PERMISSION_DENIED
+             : want == H_REFUSED ? code == GRPC_STATUS_PERMISSION_DENIED
+                                 : code == GRPC_STATUS_UNAVAILABLE;
+    ck_assert_msg(ok, "%s as %s: %d %s", path, identity, code, msg);
+}

@@ -138,6 +138,15 @@ Suite *h_suite(const char *name, const h_case *cases);
  */
 const char *h_jws_header(const char *jws);
 
+/*
+ * The caller policy of method path at addr as identity, checked with an
+ * empty request: H_ALLOWED - anything but PERMISSION_DENIED; H_REFUSED -
+ * PERMISSION_DENIED; H_NO_HANDSHAKE - UNAVAILABLE (no or a foreign
+ * certificate: TLS itself fails).
+ */
+enum h_policy { H_ALLOWED, H_REFUSED, H_NO_HANDSHAKE };
+void h_expect_policy(const char *addr, const char *identity, const char *path, enum h_policy want);
+
 /* A TCP port that was free a moment ago on 127.0.0.1. */
 int h_free_port(void);
 
