@@ -40,6 +40,20 @@ static size_t count(const char *const *names)
     return n;
 }
 
+/* A call to the consent service; st may be NULL. */
+static veil_err call(veil_channel *ch, const char *method, const ProtobufCMessage *req, void *resp,
+                     veil_status *st)
+{
+    veil_status local;
+    return veil_channel_call(ch, method, req, NULL, TIMEOUT_MS, resp, st ? st : &local);
+}
+
+/* The subject, app and attributes fields that Grant, Withdraw and Check requests share. */
+#define FILL(req, subject, subject_bytes, app, attrs)                                              \
+    ((req).subject_ref.data = (uint8_t *)(subject), (req).subject_ref.len = (subject_bytes),       \
+     (req).app_id = (char *)(app), (req).attributes = (char **)(attrs),                            \
+     (req).n_attributes = count(attrs))
+
 int64_t ct_now_ms(void)
 {
     return veil_now_ms();
@@ -52,18 +66,12 @@ veil_err ct_grant(veil_channel *ch, const unsigned char *subject, size_t subject
 {
     Veil__Consent__GrantRequest req = VEIL__CONSENT__GRANT_REQUEST__INIT;
     Veil__Consent__GrantResponse *resp;
-    veil_status local;
-    req.subject_ref.data = (uint8_t *)subject;
-    req.subject_ref.len = subject_len;
-    req.app_id = (char *)app;
-    req.attributes = (char **)attrs;
-    req.n_attributes = count(attrs);
+    FILL(req, subject, subject_len, app, attrs);
     req.purpose = (char *)purpose;
     req.expires_at_ms = expires_at_ms;
     req.app_scope = (char **)scope;
     req.n_app_scope = count(scope);
-    veil_err err =
-        veil_channel_call(ch, "Grant", &req.base, NULL, TIMEOUT_MS, &resp, st ? st : &local);
+    veil_err err = call(ch, "Grant", &req.base, &resp, st);
     if (!err) {
         if (receipt_id)
             snprintf(receipt_id, 64, "%s", resp->receipt_id);
@@ -79,16 +87,10 @@ veil_err ct_withdraw(veil_channel *ch, const unsigned char *subject, const char 
 {
     Veil__Consent__WithdrawRequest req = VEIL__CONSENT__WITHDRAW_REQUEST__INIT;
     Veil__Consent__WithdrawResponse *resp;
-    veil_status local;
-    req.subject_ref.data = (uint8_t *)subject;
-    req.subject_ref.len = 32;
-    req.app_id = (char *)app;
-    req.attributes = (char **)attrs;
-    req.n_attributes = count(attrs);
+    FILL(req, subject, 32, app, attrs);
     if (out)
         out[0] = '\0';
-    veil_err err =
-        veil_channel_call(ch, "Withdraw", &req.base, NULL, TIMEOUT_MS, &resp, st ? st : &local);
+    veil_err err = call(ch, "Withdraw", &req.base, &resp, st);
     if (!err) {
         size_t used = 0;
         for (size_t i = 0; out && i < resp->n_withdrawn; i++)
@@ -104,15 +106,9 @@ veil_err ct_check(veil_channel *ch, const unsigned char *subject, const char *ap
 {
     Veil__Consent__CheckRequest req = VEIL__CONSENT__CHECK_REQUEST__INIT;
     Veil__Consent__CheckResponse *resp;
-    veil_status local;
-    req.subject_ref.data = (uint8_t *)subject;
-    req.subject_ref.len = 32;
-    req.app_id = (char *)app;
-    req.attributes = (char **)attrs;
-    req.n_attributes = count(attrs);
+    FILL(req, subject, 32, app, attrs);
     out[0] = '\0';
-    veil_err err =
-        veil_channel_call(ch, "Check", &req.base, NULL, TIMEOUT_MS, &resp, st ? st : &local);
+    veil_err err = call(ch, "Check", &req.base, &resp, st);
     if (!err) {
         size_t used = 0;
         for (size_t i = 0; i < resp->n_granted; i++)
