@@ -38,6 +38,26 @@ static veil_err key_for(struct pseudonym *p, veil_call *call, uint32_t version,
     return VEIL_OK;
 }
 
+/* The current key and, when the caller names one (previous != 0), the previous; else *kp NULL. */
+static veil_err keys_for(struct pseudonym *p, veil_call *call, uint32_t current, uint32_t previous,
+                         const veil_key **kc, const veil_key **kp)
+{
+    *kp = NULL;
+    veil_err err = key_for(p, call, current, kc);
+    if (!err && previous)
+        err = key_for(p, call, previous, kp);
+    return err;
+}
+
+/* A subject's pseudonym in a sector under kc, and under kp into prev when there is one. */
+static void derive(const veil_key *kc, const veil_key *kp, const ProtobufCBinaryData *subject,
+                   const char *sector, uint32_t epoch, char *cur, char *prev)
+{
+    pseudonym_compute(kc, subject->data, sector, epoch, cur);
+    if (kp)
+        pseudonym_compute(kp, subject->data, sector, epoch, prev);
+}
+
 static veil_err check_item(veil_call *call, const ProtobufCBinaryData *subject, const char *sector)
 {
     if (subject->len != PSEUDONYM_SUBJECT_BYTES) {
@@ -58,19 +78,15 @@ static void pseudonym_derive(Veil__Pseudonym__Pseudonym_Service *svc,
 {
     Veil__Pseudonym__DeriveResponse resp = VEIL__PSEUDONYM__DERIVE_RESPONSE__INIT;
     char cur[PSEUDONYM_MAX_LEN], prev[PSEUDONYM_MAX_LEN];
-    const veil_key *kc, *kp = NULL;
+    const veil_key *kc, *kp;
     veil_err err = check_item(call, &req->subject_ref, req->sector_id);
     if (!err)
-        err = key_for(self(svc), call, req->key_version, &kc);
-    if (!err && req->previous_key_version)
-        err = key_for(self(svc), call, req->previous_key_version, &kp);
+        err = keys_for(self(svc), call, req->key_version, req->previous_key_version, &kc, &kp);
     if (!err) {
-        pseudonym_compute(kc, req->subject_ref.data, req->sector_id, req->link_epoch, cur);
+        derive(kc, kp, &req->subject_ref, req->sector_id, req->link_epoch, cur, prev);
         resp.pseudonym = cur;
-        if (kp) {
-            pseudonym_compute(kp, req->subject_ref.data, req->sector_id, req->link_epoch, prev);
+        if (kp)
             resp.previous_pseudonym = prev;
-        }
     }
     VEIL_REPLY(done, call, err, &resp);
 }
@@ -92,9 +108,7 @@ static void pseudonym_derive_batch(Veil__Pseudonym__Pseudonym_Service *svc,
     for (size_t i = 0; !err && i < n; i++)
         err = check_item(call, &req->items[i]->subject_ref, req->items[i]->sector_id);
     if (!err)
-        err = key_for(self(svc), call, req->key_version, &kc);
-    if (!err && req->previous_key_version)
-        err = key_for(self(svc), call, req->previous_key_version, &kp);
+        err = keys_for(self(svc), call, req->key_version, req->previous_key_version, &kc, &kp);
     if (!err) {
         /* One arena block for all strings: n pseudonyms, twice during a rotation. */
         size_t per = kp ? 2 : 1;
@@ -107,12 +121,10 @@ static void pseudonym_derive_batch(Veil__Pseudonym__Pseudonym_Service *svc,
             for (size_t i = 0; i < n; i++) {
                 const Veil__Pseudonym__DeriveItem *it = req->items[i];
                 cur[i] = text + i * per * PSEUDONYM_MAX_LEN;
-                pseudonym_compute(kc, it->subject_ref.data, it->sector_id, it->link_epoch, cur[i]);
-                if (kp) {
+                if (kp)
                     prev[i] = cur[i] + PSEUDONYM_MAX_LEN;
-                    pseudonym_compute(kp, it->subject_ref.data, it->sector_id, it->link_epoch,
-                                     prev[i]);
-                }
+                derive(kc, kp, &it->subject_ref, it->sector_id, it->link_epoch, cur[i],
+                       kp ? prev[i] : NULL);
             }
             resp.n_pseudonyms = n;
             resp.pseudonyms = cur;
