@@ -188,6 +188,24 @@ static veil_err read_head(veil_pg *c, int stmt, const veil_pg_param *p, int n, i
     return VEIL_OK;
 }
 
+/*
+ * Runs a feed query and makes room for its rows' replies: *rows is an array
+ * of *n pointers from alloc.  *c stays usable for the head that follows.
+ */
+static veil_err feed_rows(veil_db *db, int stmt, const veil_pg_param *p, int n_params,
+                          ProtobufCAllocator *alloc, veil_pg **c, PGresult **r, void **rows,
+                          size_t *n)
+{
+    veil_err err = veil_db_conn(db, c);
+    if (!err)
+        err = veil_pg_exec(*c, stmt, p, n_params, r);
+    if (err)
+        return err;
+    *n = (size_t)PQntuples(*r);
+    *rows = veil_reply_alloc(alloc, *n * sizeof(void *));
+    return *rows ? VEIL_OK : VEIL_ERR_NOMEM;
+}
+
 veil_err veil_feedlog_changes(veil_db *db, int base, int64_t after_seq, uint32_t max,
                               ProtobufCAllocator *alloc, Veil__ChangesResponse *resp)
 {
@@ -195,17 +213,12 @@ veil_err veil_feedlog_changes(veil_db *db, int base, int64_t after_seq, uint32_t
     veil_pg *c;
     resp->n_changes = 0;
     veil_pg_param p[] = {vp_i64(after_seq), vp_i64(max)};
-    veil_err err = veil_db_conn(db, &c);
-    if (!err)
-        err = veil_pg_exec(c, base + S_CHANGES, p, 2, &r);
+    void *rows = NULL;
+    size_t n;
+    veil_err err = feed_rows(db, base + S_CHANGES, p, 2, alloc, &c, &r, &rows, &n);
+    resp->changes = rows;
     if (err)
         goto out;
-    size_t n = (size_t)PQntuples(r);
-    resp->changes = veil_reply_alloc(alloc, n * sizeof *resp->changes);
-    if (!resp->changes) {
-        err = VEIL_ERR_NOMEM;
-        goto out;
-    }
     for (size_t i = 0; i < n; i++) {
         Veil__Change *ch = veil_reply_alloc(alloc, sizeof *ch);
         if (!ch) {
@@ -251,17 +264,12 @@ veil_err veil_feedlog_app_events(veil_db *db, int base, const char *app_id, int6
     veil_pg *c;
     resp->n_events = 0;
     veil_pg_param p[] = {vp_text(app_id), vp_i64(after_seq), vp_i64(max)};
-    veil_err err = veil_db_conn(db, &c);
-    if (!err)
-        err = veil_pg_exec(c, base + S_APP_EVENTS, p, 3, &r);
+    void *rows = NULL;
+    size_t n;
+    veil_err err = feed_rows(db, base + S_APP_EVENTS, p, 3, alloc, &c, &r, &rows, &n);
+    resp->events = rows;
     if (err)
         goto out;
-    size_t n = (size_t)PQntuples(r);
-    resp->events = veil_reply_alloc(alloc, n * sizeof *resp->events);
-    if (!resp->events) {
-        err = VEIL_ERR_NOMEM;
-        goto out;
-    }
     for (size_t i = 0; i < n; i++) {
         Veil__AppEvent *ev = veil_reply_alloc(alloc, sizeof *ev);
         if (!ev) {
