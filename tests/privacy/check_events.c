@@ -83,6 +83,26 @@ static void seen_free(seen *s, size_t n)
         json_decref(s[i].claims);
 }
 
+/*
+ * A citizen enrolled (ID number first17 + check digit) who has logged in to
+ * app as *sub, with grant (NULL: none) consented to; the app has read every
+ * event so far (*cursor, malloc'd).
+ */
+static vw_wallet *known_citizen(const char *first17, const char *name, const char *app,
+                                const char *grant, char **sub, char **cursor)
+{
+    char id[19];
+    e2e_id_number(first17, id);
+    vw_wallet *w = e2e_enrol(&S, id, name);
+    *sub = login_sub(app, w);
+    if (grant)
+        e2e_grant(&S, w, app, &grant, 1);
+    seen ev[64];
+    pt_batch_released();
+    seen_free(ev, poll_all(app, cursor, ev, 64));
+    return w;
+}
+
 #define PEOPLE 6
 
 /*
@@ -193,15 +213,9 @@ END_TEST
 START_TEST(test_events_keep_the_old_pseudonym)
 {
     const char *app = "social.shequ";
-    char id[19], *cursor = NULL;
-    e2e_id_number("33010219900202777", id);
-    vw_wallet *w = e2e_enrol(&S, id, "旧名");
-    char *old_sub = login_sub(app, w);
-    const char *attrs[] = {"province"};
-    e2e_grant(&S, w, app, attrs, 1);
+    char *cursor = NULL, *old_sub;
+    vw_wallet *w = known_citizen("33010219900202777", "旧名", app, "province", &old_sub, &cursor);
     seen ev[64];
-    pt_batch_released();
-    seen_free(ev, poll_all(app, &cursor, ev, 64));
 
     e2e_withdraw(&S, w, app, NULL, 0);
     e2e_unlink(&S, w, app);
@@ -247,13 +261,9 @@ END_TEST
 START_TEST(test_dormant_account_after_rotation)
 {
     const char *app = "edu.xuexi";
-    char id[19], *cursor = NULL;
-    e2e_id_number("33010219900303555", id);
-    vw_wallet *w = e2e_enrol(&S, id, "沉睡");
-    char *v1_sub = login_sub(app, w);
+    char *cursor = NULL, *v1_sub;
+    vw_wallet *w = known_citizen("33010219900303555", "沉睡", app, NULL, &v1_sub, &cursor);
     seen ev[64];
-    pt_batch_released();
-    seen_free(ev, poll_all(app, &cursor, ev, 64));
 
     h_keyfile(S.keys[H_PSEUDONYM], "pseudonym", 2);
     ck_assert_int_eq(h_stop(&S.pseudonym), 0);
