@@ -166,14 +166,15 @@ int vault_cmd_rotate_master_key(const veil_service_ctx *ctx, int argc, char **ar
         fprintf(stderr, "vault rotate-master-key: cannot reach the database\n");
         goto out;
     }
-    /* The version new data keys are wrapped under from each vault's next start. */
+    /* Every running vault wraps new data keys under it from the NOTIFY on (main.c). */
     uint32_t previous;
     if (vault_store_set_key_version(r.c, "master", r.to, &previous) != VEIL_OK) {
         fprintf(stderr, "vault rotate-master-key: cannot record the version in use\n");
         goto out;
     }
-    printf("vault: master key version %u in use from the next start of each vault (previous %u)\n",
-           r.to, previous);
+    printf("vault: master key version %u in use (previous %u); running vaults switch now, "
+           "each one that has master-%u.key\n",
+           r.to, previous, r.to);
     printf("vault: re-wrapping data keys under master key version %u\n", r.to);
     int64_t remaining[2] = {0, (int64_t)r.to};
     for (int pass = 0; pass < 3; pass++) {
@@ -412,7 +413,7 @@ int vault_cmd_access_log_retention(const veil_service_ctx *ctx, int argc, char *
     return m.refused ? 1 : 0;
 }
 
-/* Issue 13: the webcert/ticket version in use changes only here (read at start). */
+/* Issue 13: the webcert/ticket version in use changes only here; running vaults follow it. */
 int vault_cmd_rotate_key(const veil_service_ctx *ctx, int argc, char **argv)
 {
     static const char *const known[] = {"--kind", "--to", NULL};
@@ -454,8 +455,10 @@ int vault_cmd_rotate_key(const veil_service_ctx *ctx, int argc, char **argv)
         fprintf(stderr, "vault rotate-key: cannot reach the database\n");
         goto out;
     }
-    printf("vault: %s key version %lld in use from the next start of each vault (previous %u)\n",
-           kind, to, previous);
+    printf("vault: %s key version %lld in use (previous %u); running vaults switch now, each "
+           "one that has %s-%lld.key (one without it logs \"key rotation held back\" and "
+           "switches when the file appears)\n",
+           kind, to, previous, kind, to);
     status = 0;
 out:
     vault_store_close(st);

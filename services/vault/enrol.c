@@ -114,7 +114,7 @@ veil_err vault_webcert_issue(const struct vault_keys *k, const char *web_number,
     *out = NULL;
     if (!claims)
         return VEIL_ERR_NOMEM;
-    veil_err err = veil_jws_sign(k->webcert_signer, "veil-webcert+jwt", claims, out);
+    veil_err err = veil_jws_sign(atomic_load(&k->webcert_signer), "veil-webcert+jwt", claims, out);
     json_decref(claims);
     return err;
 }
@@ -122,7 +122,7 @@ veil_err vault_webcert_issue(const struct vault_keys *k, const char *web_number,
 veil_err vault_citizen_build(struct vault_keys *k, const struct vault_profile *p,
                              struct vault_new_citizen *out, unsigned char dk[VAULT_DEK_BYTES])
 {
-    const veil_key *master = vault_master_key(k, k->master_current);
+    const veil_key *master = vault_master_key(k, atomic_load(&k->master_current));
     if (!master)
         return VEIL_ERR_INTERNAL;
     randombytes_buf(out->subject, VAULT_SUBJECT_BYTES);

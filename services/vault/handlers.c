@@ -117,7 +117,8 @@ static void vault_enrol(Veil__Vault__Vault_Service *svc, const Veil__Vault__Enro
     struct vault_enrolment en;
     veil_err err = vault_enrolment_run(v, call, req, &en);
     if (!err) {
-        const struct vault_boxkey *tk = vault_ticket_key(v->keys, v->keys->ticket_current);
+        const struct vault_boxkey *tk =
+            vault_ticket_key(v->keys, atomic_load(&v->keys->ticket_current));
         resp.web_number = en.web_number;
         resp.web_certificate = en.certificate;
         resp.device_id = en.device_id;
@@ -1155,11 +1156,11 @@ static void vault_get_wallet_keys(Veil__Vault__Vault_Service *svc, const Veil__E
 {
     Veil__Vault__GetWalletKeysResponse resp = VEIL__VAULT__GET_WALLET_KEYS_RESPONSE__INIT;
     struct vault_keys *k = self(svc)->keys;
-    const struct vault_boxkey *tk = vault_ticket_key(k, k->ticket_current);
+    const struct vault_boxkey *tk = vault_ticket_key(k, atomic_load(&k->ticket_current));
     resp.ticket_public_key.data = (unsigned char *)tk->pk;
     resp.ticket_public_key.len = sizeof tk->pk;
     resp.ticket_key_version = tk->version;
-    resp.vault_jwks = k->jwks;
+    resp.vault_jwks = atomic_load(&k->jwks);
     resp.checkpoint_public_key.data = k->checkpoint_pk;
     resp.checkpoint_public_key.len = sizeof k->checkpoint_pk;
     VEIL_REPLY(done, call, VEIL_OK, &resp);

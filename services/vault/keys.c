@@ -9,13 +9,15 @@
  *              is derived from it: seed = crypto_kdf_derive_from_key(32,
  *              subkey 1, context "veilckpt", audit-1), so no new key file
  *   webcert-N  Ed25519 seeds; the version in use (key_state, see vault_keys_use)
- *              signs web certificates, all are in the JWKS
+ *              signs web certificates, all loaded are in the JWKS
  *   ticket-N   X25519 seeds (crypto_box_seed_keypair); the version in use is
  *              handed to wallets, every loaded version opens tickets
  * and the proofing authority's Ed25519 public keys from VAULT_PROOFING_PUBLIC_KEY.
  *
- * Key pairs are derived here once, not per call.  Everything is append-only
- * after start, so readers on any thread need no lock.
+ * Key pairs and signers are derived here once, not per call.  Key files
+ * added later are loaded by vault_keys_refresh; everything is append-only
+ * until vault_keys_free, and the versions in use are atomics switched by
+ * vault_keys_use, so readers on any thread need no lock.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,33 +59,66 @@ static veil_err add_boxkeys(struct vault_keys *k, char *errbuf, size_t errlen)
     return VEIL_OK;
 }
 
-/* {"keys":[...]} of every webcert key, for GetWalletKeys. */
-static veil_err build_jwks(struct vault_keys *k, char *errbuf, size_t errlen)
+static veil_signer *webcert_signer_of(struct vault_keys *k, uint32_t version)
 {
-    uint32_t v[VEIL_KEYRING_MAX];
-    size_t n = veil_keyring_versions(k->webcert, v, VEIL_KEYRING_MAX);
-    veil_err err = VEIL_ERR_NOMEM;
+    size_t n = atomic_load(&k->n_webcert_signers);
+    for (size_t i = 0; i < n; i++)
+        if (k->webcert_signers[i]->version == version)
+            return k->webcert_signers[i];
+    return NULL;
+}
+
+/* {"keys":[...]} of every webcert signer, for GetWalletKeys; NULL when out of memory. */
+static char *build_jwks(struct vault_keys *k)
+{
+    size_t n = atomic_load(&k->n_webcert_signers);
     json_t *keys = json_array(), *root = NULL;
-    if (!keys)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        veil_signer *s;
-        if (veil_signer_new(veil_keyring_get(k->webcert, v[i]), "webcert", &s) != VEIL_OK)
+    char *text = NULL;
+    for (size_t i = 0; keys && i < n; i++)
+        if (json_array_append_new(
+                keys, veil_jwk_ed25519(k->webcert_signers[i]->kid, k->webcert_signers[i]->pk)) != 0)
             goto out;
-        int bad = json_array_append_new(keys, veil_jwk_ed25519(s->kid, s->pk)) != 0;
-        veil_signer_free(s);
-        if (bad)
-            goto out;
-    }
-    root = json_pack("{s:O}", "keys", keys);
-    if (root && (k->jwks = json_dumps(root, JSON_COMPACT)))
-        err = VEIL_OK;
+    if (keys && (root = json_pack("{s:O}", "keys", keys)))
+        text = json_dumps(root, JSON_COMPACT);
 out:
-    if (err)
-        snprintf(errbuf, errlen, "out of memory building the web certificate JWKS");
     json_decref(keys);
     json_decref(root);
-    return err;
+    return text;
+}
+
+/*
+ * Derives signers for webcert versions not derived yet and publishes a JWKS
+ * holding them all.  Caller holds box_lock.  A replaced JWKS is kept until
+ * vault_keys_free (a reader may still hold it); each rebuild adds a version,
+ * so there are at most VEIL_KEYRING_MAX of them.
+ */
+static veil_err add_webcert_signers(struct vault_keys *k, char *errbuf, size_t errlen)
+{
+    uint32_t v[VEIL_KEYRING_MAX];
+    size_t n = veil_keyring_versions(k->webcert, v, VEIL_KEYRING_MAX), added = 0;
+    for (size_t i = 0; i < n; i++) {
+        const veil_key *key = veil_keyring_get(k->webcert, v[i]);
+        if (!key || webcert_signer_of(k, v[i])) /* !key: its file was removed just now */
+            continue;
+        size_t slot = atomic_load(&k->n_webcert_signers);
+        if (veil_signer_new(key, "webcert", &k->webcert_signers[slot]) != VEIL_OK) {
+            snprintf(errbuf, errlen, "cannot derive the web certificate signing key %u", v[i]);
+            return VEIL_ERR_NOMEM;
+        }
+        atomic_store(&k->n_webcert_signers, slot + 1); /* publish after the slot is written */
+        added++;
+    }
+    if (!added && atomic_load(&k->jwks))
+        return VEIL_OK;
+    char *text = build_jwks(k);
+    if (!text) {
+        snprintf(errbuf, errlen, "out of memory building the web certificate JWKS");
+        return VEIL_ERR_NOMEM;
+    }
+    char *old = atomic_exchange(&k->jwks, text);
+    if (old)
+        k->jwks_retired[k->n_jwks_retired++] = old;
+    return VEIL_OK;
 }
 
 /* Reads the proofing authority's keys: base64 Ed25519 public keys, one a line. */
@@ -205,14 +240,10 @@ veil_err vault_keys_load(const char *dir, const char *proofing_file, uint32_t ma
         err = VEIL_ERR_INVALID;
         goto out;
     }
-    if ((err = veil_signer_new(veil_keyring_get(k->webcert, veil_keyring_latest(k->webcert)),
-                               "webcert", &k->webcert_signer))) {
-        snprintf(errbuf, errlen, "cannot derive the web certificate signing key");
-        goto out;
-    }
-    if ((err = build_jwks(k, errbuf, errlen)) || (err = add_boxkeys(k, errbuf, errlen)) ||
+    if ((err = add_webcert_signers(k, errbuf, errlen)) || (err = add_boxkeys(k, errbuf, errlen)) ||
         (proofing_file && (err = load_proofing(k, proofing_file, errbuf, errlen))))
         goto out;
+    k->webcert_signer = webcert_signer_of(k, veil_keyring_latest(k->webcert));
     k->ticket_current = veil_keyring_latest(k->ticket);
     if ((err = derive_checkpoint_key(k, errbuf, errlen)))
         goto out;
@@ -227,35 +258,59 @@ out:
     return err;
 }
 
-veil_err vault_keys_use(struct vault_keys *k, uint32_t webcert, uint32_t ticket, char *errbuf,
-                        size_t errlen)
+/* Appends "kind-N.key" to the list of missing key files in errbuf. */
+static void note_missing(char *errbuf, size_t errlen, const char *kind, uint32_t version)
 {
-    const veil_key *w = veil_keyring_get(k->webcert, webcert);
-    veil_signer *s;
-    if (!w || !find_boxkey(k, ticket)) {
-        snprintf(errbuf, errlen,
-                 "the key version in use (key_state) has no key file: %s-%u.key is missing",
-                 w ? "ticket" : "webcert", w ? ticket : webcert);
-        return VEIL_ERR_NOT_FOUND;
+    size_t used = strlen(errbuf);
+    if (used < errlen)
+        snprintf(errbuf + used, errlen - used, "%s%s-%u.key", used ? ", " : "", kind, version);
+}
+
+veil_err vault_keys_use(struct vault_keys *k, uint32_t webcert, uint32_t ticket, uint32_t master,
+                        char *errbuf, size_t errlen)
+{
+    veil_signer *s = webcert_signer_of(k, webcert);
+    const struct vault_boxkey *b = find_boxkey(k, ticket);
+    const veil_key *m = veil_keyring_get(k->master, master);
+    char why[256];
+    if ((!s || !b || !m) && vault_keys_refresh(k, why, sizeof why) == VEIL_OK) {
+        s = webcert_signer_of(k, webcert);
+        b = find_boxkey(k, ticket);
+        m = veil_keyring_get(k->master, master);
     }
-    if (veil_signer_new(w, "webcert", &s) != VEIL_OK) {
-        snprintf(errbuf, errlen, "cannot derive the web certificate signing key");
-        return VEIL_ERR_NOMEM;
-    }
-    veil_signer_free(k->webcert_signer);
-    k->webcert_signer = s;
-    k->ticket_current = ticket;
-    return VEIL_OK;
+    /* Each kind switches on its own: a missing file holds back only its kind. */
+    if (s)
+        atomic_store(&k->webcert_signer, s);
+    if (b)
+        atomic_store(&k->ticket_current, ticket);
+    if (m)
+        atomic_store(&k->master_current, master);
+    if (s && b && m)
+        return VEIL_OK;
+    char missing[160] = "";
+    if (!s)
+        note_missing(missing, sizeof missing, "webcert", webcert);
+    if (!b)
+        note_missing(missing, sizeof missing, "ticket", ticket);
+    if (!m)
+        note_missing(missing, sizeof missing, "master", master);
+    snprintf(errbuf, errlen,
+             "the key version in use (key_state) has no key file: %s missing; the version "
+             "used before stays in use",
+             missing);
+    return VEIL_ERR_NOT_FOUND;
 }
 
 veil_err vault_keys_refresh(struct vault_keys *k, char *errbuf, size_t errlen)
 {
     veil_err err;
     if ((err = veil_keyring_refresh(k->master, errbuf, errlen)) ||
-        (err = veil_keyring_refresh(k->ticket, errbuf, errlen)))
+        (err = veil_keyring_refresh(k->ticket, errbuf, errlen)) ||
+        (err = veil_keyring_refresh(k->webcert, errbuf, errlen)))
         return err;
     pthread_mutex_lock(&k->box_lock);
-    err = add_boxkeys(k, errbuf, errlen);
+    if (!(err = add_boxkeys(k, errbuf, errlen)))
+        err = add_webcert_signers(k, errbuf, errlen);
     pthread_mutex_unlock(&k->box_lock);
     return err;
 }
@@ -267,9 +322,13 @@ void vault_keys_free(struct vault_keys *k)
     size_t n = atomic_load(&k->n_boxkeys);
     for (size_t i = 0; i < n; i++)
         sodium_free(k->boxkeys[i].sk);
-    veil_signer_free(k->webcert_signer);
+    n = atomic_load(&k->n_webcert_signers);
+    for (size_t i = 0; i < n; i++)
+        veil_signer_free(k->webcert_signers[i]);
     sodium_free(k->checkpoint_sk);
-    free(k->jwks);
+    free(atomic_load(&k->jwks));
+    for (size_t i = 0; i < k->n_jwks_retired; i++)
+        free(k->jwks_retired[i]);
     veil_keyring_free(k->master);
     veil_keyring_free(k->blind);
     veil_keyring_free(k->audit);

@@ -3,13 +3,17 @@
  *
  * Keys come from VEIL_KEYS_DIR (keys.c lists them); the proofing
  * authority's public keys from the file VAULT_PROOFING_PUBLIC_KEY names.
- * SIGHUP picks up new master and ticket key files (a master key version
- * named by a stored row, or a ticket key version named by a ticket, is also
- * loaded on demand); the versions used for new wraps and handed to wallets
- * change only with a restart.
+ * New key files are picked up while serving (the key folder watcher, SIGHUP;
+ * a master key version named by a stored row, or a ticket key version named
+ * by a ticket, is also loaded on demand) but not used by themselves: the
+ * versions in use are key_state's, which the rotation commands change.  A
+ * thread here LISTENs on VAULT_KEYS_CHANNEL and re-reads key_state on every
+ * notification and every (re)connection, so a rotation takes effect in every
+ * running vault without a restart.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "veil/log.h"
 #include "vault.h"
@@ -84,6 +88,11 @@ static void stop(void *state)
     struct vault *v = state;
     if (!v)
         return;
+    if (v->key_notifier)
+        veil_notifier_shutdown(v->key_notifier);
+    if (v->key_watcher_started)
+        pthread_join(v->key_watcher, NULL);
+    veil_notifier_free(v->key_notifier);
     vault_logw_free(v->logw); /* the server drained: nobody can append any more */
     vault_store_close(v->store);
     vault_keys_free(v->keys);
@@ -94,12 +103,13 @@ static void stop(void *state)
  * The webcert, ticket and master versions in use come from key_state, never
  * from which files are present; the first start records the newest of each.
  * An explicitly set VAULT_MASTER_KEY_VERSION is an operator's decision: it is
- * used and recorded.
+ * used and recorded at start.  On c, the calling thread's connection.
  */
-static veil_err use_key_versions(struct vault *v, char *errbuf, size_t errlen)
+static veil_err use_key_versions(struct vault *v, int at_start, char *errbuf, size_t errlen)
 {
     vault_conn *c;
-    uint32_t webcert = 0, ticket = 0, master = (uint32_t)cfg_master_version, previous;
+    uint32_t webcert = 0, ticket = 0, master = at_start ? (uint32_t)cfg_master_version : 0,
+             previous;
     if (vault_store_conn(v->store, &c) != VEIL_OK ||
         vault_store_key_version(c, "webcert", veil_keyring_latest(v->keys->webcert), &webcert) !=
             VEIL_OK ||
@@ -111,15 +121,53 @@ static veil_err use_key_versions(struct vault *v, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "cannot read the key versions in use from the database");
         return VEIL_ERR_UNAVAILABLE;
     }
-    if (!veil_keyring_get(v->keys->master, master)) {
-        snprintf(errbuf, errlen,
-                 "the master key version in use (key_state) has no key file: master-%u.key is "
-                 "missing",
-                 master);
-        return VEIL_ERR_NOT_FOUND;
+    return vault_keys_use(v->keys, webcert, ticket, master, errbuf, errlen);
+}
+
+static void log_key_versions(const char *msg, struct vault_keys *k)
+{
+    veil_log(VEIL_LOG_INFO, msg, VL_INT("master_version", atomic_load(&k->master_current)),
+             VL_INT("ticket_version", atomic_load(&k->ticket_current)),
+             VL_STR("webcert_kid", atomic_load(&k->webcert_signer)->kid),
+             VL_INT("proofing_keys", (long long)k->n_proofing), VL_END);
+}
+
+#define KEY_RETRY_MS   1000 /* a version whose file is missing is tried again this often */
+#define KEY_RECHECK_MS 60000
+
+/*
+ * The key_state follower: re-reads it whenever the notifier's generation
+ * moves (a NOTIFY from a rotation, or a (re)connection, after which a
+ * notification may have been missed), and every second while a version in
+ * use has no key file yet.  Each problem is logged once, not every retry.
+ */
+static void *key_watch_main(void *arg)
+{
+    struct vault *v = arg;
+    uint64_t seen = veil_notifier_generation(v->key_notifier);
+    int pending = 0;
+    char err[256], last[256] = "";
+    for (;;) {
+        uint64_t gen = veil_notifier_generation(v->key_notifier);
+        if (gen != seen || pending) {
+            struct vault_keys *k = v->keys;
+            uint32_t m = atomic_load(&k->master_current), t = atomic_load(&k->ticket_current);
+            veil_signer *w = atomic_load(&k->webcert_signer);
+            seen = gen;
+            veil_err e = use_key_versions(v, 0, err, sizeof err);
+            pending = e != VEIL_OK;
+            if (pending && strcmp(err, last) != 0)
+                veil_log(VEIL_LOG_ERROR, "key rotation held back", VL_STR("error", err), VL_END);
+            snprintf(last, sizeof last, "%s", pending ? err : "");
+            if (m != atomic_load(&k->master_current) || t != atomic_load(&k->ticket_current) ||
+                w != atomic_load(&k->webcert_signer))
+                log_key_versions("vault key versions switched", k);
+        }
+        if (veil_notifier_wait(v->key_notifier, gen, pending ? KEY_RETRY_MS : KEY_RECHECK_MS) ==
+            VEIL_WAIT_STOPPING)
+            break;
     }
-    v->keys->master_current = master;
-    return vault_keys_use(v->keys, webcert, ticket, errbuf, errlen);
+    return NULL;
 }
 
 static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, size_t errlen)
@@ -144,14 +192,18 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         snprintf(errbuf, errlen, "cannot set up the database handle");
         return err;
     }
-    if ((err = use_key_versions(v, errbuf, errlen)))
+    if ((err = use_key_versions(v, 1, errbuf, errlen)))
         return err;
     if (cfg_log_batch > 0 && (err = vault_logw_new((size_t)cfg_log_batch, &v->logw)))
         return err;
-    veil_log(VEIL_LOG_INFO, "vault keys loaded", VL_INT("master_version", v->keys->master_current),
-             VL_INT("ticket_version", v->keys->ticket_current),
-             VL_STR("webcert_kid", v->keys->webcert_signer->kid),
-             VL_INT("proofing_keys", (long long)v->keys->n_proofing), VL_END);
+    log_key_versions("vault keys loaded", v->keys);
+    if ((err = veil_notifier_start(ctx->database_url, VAULT_KEYS_CHANNEL, &v->key_notifier)) ||
+        (err = veil_server_on_drain(ctx->server, veil_notifier_shutdown, v->key_notifier)) ||
+        (pthread_create(&v->key_watcher, NULL, key_watch_main, v) != 0 && (err = VEIL_ERR_NOMEM))) {
+        snprintf(errbuf, errlen, "cannot start following key rotations (%s)", veil_err_name(err));
+        return err;
+    }
+    v->key_watcher_started = 1;
     return veil_server_add(ctx->server, &v->rpc.base, vault_policy, vault_policy_len, errbuf,
                            errlen);
 }
@@ -162,17 +214,17 @@ static void reload(void *state)
     char err[256];
     if (vault_keys_refresh(v->keys, err, sizeof err) != VEIL_OK)
         veil_log(VEIL_LOG_ERROR, "cannot reload keys", VL_STR("error", err), VL_END);
-    else /* loaded, not used: the versions in use stay as they are */
+    else /* loaded, not used: the versions in use change only with key_state */
         veil_log(VEIL_LOG_INFO, "vault keys reloaded",
-                 VL_INT("master_version", v->keys->master_current),
-                 VL_INT("ticket_version", v->keys->ticket_current), VL_END);
+                 VL_INT("master_version", atomic_load(&v->keys->master_current)),
+                 VL_INT("ticket_version", atomic_load(&v->keys->ticket_current)), VL_END);
 }
 
 static const veil_command commands[] = {
     {"rotate-master-key", "rotate-master-key --to N [--batch 500]   re-wrap every data key",
      vault_cmd_rotate_master_key},
     {"rotate-key",
-     "rotate-key --kind webcert|ticket --to N   use key version N from the next start on",
+     "rotate-key --kind webcert|ticket --to N   use key version N (every running vault switches)",
      vault_cmd_rotate_key},
     {"bulk-enrol",
      "bulk-enrol --count N --out FILE [--batch 5000] [--first K]   load synthetic identities",

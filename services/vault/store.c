@@ -279,11 +279,13 @@ static const veil_pg_stmt stmts[] = {
                         "ON CONFLICT (kind) DO NOTHING RETURNING version) "
                         "SELECT version FROM ins UNION ALL "
                         "SELECT version FROM key_state WHERE kind = $1"},
+    /* The NOTIFY ("kind version", nothing secret) reaches every running vault at commit. */
     [ST_SET_KEY_VERSION] = {"set_key_version",
                             "INSERT INTO key_state (kind, version) VALUES ($1, $2::int8) "
                             "ON CONFLICT (kind) DO UPDATE SET version = EXCLUDED.version, "
                             "rotated_at = now() RETURNING (SELECT version FROM key_state "
-                            "WHERE kind = $1)"},
+                            "WHERE kind = $1), pg_notify('" VAULT_KEYS_CHANNEL "', "
+                            "$1::text || ' ' || $2::int8::text)"},
 };
 #define N_STMTS (sizeof stmts / sizeof stmts[0])
 

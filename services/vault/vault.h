@@ -27,6 +27,7 @@
 
 #include "veil/codec.h"
 #include "veil/err.h"
+#include "veil/feed.h"
 #include "veil/formats.h"
 #include "veil/keys.h"
 #include "veil/rpc.h"
@@ -234,15 +235,19 @@ struct vault_boxkey {
 
 struct vault_keys {
     veil_keyring *master, *blind, *audit, *webcert, *ticket;
-    const veil_key *blind_key;   /* blind-1 */
-    const veil_key *audit_key;   /* audit-1 */
-    uint32_t master_current;     /* version new data keys are wrapped under */
-    veil_signer *webcert_signer; /* newest webcert key: signs certificates */
-    char *jwks;                  /* JWKS of every loaded webcert key (malloc'd) */
-    pthread_mutex_t box_lock;    /* serialises additions to boxkeys */
+    const veil_key *blind_key;                      /* blind-1 */
+    const veil_key *audit_key;                      /* audit-1 */
+    _Atomic uint32_t master_current;                /* version new data keys are wrapped under */
+    veil_signer *webcert_signers[VEIL_KEYRING_MAX]; /* one per loaded webcert version */
+    atomic_size_t n_webcert_signers;                /* published after the slot is written */
+    _Atomic(veil_signer *) webcert_signer;          /* key_state's version: signs certificates */
+    _Atomic(char *) jwks;                 /* JWKS of every loaded webcert key (malloc'd) */
+    char *jwks_retired[VEIL_KEYRING_MAX]; /* replaced JWKS texts, freed with the keys */
+    size_t n_jwks_retired;                /* under box_lock */
+    pthread_mutex_t box_lock;             /* serialises additions to boxkeys and webcert_signers */
     _Atomic size_t n_boxkeys;
     struct vault_boxkey boxkeys[VEIL_KEYRING_MAX];
-    uint32_t ticket_current;         /* newest ticket key: handed to wallets */
+    _Atomic uint32_t ticket_current; /* key_state's version: handed to wallets */
     _Atomic int64_t next_refresh_ms; /* unknown ticket versions rescan no more than 1/s */
     unsigned char proofing[VAULT_PROOFING_KEYS_MAX][32];
     size_t n_proofing;
@@ -261,12 +266,18 @@ struct vault_keys {
 veil_err vault_keys_load(const char *dir, const char *proofing_file, uint32_t master_version,
                          struct vault_keys **out, char *errbuf, size_t errlen) VEIL_WUR;
 
-/* Makes webcert-<webcert> sign certificates and ticket-<ticket> the one handed
- * to wallets (the versions key_state holds); before serving only. */
-veil_err vault_keys_use(struct vault_keys *k, uint32_t webcert, uint32_t ticket, char *errbuf,
-                        size_t errlen) VEIL_WUR;
+/*
+ * Makes webcert-<webcert> sign certificates, ticket-<ticket> the one handed
+ * to wallets and master-<master> wrap new data keys (the versions key_state
+ * holds), each switched atomically while serving.  A version whose key file
+ * is not loaded (after a rescan of the key folder) is not switched to: that
+ * kind keeps its version, and VEIL_ERR_NOT_FOUND with errbuf naming the
+ * missing files; the other kinds switch.
+ */
+veil_err vault_keys_use(struct vault_keys *k, uint32_t webcert, uint32_t ticket, uint32_t master,
+                        char *errbuf, size_t errlen) VEIL_WUR;
 
-/* Picks up key files added since (SIGHUP); current versions stay as they are. */
+/* Picks up key files added since (inotify, SIGHUP); the versions in use stay as they are. */
 veil_err vault_keys_refresh(struct vault_keys *k, char *errbuf, size_t errlen) VEIL_WUR;
 
 void vault_keys_free(struct vault_keys *k);
@@ -554,7 +565,12 @@ veil_err vault_store_revoke_cards(vault_conn *c, const unsigned char subject[VAU
 /* The version of key kind ("webcert", "ticket") in use; the first call records newest. */
 veil_err vault_store_key_version(vault_conn *c, const char *kind, uint32_t newest,
                                  uint32_t *version) VEIL_WUR;
-/* Rotation: sets the version in use, *previous = the one before (0 if none). */
+/* The channel key_state changes are announced on (payload "kind version"). */
+#define VAULT_KEYS_CHANNEL "veil_vault_keys"
+/*
+ * Rotation: sets the version in use, *previous = the one before (0 if none),
+ * and NOTIFYs VAULT_KEYS_CHANNEL so running vaults switch at commit.
+ */
 veil_err vault_store_set_key_version(vault_conn *c, const char *kind, uint32_t version,
                                      uint32_t *previous) VEIL_WUR;
 
@@ -712,6 +728,9 @@ struct vault {
     struct vault_logw *logw; /* group commit of log appends; NULL: each append commits alone */
     struct vault_config cfg;
     _Atomic int64_t next_purge_ms; /* housekeeping runs at most once a minute */
+    veil_notifier *key_notifier;   /* LISTENs on VAULT_KEYS_CHANNEL */
+    pthread_t key_watcher;         /* follows key_state (main.c) */
+    int key_watcher_started;
 };
 
 /* ---- enrol.c ---- */

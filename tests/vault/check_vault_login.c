@@ -607,7 +607,7 @@ START_TEST(test_ticket_key_versions)
     ck_assert_int_ne(vt_command(&t, "rotate-key --kind ticket --to 2x", out, sizeof out), 0);
     vt_restart(&t);
     ck_assert_uint_eq(t.ticket_version, 1);
-    /* the rotation command: version 2 in use from the next start */
+    /* the rotation command (the running vault switches too: test_rotation_without_restart) */
     ck_assert_msg(vt_command(&t, "rotate-key --kind ticket --to 2", out, sizeof out) == 0, "%s",
                   out);
     ck_assert_msg(strstr(out, "previous 1"), "%s", out);
@@ -630,6 +630,117 @@ START_TEST(test_ticket_key_versions)
         VEIL_OK);
     expect_ticket(&t, ticket, "chat.wechat", ch, 32, VEIL_ERR_UNAUTHENTICATED, GENERIC);
     free(ticket);
+    vt_stop(&t);
+}
+END_TEST
+
+/* The X25519 public key of the ticket key file <version> in dir. */
+static void ticket_pk_of(const char *dir, uint32_t version, unsigned char pk[32])
+{
+    char path[1200], err[256];
+    unsigned char sk[32];
+    veil_key *k;
+    snprintf(path, sizeof path, "%s/ticket-%u.key", dir, version);
+    ck_assert_int_eq(veil_key_load(path, version, &k, err, sizeof err), VEIL_OK);
+    crypto_box_seed_keypair(pk, sk, k->bytes);
+    sodium_memzero(sk, sizeof sk);
+    veil_key_free(k);
+}
+
+/* Polls GetWalletKeys (up to 10 s) until the running vault hands out ticket key version. */
+static void await_ticket_version(vt *t, uint32_t version)
+{
+    for (int i = 0; i < 200 && t->ticket_version != version; i++) {
+        usleep(50 * 1000);
+        vt_wallet_keys(t, NULL, 0);
+    }
+    if (t->ticket_version != version)
+        h_dump_log(&t->proc);
+    ck_assert_uint_eq(t->ticket_version, version);
+}
+
+/* Waits (up to 10 s) for text in the vault's log. */
+static void await_log(vt *t, const char *text)
+{
+    for (int i = 0; i < 200 && !h_log_contains(&t->proc, text); i++)
+        usleep(50 * 1000);
+    if (!h_log_contains(&t->proc, text))
+        h_dump_log(&t->proc);
+    ck_assert_msg(h_log_contains(&t->proc, text), "not logged: %s", text);
+}
+
+/* Issue 16 item 5: a rotation takes effect in the running vault, with no restart. */
+START_TEST(test_rotation_without_restart)
+{
+    vt t;
+    vt_start(&t, NULL);
+    vt_device d;
+    veil_status st;
+    char out[4096], jwks[4096], kid[64], *ticket;
+    unsigned char ch[32], pk1[32], pk2[32], pk3[32];
+    randombytes_buf(ch, 32);
+    enrolled(&t, &d, "r1", "230102", 21);
+    ck_assert_uint_eq(t.ticket_version, 1);
+    memcpy(pk1, t.ticket_pk, 32);
+    pid_t pid = t.proc.pid;
+
+    /* new key files in the (mounted) key folder, then the rotation commands */
+    h_keyfile(t.keys, "ticket", 2);
+    h_keyfile(t.keys, "webcert", 2);
+    h_keyfile(t.keys, "master", 2);
+    ticket_pk_of(t.keys, 2, pk2);
+    ck_assert_msg(vt_command(&t, "rotate-key --kind ticket --to 2", out, sizeof out) == 0, "%s",
+                  out);
+    await_ticket_version(&t, 2);
+    ck_assert_msg(strstr(out, "running vaults switch now"), "%s", out);
+    ck_assert_mem_eq(t.ticket_pk, pk2, 32);
+    await_log(&t, "vault key versions switched");
+    /* phones that still hold version 1 log in during the overlap */
+    ck_assert_int_eq(
+        veil_ticket_make("chat.wechat", ch, 32, veil_now_ms(), d.id, d.sk, pk1, 1, &ticket),
+        VEIL_OK);
+    ck_assert_int_eq(vt_verify(&t, ticket, "chat.wechat", ch, 32, NULL, NULL, &st), VEIL_OK);
+    free(ticket);
+    /* and with version 2, as GetWalletKeys now hands out */
+    ck_assert_int_eq(vt_login(&t, &d, "chat.wechat", &st), VEIL_OK);
+
+    ck_assert_msg(vt_command(&t, "rotate-key --kind webcert --to 2", out, sizeof out) == 0, "%s",
+                  out);
+    await_log(&t, "\"webcert_kid\":\"webcert-2\"");
+    cert_kid(&t, "r2", 22, kid);
+    ck_assert_str_eq(kid, "webcert-2");
+    /* certificates signed by webcert-1 stay verifiable: both keys are published */
+    vt_wallet_keys(&t, jwks, sizeof jwks);
+    ck_assert_msg(strstr(jwks, "\"webcert-1\"") && strstr(jwks, "\"webcert-2\""), "%s", jwks);
+
+    /* the master key: data keys enrolled after the rotation are wrapped under version 2 */
+    ck_assert_msg(vt_command(&t, "rotate-master-key --to 2", out, sizeof out) == 0, "%s", out);
+    await_log(&t, "\"master_version\":2");
+    vt_device d2;
+    enrolled(&t, &d2, "r3", "230102", 23);
+    ck_assert_msg(vt_command(&t, "rotate-master-key --to 2", out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "vault: 0 re-wrapped"), "enrolled under an old version: %s", out);
+
+    /* refused: no key file for the version */
+    ck_assert_int_ne(vt_command(&t, "rotate-key --kind ticket --to 3", out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "no key file ticket-3.key"), "%s", out);
+    /* held: key_state names a version this replica has no file for yet (the command ran
+     * where the file was; this replica's Secret has not caught up) */
+    ck_assert_int_eq(h_db_exec(t.db, "UPDATE key_state SET version = 3 WHERE kind = 'ticket'; "
+                                     "NOTIFY " VAULT_KEYS_CHANNEL ", 'ticket 3'"),
+                     0);
+    await_log(&t, "ticket-3.key missing; the version used before stays in use");
+    vt_wallet_keys(&t, NULL, 0);
+    ck_assert_uint_eq(t.ticket_version, 2);
+    ck_assert_int_eq(vt_login(&t, &d, "chat.wechat", &st), VEIL_OK);
+    /* the file arrives: the held rotation takes effect */
+    h_keyfile(t.keys, "ticket", 3);
+    ticket_pk_of(t.keys, 3, pk3);
+    await_ticket_version(&t, 3);
+    ck_assert_mem_eq(t.ticket_pk, pk3, 32);
+    ck_assert_int_eq(vt_login(&t, &d, "chat.wechat", &st), VEIL_OK);
+    /* all of it without a restart */
+    ck_assert_int_eq(t.proc.pid, pid);
     vt_stop(&t);
 }
 END_TEST
@@ -789,6 +900,7 @@ int main(void)
                                   test_nonce_expiry_on_the_service_clock,
                                   test_web_number_lookup,
                                   test_ticket_key_versions,
+                                  test_rotation_without_restart,
                                   test_concurrent_logins_keep_the_chain,
                                   test_verify_ticket_latency,
                                   NULL};

@@ -38,6 +38,11 @@ static void spawn(vt *t)
     ck_assert_msg(veil_channel_new(t->proc.addr, &tls.cfg, &veil__vault__vault__descriptor, &opt,
                                    &t->ch, errbuf, sizeof errbuf) == VEIL_OK,
                   "channel: %s", errbuf);
+    vt_wallet_keys(t, NULL, 0);
+}
+
+void vt_wallet_keys(vt *t, char *jwks, size_t cap)
+{
     Veil__Empty req = VEIL__EMPTY__INIT;
     Veil__Vault__GetWalletKeysResponse *resp;
     veil_status st;
@@ -48,6 +53,8 @@ static void spawn(vt *t)
     ck_assert_uint_eq(resp->ticket_public_key.len, 32);
     memcpy(t->ticket_pk, resp->ticket_public_key.data, 32);
     t->ticket_version = resp->ticket_key_version;
+    if (jwks)
+        snprintf(jwks, cap, "%s", resp->vault_jwks);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 

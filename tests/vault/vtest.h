@@ -62,7 +62,10 @@ typedef struct vt_device {
 void vt_start(vt *t, const char *const *env);
 /* SIGTERM (asserting a clean exit) and frees everything. */
 void vt_stop(vt *t);
+/* GetWalletKeys: refreshes t->ticket_pk and t->ticket_version; the JWKS into jwks if given. */
+void vt_wallet_keys(vt *t, char *jwks, size_t cap);
 /* Stops and starts the process again with the same database, keys and environment. */
+
 void vt_restart(vt *t);
 
 /* SIGKILL (no drain, calls in flight are cut), then starts it again as vt_restart does. */
