@@ -266,7 +266,13 @@ static veil_err result_err(veil_pg *c, PGresult *r, const char *what)
     const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     const char *constraint = r ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
     veil_err err = veil_pg_sqlstate_err(st);
-    if (PQstatus(c->conn) != CONNECTION_OK || !r) {
+    /*
+     * A failure without a SQLSTATE was made by libpq itself, not the server:
+     * the connection broke (a server stopping says so in a notice, then the
+     * socket closes), even while PQstatus still reads OK.
+     */
+    if (PQstatus(c->conn) != CONNECTION_OK || !r ||
+        (!st && PQresultStatus(r) == PGRES_FATAL_ERROR)) {
         err = VEIL_ERR_UNAVAILABLE;
         conn_close(c);
     }
