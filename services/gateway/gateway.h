@@ -360,9 +360,30 @@ typedef struct gw_login_result {
 veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
                       const gw_login_in *in, int fresh_consent, gw_login_result *out) VEIL_WUR;
 
-/* Adds the released attributes to claims: veil's names, or OpenID Connect's when oidc. */
-struct json_t;
-void gw_login_claims(struct json_t *claims, const gw_login_result *r, int oidc);
+/*
+ * Appends the released attributes to a JSON object being written, each as
+ * ",name:value": veil's names, or OpenID Connect's when oidc.  Only what
+ * consent granted; byte for byte what json_dumps(JSON_COMPACT) wrote of the
+ * jansson members that carried them before.  One function for both doors.
+ */
+struct veil_buf;
+void gw_login_claims(struct veil_buf *b, const gw_login_result *r, int oidc);
+
+/*
+ * The login assertion's claims as compact JSON (docs/internals/signed-
+ * formats.md): iss, aud, sub, iat, exp, jti, previous_sub (when there is
+ * one), acr, amr, then the released attributes.  Returns -1 when a string
+ * that must be there is not UTF-8 or memory ran out.
+ */
+int gw_assertion_payload(struct veil_buf *b, const char *iss, const char *aud, long long iat,
+                         long long exp, const char *jti, const gw_login_result *r);
+
+/*
+ * The login's result as the OpenID Connect ID token and /userinfo carry it:
+ * {"sub","auth_time","acr","amr", then the claims under OpenID Connect's
+ * names}; malloc'd (wipe and free it), NULL on failure.
+ */
+char *gw_oidc_result_json(const gw_login_result *r);
 
 /* The requested attributes not released, and why, as a call-arena array; returns how many. */
 size_t gw_login_withheld(veil_call *call, unsigned requested, unsigned registered, unsigned granted,

@@ -8,7 +8,7 @@
  * app's pseudonym, and the gateway signs the assertion.  Revocation and
  * consent answers come from the caches when the change feeds vouch for them.
  */
-#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
@@ -16,6 +16,7 @@
 #include "cache.h"
 #include "gateway.h"
 #include "store.h"
+#include "veil/codec.h"
 #include "veil/consent.pb-c.h"
 #include "veil/jws.h"
 #include "veil/log.h"
@@ -180,69 +181,185 @@ static const char *oidc_name(const char *attribute)
     return attribute;
 }
 
-/* Adds one released attribute to the claims (OpenID Connect's names when oidc). */
-static void add_claim(json_t *claims, const Veil__Attribute *a, int oidc)
+/* Appends ,"key": (every member written here follows another). */
+static void put_key(veil_buf *b, const char *key)
 {
-    const char *name = oidc ? oidc_name(a->name) : a->name;
+    veil_buf_put(b, ",", 1);
+    veil_buf_json_str(b, key, strlen(key));
+    veil_buf_put(b, ":", 1);
+}
+
+static int utf8(const char *s)
+{
+    return s && veil_utf8_valid(s, strlen(s));
+}
+
+/*
+ * Whether the attribute becomes a claim: consent granted it and its value
+ * can be written (jansson refused a string that is not UTF-8, and the claim
+ * was left out; the written claims leave it out the same way).
+ */
+static int claimable(const Veil__Attribute *a, const gw_login_result *r)
+{
+    if (!(gw_scope_bit(a->name) & r->granted))
+        return 0;
     switch (a->value_case) {
     case VEIL__ATTRIBUTE__VALUE_FLAG:
-        json_object_set_new(claims, name, json_boolean(a->flag));
+        return 1;
+    case VEIL__ATTRIBUTE__VALUE_TEXT:
+        return utf8(a->text);
+    case VEIL__ATTRIBUTE__VALUE_PROVINCE:
+        return a->province && utf8(a->province->code) && utf8(a->province->name) &&
+               utf8(a->province->name_en);
+    default:
+        return 0;
+    }
+}
+
+/* Appends one released attribute as a member (OpenID Connect's names when oidc). */
+static void put_claim(veil_buf *b, const Veil__Attribute *a, int oidc)
+{
+    const Veil__Province *p = a->province;
+    switch (a->value_case) {
+    case VEIL__ATTRIBUTE__VALUE_FLAG:
+        put_key(b, oidc ? oidc_name(a->name) : a->name);
+        veil_buf_put(b, a->flag ? "true" : "false", a->flag ? 4 : 5);
         break;
     case VEIL__ATTRIBUTE__VALUE_TEXT:
-        json_object_set_new(claims, name, json_string(a->text));
+        put_key(b, oidc ? oidc_name(a->name) : a->name);
+        veil_buf_json_str(b, a->text, strlen(a->text));
         break;
-    case VEIL__ATTRIBUTE__VALUE_PROVINCE:
-        if (oidc) /* the standard address claim: the province is its region */
-            json_object_set_new(claims, "address",
-                                json_pack("{s:s, s:s, s:s}", "region", a->province->name,
-                                          "region_en", a->province->name_en, "region_code",
-                                          a->province->code));
-        else
-            json_object_set_new(claims, a->name,
-                                json_pack("{s:s, s:s, s:s}", "code", a->province->code, "name",
-                                          a->province->name, "name_en", a->province->name_en));
+    case VEIL__ATTRIBUTE__VALUE_PROVINCE: {
+        /* oidc: the standard address claim, the province its region */
+        const char *k[3] = {"region", "region_en", "region_code"};
+        const char *v[3] = {p->name, p->name_en, p->code};
+        if (!oidc) {
+            k[0] = "code", k[1] = "name", k[2] = "name_en";
+            v[0] = p->code, v[1] = p->name, v[2] = p->name_en;
+        }
+        put_key(b, oidc ? "address" : a->name);
+        for (int i = 0; i < 3; i++) {
+            veil_buf_put(b, i ? "," : "{", 1);
+            veil_buf_json_str(b, k[i], strlen(k[i]));
+            veil_buf_put(b, ":", 1);
+            veil_buf_json_str(b, v[i], strlen(v[i]));
+        }
+        veil_buf_put(b, "}", 1);
         break;
+    }
     default:
         break;
     }
 }
 
-void gw_login_claims(json_t *claims, const gw_login_result *r, int oidc)
+void gw_login_claims(veil_buf *b, const gw_login_result *r, int oidc)
 {
-    for (size_t i = 0; r->released && i < r->released->n_attributes; i++) {
-        const Veil__Attribute *a = r->released->attributes[i];
+    size_t n = r->released ? r->released->n_attributes : 0;
+    Veil__Attribute *const *at = n ? r->released->attributes : NULL;
+    for (size_t i = 0; i < n; i++) {
         /* Defence in depth: only what consent granted leaves, whatever came back. */
-        if (!(gw_scope_bit(a->name) & r->granted)) {
+        if (!(gw_scope_bit(at[i]->name) & r->granted)) {
             veil_log(VEIL_LOG_ERROR, "vault released an attribute that was not asked for",
-                     VL_STR("attribute", a->name), VL_END);
+                     VL_STR("attribute", at[i]->name), VL_END);
             continue;
         }
-        add_claim(claims, a, oidc);
+        if (!claimable(at[i], r))
+            continue;
+        /*
+         * An attribute the vault sent twice is one claim, where it first
+         * came, with the last value (as setting a jansson object's member
+         * twice left it).
+         */
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(at[j]->name, at[i]->name) == 0 && claimable(at[j], r);
+        if (seen)
+            continue;
+        size_t last = i;
+        for (size_t j = i + 1; j < n; j++)
+            if (strcmp(at[j]->name, at[i]->name) == 0 && claimable(at[j], r))
+                last = j;
+        put_claim(b, at[last], oidc);
     }
 }
 
-/* Builds and signs the assertion; *out is in the call's arena. */
+/* Appends ,"key":"value" (value already checked to be UTF-8). */
+static void put_str(veil_buf *b, const char *key, const char *value)
+{
+    put_key(b, key);
+    veil_buf_json_str(b, value, strlen(value));
+}
+
+static void put_int(veil_buf *b, const char *key, long long v)
+{
+    char text[24];
+    put_key(b, key);
+    veil_buf_put(b, text, (size_t)snprintf(text, sizeof text, "%lld", v));
+}
+
+int gw_assertion_payload(veil_buf *b, const char *iss, const char *aud, long long iat,
+                         long long exp, const char *jti, const gw_login_result *r)
+{
+    if (!utf8(iss) || !utf8(aud) || !utf8(r->sub) || !utf8(jti))
+        return -1;
+    veil_buf_put(b, "{\"iss\":", 7);
+    veil_buf_json_str(b, iss, strlen(iss));
+    put_str(b, "aud", aud);
+    put_str(b, "sub", r->sub);
+    put_int(b, "iat", iat);
+    put_int(b, "exp", exp);
+    put_str(b, "jti", jti);
+    if (r->previous_sub && *r->previous_sub && utf8(r->previous_sub))
+        put_str(b, "previous_sub", r->previous_sub);
+    /* How the citizen was authenticated, so an app needing more can refuse a card. */
+    put_str(b, "acr", r->card ? GW_ACR_CARD : GW_ACR_PHONE);
+    put_key(b, "amr");
+    veil_buf_put(b, r->card ? "[\"pin\"]" : "[\"pop\"]", 7);
+    gw_login_claims(b, r, 0);
+    veil_buf_put(b, "}", 1);
+    return b->failed ? -1 : 0;
+}
+
+char *gw_oidc_result_json(const gw_login_result *r)
+{
+    veil_buf b = {0};
+    if (!utf8(r->sub))
+        return NULL;
+    veil_buf_put(&b, "{\"sub\":", 7);
+    veil_buf_json_str(&b, r->sub, strlen(r->sub));
+    put_int(&b, "auth_time", (long long)(r->auth_time_ms / 1000));
+    put_str(&b, "acr", r->card ? GW_ACR_CARD : GW_ACR_PHONE);
+    put_key(&b, "amr");
+    veil_buf_put(&b, r->card ? "[\"pin\"]" : "[\"pop\"]", 7);
+    gw_login_claims(&b, r, 1);
+    veil_buf_put(&b, "}", 2); /* and the NUL */
+    if (b.failed) {
+        veil_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data; /* malloc'd: the caller wipes and frees it */
+}
+
+/*
+ * Writes and signs the assertion; *out is in the call's arena.  The claims
+ * are written directly (no jansson tree on the login's path), byte for
+ * byte what json_dumps wrote of the tree that built them before
+ * (check_gateway_claims).
+ */
 static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app *app,
                                const gw_login_result *r, char **out)
 {
-    const char *sub = r->sub, *previous_sub = r->previous_sub;
-    int card = r->card;
     unsigned char jti_raw[16];
     char jti[32];
     randombytes_buf(jti_raw, sizeof jti_raw);
     veil_b64url_encode(jti, sizeof jti, jti_raw, sizeof jti_raw);
-    json_int_t now = (json_int_t)(veil_now_ms() / 1000);
-    json_t *claims =
-        json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "iss", gw->issuer, "aud", app->id, "sub", sub,
-                  "iat", now, "exp", now + (json_int_t)gw->assertion_ttl_s, "jti", jti);
-    if (!claims)
+    long long now = (long long)(veil_now_ms() / 1000);
+    veil_buf claims = {0};
+    if (gw_assertion_payload(&claims, gw->issuer, app->id, now, now + (long long)gw->assertion_ttl_s,
+                             jti, r) != 0) {
+        veil_buf_free(&claims);
         return VEIL_ERR_NOMEM;
-    if (previous_sub && *previous_sub)
-        json_object_set_new(claims, "previous_sub", json_string(previous_sub));
-    /* How the citizen was authenticated, so an app needing more can refuse a card. */
-    json_object_set_new(claims, "acr", json_string(card ? GW_ACR_CARD : GW_ACR_PHONE));
-    json_object_set_new(claims, "amr", json_pack("[s]", card ? "pin" : "pop"));
-    gw_login_claims(claims, r, 0);
+    }
     veil_err err = VEIL_OK;
     char *token = NULL;
     const veil_signer *signer = gw_keys_signer(&gw->keys, atomic_load(&gw->keys.assertion_current));
@@ -251,7 +368,8 @@ static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app
                  VL_INT("version", atomic_load(&gw->keys.assertion_current)), VL_END);
         veil_call_fail(call, VEIL_ERR_INTERNAL, "internal error");
         err = VEIL_ERR_INTERNAL;
-    } else if ((err = veil_jws_sign(signer, "JWT", claims, &token)) == VEIL_OK) {
+    } else if ((err = veil_jws_sign_json(signer, "JWT", (const char *)claims.data, claims.len,
+                                         &token)) == VEIL_OK) {
         *out = veil_call_strdup(call, token);
         if (!*out)
             err = VEIL_ERR_NOMEM;
@@ -259,7 +377,7 @@ static veil_err sign_assertion(struct gateway *gw, veil_call *call, const gw_app
     if (token) /* the claims in base64url: a copy lives on in the call's arena, wiped with it */
         sodium_memzero(token, strlen(token));
     free(token);
-    veil_json_wipe_decref(claims);
+    veil_buf_free(&claims); /* wiped: it holds the released attributes */
     return err;
 }
 

@@ -427,25 +427,11 @@ static veil_err grant_all(struct gateway *gw, veil_call *call, const ProtobufCBi
     return VEIL_OK;
 }
 
-/* The login's result as the ID token and /userinfo will carry it. */
-static char *result_json(const gw_login_result *r)
-{
-    json_t *j = json_pack("{s:s, s:I, s:s, s:[s]}", "sub", r->sub, "auth_time",
-                          (json_int_t)(r->auth_time_ms / 1000), "acr",
-                          r->card ? GW_ACR_CARD : GW_ACR_PHONE, "amr", r->card ? "pin" : "pop");
-    if (!j)
-        return NULL;
-    gw_login_claims(j, r, 1);
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    return s;
-}
-
 /* Makes the code, seals it to the page and the result under it, and records the approval. */
 static veil_err approve(struct gateway *gw, veil_call *call, const char *id,
                         const gw_login_request *req, const gw_login_result *r)
 {
-    char code[GW_SECRET_TEXT], *text = result_json(r);
+    char code[GW_SECRET_TEXT], *text = gw_oidc_result_json(r);
     unsigned char code_hash[32], sealed_code[crypto_box_SEALBYTES + GW_SECRET_TEXT - 1];
     size_t result_len = 0;
     unsigned char *sealed_result = NULL;

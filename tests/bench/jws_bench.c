@@ -1,14 +1,16 @@
 /*
  * jws_bench.c - the cost of one login assertion's JWS, claims included.
  *
- *   jws_bench tree|written|both N
+ *   jws_bench tree|written|gateway|both N
  *
  * tree: the claims built as a jansson tree and signed with veil_jws_sign
  * (how the gateway's sign_assertion does it); written: the same claims
  * written straight into a buffer with veil_buf_json_str and signed with
- * veil_jws_sign_json.  The claims have the assertion's shape: iss, aud, sub,
+ * veil_jws_sign_json; gateway: the gateway's own writer (gw_assertion_payload,
+ * what sign_assertion runs since issue 15 lever 4) and veil_jws_sign_json.
+ * The claims have the assertion's shape: iss, aud, sub,
  * iat, exp, jti, acr, amr, a name in Chinese, a flag and the province
- * object.  "both" also checks that the two tokens are byte-identical (exit 1
+ * object.  "both" also checks that the three tokens are byte-identical (exit 1
  * if not).  Prints CPU microseconds per token; for instruction counts run a
  * mode under `valgrind --tool=callgrind` with N and N + 1000 and divide the
  * difference by 1000 (docs/performance.md, section 4).
@@ -20,6 +22,7 @@
 #include <sodium.h>
 
 #include "common.h"
+#include "gateway.h"
 #include "veil/codec.h"
 #include "veil/jws.h"
 #include "veil/keys.h"
@@ -93,12 +96,45 @@ static char *written_token(const veil_signer *s, long long now)
     return token;
 }
 
+/* The same claims through the gateway's writer. */
+static char *gateway_token(const veil_signer *s, long long now)
+{
+    Veil__Attribute a[3];
+    Veil__Province p;
+    Veil__Attribute *list[3] = {&a[0], &a[1], &a[2]};
+    Veil__Vault__ReleaseAttributesResponse rel;
+    veil__vault__release_attributes_response__init(&rel);
+    rel.attributes = list;
+    rel.n_attributes = 3;
+    for (int i = 0; i < 3; i++)
+        veil__attribute__init(&a[i]);
+    veil__province__init(&p);
+    a[0].name = "full_name", a[0].value_case = VEIL__ATTRIBUTE__VALUE_TEXT, a[0].text = (char *)NAME;
+    a[1].name = "age_over_18", a[1].value_case = VEIL__ATTRIBUTE__VALUE_FLAG, a[1].flag = 1;
+    p.code = "11", p.name = "北京市", p.name_en = "Beijing";
+    a[2].name = "province", a[2].value_case = VEIL__ATTRIBUTE__VALUE_PROVINCE, a[2].province = &p;
+    gw_login_result r = {.sub = SUB,
+                         .released = &rel,
+                         .granted = gw_scope_bit("full_name") | gw_scope_bit("age_over_18") |
+                                    gw_scope_bit("province")};
+    veil_buf b = {0};
+    char *token = NULL;
+    if (gw_assertion_payload(&b, "https://veil.local", "shop.taobao", now, now + 300,
+                             "AAECAwQFBgcICQoLDA0ODw", &r) != 0 ||
+        veil_jws_sign_json(s, "JWT", (const char *)b.data, b.len, &token) != VEIL_OK)
+        token = NULL;
+    veil_buf_free(&b);
+    return token;
+}
+
 static int run(const char *mode, const veil_signer *s, int n)
 {
     double t0 = bench_cpu_s();
     for (int i = 0; i < n; i++) {
-        char *t = strcmp(mode, "tree") == 0 ? tree_token(s, 1700000000LL + i)
-                                            : written_token(s, 1700000000LL + i);
+        long long now = 1700000000LL + i;
+        char *t = strcmp(mode, "tree") == 0      ? tree_token(s, now)
+                  : strcmp(mode, "gateway") == 0 ? gateway_token(s, now)
+                                                 : written_token(s, now);
         if (!t)
             return 1;
         sodium_memzero(t, strlen(t));
@@ -112,7 +148,7 @@ static int run(const char *mode, const veil_signer *s, int n)
 int main(int argc, char **argv)
 {
     if (argc != 3 || sodium_init() < 0) {
-        fprintf(stderr, "usage: %s tree|written|both N\n", argv[0]);
+        fprintf(stderr, "usage: %s tree|written|gateway|both N\n", argv[0]);
         return 2;
     }
     int n = atoi(argv[2]);
@@ -127,11 +163,13 @@ int main(int argc, char **argv)
     int status = 0;
     if (strcmp(argv[1], "both") == 0) {
         char *a = tree_token(s, 1700000000LL), *b = written_token(s, 1700000000LL);
-        int same = a && b && strcmp(a, b) == 0;
+        char *g = gateway_token(s, 1700000000LL);
+        int same = a && b && g && strcmp(a, b) == 0 && strcmp(a, g) == 0;
         printf("jws: identical=%d\n", same);
-        status = !same || run("tree", s, n) || run("written", s, n);
+        status = !same || run("tree", s, n) || run("written", s, n) || run("gateway", s, n);
         free(a);
         free(b);
+        free(g);
     } else {
         status = run(argv[1], s, n);
     }
