@@ -45,6 +45,7 @@ struct consent {
     veil_keyring *keys;
     uint32_t pinned_version; /* CONSENT_RECEIPT_KEY_VERSION, 0: follow the newest */
     struct consent_signers signers;
+    _Atomic uint32_t signed_version; /* signed the last receipt (the gateway names it); metrics */
 };
 
 /* A grant about to be recorded; everything borrowed. */

@@ -175,6 +175,7 @@ static void consent_grant(Veil__Consent__Consent_Service *svc,
     err = consent_receipt_sign(signer, &g, &receipt);
     if (err)
         goto out;
+    atomic_store(&c->signed_version, signer->version);
     g.receipt = receipt;
     err = consent_store_grant(c->store, &g);
     if (err)

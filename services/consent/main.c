@@ -16,6 +16,7 @@
 
 #include "consent.h"
 #include "veil/log.h"
+#include "veil/metrics.h"
 #include "veil/service.h"
 
 static int64_t cfg_version;
@@ -25,9 +26,25 @@ static const veil_config_var consent_vars[] = {
      "receipt key version that signs new receipts (0: the newest loaded)"},
 };
 
+/*
+ * veil_key_version{kind="receipt",role="signed"}: the version that signed the
+ * latest receipt since start (no sample before the first).  The gateway names
+ * the version in each grant, from key_state, and exports it as role
+ * "current"; this says the consent service followed.
+ */
+static void collect(void *arg, veil_metrics_out *out)
+{
+    uint32_t v = atomic_load(&((struct consent *)arg)->signed_version);
+    if (v)
+        veil_metrics_key_version(out, "receipt", "signed", v);
+}
+
 static void stop(void *state)
 {
     struct consent *c = state;
+    if (!c)
+        return;
+    veil_metrics_remove_collector(collect, c);
     veil_notifier_free(c->notifier);
     consent_store_close(c->store);
     consent_signers_free(&c->signers);
@@ -50,6 +67,8 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         return err;
     veil_log(VEIL_LOG_INFO, "receipt keys loaded",
              VL_STR("current", atomic_load(&c->signers.current)->kid), VL_END);
+    if (veil_metrics_add_collector(collect, c) != 0)
+        veil_log(VEIL_LOG_WARN, "no room for the consent service's metrics collector", VL_END);
     err = consent_store_open(ctx->database_url, &c->store);
     if (!err)
         err = veil_notifier_start(ctx->database_url, VEIL_FEED_CHANNEL, &c->notifier);

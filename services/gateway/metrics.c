@@ -2,7 +2,8 @@
  * metrics.c - what the gateway exports besides the RPC layer's call counts
  * (veil/metrics.h): logins by app kind and outcome, releases by attribute,
  * the revocation/consent cache, the change feeds' lag, and the key versions
- * in use with the age of an open rotation overlap.  Labels name kinds,
+ * in use (assertion, pseudonym, receipt) with the age of an open assertion or
+ * pseudonym rotation overlap.  Labels name kinds,
  * outcomes, attributes and feeds: never an app id, a subject or a pseudonym.
  */
 #include <stdio.h>
@@ -53,24 +54,19 @@ static void collect(void *arg, veil_metrics_out *out)
     struct {
         const char *kind;
         uint32_t current, previous;
-    } keys[2] = {
+    } keys[3] = {
         {"assertion", atomic_load(&gw->keys.assertion_current),
          atomic_load(&gw->keys.assertion_previous)},
         {"pseudonym", atomic_load(&gw->keys.pseudonym_current),
          atomic_load(&gw->keys.pseudonym_previous)},
+        /* the version the gateway names in each consent grant; the consent service signs with it */
+        {"receipt", atomic_load(&gw->keys.receipt_current),
+         atomic_load(&gw->keys.receipt_previous)},
     };
-    for (int i = 0; i < 2; i++) {
-        char labels[64];
-        snprintf(labels, sizeof labels, "kind=\"%s\",role=\"current\"", keys[i].kind);
-        veil_metrics_emit(out, "veil_key_version", "gauge",
-                          "key versions in use (role previous: during a rotation overlap)", labels,
-                          keys[i].current);
-        if (keys[i].previous) {
-            snprintf(labels, sizeof labels, "kind=\"%s\",role=\"previous\"", keys[i].kind);
-            veil_metrics_emit(out, "veil_key_version", "gauge",
-                              "key versions in use (role previous: during a rotation overlap)",
-                              labels, keys[i].previous);
-        }
+    for (int i = 0; i < 3; i++) {
+        veil_metrics_key_version(out, keys[i].kind, "current", keys[i].current);
+        if (keys[i].previous)
+            veil_metrics_key_version(out, keys[i].kind, "previous", keys[i].previous);
     }
     for (int i = 0; i < 2; i++) {
         char labels[64];

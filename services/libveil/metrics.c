@@ -268,6 +268,17 @@ void veil_metrics_emit(veil_metrics_out *o, const char *name, const char *type, 
     fputc('\n', o->f);
 }
 
+void veil_metrics_key_version(veil_metrics_out *o, const char *kind, const char *role,
+                              uint32_t version)
+{
+    char labels[96];
+    snprintf(labels, sizeof labels, "kind=\"%s\",role=\"%s\"", kind, role);
+    veil_metrics_emit(o, "veil_key_version", "gauge",
+                      "key versions in use, by kind and role (current; previous: during a rotation "
+                      "overlap; signed: named by the caller for the latest signature)",
+                      labels, version);
+}
+
 static void render_family(veil_metrics_out *o, veil_metric *m)
 {
     static const char *const types[] = {"counter", "gauge", "histogram"};

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "veil/log.h"
+#include "veil/metrics.h"
 #include "vault.h"
 
 /* Defined by veil_embed_migrations(vault_lib vault). */
@@ -83,11 +84,21 @@ uint32_t vault_master_version(void)
     return (uint32_t)cfg_master_version;
 }
 
+/* veil_key_version for the webcert, ticket and master versions in use (key_state's, live). */
+static void collect(void *arg, veil_metrics_out *out)
+{
+    struct vault_keys *k = ((struct vault *)arg)->keys;
+    veil_metrics_key_version(out, "webcert", "current", atomic_load(&k->webcert_signer)->version);
+    veil_metrics_key_version(out, "ticket", "current", atomic_load(&k->ticket_current));
+    veil_metrics_key_version(out, "master", "current", atomic_load(&k->master_current));
+}
+
 static void stop(void *state)
 {
     struct vault *v = state;
     if (!v)
         return;
+    veil_metrics_remove_collector(collect, v);
     if (v->key_notifier)
         veil_notifier_shutdown(v->key_notifier);
     if (v->key_watcher_started)
@@ -204,6 +215,8 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         return err;
     }
     v->key_watcher_started = 1;
+    if (veil_metrics_add_collector(collect, v) != 0)
+        veil_log(VEIL_LOG_WARN, "no room for the vault's metrics collector", VL_END);
     return veil_server_add(ctx->server, &v->rpc.base, vault_policy, vault_policy_len, errbuf,
                            errlen);
 }

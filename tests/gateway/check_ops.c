@@ -329,6 +329,7 @@ START_TEST(test_metrics_after_logins)
     ck_assert_double_ge(e2e_sample(gw, "veil_feed_lag_seconds{feed=\"consent\"}"), 0);
     ck_assert_double_eq(e2e_sample(gw, "veil_key_version{kind=\"assertion\",role=\"current\"}"), 1);
     ck_assert_double_eq(e2e_sample(gw, "veil_key_version{kind=\"pseudonym\",role=\"current\"}"), 1);
+    ck_assert_double_eq(e2e_sample(gw, "veil_key_version{kind=\"receipt\",role=\"current\"}"), 1);
     ck_assert_double_eq(
         e2e_sample(gw, "veil_key_overlap_started_timestamp_seconds{kind=\"assertion\"}"), 0);
     ck_assert_double_ge(e2e_sample(gw, "veil_db_connections"), 1);
@@ -346,6 +347,14 @@ START_TEST(test_metrics_after_logins)
     char *vault = e2e_scrape(S.metrics_port[H_VAULT]);
     ck_assert_double_ge(e2e_sample(vault, "veil_vault_group_commit_entries_count"), 3);
     ck_assert_double_ge(e2e_sample(vault, "veil_vault_commit_seconds_bucket{le=\"+Inf\"}"), 3);
+    static const char *const vault_kinds[] = {"webcert", "ticket", "master"};
+    for (int i = 0; i < 3; i++) {
+        char series[96];
+        snprintf(series, sizeof series, "veil_key_version{kind=\"%s\",role=\"current\"}",
+                 vault_kinds[i]);
+        ck_assert_msg(e2e_sample(vault, series) == 1, "vault: %s", series);
+    }
+    ck_assert_double_ge(e2e_sample(vault, "veil_db_connections"), 1);
     /* the gateway's login hop: one VerifyTicket per login, or batched (VerifyTicketBatch) */
     ck_assert_double_ge(
         count(vault, "veil_rpc_calls_total{method=\"/veil.vault.Vault/VerifyTicket\",status=\"OK\"}") +
@@ -362,6 +371,9 @@ START_TEST(test_metrics_after_logins)
         char want[128];
         snprintf(want, sizeof want, "veil_rpc_calls_total{method=\"%s", some[i]);
         ck_assert_msg(strstr(t, want), "service %d lacks %s", i, want);
+        if (i == H_CONSENT) /* the receipt of the grant above was signed with version 1 */
+            ck_assert_double_eq(
+                e2e_sample(t, "veil_key_version{kind=\"receipt\",role=\"signed\"}"), 1);
         free(t);
     }
     vw_wallet_free(w);
@@ -401,6 +413,40 @@ END_TEST
 /* ---- a Secret volume as the kubelet lays it out, kept in step by secret-files ---- */
 
 /* Copies every file of from into to with mode 0440 (what fsGroup makes of defaultMode 0400). */
+/* The vault's veil_key_version{kind="ticket"} at its metrics port. */
+static double vault_ticket_version(void)
+{
+    char *t = e2e_scrape(S.metrics_port[H_VAULT]);
+    double v = e2e_sample(t, "veil_key_version{kind=\"ticket\",role=\"current\"}");
+    free(t);
+    return v;
+}
+
+/*
+ * Issue 16 items 2 and 5: the vault's key version gauge follows a rotation in
+ * the running process (as check_vault_login's test_rotation_without_restart
+ * drives it: a new key file, then `vault rotate-key`), with no restart.
+ */
+START_TEST(test_metrics_follow_key_rotation)
+{
+    pid_t pid = S.vault.pid;
+    ck_assert_double_eq(vault_ticket_version(), 1);
+    h_keyfile(S.keys[H_VAULT], "ticket", 2);
+    ck_assert_int_eq(h_stack_command(&S, H_VAULT, "rotate-key --kind ticket --to 2"), 0);
+    double v = vault_ticket_version();
+    for (int i = 0; i < 200 && v != 2; i++, h_sleep_ms(50))
+        v = vault_ticket_version();
+    ck_assert_double_eq(v, 2);
+    ck_assert_int_eq(S.vault.pid, pid);
+    ck_assert_int_eq(kill(pid, 0), 0);
+    /* the others are untouched */
+    char *t = e2e_scrape(S.metrics_port[H_VAULT]);
+    ck_assert_double_eq(e2e_sample(t, "veil_key_version{kind=\"webcert\",role=\"current\"}"), 1);
+    ck_assert_double_eq(e2e_sample(t, "veil_key_version{kind=\"master\",role=\"current\"}"), 1);
+    free(t);
+}
+END_TEST
+
 static void copy_files(const char *from, const char *to)
 {
     DIR *d = opendir(from);
@@ -666,6 +712,7 @@ int main(void)
         test_admin_listener_separate,
         test_metrics_after_logins,
         test_metrics_oidc_logins,
+        test_metrics_follow_key_rotation,
         test_secret_update_reaches_the_service /* after the metrics: rotates */,
         test_retention_drops_a_partition /* last: it deletes log rows */,
         NULL};

@@ -22,6 +22,7 @@
 #define VEIL_METRICS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 typedef struct veil_metric veil_metric;
@@ -68,6 +69,17 @@ void veil_metrics_remove_collector(veil_metrics_collector fn, void *arg);
  */
 void veil_metrics_emit(veil_metrics_out *out, const char *name, const char *type, const char *help,
                        const char *labels, double value);
+
+/*
+ * One sample of veil_key_version{kind, role}, the gauge every service that
+ * holds keys exports under the same name: kind the key's purpose
+ * ("assertion", "ticket", ...), role "current" (the version in use for new
+ * work), "previous" (still accepted during a rotation overlap) or "signed"
+ * (the version another service named for the latest signature made here).  Within one
+ * collector, write a family's samples one after another.
+ */
+void veil_metrics_key_version(veil_metrics_out *out, const char *kind, const char *role,
+                              uint32_t version);
 
 /* ---- exposition ---- */
 
