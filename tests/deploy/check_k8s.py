@@ -1172,6 +1172,7 @@ ALERTS_NEEDED = {
     "error rate": "veil_rpc_calls_total",
     "vault commit latency": "veil_vault_commit_seconds",
     "key overlap about to end": "veil_key_overlap_started_timestamp_seconds",
+    "key versions in use": "veil_key_version{",
 }
 
 
