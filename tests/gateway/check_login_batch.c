@@ -86,6 +86,22 @@ static void ticket(struct login *l, int64_t at_ms)
                      VEIL_OK);
 }
 
+/*
+ * The logins of a burst: citizens in turn, both apps, each with a fresh
+ * ticket made now - except `skip` (no ticket; -1: none skipped) and `late`,
+ * whose phone clock is an hour behind (-1: none).
+ */
+static void prepare(struct login *l, size_t n, int skip, int late)
+{
+    memset(l, 0, n * sizeof *l);
+    for (size_t i = 0; i < n; i++) {
+        l[i].citizen = (int)(i % CITIZENS);
+        l[i].app = (int)((i / CITIZENS) % 2);
+        if ((int)i != skip)
+            ticket(&l[i], (int)i == late ? veil_now_ms() - 3600 * 1000 : veil_now_ms());
+    }
+}
+
 /* Sends every login's CompleteLogin at once (one channel per app) and collects every reply. */
 static void burst(struct login *l, size_t n)
 {
@@ -180,12 +196,7 @@ START_TEST(test_concurrent_logins_batched_each_its_own)
     for (int round = 0; round < 5 && !(seen[0] && seen[1] && seen[2]); round++) {
         char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
         struct login l[BURST];
-        memset(l, 0, sizeof l);
-        for (int i = 0; i < BURST; i++) {
-            l[i].citizen = i % CITIZENS;
-            l[i].app = (i / CITIZENS) % 2;
-            ticket(&l[i], veil_now_ms());
-        }
+        prepare(l, BURST, -1, -1);
         burst(l, BURST);
         char *tokens[BURST], *auds[BURST];
         for (int i = 0; i < BURST; i++) {
@@ -220,13 +231,7 @@ START_TEST(test_bad_items_fail_alone)
     citizens();
     enum { BAD_CLOCK = 4, FIRST = 7, REPLAY = 13 };
     struct login l[BURST];
-    memset(l, 0, sizeof l);
-    for (int i = 0; i < BURST; i++) {
-        l[i].citizen = i % CITIZENS;
-        l[i].app = (i / CITIZENS) % 2;
-        if (i != REPLAY)
-            ticket(&l[i], i == BAD_CLOCK ? veil_now_ms() - 3600 * 1000 : veil_now_ms());
-    }
+    prepare(l, BURST, REPLAY, BAD_CLOCK);
     l[REPLAY].citizen = l[FIRST].citizen;
     l[REPLAY].app = l[FIRST].app;
     l[REPLAY].ticket = strdup(l[FIRST].ticket);
@@ -256,12 +261,7 @@ START_TEST(test_batched_logins_keep_their_traces)
 {
     citizens();
     struct login l[BURST];
-    memset(l, 0, sizeof l);
-    for (int i = 0; i < BURST; i++) {
-        l[i].citizen = i % CITIZENS;
-        l[i].app = (i / CITIZENS) % 2;
-        ticket(&l[i], veil_now_ms());
-    }
+    prepare(l, BURST, -1, -1);
     burst(l, BURST);
     for (int i = 0; i < BURST; i++)
         check_own_result(&l[i]);
