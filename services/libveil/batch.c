@@ -30,13 +30,19 @@ struct veil_batcher {
 };
 
 static veil_metric *m_items;
+static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
 
-veil_batcher *veil_batcher_new(const char *hop, size_t max_batch, veil_batch_fn fn, void *ctx)
+static void metrics_init(void)
 {
     static const double sizes[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
     m_items = veil_metric_histogram("veil_batch_items",
                                     "items per batched internal call, by hop (issue 15)", "hop",
                                     sizes, sizeof sizes / sizeof sizes[0]);
+}
+
+veil_batcher *veil_batcher_new(const char *hop, size_t max_batch, veil_batch_fn fn, void *ctx)
+{
+    pthread_once(&metrics_once, metrics_init);
     veil_batcher *b = calloc(1, sizeof *b);
     if (!b)
         return NULL;
@@ -96,6 +102,24 @@ void veil_batcher_stats(veil_batcher *b, unsigned long long *batches, unsigned l
     pthread_mutex_unlock(&b->mu);
 }
 
+/*
+ * Batching off (a maximum of 1): the item runs at once on its own thread as
+ * a batch of one, concurrently with every other caller - no queue and no
+ * batch in flight, so a hop is never passed one login at a time.
+ */
+static void run_alone(veil_batcher *b, veil_batch_item *it)
+{
+    veil_batch_item *one[1] = {it};
+    b->fn(b->ctx, one, 1);
+    veil_metric_observe(m_items, 1.0, (const char *[]){b->hop});
+    it->batch_items = 1;
+    it->done = 1;
+    pthread_mutex_lock(&b->mu);
+    b->batches++;
+    b->items++;
+    pthread_mutex_unlock(&b->mu);
+}
+
 void veil_batch_run(veil_batcher *b, veil_batch_item *it)
 {
     int led = 0;
@@ -103,6 +127,10 @@ void veil_batch_run(veil_batcher *b, veil_batch_item *it)
     it->done = 0;
     it->batch_items = 0;
     it->lead_trace[0] = '\0';
+    if (b->max_batch == 1) {
+        run_alone(b, it);
+        return;
+    }
     pthread_cond_init(&it->wake, NULL);
     pthread_mutex_lock(&b->mu);
     if (b->tail)

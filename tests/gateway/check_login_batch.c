@@ -6,7 +6,9 @@
  * pseudonym, its own attributes and its own signed assertion; a bad ticket,
  * a replayed challenge in the same burst, fail only themselves, with the
  * status and message an unbatched login gives; and each login's log lines
- * keep its own trace, naming the trace its batch went out under.
+ * keep its own trace, naming the trace its batch went out under.  With
+ * GATEWAY_LOGIN_BATCH_MAX=1 batching is off: logins pass a hop side by
+ * side, so one held in PostgreSQL holds up no other.
  *
  * One stack for the suite (an unchecked fixture), the gateway logging at
  * debug; tests run in one process because grpc core must not be used
@@ -14,6 +16,8 @@
  */
 #include <check.h>
 #include <jansson.h>
+#include <libpq-fe.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,6 +309,121 @@ START_TEST(test_batched_logins_keep_their_traces)
 }
 END_TEST
 
+/* ---- batching off: a second stack with GATEWAY_LOGIN_BATCH_MAX=1 ---- */
+
+static h_stack OFF;
+static const char *const off_env[] = {"GATEWAY_LOGIN_BATCH_MAX=1", NULL};
+
+static void off_up(void)
+{
+    h_stack_opts o = {.gateway_env = off_env};
+    if (h_stack_start_opts(&OFF, &o) != 0)
+        ck_abort_msg("the stack did not start");
+}
+
+static void off_down(void)
+{
+    h_stack_down(&OFF);
+}
+
+/*
+ * Gateway statements waiting for a lock in its database, seen from a
+ * session of its own (inside a transaction pg_stat_activity stays as it
+ * was at the transaction's first look).
+ */
+static long lock_waiters(PGconn *db)
+{
+    PGresult *r = PQexec(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                             "current_database() AND wait_event_type = 'Lock'");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    long n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return n;
+}
+
+/*
+ * With batching off, a login whose challenge row is locked by another
+ * session (its DELETE waits in PostgreSQL) holds up no other login: a
+ * second one completes meanwhile, and the first completes once the lock
+ * goes.  With one batch in flight per hop - what a maximum of 1 meant
+ * before - the second waited behind the first.
+ */
+START_TEST(test_batching_off_logins_pass_side_by_side)
+{
+    char id[19];
+    e2e_id_number("11010519950505007", id);
+    vw_wallet *w = e2e_enrol(&OFF, id, "Unbatched Citizen");
+    unsigned char ch[2][32];
+    char *tk[2];
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(e2e_challenge(&OFF, apps[1], ch[i]), VEIL_OK);
+        ck_assert_int_eq(vw_ticket(w, apps[1], ch[i], 32, veil_now_ms(), &tk[i]), VEIL_OK);
+    }
+    PGconn *db = PQconnectdb(OFF.db[0]), *watch = PQconnectdb(OFF.db[0]);
+    ck_assert_int_eq(PQstatus(db), CONNECTION_OK);
+    ck_assert_int_eq(PQstatus(watch), CONNECTION_OK);
+    char hex[65], sql[256];
+    sodium_bin2hex(hex, sizeof hex, ch[0], 32);
+    snprintf(sql, sizeof sql,
+             "SELECT 1 FROM challenges WHERE challenge = '\\x%s'::bytea FOR UPDATE", hex);
+    PGresult *r = PQexec(db, "BEGIN");
+    PQclear(r);
+    r = PQexec(db, sql);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    ck_assert_int_eq(PQntuples(r), 1);
+    PQclear(r);
+
+    char identity[64];
+    snprintf(identity, sizeof identity, "app/%s", apps[1]);
+    veil_channel *chan = h_channel(OFF.gateway.addr, identity, &veil__gateway__login__descriptor);
+    veil_cq *cq;
+    ck_assert_int_eq(veil_cq_new(&cq), VEIL_OK);
+    Veil__Gateway__CompleteLoginRequest req[2];
+    veil_pending *p;
+    for (int i = 0; i < 2; i++) {
+        veil__gateway__complete_login_request__init(&req[i]);
+        req[i].ticket = tk[i];
+        /*
+         * The second starts once the first waits for the lock (polling the
+         * queue meanwhile: grpc moves a client's calls while it is polled).
+         */
+        for (int tries = 0; i == 1 && lock_waiters(watch) == 0; tries++) {
+            ck_assert_msg(tries < 300 * h_timeout_scale(),
+                          "the first login never reached the locked challenge");
+            ck_assert_ptr_null(veil_cq_next(cq, 100));
+        }
+        ck_assert_int_eq(veil_channel_start(chan, "CompleteLogin", &req[i].base,
+                                            60000 * h_timeout_scale(), cq, &tk[i], &p),
+                         VEIL_OK);
+    }
+    for (int done = 0; done < 2; done++) {
+        /* the first reply must come while the lock is still held: the second login's */
+        p = veil_cq_next(cq, (done ? 60000 : 20000) * h_timeout_scale());
+        ck_assert_msg(p != NULL, done ? "the held login never completed"
+                                      : "a login waited behind another's held hop");
+        void *user;
+        Veil__Gateway__CompleteLoginResponse *resp = NULL;
+        veil_status st;
+        veil_err err = veil_pending_finish(p, NULL, &resp, &st, &user);
+        ck_assert_msg(err == VEIL_OK, "a login failed: %s", st.message);
+        ck_assert_ptr_eq(user, done ? (void *)&tk[0] : (void *)&tk[1]);
+        e2e_free(resp);
+        if (!done) {
+            ck_assert_int_eq(lock_waiters(watch), 1); /* the first still waits */
+            r = PQexec(db, "ROLLBACK");
+            PQclear(r);
+        }
+    }
+    veil_cq_free(cq);
+    veil_channel_free(chan);
+    PQfinish(db);
+    PQfinish(watch);
+    free(tk[0]);
+    free(tk[1]);
+    vw_wallet_free(w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("login_batch");
@@ -315,5 +434,10 @@ int main(void)
     tcase_add_test(tc, test_bad_items_fail_alone);
     tcase_add_test(tc, test_batched_logins_keep_their_traces);
     suite_add_tcase(s, tc);
+    TCase *off = tcase_create("batching_off");
+    tcase_add_unchecked_fixture(off, off_up, off_down);
+    tcase_set_timeout(off, 600);
+    tcase_add_test(off, test_batching_off_logins_pass_side_by_side);
+    suite_add_tcase(s, off);
     return h_run_suite(s);
 }

@@ -49,7 +49,10 @@ typedef struct veil_batcher veil_batcher;
 
 /*
  * A batcher for one hop.  hop names it in the metric (a literal, never
- * personal); max_batch bounds a batch (1 or more).  NULL when out of memory.
+ * personal); max_batch bounds a batch.  A max_batch of 1 (or less) turns
+ * batching off: veil_batch_run then runs each item at once on its caller's
+ * thread as a batch of one, concurrently with the others, with no queue.
+ * NULL when out of memory.
  */
 veil_batcher *veil_batcher_new(const char *hop, size_t max_batch, veil_batch_fn fn, void *ctx);
 
