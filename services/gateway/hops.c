@@ -131,7 +131,7 @@ typedef struct vault_slot {
  */
 static void vault_answers(const char *method, veil_err err, const veil_status *st,
                           size_t n_items, void *const *items, size_t n_status,
-                          Veil__Vault__ItemStatus *const *status, const vault_slot *slots,
+                          Veil__ItemStatus *const *status, const vault_slot *slots,
                           size_t n)
 {
     for (size_t i = 0; i < n; i++) {

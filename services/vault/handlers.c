@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sodium.h>
 
+#include "veil/items.h"
 #include "veil/log.h"
 #include "vault.h"
 
@@ -138,32 +139,11 @@ static void vault_enrol(Veil__Vault__Vault_Service *svc, const Veil__Vault__Enro
 
 /* ---- VerifyTicket and VerifyTicketBatch ---- */
 
-/* An item's outcome: what its unbatched call would reply (msg in the call's arena). */
-struct outcome {
-    veil_err err;
-    const char *msg; /* when err: the client message */
-};
-
-/*
- * Ends an item with err and the message the call now carries for it (set
- * by fail() or veil_call_fail, else err's default), clearing the call for
- * the next item.
- */
-static void item_end(veil_call *call, struct outcome *o, veil_err err)
-{
-    char msg[256];
-    veil_call_take_error(call, err, msg, sizeof msg);
-    o->err = err;
-    o->msg = err ? veil_call_strdup(call, msg) : NULL;
-    if (err && !o->msg)
-        o->msg = veil_err_message(err);
-}
-
 /* One ticket of a batch on its way through verify_tickets. */
 struct ticket_item {
     const Veil__Vault__VerifyTicketRequest *req;
     Veil__Vault__VerifyTicketResponse *resp;
-    struct outcome out;
+    veil_item_outcome out;
     int pending; /* a phone ticket, opened, still to be checked against its device */
     veil_ticket t;
     veil_ticket_inner in; /* wiped once checked */
@@ -298,7 +278,7 @@ static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_i
     for (size_t i = 0; i < n; i++) {
         veil_err e = ticket_open(v, call, &items[i], subjects + i * VAULT_SUBJECT_BYTES);
         if (!items[i].pending)
-            item_end(call, &items[i].out, e);
+            veil_item_end(call, &items[i].out, e);
         else
             memcpy(ids[pending++], items[i].in.device_id, VEIL_DEVICE_ID_BYTES);
     }
@@ -324,7 +304,7 @@ static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_i
             e = ticket_entry(v, it);
         if (e) {
             it->pending = 0;
-            item_end(call, &it->out, e);
+            veil_item_end(call, &it->out, e);
         } else {
             logs[appends++] = it->log;
         }
@@ -335,7 +315,7 @@ static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_i
         struct ticket_item *it = &items[i];
         if (it->pending) {
             it->log.result = logs[k++].result;
-            item_end(call, &it->out, ticket_close(call, it, subjects + i * VAULT_SUBJECT_BYTES));
+            veil_item_end(call, &it->out, ticket_close(call, it, subjects + i * VAULT_SUBJECT_BYTES));
         }
         sodium_memzero(&it->in, sizeof it->in);
         sodium_memzero(it->dk, sizeof it->dk);
@@ -373,7 +353,7 @@ static void mint_capability(const struct vault *v, const unsigned char *subject,
  */
 static veil_err verify_batch(struct vault *v, veil_call *call,
                              Veil__Vault__VerifyTicketRequest *const *reqs, size_t n,
-                             Veil__Vault__VerifyTicketResponse **resps, struct outcome *outs)
+                             Veil__Vault__VerifyTicketResponse **resps, veil_item_outcome *outs)
 {
     struct ticket_item *items = veil_call_array(call, n, sizeof *items);
     unsigned char *subjects = veil_call_array(call, n, VAULT_SUBJECT_BYTES);
@@ -403,15 +383,6 @@ static veil_err verify_batch(struct vault *v, veil_call *call,
     return err;
 }
 
-/* The unbatched door: a batch of one, its outcome the call's. */
-static veil_err single_outcome(veil_call *call, veil_err err, const struct outcome *o)
-{
-    if (err || !o->err)
-        return err;
-    veil_call_fail(call, o->err, "%s", o->msg);
-    return o->err;
-}
-
 static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
                                 const Veil__Vault__VerifyTicketRequest *req,
                                 Veil__Vault__VerifyTicketResponse_Closure done, void *call)
@@ -419,9 +390,9 @@ static void vault_verify_ticket(Veil__Vault__Vault_Service *svc,
     Veil__Vault__VerifyTicketResponse resp = VEIL__VAULT__VERIFY_TICKET_RESPONSE__INIT;
     Veil__Vault__VerifyTicketRequest *reqs[] = {(Veil__Vault__VerifyTicketRequest *)req};
     Veil__Vault__VerifyTicketResponse *resps[] = {&resp};
-    struct outcome o;
+    veil_item_outcome o;
     veil_err err = verify_batch(self(svc), call, reqs, 1, resps, &o);
-    VEIL_REPLY(done, call, single_outcome(call, err, &o), &resp);
+    VEIL_REPLY(done, call, veil_item_single(call, err, &o), &resp);
 }
 
 /* ---- VerifyCitizenRequest ---- */
@@ -614,7 +585,7 @@ static veil_err open_citizen(struct vault *v, veil_call *call, vault_conn *c,
 /* One release of a batch on its way through release_batch. */
 struct release_item {
     const Veil__Vault__ReleaseAttributesRequest *req;
-    struct outcome out;
+    veil_item_outcome out;
     int pending;          /* passed the checks; its capability goes to the statement */
     int used_before;      /* its capability is an earlier item's: used by that one */
     Veil__Attribute **attrs;
@@ -696,7 +667,7 @@ static veil_err release_compute(struct vault *v, veil_call *call, struct release
 static veil_err release_batch(struct vault *v, veil_call *call,
                               Veil__Vault__ReleaseAttributesRequest *const *reqs, size_t n,
                               struct opened *o, Veil__Vault__ReleaseAttributesResponse **resps,
-                              struct outcome *outs)
+                              veil_item_outcome *outs)
 {
     struct release_item *items = veil_call_array(call, n, sizeof *items);
     struct vault_release_item *st = veil_call_array(call, n, sizeof *st);
@@ -712,7 +683,7 @@ static veil_err release_batch(struct vault *v, veil_call *call,
         items[i].req = reqs[i];
         veil_err e = release_check(v, call, &items[i], &st[i], &o[i]);
         if (e)
-            item_end(call, &items[i].out, e);
+            veil_item_end(call, &items[i].out, e);
         /* a capability twice: the first use is the earlier item's (its MAC binds the same) */
         for (size_t j = 0; items[i].pending && j < i; j++)
             if (items[j].pending && !items[j].used_before &&
@@ -735,7 +706,7 @@ static veil_err release_batch(struct vault *v, veil_call *call,
         k += !it->used_before;
         if (e) {
             it->pending = 0;
-            item_end(call, &it->out, e);
+            veil_item_end(call, &it->out, e);
         } else {
             appends++;
         }
@@ -749,7 +720,7 @@ static veil_err release_batch(struct vault *v, veil_call *call,
         veil_err e = logs[k++].result;
         if (e == VEIL_ERR_NOT_FOUND) /* erased in between */
             fail(call, e, "subject not found");
-        item_end(call, &it->out, e);
+        veil_item_end(call, &it->out, e);
     }
     for (size_t i = 0; i < n; i++) {
         outs[i] = items[i].out;
@@ -770,73 +741,31 @@ static void vault_release_attributes(Veil__Vault__Vault_Service *svc,
     Veil__Vault__ReleaseAttributesRequest *reqs[] = {(Veil__Vault__ReleaseAttributesRequest *)req};
     Veil__Vault__ReleaseAttributesResponse *resps[] = {&resp};
     struct opened *o = veil_guarded_take(sizeof *o); /* no mmap per release (veil/keys.h) */
-    struct outcome out;
+    veil_item_outcome out;
     veil_err err = o ? release_batch(self(svc), call, reqs, 1, o, resps, &out) : VEIL_ERR_NOMEM;
-    VEIL_REPLY(done, call, single_outcome(call, err, &out), &resp);
+    VEIL_REPLY(done, call, veil_item_single(call, err, &out), &resp);
     veil_guarded_give(o); /* wipes the profile, the birth date and the data key */
 }
 
 /* ---- VerifyTicketBatch, ReleaseAttributesBatch ---- */
 
 /*
- * The gateway's batched login hops (issue 15): items are independent, each
- * answered with the status its unbatched call would have had.  An empty or
- * oversized batch is refused as a whole.
- */
-static veil_err check_batch(veil_call *call, size_t n)
-{
-    if (n == 0 || n > VAULT_BATCH_MAX) {
-        veil_call_fail(call, VEIL_ERR_INVALID, "items must hold 1 to %d requests",
-                       VAULT_BATCH_MAX);
-        return VEIL_ERR_INVALID;
-    }
-    return VEIL_OK;
-}
-
-/*
- * Arena arrays for a batch's reply: n item replies (each initialised by
- * init), n statuses and n outcomes.
+ * The gateway's batched login hops (issue 15; veil/items.h): arena arrays
+ * for a batch's reply, n item replies (each initialised by init) and n
+ * outcomes.
  */
 static veil_err batch_arrays(veil_call *call, size_t n, size_t size, void (*init)(void *),
-                             void ***items, Veil__Vault__ItemStatus ***status,
-                             struct outcome **outs)
+                             void ***items, veil_item_outcome **outs)
 {
     *items = veil_call_array(call, n, sizeof **items);
-    *status = veil_call_array(call, n, sizeof **status);
     *outs = veil_call_array(call, n, sizeof **outs);
-    if (!*items || !*status || !*outs)
+    if (!*items || !*outs)
         return VEIL_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
         if (!((*items)[i] = veil_call_alloc(call, size)))
             return VEIL_ERR_NOMEM;
         init((*items)[i]);
     }
-    return VEIL_OK;
-}
-
-/*
- * Items' outcomes as their statuses (code and message); refused items are
- * counted in one log line (the per-call log line says only OK).
- */
-static veil_err batch_statuses(veil_call *call, const struct outcome *outs, size_t n,
-                               Veil__Vault__ItemStatus **status)
-{
-    Veil__Vault__ItemStatus *st = veil_call_array(call, n, sizeof *st);
-    size_t refused = 0;
-    if (!st)
-        return VEIL_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++) {
-        veil__vault__item_status__init(&st[i]);
-        st[i].code = (uint32_t)veil_err_status(outs[i].err);
-        if (outs[i].err) {
-            st[i].message = (char *)outs[i].msg;
-            refused++;
-        }
-        status[i] = &st[i];
-    }
-    if (refused)
-        veil_log(VEIL_LOG_INFO, "batch items refused", VL_STR("method", veil_call_method(call)),
-                 VL_INT("items", (long long)n), VL_INT("refused", (long long)refused), VL_END);
     return VEIL_OK;
 }
 
@@ -857,16 +786,16 @@ static void vault_verify_ticket_batch(Veil__Vault__Vault_Service *svc,
 {
     Veil__Vault__VerifyTicketBatchResponse resp = VEIL__VAULT__VERIFY_TICKET_BATCH_RESPONSE__INIT;
     void **items = NULL;
-    struct outcome *outs = NULL;
-    veil_err err = check_batch(call, req->n_items);
+    veil_item_outcome *outs = NULL;
+    veil_err err = veil_items_check(call, req->n_items, VAULT_BATCH_MAX);
     if (!err)
         err = batch_arrays(call, req->n_items, sizeof(Veil__Vault__VerifyTicketResponse),
-                           init_verify_resp, &items, &resp.status, &outs);
+                           init_verify_resp, &items, &outs);
     if (!err)
         err = verify_batch(self(svc), call, req->items, req->n_items,
                            (Veil__Vault__VerifyTicketResponse **)items, outs);
     if (!err)
-        err = batch_statuses(call, outs, req->n_items, resp.status);
+        err = veil_item_statuses(call, outs, req->n_items, &resp.status);
     if (!err) {
         resp.items = (Veil__Vault__VerifyTicketResponse **)items;
         resp.n_items = resp.n_status = req->n_items;
@@ -882,12 +811,12 @@ static void vault_release_attributes_batch(Veil__Vault__Vault_Service *svc,
     Veil__Vault__ReleaseAttributesBatchResponse resp =
         VEIL__VAULT__RELEASE_ATTRIBUTES_BATCH_RESPONSE__INIT;
     void **items = NULL;
-    struct outcome *outs = NULL;
+    veil_item_outcome *outs = NULL;
     struct opened *o = NULL;
-    veil_err err = check_batch(call, req->n_items);
+    veil_err err = veil_items_check(call, req->n_items, VAULT_BATCH_MAX);
     if (!err)
         err = batch_arrays(call, req->n_items, sizeof(Veil__Vault__ReleaseAttributesResponse),
-                           init_release_resp, &items, &resp.status, &outs);
+                           init_release_resp, &items, &outs);
     /* one guarded block for the whole batch's personal data (veil/keys.h) */
     if (!err && !(o = veil_guarded_take(req->n_items * sizeof *o)))
         err = VEIL_ERR_NOMEM;
@@ -895,7 +824,7 @@ static void vault_release_attributes_batch(Veil__Vault__Vault_Service *svc,
         err = release_batch(self(svc), call, req->items, req->n_items, o,
                             (Veil__Vault__ReleaseAttributesResponse **)items, outs);
     if (!err)
-        err = batch_statuses(call, outs, req->n_items, resp.status);
+        err = veil_item_statuses(call, outs, req->n_items, &resp.status);
     if (!err) {
         resp.items = (Veil__Vault__ReleaseAttributesResponse **)items;
         resp.n_items = resp.n_status = req->n_items;

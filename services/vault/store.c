@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "veil/pg.h"
+#include "veil/pgarray.h"
 #include "vault.h"
 
 enum {
@@ -407,26 +408,6 @@ out:
     return err;
 }
 
-/* PostgreSQL's binary array of n elements of type oid: header, then length-prefixed values. */
-static void array_begin(veil_buf *b, uint32_t oid, size_t n)
-{
-    veil_buf_put_u32(b, 1); /* dimensions */
-    veil_buf_put_u32(b, 0); /* no NULLs */
-    veil_buf_put_u32(b, oid);
-    veil_buf_put_u32(b, (uint32_t)n);
-    veil_buf_put_u32(b, 1); /* lower bound */
-}
-
-static void array_put(veil_buf *b, const void *p, size_t n)
-{
-    veil_buf_put_u32(b, (uint32_t)n);
-    veil_buf_put(b, p, n);
-}
-
-#define OID_BYTEA 17
-#define OID_INT8  20
-#define OID_TEXT  25
-
 /* The item's outcome from its row of ST_RELEASE. */
 static veil_err release_row(const PGresult *r, int row, struct vault_release_item *it)
 {
@@ -447,16 +428,15 @@ veil_err vault_store_release_batch(vault_conn *c, struct vault_release_item *ite
     veil_buf a[4] = {{0}};
     PGresult *r = NULL;
     veil_err err = VEIL_ERR_NOMEM;
-    array_begin(&a[0], OID_BYTEA, n);
-    array_begin(&a[1], OID_BYTEA, n);
-    array_begin(&a[2], OID_INT8, n);
-    array_begin(&a[3], OID_TEXT, n);
+    veil_pgarray_begin(&a[0], VEIL_OID_BYTEA, n);
+    veil_pgarray_begin(&a[1], VEIL_OID_BYTEA, n);
+    veil_pgarray_begin(&a[2], VEIL_OID_INT8, n);
+    veil_pgarray_begin(&a[3], VEIL_OID_TEXT, n);
     for (size_t i = 0; i < n; i++) {
-        array_put(&a[0], items[i].subject, VAULT_SUBJECT_BYTES);
-        array_put(&a[1], items[i].cap_id, VAULT_CAP_ID_BYTES);
-        veil_buf_put_u32(&a[2], 8);
-        veil_buf_put_i64(&a[2], items[i].expires_ms);
-        array_put(&a[3], items[i].app_id, strlen(items[i].app_id));
+        veil_pgarray_put(&a[0], items[i].subject, VAULT_SUBJECT_BYTES);
+        veil_pgarray_put(&a[1], items[i].cap_id, VAULT_CAP_ID_BYTES);
+        veil_pgarray_put_i64(&a[2], items[i].expires_ms);
+        veil_pgarray_put(&a[3], items[i].app_id, strlen(items[i].app_id));
         items[i].fresh = 0;
         items[i].result = VEIL_ERR_INTERNAL;
     }
@@ -506,9 +486,9 @@ veil_err vault_store_devices(vault_conn *c, const unsigned char (*ids)[VEIL_DEVI
     veil_buf a = {0};
     PGresult *r = NULL;
     veil_err err = VEIL_ERR_NOMEM;
-    array_begin(&a, OID_BYTEA, n);
+    veil_pgarray_begin(&a, VEIL_OID_BYTEA, n);
     for (size_t i = 0; i < n; i++) {
-        array_put(&a, ids[i], VEIL_DEVICE_ID_BYTES);
+        veil_pgarray_put(&a, ids[i], VEIL_DEVICE_ID_BYTES);
         found[i] = 0;
     }
     if (a.failed)
@@ -649,22 +629,17 @@ veil_err vault_store_append_batch(vault_conn *c, struct vault_log_append *const 
     veil_buf a[5] = {{0}};
     PGresult *r = NULL;
     veil_err err = VEIL_ERR_NOMEM;
-    array_begin(&a[0], OID_BYTEA, n);
-    array_begin(&a[1], OID_INT8, n);
-    array_begin(&a[2], OID_INT8, n);
-    array_begin(&a[3], OID_BYTEA, n);
-    array_begin(&a[4], OID_BYTEA, n);
+    veil_pgarray_begin(&a[0], VEIL_OID_BYTEA, n);
+    veil_pgarray_begin(&a[1], VEIL_OID_INT8, n);
+    veil_pgarray_begin(&a[2], VEIL_OID_INT8, n);
+    veil_pgarray_begin(&a[3], VEIL_OID_BYTEA, n);
+    veil_pgarray_begin(&a[4], VEIL_OID_BYTEA, n);
     for (size_t i = 0; i < n; i++) {
-        veil_buf_put_u32(&a[0], VAULT_SUBJECT_BYTES);
-        veil_buf_put(&a[0], e[i]->subject, VAULT_SUBJECT_BYTES);
-        veil_buf_put_u32(&a[1], 8);
-        veil_buf_put_i64(&a[1], e[i]->seq);
-        veil_buf_put_u32(&a[2], 8);
-        veil_buf_put_i64(&a[2], e[i]->at_ms);
-        veil_buf_put_u32(&a[3], (uint32_t)e[i]->sealed_len);
-        veil_buf_put(&a[3], e[i]->sealed, e[i]->sealed_len);
-        veil_buf_put_u32(&a[4], VAULT_HASH_BYTES);
-        veil_buf_put(&a[4], e[i]->mac, VAULT_HASH_BYTES);
+        veil_pgarray_put(&a[0], e[i]->subject, VAULT_SUBJECT_BYTES);
+        veil_pgarray_put_i64(&a[1], e[i]->seq);
+        veil_pgarray_put_i64(&a[2], e[i]->at_ms);
+        veil_pgarray_put(&a[3], e[i]->sealed, e[i]->sealed_len);
+        veil_pgarray_put(&a[4], e[i]->mac, VAULT_HASH_BYTES);
         e[i]->result = VEIL_ERR_ABORTED; /* until the statement says it was inserted */
     }
     for (int k = 0; k < 5; k++)

@@ -64,7 +64,7 @@ static Veil__Vault__VerifyTicketBatchResponse *verify_batch(vt *t, const struct 
 }
 
 /* The batch item's status equals the unbatched call's, which is want (and msg). */
-static void same_as_unbatched(vt *t, const struct vitem *it, const Veil__Vault__ItemStatus *s,
+static void same_as_unbatched(vt *t, const struct vitem *it, const Veil__ItemStatus *s,
                               veil_err want, const char *msg)
 {
     veil_status st;
