@@ -11,6 +11,7 @@
 #include "revocation.h"
 #include "veil/codec.h"
 #include "veil/formats.h"
+#include "veil/items.h"
 
 static struct revocation *self(Veil__Revocation__Revocation_Service *svc)
 {
@@ -229,41 +230,138 @@ static void revocation_status(Veil__Revocation__Revocation_Service *svc,
     VEIL_REPLY(done, call, err, &resp);
 }
 
+/* One Authorize of a batch on its way through authorize_batch. */
+struct authz_item {
+    const Veil__Revocation__StatusRequest *req;
+    int pending;   /* passed the checks: looked up */
+    int write;     /* index in the batch's writes, or -1 */
+    Veil__Revocation__Reason reason;
+    struct revocation_facts f;
+};
+
+/*
+ * Authorize's logic for both doors: reqs[0..n) (1 to REVOCATION_BATCH_MAX),
+ * each checked and decided exactly as Authorize alone, resps[i] and outs[i]
+ * its reply and outcome.  The look-ups of all items are one statement, and
+ * what the items write (links, key versions) one transaction.  Fails as a
+ * whole only when the batch cannot be handled (memory, the database).
+ */
+static veil_err authorize_batch(struct revocation *rv, veil_call *call,
+                                Veil__Revocation__StatusRequest *const *reqs, size_t n,
+                                Veil__Revocation__StatusResponse **resps, veil_item_outcome *outs)
+{
+    struct authz_item *items = veil_call_array(call, n, sizeof *items);
+    struct revocation_key *keys = veil_call_array(call, n, sizeof *keys);
+    struct revocation_facts *facts = veil_call_array(call, n, sizeof *facts);
+    struct revocation_link_write *w = veil_call_array(call, n, sizeof *w);
+    size_t looked = 0, writes = 0;
+    if (!items || !keys || !facts || !w)
+        return VEIL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const Veil__Revocation__StatusRequest *req = reqs[i];
+        items[i] = (struct authz_item){.req = req, .write = -1};
+        /* The device is optional: the gateway's logins leave it out (the vault refuses
+         * revoked devices itself and no longer tells the gateway which device logged in). */
+        veil_err e = check_status_request(call, req, 0);
+        if (!e && !*req->app_id)
+            e = check_app(call, req->app_id);
+        veil_item_end(call, &outs[i], e);
+        if (e)
+            continue;
+        items[i].pending = 1;
+        keys[looked++] = (struct revocation_key){req->subject_ref.data, req->device_id, req->app_id};
+    }
+    veil_err err = looked ? revocation_store_facts_batch(rv->store, keys, looked, facts) : VEIL_OK;
+    if (err)
+        return err;
+    for (size_t i = 0, k = 0; i < n; i++) {
+        struct authz_item *it = &items[i];
+        if (!it->pending)
+            continue;
+        it->f = facts[k++];
+        it->reason = decide(&it->f);
+        /* A login is the citizen's own act: it creates a missing link and re-links
+         * an unlinked app under a fresh epoch.  Any other refusal changes nothing. */
+        int link = it->reason == VEIL__REVOCATION__REASON__APP_UNLINKED ||
+                   (it->reason == VEIL__REVOCATION__REASON__NONE && !it->f.has_link);
+        if (link) {
+            it->reason = VEIL__REVOCATION__REASON__NONE;
+            it->f.key_version = it->f.previous_key_version = 0; /* none on a new or fresh link */
+        }
+        /* Once per link and key rotation: the versions this login gives the app. */
+        int keys_differ = it->reason == VEIL__REVOCATION__REASON__NONE && it->req->key_version &&
+                          (it->req->key_version != it->f.key_version ||
+                           it->req->previous_key_version != it->f.previous_key_version);
+        if (!link && !keys_differ)
+            continue;
+        it->write = (int)writes;
+        w[writes++] = (struct revocation_link_write){
+            .subject = it->req->subject_ref.data,
+            .app_id = it->req->app_id,
+            .link = link,
+            .key_version = keys_differ ? it->req->key_version : 0,
+            .previous_key_version = keys_differ ? it->req->previous_key_version : 0,
+        };
+    }
+    if (writes && (err = revocation_store_login_writes(rv->store, w, writes)))
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        struct authz_item *it = &items[i];
+        if (!it->pending)
+            continue;
+        if (it->write >= 0 && w[it->write].err) {
+            veil_item_end(call, &outs[i], w[it->write].err);
+            continue;
+        }
+        if (it->write >= 0 && w[it->write].link)
+            it->f.epoch = w[it->write].epoch;
+        set_decision(resps[i], it->reason, it->f.epoch);
+    }
+    return VEIL_OK;
+}
+
 static void revocation_authorize(Veil__Revocation__Revocation_Service *svc,
                                  const Veil__Revocation__StatusRequest *req,
                                  Veil__Revocation__StatusResponse_Closure done, void *call)
 {
     Veil__Revocation__StatusResponse resp = VEIL__REVOCATION__STATUS_RESPONSE__INIT;
-    struct revocation_facts f;
-    /* The device is optional: the gateway's logins leave it out (the vault refuses revoked
-     * devices itself and no longer tells the gateway which device logged in). */
-    veil_err err = check_status_request(call, req, 0);
-    if (!err && !*req->app_id)
-        err = check_app(call, req->app_id);
-    if (!err)
-        err = revocation_store_facts(self(svc)->store, req->subject_ref.data, req->device_id,
-                                     req->app_id, &f);
-    if (err)
-        goto out;
-    Veil__Revocation__Reason reason = decide(&f);
-    /* A login is the citizen's own act: it creates a missing link and re-links
-     * an unlinked app under a fresh epoch.  Any other refusal changes nothing. */
-    if (reason == VEIL__REVOCATION__REASON__APP_UNLINKED ||
-        (reason == VEIL__REVOCATION__REASON__NONE && !f.has_link)) {
-        err = revocation_store_login_link(self(svc)->store, req->subject_ref.data, req->app_id,
-                                          &f.epoch);
-        reason = VEIL__REVOCATION__REASON__NONE;
-        if (!f.has_link || !f.linked) /* a new or fresh link: no versions recorded on it yet */
-            f.key_version = f.previous_key_version = 0;
+    Veil__Revocation__StatusRequest *reqs[] = {(Veil__Revocation__StatusRequest *)req};
+    Veil__Revocation__StatusResponse *resps[] = {&resp};
+    veil_item_outcome o;
+    veil_err err = authorize_batch(self(svc), call, reqs, 1, resps, &o);
+    VEIL_REPLY(done, call, veil_item_single(call, err, &o), &resp);
+}
+
+/* The gateway's cache misses, batched (issue 15): each item its own status. */
+static void revocation_authorize_batch(Veil__Revocation__Revocation_Service *svc,
+                                       const Veil__Revocation__AuthorizeBatchRequest *req,
+                                       Veil__Revocation__AuthorizeBatchResponse_Closure done,
+                                       void *call)
+{
+    Veil__Revocation__AuthorizeBatchResponse resp =
+        VEIL__REVOCATION__AUTHORIZE_BATCH_RESPONSE__INIT;
+    size_t n = req->n_items;
+    Veil__Revocation__StatusResponse **items = NULL, *cells = NULL;
+    veil_item_outcome *outs = NULL;
+    veil_err err = veil_items_check(call, n, REVOCATION_BATCH_MAX);
+    if (!err) {
+        items = veil_call_array(call, n, sizeof *items);
+        cells = veil_call_array(call, n, sizeof *cells);
+        outs = veil_call_array(call, n, sizeof *outs);
+        err = items && cells && outs ? VEIL_OK : VEIL_ERR_NOMEM;
     }
-    /* Once per link and key rotation: the versions this login gives the app. */
-    if (!err && reason == VEIL__REVOCATION__REASON__NONE && req->key_version &&
-        (req->key_version != f.key_version || req->previous_key_version != f.previous_key_version))
-        err = revocation_store_link_keys(self(svc)->store, req->subject_ref.data, req->app_id,
-                                         req->key_version, req->previous_key_version);
+    for (size_t i = 0; !err && i < n; i++) {
+        veil__revocation__status_response__init(&cells[i]);
+        items[i] = &cells[i];
+    }
     if (!err)
-        set_decision(&resp, reason, f.epoch);
-out:
+        err = authorize_batch(self(svc), call, req->items, n, items, outs);
+    if (!err)
+        err = veil_item_statuses(call, outs, n, &resp.status);
+    if (!err) {
+        resp.items = items;
+        resp.n_items = resp.n_status = n;
+    }
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -356,6 +454,7 @@ const veil_method_policy revocation_policy[] = {
     {"SetAppState", VEIL_PEER_GATEWAY | VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
     {"Status", VEIL_PEER_GATEWAY | VEIL_PEER_ADMIN, VEIL_EXEC_WORKER},
     {"Authorize", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"AuthorizeBatch", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"Changes", VEIL_PEER_GATEWAY, VEIL_EXEC_WAIT},
     {"AppEvents", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"ErasurePlan", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},

@@ -20,6 +20,7 @@
 
 #define REVOCATION_SUBJECT_BYTES 32
 #define REVOCATION_REASON_MAX    200 /* bytes of an admin's free-text reason */
+#define REVOCATION_BATCH_MAX     256 /* items of one AuthorizeBatch */
 
 typedef Veil__Revocation__IdentityState revocation_identity_state;
 typedef Veil__Revocation__AppState revocation_app_state;
@@ -56,6 +57,17 @@ void revocation_store_close(struct revocation_store *s);
 veil_err revocation_store_facts(struct revocation_store *s, const unsigned char *subject,
                                 const char *device_id, const char *app_id,
                                 struct revocation_facts *out) VEIL_WUR;
+
+/* One look-up's key: a subject (32 bytes), a device id and an app id ("" leaves it out). */
+struct revocation_key {
+    const unsigned char *subject;
+    const char *device_id;
+    const char *app_id;
+};
+
+/* The facts of n keys in one statement: out[i] for keys[i]. */
+veil_err revocation_store_facts_batch(struct revocation_store *s, const struct revocation_key *keys,
+                                      size_t n, struct revocation_facts *out) VEIL_WUR;
 
 /* Revokes a device; *changed is 0 when it already was (nothing recorded). */
 veil_err revocation_store_revoke_device(struct revocation_store *s, const unsigned char *subject,
@@ -101,21 +113,28 @@ veil_err revocation_store_relink(struct revocation_store *s, const unsigned char
                                  const char *app_id, int keep, uint32_t *epoch) VEIL_WUR;
 
 /*
- * A login's link: creates a missing link at epoch 0 (not a change: nothing
- * cached becomes wrong) or re-links an unlinked one under a fresh epoch (a
- * change).  *epoch is the link's epoch afterwards.
+ * What a batch of logins writes (AuthorizeBatch; Authorize is its batch of
+ * one), all in one transaction: for each item with link set, the login's
+ * link - a missing one created at epoch 0 (not a change: nothing cached
+ * becomes wrong) or an unlinked one re-linked under a fresh epoch (a change)
+ * - and *epoch the link's epoch afterwards; for each item with key_version
+ * set, the pseudonym key versions the login gives the app recorded on the
+ * link (not a change anything caches: no feed entry), so events name the
+ * subject as the app knows it.  An item whose link vanished meanwhile (an
+ * erasure) gets err VEIL_ERR_ABORTED alone; any other failure fails the
+ * whole transaction and is returned.
  */
-veil_err revocation_store_login_link(struct revocation_store *s, const unsigned char *subject,
-                                     const char *app_id, uint32_t *epoch) VEIL_WUR;
+struct revocation_link_write {
+    const unsigned char *subject;
+    const char *app_id;
+    int link;
+    uint32_t key_version, previous_key_version; /* 0: none to record */
+    uint32_t epoch; /* out, when link */
+    veil_err err;   /* out */
+};
 
-/*
- * Records the pseudonym key versions a login gave the app for this link (not
- * a change anything caches: no feed entry), so events name the subject as
- * the app knows it.
- */
-veil_err revocation_store_link_keys(struct revocation_store *s, const unsigned char *subject,
-                                    const char *app_id, uint32_t key_version,
-                                    uint32_t previous_key_version) VEIL_WUR;
+veil_err revocation_store_login_writes(struct revocation_store *s,
+                                       struct revocation_link_write *w, size_t n) VEIL_WUR;
 
 /* Sets an app's state; *changed is 0 when it already was in it. */
 veil_err revocation_store_set_app(struct revocation_store *s, const char *app_id,

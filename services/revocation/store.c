@@ -10,6 +10,7 @@
 #include "revocation.h"
 #include "veil/feedlog.h"
 #include "veil/pg.h"
+#include "veil/pgarray.h"
 
 enum {
     ST_FACTS,
@@ -35,14 +36,21 @@ enum {
 };
 
 static const veil_pg_stmt stmts[ST_COUNT] = {
+    /*
+     * The facts of a batch of (subject, device, app) triples, or of one, in
+     * one statement: one row per triple, in the order given ($1 the
+     * subjects, $2 the devices, $3 the apps, arrays of the same length).
+     */
     [ST_FACTS] =
         {"facts",
-         "SELECT (SELECT state FROM identities WHERE subject_ref = $1),"
-         " EXISTS (SELECT 1 FROM revoked_devices WHERE subject_ref = $1 AND device_id = $2),"
-         " (SELECT state FROM apps WHERE app_id = $3), l.linked, l.epoch,"
-         " l.key_version, l.previous_key_version"
-         " FROM (SELECT 1) AS one"
-         " LEFT JOIN app_links l ON l.subject_ref = $1 AND l.app_id = $3"},
+         "SELECT i.state,"
+         " EXISTS (SELECT 1 FROM revoked_devices d WHERE d.subject_ref = q.s AND d.device_id = q.d),"
+         " a.state, l.linked, l.epoch, l.key_version, l.previous_key_version"
+         " FROM unnest($1::bytea[], $2::text[], $3::text[]) WITH ORDINALITY AS q(s, d, a, n)"
+         " LEFT JOIN identities i ON i.subject_ref = q.s"
+         " LEFT JOIN apps a ON a.app_id = q.a"
+         " LEFT JOIN app_links l ON l.subject_ref = q.s AND l.app_id = q.a"
+         " ORDER BY q.n"},
     [ST_REVOKE_DEVICE] = {"revoke_device",
                           "INSERT INTO revoked_devices (subject_ref, device_id, revoked_at)"
                           " VALUES ($1, $2, now()) ON CONFLICT DO NOTHING RETURNING 1"},
@@ -167,27 +175,51 @@ veil_err revocation_store_facts(struct revocation_store *s, const unsigned char 
                                 const char *device_id, const char *app_id,
                                 struct revocation_facts *out)
 {
+    struct revocation_key k = {subject, device_id, app_id};
+    return revocation_store_facts_batch(s, &k, 1, out);
+}
+
+veil_err revocation_store_facts_batch(struct revocation_store *s, const struct revocation_key *keys,
+                                      size_t n, struct revocation_facts *out)
+{
+    veil_buf a[3] = {{0}};
     veil_pg *c;
-    PGresult *r;
-    memset(out, 0, sizeof *out);
-    veil_err err = veil_db_conn(s->db, &c);
-    if (err)
-        return err;
-    veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(device_id),
-                         vp_text(app_id)};
-    err = veil_pg_exec(c, ST_FACTS, p, 3, &r);
-    if (err)
-        return err;
-    out->identity = identity_from(veil_pg_get_text(r, 0, 0));
-    out->device_revoked = veil_pg_get_bool(r, 0, 1);
-    out->app_revoked = strcmp(veil_pg_get_text(r, 0, 2), "revoked") == 0;
-    out->has_link = !veil_pg_is_null(r, 0, 3);
-    out->linked = veil_pg_get_bool(r, 0, 3);
-    out->epoch = (uint32_t)veil_pg_get_i64(r, 0, 4);
-    out->key_version = out->has_link ? (uint32_t)veil_pg_get_i64(r, 0, 5) : 0;
-    out->previous_key_version = out->has_link ? (uint32_t)veil_pg_get_i64(r, 0, 6) : 0;
+    PGresult *r = NULL;
+    veil_err err = VEIL_ERR_NOMEM;
+    memset(out, 0, n * sizeof *out);
+    veil_pgarray_begin(&a[0], VEIL_OID_BYTEA, n);
+    veil_pgarray_begin(&a[1], VEIL_OID_TEXT, n);
+    veil_pgarray_begin(&a[2], VEIL_OID_TEXT, n);
+    for (size_t i = 0; i < n; i++) {
+        veil_pgarray_put(&a[0], keys[i].subject, REVOCATION_SUBJECT_BYTES);
+        veil_pgarray_put(&a[1], keys[i].device_id, strlen(keys[i].device_id));
+        veil_pgarray_put(&a[2], keys[i].app_id, strlen(keys[i].app_id));
+    }
+    if (a[0].failed || a[1].failed || a[2].failed)
+        goto out;
+    if ((err = veil_db_conn(s->db, &c)))
+        goto out;
+    veil_pg_param p[] = {vp_bytes(a[0].data, a[0].len), vp_bytes(a[1].data, a[1].len),
+                         vp_bytes(a[2].data, a[2].len)};
+    if ((err = veil_pg_exec(c, ST_FACTS, p, 3, &r)))
+        goto out;
+    err = (size_t)PQntuples(r) == n ? VEIL_OK : VEIL_ERR_INTERNAL;
+    for (int row = 0; !err && row < (int)n; row++) {
+        struct revocation_facts *f = &out[row];
+        f->identity = identity_from(veil_pg_get_text(r, row, 0));
+        f->device_revoked = veil_pg_get_bool(r, row, 1);
+        f->app_revoked = strcmp(veil_pg_get_text(r, row, 2), "revoked") == 0;
+        f->has_link = !veil_pg_is_null(r, row, 3);
+        f->linked = veil_pg_get_bool(r, row, 3);
+        f->epoch = (uint32_t)veil_pg_get_i64(r, row, 4);
+        f->key_version = f->has_link ? (uint32_t)veil_pg_get_i64(r, row, 5) : 0;
+        f->previous_key_version = f->has_link ? (uint32_t)veil_pg_get_i64(r, row, 6) : 0;
+    }
+out:
     PQclear(r);
-    return VEIL_OK;
+    for (int k = 0; k < 3; k++)
+        veil_buf_free(&a[k]);
+    return err;
 }
 
 veil_err revocation_store_revoke_device(struct revocation_store *s, const unsigned char *subject,
@@ -418,17 +450,19 @@ out:
     return veil_pg_end(c, err);
 }
 
-veil_err revocation_store_login_link(struct revocation_store *s, const unsigned char *subject,
-                                     const char *app_id, uint32_t *epoch)
+/*
+ * A login's link, inside the caller's transaction: re-links an unlinked one
+ * under a fresh epoch (a change), or creates a missing one at epoch 0;
+ * *epoch is the link's epoch afterwards.  VEIL_ERR_ABORTED: the link was
+ * neither there nor creatable (an erasure raced the login).
+ */
+static veil_err login_link(veil_pg *c, const unsigned char *subject, const char *app_id,
+                           uint32_t *epoch)
 {
-    veil_pg *c;
     PGresult *r = NULL;
     int found;
-    veil_err err = begin_link(s, &c, epoch);
-    if (err)
-        return err;
     veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id)};
-    err = one_row(c, ST_LOGIN_RELINK, p, 2, &r, &found);
+    veil_err err = one_row(c, ST_LOGIN_RELINK, p, 2, &r, &found);
     if (!err && found) {
         err = link_change(c, "app_relinked", subject, app_id);
     }
@@ -447,6 +481,61 @@ veil_err revocation_store_login_link(struct revocation_store *s, const unsigned 
     if (!err)
         *epoch = (uint32_t)veil_pg_get_i64(r, 0, 0);
     PQclear(r);
+    return err;
+}
+
+/* The order a batch's writes lock links in: by subject, then app. */
+static int write_order(const void *a, const void *b)
+{
+    const struct revocation_link_write *x = *(const struct revocation_link_write *const *)a;
+    const struct revocation_link_write *y = *(const struct revocation_link_write *const *)b;
+    int d = memcmp(x->subject, y->subject, REVOCATION_SUBJECT_BYTES);
+    return d ? d : strcmp(x->app_id, y->app_id);
+}
+
+veil_err revocation_store_login_writes(struct revocation_store *s,
+                                       struct revocation_link_write *w, size_t n)
+{
+    veil_pg *c;
+    struct revocation_link_write **order = malloc((n ? n : 1) * sizeof *order);
+    if (!order)
+        return VEIL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        order[i] = &w[i];
+        w[i].err = VEIL_OK;
+    }
+    /*
+     * Every transaction that writes several links takes their row locks in
+     * one order, so two batches (of two gateways) never wait on each other
+     * in a cycle.
+     */
+    qsort(order, n, sizeof *order, write_order);
+    veil_err err = veil_db_begin(s->db, &c);
+    if (err) {
+        free(order);
+        return err;
+    }
+    for (size_t i = 0; !err && i < n; i++) {
+        struct revocation_link_write *x = order[i];
+        if (x->link) {
+            veil_err e = login_link(c, x->subject, x->app_id, &x->epoch);
+            if (e == VEIL_ERR_ABORTED) { /* this item's alone: the others go on */
+                x->err = e;
+                continue;
+            }
+            if ((err = e))
+                break;
+        }
+        if (x->key_version) {
+            PGresult *r = NULL;
+            veil_pg_param p[] = {vp_bytes(x->subject, REVOCATION_SUBJECT_BYTES),
+                                 vp_text(x->app_id), vp_i64(x->key_version),
+                                 vp_i64(x->previous_key_version)};
+            err = veil_pg_exec(c, ST_LINK_KEYS, p, 4, &r);
+            PQclear(r);
+        }
+    }
+    free(order);
     return veil_pg_end(c, err);
 }
 
@@ -496,20 +585,4 @@ veil_err revocation_store_app_events(struct revocation_store *s, const char *app
                                      Veil__AppEventsResponse *resp)
 {
     return veil_feedlog_app_events(s->db, ST_FEED, app_id, after_seq, max, alloc, resp);
-}
-
-veil_err revocation_store_link_keys(struct revocation_store *s, const unsigned char *subject,
-                                    const char *app_id, uint32_t key_version,
-                                    uint32_t previous_key_version)
-{
-    veil_pg *c;
-    PGresult *r;
-    veil_err err = veil_db_conn(s->db, &c);
-    if (err)
-        return err;
-    veil_pg_param p[] = {vp_bytes(subject, REVOCATION_SUBJECT_BYTES), vp_text(app_id),
-                         vp_i64(key_version), vp_i64(previous_key_version)};
-    err = veil_pg_exec(c, ST_LINK_KEYS, p, 4, &r);
-    PQclear(r);
-    return err;
 }

@@ -2,8 +2,10 @@
  * check_revocation.c - the revocation service over real gRPC and
  * PostgreSQL: the four kinds of revocation and reinstatement, the order of
  * refusal reasons, link epochs through unlink and relink (and what they do
- * to a real pseudonym), the caller policy, bad input, and that a mutation
- * failing half-way leaves nothing behind.
+ * to a real pseudonym), the caller policy, bad input, that a mutation
+ * failing half-way leaves nothing behind, and AuthorizeBatch (issue 15):
+ * each item answered as Authorize alone, bad items failing alone, the
+ * batch's writes in one transaction.
  */
 #include <check.h>
 #include <stdio.h>
@@ -288,6 +290,7 @@ START_TEST(test_caller_policy)
         {"RevokeDevice", 0}, {"SetIdentityState", 1}, {"UnlinkApp", 0},
         {"RelinkApp", 0},    {"SetAppState", 1},      {"Status", 1},
         {"Authorize", 0},    {"Changes", 0},          {"AppEvents", 0},
+        {"AuthorizeBatch", 0},
     };
     static const char *const callers[] = {"svc/gateway", "admin/ops", "app/chat.wechat",
                                           "app/gov.tax", "svc/vault", "svc/consent"};
@@ -459,6 +462,154 @@ START_TEST(test_no_partial_writes)
 }
 END_TEST
 
+/* A StatusRequest of a batch (subject len 32 unless short, the key versions a login gives). */
+static Veil__Revocation__StatusRequest *item(Veil__Revocation__StatusRequest *r,
+                                             unsigned char *subject, size_t len,
+                                             const char *device, const char *app, uint32_t kv,
+                                             uint32_t pkv)
+{
+    veil__revocation__status_request__init(r);
+    r->subject_ref.data = subject;
+    r->subject_ref.len = len;
+    r->device_id = (char *)device;
+    r->app_id = (char *)app;
+    r->key_version = kv;
+    r->previous_key_version = pkv;
+    return r;
+}
+
+/* What Status says the link (s, app) last recorded: the key versions. */
+static void expect_keys(unsigned char *s, const char *app, uint32_t kv, uint32_t pkv)
+{
+    Veil__Revocation__StatusRequest r;
+    Veil__Revocation__StatusResponse *resp;
+    veil_status st;
+    item(&r, s, 32, "", app, 0, 0);
+    ck_assert_int_eq(veil_channel_call(gw, "Status", &r.base, NULL, 5000, &resp, &st), VEIL_OK);
+    ck_assert_uint_eq(resp->key_version, kv);
+    ck_assert_uint_eq(resp->previous_key_version, pkv);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/*
+ * AuthorizeBatch (issue 15): eight logins' verdicts in one call - a first
+ * login (link created, key versions recorded), the same login again in the
+ * same batch, a re-link after an unlink (a fresh epoch, one feed change), a
+ * suspended identity (refused), a key rotation on an existing link, and
+ * three bad items (a short subject, a malformed device, no app).  Each item
+ * gets exactly the status Authorize alone gives it, the bad ones fail alone,
+ * and every link the batch wrote was written by one transaction.  An empty
+ * or oversized batch is refused as a whole.
+ */
+START_TEST(test_authorize_batch)
+{
+    unsigned char a[32], b[32], c[32], d[32];
+    uint32_t epoch;
+    veil_status st;
+    rt_subject(a, 21);
+    rt_subject(b, 22);
+    rt_subject(c, 23);
+    rt_subject(d, 24);
+    /* b linked then unlinked; c suspended; d linked at key version 1 */
+    expect_status("Authorize", b, "", "shop.taobao", "", 0);
+    ck_assert_int_eq(rt_unlink(gw, b, "shop.taobao", &epoch, NULL), VEIL_OK);
+    ck_assert_int_eq(rt_set_identity(gw, c, SUSPENDED, "held", NULL), VEIL_OK);
+    Veil__Revocation__StatusRequest cells[8], *items[8];
+    Veil__Revocation__StatusResponse *one;
+    items[0] = item(&cells[0], d, 32, "", "gov.tax", 1, 0);
+    ck_assert_int_eq(veil_channel_call(gw, "Authorize", &items[0]->base, NULL, 5000, &one, &st),
+                     VEIL_OK);
+    protobuf_c_message_free_unpacked(&one->base, NULL);
+    int64_t head = h_svc_feed_head(gw);
+
+    items[0] = item(&cells[0], a, 32, "", "chat.wechat", 2, 1);
+    items[1] = item(&cells[1], a, 16, "", "chat.wechat", 2, 1);
+    items[2] = item(&cells[2], b, 32, "", "shop.taobao", 2, 1);
+    items[3] = item(&cells[3], c, 32, "", "chat.wechat", 2, 1);
+    items[4] = item(&cells[4], a, 32, "", "chat.wechat", 2, 1);
+    items[5] = item(&cells[5], d, 32, "XYZ", "gov.tax", 2, 1);
+    items[6] = item(&cells[6], d, 32, "", "", 2, 1);
+    items[7] = item(&cells[7], d, 32, "", "gov.tax", 2, 1);
+    /* the bad items alone first: the unbatched statuses the batch must repeat */
+    static const int bad[] = {1, 5, 6};
+    veil_status alone[8];
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(veil_channel_call(gw, "Authorize", &items[bad[k]]->base, NULL, 5000,
+                                           &one, &alone[bad[k]]),
+                         VEIL_ERR_INVALID);
+
+    Veil__Revocation__AuthorizeBatchRequest req = VEIL__REVOCATION__AUTHORIZE_BATCH_REQUEST__INIT;
+    Veil__Revocation__AuthorizeBatchResponse *resp;
+    req.items = items;
+    req.n_items = 8;
+    ck_assert_int_eq(veil_channel_call(gw, "AuthorizeBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_OK);
+    ck_assert_uint_eq(resp->n_items, 8);
+    ck_assert_uint_eq(resp->n_status, 8);
+    static const struct {
+        unsigned code;
+        const char *reason;
+        uint32_t epoch;
+    } want[8] = {{0, "", 0},
+                 {GRPC_STATUS_INVALID_ARGUMENT, NULL, 0},
+                 {0, "", 1},
+                 {0, "identity_suspended", 0},
+                 {0, "", 0},
+                 {GRPC_STATUS_INVALID_ARGUMENT, NULL, 0},
+                 {GRPC_STATUS_INVALID_ARGUMENT, NULL, 0},
+                 {0, "", 0}};
+    for (int i = 0; i < 8; i++) {
+        ck_assert_msg(resp->status[i]->code == want[i].code, "item %d: status %u", i,
+                      resp->status[i]->code);
+        if (want[i].code) {
+            ck_assert_str_eq(resp->status[i]->message, alone[i].message);
+            continue;
+        }
+        ck_assert_str_eq(resp->items[i]->reason_code, want[i].reason);
+        ck_assert_int_eq(resp->items[i]->allowed, want[i].reason[0] == '\0');
+        ck_assert_uint_eq(resp->items[i]->link_epoch, want[i].epoch);
+    }
+    ck_assert_str_eq(resp->status[1]->message, "subject_ref must be 32 bytes");
+    ck_assert_str_eq(resp->status[5]->message, "device_id must be 32 lowercase hex characters");
+    ck_assert_str_eq(resp->status[6]->message, "app_id is not a valid app id");
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+    /* what the logins recorded: the versions on each link, the re-link in the feed */
+    expect_keys(a, "chat.wechat", 2, 1);
+    expect_keys(b, "shop.taobao", 2, 1);
+    expect_keys(d, "gov.tax", 2, 1);
+    expect_status("Status", b, "", "shop.taobao", "", 1);
+    ck_assert_int_eq(h_svc_feed_head(gw), head + 1);
+    /* the three links written by the batch: one transaction wrote them all */
+    ck_assert_int_eq(h_db_exec(rev.db, "DO $$ BEGIN IF (SELECT count(*) <> 3"
+                                       " OR count(DISTINCT xmin::text) <> 1 FROM app_links) THEN"
+                                       " RAISE EXCEPTION 'not one transaction'; END IF; END $$"),
+                     0);
+
+    /* an empty batch and one over the limit are refused as a whole */
+    req.n_items = 0;
+    ck_assert_int_eq(veil_channel_call(gw, "AuthorizeBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "items must hold 1 to 256 requests");
+    Veil__Revocation__StatusRequest *many[257];
+    for (int i = 0; i < 257; i++)
+        many[i] = items[0];
+    req.items = many;
+    req.n_items = 257;
+    ck_assert_int_eq(veil_channel_call(gw, "AuthorizeBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "items must hold 1 to 256 requests");
+    /* 256 is a batch, every item answered */
+    req.n_items = 256;
+    ck_assert_int_eq(veil_channel_call(gw, "AuthorizeBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_OK);
+    ck_assert_uint_eq(resp->n_status, 256);
+    for (int i = 0; i < 256; i++)
+        ck_assert_uint_eq(resp->status[i]->code, 0);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {test_unknown_subject_is_allowed,
@@ -470,6 +621,7 @@ int main(void)
                                   test_caller_policy,
                                   test_bad_input,
                                   test_no_partial_writes,
+                                  test_authorize_batch,
                                   NULL};
     const h_case cases[] = {{"revocation", 60, NULL, NULL, setup, teardown, tests}, {NULL}};
     return h_run_suite_forked(h_suite("revocation", cases));
