@@ -23,6 +23,7 @@
 
 #define CONSENT_SUBJECT_BYTES    32
 #define CONSENT_ATTRIBUTES_MAX   16
+#define CONSENT_BATCH_MAX        256 /* items of one CheckBatch */
 #define CONSENT_PURPOSE_MAX      200                        /* bytes */
 #define CONSENT_EXPIRY_MAX_MS    (INT64_C(1826) * 86400000) /* five years, leap days included */
 #define CONSENT_RECEIPT_ID_BYTES 16                         /* random; base64url in text */
@@ -116,11 +117,22 @@ veil_err consent_store_list(struct consent_store *s, const unsigned char *subjec
                             int64_t now_ms, ProtobufCAllocator *alloc,
                             Veil__Consent__ListResponse *resp) VEIL_WUR;
 
-/* Of the listed attributes, those live for the app now, as Check returns them. */
-veil_err consent_store_check(struct consent_store *s, const unsigned char *subject_ref,
-                             const char *app_id, char *const *attributes, size_t n, int64_t now_ms,
-                             ProtobufCAllocator *alloc,
-                             Veil__Consent__CheckResponse *resp) VEIL_WUR;
+/* One Check's question, and where its answer goes; everything borrowed. */
+struct consent_check_item {
+    const unsigned char *subject_ref;
+    const char *app_id;
+    char *const *attributes; /* at least one */
+    size_t n_attributes;
+    Veil__Consent__CheckResponse *resp; /* initialised; granted filled with alloc */
+};
+
+/*
+ * For each of n items (Check, or CheckBatch's items), of its listed
+ * attributes those live for its app now, as Check returns them: all n in
+ * one statement.
+ */
+veil_err consent_store_check(struct consent_store *s, struct consent_check_item *items, size_t n,
+                             int64_t now_ms, ProtobufCAllocator *alloc) VEIL_WUR;
 
 /* Deletes everything about the subject, redacting its feed history. */
 veil_err consent_store_forget(struct consent_store *s, const unsigned char *subject_ref) VEIL_WUR;

@@ -16,6 +16,7 @@
 #include "consent.h"
 #include "veil/codec.h"
 #include "veil/formats.h"
+#include "veil/items.h"
 
 static struct consent *self(Veil__Consent__Consent_Service *svc)
 {
@@ -218,21 +219,80 @@ static void consent_list(Veil__Consent__Consent_Service *svc, const Veil__Consen
     VEIL_REPLY(done, call, err, &resp);
 }
 
+/*
+ * Check's logic for both doors: reqs[0..n) (1 to CONSENT_BATCH_MAX), each
+ * checked and answered exactly as Check alone, resps[i] (initialised) and
+ * outs[i] its reply and outcome; the items that ask for something are
+ * looked up in one statement.  Fails as a whole only when the batch cannot
+ * be handled (memory, the database).
+ */
+static veil_err check_batch(struct consent *c, veil_call *call,
+                            Veil__Consent__CheckRequest *const *reqs, size_t n,
+                            Veil__Consent__CheckResponse **resps, veil_item_outcome *outs)
+{
+    struct consent_check_item *items = veil_call_array(call, n, sizeof *items);
+    size_t asked = 0;
+    if (!items)
+        return VEIL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const Veil__Consent__CheckRequest *req = reqs[i];
+        veil_err e = check_subject(call, &req->subject_ref);
+        if (!e)
+            e = check_app(call, req->app_id);
+        if (!e)
+            e = check_names(call, "attributes", req->attributes, req->n_attributes);
+        veil_item_end(call, &outs[i], e);
+        /* Asking for nothing is not an error, and needs no database. */
+        if (!e && req->n_attributes > 0)
+            items[asked++] = (struct consent_check_item){req->subject_ref.data, req->app_id,
+                                                         req->attributes, req->n_attributes,
+                                                         resps[i]};
+    }
+    return asked ? consent_store_check(c->store, items, asked, veil_now_ms(),
+                                       veil_call_allocator(call))
+                 : VEIL_OK;
+}
+
 static void consent_check(Veil__Consent__Consent_Service *svc,
                           const Veil__Consent__CheckRequest *req,
                           Veil__Consent__CheckResponse_Closure done, void *call)
 {
     Veil__Consent__CheckResponse resp = VEIL__CONSENT__CHECK_RESPONSE__INIT;
-    veil_err err = check_subject(call, &req->subject_ref);
+    Veil__Consent__CheckRequest *reqs[] = {(Veil__Consent__CheckRequest *)req};
+    Veil__Consent__CheckResponse *resps[] = {&resp};
+    veil_item_outcome o;
+    veil_err err = check_batch(self(svc), call, reqs, 1, resps, &o);
+    VEIL_REPLY(done, call, veil_item_single(call, err, &o), &resp);
+}
+
+/* The gateway's cache misses, batched (issue 15): each item its own status. */
+static void consent_check_batch(Veil__Consent__Consent_Service *svc,
+                                const Veil__Consent__CheckBatchRequest *req,
+                                Veil__Consent__CheckBatchResponse_Closure done, void *call)
+{
+    Veil__Consent__CheckBatchResponse resp = VEIL__CONSENT__CHECK_BATCH_RESPONSE__INIT;
+    size_t n = req->n_items;
+    Veil__Consent__CheckResponse **items = NULL, *cells = NULL;
+    veil_item_outcome *outs = NULL;
+    veil_err err = veil_items_check(call, n, CONSENT_BATCH_MAX);
+    if (!err) {
+        items = veil_call_array(call, n, sizeof *items);
+        cells = veil_call_array(call, n, sizeof *cells);
+        outs = veil_call_array(call, n, sizeof *outs);
+        err = items && cells && outs ? VEIL_OK : VEIL_ERR_NOMEM;
+    }
+    for (size_t i = 0; !err && i < n; i++) {
+        veil__consent__check_response__init(&cells[i]);
+        items[i] = &cells[i];
+    }
     if (!err)
-        err = check_app(call, req->app_id);
+        err = check_batch(self(svc), call, req->items, n, items, outs);
     if (!err)
-        err = check_names(call, "attributes", req->attributes, req->n_attributes);
-    /* Asking for nothing is not an error, and needs no database. */
-    if (!err && req->n_attributes > 0)
-        err = consent_store_check(self(svc)->store, req->subject_ref.data, req->app_id,
-                                  req->attributes, req->n_attributes, veil_now_ms(),
-                                  veil_call_allocator(call), &resp);
+        err = veil_item_statuses(call, outs, n, &resp.status);
+    if (!err) {
+        resp.items = items;
+        resp.n_items = resp.n_status = n;
+    }
     VEIL_REPLY(done, call, err, &resp);
 }
 
@@ -286,6 +346,7 @@ const veil_method_policy consent_policy[] = {
     {"Withdraw", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"List", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"Check", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
+    {"CheckBatch", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"Forget", VEIL_PEER_GATEWAY, VEIL_EXEC_WORKER},
     {"GetKeys", VEIL_PEER_GATEWAY, VEIL_EXEC_INLINE},
     {"Changes", VEIL_PEER_GATEWAY, VEIL_EXEC_WAIT},

@@ -14,6 +14,7 @@
 #include "veil/codec.h"
 #include "veil/feedlog.h"
 #include "veil/pg.h"
+#include "veil/pgarray.h"
 
 /* The change that tells consumers a subject was erased. */
 #define FORGOTTEN "subject_forgotten"
@@ -62,12 +63,21 @@ static const veil_pg_stmt stmts[ST_COUNT] = {
                  " FROM grants g JOIN grant_attributes a USING (receipt_id)"
                  " WHERE g.subject_ref = $1"
                  " GROUP BY g.receipt_id ORDER BY g.granted_at DESC, g.receipt_id"},
-    [ST_CHECK] = {"check", "SELECT a.attribute, g.receipt_id, g.purpose, g.expires_at"
-                           " FROM grant_attributes a JOIN grants g USING (receipt_id)"
-                           " WHERE a.subject_ref = $1 AND a.app_id = $2 AND a.state = 'live'"
-                           " AND g.expires_at > ms_time($4::int8)"
-                           " AND a.attribute = ANY (string_to_array($3, ','))"
-                           " ORDER BY array_position(string_to_array($3, ','), a.attribute)"},
+    /*
+     * Check for a batch of (subject, app, attributes), or for one, in one
+     * statement: $1 the subjects, $2 the apps, $3 each item's attribute
+     * names comma-separated, arrays of the same length; rows by item (its
+     * position, from 1), then in the order its names were asked.
+     */
+    [ST_CHECK] = {"check",
+                  "SELECT q.n, a.attribute, g.receipt_id, g.purpose, g.expires_at"
+                  " FROM unnest($1::bytea[], $2::text[], $3::text[]) WITH ORDINALITY"
+                  "  AS q(s, app, names, n)"
+                  " JOIN grant_attributes a ON a.subject_ref = q.s AND a.app_id = q.app"
+                  "  AND a.state = 'live' AND a.attribute = ANY (string_to_array(q.names, ','))"
+                  " JOIN grants g ON g.receipt_id = a.receipt_id"
+                  " WHERE g.expires_at > ms_time($4::int8)"
+                  " ORDER BY q.n, array_position(string_to_array(q.names, ','), a.attribute)"},
     [ST_FORGET] = {"forget", "DELETE FROM grants WHERE subject_ref = $1"},
     VEIL_FEEDLOG_STMTS(ST_FEED),
 };
@@ -257,47 +267,76 @@ veil_err consent_store_list(struct consent_store *s, const unsigned char *subjec
     return err;
 }
 
-veil_err consent_store_check(struct consent_store *s, const unsigned char *subject_ref,
-                             const char *app_id, char *const *attributes, size_t n, int64_t now_ms,
-                             ProtobufCAllocator *alloc, Veil__Consent__CheckResponse *resp)
+/* Row `row` of ST_CHECK as a granted attribute allocated with alloc (NULL: out of memory). */
+static Veil__Consent__GrantedAttribute *granted_row(const PGresult *r, int row,
+                                                    ProtobufCAllocator *alloc)
 {
-    veil_buf names = {0};
+    Veil__Consent__GrantedAttribute *a = veil_reply_alloc(alloc, sizeof *a);
+    if (!a)
+        return NULL;
+    veil__consent__granted_attribute__init(a);
+    a->attribute = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 1));
+    a->receipt_id = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 2));
+    a->purpose = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 3));
+    a->expires_at_ms = veil_pg_get_time_ms(r, row, 4);
+    return a->attribute && a->receipt_id && a->purpose ? a : NULL;
+}
+
+veil_err consent_store_check(struct consent_store *s, struct consent_check_item *items, size_t n,
+                             int64_t now_ms, ProtobufCAllocator *alloc)
+{
+    veil_buf a[3] = {{0}}, names = {0};
     veil_pg *c;
     PGresult *r = NULL;
-    veil_err err = veil_feedlog_join_names(&names, attributes, n);
+    veil_err err = VEIL_OK;
+    veil_pgarray_begin(&a[0], VEIL_OID_BYTEA, n);
+    veil_pgarray_begin(&a[1], VEIL_OID_TEXT, n);
+    veil_pgarray_begin(&a[2], VEIL_OID_TEXT, n);
+    for (size_t i = 0; !err && i < n; i++) {
+        names.len = 0;
+        err = veil_feedlog_join_names(&names, items[i].attributes, items[i].n_attributes);
+        veil_pgarray_put(&a[0], items[i].subject_ref, CONSENT_SUBJECT_BYTES);
+        veil_pgarray_put(&a[1], items[i].app_id, strlen(items[i].app_id));
+        if (!err)
+            veil_pgarray_put(&a[2], names.data, names.len - 1); /* without the NUL */
+    }
+    if (!err && (a[0].failed || a[1].failed || a[2].failed))
+        err = VEIL_ERR_NOMEM;
     if (!err)
         err = veil_db_conn(s->db, &c);
     if (err)
         goto out;
-    veil_pg_param p[] = {vp_bytes(subject_ref, CONSENT_SUBJECT_BYTES), vp_text(app_id),
-                         vp_text((const char *)names.data), vp_i64(now_ms)};
-    err = veil_pg_exec(c, ST_CHECK, p, 4, &r);
-    if (err)
+    veil_pg_param p[] = {vp_bytes(a[0].data, a[0].len), vp_bytes(a[1].data, a[1].len),
+                         vp_bytes(a[2].data, a[2].len), vp_i64(now_ms)};
+    if ((err = veil_pg_exec(c, ST_CHECK, p, 4, &r)))
         goto out;
-    size_t k = (size_t)PQntuples(r);
-    resp->granted = veil_reply_alloc(alloc, k * sizeof *resp->granted);
-    if (!resp->granted)
-        err = VEIL_ERR_NOMEM;
-    for (size_t i = 0; !err && i < k; i++) {
-        int row = (int)i;
-        Veil__Consent__GrantedAttribute *a = veil_reply_alloc(alloc, sizeof *a);
-        if (!a) {
-            err = VEIL_ERR_NOMEM;
+    /* rows come grouped by item, in item order: each item's run of rows */
+    int rows = PQntuples(r);
+    for (int row = 0; !err && row < rows;) {
+        int64_t pos = veil_pg_get_i64(r, row, 0);
+        int end = row;
+        while (end < rows && veil_pg_get_i64(r, end, 0) == pos)
+            end++;
+        if (pos < 1 || (size_t)pos > n) {
+            err = VEIL_ERR_INTERNAL;
             break;
         }
-        veil__consent__granted_attribute__init(a);
-        a->attribute = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 0));
-        a->receipt_id = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 1));
-        a->purpose = veil_reply_strdup(alloc, veil_pg_get_text(r, row, 2));
-        a->expires_at_ms = veil_pg_get_time_ms(r, row, 3);
-        if (!a->attribute || !a->receipt_id || !a->purpose)
+        Veil__Consent__CheckResponse *resp = items[pos - 1].resp;
+        resp->granted = veil_reply_alloc(alloc, (size_t)(end - row) * sizeof *resp->granted);
+        if (!resp->granted)
             err = VEIL_ERR_NOMEM;
-        resp->granted[i] = a;
-        resp->n_granted = i + 1;
+        for (; !err && row < end; row++) {
+            if (!(resp->granted[resp->n_granted] = granted_row(r, row, alloc)))
+                err = VEIL_ERR_NOMEM;
+            else
+                resp->n_granted++;
+        }
     }
 out:
     PQclear(r);
     veil_buf_free(&names);
+    for (int k = 0; k < 3; k++)
+        veil_buf_free(&a[k]);
     return err;
 }
 

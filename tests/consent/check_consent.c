@@ -3,8 +3,9 @@
  * grant, check, withdraw, supersession, expiry, the citizen's list,
  * receipts verified by libveil and by an independent JOSE library
  * (Debian's python3-jwt) including tampered ones, key rotation, forgetting
- * a subject, the caller policy, bad input, and that a grant failing
- * half-way leaves nothing behind.
+ * a subject, the caller policy, bad input, that a grant failing half-way
+ * leaves nothing behind, and CheckBatch (issue 15): each item answered as
+ * Check alone, bad items failing alone.
  */
 #include <check.h>
 #include <signal.h>
@@ -507,8 +508,9 @@ END_TEST
 /* Every method, as every kind of caller: only the gateway gets through. */
 START_TEST(test_caller_policy)
 {
-    static const char *const methods[] = {"Grant",  "Withdraw", "List",    "Check",
-                                          "Forget", "GetKeys",  "Changes", "AppEvents"};
+    static const char *const methods[] = {"Grant",   "Withdraw", "List",      "Check",
+                                          "Forget",  "GetKeys",  "Changes", "AppEvents",
+                                          "CheckBatch"};
     static const char *const refused[] = {"admin/ops", "app/chat.wechat", "app/gov.tax",
                                           "svc/vault", "svc/revocation",  "svc/pseudonym"};
     char path[128];
@@ -657,6 +659,128 @@ START_TEST(test_no_partial_writes)
 }
 END_TEST
 
+/* A CheckRequest of a batch (attrs NULL-terminated, or NULL for none). */
+static Veil__Consent__CheckRequest *check_item(Veil__Consent__CheckRequest *r, unsigned char *subject,
+                                               size_t len, const char *app,
+                                               const char *const *attrs)
+{
+    veil__consent__check_request__init(r);
+    r->subject_ref.data = subject;
+    r->subject_ref.len = len;
+    r->app_id = (char *)app;
+    r->attributes = (char **)attrs;
+    while (attrs && attrs[r->n_attributes])
+        r->n_attributes++;
+    return r;
+}
+
+/*
+ * CheckBatch (issue 15): eight Checks in one call - two subjects with
+ * grants (answers in the order asked, with receipt, purpose and expiry),
+ * one without, one asking for nothing, another app, and two bad items (a
+ * short subject, an unknown attribute).  Every item gets exactly what
+ * Check alone answers for it, status and message or grants field by field;
+ * the bad ones fail alone.  An empty or oversized batch is refused whole.
+ */
+START_TEST(test_check_batch)
+{
+    unsigned char s[32], t[32], u[32];
+    char rid_s[64], rid_t[64];
+    veil_status st;
+    ct_subject(s, 31);
+    ct_subject(t, 32);
+    ct_subject(u, 33);
+    const char *const age_province[] = {"age_over_18", "province", NULL};
+    const char *const real_name[] = {"real_name_verified", NULL};
+    ck_assert_int_eq(grant(s, "chat.wechat", age_province, wechat_scope, rid_s, NULL), VEIL_OK);
+    ck_assert_int_eq(ct_grant(gw, t, 32, "chat.wechat", real_name, "a second purpose",
+                              ct_now_ms() + 10 * CT_DAY_MS, wechat_scope, rid_t, NULL, NULL),
+                     VEIL_OK);
+    const char *const reversed[] = {"province", "age_over_18", NULL};
+    const char *const age_real[] = {"age_over_18", "real_name_verified", NULL};
+    const char *const age[] = {"age_over_18", NULL};
+    const char *const bogus[] = {"bogus", NULL};
+    const char *const all[] = {"age_over_18", "province", "real_name_verified", NULL};
+    Veil__Consent__CheckRequest cells[8], *items[8];
+    items[0] = check_item(&cells[0], s, 32, "chat.wechat", reversed);
+    items[1] = check_item(&cells[1], s, 16, "chat.wechat", age);
+    items[2] = check_item(&cells[2], t, 32, "chat.wechat", age_real);
+    items[3] = check_item(&cells[3], u, 32, "chat.wechat", age);
+    items[4] = check_item(&cells[4], s, 32, "chat.wechat", NULL);
+    items[5] = check_item(&cells[5], s, 32, "chat.wechat", bogus);
+    items[6] = check_item(&cells[6], s, 32, "shop.taobao", age);
+    items[7] = check_item(&cells[7], s, 32, "chat.wechat", all);
+
+    Veil__Consent__CheckBatchRequest req = VEIL__CONSENT__CHECK_BATCH_REQUEST__INIT;
+    Veil__Consent__CheckBatchResponse *resp;
+    req.items = items;
+    req.n_items = 8;
+    ck_assert_int_eq(veil_channel_call(gw, "CheckBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_OK);
+    ck_assert_uint_eq(resp->n_items, 8);
+    ck_assert_uint_eq(resp->n_status, 8);
+    /* each item as Check alone answers it */
+    for (int i = 0; i < 8; i++) {
+        Veil__Consent__CheckResponse *one = NULL;
+        veil_status alone;
+        veil_err err = veil_channel_call(gw, "Check", &items[i]->base, NULL, 5000, &one, &alone);
+        ck_assert_msg(resp->status[i]->code == (unsigned)veil_err_status(err), "item %d: %u", i,
+                      resp->status[i]->code);
+        if (err) {
+            ck_assert_str_eq(resp->status[i]->message, alone.message);
+            continue;
+        }
+        const Veil__Consent__CheckResponse *b = resp->items[i];
+        ck_assert_uint_eq(b->n_granted, one->n_granted);
+        for (size_t k = 0; k < one->n_granted; k++) {
+            ck_assert_str_eq(b->granted[k]->attribute, one->granted[k]->attribute);
+            ck_assert_str_eq(b->granted[k]->receipt_id, one->granted[k]->receipt_id);
+            ck_assert_str_eq(b->granted[k]->purpose, one->granted[k]->purpose);
+            ck_assert_int_eq(b->granted[k]->expires_at_ms, one->granted[k]->expires_at_ms);
+        }
+        protobuf_c_message_free_unpacked(&one->base, NULL);
+    }
+    /* and what that is */
+    ck_assert_uint_eq(resp->status[1]->code, GRPC_STATUS_INVALID_ARGUMENT);
+    ck_assert_str_eq(resp->status[1]->message, "subject_ref must be 32 bytes");
+    ck_assert_uint_eq(resp->status[5]->code, GRPC_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(resp->status[5]->message, "unknown attribute bogus"));
+    ck_assert_uint_eq(resp->items[0]->n_granted, 2);
+    ck_assert_str_eq(resp->items[0]->granted[0]->attribute, "province");
+    ck_assert_str_eq(resp->items[0]->granted[1]->receipt_id, rid_s);
+    ck_assert_uint_eq(resp->items[2]->n_granted, 1);
+    ck_assert_str_eq(resp->items[2]->granted[0]->attribute, "real_name_verified");
+    ck_assert_str_eq(resp->items[2]->granted[0]->receipt_id, rid_t);
+    ck_assert_str_eq(resp->items[2]->granted[0]->purpose, "a second purpose");
+    ck_assert_uint_eq(resp->items[3]->n_granted, 0);
+    ck_assert_uint_eq(resp->items[4]->n_granted, 0);
+    ck_assert_uint_eq(resp->items[6]->n_granted, 0);
+    ck_assert_uint_eq(resp->items[7]->n_granted, 2);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+    /* an empty batch and one over the limit are refused as a whole */
+    req.n_items = 0;
+    ck_assert_int_eq(veil_channel_call(gw, "CheckBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "items must hold 1 to 256 requests");
+    Veil__Consent__CheckRequest *many[257];
+    for (int i = 0; i < 257; i++)
+        many[i] = items[i % 2 ? 2 : 0];
+    req.items = many;
+    req.n_items = 257;
+    ck_assert_int_eq(veil_channel_call(gw, "CheckBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_ERR_INVALID);
+    ck_assert_str_eq(st.message, "items must hold 1 to 256 requests");
+    req.n_items = 256; /* the limit itself: every item answered, each its own */
+    ck_assert_int_eq(veil_channel_call(gw, "CheckBatch", &req.base, NULL, 5000, &resp, &st),
+                     VEIL_OK);
+    ck_assert_uint_eq(resp->n_items, 256);
+    for (int i = 0; i < 256; i++)
+        ck_assert_uint_eq(resp->items[i]->n_granted, i % 2 ? 1 : 2);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {test_grant_check_withdraw,
@@ -669,6 +793,7 @@ int main(void)
                                   test_caller_policy,
                                   test_bad_input,
                                   test_no_partial_writes,
+                                  test_check_batch,
                                   NULL};
     const h_case cases[] = {{"consent", 60, NULL, NULL, setup, teardown, tests}, {NULL}};
     return h_run_suite_forked(h_suite("consent", cases));
