@@ -24,9 +24,11 @@
 
 #include "veil/client.h"
 #include "veil/common.pb-c.h"
+#include "veil/consent.pb-c.h"
 #include "veil/formats.h"
 #include "veil/gateway.pb-c.h"
 #include "veil/keys.h"
+#include "veil/revocation.pb-c.h"
 #include "veil/rpc.h"
 #include "veil/vault.pb-c.h"
 
@@ -153,9 +155,19 @@ char *gw_keys_jwks(gw_keys *k); /* malloc'd JSON */
 
 /* ---- the gateway ---- */
 
-/* The login's batched hops (hops.c): challenge, ticket, pseudonym and release. */
-enum { GW_HOP_TAKE, GW_HOP_VERIFY, GW_HOP_FINISH, GW_HOP__COUNT };
-#define GW_BATCH_MAX 256 /* the vault's limit for one batched call */
+/*
+ * The login's batched hops (hops.c): challenge, ticket, pseudonym and
+ * release, and the cache misses' revocation verdict and consent.
+ */
+enum {
+    GW_HOP_TAKE,
+    GW_HOP_VERIFY,
+    GW_HOP_FINISH,
+    GW_HOP_AUTHORIZE,
+    GW_HOP_CHECK,
+    GW_HOP__COUNT
+};
+#define GW_BATCH_MAX 256 /* the vault's, revocation's and consent's limit for one batched call */
 
 struct gateway {
     Veil__Gateway__Login_Service login;
@@ -254,6 +266,15 @@ veil_err gw_take_challenge(struct gateway *gw, const unsigned char challenge[32]
 veil_err gw_verify_ticket(struct gateway *gw, veil_call *call,
                           Veil__Vault__VerifyTicketRequest *req,
                           Veil__Vault__VerifyTicketResponse **out);
+/*
+ * A cache miss's revocation Authorize and consent Check (issue 15), as
+ * gw_downstream would make them, batched with the other misses at that hop
+ * (AuthorizeBatch, CheckBatch).
+ */
+veil_err gw_authorize(struct gateway *gw, veil_call *call, Veil__Revocation__StatusRequest *req,
+                      Veil__Revocation__StatusResponse **out);
+veil_err gw_check_consent(struct gateway *gw, veil_call *call, Veil__Consent__CheckRequest *req,
+                          Veil__Consent__CheckResponse **out);
 /*
  * The pseudonym service's Derive and, when ra is not NULL, the vault's
  * ReleaseAttributes, at once (one wait); replies in call's arena, the

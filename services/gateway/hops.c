@@ -4,11 +4,13 @@
  * Every door's login (gw_login_run) makes three hops that every other login
  * makes too: the challenge is consumed in the gateway's database, the vault
  * verifies the ticket, and at the end the pseudonym service derives the
- * pseudonym while the vault releases the granted attributes.  Each hop has
- * a batcher (veil/batch.h): the logins waiting for a hop at one moment go
- * as one statement or one batched call (DeriveBatch, VerifyTicketBatch,
- * ReleaseAttributesBatch), led by the first of them; a lone login leads a
- * batch of one at once.  Each login gets back exactly what its own call
+ * pseudonym while the vault releases the granted attributes.  A login whose
+ * revocation verdict or consent the gateway's cache does not hold makes one
+ * or two more: revocation's Authorize and consent's Check.  Each hop has a
+ * batcher (veil/batch.h): the logins waiting for a hop at one moment go as
+ * one statement or one batched call (DeriveBatch, VerifyTicketBatch,
+ * ReleaseAttributesBatch, AuthorizeBatch, CheckBatch), led by the first of
+ * them; a lone login leads a batch of one at once.  Each login gets back exactly what its own call
  * would have returned: its reply, copied into its own call's arena, or its
  * own status and message, which it turns into its call's failure on its own
  * thread (gw_downstream_failed) so its log lines keep its own trace.
@@ -22,6 +24,7 @@
 #include "veil/batch.h"
 #include "veil/log.h"
 #include "veil/pseudonym.pb-c.h"
+#include "veil/revocation.pb-c.h"
 #include "veil/vault.pb-c.h"
 
 /* ---- replies shared by a batch: wiped when freed ---- */
@@ -116,22 +119,23 @@ static void out_of_memory(hop_result *r)
     hop_fail(r, VEIL_ERR_NOMEM, &st);
 }
 
-/* Where one item of a vault batch gets its answer. */
-typedef struct vault_slot {
+/* Where one item of a batch gets its answer. */
+typedef struct item_slot {
     veil_call *call;
     void **out;     /* its reply, copied into its call's arena */
     hop_result *r;
-} vault_slot;
+} item_slot;
 
 /*
- * Hands out a vault batch reply (VerifyTicketBatch, ReleaseAttributesBatch:
- * `items` and `status` in the order asked) or the whole call's failure
- * (err, st): each item gets its own status, exactly what its unbatched call
- * would have returned, and on OK its own copy of its reply.
+ * Hands out a batch reply (VerifyTicketBatch, ReleaseAttributesBatch,
+ * AuthorizeBatch, CheckBatch: `items` and `status` in the order asked) or
+ * the whole call's failure (err, st): each item gets its own status,
+ * exactly what its unbatched call would have returned, and on OK its own
+ * copy of its reply.
  */
-static void vault_answers(const char *method, veil_err err, const veil_status *st,
+static void batch_answers(const char *method, veil_err err, const veil_status *st,
                           size_t n_items, void *const *items, size_t n_status,
-                          Veil__ItemStatus *const *status, const vault_slot *slots,
+                          Veil__ItemStatus *const *status, const item_slot *slots,
                           size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -178,52 +182,114 @@ veil_err gw_take_challenge(struct gateway *gw, const unsigned char challenge[32]
     return it.claim.err;
 }
 
-/* ---- ticket verification ---- */
+/* ---- hops of one request per login: ticket, revocation, consent ---- */
 
-struct verify_item {
+/*
+ * A login at a hop whose batched method takes the unbatched requests as its
+ * `items` and answers with `items` and `status` (VerifyTicketBatch,
+ * AuthorizeBatch, CheckBatch).
+ */
+struct one_item {
     veil_batch_item base;
     veil_call *call;
-    Veil__Vault__VerifyTicketRequest *req;
-    Veil__Vault__VerifyTicketResponse *resp;
+    ProtobufCMessage *req;
+    void *resp; /* in the call's arena */
     hop_result r;
 };
+
+/* The repeated message field `name` of m (its descriptor says where): count and array. */
+static void **repeated(const ProtobufCMessage *m, const char *name, size_t *n)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+    *n = 0;
+    if (!f || f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE)
+        return NULL;
+    *n = *(const size_t *)((const char *)m + f->quantifier_offset);
+    return *(void **const *)((const char *)m + f->offset);
+}
+
+/* The batch of n one_items as one call of method (request type desc) on ch. */
+static void one_batch(struct gateway *gw, veil_channel *ch, const char *method,
+                      const ProtobufCMessageDescriptor *desc, veil_batch_item *const *items,
+                      size_t n)
+{
+    ProtobufCMessage *reqs[n];
+    veil_call *calls[n];
+    item_slot slots[n];
+    for (size_t i = 0; i < n; i++) {
+        struct one_item *it = (struct one_item *)items[i];
+        reqs[i] = it->req;
+        calls[i] = it->call;
+        slots[i] = (item_slot){it->call, &it->resp, &it->r};
+    }
+    ProtobufCMessage *br = calloc(1, desc->sizeof_message), *reply = NULL;
+    veil_status st = {GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory"};
+    veil_err err = VEIL_ERR_NOMEM;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(desc, "items");
+    if (br && f) {
+        protobuf_c_message_init(desc, br);
+        *(size_t *)((char *)br + f->quantifier_offset) = n;
+        *(ProtobufCMessage ***)((char *)br + f->offset) = reqs;
+        err = veil_channel_call(ch, method, br, &wiping, batch_budget(gw, calls, n), &reply, &st);
+    }
+    size_t n_items = 0, n_status = 0;
+    void **ri = reply ? repeated(reply, "items", &n_items) : NULL;
+    void **rs = reply ? repeated(reply, "status", &n_status) : NULL;
+    batch_answers(method, err, &st, n_items, ri, n_status, (Veil__ItemStatus *const *)rs, slots,
+                  n);
+    batch_reply_free(reply);
+    free(br);
+}
+
+/* Runs req through hop's batcher; the reply in call's arena, a failure recorded on call. */
+static veil_err one_run(struct gateway *gw, int hop, const char *method, veil_call *call,
+                        ProtobufCMessage *req, void **out)
+{
+    struct one_item it = {.call = call, .req = req};
+    veil_batch_run(gw->hops[hop], &it.base);
+    *out = it.resp;
+    return it.r.err ? gw_downstream_failed(call, method, it.r.err, &it.r.st) : VEIL_OK;
+}
 
 static void verify_batch(void *ctx, veil_batch_item *const *items, size_t n)
 {
     struct gateway *gw = ctx;
-    Veil__Vault__VerifyTicketRequest *reqs[n];
-    veil_call *calls[n];
-    for (size_t i = 0; i < n; i++) {
-        struct verify_item *it = (struct verify_item *)items[i];
-        reqs[i] = it->req;
-        calls[i] = it->call;
-    }
-    Veil__Vault__VerifyTicketBatchRequest br = VEIL__VAULT__VERIFY_TICKET_BATCH_REQUEST__INIT;
-    Veil__Vault__VerifyTicketBatchResponse *reply = NULL;
-    veil_status st;
-    br.items = reqs;
-    br.n_items = n;
-    veil_err err = veil_channel_call(gw->vault, "VerifyTicketBatch", &br.base, &wiping,
-                                     batch_budget(gw, calls, n), &reply, &st);
-    vault_slot slots[n];
-    for (size_t i = 0; i < n; i++) {
-        struct verify_item *it = (struct verify_item *)items[i];
-        slots[i] = (vault_slot){it->call, (void **)&it->resp, &it->r};
-    }
-    vault_answers("VerifyTicketBatch", err, &st, reply ? reply->n_items : 0,
-                  reply ? (void *const *)reply->items : NULL, reply ? reply->n_status : 0,
-                  reply ? reply->status : NULL, slots, n);
-    batch_reply_free(reply);
+    one_batch(gw, gw->vault, "VerifyTicketBatch",
+              &veil__vault__verify_ticket_batch_request__descriptor, items, n);
 }
 
 veil_err gw_verify_ticket(struct gateway *gw, veil_call *call,
                           Veil__Vault__VerifyTicketRequest *req,
                           Veil__Vault__VerifyTicketResponse **out)
 {
-    struct verify_item it = {.call = call, .req = req};
-    veil_batch_run(gw->hops[GW_HOP_VERIFY], &it.base);
-    *out = it.resp;
-    return it.r.err ? gw_downstream_failed(call, "VerifyTicket", it.r.err, &it.r.st) : VEIL_OK;
+    return one_run(gw, GW_HOP_VERIFY, "VerifyTicket", call, &req->base, (void **)out);
+}
+
+static void authorize_batch(void *ctx, veil_batch_item *const *items, size_t n)
+{
+    struct gateway *gw = ctx;
+    one_batch(gw, gw->revocation, "AuthorizeBatch",
+              &veil__revocation__authorize_batch_request__descriptor, items, n);
+}
+
+veil_err gw_authorize(struct gateway *gw, veil_call *call, Veil__Revocation__StatusRequest *req,
+                      Veil__Revocation__StatusResponse **out)
+{
+    return one_run(gw, GW_HOP_AUTHORIZE, "Authorize", call, &req->base, (void **)out);
+}
+
+static void check_batch(void *ctx, veil_batch_item *const *items, size_t n)
+{
+    struct gateway *gw = ctx;
+    one_batch(gw, gw->consent, "CheckBatch", &veil__consent__check_batch_request__descriptor,
+              items, n);
+}
+
+veil_err gw_check_consent(struct gateway *gw, veil_call *call, Veil__Consent__CheckRequest *req,
+                          Veil__Consent__CheckResponse **out)
+{
+    return one_run(gw, GW_HOP_CHECK, "Check", call, &req->base, (void **)out);
 }
 
 /* ---- the pseudonym and the release, at once ---- */
@@ -362,13 +428,13 @@ static void finish_batch(void *ctx, veil_batch_item *const *items, size_t n)
 
     for (size_t g = 0; g < n_groups; g++)
         derive_answers(gw, &groups[g], &one[g]);
-    vault_slot slots[n];
+    item_slot slots[n];
     for (size_t i = 0; i < n_release; i++)
-        slots[i] = (vault_slot){releasing[i]->call, (void **)&releasing[i]->released,
+        slots[i] = (item_slot){releasing[i]->call, (void **)&releasing[i]->released,
                                 &releasing[i]->release};
     const veil_call_one *rc = &one[n_groups];
     if (n_release)
-        vault_answers("ReleaseAttributesBatch", rc->err, &rc->st,
+        batch_answers("ReleaseAttributesBatch", rc->err, &rc->st,
                       released ? released->n_items : 0,
                       released ? (void *const *)released->items : NULL,
                       released ? released->n_status : 0, released ? released->status : NULL,
@@ -399,12 +465,13 @@ veil_err gw_derive_release(struct gateway *gw, veil_call *call,
 /* ---- set-up ---- */
 
 /* The hops' names in veil_batch_items{hop} (docs/operations.md). */
-static const char *const hop_names[GW_HOP__COUNT] = {"challenge_take", "verify_ticket",
-                                                     "derive_release"};
+static const char *const hop_names[GW_HOP__COUNT] = {
+    "challenge_take", "verify_ticket", "derive_release", "authorize", "consent_check"};
 
 veil_err gw_hops_start(struct gateway *gw, size_t max_batch)
 {
-    static const veil_batch_fn fns[GW_HOP__COUNT] = {take_batch, verify_batch, finish_batch};
+    static const veil_batch_fn fns[GW_HOP__COUNT] = {take_batch, verify_batch, finish_batch,
+                                                     authorize_batch, check_batch};
     for (int h = 0; h < GW_HOP__COUNT; h++)
         if (!(gw->hops[h] = veil_batcher_new(hop_names[h], max_batch, fns[h], gw)))
             return VEIL_ERR_NOMEM;

@@ -10,7 +10,14 @@
  * GATEWAY_LOGIN_BATCH_MAX=1 batching is off: logins pass a hop side by
  * side, so one held in PostgreSQL holds up no other.
  *
- * One stack for the suite (an unchecked fixture), the gateway logging at
+ * The cache misses (issue 15, 100,000 active citizens): with the gateway's
+ * cache holding nothing (GATEWAY_CACHE_ENTRIES=0), every login asks
+ * revocation's Authorize and consent's Check, and concurrent logins ask in
+ * batches (AuthorizeBatch, CheckBatch), each login still with its own
+ * verdict, consent, pseudonym and assertion; a suspended citizen's logins
+ * in the same bursts are refused alone.
+ *
+ * One stack per test case (an unchecked fixture), the gateway logging at
  * debug; tests run in one process because grpc core must not be used
  * across fork().
  */
@@ -26,17 +33,24 @@
 
 static h_stack S;
 static const char *const gateway_env[] = {"VEIL_LOG_LEVEL=debug", NULL};
+static const char *const no_cache_env[] = {"VEIL_LOG_LEVEL=debug", "GATEWAY_CACHE_ENTRIES=0",
+                                           NULL};
 
-static void stack_up(void)
+static void start(const char *const *env)
 {
-    h_stack_opts o = {.gateway_env = gateway_env, .metrics_ports = 1};
+    h_stack_opts o = {.gateway_env = env, .metrics_ports = 1};
     if (h_stack_start_opts(&S, &o) != 0)
         ck_abort_msg("the stack did not start");
 }
 
-static void stack_down(void)
+static void stack_up(void)
 {
-    h_stack_down(&S);
+    start(gateway_env);
+}
+
+static void stack_up_no_cache(void)
+{
+    start(no_cache_env);
 }
 
 #define CITIZENS 3
@@ -68,6 +82,20 @@ static void citizens(void)
             ck_assert_msg(err == VEIL_OK, "a lone login failed: %s", st.message);
             expected_sub[c][a] = strdup(r->sub);
             e2e_free(r);
+        }
+    }
+}
+
+/* The stack goes, and with it the citizens enrolled in it. */
+static void stack_down(void)
+{
+    h_stack_down(&S);
+    for (int c = 0; c < CITIZENS; c++) {
+        vw_wallet_free(citizen[c]);
+        citizen[c] = NULL;
+        for (int a = 0; a < 2; a++) {
+            free(expected_sub[c][a]);
+            expected_sub[c][a] = NULL;
         }
     }
 }
@@ -424,6 +452,96 @@ START_TEST(test_batching_off_logins_pass_side_by_side)
 }
 END_TEST
 
+/* The gateway's cache answered nothing (the suite's second stack holds no answer). */
+static void assert_no_cache_hits(void)
+{
+    char *m = e2e_scrape(S.metrics_port[H_GATEWAY]);
+    double hits = e2e_sample(m, "veil_gateway_cache_hits_total");
+    ck_assert_msg(hits <= 0, "the gateway's cache answered %.0f look-ups", hits);
+    free(m);
+}
+
+/*
+ * Every login misses the cache: concurrent logins ask revocation and
+ * consent in batches of more than one (AuthorizeBatch, CheckBatch; rounds
+ * repeated at most five times, batching needs logins to overlap), and every
+ * login gets its own pseudonym, consent-bound attributes and a verified
+ * assertion.
+ */
+START_TEST(test_cache_misses_batched_each_its_own)
+{
+    static const char *const hops[] = {"authorize", "consent_check"};
+    citizens();
+    char *jwks = e2e_jwks(&S);
+    int seen[2] = {0};
+    for (int round = 0; round < 5 && !(seen[0] && seen[1]); round++) {
+        char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        struct login l[BURST];
+        prepare(l, BURST, -1, -1);
+        burst(l, BURST);
+        char *tokens[BURST], *auds[BURST];
+        for (int i = 0; i < BURST; i++) {
+            check_own_result(&l[i]);
+            tokens[i] = l[i].resp->assertion;
+            auds[i] = (char *)apps[l[i].app];
+        }
+        ck_assert_int_eq(e2e_verify_with_pyjwt(jwks, tokens, auds, BURST), BURST);
+        char *after = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        for (int h = 0; h < 2; h++)
+            if (batched(after, hops[h]) > batched(before, hops[h]))
+                seen[h] = 1;
+        free(before);
+        free(after);
+        free_logins(l, BURST);
+    }
+    for (int h = 0; h < 2; h++)
+        ck_assert_msg(seen[h], "no batch of more than one cache miss at hop %s", hops[h]);
+    assert_no_cache_hits();
+    free(jwks);
+}
+END_TEST
+
+/*
+ * A suspended citizen's logins, in bursts with everyone else's: revocation
+ * refuses exactly those (the app reads the uniform refusal), every other
+ * login of the bursts is its citizen's, and batches of more than one went
+ * to revocation meanwhile.  Reinstated, the citizen logs in again.
+ */
+START_TEST(test_refused_miss_fails_alone)
+{
+    citizens();
+    e2e_set_identity(&S, citizen[2], "suspended", "batch test");
+    int batched_seen = 0;
+    for (int round = 0; round < 5 && !batched_seen; round++) {
+        char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        struct login l[BURST];
+        prepare(l, BURST, -1, -1);
+        burst(l, BURST);
+        for (int i = 0; i < BURST; i++) {
+            if (l[i].citizen == 2) {
+                ck_assert_int_eq(l[i].err, VEIL_ERR_DENIED);
+                ck_assert_str_eq(l[i].st.message, "login refused");
+            } else {
+                check_own_result(&l[i]);
+            }
+        }
+        char *after = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        batched_seen = batched(after, "authorize") > batched(before, "authorize");
+        free(before);
+        free(after);
+        free_logins(l, BURST);
+    }
+    ck_assert_msg(batched_seen, "no batch of more than one cache miss at hop authorize");
+    e2e_set_identity(&S, citizen[2], "active", "batch test over");
+    struct login l[CITIZENS * 2];
+    prepare(l, CITIZENS * 2, -1, -1);
+    burst(l, CITIZENS * 2);
+    for (int i = 0; i < CITIZENS * 2; i++)
+        check_own_result(&l[i]);
+    free_logins(l, CITIZENS * 2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("login_batch");
@@ -439,5 +557,11 @@ int main(void)
     tcase_set_timeout(off, 600);
     tcase_add_test(off, test_batching_off_logins_pass_side_by_side);
     suite_add_tcase(s, off);
+    TCase *miss = tcase_create("cache_misses");
+    tcase_add_unchecked_fixture(miss, stack_up_no_cache, stack_down);
+    tcase_set_timeout(miss, 600);
+    tcase_add_test(miss, test_cache_misses_batched_each_its_own);
+    tcase_add_test(miss, test_refused_miss_fails_alone);
+    suite_add_tcase(s, miss);
     return h_run_suite(s);
 }
