@@ -157,7 +157,7 @@ char *gw_keys_jwks(gw_keys *k); /* malloc'd JSON */
 
 /*
  * The login's batched hops (hops.c): challenge, ticket, pseudonym and
- * release, and the cache misses' revocation verdict and consent.
+ * release, BeginLogin's challenge, and the cache misses' revocation verdict and consent.
  */
 enum {
     GW_HOP_TAKE,
@@ -165,6 +165,7 @@ enum {
     GW_HOP_FINISH,
     GW_HOP_AUTHORIZE,
     GW_HOP_CHECK,
+    GW_HOP_PUT,
     GW_HOP__COUNT
 };
 #define GW_BATCH_MAX 256 /* the vault's, revocation's and consent's limit for one batched call */
@@ -262,6 +263,9 @@ void gw_hops_stop(struct gateway *gw);
 /* Consumes a challenge (gw_store_challenge_take): VEIL_ERR_NOT_FOUND, a store error or OK. */
 veil_err gw_take_challenge(struct gateway *gw, const unsigned char challenge[32],
                            const char *app_id);
+/* Stores a fresh challenge for app_id (BeginLogin, the OpenID Connect door), batched. */
+veil_err gw_put_challenge(struct gateway *gw, const unsigned char challenge[32],
+                          const char *app_id, int64_t expires_at_ms);
 /* The vault's VerifyTicket, as gw_downstream would make it (failure recorded on call). */
 veil_err gw_verify_ticket(struct gateway *gw, veil_call *call,
                           Veil__Vault__VerifyTicketRequest *req,

@@ -4,16 +4,19 @@
  * Every door's login (gw_login_run) makes three hops that every other login
  * makes too: the challenge is consumed in the gateway's database, the vault
  * verifies the ticket, and at the end the pseudonym service derives the
- * pseudonym while the vault releases the granted attributes.  A login whose
+ * pseudonym while the vault releases the granted attributes; before it,
+ * BeginLogin (and the OpenID Connect door's login request) stores the
+ * challenge in the gateway's database, a fourth hop.  A login whose
  * revocation verdict or consent the gateway's cache does not hold makes one
  * or two more: revocation's Authorize and consent's Check.  Each hop has a
  * batcher (veil/batch.h): the logins waiting for a hop at one moment go as
  * one statement or one batched call (DeriveBatch, VerifyTicketBatch,
  * ReleaseAttributesBatch, AuthorizeBatch, CheckBatch), led by the first of
- * them; a lone login leads a batch of one at once.  Each login gets back exactly what its own call
- * would have returned: its reply, copied into its own call's arena, or its
- * own status and message, which it turns into its call's failure on its own
- * thread (gw_downstream_failed) so its log lines keep its own trace.
+ * them; a lone login leads a batch of one at once.  Each login gets back
+ * exactly what its own call would have returned: its reply, copied into
+ * its own call's arena, or its own status and message, which it turns into
+ * its call's failure on its own thread (gw_downstream_failed) so its log
+ * lines keep its own trace.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -160,7 +163,7 @@ static void batch_answers(const char *method, veil_err err, const veil_status *s
 
 /* ---- the challenge ---- */
 
-struct take_item {
+struct challenge_item {
     veil_batch_item base;
     gw_challenge_claim claim;
 };
@@ -170,15 +173,34 @@ static void take_batch(void *ctx, veil_batch_item *const *items, size_t n)
     struct gateway *gw = ctx;
     gw_challenge_claim *claims[n];
     for (size_t i = 0; i < n; i++)
-        claims[i] = &((struct take_item *)items[i])->claim;
+        claims[i] = &((struct challenge_item *)items[i])->claim;
     (void)gw_store_challenge_take(gw->store, claims, n); /* each claim has its own result */
 }
 
 veil_err gw_take_challenge(struct gateway *gw, const unsigned char challenge[32],
                            const char *app_id)
 {
-    struct take_item it = {.claim = {.challenge = challenge, .app_id = app_id}};
+    struct challenge_item it = {.claim = {.challenge = challenge, .app_id = app_id}};
     veil_batch_run(gw->hops[GW_HOP_TAKE], &it.base);
+    return it.claim.err;
+}
+
+/* Fresh challenges (BeginLogin): one INSERT per batch, every item told its result. */
+static void put_batch(void *ctx, veil_batch_item *const *items, size_t n)
+{
+    struct gateway *gw = ctx;
+    gw_challenge_claim *claims[n];
+    for (size_t i = 0; i < n; i++)
+        claims[i] = &((struct challenge_item *)items[i])->claim;
+    (void)gw_store_challenge_put(gw->store, claims, n); /* each claim has the result */
+}
+
+veil_err gw_put_challenge(struct gateway *gw, const unsigned char challenge[32],
+                          const char *app_id, int64_t expires_at_ms)
+{
+    struct challenge_item it = {
+        .claim = {.challenge = challenge, .app_id = app_id, .expires_at_ms = expires_at_ms}};
+    veil_batch_run(gw->hops[GW_HOP_PUT], &it.base);
     return it.claim.err;
 }
 
@@ -466,12 +488,12 @@ veil_err gw_derive_release(struct gateway *gw, veil_call *call,
 
 /* The hops' names in veil_batch_items{hop} (docs/operations.md). */
 static const char *const hop_names[GW_HOP__COUNT] = {
-    "challenge_take", "verify_ticket", "derive_release", "authorize", "consent_check"};
+    "challenge_take", "verify_ticket", "derive_release", "authorize", "consent_check", "challenge_put"};
 
 veil_err gw_hops_start(struct gateway *gw, size_t max_batch)
 {
     static const veil_batch_fn fns[GW_HOP__COUNT] = {take_batch, verify_batch, finish_batch,
-                                                     authorize_batch, check_batch};
+                                                     authorize_batch, check_batch, put_batch};
     for (int h = 0; h < GW_HOP__COUNT; h++)
         if (!(gw->hops[h] = veil_batcher_new(hop_names[h], max_batch, fns[h], gw)))
             return VEIL_ERR_NOMEM;

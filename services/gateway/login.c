@@ -38,7 +38,7 @@ static void gw_login_begin_login(Veil__Gateway__Login_Service *svc,
     if (!err) {
         randombytes_buf(challenge, VEIL_CHALLENGE_BYTES);
         int64_t expires = veil_now_ms() + gw->challenge_ttl_s * 1000;
-        err = gw_store_challenge_put(gw->store, challenge, app.id, expires);
+        err = gw_put_challenge(gw, challenge, app.id, expires);
         if (err) {
             err = gw_store_failed(call, err);
         } else {

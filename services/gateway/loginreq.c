@@ -124,8 +124,7 @@ veil_err gw_loginreq_create(struct gateway *gw, gw_login_request *req, int64_t t
     randombytes_buf(req->challenge, sizeof req->challenge);
     req->expires_at_ms = veil_now_ms() + ttl_ms;
     snprintf(req->status, sizeof req->status, "pending");
-    veil_err err =
-        gw_store_challenge_put(gw->store, req->challenge, req->app_id, req->expires_at_ms);
+    veil_err err = gw_put_challenge(gw, req->challenge, req->app_id, req->expires_at_ms);
     if (!err)
         err = gw_store_request_put(gw->store, id_hash, poll_hash, req);
     return err;

@@ -71,9 +71,18 @@ static const veil_pg_stmt stmts[] = {
     [ST_SET_STATUS] = {"gw_set_status",
                        "UPDATE apps SET status = $2, updated_at = now() WHERE app_id = $1"},
     [ST_BUMP_REGISTRY] = {"gw_bump_registry", "UPDATE registry_version SET version = version + 1"},
+    /*
+     * A batch of fresh challenges (gw_store_challenge_put): $1 and $2 as for
+     * gw_challenge_take below, $3 each one's expiry in ms since the epoch,
+     * one space between, in the same order.
+     */
     [ST_CHALLENGE_PUT] = {"gw_challenge_put",
                           "INSERT INTO challenges (challenge, app_id, expires_at)"
-                          " VALUES ($1, $2, to_timestamp($3::int8 / 1000.0))"},
+                          " SELECT substring($1::bytea FROM 32 * t.i::int - 31 FOR 32), t.app_id,"
+                          " to_timestamp(t.ms / 1000.0)"
+                          " FROM unnest(string_to_array($2::text, ' '),"
+                          " string_to_array($3::text, ' ')::int8[])"
+                          " WITH ORDINALITY AS t(app_id, ms, i)"},
     /*
      * A batch of claims (gw_store_challenge_take): $1 the challenges, 32
      * bytes each, end to end; $2 the app ids in the same order, one space
@@ -391,13 +400,48 @@ veil_err gw_store_fix_sector(struct gw_store *s, const char *app_id)
     return err;
 }
 
-veil_err gw_store_challenge_put(struct gw_store *s, const unsigned char challenge[32],
-                                const char *app_id, int64_t expires_at_ms)
+/*
+ * The batched statements' parameters: the challenges end to end, the app ids
+ * one space between, and (when expiries is not NULL) the expiries likewise.
+ */
+static veil_err claims_params(gw_challenge_claim *const *claims, size_t n, veil_buf *bytes,
+                              veil_buf *apps, veil_buf *expiries)
 {
-    PGresult *r;
-    veil_pg_param p[] = {vp_bytes(challenge, 32), vp_text(app_id), vp_i64(expires_at_ms)};
-    veil_err err = run(s, ST_CHALLENGE_PUT, p, 3, &r);
+    for (size_t i = 0; i < n; i++) {
+        veil_buf_put(bytes, claims[i]->challenge, 32);
+        if (i)
+            veil_buf_put_u8(apps, ' ');
+        veil_buf_put(apps, claims[i]->app_id, strlen(claims[i]->app_id));
+        if (expiries) {
+            char ms[24];
+            int len = snprintf(ms, sizeof ms, "%s%lld", i ? " " : "",
+                               (long long)claims[i]->expires_at_ms);
+            veil_buf_put(expiries, ms, (size_t)len);
+        }
+    }
+    veil_buf_put_u8(apps, 0);
+    if (expiries)
+        veil_buf_put_u8(expiries, 0);
+    return bytes->failed || apps->failed || (expiries && expiries->failed) ? VEIL_ERR_NOMEM
+                                                                           : VEIL_OK;
+}
+
+veil_err gw_store_challenge_put(struct gw_store *s, gw_challenge_claim *const *claims, size_t n)
+{
+    veil_buf bytes = {0}, apps = {0}, expiries = {0};
+    PGresult *r = NULL;
+    veil_err err = claims_params(claims, n, &bytes, &apps, &expiries);
+    if (!err) {
+        veil_pg_param p[] = {vp_bytes(bytes.data, bytes.len), vp_text((const char *)apps.data),
+                             vp_text((const char *)expiries.data)};
+        err = run(s, ST_CHALLENGE_PUT, p, 3, &r);
+    }
+    for (size_t i = 0; i < n; i++)
+        claims[i]->err = err;
     PQclear(r);
+    veil_buf_free(&bytes);
+    veil_buf_free(&apps);
+    veil_buf_free(&expiries);
     return err;
 }
 
@@ -405,15 +449,9 @@ veil_err gw_store_challenge_take(struct gw_store *s, gw_challenge_claim *const *
 {
     veil_buf bytes = {0}, apps = {0};
     PGresult *r = NULL;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         claims[i]->err = VEIL_ERR_NOT_FOUND; /* until a returned row says it was taken */
-        veil_buf_put(&bytes, claims[i]->challenge, 32);
-        if (i)
-            veil_buf_put_u8(&apps, ' ');
-        veil_buf_put(&apps, claims[i]->app_id, strlen(claims[i]->app_id));
-    }
-    veil_buf_put_u8(&apps, 0);
-    veil_err err = bytes.failed || apps.failed ? VEIL_ERR_NOMEM : VEIL_OK;
+    veil_err err = claims_params(claims, n, &bytes, &apps, NULL);
     if (!err) {
         veil_pg_param p[] = {vp_bytes(bytes.data, bytes.len), vp_text((const char *)apps.data)};
         err = run(s, ST_CHALLENGE_TAKE, p, 2, &r);

@@ -36,15 +36,18 @@ veil_err gw_store_fix_sector(struct gw_store *s, const char *app_id) VEIL_WUR;
 /* Sets "active" or "suspended" (VEIL_ERR_NOT_FOUND if absent). */
 veil_err gw_store_set_app_status(struct gw_store *s, const char *id, const char *status) VEIL_WUR;
 
-/* Records a fresh challenge for an app. */
-veil_err gw_store_challenge_put(struct gw_store *s, const unsigned char challenge[32],
-                                const char *app_id, int64_t expires_at_ms) VEIL_WUR;
-/* One claim on a challenge, for gw_store_challenge_take. */
+/* One challenge in a batched statement: issued (put) or claimed (take). */
 typedef struct gw_challenge_claim {
     const unsigned char *challenge; /* 32 bytes */
     const char *app_id;             /* an identifier (veil_ident_valid) */
-    veil_err err;                   /* set: VEIL_OK when consumed, VEIL_ERR_NOT_FOUND when not */
+    int64_t expires_at_ms;          /* put: when it expires */
+    veil_err err; /* set: VEIL_OK when stored / consumed, VEIL_ERR_NOT_FOUND when not consumed */
 } gw_challenge_claim;
+/*
+ * Records n fresh challenges, each for its app, in one statement (BeginLogin's
+ * batched hop): all are stored or none, and every claim gets the result.
+ */
+veil_err gw_store_challenge_put(struct gw_store *s, gw_challenge_claim *const *claims, size_t n);
 /*
  * Consumes n challenges in one statement (the login's batched hop): each
  * claim succeeds once, only for the app its challenge was issued to and only

@@ -252,6 +252,67 @@ START_TEST(test_concurrent_logins_batched_each_its_own)
 END_TEST
 
 /*
+ * Many BeginLogins at once (both apps): their challenges are stored in
+ * batches of more than one (repeated at most five times, as above), each
+ * challenge is its own, and each serves exactly one login at its own app.
+ */
+START_TEST(test_concurrent_begin_logins_batched)
+{
+    citizens();
+    int seen = 0;
+    for (int round = 0; round < 5 && !seen; round++) {
+        char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        struct login l[BURST];
+        memset(l, 0, sizeof l);
+        veil_channel *ch[2];
+        veil_cq *cq;
+        for (int a = 0; a < 2; a++) {
+            char identity[64];
+            snprintf(identity, sizeof identity, "app/%s", apps[a]);
+            ch[a] = h_channel(S.gateway.addr, identity, &veil__gateway__login__descriptor);
+        }
+        ck_assert_int_eq(veil_cq_new(&cq), VEIL_OK);
+        Veil__Gateway__BeginLoginRequest req = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
+        for (int i = 0; i < BURST; i++) {
+            l[i].citizen = i % CITIZENS;
+            l[i].app = (i / CITIZENS) % 2;
+            veil_pending *p;
+            ck_assert_int_eq(veil_channel_start(ch[l[i].app], "BeginLogin", &req.base,
+                                                30000 * h_timeout_scale(), cq, &l[i], &p),
+                             VEIL_OK);
+        }
+        for (int done = 0; done < BURST; done++) {
+            veil_pending *p = veil_cq_next(cq, 60000 * h_timeout_scale());
+            ck_assert_ptr_nonnull(p);
+            void *user;
+            Veil__Gateway__BeginLoginResponse *resp = NULL;
+            veil_status st;
+            ck_assert_int_eq(veil_pending_finish(p, NULL, &resp, &st, &user), VEIL_OK);
+            struct login *x = user;
+            ck_assert_uint_eq(resp->challenge.len, 32);
+            ck_assert_int_eq(vw_ticket(citizen[x->citizen], apps[x->app], resp->challenge.data,
+                                       32, veil_now_ms(), &x->ticket),
+                             VEIL_OK);
+            e2e_free(resp);
+        }
+        veil_cq_free(cq);
+        for (int a = 0; a < 2; a++)
+            veil_channel_free(ch[a]);
+        char *after = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        seen = batched(after, "challenge_put") > batched(before, "challenge_put");
+        free(before);
+        free(after);
+        /* every challenge was stored for its own app and serves one login */
+        burst(l, BURST);
+        for (int i = 0; i < BURST; i++)
+            check_own_result(&l[i]);
+        free_logins(l, BURST);
+    }
+    ck_assert_msg(seen, "no batch of more than one challenge stored");
+}
+END_TEST
+
+/*
  * In one burst: a ticket from a phone whose clock is an hour off (the vault
  * refuses it: the app reads the uniform refusal) and a challenge presented
  * twice (consumed once: the other is told it is used).  Only those fail,
@@ -286,8 +347,8 @@ END_TEST
 
 /*
  * Each login's log lines carry its own trace: a login answered in a batch
- * another login led says so under its own trace id (one of a CompleteLogin
- * call), naming the leader's trace, under which the batched call went out.
+ * another login led says so under its own trace id (one of a BeginLogin or
+ * CompleteLogin call), naming the leader's trace, under which the batched call went out.
  */
 START_TEST(test_batched_logins_keep_their_traces)
 {
@@ -312,7 +373,9 @@ START_TEST(test_batched_logins_keep_their_traces)
         const char *method = json_string_value(json_object_get(j, "method"));
         const char *trace = json_string_value(json_object_get(j, "trace_id"));
         if (msg && strcmp(msg, "call finished") == 0 && method &&
-            strcmp(method, "/veil.gateway.Login/CompleteLogin") == 0 && trace)
+            (strcmp(method, "/veil.gateway.Login/CompleteLogin") == 0 ||
+             strcmp(method, "/veil.gateway.Login/BeginLogin") == 0) &&
+            trace)
             json_object_set_new(logins, trace, json_true());
         if (msg && strcmp(msg, "answered in a batched call") == 0)
             json_array_append(joined, j);
@@ -549,6 +612,7 @@ int main(void)
     tcase_add_unchecked_fixture(tc, stack_up, stack_down);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_concurrent_logins_batched_each_its_own);
+    tcase_add_test(tc, test_concurrent_begin_logins_batched);
     tcase_add_test(tc, test_bad_items_fail_alone);
     tcase_add_test(tc, test_batched_logins_keep_their_traces);
     suite_add_tcase(s, tc);
