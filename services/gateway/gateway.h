@@ -193,6 +193,7 @@ struct gateway {
     _Atomic int stopping;
     _Atomic int64_t scopes_version; /* registry version the vault last accepted (-1: none) */
     struct veil_batcher *hops[GW_HOP__COUNT];   /* the login's batched hops (hops.c, GW_HOP_*) */
+    int hops_alone; /* GATEWAY_LOGIN_BATCH_MAX=1: each hop runs at once on its login's thread */
 };
 
 #define GW_OF(svc, member) ((struct gateway *)((char *)(svc)-offsetof(struct gateway, member)))
@@ -254,22 +255,37 @@ veil_err gw_downstream_failed(veil_call *call, const char *method, veil_err err,
                               const veil_status *st);
 
 /*
- * The login's batched hops (hops.c, issue 15 lever 1): each waits with the
- * other logins at that hop and goes out in one statement or batched call,
- * and answers exactly as the unbatched call did.
+ * The login's batched hops (hops.c, issue 15 levers 1 and 2): each goes
+ * with the other logins at that hop in one statement or batched call, and
+ * answers exactly as the unbatched call did.  None waits: each returns at
+ * once, and then(arg, err) runs later on the hop's thread (at once, on the
+ * caller's, when out of memory).  Every input and output must live until
+ * then (in the call's arena).
  */
+typedef void (*gw_hop_then)(void *arg, veil_err err);
 veil_err gw_hops_start(struct gateway *gw, size_t max_batch);
 void gw_hops_stop(struct gateway *gw);
 /* Consumes a challenge (gw_store_challenge_take): VEIL_ERR_NOT_FOUND, a store error or OK. */
-veil_err gw_take_challenge(struct gateway *gw, const unsigned char challenge[32],
-                           const char *app_id);
-/* Stores a fresh challenge for app_id (BeginLogin, the OpenID Connect door), batched. */
+void gw_take_challenge(struct gateway *gw, veil_call *call, const unsigned char challenge[32],
+                       const char *app_id, gw_hop_then then, void *arg);
+/*
+ * Stores a fresh challenge for app_id, batched: then(arg, err) later
+ * (BeginLogin), or waiting on this thread (the OpenID Connect door).
+ */
+void gw_put_challenge_then(struct gateway *gw, veil_call *call, const unsigned char challenge[32],
+                           const char *app_id, int64_t expires_at_ms, gw_hop_then then, void *arg);
 veil_err gw_put_challenge(struct gateway *gw, const unsigned char challenge[32],
                           const char *app_id, int64_t expires_at_ms);
+/*
+ * Defers call and runs fn(call, arg) where its hops may run: at once on
+ * this thread, or on a worker when batching is off (hops_alone: the hops
+ * then run on the thread that submits them, which must be able to block).
+ */
+void gw_hops_begin(struct gateway *gw, veil_call *call, void (*fn)(veil_call *call, void *arg),
+                   void *arg);
 /* The vault's VerifyTicket, as gw_downstream would make it (failure recorded on call). */
-veil_err gw_verify_ticket(struct gateway *gw, veil_call *call,
-                          Veil__Vault__VerifyTicketRequest *req,
-                          Veil__Vault__VerifyTicketResponse **out);
+void gw_verify_ticket(struct gateway *gw, veil_call *call, Veil__Vault__VerifyTicketRequest *req,
+                      Veil__Vault__VerifyTicketResponse **out, gw_hop_then then, void *arg);
 /*
  * A cache miss's revocation Authorize and consent Check (issue 15), as
  * gw_downstream would make them, batched with the other misses at that hop
@@ -286,11 +302,12 @@ veil_err gw_check_consent(struct gateway *gw, veil_call *call, Veil__Consent__Ch
  */
 struct Veil__Pseudonym__DeriveRequest;
 struct Veil__Pseudonym__DeriveResponse;
-veil_err gw_derive_release(struct gateway *gw, veil_call *call,
-                           const struct Veil__Pseudonym__DeriveRequest *dr,
-                           Veil__Vault__ReleaseAttributesRequest *ra,
-                           struct Veil__Pseudonym__DeriveResponse **p,
-                           Veil__Vault__ReleaseAttributesResponse **released);
+void gw_derive_release(struct gateway *gw, veil_call *call,
+                       const struct Veil__Pseudonym__DeriveRequest *dr,
+                       Veil__Vault__ReleaseAttributesRequest *ra,
+                       struct Veil__Pseudonym__DeriveResponse **p,
+                       Veil__Vault__ReleaseAttributesResponse **released, gw_hop_then then,
+                       void *arg);
 
 /*
  * Verifies a citizen's signed request through the vault and unpacks its
@@ -350,14 +367,6 @@ typedef struct gw_login_in {
 #define GW_ACR_PHONE "urn:veil:acr:phone"
 #define GW_ACR_CARD  "urn:veil:acr:card"
 
-/*
- * Logs the citizen in to app (already authenticated by the door): verifies
- * the credential through the vault, checks revocation, decides the release,
- * derives the pseudonym and signs the assertion into resp (call's arena).
- * On failure the call carries the status and message.
- */
-veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const gw_login_in *in,
-                  Veil__Gateway__CompleteLoginResponse *resp);
 
 /*
  * Erases the identity of subject everywhere (erase.c): keeps an authority's
@@ -377,11 +386,33 @@ typedef struct gw_login_result {
 } gw_login_result;
 
 /*
- * gw_login without the assertion: the login itself, for doors that issue
- * their own token (OpenID Connect signs an ID token later, at /token).
- * fresh_consent asks the consent service rather than the cache (the caller
- * has just granted).
+ * The login itself, for every door (login.c): verifies the credential
+ * through the vault, checks revocation, decides the release and derives the
+ * pseudonym into out (strings in the call's arena); each door turns it
+ * into its own token (CompleteLogin's assertion, OpenID Connect's ID token
+ * at /token).  fresh_consent asks the consent service rather than the cache
+ * (the caller has just granted).  On failure the call carries the status
+ * and message.
+ *
+ * gw_login_start returns at once (issue 15 lever 2): the login goes on in
+ * the batched hops' continuations (hops.c), and no thread waits for it.  A
+ * door says how it ends and where its blocking steps run:
+ *   finish(arg, flow, err)   the login's end, once: out is set on VEIL_OK;
+ *   block(arg, flow, step)   runs step(flow) on a thread that may block
+ *                            (a cache miss asking revocation or consent,
+ *                            the access log of a refusal, the app's first
+ *                            login fixing its sector), never on the hop's.
+ * gw_login_run is the synchronous door (OpenID Connect, login requests):
+ * it waits on the calling thread, which also runs the blocking steps.
  */
+typedef struct gw_login_flow gw_login_flow;
+typedef struct gw_login_door {
+    void (*finish)(void *arg, gw_login_flow *flow, veil_err err);
+    void (*block)(void *arg, gw_login_flow *flow, void (*step)(gw_login_flow *flow));
+} gw_login_door;
+void gw_login_start(struct gateway *gw, veil_call *call, const gw_app *app,
+                    const gw_login_in *in, int fresh_consent, gw_login_result *out,
+                    const gw_login_door *door, void *door_arg);
 veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
                       const gw_login_in *in, int fresh_consent, gw_login_result *out) VEIL_WUR;
 

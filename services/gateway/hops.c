@@ -1,7 +1,7 @@
 /*
- * hops.c - the login's internal hops, batched (issue 15 lever 1).
+ * hops.c - the login's internal hops, batched (issue 15 levers 1 and 2).
  *
- * Every door's login (gw_login_run) makes three hops that every other login
+ * Every door's login (gw_login_start) makes three hops that every other login
  * makes too: the challenge is consumed in the gateway's database, the vault
  * verifies the ticket, and at the end the pseudonym service derives the
  * pseudonym while the vault releases the granted attributes; before it,
@@ -9,14 +9,18 @@
  * challenge in the gateway's database, a fourth hop.  A login whose
  * revocation verdict or consent the gateway's cache does not hold makes one
  * or two more: revocation's Authorize and consent's Check.  Each hop has a
- * batcher (veil/batch.h): the logins waiting for a hop at one moment go as
- * one statement or one batched call (DeriveBatch, VerifyTicketBatch,
- * ReleaseAttributesBatch, AuthorizeBatch, CheckBatch), led by the first of
- * them; a lone login leads a batch of one at once.  Each login gets back
- * exactly what its own call would have returned: its reply, copied into
- * its own call's arena, or its own status and message, which it turns into
- * its call's failure on its own thread (gw_downstream_failed) so its log
- * lines keep its own trace.
+ * batcher (veil/batch.h) with a thread of its own: the logins waiting for a
+ * hop at one moment go as one statement or one batched call (DeriveBatch,
+ * VerifyTicketBatch, ReleaseAttributesBatch, AuthorizeBatch, CheckBatch).
+ * No thread waits for BeginLogin's hop or the three common ones: each
+ * hop's item is allocated in its call's arena, and when the batch returns
+ * the hop's thread runs the call's continuation.  A cache miss already runs
+ * on a thread that may block (gw_login_door's block), which waits for its
+ * Authorize and Check (veil_batch_run), as the OpenID Connect door's
+ * login request waits for its challenge.  Each login gets back exactly
+ * what its own call would have returned: its reply, copied into its own
+ * call's arena, or its own status and message, which its continuation
+ * turns into its call's failure under its own trace (gw_downstream_failed).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +170,8 @@ static void batch_answers(const char *method, veil_err err, const veil_status *s
 struct challenge_item {
     veil_batch_item base;
     gw_challenge_claim claim;
+    gw_hop_then then;
+    void *arg;
 };
 
 static void take_batch(void *ctx, veil_batch_item *const *items, size_t n)
@@ -177,12 +183,29 @@ static void take_batch(void *ctx, veil_batch_item *const *items, size_t n)
     (void)gw_store_challenge_take(gw->store, claims, n); /* each claim has its own result */
 }
 
-veil_err gw_take_challenge(struct gateway *gw, const unsigned char challenge[32],
-                           const char *app_id)
+static void challenge_done(veil_batch_item *item)
 {
-    struct challenge_item it = {.claim = {.challenge = challenge, .app_id = app_id}};
-    veil_batch_run(gw->hops[GW_HOP_TAKE], &it.base);
-    return it.claim.err;
+    struct challenge_item *it = (struct challenge_item *)item;
+    it->then(it->arg, it->claim.err);
+}
+
+/* Submits claim to hop's batcher; then(arg, err) runs with its result. */
+static void challenge_submit(struct gateway *gw, int hop, veil_call *call,
+                             const gw_challenge_claim *claim, gw_hop_then then, void *arg)
+{
+    struct challenge_item *it = veil_call_alloc(call, sizeof *it);
+    if (!it)
+        return then(arg, VEIL_ERR_NOMEM);
+    *it = (struct challenge_item){
+        .base.done = challenge_done, .claim = *claim, .then = then, .arg = arg};
+    veil_batch_submit(gw->hops[hop], &it->base);
+}
+
+void gw_take_challenge(struct gateway *gw, veil_call *call, const unsigned char challenge[32],
+                       const char *app_id, gw_hop_then then, void *arg)
+{
+    gw_challenge_claim c = {.challenge = challenge, .app_id = app_id};
+    challenge_submit(gw, GW_HOP_TAKE, call, &c, then, arg);
 }
 
 /* Fresh challenges (BeginLogin): one INSERT per batch, every item told its result. */
@@ -195,6 +218,13 @@ static void put_batch(void *ctx, veil_batch_item *const *items, size_t n)
     (void)gw_store_challenge_put(gw->store, claims, n); /* each claim has the result */
 }
 
+void gw_put_challenge_then(struct gateway *gw, veil_call *call, const unsigned char challenge[32],
+                           const char *app_id, int64_t expires_at_ms, gw_hop_then then, void *arg)
+{
+    gw_challenge_claim c = {.challenge = challenge, .app_id = app_id, .expires_at_ms = expires_at_ms};
+    challenge_submit(gw, GW_HOP_PUT, call, &c, then, arg);
+}
+
 veil_err gw_put_challenge(struct gateway *gw, const unsigned char challenge[32],
                           const char *app_id, int64_t expires_at_ms)
 {
@@ -202,6 +232,16 @@ veil_err gw_put_challenge(struct gateway *gw, const unsigned char challenge[32],
         .claim = {.challenge = challenge, .app_id = app_id, .expires_at_ms = expires_at_ms}};
     veil_batch_run(gw->hops[GW_HOP_PUT], &it.base);
     return it.claim.err;
+}
+
+void gw_hops_begin(struct gateway *gw, veil_call *call, void (*fn)(veil_call *call, void *arg),
+                   void *arg)
+{
+    veil_call_defer(call);
+    /* batching off: the hops run at once on this thread, which must then be able to block */
+    if (gw->hops_alone && veil_call_resume(call, fn, arg) == 0)
+        return;
+    fn(call, arg);
 }
 
 /* ---- hops of one request per login: ticket, revocation, consent ---- */
@@ -215,8 +255,12 @@ struct one_item {
     veil_batch_item base;
     veil_call *call;
     ProtobufCMessage *req;
-    void *resp; /* in the call's arena */
+    const char *method; /* the unbatched method, named in a failure */
+    void *resp;         /* in the call's arena */
+    void **out;
     hop_result r;
+    gw_hop_then then;
+    void *arg;
 };
 
 /* The repeated message field `name` of m (its descriptor says where): count and array. */
@@ -264,11 +308,14 @@ static void one_batch(struct gateway *gw, veil_channel *ch, const char *method,
     free(br);
 }
 
-/* Runs req through hop's batcher; the reply in call's arena, a failure recorded on call. */
+/*
+ * Runs req through hop's batcher and waits (a cache miss, on a thread that
+ * may block); the reply in call's arena, a failure recorded on call.
+ */
 static veil_err one_run(struct gateway *gw, int hop, const char *method, veil_call *call,
                         ProtobufCMessage *req, void **out)
 {
-    struct one_item it = {.call = call, .req = req};
+    struct one_item it = {.call = call, .req = req, .method = method};
     veil_batch_run(gw->hops[hop], &it.base);
     *out = it.resp;
     return it.r.err ? gw_downstream_failed(call, method, it.r.err, &it.r.st) : VEIL_OK;
@@ -281,11 +328,35 @@ static void verify_batch(void *ctx, veil_batch_item *const *items, size_t n)
               &veil__vault__verify_ticket_batch_request__descriptor, items, n);
 }
 
-veil_err gw_verify_ticket(struct gateway *gw, veil_call *call,
-                          Veil__Vault__VerifyTicketRequest *req,
-                          Veil__Vault__VerifyTicketResponse **out)
+static void one_done(veil_batch_item *item)
 {
-    return one_run(gw, GW_HOP_VERIFY, "VerifyTicket", call, &req->base, (void **)out);
+    struct one_item *it = (struct one_item *)item;
+    *it->out = it->resp;
+    it->then(it->arg, it->r.err ? gw_downstream_failed(it->call, it->method, it->r.err, &it->r.st)
+                                : VEIL_OK);
+}
+
+/* Submits req to hop's batcher; then(arg, err) runs with the reply in *out (call's arena). */
+static void one_submit(struct gateway *gw, int hop, const char *method, veil_call *call,
+                       ProtobufCMessage *req, void **out, gw_hop_then then, void *arg)
+{
+    struct one_item *it = veil_call_alloc(call, sizeof *it);
+    if (!it)
+        return then(arg, VEIL_ERR_NOMEM);
+    *it = (struct one_item){.base.done = one_done,
+                            .call = call,
+                            .req = req,
+                            .method = method,
+                            .out = out,
+                            .then = then,
+                            .arg = arg};
+    veil_batch_submit(gw->hops[hop], &it->base);
+}
+
+void gw_verify_ticket(struct gateway *gw, veil_call *call, Veil__Vault__VerifyTicketRequest *req,
+                      Veil__Vault__VerifyTicketResponse **out, gw_hop_then then, void *arg)
+{
+    one_submit(gw, GW_HOP_VERIFY, "VerifyTicket", call, &req->base, (void **)out, then, arg);
 }
 
 static void authorize_batch(void *ctx, veil_batch_item *const *items, size_t n)
@@ -321,9 +392,11 @@ struct finish_item {
     veil_call *call;
     const Veil__Pseudonym__DeriveRequest *dr;
     Veil__Vault__ReleaseAttributesRequest *ra; /* NULL: nothing to release */
-    Veil__Pseudonym__DeriveResponse *p;
-    Veil__Vault__ReleaseAttributesResponse *released;
+    Veil__Pseudonym__DeriveResponse *p, **p_out;
+    Veil__Vault__ReleaseAttributesResponse *released, **released_out;
     hop_result derive, release;
+    gw_hop_then then;
+    void *arg;
 };
 
 /* One DeriveBatch: the items of one key version pair (almost always all of them). */
@@ -466,22 +539,40 @@ static void finish_batch(void *ctx, veil_batch_item *const *items, size_t n)
     batch_reply_free(released);
 }
 
-veil_err gw_derive_release(struct gateway *gw, veil_call *call,
-                           const Veil__Pseudonym__DeriveRequest *dr,
-                           Veil__Vault__ReleaseAttributesRequest *ra,
-                           Veil__Pseudonym__DeriveResponse **p,
-                           Veil__Vault__ReleaseAttributesResponse **released)
+static void finish_done(veil_batch_item *item)
 {
-    struct finish_item it = {.call = call, .dr = dr, .ra = ra};
-    veil_batch_run(gw->hops[GW_HOP_FINISH], &it.base);
-    *p = it.p;
-    *released = it.released;
+    struct finish_item *it = (struct finish_item *)item;
+    veil_err err = VEIL_OK;
+    *it->p_out = it->p;
+    *it->released_out = it->released;
     /* the pseudonym's failure first, as when both were one gw_downstream_all */
-    if (it.derive.err)
-        return gw_downstream_failed(call, "Derive", it.derive.err, &it.derive.st);
-    if (ra && it.release.err)
-        return gw_downstream_failed(call, "ReleaseAttributes", it.release.err, &it.release.st);
-    return VEIL_OK;
+    if (it->derive.err)
+        err = gw_downstream_failed(it->call, "Derive", it->derive.err, &it->derive.st);
+    else if (it->ra && it->release.err)
+        err = gw_downstream_failed(it->call, "ReleaseAttributes", it->release.err,
+                                   &it->release.st);
+    it->then(it->arg, err);
+}
+
+void gw_derive_release(struct gateway *gw, veil_call *call,
+                       const Veil__Pseudonym__DeriveRequest *dr,
+                       Veil__Vault__ReleaseAttributesRequest *ra,
+                       Veil__Pseudonym__DeriveResponse **p,
+                       Veil__Vault__ReleaseAttributesResponse **released, gw_hop_then then,
+                       void *arg)
+{
+    struct finish_item *it = veil_call_alloc(call, sizeof *it);
+    if (!it)
+        return then(arg, VEIL_ERR_NOMEM);
+    *it = (struct finish_item){.base.done = finish_done,
+                               .call = call,
+                               .dr = dr,
+                               .ra = ra,
+                               .p_out = p,
+                               .released_out = released,
+                               .then = then,
+                               .arg = arg};
+    veil_batch_submit(gw->hops[GW_HOP_FINISH], &it->base);
 }
 
 /* ---- set-up ---- */
@@ -494,6 +585,7 @@ veil_err gw_hops_start(struct gateway *gw, size_t max_batch)
 {
     static const veil_batch_fn fns[GW_HOP__COUNT] = {take_batch, verify_batch, finish_batch,
                                                      authorize_batch, check_batch, put_batch};
+    gw->hops_alone = max_batch <= 1;
     for (int h = 0; h < GW_HOP__COUNT; h++)
         if (!(gw->hops[h] = veil_batcher_new(hop_names[h], max_batch, fns[h], gw)))
             return VEIL_ERR_NOMEM;

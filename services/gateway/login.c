@@ -26,29 +26,60 @@
 
 #define MAX_REQUESTED 16
 
+/* A BeginLogin in flight: deferred until its challenge is stored (hops.c). */
+struct begin {
+    struct gateway *gw;
+    Veil__Gateway__BeginLoginResponse_Closure done;
+    veil_call *call;
+    gw_app app;
+    unsigned char *challenge;
+    int64_t expires;
+};
+
+static void begin_stored(void *arg, veil_err err)
+{
+    struct begin *b = arg;
+    Veil__Gateway__BeginLoginResponse resp = VEIL__GATEWAY__BEGIN_LOGIN_RESPONSE__INIT;
+    if (err) {
+        err = gw_store_failed(b->call, err);
+    } else {
+        resp.challenge.data = b->challenge;
+        resp.challenge.len = VEIL_CHALLENGE_BYTES;
+        resp.expires_at_ms = b->expires;
+        resp.app_id = (char *)b->app.id;
+    }
+    VEIL_REPLY(b->done, b->call, err, &resp); /* deferred: sent now, and the call may be gone */
+}
+
+static void begin_store(veil_call *call, void *arg)
+{
+    struct begin *b = arg;
+    gw_put_challenge_then(b->gw, call, b->challenge, b->app.id, b->expires, begin_stored, b);
+}
+
 static void gw_login_begin_login(Veil__Gateway__Login_Service *svc,
                                  const Veil__Gateway__BeginLoginRequest *req,
                                  Veil__Gateway__BeginLoginResponse_Closure done, void *call)
 {
+    (void)req;
     struct gateway *gw = GW_OF(svc, login);
-    Veil__Gateway__BeginLoginResponse resp = VEIL__GATEWAY__BEGIN_LOGIN_RESPONSE__INIT;
-    gw_app app;
+    struct begin *b = veil_call_alloc(call, sizeof *b);
     unsigned char *challenge = veil_call_alloc(call, VEIL_CHALLENGE_BYTES);
-    veil_err err = challenge ? gw_calling_app(gw, call, &app) : VEIL_ERR_NOMEM;
-    if (!err) {
-        randombytes_buf(challenge, VEIL_CHALLENGE_BYTES);
-        int64_t expires = veil_now_ms() + gw->challenge_ttl_s * 1000;
-        err = gw_put_challenge(gw, challenge, app.id, expires);
-        if (err) {
-            err = gw_store_failed(call, err);
-        } else {
-            resp.challenge.data = challenge;
-            resp.challenge.len = VEIL_CHALLENGE_BYTES;
-            resp.expires_at_ms = expires;
-            resp.app_id = veil_call_strdup(call, app.id);
-        }
+    gw_app app;
+    veil_err err = b && challenge ? gw_calling_app(gw, call, &app) : VEIL_ERR_NOMEM;
+    if (err) {
+        Veil__Gateway__BeginLoginResponse resp = VEIL__GATEWAY__BEGIN_LOGIN_RESPONSE__INIT;
+        VEIL_REPLY(done, call, err, &resp);
+        return;
     }
-    VEIL_REPLY(done, call, err, &resp);
+    randombytes_buf(challenge, VEIL_CHALLENGE_BYTES);
+    *b = (struct begin){.gw = gw,
+                        .done = done,
+                        .call = call,
+                        .app = app,
+                        .challenge = challenge,
+                        .expires = veil_now_ms() + gw->challenge_ttl_s * 1000};
+    gw_hops_begin(gw, call, begin_store, b);
 }
 
 /* Parses the requested attribute names into scope bits. */
@@ -77,20 +108,29 @@ static veil_err requested_scope(veil_call *call, const gw_login_in *req, unsigne
     return VEIL_OK;
 }
 
+/*
+ * Whether the cache holds revocation's verdict for (subject, device, app):
+ * the link records the key versions this login gives the app (so events
+ * name the subject as the app knows it), so a cached verdict recorded under
+ * other versions asks revocation again, once per link and rotation.
+ */
+static int authz_cached(struct gateway *gw, const ProtobufCBinaryData *subject,
+                        const char *device, const char *app, gw_authz *out)
+{
+    uint32_t kv = atomic_load(&gw->keys.pseudonym_current);
+    uint32_t pkv = atomic_load(&gw->keys.pseudonym_previous);
+    return gw_cache_get_authz(gw->cache, subject->data, device, app, out) &&
+           (!out->allowed || (out->key_version == kv && out->previous_key_version == pkv));
+}
+
 /* Revocation's verdict for (subject, device, app), from the cache or the service. */
 static veil_err authorize(struct gateway *gw, veil_call *call, const ProtobufCBinaryData *subject,
                           const char *device, const char *app, gw_authz *out)
 {
-    /*
-     * The link records the key versions this login gives the app (so events
-     * name the subject as the app knows it): a cached verdict recorded under
-     * other versions asks revocation again, once per link and rotation.
-     */
+    if (authz_cached(gw, subject, device, app, out))
+        return VEIL_OK;
     uint32_t kv = atomic_load(&gw->keys.pseudonym_current);
     uint32_t pkv = atomic_load(&gw->keys.pseudonym_previous);
-    if (gw_cache_get_authz(gw->cache, subject->data, device, app, out) &&
-        (!out->allowed || (out->key_version == kv && out->previous_key_version == pkv)))
-        return VEIL_OK;
     /*
      * This login's own ticket, taken before its item joins a batch: an
      * invalidation while the batch is out drops this put (cache.h), whoever
@@ -432,23 +472,78 @@ static int several_credentials(const gw_login_in *in)
            1;
 }
 
+/* The one refusal an app reads, whatever the reason (docs/gateway.md). */
+static veil_err login_refused(veil_call *call)
+{
+    veil_call_fail(call, VEIL_ERR_DENIED, GW_LOGIN_REFUSED);
+    return VEIL_ERR_DENIED;
+}
+
+/*
+ * One login in flight (issue 15 lever 2): what it knows between its hops,
+ * in its call's arena.  No thread waits for it: each hop's continuation
+ * (on the hop's thread, hops.c) takes it one step further, and a step that
+ * must block (a cache miss asking revocation or consent, the access-log
+ * entry of a refusal, fixing the app's sector) goes to the door's `block`.
+ * The steps, in order: login_start, after_take (phone tickets only),
+ * after_verify, decide, after_finish, and login_end, which hands the
+ * result to the door.
+ */
+struct gw_login_flow {
+    struct gateway *gw;
+    veil_call *call;
+    gw_app app;
+    gw_login_in in;
+    int fresh_consent;
+    gw_login_result *out;
+    const gw_login_door *door;
+    void *door_arg;
+    unsigned requested;
+    int card, in_person;
+    veil_ticket *t;
+    Veil__Vault__VerifyTicketRequest vt;
+    Veil__Vault__VerifyTicketResponse *who;
+    gw_authz authz;
+    gw_grants g;
+    unsigned granted;
+    Veil__Pseudonym__DeriveRequest dr;
+    Veil__Pseudonym__DeriveResponse *p;
+    Veil__Vault__ReleaseAttributesRequest ra;
+    Veil__Vault__ReleaseAttributesResponse *released;
+};
+
+static void after_verify(void *arg, veil_err err);
+static void after_finish(void *arg, veil_err err);
+
+static void login_end(gw_login_flow *f, veil_err err)
+{
+    f->door->finish(f->door_arg, f, err);
+}
+
+static void start_verify(gw_login_flow *f)
+{
+    gw_verify_ticket(f->gw, f->call, &f->vt, &f->who, after_verify, f);
+}
+
 /*
  * The door-specific first step: what the vault is asked to verify.  A phone's
- * ticket answers a challenge this app got from BeginLogin (consumed here);
- * a presentation or a card has no BeginLogin, so the login gets a fresh
- * random challenge of its own (the vault binds what it mints to it).
+ * ticket answers a challenge this app got from BeginLogin (consumed next, in
+ * after_take); a presentation or a card has no BeginLogin, so the login gets
+ * a fresh random challenge of its own (the vault binds what it mints to it).
  */
-static veil_err verify_request(struct gateway *gw, veil_call *call, const gw_app *app,
-                               const gw_login_in *in, Veil__Vault__VerifyTicketRequest *vt)
+static veil_err verify_request(gw_login_flow *f)
 {
+    veil_call *call = f->call;
+    const gw_login_in *in = &f->in;
+    Veil__Vault__VerifyTicketRequest *vt = &f->vt;
     unsigned char *challenge = veil_call_alloc(call, VEIL_CHALLENGE_BYTES);
     if (!challenge)
         return VEIL_ERR_NOMEM;
-    vt->app_id = (char *)app->id;
+    vt->app_id = (char *)f->app.id;
     vt->challenge.data = challenge;
     vt->challenge.len = VEIL_CHALLENGE_BYTES;
     if (in->presentation && *in->presentation) {
-        if (strcmp(app->kind, "venue") != 0) {
+        if (strcmp(f->app.kind, "venue") != 0) {
             veil_call_fail(call, VEIL_ERR_DENIED, "only venue apps may redeem presentations");
             return VEIL_ERR_DENIED;
         }
@@ -471,74 +566,98 @@ static veil_err verify_request(struct gateway *gw, veil_call *call, const gw_app
                        err == VEIL_ERR_PRECONDITION ? VEIL_TICKET_RETIRED : "ticket is malformed");
         return VEIL_ERR_INVALID;
     }
-    if (strcmp(t->app_id, app->id) != 0) {
+    if (strcmp(t->app_id, f->app.id) != 0) {
         veil_call_fail(call, VEIL_ERR_UNAUTHENTICATED, "ticket was not made for this app");
         return VEIL_ERR_UNAUTHENTICATED;
     }
-    err = gw_take_challenge(gw, t->challenge, app->id);
-    if (err == VEIL_ERR_NOT_FOUND) {
-        veil_call_fail(call, VEIL_ERR_PRECONDITION,
-                       "challenge is unknown, expired or already used");
-        return VEIL_ERR_PRECONDITION;
-    }
-    if (err)
-        return gw_store_failed(call, err);
-    vt->ticket = (char *)in->ticket;
-    memcpy(challenge, t->challenge, VEIL_CHALLENGE_BYTES);
+    f->t = t;
     return VEIL_OK;
 }
 
-/* The one refusal an app reads, whatever the reason (docs/gateway.md). */
-static veil_err login_refused(veil_call *call)
+/* The phone's challenge consumed (or not): on to the vault. */
+static void after_take(void *arg, veil_err err)
 {
-    veil_call_fail(call, VEIL_ERR_DENIED, GW_LOGIN_REFUSED);
-    return VEIL_ERR_DENIED;
+    gw_login_flow *f = arg;
+    if (err == VEIL_ERR_NOT_FOUND) {
+        veil_call_fail(f->call, VEIL_ERR_PRECONDITION,
+                       "challenge is unknown, expired or already used");
+        return login_end(f, VEIL_ERR_PRECONDITION);
+    }
+    if (err)
+        return login_end(f, gw_store_failed(f->call, err));
+    f->vt.ticket = (char *)f->in.ticket;
+    memcpy(f->vt.challenge.data, f->t->challenge, VEIL_CHALLENGE_BYTES);
+    start_verify(f);
 }
 
-veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
-                      const gw_login_in *in, int fresh_consent, gw_login_result *out)
+void gw_login_start(struct gateway *gw, veil_call *call, const gw_app *app,
+                    const gw_login_in *in, int fresh_consent, gw_login_result *out,
+                    const gw_login_door *door, void *door_arg)
 {
-    unsigned requested;
-    veil_err err;
     memset(out, 0, sizeof *out);
+    gw_login_flow *f = veil_call_alloc(call, sizeof *f);
+    if (!f) {
+        gw_login_flow none = {.gw = gw, .call = call, .app = *app, .out = out};
+        return door->finish(door_arg, &none, VEIL_ERR_NOMEM);
+    }
+    *f = (gw_login_flow){.gw = gw,
+                         .call = call,
+                         .app = *app,
+                         .in = *in,
+                         .fresh_consent = fresh_consent,
+                         .out = out,
+                         .door = door,
+                         .door_arg = door_arg};
+    veil__vault__verify_ticket_request__init(&f->vt);
+    veil_err err;
     if (several_credentials(in)) {
         veil_call_fail(call, VEIL_ERR_INVALID,
                        "exactly one of ticket, presentation and card is required");
-        return VEIL_ERR_INVALID;
+        return login_end(f, VEIL_ERR_INVALID);
     }
-    if ((err = requested_scope(call, in, &requested)))
-        return err;
+    if ((err = requested_scope(call, in, &f->requested)) || (err = verify_request(f)))
+        return login_end(f, err);
+    if (f->t)
+        return gw_take_challenge(gw, call, f->t->challenge, f->app.id, after_take, f);
+    start_verify(f);
+}
 
-    Veil__Vault__VerifyTicketRequest vt = VEIL__VAULT__VERIFY_TICKET_REQUEST__INIT;
-    Veil__Vault__VerifyTicketResponse *who;
-    if ((err = verify_request(gw, call, app, in, &vt)))
-        return err;
-    /*
-     * Whatever about the citizen stops a login - a revoked device, a phone
-     * clock far off, an unknown (erased) device, a suspended or revoked
-     * identity - the app reads one status and one message; the citizen's
-     * wallet reads the reason in the access log.  In person, a mistyped PIN
-     * or an expired code is still said (the person is at the counter).
-     */
-    err = gw_verify_ticket(gw, call, &vt, &who);
-    if (err == VEIL_ERR_DENIED || (err == VEIL_ERR_UNAUTHENTICATED && vt.ticket[0]))
-        return login_refused(call);
-    if (err)
-        return err;
+/*
+ * Whether revocation's verdict and (if needed) consent's grants are in the
+ * cache: then decide runs at once, else on the door's blocking thread.  A
+ * refusal blocks too (its access-log entry).
+ */
+static int decided_from_cache(gw_login_flow *f, unsigned in_scope)
+{
+    if (!authz_cached(f->gw, &f->who->subject_ref, "", f->app.id, &f->authz) ||
+        !f->authz.allowed)
+        return 0;
+    return f->in_person || !in_scope ||
+           (!f->fresh_consent && gw_cache_get_grants(f->gw->cache, f->who->subject_ref.data,
+                                                     f->app.id, veil_now_ms(), &f->g));
+}
 
-    gw_authz authz;
+/*
+ * Revocation's verdict and what may be released (from the cache when
+ * `cached`, else asking the services), then the pseudonym and the release.
+ */
+static void decide(gw_login_flow *f, int cached)
+{
+    struct gateway *gw = f->gw;
+    veil_call *call = f->call;
+    const gw_app *app = &f->app;
+    veil_err err;
     /* no device: the vault refused a revoked one, and does not say which device it was */
-    if ((err = authorize(gw, call, &who->subject_ref, "", app->id, &authz)))
-        return err;
-    if (!authz.allowed) {
+    if (!cached && (err = authorize(gw, call, &f->who->subject_ref, "", app->id, &f->authz)))
+        return login_end(f, err);
+    if (!f->authz.allowed) {
         /* only on a refusal: one more call, so the citizen learns why (docs/gateway.md) */
-        gw_change ch = {.action = "login_refused", .app_id = app->id, .detail = authz.reason};
-        if (gw_log_change(gw, call, who->subject_ref, &ch) != VEIL_OK)
+        gw_change ch = {.action = "login_refused", .app_id = app->id, .detail = f->authz.reason};
+        if (gw_log_change(gw, call, f->who->subject_ref, &ch) != VEIL_OK)
             veil_log(VEIL_LOG_WARN, "a refused login could not be recorded in the access log",
-                     VL_STR("app_id", app->id), VL_STR("reason", authz.reason), VL_END);
-        return login_refused(call);
+                     VL_STR("app_id", app->id), VL_STR("reason", f->authz.reason), VL_END);
+        return login_end(f, login_refused(call));
     }
-
     /*
      * What may be released.  Online with a phone: what the citizen consented
      * to in the wallet.  In person the citizen decides on the spot: a
@@ -546,100 +665,245 @@ veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
      * narrow them further), and typing the PIN approves what the app's form
      * asked for.  Either way never beyond the app's registered scope.
      */
-    int card = strcmp(who->credential, "card") == 0, in_person = card || !vt.ticket[0];
-    unsigned granted = 0;
-    gw_grants g = {0};
-    if (vt.presentation[0]) {
-        unsigned shown = 0;
-        for (size_t i = 0; i < who->n_shown; i++)
-            shown |= gw_scope_bit(who->shown[i]);
-        requested = in->n_attributes ? requested & shown : shown;
-    }
-    unsigned in_scope = requested & app->scope;
-    if (in_person) {
-        granted = in_scope;
-        snprintf(g.purposes, sizeof g.purposes, "%s",
-                 card ? "approved with card and pin" : "shown in person");
+    unsigned in_scope = f->requested & app->scope;
+    if (f->in_person) {
+        f->granted = in_scope;
+        snprintf(f->g.purposes, sizeof f->g.purposes, "%s",
+                 f->card ? "approved with card and pin" : "shown in person");
     } else if (in_scope) {
-        if ((err = grants(gw, call, &who->subject_ref, app, fresh_consent, &g)))
-            return err;
-        granted = in_scope & g.granted;
+        if (!cached && (err = grants(gw, call, &f->who->subject_ref, app, f->fresh_consent, &f->g)))
+            return login_end(f, err);
+        f->granted = in_scope & f->g.granted;
     }
     /*
      * The pseudonym and the release depend on nothing but what is known now,
      * so they are asked for at once: one wait instead of two.
      */
-    Veil__Pseudonym__DeriveRequest dr = VEIL__PSEUDONYM__DERIVE_REQUEST__INIT;
-    Veil__Pseudonym__DeriveResponse *p;
-    dr.subject_ref = who->subject_ref;
-    dr.sector_id = (char *)app->sector;
-    dr.link_epoch = authz.epoch;
-    dr.key_version = atomic_load(&gw->keys.pseudonym_current);
-    dr.previous_key_version = atomic_load(&gw->keys.pseudonym_previous);
-    Veil__Vault__ReleaseAttributesRequest ra = VEIL__VAULT__RELEASE_ATTRIBUTES_REQUEST__INIT;
-    Veil__Vault__ReleaseAttributesResponse *released = NULL;
-    if (granted) {
-        ra.subject_ref = who->subject_ref;
-        ra.app_id = (char *)app->id;
-        ra.n_attributes = gw_scope_names(call, granted, &ra.attributes);
-        ra.purpose = g.purposes;
-        ra.capability = who->release_capability;
-        ra.challenge = vt.challenge;
+    Veil__Pseudonym__DeriveRequest *dr = &f->dr;
+    veil__pseudonym__derive_request__init(dr);
+    dr->subject_ref = f->who->subject_ref;
+    dr->sector_id = (char *)app->sector;
+    dr->link_epoch = f->authz.epoch;
+    dr->key_version = atomic_load(&gw->keys.pseudonym_current);
+    dr->previous_key_version = atomic_load(&gw->keys.pseudonym_previous);
+    Veil__Vault__ReleaseAttributesRequest *ra = &f->ra;
+    veil__vault__release_attributes_request__init(ra);
+    if (f->granted) {
+        ra->subject_ref = f->who->subject_ref;
+        ra->app_id = (char *)app->id;
+        ra->n_attributes = gw_scope_names(call, f->granted, &ra->attributes);
+        ra->purpose = f->g.purposes;
+        ra->capability = f->who->release_capability;
+        ra->challenge = f->vt.challenge;
     }
-    if ((err = gw_derive_release(gw, call, &dr, granted ? &ra : NULL, &p, &released)) ||
-        (err = fix_sector(gw, call, app)))
-        return err;
-    out->sub = p->pseudonym;
-    out->previous_sub = p->previous_pseudonym;
-    out->requested = requested;
-    out->granted = granted;
-    out->released = released;
-    out->card = card;
-    out->auth_time_ms = veil_now_ms();
-    return VEIL_OK;
+    gw_derive_release(gw, call, dr, f->granted ? ra : NULL, &f->p, &f->released, after_finish, f);
 }
 
-veil_err gw_login(struct gateway *gw, veil_call *call, const gw_app *app, const gw_login_in *in,
-                  Veil__Gateway__CompleteLoginResponse *resp)
+static void decide_blocking(gw_login_flow *f)
 {
-    gw_login_result r;
+    decide(f, 0);
+}
+
+/* The vault's verdict on the credential: who it is, or the uniform refusal. */
+static void after_verify(void *arg, veil_err err)
+{
+    gw_login_flow *f = arg;
+    /*
+     * Whatever about the citizen stops a login - a revoked device, a phone
+     * clock far off, an unknown (erased) device, a suspended or revoked
+     * identity - the app reads one status and one message; the citizen's
+     * wallet reads the reason in the access log.  In person, a mistyped PIN
+     * or an expired code is still said (the person is at the counter).
+     */
+    if (err == VEIL_ERR_DENIED || (err == VEIL_ERR_UNAUTHENTICATED && f->vt.ticket[0]))
+        return login_end(f, login_refused(f->call));
+    if (err)
+        return login_end(f, err);
+    f->card = strcmp(f->who->credential, "card") == 0;
+    f->in_person = f->card || !f->vt.ticket[0];
+    if (f->vt.presentation[0]) {
+        unsigned shown = 0;
+        for (size_t i = 0; i < f->who->n_shown; i++)
+            shown |= gw_scope_bit(f->who->shown[i]);
+        f->requested = f->in.n_attributes ? f->requested & shown : shown;
+    }
+    if (decided_from_cache(f, f->requested & f->app.scope))
+        decide(f, 1);
+    else
+        f->door->block(f->door_arg, f, decide_blocking);
+}
+
+static void login_done(gw_login_flow *f)
+{
+    gw_login_result *out = f->out;
+    out->sub = f->p->pseudonym;
+    out->previous_sub = f->p->previous_pseudonym;
+    out->requested = f->requested;
+    out->granted = f->granted;
+    out->released = f->granted ? f->released : NULL;
+    out->card = f->card;
+    out->auth_time_ms = veil_now_ms();
+    login_end(f, VEIL_OK);
+}
+
+static void fix_sector_blocking(gw_login_flow *f)
+{
+    veil_err err = fix_sector(f->gw, f->call, &f->app);
+    if (err)
+        return login_end(f, err);
+    login_done(f);
+}
+
+/* The pseudonym and the release are back: the login is done (its sector fixed first). */
+static void after_finish(void *arg, veil_err err)
+{
+    gw_login_flow *f = arg;
+    if (err)
+        return login_end(f, err);
+    if (!f->app.sector_fixed)
+        return f->door->block(f->door_arg, f, fix_sector_blocking);
+    login_done(f);
+}
+
+/* ---- the synchronous door: gw_login_run waits on its own thread ---- */
+
+struct sync_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    void (*step)(gw_login_flow *f); /* a blocking step handed to the waiting thread */
+    gw_login_flow *flow;
+    int done;
     veil_err err;
-    if ((err = gw_login_run(gw, call, app, in, 0, &r)) ||
-        (err = sign_assertion(gw, call, app, &r, &resp->assertion)))
-        return err;
-    resp->sub = (char *)r.sub;
-    resp->previous_sub = (char *)r.previous_sub;
-    resp->n_released = gw_scope_names(call, r.granted, &resp->released);
-    resp->n_withheld =
-        gw_login_withheld(call, r.requested, app->scope, r.granted, &resp->withheld);
-    return VEIL_OK;
+};
+
+static void sync_finish(void *arg, gw_login_flow *f, veil_err err)
+{
+    (void)f;
+    struct sync_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->err = err;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void sync_block(void *arg, gw_login_flow *f, void (*step)(gw_login_flow *f))
+{
+    struct sync_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->step = step;
+    w->flow = f;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static const gw_login_door sync_door = {sync_finish, sync_block};
+
+veil_err gw_login_run(struct gateway *gw, veil_call *call, const gw_app *app,
+                      const gw_login_in *in, int fresh_consent, gw_login_result *out)
+{
+    struct sync_wait w = {.done = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    gw_login_start(gw, call, app, in, fresh_consent, out, &sync_door, &w);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done) {
+        if (w.step) { /* the flow's blocking steps run here, on the door's own thread */
+            void (*step)(gw_login_flow *) = w.step;
+            w.step = NULL;
+            pthread_mutex_unlock(&w.mu);
+            step(w.flow);
+            pthread_mutex_lock(&w.mu);
+            continue;
+        }
+        pthread_cond_wait(&w.cv, &w.mu);
+    }
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return w.err;
+}
+
+/* ---- the gRPC door: CompleteLogin, deferred ---- */
+
+struct complete {
+    struct gateway *gw;
+    veil_call *call;
+    Veil__Gateway__CompleteLoginResponse_Closure done;
+    gw_app app;
+    gw_login_in in;
+    gw_login_result r;
+    void (*step)(gw_login_flow *f); /* a blocking step, for the worker that resumes it */
+    gw_login_flow *flow;
+};
+
+/* Answers the app: the assertion signed (on the hop's thread: CPU only), or the failure. */
+static void complete_finish(void *arg, gw_login_flow *f, veil_err err)
+{
+    struct complete *c = arg;
+    veil_call *call = c->call;
+    const gw_app *app = &f->app;
+    Veil__Gateway__CompleteLoginResponse resp = VEIL__GATEWAY__COMPLETE_LOGIN_RESPONSE__INIT;
+    if (!err && !(err = sign_assertion(c->gw, call, app, &c->r, &resp.assertion))) {
+        resp.sub = (char *)c->r.sub;
+        resp.previous_sub = (char *)c->r.previous_sub;
+        resp.n_released = gw_scope_names(call, c->r.granted, &resp.released);
+        resp.n_withheld =
+            gw_login_withheld(call, c->r.requested, app->scope, c->r.granted, &resp.withheld);
+    }
+    gw_metrics_login(c->gw, call, err, &resp);
+    VEIL_REPLY(c->done, call, err, &resp); /* deferred: sent now, and call may be gone */
+}
+
+static void complete_resumed(veil_call *call, void *arg)
+{
+    (void)call;
+    struct complete *c = arg;
+    c->step(c->flow);
+}
+
+static void complete_block(void *arg, gw_login_flow *f, void (*step)(gw_login_flow *f))
+{
+    struct complete *c = arg;
+    c->step = step;
+    c->flow = f;
+    if (veil_call_resume(c->call, complete_resumed, c) != 0)
+        step(f); /* the workers are full or stopped (a drain): here, then */
+}
+
+static const gw_login_door complete_door = {complete_finish, complete_block};
+
+static void complete_start(veil_call *call, void *arg)
+{
+    struct complete *c = arg;
+    gw_login_start(c->gw, call, &c->app, &c->in, 0, &c->r, &complete_door, c);
 }
 
 /* The gRPC door: the calling app by its certificate, then the one login function. */
-static veil_err complete_login(struct gateway *gw, veil_call *call,
-                               const Veil__Gateway__CompleteLoginRequest *req,
-                               Veil__Gateway__CompleteLoginResponse *resp)
-{
-    gw_app app;
-    veil_err err = gw_calling_app(gw, call, &app);
-    if (err)
-        return err;
-    gw_login_in in = {.ticket = req->ticket,
-                      .presentation = req->presentation,
-                      .card = req->card,
-                      .attributes = req->attributes,
-                      .n_attributes = req->n_attributes};
-    return gw_login(gw, call, &app, &in, resp);
-}
-
 static void gw_login_complete_login(Veil__Gateway__Login_Service *svc,
                                     const Veil__Gateway__CompleteLoginRequest *req,
                                     Veil__Gateway__CompleteLoginResponse_Closure done, void *call)
 {
+    struct gateway *gw = GW_OF(svc, login);
     Veil__Gateway__CompleteLoginResponse resp = VEIL__GATEWAY__COMPLETE_LOGIN_RESPONSE__INIT;
-    veil_err err = complete_login(GW_OF(svc, login), call, req, &resp);
-    gw_metrics_login(GW_OF(svc, login), call, err, &resp);
-    VEIL_REPLY(done, call, err, &resp);
+    gw_app app;
+    struct complete *c = veil_call_alloc(call, sizeof *c);
+    veil_err err = c ? gw_calling_app(gw, call, &app) : VEIL_ERR_NOMEM;
+    if (err) {
+        gw_metrics_login(gw, call, err, &resp);
+        VEIL_REPLY(done, call, err, &resp);
+        return;
+    }
+    *c = (struct complete){.gw = gw,
+                           .call = call,
+                           .done = done,
+                           .app = app,
+                           .in = {.ticket = req->ticket,
+                                  .presentation = req->presentation,
+                                  .card = req->card,
+                                  .attributes = req->attributes,
+                                  .n_attributes = req->n_attributes}};
+    gw_hops_begin(gw, call, complete_start, c);
 }
 
 static void gw_login_get_jwks(Veil__Gateway__Login_Service *svc, const Veil__Empty *req,
@@ -655,8 +919,10 @@ static void gw_login_get_jwks(Veil__Gateway__Login_Service *svc, const Veil__Emp
 const Veil__Gateway__Login_Service gw_login_rpc = VEIL__GATEWAY__LOGIN__INIT(gw_login_);
 
 const veil_method_policy gw_login_policy[] = {
-    {"BeginLogin", VEIL_PEER_APP, VEIL_EXEC_WORKER},
-    {"CompleteLogin", VEIL_PEER_APP, VEIL_EXEC_WORKER},
+    /* CPU only until its challenge is stored, then deferred (hops.c) */
+    {"BeginLogin", VEIL_PEER_APP, VEIL_EXEC_INLINE},
+    /* CPU only until its first hop, then deferred: no thread waits for a login (hops.c) */
+    {"CompleteLogin", VEIL_PEER_APP, VEIL_EXEC_INLINE},
     /*
      * Apps (and the admin) with their certificates; phones get the same keys
      * from Wallet/GetKeys.  Served from memory (gw_keys_jwks), so inline.

@@ -329,11 +329,11 @@ static void stop(void *state)
         veil_log(VEIL_LOG_INFO, "cache statistics", VL_INT("cache_hits", (long long)hits),
                  VL_INT("cache_misses", (long long)misses), VL_END);
     }
+    gw_hops_stop(gw); /* its threads finish what is queued, through the channels */
     veil_channel_free(gw->vault);
     veil_channel_free(gw->consent);
     veil_channel_free(gw->revocation);
     veil_channel_free(gw->pseudonym);
-    gw_hops_stop(gw);
     gw_cache_free(gw->cache);
     gw_store_close(gw->store);
     gw_registry_free(&gw->registry);

@@ -1,20 +1,23 @@
 /*
- * batch.c - leader/follower micro-batching (veil/batch.h).
+ * batch.c - natural micro-batching on a thread of the hop's own (veil/batch.h).
  *
- * One mutex guards a FIFO of waiting items and a flag saying a batch is in
- * flight.  Every waiter sleeps on its own condition variable, so the end of
- * a batch wakes exactly the threads it answered and the one that leads
- * next, not every waiter (the access-log group commit in the vault wakes
- * all of its waiters at once; here a login hop may have many more).
+ * One mutex guards a FIFO of submitted items.  The batcher's thread sleeps
+ * while the FIFO is empty; otherwise it takes every item queued (at most
+ * max_batch), runs the batch function on them, and then each item's
+ * continuation, one after another, before it looks at the FIFO again.  A
+ * submitter never waits: it queues its item, and wakes the thread only when
+ * the thread is asleep - one wake-up per batch, none per item.  With
+ * batching off (a maximum of 1) there is no thread and no FIFO: each item
+ * runs at once on its submitter's thread.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "veil/batch.h"
+#include "veil/client.h"
 #include "veil/log.h"
 #include "veil/metrics.h"
-#include "veil/trace.h"
 
 #define BATCH_LIMIT 1024 /* the most any batcher takes at once, whatever it asks */
 
@@ -24,8 +27,12 @@ struct veil_batcher {
     veil_batch_fn fn;
     void *ctx;
     pthread_mutex_t mu;
+    pthread_cond_t wake;
     veil_batch_item *head, *tail;
-    int leading; /* a batch is in flight */
+    int asleep;   /* the thread waits on `wake` */
+    int stopping; /* veil_batcher_free: run what is queued, then end */
+    int threaded; /* max_batch > 1: the batcher's thread runs */
+    pthread_t thread;
     unsigned long long batches, items; /* under mu */
 };
 
@@ -40,6 +47,67 @@ static void metrics_init(void)
                                     sizes, sizeof sizes / sizeof sizes[0]);
 }
 
+static void count_batch(veil_batcher *b, size_t n)
+{
+    veil_metric_observe(m_items, (double)n, (const char *[]){b->hop});
+    pthread_mutex_lock(&b->mu);
+    b->batches++;
+    b->items += n;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Runs one batch (mu not held) and hands every item to its continuation. */
+static void run_batch(veil_batcher *b, veil_batch_item **taken, size_t n)
+{
+    /* the batch goes out under its first item's trace, which leads it */
+    veil_trace_set_current(taken[0]->traced ? &taken[0]->trace : NULL);
+    b->fn(b->ctx, taken, n);
+    count_batch(b, n);
+    char lead[sizeof taken[0]->lead_trace];
+    snprintf(lead, sizeof lead, "%s", taken[0]->traced ? taken[0]->trace.trace_id : "");
+    int debug = veil_log_enabled(VEIL_LOG_DEBUG);
+    for (size_t i = 0; i < n; i++) {
+        veil_batch_item *it = taken[i];
+        memcpy(it->lead_trace, lead, sizeof lead);
+        it->batch_items = n;
+        veil_trace_set_current(it->traced ? &it->trace : NULL);
+        if (i > 0 && debug)
+            veil_log(VEIL_LOG_DEBUG, "answered in a batched call", VL_STR("hop", b->hop),
+                     VL_INT("batch_items", (long long)n), VL_STR("lead_trace_id", lead), VL_END);
+        it->done(it); /* it may be gone once this returns */
+    }
+    veil_trace_set_current(NULL);
+}
+
+static void *batcher_main(void *arg)
+{
+    veil_batcher *b = arg;
+    veil_batch_item *taken[BATCH_LIMIT];
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        while (!b->head && !b->stopping) {
+            b->asleep = 1;
+            pthread_cond_wait(&b->wake, &b->mu);
+            b->asleep = 0;
+        }
+        if (!b->head)
+            break; /* stopping, and nothing left */
+        size_t n = 0;
+        while (b->head && n < b->max_batch) {
+            taken[n++] = b->head;
+            b->head = b->head->next;
+        }
+        if (!b->head)
+            b->tail = NULL;
+        pthread_mutex_unlock(&b->mu);
+        run_batch(b, taken, n);
+        pthread_mutex_lock(&b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
+    veil_client_thread_done();
+    return NULL;
+}
+
 veil_batcher *veil_batcher_new(const char *hop, size_t max_batch, veil_batch_fn fn, void *ctx)
 {
     pthread_once(&metrics_once, metrics_init);
@@ -51,6 +119,15 @@ veil_batcher *veil_batcher_new(const char *hop, size_t max_batch, veil_batch_fn 
     b->fn = fn;
     b->ctx = ctx;
     pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->wake, NULL);
+    b->threaded = b->max_batch > 1;
+    if (b->threaded && pthread_create(&b->thread, NULL, batcher_main, b) != 0) {
+        veil_log(VEIL_LOG_ERROR, "cannot start a batcher's thread", VL_STR("hop", hop), VL_END);
+        pthread_mutex_destroy(&b->mu);
+        pthread_cond_destroy(&b->wake);
+        free(b);
+        return NULL;
+    }
     return b;
 }
 
@@ -58,40 +135,16 @@ void veil_batcher_free(veil_batcher *b)
 {
     if (!b)
         return;
+    if (b->threaded) {
+        pthread_mutex_lock(&b->mu);
+        b->stopping = 1;
+        pthread_cond_signal(&b->wake);
+        pthread_mutex_unlock(&b->mu);
+        pthread_join(b->thread, NULL);
+    }
     pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->wake);
     free(b);
-}
-
-/* Leads one batch: called and returns with b->mu held and b->leading clear. */
-static void lead(veil_batcher *b)
-{
-    veil_batch_item *taken[BATCH_LIMIT];
-    size_t n = 0;
-    b->leading = 1;
-    while (b->head && n < b->max_batch) {
-        taken[n++] = b->head;
-        b->head = b->head->next;
-    }
-    if (!b->head)
-        b->tail = NULL;
-    pthread_mutex_unlock(&b->mu);
-
-    b->fn(b->ctx, taken, n);
-    veil_metric_observe(m_items, (double)n, (const char *[]){b->hop});
-    const veil_trace *t = veil_trace_current();
-
-    pthread_mutex_lock(&b->mu);
-    for (size_t i = 0; i < n; i++) {
-        snprintf(taken[i]->lead_trace, sizeof taken[i]->lead_trace, "%s", t ? t->trace_id : "");
-        taken[i]->batch_items = n;
-        taken[i]->done = 1;
-        pthread_cond_signal(&taken[i]->wake); /* the leader's own item: nobody waits on it */
-    }
-    b->leading = 0;
-    b->batches++;
-    b->items += n;
-    if (b->head) /* the first of those that queued meanwhile leads next */
-        pthread_cond_signal(&b->head->wake);
 }
 
 void veil_batcher_stats(veil_batcher *b, unsigned long long *batches, unsigned long long *items)
@@ -102,54 +155,68 @@ void veil_batcher_stats(veil_batcher *b, unsigned long long *batches, unsigned l
     pthread_mutex_unlock(&b->mu);
 }
 
-/*
- * Batching off (a maximum of 1): the item runs at once on its own thread as
- * a batch of one, concurrently with every other caller - no queue and no
- * batch in flight, so a hop is never passed one login at a time.
- */
-static void run_alone(veil_batcher *b, veil_batch_item *it)
+void veil_batch_submit(veil_batcher *b, veil_batch_item *it)
 {
-    veil_batch_item *one[1] = {it};
-    b->fn(b->ctx, one, 1);
-    veil_metric_observe(m_items, 1.0, (const char *[]){b->hop});
-    it->batch_items = 1;
-    it->done = 1;
-    pthread_mutex_lock(&b->mu);
-    b->batches++;
-    b->items++;
-    pthread_mutex_unlock(&b->mu);
-}
-
-void veil_batch_run(veil_batcher *b, veil_batch_item *it)
-{
-    int led = 0;
     it->next = NULL;
-    it->done = 0;
     it->batch_items = 0;
     it->lead_trace[0] = '\0';
-    if (b->max_batch == 1) {
-        run_alone(b, it);
+    if (!b->threaded) {
+        /*
+         * Batching off: a batch of one at once, on this thread, side by side
+         * with every other submitter - a hop never passes one item at a time.
+         */
+        it->traced = 0;
+        veil_batch_item *one[1] = {it};
+        b->fn(b->ctx, one, 1);
+        count_batch(b, 1);
+        it->batch_items = 1;
+        it->done(it);
         return;
     }
-    pthread_cond_init(&it->wake, NULL);
+    const veil_trace *t = veil_trace_current();
+    it->traced = t != NULL;
+    if (t)
+        it->trace = *t;
     pthread_mutex_lock(&b->mu);
     if (b->tail)
         b->tail->next = it;
     else
         b->head = it;
     b->tail = it;
-    while (!it->done) {
-        if (!b->leading && b->head == it) {
-            lead(b);
-            led = 1;
-        } else {
-            pthread_cond_wait(&it->wake, &b->mu);
-        }
-    }
+    if (b->asleep)
+        pthread_cond_signal(&b->wake);
     pthread_mutex_unlock(&b->mu);
-    pthread_cond_destroy(&it->wake);
-    if (!led && veil_log_enabled(VEIL_LOG_DEBUG))
-        veil_log(VEIL_LOG_DEBUG, "answered in a batched call", VL_STR("hop", b->hop),
-                 VL_INT("batch_items", (long long)it->batch_items),
-                 VL_STR("lead_trace_id", it->lead_trace), VL_END);
+}
+
+/* ---- waiting for one item: veil_batch_run ---- */
+
+struct batch_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+};
+
+static void wait_done(veil_batch_item *it)
+{
+    struct batch_wait *w = it->wait;
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu); /* w (on the waiter's stack) may be gone now */
+}
+
+void veil_batch_run(veil_batcher *b, veil_batch_item *it)
+{
+    struct batch_wait w = {.done = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    it->done = wait_done;
+    it->wait = &w;
+    veil_batch_submit(b, it);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
 }

@@ -100,6 +100,22 @@ struct veil_call {
     veil_trace trace; /* set at dispatch (traced = 1) */
     int traced;
     grpc_op ops[4];
+    /* deferred replies (veil_call_defer) */
+    int deferred;
+    atomic_int phase; /* PHASE_* bits: who of the handler and the reply came second sends */
+    struct local_wait *lw;                 /* veil_call_local: where its caller waits */
+    void (*resume_fn)(veil_call *, void *); /* veil_call_resume: the step a worker runs */
+    void *resume_arg;
+};
+
+/* A deferred call is sent by whichever of these two happens second. */
+enum { PHASE_LEFT = 1, PHASE_REPLIED = 2 };
+
+/* A deferred call run by veil_call_local: its caller waits here for the reply. */
+struct local_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int replied;
 };
 
 struct veil_server {
@@ -120,6 +136,9 @@ struct veil_server {
     atomic_int serving;
     int started;
     struct tag shutdown_tag;
+    pthread_mutex_t defer_mu; /* guards n_deferred */
+    pthread_cond_t defer_cv;  /* signalled when n_deferred drops to 0 */
+    int n_deferred;           /* deferred calls whose reply is not started yet */
     struct {
         void (*fn)(void *arg);
         void *arg;
@@ -335,13 +354,9 @@ static void arm(veil_server *s, struct method *m)
     }
 }
 
-/* Packs the handler's reply; called through the protobuf-c closure. */
-static void reply_closure(const ProtobufCMessage *msg, void *data)
+/* Packs the handler's reply into c->reply (or fails the call). */
+static void pack_reply(veil_call *c, const ProtobufCMessage *msg)
 {
-    veil_call *c = data;
-    if (c->replied)
-        return;
-    c->replied = 1;
     if (c->err != VEIL_OK)
         return;
     if (!msg || msg->descriptor != c->m->desc->output) {
@@ -360,6 +375,20 @@ static void reply_closure(const ProtobufCMessage *msg, void *data)
     protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
     c->reply = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
+}
+
+static void deferred_replied(veil_call *c);
+
+/* The handler's closure: packs its reply, and sends it now if the call was deferred. */
+static void reply_closure(const ProtobufCMessage *msg, void *data)
+{
+    veil_call *c = data;
+    if (c->replied)
+        return;
+    c->replied = 1;
+    pack_reply(c, msg);
+    if (c->deferred)
+        deferred_replied(c);
 }
 
 static void send_reply(veil_call *c)
@@ -387,6 +416,50 @@ static void send_reply(veil_call *c)
         veil_metric_add(m_in_flight, -1, NULL);
         call_free(c);
     }
+}
+
+void veil_call_defer(veil_call *c)
+{
+    if (c->deferred)
+        return;
+    c->deferred = 1;
+    if (!c->call)
+        return; /* veil_call_local / veil_call_run: the caller waits for the reply */
+    pthread_mutex_lock(&c->srv->defer_mu);
+    c->srv->n_deferred++;
+    pthread_mutex_unlock(&c->srv->defer_mu);
+}
+
+/* Sends a deferred call's reply; the drain waits for every such call to get here. */
+static void finish_deferred(veil_call *c)
+{
+    veil_server *s = c->srv;
+    send_reply(c); /* c may be freed from here on */
+    pthread_mutex_lock(&s->defer_mu);
+    if (--s->n_deferred == 0)
+        pthread_cond_broadcast(&s->defer_cv);
+    pthread_mutex_unlock(&s->defer_mu);
+}
+
+/* A deferred call's reply is packed: send it, unless its handler has not returned yet. */
+static void deferred_replied(veil_call *c)
+{
+    if (c->lw) {
+        pthread_mutex_lock(&c->lw->mu);
+        c->lw->replied = 1;
+        pthread_cond_signal(&c->lw->cv);
+        pthread_mutex_unlock(&c->lw->mu);
+        return;
+    }
+    if (c->call && (atomic_fetch_or(&c->phase, PHASE_REPLIED) & PHASE_LEFT))
+        finish_deferred(c);
+}
+
+/* The handler of a deferred call returned: send its reply if it came meanwhile. */
+static void deferred_left(veil_call *c)
+{
+    if (atomic_fetch_or(&c->phase, PHASE_LEFT) & PHASE_REPLIED)
+        finish_deferred(c);
 }
 
 static void reply_error(veil_call *c, veil_err err, const char *msg)
@@ -429,6 +502,8 @@ static ProtobufCMessage *unpack(veil_call *c, const uint8_t *bytes, size_t len)
 static void invoke(veil_call *c, ProtobufCMessage *req)
 {
     c->m->svc->invoke(c->m->svc, c->m->index, req, reply_closure, c);
+    if (c->deferred)
+        return; /* its reply comes later, perhaps on another thread already */
     if (!c->replied) {
         veil_log(VEIL_LOG_ERROR, "handler returned without replying", VL_STR("method", c->m->path),
                  VL_END);
@@ -464,8 +539,27 @@ static void run_call(void *item)
 {
     veil_call *c = item;
     veil_trace_set_current(c->traced ? &c->trace : NULL);
-    run_call_traced(c);
+    if (c->resume_fn) { /* a deferred call's step (veil_call_resume) */
+        void (*fn)(veil_call *, void *) = c->resume_fn;
+        c->resume_fn = NULL;
+        fn(c, c->resume_arg);
+    } else {
+        run_call_traced(c);
+    }
     veil_trace_set_current(NULL);
+}
+
+int veil_call_resume(veil_call *c, void (*fn)(veil_call *call, void *arg), void *arg)
+{
+    if (!c->call || !c->deferred)
+        return -1;
+    c->resume_fn = fn;
+    c->resume_arg = arg;
+    if (veil_pool_push(&c->srv->workers, c) != 0) {
+        c->resume_fn = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 /* Unpacks the request into the arena and runs the handler; then replies. */
@@ -494,7 +588,10 @@ static void run_call_traced(veil_call *c)
     c->payload = NULL;
     if (req)
         invoke(c, req);
-    send_reply(c);
+    if (c->deferred)
+        deferred_left(c);
+    else
+        send_reply(c);
 }
 
 veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_peer *peer,
@@ -513,13 +610,22 @@ veil_err veil_call_local(ProtobufCService *svc, const char *method, const veil_p
     struct method m = {.path = path, .svc = svc, .index = (unsigned)(md - d->methods), .desc = md};
     veil_server srv = {
         .cfg = {.max_message_bytes = max_message_bytes > 0 ? max_message_bytes : 4 << 20}};
-    veil_call c = {.srv = &srv, .m = &m, .peer = *peer};
+    struct local_wait lw = {.replied = 0};
+    veil_call c = {.srv = &srv, .m = &m, .peer = *peer, .lw = &lw};
     c.alloc = (ProtobufCAllocator){arena_alloc, arena_free, &c};
     c.deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
     grpc_metadata_array_init(&c.md);
+    pthread_mutex_init(&lw.mu, NULL);
+    pthread_cond_init(&lw.cv, NULL);
     ProtobufCMessage *req = unpack(&c, request, len);
     if (req)
         invoke(&c, req);
+    pthread_mutex_lock(&lw.mu);
+    while (c.deferred && !lw.replied) /* a deferred handler: its reply comes from elsewhere */
+        pthread_cond_wait(&lw.cv, &lw.mu);
+    pthread_mutex_unlock(&lw.mu);
+    pthread_mutex_destroy(&lw.mu);
+    pthread_cond_destroy(&lw.cv);
     if (msg && msglen)
         snprintf(msg, msglen, "%s",
                  c.err == VEIL_OK ? ""
@@ -753,6 +859,8 @@ veil_err veil_server_new(const veil_server_config *cfg, veil_server **out, char 
     if (s->cfg.drain_grace_ms <= 0)
         s->cfg.drain_grace_ms = 10000;
     s->shutdown_tag = (struct tag){TAG_SHUTDOWN, NULL};
+    pthread_mutex_init(&s->defer_mu, NULL);
+    pthread_cond_init(&s->defer_cv, NULL);
 
     pthread_once(&metrics_once, metrics_init);
     grpc_init();
@@ -971,6 +1079,18 @@ void veil_server_drain(veil_server *s)
     atomic_store(&s->draining, 1);
     veil_pool_stop(&s->workers);
     veil_pool_stop(&s->waiters);
+    /*
+     * Deferred calls are still in flight: whoever finishes them (another
+     * service's reply, a batch) sends their replies - delivered, or failed
+     * on a call the grace period cancelled - and only then may the server go.
+     */
+    pthread_mutex_lock(&s->defer_mu);
+    if (s->n_deferred > 0)
+        veil_log(VEIL_LOG_INFO, "waiting for deferred calls", VL_INT("calls", s->n_deferred),
+                 VL_END);
+    while (s->n_deferred > 0)
+        pthread_cond_wait(&s->defer_cv, &s->defer_mu);
+    pthread_mutex_unlock(&s->defer_mu);
     grpc_server_destroy(s->server);
     s->server = NULL;
 
@@ -1008,6 +1128,8 @@ void veil_server_free(veil_server *s)
     }
     grpc_completion_queue_destroy(s->cq);
     grpc_completion_queue_destroy(s->shutdown_cq);
+    pthread_mutex_destroy(&s->defer_mu);
+    pthread_cond_destroy(&s->defer_cv);
     for (size_t i = 0; i < s->n_methods; i++)
         free(s->methods[i].path);
     free(s->methods);

@@ -18,8 +18,11 @@
  * in the same bursts are refused alone.
  *
  * One stack per test case (an unchecked fixture), the gateway logging at
- * debug; tests run in one process because grpc core must not be used
- * across fork().
+ * debug.  The first runs the gateway with a single worker thread
+ * (VEIL_WORKERS=1): no login waits on a thread of its own (issue 15 lever
+ * 2), so the logins of a burst are all in flight at once all the same.
+ * Tests run in one process because grpc core must not be used across
+ * fork().
  */
 #include <check.h>
 #include <jansson.h>
@@ -32,7 +35,7 @@
 #include "e2e.h"
 
 static h_stack S;
-static const char *const gateway_env[] = {"VEIL_LOG_LEVEL=debug", NULL};
+static const char *const gateway_env[] = {"VEIL_LOG_LEVEL=debug", "VEIL_WORKERS=1", NULL};
 static const char *const no_cache_env[] = {"VEIL_LOG_LEVEL=debug", "GATEWAY_CACHE_ENTRIES=0",
                                            NULL};
 
@@ -247,6 +250,54 @@ START_TEST(test_concurrent_logins_batched_each_its_own)
     }
     for (int h = 0; h < 3; h++)
         ck_assert_msg(seen[h], "no batch of more than one login at hop %s", hops[h]);
+    free(jwks);
+}
+END_TEST
+
+/* Batches of more than four items seen at a hop so far. */
+static double above_four(const char *metrics, const char *hop)
+{
+    char four[128], all[128];
+    snprintf(four, sizeof four, "veil_batch_items_bucket{hop=\"%s\",le=\"4\"}", hop);
+    snprintf(all, sizeof all, "veil_batch_items_count{hop=\"%s\"}", hop);
+    double n4 = e2e_sample(metrics, four), n = e2e_sample(metrics, all);
+    ck_assert_msg(n4 >= 0 && n >= 0, "no veil_batch_items series for hop %s", hop);
+    return n - n4;
+}
+
+/*
+ * Deferred logins (issue 15 lever 2): with one worker thread in the
+ * gateway, a burst of 48 CompleteLogins still has many logins in flight at
+ * once - a ticket verification batch holds more than four of them, which a
+ * gateway that parks a worker per login (at most one in flight here) can
+ * never form - and every one gets its own verified assertion.  The first
+ * burst that does not show it is repeated, at most five times.
+ */
+START_TEST(test_logins_in_flight_beyond_workers)
+{
+    enum { MANY = 48 };
+    citizens();
+    char *jwks = e2e_jwks(&S);
+    int seen = 0;
+    for (int round = 0; round < 5 && !seen; round++) {
+        char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        struct login l[MANY];
+        prepare(l, MANY, -1, -1);
+        burst(l, MANY);
+        char *tokens[MANY], *auds[MANY];
+        for (int i = 0; i < MANY; i++) {
+            check_own_result(&l[i]);
+            tokens[i] = l[i].resp->assertion;
+            auds[i] = (char *)apps[l[i].app];
+        }
+        ck_assert_int_eq(e2e_verify_with_pyjwt(jwks, tokens, auds, MANY), MANY);
+        char *after = e2e_scrape(S.metrics_port[H_GATEWAY]);
+        seen = above_four(after, "verify_ticket") > above_four(before, "verify_ticket");
+        free(before);
+        free(after);
+        free_logins(l, MANY);
+    }
+    ck_assert_msg(seen, "no ticket verification batch of more than four logins with one worker");
     free(jwks);
 }
 END_TEST
@@ -615,6 +666,7 @@ int main(void)
     tcase_add_test(tc, test_concurrent_begin_logins_batched);
     tcase_add_test(tc, test_bad_items_fail_alone);
     tcase_add_test(tc, test_batched_logins_keep_their_traces);
+    tcase_add_test(tc, test_logins_in_flight_beyond_workers);
     suite_add_tcase(s, tc);
     TCase *off = tcase_create("batching_off");
     tcase_add_unchecked_fixture(off, off_up, off_down);

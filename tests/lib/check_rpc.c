@@ -395,6 +395,137 @@ START_TEST(test_sigterm_drains_in_flight_call)
 }
 END_TEST
 
+/* n Later calls at once on one queue (every `resume_every`-th answered by a worker). */
+struct later_call {
+    veil_err err;
+    veil_status st;
+    char text[64];
+};
+
+static void later_calls(struct later_call *out, int n, unsigned sleep_ms, int resume_every)
+{
+    veil_channel *ch = h_channel(echo.addr, "svc/gateway", &veil__testing__echo__descriptor);
+    veil_cq *cq;
+    ck_assert_int_eq(veil_cq_new(&cq), VEIL_OK);
+    Veil__Testing__EchoRequest req[n];
+    for (int i = 0; i < n; i++) {
+        veil__testing__echo_request__init(&req[i]);
+        req[i].sleep_ms = sleep_ms;
+        req[i].text = resume_every && i % resume_every == 0 ? "resume" : "";
+        veil_pending *p;
+        ck_assert_int_eq(
+            veil_channel_start(ch, "Later", &req[i].base, 30000, cq, &out[i], &p), VEIL_OK);
+    }
+    for (int done = 0; done < n; done++) {
+        veil_pending *p = veil_cq_next(cq, 60000);
+        ck_assert_msg(p != NULL, "a deferred call was never answered");
+        void *user;
+        Veil__Testing__EchoReply *resp;
+        veil_status st;
+        veil_err err = veil_pending_finish(p, NULL, &resp, &st, &user);
+        struct later_call *l = user;
+        l->err = err;
+        l->st = st;
+        snprintf(l->text, sizeof l->text, "%s", resp ? resp->text : "");
+        free_reply(resp);
+    }
+    veil_cq_free(cq);
+    veil_channel_free(ch);
+}
+
+/* How many "call finished" lines the server logged for method. */
+static int finished_lines(const char *method)
+{
+    FILE *f = fopen(echo.log, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[4096], want[128];
+    snprintf(want, sizeof want, "\"method\":\"%s\"", method);
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "\"msg\":\"call finished\"") && strstr(line, want))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/*
+ * Deferred replies: 16 calls whose handler defers and returns, answered
+ * 1.5 s later by one finisher thread (every fourth handed to a worker with
+ * veil_call_resume), with a single worker: all 16 are in flight at once -
+ * no thread waits for any of them - and each gets its own reply.
+ */
+START_TEST(test_deferred_calls)
+{
+    const char *env[] = {"VEIL_WORKERS=1", "VEIL_LOG_LEVEL=debug", NULL};
+    start_echo("svc/vault", env);
+    struct later_call l[16];
+    int64_t t0 = veil_mono_ns();
+    later_calls(l, 16, 1500, 4);
+    double s = (double)(veil_mono_ns() - t0) / 1e9;
+    for (int i = 0; i < 16; i++) {
+        ck_assert_msg(l[i].err == VEIL_OK, "deferred call %d: %s", i, l[i].st.message);
+        ck_assert_str_eq(l[i].text, i % 4 == 0 ? "answered by a worker" : "answered later");
+    }
+    /* one after another they would take 24 s; at once, 1.5 s and the machine's delays */
+    ck_assert_msg(s < 12.0, "16 deferred calls of 1.5 s took %.1f s: they did not overlap", s);
+    stop_echo();
+    ck_assert_int_eq(finished_lines("/veil.testing.Echo/Later"), 16);
+}
+END_TEST
+
+/*
+ * SIGTERM with deferred calls in flight.  Within the grace period they are
+ * answered (those resumed on a worker too); when the grace period ends
+ * first, grpc cancels them and their clients read UNAVAILABLE or CANCELLED,
+ * but the server still waits for every deferred reply before it goes (it
+ * logs the wait), and every call finishes: never a hang, never a lost call
+ * (a call never freed would also fail the leak check at exit).
+ */
+struct later_kill {
+    pid_t pid;
+    unsigned after_ms;
+};
+
+static void *kill_later(void *arg)
+{
+    struct later_kill *k = arg;
+    h_sleep_ms(k->after_ms);
+    kill(k->pid, SIGTERM);
+    return NULL;
+}
+
+START_TEST(test_sigterm_drains_deferred_calls)
+{
+    for (int cancelled = 0; cancelled < 2; cancelled++) {
+        const char *env[] = {"VEIL_DRAIN_DELAY_MS=300", "VEIL_LOG_LEVEL=debug",
+                             cancelled ? "VEIL_DRAIN_GRACE_MS=300" : NULL, NULL};
+        start_echo("svc/vault", env);
+        /* SIGTERM while the 8 calls wait: answered at 1.5 s, or at 3 s after a 0.6 s drain */
+        struct later_kill k = {echo.pid, 400};
+        pthread_t t;
+        pthread_create(&t, NULL, kill_later, &k);
+        struct later_call l[8];
+        later_calls(l, 8, cancelled ? 3000 : 1500, 2);
+        pthread_join(t, NULL);
+        for (int i = 0; i < 8; i++) {
+            if (!cancelled) {
+                ck_assert_msg(l[i].err == VEIL_OK, "deferred call %d: %s", i, l[i].st.message);
+                ck_assert_str_eq(l[i].text, i % 2 ? "answered later" : "answered by a worker");
+            } else {
+                ck_assert_msg(l[i].err == VEIL_ERR_UNAVAILABLE || l[i].err == VEIL_ERR_CANCELLED,
+                              "deferred call %d after the grace period: %s %s", i,
+                              veil_err_name(l[i].err), l[i].st.message);
+            }
+        }
+        ck_assert_int_eq(h_stop(&echo), 0); /* exited 0, no leak */
+        ck_assert(h_log_contains(&echo, "\"msg\":\"drained\""));
+        if (cancelled)
+            ck_assert(h_log_contains(&echo, "\"msg\":\"waiting for deferred calls\""));
+        ck_assert_int_eq(finished_lines("/veil.testing.Echo/Later"), 8);
+    }
+}
+END_TEST
+
 START_TEST(test_new_calls_refused_after_stop)
 {
     start_echo("svc/vault", NULL);
@@ -566,6 +697,7 @@ int main(void)
                                   test_health,
                                   test_worker_does_not_block_cq,
                                   test_sigterm_drains_in_flight_call,
+                                  test_deferred_calls, test_sigterm_drains_deferred_calls,
                                   test_new_calls_refused_after_stop,
                                   test_plaintext_dev_mode,
                                   test_one_channel_many_threads,

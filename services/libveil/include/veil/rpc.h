@@ -211,6 +211,32 @@ void veil_call_take_error(veil_call *call, veil_err err, char *msg, size_t len);
         (done)(veil_reply_err_ == VEIL_OK ? (resp) : NULL, (call));        \
     } while (0)
 
+/*
+ * Deferred replies (issue 15 lever 2).  A handler whose answer waits on
+ * something else (a batched call to another service) calls veil_call_defer
+ * and returns without replying: its thread goes back to serving, and the
+ * call stays in flight.  Later, on any thread, exactly one VEIL_REPLY(done,
+ * call, err, &resp) - `done` and `call` kept from the handler - packs the
+ * reply and sends it at once.  Until then the call and its arena live on;
+ * whoever holds it touches it from one thread at a time.  SIGTERM's drain
+ * waits for every deferred call's reply (after the grace period a
+ * cancelled call's reply is simply not delivered), so a deferred call must
+ * always be answered: a handler that defers and never replies stops its
+ * server from exiting.  Under veil_call_local the caller waits for the
+ * reply.
+ */
+void veil_call_defer(veil_call *call);
+
+/*
+ * Runs fn(call, arg) on one of the server's workers, with the call's trace
+ * current: for a deferred call's step that must block (PostgreSQL, an
+ * unbatched call) when the thread holding it must not.  Returns 0 when
+ * queued; -1 when it cannot be (not deferred, no server, the workers full
+ * or stopped by the drain), and then nothing runs: the caller runs the step
+ * itself.
+ */
+int veil_call_resume(veil_call *call, void (*fn)(veil_call *call, void *arg), void *arg);
+
 /* The authenticated caller. */
 const veil_peer *veil_call_peer(const veil_call *call);
 
