@@ -18,7 +18,14 @@
 #include "veil/vault.pb-c.h"
 
 struct vt_device;
-#define VT_CAPS 64
+/*
+ * The capabilities ring: large enough that no test which counts access-log
+ * entries exactly wraps it.  A wrapped ring loses a capability between a
+ * thread's login and its release, and vt_release then logs in once more to
+ * mint another - one entry more than the test counted (check_vault_logwriter
+ * failed that way under load with 64).
+ */
+#define VT_CAPS 512
 
 typedef struct vt {
     h_proc proc;
@@ -41,7 +48,7 @@ typedef struct vt {
         int used;
         struct vt_device *dev; /* set by vt_login: a fresh login can mint another */
     } caps[VT_CAPS];
-    size_t n_caps; /* ever recorded; slot n % 64 */
+    size_t n_caps; /* ever recorded; slot n % VT_CAPS */
     pthread_mutex_t caps_lock;
 } vt;
 
