@@ -291,10 +291,10 @@ void gw_verify_ticket(struct gateway *gw, veil_call *call, Veil__Vault__VerifyTi
  * gw_downstream would make them, batched with the other misses at that hop
  * (AuthorizeBatch, CheckBatch).
  */
-veil_err gw_authorize(struct gateway *gw, veil_call *call, Veil__Revocation__StatusRequest *req,
-                      Veil__Revocation__StatusResponse **out);
-veil_err gw_check_consent(struct gateway *gw, veil_call *call, Veil__Consent__CheckRequest *req,
-                          Veil__Consent__CheckResponse **out);
+void gw_authorize(struct gateway *gw, veil_call *call, Veil__Revocation__StatusRequest *req,
+                  Veil__Revocation__StatusResponse **out, gw_hop_then then, void *arg);
+void gw_check_consent(struct gateway *gw, veil_call *call, Veil__Consent__CheckRequest *req,
+                      Veil__Consent__CheckResponse **out, gw_hop_then then, void *arg);
 /*
  * The pseudonym service's Derive and, when ra is not NULL, the vault's
  * ReleaseAttributes, at once (one wait); replies in call's arena, the
@@ -399,8 +399,7 @@ typedef struct gw_login_result {
  * door says how it ends and where its blocking steps run:
  *   finish(arg, flow, err)   the login's end, once: out is set on VEIL_OK;
  *   block(arg, flow, step)   runs step(flow) on a thread that may block
- *                            (a cache miss asking revocation or consent,
- *                            the access log of a refusal, the app's first
+ *                            (the access log of a refusal, the app's first
  *                            login fixing its sector), never on the hop's.
  * gw_login_run is the synchronous door (OpenID Connect, login requests):
  * it waits on the calling thread, which also runs the blocking steps.

@@ -12,15 +12,14 @@
  * batcher (veil/batch.h) with a thread of its own: the logins waiting for a
  * hop at one moment go as one statement or one batched call (DeriveBatch,
  * VerifyTicketBatch, ReleaseAttributesBatch, AuthorizeBatch, CheckBatch).
- * No thread waits for BeginLogin's hop or the three common ones: each
+ * No thread waits for any of these hops, a cache miss's included: each
  * hop's item is allocated in its call's arena, and when the batch returns
- * the hop's thread runs the call's continuation.  A cache miss already runs
- * on a thread that may block (gw_login_door's block), which waits for its
- * Authorize and Check (veil_batch_run), as the OpenID Connect door's
- * login request waits for its challenge.  Each login gets back exactly
- * what its own call would have returned: its reply, copied into its own
- * call's arena, or its own status and message, which its continuation
- * turns into its call's failure under its own trace (gw_downstream_failed).
+ * the hop's thread runs the call's continuation (only the OpenID Connect
+ * door's login request waits for its challenge, gw_put_challenge).  Each
+ * login gets back exactly what its own call would have returned: its
+ * reply, copied into its own call's arena, or its own status and message,
+ * which its continuation turns into its call's failure under its own trace
+ * (gw_downstream_failed).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -308,19 +307,6 @@ static void one_batch(struct gateway *gw, veil_channel *ch, const char *method,
     free(br);
 }
 
-/*
- * Runs req through hop's batcher and waits (a cache miss, on a thread that
- * may block); the reply in call's arena, a failure recorded on call.
- */
-static veil_err one_run(struct gateway *gw, int hop, const char *method, veil_call *call,
-                        ProtobufCMessage *req, void **out)
-{
-    struct one_item it = {.call = call, .req = req, .method = method};
-    veil_batch_run(gw->hops[hop], &it.base);
-    *out = it.resp;
-    return it.r.err ? gw_downstream_failed(call, method, it.r.err, &it.r.st) : VEIL_OK;
-}
-
 static void verify_batch(void *ctx, veil_batch_item *const *items, size_t n)
 {
     struct gateway *gw = ctx;
@@ -366,10 +352,10 @@ static void authorize_batch(void *ctx, veil_batch_item *const *items, size_t n)
               &veil__revocation__authorize_batch_request__descriptor, items, n);
 }
 
-veil_err gw_authorize(struct gateway *gw, veil_call *call, Veil__Revocation__StatusRequest *req,
-                      Veil__Revocation__StatusResponse **out)
+void gw_authorize(struct gateway *gw, veil_call *call, Veil__Revocation__StatusRequest *req,
+                  Veil__Revocation__StatusResponse **out, gw_hop_then then, void *arg)
 {
-    return one_run(gw, GW_HOP_AUTHORIZE, "Authorize", call, &req->base, (void **)out);
+    one_submit(gw, GW_HOP_AUTHORIZE, "Authorize", call, &req->base, (void **)out, then, arg);
 }
 
 static void check_batch(void *ctx, veil_batch_item *const *items, size_t n)
@@ -379,10 +365,10 @@ static void check_batch(void *ctx, veil_batch_item *const *items, size_t n)
               items, n);
 }
 
-veil_err gw_check_consent(struct gateway *gw, veil_call *call, Veil__Consent__CheckRequest *req,
-                          Veil__Consent__CheckResponse **out)
+void gw_check_consent(struct gateway *gw, veil_call *call, Veil__Consent__CheckRequest *req,
+                      Veil__Consent__CheckResponse **out, gw_hop_then then, void *arg)
 {
-    return one_run(gw, GW_HOP_CHECK, "Check", call, &req->base, (void **)out);
+    one_submit(gw, GW_HOP_CHECK, "Check", call, &req->base, (void **)out, then, arg);
 }
 
 /* ---- the pseudonym and the release, at once ---- */

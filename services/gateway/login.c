@@ -123,43 +123,6 @@ static int authz_cached(struct gateway *gw, const ProtobufCBinaryData *subject,
            (!out->allowed || (out->key_version == kv && out->previous_key_version == pkv));
 }
 
-/* Revocation's verdict for (subject, device, app), from the cache or the service. */
-static veil_err authorize(struct gateway *gw, veil_call *call, const ProtobufCBinaryData *subject,
-                          const char *device, const char *app, gw_authz *out)
-{
-    if (authz_cached(gw, subject, device, app, out))
-        return VEIL_OK;
-    uint32_t kv = atomic_load(&gw->keys.pseudonym_current);
-    uint32_t pkv = atomic_load(&gw->keys.pseudonym_previous);
-    /*
-     * This login's own ticket, taken before its item joins a batch: an
-     * invalidation while the batch is out drops this put (cache.h), whoever
-     * led the batch.
-     */
-    uint64_t ticket = gw_cache_ticket(gw->cache);
-    Veil__Revocation__StatusRequest r = VEIL__REVOCATION__STATUS_REQUEST__INIT;
-    Veil__Revocation__StatusResponse *s;
-    r.subject_ref = *subject;
-    r.device_id = (char *)device;
-    r.app_id = (char *)app;
-    r.key_version = kv;
-    r.previous_key_version = pkv;
-    /* with the other misses of this moment: one AuthorizeBatch (hops.c) */
-    veil_err err = gw_authorize(gw, call, &r, &s);
-    if (err)
-        return err;
-    memset(out, 0, sizeof *out);
-    out->allowed = s->allowed;
-    out->epoch = s->link_epoch;
-    if (s->allowed) { /* Authorize recorded this login's versions on the link */
-        out->key_version = kv;
-        out->previous_key_version = pkv;
-    }
-    snprintf(out->reason, sizeof out->reason, "%s", s->reason_code);
-    gw_cache_put_authz(gw->cache, ticket, subject->data, device, app, out);
-    return VEIL_OK;
-}
-
 /* Whether purpose is already one of the "; "-separated items of list (exactly, not as a part). */
 static int purpose_listed(const char *list, const char *purpose)
 {
@@ -174,47 +137,6 @@ static int purpose_listed(const char *list, const char *purpose)
         item = end + 2;
     }
     return 0;
-}
-
-/* Live consent for the app's whole registered scope, from the cache or the service. */
-static veil_err grants(struct gateway *gw, veil_call *call, const ProtobufCBinaryData *subject,
-                       const gw_app *app, int fresh, gw_grants *out)
-{
-    int64_t now = veil_now_ms();
-    if (!fresh && gw_cache_get_grants(gw->cache, subject->data, app->id, now, out))
-        return VEIL_OK;
-    uint64_t ticket = gw_cache_ticket(gw->cache);
-    Veil__Consent__CheckRequest r = VEIL__CONSENT__CHECK_REQUEST__INIT;
-    Veil__Consent__CheckResponse *c;
-    r.subject_ref = *subject;
-    r.app_id = (char *)app->id;
-    r.n_attributes = gw_scope_names(call, app->scope, &r.attributes);
-    /* with the other misses of this moment: one CheckBatch (hops.c) */
-    veil_err err = gw_check_consent(gw, call, &r, &c);
-    if (err)
-        return err;
-    memset(out, 0, sizeof *out);
-    size_t used = 0;
-    for (size_t i = 0; i < c->n_granted; i++) {
-        const Veil__Consent__GrantedAttribute *g = c->granted[i];
-        out->granted |= gw_scope_bit(g->attribute) & app->scope;
-        if (g->expires_at_ms && (!out->expires_ms || g->expires_at_ms < out->expires_ms))
-            out->expires_ms = g->expires_at_ms;
-        /*
-         * Whole purposes only: the buffer holds every distinct purpose the
-         * catalogue allows (VEIL_RELEASE_PURPOSE_MAX), so nothing is ever cut
-         * (a cut could split a UTF-8 character); one that would not fit -
-         * longer than consent allows - is left out whole.
-         */
-        size_t pl = strlen(g->purpose), sep = used ? 2 : 0;
-        if (!purpose_listed(out->purposes, g->purpose) && used + sep + pl < sizeof out->purposes) {
-            memcpy(out->purposes + used, "; ", sep);
-            memcpy(out->purposes + used + sep, g->purpose, pl + 1);
-            used += sep + pl;
-        }
-    }
-    gw_cache_put_grants(gw->cache, ticket, subject->data, app->id, out);
-    return VEIL_OK;
 }
 
 /* OpenID Connect's standard claim names for veil's raw attributes. */
@@ -482,12 +404,13 @@ static veil_err login_refused(veil_call *call)
 /*
  * One login in flight (issue 15 lever 2): what it knows between its hops,
  * in its call's arena.  No thread waits for it: each hop's continuation
- * (on the hop's thread, hops.c) takes it one step further, and a step that
- * must block (a cache miss asking revocation or consent, the access-log
- * entry of a refusal, fixing the app's sector) goes to the door's `block`.
- * The steps, in order: login_start, after_take (phone tickets only),
- * after_verify, decide, after_finish, and login_end, which hands the
- * result to the door.
+ * (on the hop's thread, hops.c) takes it one step further, a cache miss's
+ * Authorize and Check included, and a step that must block (the
+ * access-log entry of a refusal, fixing the app's sector) goes to the
+ * door's `block`.  The steps, in order: login_start, after_take (phone
+ * tickets only), after_verify, ask_authorize (after_authorize on a miss),
+ * authorized, ask_grants (after_check on a miss), finish, after_finish,
+ * and login_end, which hands the result to the door.
  */
 struct gw_login_flow {
     struct gateway *gw;
@@ -503,6 +426,12 @@ struct gw_login_flow {
     veil_ticket *t;
     Veil__Vault__VerifyTicketRequest vt;
     Veil__Vault__VerifyTicketResponse *who;
+    uint64_t ticket; /* the cache's, taken before a miss asks (cache.h) */
+    uint32_t kv, pkv;
+    Veil__Revocation__StatusRequest sr;
+    Veil__Revocation__StatusResponse *verdict;
+    Veil__Consent__CheckRequest cr;
+    Veil__Consent__CheckResponse *consent;
     gw_authz authz;
     gw_grants g;
     unsigned granted;
@@ -622,63 +551,154 @@ void gw_login_start(struct gateway *gw, veil_call *call, const gw_app *app,
     start_verify(f);
 }
 
+static void finish(gw_login_flow *f);
+static void after_authorize(void *arg, veil_err err);
+static void authorized(gw_login_flow *f);
+static void after_check(void *arg, veil_err err);
+
 /*
- * Whether revocation's verdict and (if needed) consent's grants are in the
- * cache: then decide runs at once, else on the door's blocking thread.  A
- * refusal blocks too (its access-log entry).
+ * Revocation's verdict for (subject, this app), from the cache or, on a
+ * miss, with the other misses of this moment in one AuthorizeBatch.  No
+ * device: the vault refused a revoked one, and does not say which it was.
  */
-static int decided_from_cache(gw_login_flow *f, unsigned in_scope)
+static void ask_authorize(gw_login_flow *f)
 {
-    if (!authz_cached(f->gw, &f->who->subject_ref, "", f->app.id, &f->authz) ||
-        !f->authz.allowed)
-        return 0;
-    return f->in_person || !in_scope ||
-           (!f->fresh_consent && gw_cache_get_grants(f->gw->cache, f->who->subject_ref.data,
-                                                     f->app.id, veil_now_ms(), &f->g));
+    struct gateway *gw = f->gw;
+    if (authz_cached(gw, &f->who->subject_ref, "", f->app.id, &f->authz))
+        return authorized(f);
+    f->kv = atomic_load(&gw->keys.pseudonym_current);
+    f->pkv = atomic_load(&gw->keys.pseudonym_previous);
+    /*
+     * This login's own ticket, taken before its item joins a batch: an
+     * invalidation while the batch is out drops this put (cache.h), whoever
+     * led the batch.
+     */
+    f->ticket = gw_cache_ticket(gw->cache);
+    Veil__Revocation__StatusRequest *r = &f->sr;
+    veil__revocation__status_request__init(r);
+    r->subject_ref = f->who->subject_ref;
+    r->device_id = "";
+    r->app_id = (char *)f->app.id;
+    r->key_version = f->kv;
+    r->previous_key_version = f->pkv;
+    gw_authorize(gw, f->call, r, &f->verdict, after_authorize, f);
+}
+
+static void after_authorize(void *arg, veil_err err)
+{
+    gw_login_flow *f = arg;
+    if (err)
+        return login_end(f, err);
+    const Veil__Revocation__StatusResponse *s = f->verdict;
+    memset(&f->authz, 0, sizeof f->authz);
+    f->authz.allowed = s->allowed;
+    f->authz.epoch = s->link_epoch;
+    if (s->allowed) { /* Authorize recorded this login's versions on the link */
+        f->authz.key_version = f->kv;
+        f->authz.previous_key_version = f->pkv;
+    }
+    snprintf(f->authz.reason, sizeof f->authz.reason, "%s", s->reason_code);
+    gw_cache_put_authz(f->gw->cache, f->ticket, f->who->subject_ref.data, "", f->app.id,
+                       &f->authz);
+    authorized(f);
+}
+
+/* A refusal: one more call, so the citizen learns why (docs/gateway.md); it blocks. */
+static void refuse_blocking(gw_login_flow *f)
+{
+    gw_change ch = {.action = "login_refused", .app_id = f->app.id, .detail = f->authz.reason};
+    if (gw_log_change(f->gw, f->call, f->who->subject_ref, &ch) != VEIL_OK)
+        veil_log(VEIL_LOG_WARN, "a refused login could not be recorded in the access log",
+                 VL_STR("app_id", f->app.id), VL_STR("reason", f->authz.reason), VL_END);
+    login_end(f, login_refused(f->call));
 }
 
 /*
- * Revocation's verdict and what may be released (from the cache when
- * `cached`, else asking the services), then the pseudonym and the release.
+ * Live consent for the app's whole registered scope, from the cache or, on
+ * a miss (or when the login asks for fresh consent), with the other misses
+ * of this moment in one CheckBatch.
  */
-static void decide(gw_login_flow *f, int cached)
+static void ask_grants(gw_login_flow *f)
 {
     struct gateway *gw = f->gw;
-    veil_call *call = f->call;
-    const gw_app *app = &f->app;
-    veil_err err;
-    /* no device: the vault refused a revoked one, and does not say which device it was */
-    if (!cached && (err = authorize(gw, call, &f->who->subject_ref, "", app->id, &f->authz)))
-        return login_end(f, err);
-    if (!f->authz.allowed) {
-        /* only on a refusal: one more call, so the citizen learns why (docs/gateway.md) */
-        gw_change ch = {.action = "login_refused", .app_id = app->id, .detail = f->authz.reason};
-        if (gw_log_change(gw, call, f->who->subject_ref, &ch) != VEIL_OK)
-            veil_log(VEIL_LOG_WARN, "a refused login could not be recorded in the access log",
-                     VL_STR("app_id", app->id), VL_STR("reason", f->authz.reason), VL_END);
-        return login_end(f, login_refused(call));
+    if (!f->fresh_consent &&
+        gw_cache_get_grants(gw->cache, f->who->subject_ref.data, f->app.id, veil_now_ms(), &f->g)) {
+        f->granted = f->requested & f->app.scope & f->g.granted;
+        return finish(f);
     }
-    /*
-     * What may be released.  Online with a phone: what the citizen consented
-     * to in the wallet.  In person the citizen decides on the spot: a
-     * presentation carries the attributes they chose to show (a venue may
-     * narrow them further), and typing the PIN approves what the app's form
-     * asked for.  Either way never beyond the app's registered scope.
-     */
-    unsigned in_scope = f->requested & app->scope;
+    f->ticket = gw_cache_ticket(gw->cache);
+    Veil__Consent__CheckRequest *r = &f->cr;
+    veil__consent__check_request__init(r);
+    r->subject_ref = f->who->subject_ref;
+    r->app_id = (char *)f->app.id;
+    r->n_attributes = gw_scope_names(f->call, f->app.scope, &r->attributes);
+    gw_check_consent(gw, f->call, r, &f->consent, after_check, f);
+}
+
+static void after_check(void *arg, veil_err err)
+{
+    gw_login_flow *f = arg;
+    if (err)
+        return login_end(f, err);
+    const Veil__Consent__CheckResponse *c = f->consent;
+    gw_grants *out = &f->g;
+    memset(out, 0, sizeof *out);
+    size_t used = 0;
+    for (size_t i = 0; i < c->n_granted; i++) {
+        const Veil__Consent__GrantedAttribute *g = c->granted[i];
+        out->granted |= gw_scope_bit(g->attribute) & f->app.scope;
+        if (g->expires_at_ms && (!out->expires_ms || g->expires_at_ms < out->expires_ms))
+            out->expires_ms = g->expires_at_ms;
+        /*
+         * Whole purposes only: the buffer holds every distinct purpose the
+         * catalogue allows (VEIL_RELEASE_PURPOSE_MAX), so nothing is ever cut
+         * (a cut could split a UTF-8 character); one that would not fit -
+         * longer than consent allows - is left out whole.
+         */
+        size_t pl = strlen(g->purpose), sep = used ? 2 : 0;
+        if (!purpose_listed(out->purposes, g->purpose) && used + sep + pl < sizeof out->purposes) {
+            memcpy(out->purposes + used, "; ", sep);
+            memcpy(out->purposes + used + sep, g->purpose, pl + 1);
+            used += sep + pl;
+        }
+    }
+    gw_cache_put_grants(f->gw->cache, f->ticket, f->who->subject_ref.data, f->app.id, out);
+    f->granted = f->requested & f->app.scope & out->granted;
+    finish(f);
+}
+
+/*
+ * Revocation allowed the login: what may be released.  Online with a
+ * phone: what the citizen consented to in the wallet.  In person the
+ * citizen decides on the spot: a presentation carries the attributes they
+ * chose to show (a venue may narrow them further), and typing the PIN
+ * approves what the app's form asked for.  Either way never beyond the
+ * app's registered scope.
+ */
+static void authorized(gw_login_flow *f)
+{
+    if (!f->authz.allowed)
+        return f->door->block(f->door_arg, f, refuse_blocking);
+    unsigned in_scope = f->requested & f->app.scope;
     if (f->in_person) {
         f->granted = in_scope;
         snprintf(f->g.purposes, sizeof f->g.purposes, "%s",
                  f->card ? "approved with card and pin" : "shown in person");
-    } else if (in_scope) {
-        if (!cached && (err = grants(gw, call, &f->who->subject_ref, app, f->fresh_consent, &f->g)))
-            return login_end(f, err);
-        f->granted = in_scope & f->g.granted;
+        return finish(f);
     }
-    /*
-     * The pseudonym and the release depend on nothing but what is known now,
-     * so they are asked for at once: one wait instead of two.
-     */
+    if (!in_scope)
+        return finish(f);
+    ask_grants(f);
+}
+
+/*
+ * The pseudonym and the release depend on nothing but what is known now,
+ * so they are asked for at once: one wait instead of two.
+ */
+static void finish(gw_login_flow *f)
+{
+    struct gateway *gw = f->gw;
+    const gw_app *app = &f->app;
     Veil__Pseudonym__DeriveRequest *dr = &f->dr;
     veil__pseudonym__derive_request__init(dr);
     dr->subject_ref = f->who->subject_ref;
@@ -691,17 +711,13 @@ static void decide(gw_login_flow *f, int cached)
     if (f->granted) {
         ra->subject_ref = f->who->subject_ref;
         ra->app_id = (char *)app->id;
-        ra->n_attributes = gw_scope_names(call, f->granted, &ra->attributes);
+        ra->n_attributes = gw_scope_names(f->call, f->granted, &ra->attributes);
         ra->purpose = f->g.purposes;
         ra->capability = f->who->release_capability;
         ra->challenge = f->vt.challenge;
     }
-    gw_derive_release(gw, call, dr, f->granted ? ra : NULL, &f->p, &f->released, after_finish, f);
-}
-
-static void decide_blocking(gw_login_flow *f)
-{
-    decide(f, 0);
+    gw_derive_release(gw, f->call, dr, f->granted ? ra : NULL, &f->p, &f->released, after_finish,
+                      f);
 }
 
 /* The vault's verdict on the credential: who it is, or the uniform refusal. */
@@ -727,10 +743,7 @@ static void after_verify(void *arg, veil_err err)
             shown |= gw_scope_bit(f->who->shown[i]);
         f->requested = f->in.n_attributes ? f->requested & shown : shown;
     }
-    if (decided_from_cache(f, f->requested & f->app.scope))
-        decide(f, 1);
-    else
-        f->door->block(f->door_arg, f, decide_blocking);
+    ask_authorize(f);
 }
 
 static void login_done(gw_login_flow *f)

@@ -15,7 +15,9 @@
  * revocation's Authorize and consent's Check, and concurrent logins ask in
  * batches (AuthorizeBatch, CheckBatch), each login still with its own
  * verdict, consent, pseudonym and assertion; a suspended citizen's logins
- * in the same bursts are refused alone.
+ * in the same bursts are refused alone.  That stack's gateway has one
+ * worker too: a miss waits on no thread, so a burst's misses still go out
+ * in batches of more than four.
  *
  * One stack per test case (an unchecked fixture), the gateway logging at
  * debug.  The first runs the gateway with a single worker thread
@@ -36,8 +38,8 @@
 
 static h_stack S;
 static const char *const gateway_env[] = {"VEIL_LOG_LEVEL=debug", "VEIL_WORKERS=1", NULL};
-static const char *const no_cache_env[] = {"VEIL_LOG_LEVEL=debug", "GATEWAY_CACHE_ENTRIES=0",
-                                           NULL};
+static const char *const no_cache_env[] = {"VEIL_LOG_LEVEL=debug", "VEIL_WORKERS=1",
+                                           "GATEWAY_CACHE_ENTRIES=0", NULL};
 
 static void start(const char *const *env)
 {
@@ -197,15 +199,21 @@ static void check_own_result(const struct login *l)
     json_decref(claims);
 }
 
-/* Batches of more than one item seen at a hop so far (histogram buckets above 1). */
+/* Batches of more than k items seen at a hop so far (histogram buckets above k). */
+static double batches_above(const char *metrics, const char *hop, int k)
+{
+    char up_to[128], all[128];
+    snprintf(up_to, sizeof up_to, "veil_batch_items_bucket{hop=\"%s\",le=\"%d\"}", hop, k);
+    snprintf(all, sizeof all, "veil_batch_items_count{hop=\"%s\"}", hop);
+    double nk = e2e_sample(metrics, up_to), n = e2e_sample(metrics, all);
+    ck_assert_msg(nk >= 0 && n >= 0, "no veil_batch_items series for hop %s", hop);
+    return n - nk;
+}
+
+/* Batches of more than one item seen at a hop so far. */
 static double batched(const char *metrics, const char *hop)
 {
-    char one[128], all[128];
-    snprintf(one, sizeof one, "veil_batch_items_bucket{hop=\"%s\",le=\"1\"}", hop);
-    snprintf(all, sizeof all, "veil_batch_items_count{hop=\"%s\"}", hop);
-    double n1 = e2e_sample(metrics, one), n = e2e_sample(metrics, all);
-    ck_assert_msg(n1 >= 0 && n >= 0, "no veil_batch_items series for hop %s", hop);
-    return n - n1;
+    return batches_above(metrics, hop, 1);
 }
 
 static void free_logins(struct login *l, size_t n)
@@ -217,47 +225,46 @@ static void free_logins(struct login *l, size_t n)
 }
 
 /*
- * Many logins at once, of different citizens at different apps: each hop
- * went out in batches of more than one (the first burst that does not show
- * it is repeated, at most five times: batching needs logins to overlap), and
- * every login got its own pseudonym, attributes and a verified assertion.
+ * Bursts of `size` logins at once, of different citizens at different
+ * apps, each checked for its own result and its assertion verified by
+ * PyJWT, until every one of the n hops has formed a batch of more than
+ * `above` logins (veil_batch_items): batching needs logins to overlap, so
+ * a burst that does not show it is repeated, at most five times.  what
+ * names the items in the failure message.
  */
-/*
- * Bursts of logins, each checked for its own result and its assertion
- * verified by PyJWT, until every one of the n hops has formed a batch of
- * more than one (veil_batch_items); at most five bursts.  what names the
- * items in the failure message.
- */
-static void bursts_until_batched(const char *const *hops, int n, const char *what)
+static void bursts_until_batched(const char *const *hops, int n, const char *what, int size,
+                                 int above)
 {
+    enum { MOST = 48 };
     char *jwks = e2e_jwks(&S);
     int seen[8] = {0}, all = 0;
     ck_assert_int_le(n, 8);
+    ck_assert_int_le(size, MOST);
     for (int round = 0; round < 5 && !all; round++) {
         char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
-        struct login l[BURST];
-        prepare(l, BURST, -1, -1);
-        burst(l, BURST);
-        char *tokens[BURST], *auds[BURST];
-        for (int i = 0; i < BURST; i++) {
+        struct login l[MOST];
+        prepare(l, (size_t)size, -1, -1);
+        burst(l, (size_t)size);
+        char *tokens[MOST], *auds[MOST];
+        for (int i = 0; i < size; i++) {
             check_own_result(&l[i]);
             tokens[i] = l[i].resp->assertion;
             auds[i] = (char *)apps[l[i].app];
         }
-        ck_assert_int_eq(e2e_verify_with_pyjwt(jwks, tokens, auds, BURST), BURST);
+        ck_assert_int_eq(e2e_verify_with_pyjwt(jwks, tokens, auds, size), size);
         char *after = e2e_scrape(S.metrics_port[H_GATEWAY]);
         all = 1;
         for (int h = 0; h < n; h++) {
-            if (batched(after, hops[h]) > batched(before, hops[h]))
+            if (batches_above(after, hops[h], above) > batches_above(before, hops[h], above))
                 seen[h] = 1;
             all &= seen[h];
         }
         free(before);
         free(after);
-        free_logins(l, BURST);
+        free_logins(l, (size_t)size);
     }
     for (int h = 0; h < n; h++)
-        ck_assert_msg(seen[h], "no batch of more than one %s at hop %s", what, hops[h]);
+        ck_assert_msg(seen[h], "no batch of more than %d %s at hop %s", above, what, hops[h]);
     free(jwks);
 }
 
@@ -265,55 +272,20 @@ START_TEST(test_concurrent_logins_batched_each_its_own)
 {
     static const char *const hops[] = {"challenge_take", "verify_ticket", "derive_release"};
     citizens();
-    bursts_until_batched(hops, 3, "login");
+    bursts_until_batched(hops, 3, "logins", BURST, 1);
 }
 END_TEST
-
-/* Batches of more than four items seen at a hop so far. */
-static double above_four(const char *metrics, const char *hop)
-{
-    char four[128], all[128];
-    snprintf(four, sizeof four, "veil_batch_items_bucket{hop=\"%s\",le=\"4\"}", hop);
-    snprintf(all, sizeof all, "veil_batch_items_count{hop=\"%s\"}", hop);
-    double n4 = e2e_sample(metrics, four), n = e2e_sample(metrics, all);
-    ck_assert_msg(n4 >= 0 && n >= 0, "no veil_batch_items series for hop %s", hop);
-    return n - n4;
-}
 
 /*
  * Deferred logins (issue 15 lever 2): with one worker thread in the
  * gateway, a burst of 48 CompleteLogins still has many logins in flight at
- * once - a ticket verification batch holds more than four of them, which a
- * gateway that parks a worker per login (at most one in flight here) can
- * never form - and every one gets its own verified assertion.  The first
- * burst that does not show it is repeated, at most five times.
+ * once, a ticket verification batch holding more than four of them.
  */
 START_TEST(test_logins_in_flight_beyond_workers)
 {
-    enum { MANY = 48 };
+    static const char *const hops[] = {"verify_ticket"};
     citizens();
-    char *jwks = e2e_jwks(&S);
-    int seen = 0;
-    for (int round = 0; round < 5 && !seen; round++) {
-        char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
-        struct login l[MANY];
-        prepare(l, MANY, -1, -1);
-        burst(l, MANY);
-        char *tokens[MANY], *auds[MANY];
-        for (int i = 0; i < MANY; i++) {
-            check_own_result(&l[i]);
-            tokens[i] = l[i].resp->assertion;
-            auds[i] = (char *)apps[l[i].app];
-        }
-        ck_assert_int_eq(e2e_verify_with_pyjwt(jwks, tokens, auds, MANY), MANY);
-        char *after = e2e_scrape(S.metrics_port[H_GATEWAY]);
-        seen = above_four(after, "verify_ticket") > above_four(before, "verify_ticket");
-        free(before);
-        free(after);
-        free_logins(l, MANY);
-    }
-    ck_assert_msg(seen, "no ticket verification batch of more than four logins with one worker");
-    free(jwks);
+    bursts_until_batched(hops, 1, "logins", 48, 4);
 }
 END_TEST
 
@@ -601,7 +573,22 @@ START_TEST(test_cache_misses_batched_each_its_own)
 {
     static const char *const hops[] = {"authorize", "consent_check"};
     citizens();
-    bursts_until_batched(hops, 2, "cache miss");
+    bursts_until_batched(hops, 2, "cache misses", BURST, 1);
+    assert_no_cache_hits();
+}
+END_TEST
+
+/*
+ * The cache misses wait on no thread either (issue 15 lever 2): with one
+ * worker in the gateway and every login missing the cache, a burst of 48
+ * still sends AuthorizeBatch and CheckBatch calls of more than four logins
+ * each (a gateway that asks on a worker per miss sends batches of one).
+ */
+START_TEST(test_cache_misses_in_flight_beyond_workers)
+{
+    static const char *const hops[] = {"authorize", "consent_check"};
+    citizens();
+    bursts_until_batched(hops, 2, "cache misses", 48, 4);
     assert_no_cache_hits();
 }
 END_TEST
@@ -669,6 +656,7 @@ int main(void)
     tcase_set_timeout(miss, 600);
     tcase_add_test(miss, test_cache_misses_batched_each_its_own);
     tcase_add_test(miss, test_refused_miss_fails_alone);
+    tcase_add_test(miss, test_cache_misses_in_flight_beyond_workers);
     suite_add_tcase(s, miss);
     return h_run_suite(s);
 }
