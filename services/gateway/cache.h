@@ -42,10 +42,16 @@ void gw_cache_set_usable(struct gw_cache *c, int usable);
 /* Read before asking a service; pass to the put that stores the answer. */
 uint64_t gw_cache_ticket(struct gw_cache *c);
 
-int gw_cache_get_authz(struct gw_cache *c, const unsigned char subject[32], const char *device,
-                       const char *app, gw_authz *out);
+/*
+ * Revocation's verdict and consent's grants for (subject, app): one entry
+ * holds both.  The verdict is the login's, without a device (the vault
+ * refuses a revoked device itself).  A get returns 1 and fills out when
+ * the answer is held (grants: and none of them has expired at now_ms).
+ */
+int gw_cache_get_authz(struct gw_cache *c, const unsigned char subject[32], const char *app,
+                       gw_authz *out);
 void gw_cache_put_authz(struct gw_cache *c, uint64_t ticket, const unsigned char subject[32],
-                        const char *device, const char *app, const gw_authz *v);
+                        const char *app, const gw_authz *v);
 int gw_cache_get_grants(struct gw_cache *c, const unsigned char subject[32], const char *app,
                         int64_t now_ms, gw_grants *out);
 void gw_cache_put_grants(struct gw_cache *c, uint64_t ticket, const unsigned char subject[32],

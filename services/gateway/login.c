@@ -109,17 +109,17 @@ static veil_err requested_scope(veil_call *call, const gw_login_in *req, unsigne
 }
 
 /*
- * Whether the cache holds revocation's verdict for (subject, device, app):
+ * Whether the cache holds revocation's verdict for (subject, app):
  * the link records the key versions this login gives the app (so events
  * name the subject as the app knows it), so a cached verdict recorded under
  * other versions asks revocation again, once per link and rotation.
  */
-static int authz_cached(struct gateway *gw, const ProtobufCBinaryData *subject,
-                        const char *device, const char *app, gw_authz *out)
+static int authz_cached(struct gateway *gw, const ProtobufCBinaryData *subject, const char *app,
+                        gw_authz *out)
 {
     uint32_t kv = atomic_load(&gw->keys.pseudonym_current);
     uint32_t pkv = atomic_load(&gw->keys.pseudonym_previous);
-    return gw_cache_get_authz(gw->cache, subject->data, device, app, out) &&
+    return gw_cache_get_authz(gw->cache, subject->data, app, out) &&
            (!out->allowed || (out->key_version == kv && out->previous_key_version == pkv));
 }
 
@@ -564,7 +564,7 @@ static void after_check(void *arg, veil_err err);
 static void ask_authorize(gw_login_flow *f)
 {
     struct gateway *gw = f->gw;
-    if (authz_cached(gw, &f->who->subject_ref, "", f->app.id, &f->authz))
+    if (authz_cached(gw, &f->who->subject_ref, f->app.id, &f->authz))
         return authorized(f);
     f->kv = atomic_load(&gw->keys.pseudonym_current);
     f->pkv = atomic_load(&gw->keys.pseudonym_previous);
@@ -598,8 +598,7 @@ static void after_authorize(void *arg, veil_err err)
         f->authz.previous_key_version = f->pkv;
     }
     snprintf(f->authz.reason, sizeof f->authz.reason, "%s", s->reason_code);
-    gw_cache_put_authz(f->gw->cache, f->ticket, f->who->subject_ref.data, "", f->app.id,
-                       &f->authz);
+    gw_cache_put_authz(f->gw->cache, f->ticket, f->who->subject_ref.data, f->app.id, &f->authz);
     authorized(f);
 }
 

@@ -2,7 +2,9 @@
  * check_gateway_cache.c - the gateway's revocation and consent caches
  * (services/gateway/cache.c) linked directly: answers come back exactly as
  * stored whatever their size (entries are allocated to their content's
- * length), kinds, devices and apps never answer for one another, a fill
+ * length), kinds and apps never answer for one another while the two
+ * answers about one (subject, app) share an entry without disturbing each
+ * other, a fill
  * that raced an invalidation is dropped, a subject's invalidation drops only
  * that subject, the cache answers nothing while unusable, and a full cache
  * stores nothing more.  Run under AddressSanitizer by tests/run, so a read
@@ -38,7 +40,7 @@ START_TEST(test_answers_come_back_as_stored)
     subject_of(1, s);
     gw_authz a = {.allowed = 0, .epoch = 7}, ga;
     snprintf(a.reason, sizeof a.reason, "DEVICE_REVOKED");
-    gw_cache_put_authz(c, gw_cache_ticket(c), s, "0123456789abcdef0123456789abcdef", "shop.taobao",
+    gw_cache_put_authz(c, gw_cache_ticket(c), s, "shop.taobao",
                        &a);
     /* purposes of every length up to the field's limit, each in its own app */
     for (int len = 0; len < 256; len += 17) {
@@ -52,7 +54,7 @@ START_TEST(test_answers_come_back_as_stored)
     memset(longest.purposes, 'q', 255);
     gw_cache_put_grants(c, gw_cache_ticket(c), s, "app.longest", &longest);
 
-    ck_assert(gw_cache_get_authz(c, s, "0123456789abcdef0123456789abcdef", "shop.taobao", &ga));
+    ck_assert(gw_cache_get_authz(c, s, "shop.taobao", &ga));
     ck_assert_int_eq(ga.allowed, 0);
     ck_assert_uint_eq(ga.epoch, 7);
     ck_assert_str_eq(ga.reason, "DEVICE_REVOKED");
@@ -84,23 +86,43 @@ START_TEST(test_keys_do_not_cross)
     gw_authz a = {.allowed = 1, .epoch = 1}, out;
     gw_grants g = {.granted = 3}, gout;
     snprintf(g.purposes, sizeof g.purposes, "delivery");
-    gw_cache_put_authz(c, gw_cache_ticket(c), s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "chat.wechat",
+    gw_cache_put_authz(c, gw_cache_ticket(c), s, "chat.wechat",
                        &a);
     gw_cache_put_grants(c, gw_cache_ticket(c), s, "chat.wechat", &g);
-    ck_assert(!gw_cache_get_authz(c, s, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "chat.wechat", &out));
-    ck_assert(!gw_cache_get_authz(c, s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "shop.taobao", &out));
-    ck_assert(!gw_cache_get_authz(c, t, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "chat.wechat", &out));
+    ck_assert(!gw_cache_get_authz(c, s, "shop.taobao", &out));
+    ck_assert(!gw_cache_get_authz(c, t, "chat.wechat", &out));
     ck_assert(!gw_cache_get_grants(c, t, "chat.wechat", 0, &gout));
     ck_assert(gw_cache_get_grants(c, s, "chat.wechat", 0, &gout));
     ck_assert_str_eq(gout.purposes, "delivery");
     /* a newer answer replaces the old one, in place */
     a.allowed = 0;
     snprintf(a.reason, sizeof a.reason, "IDENTITY_REVOKED");
-    gw_cache_put_authz(c, gw_cache_ticket(c), s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "chat.wechat",
+    gw_cache_put_authz(c, gw_cache_ticket(c), s, "chat.wechat",
                        &a);
-    ck_assert(gw_cache_get_authz(c, s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "chat.wechat", &out));
+    ck_assert(gw_cache_get_authz(c, s, "chat.wechat", &out));
     ck_assert_int_eq(out.allowed, 0);
     ck_assert_str_eq(out.reason, "IDENTITY_REVOKED");
+    /* the verdict and the grants of one (subject, app) share an entry: each keeps the other */
+    ck_assert(gw_cache_get_grants(c, s, "chat.wechat", 0, &gout));
+    ck_assert_str_eq(gout.purposes, "delivery");
+    ck_assert_uint_eq(gout.granted, 3);
+    g.granted = 1;
+    snprintf(g.purposes, sizeof g.purposes, "a purpose much longer than the one before it");
+    gw_cache_put_grants(c, gw_cache_ticket(c), s, "chat.wechat", &g);
+    ck_assert(gw_cache_get_authz(c, s, "chat.wechat", &out));
+    ck_assert_int_eq(out.allowed, 0);
+    ck_assert_uint_eq(out.epoch, 1);
+    ck_assert_str_eq(out.reason, "IDENTITY_REVOKED");
+    ck_assert(gw_cache_get_grants(c, s, "chat.wechat", 0, &gout));
+    ck_assert_str_eq(gout.purposes, "a purpose much longer than the one before it");
+    ck_assert_uint_eq(gout.granted, 1);
+    /* an allowed verdict has no reason, whatever the refusal before it said */
+    a.allowed = 1;
+    a.reason[0] = '\0';
+    gw_cache_put_authz(c, gw_cache_ticket(c), s, "chat.wechat", &a);
+    ck_assert(gw_cache_get_authz(c, s, "chat.wechat", &out));
+    ck_assert_int_eq(out.allowed, 1);
+    ck_assert_str_eq(out.reason, "");
     gw_cache_free(c);
 }
 END_TEST
@@ -113,24 +135,24 @@ START_TEST(test_invalidation)
     subject_of(3 + 256, t);
     gw_authz a = {.allowed = 1}, out;
     uint64_t ticket = gw_cache_ticket(c);
-    gw_cache_put_authz(c, ticket, s, "d", "chat.wechat", &a);
-    gw_cache_put_authz(c, ticket, t, "d", "chat.wechat", &a);
+    gw_cache_put_authz(c, ticket, s, "chat.wechat", &a);
+    gw_cache_put_authz(c, ticket, t, "chat.wechat", &a);
     /* a fill that started before an invalidation is dropped */
     uint64_t stale = gw_cache_ticket(c);
     gw_cache_invalidate_subject(c, s);
-    gw_cache_put_authz(c, stale, s, "d", "shop.taobao", &a);
-    ck_assert(!gw_cache_get_authz(c, s, "d", "shop.taobao", &out));
+    gw_cache_put_authz(c, stale, s, "shop.taobao", &a);
+    ck_assert(!gw_cache_get_authz(c, s, "shop.taobao", &out));
     /* only that subject went */
-    ck_assert(!gw_cache_get_authz(c, s, "d", "chat.wechat", &out));
-    ck_assert(gw_cache_get_authz(c, t, "d", "chat.wechat", &out));
+    ck_assert(!gw_cache_get_authz(c, s, "chat.wechat", &out));
+    ck_assert(gw_cache_get_authz(c, t, "chat.wechat", &out));
     /* unusable: no answers; usable again: starts empty */
     gw_cache_set_usable(c, 0);
-    ck_assert(!gw_cache_get_authz(c, t, "d", "chat.wechat", &out));
+    ck_assert(!gw_cache_get_authz(c, t, "chat.wechat", &out));
     gw_cache_set_usable(c, 1);
-    ck_assert(!gw_cache_get_authz(c, t, "d", "chat.wechat", &out));
-    gw_cache_put_authz(c, gw_cache_ticket(c), t, "d", "chat.wechat", &a);
+    ck_assert(!gw_cache_get_authz(c, t, "chat.wechat", &out));
+    gw_cache_put_authz(c, gw_cache_ticket(c), t, "chat.wechat", &a);
     gw_cache_invalidate_all(c);
-    ck_assert(!gw_cache_get_authz(c, t, "d", "chat.wechat", &out));
+    ck_assert(!gw_cache_get_authz(c, t, "chat.wechat", &out));
     uint64_t hits, misses;
     gw_cache_stats(c, &hits, &misses);
     ck_assert_uint_eq(hits, 1);
@@ -145,12 +167,12 @@ START_TEST(test_full_cache_stores_nothing_more)
     unsigned char s[32];
     for (int i = 0; i < 20; i++) {
         subject_of(i, s);
-        gw_cache_put_authz(c, gw_cache_ticket(c), s, "d", "chat.wechat", &a);
+        gw_cache_put_authz(c, gw_cache_ticket(c), s, "chat.wechat", &a);
     }
     int found = 0;
     for (int i = 0; i < 20; i++) {
         subject_of(i, s);
-        found += gw_cache_get_authz(c, s, "d", "chat.wechat", &out);
+        found += gw_cache_get_authz(c, s, "chat.wechat", &out);
     }
     ck_assert_int_eq(found, 10);
     gw_cache_free(c);
