@@ -202,51 +202,64 @@ static struct entry **find(struct gw_cache *c, size_t b, const unsigned char sub
     return NULL;
 }
 
-int gw_cache_get_authz(struct gw_cache *c, const unsigned char subject[32], const char *app,
-                       gw_authz *out)
+/*
+ * A copy of (subject, app)'s entry into e, and of its purposes when
+ * purposes is not NULL; 0 when there is none or the cache is unusable.
+ */
+static int lookup(struct gw_cache *c, const unsigned char subject[32], const char *app,
+                  struct entry *e, char purposes[VEIL_RELEASE_PURPOSE_MAX + 1])
 {
     int found = 0;
     if (atomic_load(&c->usable)) {
         size_t b = bucket_of(c, subject);
         pthread_mutex_lock(lock_of(c, b));
         struct entry **pp = find(c, b, subject, app);
-        if (pp && (*pp)->has_authz) {
-            const struct entry *e = *pp;
-            memset(out, 0, sizeof *out);
-            out->allowed = e->allowed;
-            out->epoch = e->epoch;
-            out->key_version = e->key_version;
-            out->previous_key_version = e->previous_key_version;
-            snprintf(out->reason, sizeof out->reason, "%s", e->reason ? e->reason : "");
+        if (pp) {
+            memcpy(e, *pp, HEAD);
+            if (purposes)
+                snprintf(purposes, VEIL_RELEASE_PURPOSE_MAX + 1, "%s", (*pp)->purposes);
             found = 1;
         }
         pthread_mutex_unlock(lock_of(c, b));
     }
+    return found;
+}
+
+/* Counts a look-up's outcome; returns it. */
+static int counted(struct gw_cache *c, int found)
+{
     atomic_fetch_add(found ? &c->hits : &c->misses, 1);
     return found;
+}
+
+int gw_cache_get_authz(struct gw_cache *c, const unsigned char subject[32], const char *app,
+                       gw_authz *out)
+{
+    struct entry e;
+    if (!counted(c, lookup(c, subject, app, &e, NULL) && e.has_authz))
+        return 0;
+    memset(out, 0, sizeof *out);
+    out->allowed = e.allowed;
+    out->epoch = e.epoch;
+    out->key_version = e.key_version;
+    out->previous_key_version = e.previous_key_version;
+    snprintf(out->reason, sizeof out->reason, "%s", e.reason ? e.reason : "");
+    return 1;
 }
 
 int gw_cache_get_grants(struct gw_cache *c, const unsigned char subject[32], const char *app,
                         int64_t now_ms, gw_grants *out)
 {
-    int found = 0;
-    if (atomic_load(&c->usable)) {
-        size_t b = bucket_of(c, subject);
-        pthread_mutex_lock(lock_of(c, b));
-        struct entry **pp = find(c, b, subject, app);
-        if (pp && (*pp)->has_grants) {
-            const struct entry *e = *pp;
-            out->granted = e->granted;
-            out->expires_ms = e->expires_ms;
-            snprintf(out->purposes, sizeof out->purposes, "%s", e->purposes);
-            found = 1;
-        }
-        pthread_mutex_unlock(lock_of(c, b));
-    }
-    atomic_fetch_add(found ? &c->hits : &c->misses, 1);
-    if (found && out->expires_ms && out->expires_ms <= now_ms)
+    struct entry e;
+    char purposes[sizeof out->purposes];
+    if (!counted(c, lookup(c, subject, app, &e, purposes) && e.has_grants))
+        return 0;
+    if (e.expires_ms && e.expires_ms <= now_ms)
         return 0; /* a grant inside it has expired: ask again */
-    return found;
+    out->granted = e.granted;
+    out->expires_ms = e.expires_ms;
+    memcpy(out->purposes, purposes, sizeof out->purposes);
+    return 1;
 }
 
 /*

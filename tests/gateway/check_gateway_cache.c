@@ -77,6 +77,21 @@ START_TEST(test_answers_come_back_as_stored)
 }
 END_TEST
 
+/* (s, app)'s entry holds this verdict and these grants. */
+static void holds(struct gw_cache *c, const unsigned char s[32], const char *app, int allowed,
+                  const char *reason, unsigned granted, const char *purposes)
+{
+    gw_authz out;
+    gw_grants gout;
+    ck_assert(gw_cache_get_authz(c, s, app, &out));
+    ck_assert_int_eq(out.allowed, allowed);
+    ck_assert_uint_eq(out.epoch, 1);
+    ck_assert_str_eq(out.reason, reason);
+    ck_assert(gw_cache_get_grants(c, s, app, 0, &gout));
+    ck_assert_uint_eq(gout.granted, granted);
+    ck_assert_str_eq(gout.purposes, purposes);
+}
+
 START_TEST(test_keys_do_not_cross)
 {
     struct gw_cache *c = usable_cache(1000);
@@ -86,43 +101,30 @@ START_TEST(test_keys_do_not_cross)
     gw_authz a = {.allowed = 1, .epoch = 1}, out;
     gw_grants g = {.granted = 3}, gout;
     snprintf(g.purposes, sizeof g.purposes, "delivery");
-    gw_cache_put_authz(c, gw_cache_ticket(c), s, "chat.wechat",
-                       &a);
+    gw_cache_put_authz(c, gw_cache_ticket(c), s, "chat.wechat", &a);
     gw_cache_put_grants(c, gw_cache_ticket(c), s, "chat.wechat", &g);
     ck_assert(!gw_cache_get_authz(c, s, "shop.taobao", &out));
     ck_assert(!gw_cache_get_authz(c, t, "chat.wechat", &out));
     ck_assert(!gw_cache_get_grants(c, t, "chat.wechat", 0, &gout));
-    ck_assert(gw_cache_get_grants(c, s, "chat.wechat", 0, &gout));
-    ck_assert_str_eq(gout.purposes, "delivery");
-    /* a newer answer replaces the old one, in place */
+    holds(c, s, "chat.wechat", 1, "", 3, "delivery");
+    /*
+     * A newer answer replaces the old one; the verdict and the grants of
+     * one (subject, app) share an entry, and each keeps the other.
+     */
     a.allowed = 0;
     snprintf(a.reason, sizeof a.reason, "IDENTITY_REVOKED");
-    gw_cache_put_authz(c, gw_cache_ticket(c), s, "chat.wechat",
-                       &a);
-    ck_assert(gw_cache_get_authz(c, s, "chat.wechat", &out));
-    ck_assert_int_eq(out.allowed, 0);
-    ck_assert_str_eq(out.reason, "IDENTITY_REVOKED");
-    /* the verdict and the grants of one (subject, app) share an entry: each keeps the other */
-    ck_assert(gw_cache_get_grants(c, s, "chat.wechat", 0, &gout));
-    ck_assert_str_eq(gout.purposes, "delivery");
-    ck_assert_uint_eq(gout.granted, 3);
+    gw_cache_put_authz(c, gw_cache_ticket(c), s, "chat.wechat", &a);
+    holds(c, s, "chat.wechat", 0, "IDENTITY_REVOKED", 3, "delivery");
     g.granted = 1;
     snprintf(g.purposes, sizeof g.purposes, "a purpose much longer than the one before it");
     gw_cache_put_grants(c, gw_cache_ticket(c), s, "chat.wechat", &g);
-    ck_assert(gw_cache_get_authz(c, s, "chat.wechat", &out));
-    ck_assert_int_eq(out.allowed, 0);
-    ck_assert_uint_eq(out.epoch, 1);
-    ck_assert_str_eq(out.reason, "IDENTITY_REVOKED");
-    ck_assert(gw_cache_get_grants(c, s, "chat.wechat", 0, &gout));
-    ck_assert_str_eq(gout.purposes, "a purpose much longer than the one before it");
-    ck_assert_uint_eq(gout.granted, 1);
+    holds(c, s, "chat.wechat", 0, "IDENTITY_REVOKED", 1,
+          "a purpose much longer than the one before it");
     /* an allowed verdict has no reason, whatever the refusal before it said */
     a.allowed = 1;
     a.reason[0] = '\0';
     gw_cache_put_authz(c, gw_cache_ticket(c), s, "chat.wechat", &a);
-    ck_assert(gw_cache_get_authz(c, s, "chat.wechat", &out));
-    ck_assert_int_eq(out.allowed, 1);
-    ck_assert_str_eq(out.reason, "");
+    holds(c, s, "chat.wechat", 1, "", 1, "a purpose much longer than the one before it");
     gw_cache_free(c);
 }
 END_TEST
