@@ -23,8 +23,9 @@
  * debug.  The first runs the gateway with a single worker thread
  * (VEIL_WORKERS=1): no login waits on a thread of its own (issue 15 lever
  * 2), so the logins of a burst are all in flight at once all the same.
- * Tests run in one process because grpc core must not be used across
- * fork().
+ * The challenges are consumed by primary key even when the table's
+ * statistics are older than a challenge's lifetime.  Tests run in one
+ * process because grpc core must not be used across fork().
  */
 #include <check.h>
 #include <jansson.h>
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "e2e.h"
 
@@ -286,6 +288,79 @@ START_TEST(test_logins_in_flight_beyond_workers)
     static const char *const hops[] = {"verify_ticket"};
     citizens();
     bursts_until_batched(hops, 1, "logins", 48, 4);
+}
+END_TEST
+
+/* One number from the gateway's database (the first column of the first row). */
+static double db_number(PGconn *db, const char *sql)
+{
+    PGresult *r = PQexec(db, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1, "%s: %s", sql,
+                  PQerrorMessage(db));
+    double v = atof(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+static void db_ok(PGconn *db, const char *sql)
+{
+    PGresult *r = PQexec(db, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK,
+                  "%s: %s", sql, PQerrorMessage(db));
+    PQclear(r);
+}
+
+#define EXPIRY_READ                                                                              \
+    "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'challenges_expiry'"
+#define PKEY_SCANS                                                                               \
+    "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'challenges_pkey'"
+
+/*
+ * The challenges are taken by primary key whatever the statistics say
+ * (docs/performance.md, section 11).  A gateway that has run for more than
+ * a challenge's two minutes since its table was last analyzed has
+ * statistics in which every expiry lies in the past, so `expires_at >
+ * now()` looks like no row at all: the take statement used to read every
+ * live challenge through challenges_expiry and hash them, for each batch.
+ * Here: statistics taken over 5,000 expired challenges, then 3,000 live
+ * ones of logins in progress; a burst of logins must read (nearly) none of
+ * them through the expiry index - the sweep reads only expired rows - and
+ * each login still gets its own result.
+ */
+START_TEST(test_challenges_taken_by_key_with_stale_statistics)
+{
+    citizens();
+    PGconn *db = PQconnectdb(S.db[0]);
+    ck_assert_int_eq(PQstatus(db), CONNECTION_OK);
+    db_ok(db, "ALTER TABLE challenges SET (autovacuum_enabled = off)");
+    db_ok(db, "INSERT INTO challenges (challenge, app_id, expires_at)"
+              " SELECT sha256(('stale' || i)::bytea), 'stale.app',"
+              " now() - interval '1 hour' + i * interval '1 ms' FROM generate_series(1, 5000) i");
+    db_ok(db, "ANALYZE challenges");
+    db_ok(db, "DELETE FROM challenges WHERE app_id = 'stale.app'");
+    db_ok(db, "INSERT INTO challenges (challenge, app_id, expires_at)"
+              " SELECT sha256(('live' || i)::bytea), 'other.app', now() + interval '2 minutes'"
+              " FROM generate_series(1, 3000) i");
+    double read0 = db_number(db, EXPIRY_READ), scans0 = db_number(db, PKEY_SCANS);
+    struct login l[BURST];
+    prepare(l, BURST, -1, -1);
+    burst(l, BURST);
+    for (int i = 0; i < BURST; i++)
+        check_own_result(&l[i]);
+    free_logins(l, BURST);
+    /* each backend reports its counts within ~10 s (PostgreSQL's idle flush) */
+    double read = read0, scans = scans0;
+    for (int tries = 0; tries < 150 && scans == scans0 && read - read0 < 3000; tries++) {
+        usleep(100 * 1000);
+        read = db_number(db, EXPIRY_READ);
+        scans = db_number(db, PKEY_SCANS);
+    }
+    ck_assert_msg(read - read0 < 3000,
+                  "the logins read %.0f challenges through challenges_expiry", read - read0);
+    ck_assert_msg(scans > scans0, "no challenge was looked up by its primary key");
+    db_ok(db, "DELETE FROM challenges WHERE app_id = 'other.app'");
+    db_ok(db, "ALTER TABLE challenges RESET (autovacuum_enabled)");
+    PQfinish(db);
 }
 END_TEST
 
@@ -645,6 +720,7 @@ int main(void)
     tcase_add_test(tc, test_bad_items_fail_alone);
     tcase_add_test(tc, test_batched_logins_keep_their_traces);
     tcase_add_test(tc, test_logins_in_flight_beyond_workers);
+    tcase_add_test(tc, test_challenges_taken_by_key_with_stale_statistics);
     suite_add_tcase(s, tc);
     TCase *off = tcase_create("batching_off");
     tcase_add_unchecked_fixture(off, off_up, off_down);
