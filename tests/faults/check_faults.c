@@ -75,6 +75,19 @@ static void start_logins(load_thread *t, size_t n)
 }
 
 /*
+ * Stops and frees n load threads: before a failed check leaves the frame
+ * that holds them (the suite runs without fork, so a failure longjmps out
+ * while they would go on writing into it).
+ */
+static void stop_logins(load_thread *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        load_stop(&t[i]);
+        load_free(&t[i]);
+    }
+}
+
+/*
  * kill -9 of one internal service under load, then the service back on its
  * port: what the logins saw before, during and after.
  */
@@ -84,13 +97,20 @@ static void kill_and_return(int which)
     load_thread t[2];
     start_logins(t, 2);
     /* the load is under way (on a busy machine the first logins take a while) */
-    for (int i = 0; i < 2; i++)
-        ck_assert_int_eq(load_wait_ok(&t[i], 2, 30000), 0);
+    for (int i = 0; i < 2; i++) {
+        if (load_wait_ok(&t[i], 2, 30000) != 0) {
+            stop_logins(t, 2);
+            ck_abort_msg("the logins did not get under way before %s was killed", name);
+        }
+    }
     int64_t killed = veil_now_ms();
     h_kill(proc_of(which));
     h_sleep_ms(2500);
     int64_t restart = veil_now_ms();
-    ck_assert_int_eq(h_stack_restart(&S, which), 0);
+    if (h_stack_restart(&S, which) != 0) {
+        stop_logins(t, 2);
+        ck_abort_msg("%s did not come back on its port (see the harness's lines above)", name);
+    }
     int64_t back = veil_now_ms();
     h_sleep_ms(RECOVERY_MS + 1000);
     for (int i = 0; i < 2; i++)
