@@ -427,7 +427,6 @@ struct gw_login_flow {
     Veil__Vault__VerifyTicketRequest vt;
     Veil__Vault__VerifyTicketResponse *who;
     uint64_t ticket; /* the cache's, taken before a miss asks (cache.h) */
-    uint32_t kv, pkv;
     Veil__Revocation__StatusRequest sr;
     Veil__Revocation__StatusResponse *verdict;
     Veil__Consent__CheckRequest cr;
@@ -566,8 +565,6 @@ static void ask_authorize(gw_login_flow *f)
     struct gateway *gw = f->gw;
     if (authz_cached(gw, &f->who->subject_ref, f->app.id, &f->authz))
         return authorized(f);
-    f->kv = atomic_load(&gw->keys.pseudonym_current);
-    f->pkv = atomic_load(&gw->keys.pseudonym_previous);
     /*
      * This login's own ticket, taken before its item joins a batch: an
      * invalidation while the batch is out drops this put (cache.h), whoever
@@ -579,8 +576,8 @@ static void ask_authorize(gw_login_flow *f)
     r->subject_ref = f->who->subject_ref;
     r->device_id = "";
     r->app_id = (char *)f->app.id;
-    r->key_version = f->kv;
-    r->previous_key_version = f->pkv;
+    r->key_version = atomic_load(&gw->keys.pseudonym_current);
+    r->previous_key_version = atomic_load(&gw->keys.pseudonym_previous);
     gw_authorize(gw, f->call, r, &f->verdict, after_authorize, f);
 }
 
@@ -594,8 +591,8 @@ static void after_authorize(void *arg, veil_err err)
     f->authz.allowed = s->allowed;
     f->authz.epoch = s->link_epoch;
     if (s->allowed) { /* Authorize recorded this login's versions on the link */
-        f->authz.key_version = f->kv;
-        f->authz.previous_key_version = f->pkv;
+        f->authz.key_version = f->sr.key_version;
+        f->authz.previous_key_version = f->sr.previous_key_version;
     }
     snprintf(f->authz.reason, sizeof f->authz.reason, "%s", s->reason_code);
     gw_cache_put_authz(f->gw->cache, f->ticket, f->who->subject_ref.data, f->app.id, &f->authz);

@@ -226,6 +226,18 @@ static void free_logins(struct login *l, size_t n)
     }
 }
 
+/* A burst of n logins (at most BURST), each checked for its own result. */
+static void burst_each_its_own(size_t n)
+{
+    struct login l[BURST];
+    ck_assert_uint_le(n, BURST);
+    prepare(l, n, -1, -1);
+    burst(l, n);
+    for (size_t i = 0; i < n; i++)
+        check_own_result(&l[i]);
+    free_logins(l, n);
+}
+
 /*
  * Bursts of `size` logins at once, of different citizens at different
  * apps, each checked for its own result and its assertion verified by
@@ -342,12 +354,7 @@ START_TEST(test_challenges_taken_by_key_with_stale_statistics)
               " SELECT sha256(('live' || i)::bytea), 'other.app', now() + interval '2 minutes'"
               " FROM generate_series(1, 3000) i");
     double read0 = db_number(db, EXPIRY_READ), scans0 = db_number(db, PKEY_SCANS);
-    struct login l[BURST];
-    prepare(l, BURST, -1, -1);
-    burst(l, BURST);
-    for (int i = 0; i < BURST; i++)
-        check_own_result(&l[i]);
-    free_logins(l, BURST);
+    burst_each_its_own(BURST);
     /* each backend reports its counts within ~10 s (PostgreSQL's idle flush) */
     double read = read0, scans = scans0;
     for (int tries = 0; tries < 150 && scans == scans0 && read - read0 < 3000; tries++) {
@@ -466,12 +473,7 @@ END_TEST
 START_TEST(test_batched_logins_keep_their_traces)
 {
     citizens();
-    struct login l[BURST];
-    prepare(l, BURST, -1, -1);
-    burst(l, BURST);
-    for (int i = 0; i < BURST; i++)
-        check_own_result(&l[i]);
-    free_logins(l, BURST);
+    burst_each_its_own(BURST);
 
     FILE *f = fopen(S.gateway.log, "r");
     ck_assert_ptr_nonnull(f);
@@ -700,12 +702,7 @@ START_TEST(test_refused_miss_fails_alone)
     }
     ck_assert_msg(batched_seen, "no batch of more than one cache miss at hop authorize");
     e2e_set_identity(&S, citizen[2], "active", "batch test over");
-    struct login l[CITIZENS * 2];
-    prepare(l, CITIZENS * 2, -1, -1);
-    burst(l, CITIZENS * 2);
-    for (int i = 0; i < CITIZENS * 2; i++)
-        check_own_result(&l[i]);
-    free_logins(l, CITIZENS * 2);
+    burst_each_its_own(CITIZENS * 2);
 }
 END_TEST
 
