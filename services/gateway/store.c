@@ -90,18 +90,29 @@ static const veil_pg_stmt stmts[] = {
      * only to a claim naming both its challenge and its app, as one claim's
      * statement did, so an app never consumes another app's challenge.
      * Whether it was still live comes back with it (an expired one is
-     * deleted too, as the sweep would, and serves no claim): with the
-     * expiry in the WHERE clause, statistics older than a challenge's two
-     * minutes made `expires_at > now()` look like no row at all, and the
-     * planner read every live challenge through challenges_expiry and
-     * hashed them for each batch, 4.7 ms against 0.24 ms by primary key
-     * with 26,000 challenges live (docs/performance.md, section 11).
+     * deleted too, as the sweep would, and serves no claim): in the WHERE
+     * clause, under statistics older than a challenge's two minutes, the
+     * expiry looked like no row at all and steered the planner to
+     * challenges_expiry (docs/performance.md, section 11).
+     *
+     * Each claim finds its row by primary key in a lateral subquery of its
+     * own (LIMIT 1 keeps the planner from flattening it into a join), and the
+     * rows found are deleted by their ctid: a plan no statistics can turn
+     * into a scan of the table.  A join of the batch with the table, as this
+     * statement was, let the planner hash every live challenge for a batch
+     * of 60 or more claims, and for fewer when the statistics were older
+     * than the challenges (6.6-10.8 ms against ~1 ms for 200 claims with
+     * 28,000 live: docs/performance.md, section 12).  Two batches claiming
+     * one challenge: the second finds its row deleted when it gets the lock
+     * and takes nothing, as before.
      */
     [ST_CHALLENGE_TAKE] = {"gw_challenge_take",
-                           "DELETE FROM challenges c USING unnest(string_to_array($2::text, ' '))"
-                           " WITH ORDINALITY AS t(app_id, i)"
-                           " WHERE c.challenge = substring($1::bytea FROM 32 * t.i::int - 31 FOR 32)"
-                           " AND c.app_id = t.app_id"
+                           "DELETE FROM challenges c WHERE c.ctid = ANY (ARRAY ("
+                           "SELECT k.ctid FROM unnest(string_to_array($2::text, ' '))"
+                           " WITH ORDINALITY AS t(app_id, i) CROSS JOIN LATERAL ("
+                           "SELECT ctid FROM challenges"
+                           " WHERE challenge = substring($1::bytea FROM 32 * t.i::int - 31 FOR 32)"
+                           " AND app_id = t.app_id LIMIT 1) k))"
                            " RETURNING c.challenge, c.app_id, c.expires_at > now()"},
     [ST_CHALLENGE_SWEEP] = {"gw_challenge_sweep",
                             "DELETE FROM challenges WHERE expires_at <= now()"},
