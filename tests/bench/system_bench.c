@@ -76,6 +76,19 @@
 #define CALL_MS        30000
 #define OPEN_MAX_FLIGHT 4096
 #define SCALE_WARM_PART 20000 /* logins per verified part of the large set's warm-up */
+/*
+ * Tickets prepared for a closed loop: 1.6 x its expected rate x its seconds,
+ * the rate expected at least TICKETS_MIN_RATE: a warm-up's rate (short,
+ * caches filling) under-guesses, and a loop that runs out of tickets stops
+ * early ("every prepared ticket was used").
+ */
+#define TICKETS_MIN_RATE 3500
+
+static size_t closed_tickets(double expected_per_s, double seconds)
+{
+    double rate = expected_per_s > TICKETS_MIN_RATE ? expected_per_s : TICKETS_MIN_RATE;
+    return (size_t)(rate * 1.6 * seconds) + 1000;
+}
 
 struct ident {
     unsigned char device_id[VEIL_DEVICE_ID_BYTES];
@@ -1319,8 +1332,8 @@ static void phase_scale(struct bench *b, struct tickets *base, const struct base
     double setup_s = bench_now_s() - t0;
 
     double ref = warm > bf->closed ? warm : bf->closed;
-    size_t n = (size_t)((ref > 1000 ? ref : 1000) * 1.6 * b->seconds) + 1000;
-    size_t n_base = (size_t)((bf->closed > 1000 ? bf->closed : 1000) * 1.6 * b->seconds) + 1000;
+    size_t n = closed_tickets(ref, b->seconds);
+    size_t n_base = closed_tickets(bf->closed, b->seconds);
     prepare_tickets(b, &tk, n, 0);
     double b1 = login_phase(b, &tk, "scale_closed", 0, b->seconds, &p50, &p99);
     double b1_hit = b->last_hit_rate;
@@ -1462,7 +1475,7 @@ int main(int argc, char **argv)
         warm = login_phase(&b, &tk, "warmup", 0, 1e9, &p50, &p99);
     }
 
-    size_t n = (size_t)((warm > 1000 ? warm : 1000) * 1.6 * b.seconds) + 1000;
+    size_t n = closed_tickets(warm, b.seconds);
     prepare_tickets(&b, &tk, n, 0);
     double max = login_phase(&b, &tk, "closed", 0, b.seconds, &p50, &p99);
     double closed_hit = b.last_hit_rate;
