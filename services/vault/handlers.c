@@ -144,6 +144,8 @@ struct ticket_item {
     const Veil__Vault__VerifyTicketRequest *req;
     Veil__Vault__VerifyTicketResponse *resp;
     veil_item_outcome out;
+    int to_open; /* a phone ticket whose sealed box is to be opened */
+    uint32_t opened; /* the version of the ticket key that opened it (0: none) */
     int pending; /* a phone ticket, opened, still to be checked against its device */
     veil_ticket t;
     veil_ticket_inner in; /* wiped once checked */
@@ -157,13 +159,13 @@ struct ticket_item {
 };
 
 /*
- * The checks that need neither the database nor a device: the request's
- * shape, the ticket's binding to app and challenge, and the sealed box; a
- * phone ticket that passes is left pending.  An in-person item (presentation
- * or card) is verified here, whole.
+ * The checks that need neither the database nor a device nor a key: the
+ * request's shape and the ticket's binding to app and challenge; a phone
+ * ticket that passes is left to_open.  An in-person item (presentation or
+ * card) is verified here, whole.
  */
-static veil_err ticket_open(struct vault *v, veil_call *call, struct ticket_item *it,
-                            unsigned char *subject)
+static veil_err ticket_check(struct vault *v, veil_call *call, struct ticket_item *it,
+                             unsigned char *subject)
 {
     const Veil__Vault__VerifyTicketRequest *req = it->req;
     unsigned char device_id[VEIL_DEVICE_ID_BYTES];
@@ -191,8 +193,29 @@ static veil_err ticket_open(struct vault *v, veil_call *call, struct ticket_item
     if (sodium_memcmp(it->t.challenge, req->challenge.data, VEIL_CHALLENGE_BYTES) != 0)
         return fail(call, VEIL_ERR_UNAUTHENTICATED,
                          "ticket does not answer this challenge");
-    uint32_t opened = vault_ticket_open(v->keys, &it->t, &it->in);
-    if (!opened || it->in.key_version != opened)
+    it->to_open = 1;
+    return VEIL_OK;
+}
+
+/* The costly steps of a batch, item by item on the helpers (veil/parallel.h): no call touched. */
+struct spread {
+    const struct vault *v;
+    struct ticket_item *items;
+    struct ticket_item **opening;
+};
+
+/* Opens one to_open ticket's sealed box. */
+static void open_one(void *arg, size_t i)
+{
+    struct spread *s = arg;
+    struct ticket_item *it = s->opening[i];
+    it->opened = vault_ticket_open(s->v->keys, &it->t, &it->in);
+}
+
+/* After its sealed box: a phone ticket whose inner key version is the key's is left pending. */
+static veil_err ticket_opened(veil_call *call, struct ticket_item *it)
+{
+    if (!it->opened || it->in.key_version != it->opened)
         return fail(call, VEIL_ERR_UNAUTHENTICATED, TICKET_FAILED);
     veil_ticket_signed_bytes(&it->signed_bytes, it->t.app_id, it->t.challenge,
                              VEIL_CHALLENGE_BYTES, it->in.time_ms, it->in.device_id,
@@ -204,17 +227,16 @@ static veil_err ticket_open(struct vault *v, veil_call *call, struct ticket_item
 }
 
 /*
- * Verifies every pending item's signature against its device (an unknown
- * device against the decoy key: the time taken does not tell whether a
- * device exists); an item whose signature fails is treated as unknown.
+ * Verifies a pending item's signature against its device (an unknown device
+ * against the decoy key: the time taken does not tell whether a device
+ * exists); an item whose signature fails is treated as unknown.
  */
-static void check_signatures(const struct vault *v, struct ticket_item *items, size_t n)
+static void check_one(void *arg, size_t i)
 {
-    for (size_t i = 0; i < n; i++) {
-        struct ticket_item *it = &items[i];
-        if (it->pending && !signed_by(v, it->found, &it->row, it->in.sig, &it->signed_bytes))
-            it->found = 0;
-    }
+    struct spread *s = arg;
+    struct ticket_item *it = &s->items[i];
+    if (it->pending && !signed_by(s->v, it->found, &it->row, it->in.sig, &it->signed_bytes))
+        it->found = 0;
 }
 
 /*
@@ -260,7 +282,9 @@ static veil_err ticket_close(veil_call *call, struct ticket_item *it, unsigned c
 /*
  * Verifies n tickets (1 to VAULT_BATCH_MAX), each exactly as VerifyTicket
  * alone would, but sharing the costly steps: one device look-up (= ANY) for
- * every phone ticket, the signatures checked together, and one group commit
+ * every phone ticket, the sealed boxes opened and the signatures checked on
+ * this worker and the helper threads together (VAULT_CRYPTO_THREADS: both
+ * cores, not one, for the CPU-bound part of a batch), and one group commit
  * for every access-log entry.  subjects holds n * VAULT_SUBJECT_BYTES.
  */
 static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_item *items,
@@ -270,17 +294,28 @@ static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_i
     struct vault_device_row *rows = veil_call_array(call, n, sizeof *rows);
     int *found = veil_call_array(call, n, sizeof *found);
     struct vault_access_item *logs = veil_call_array(call, n, sizeof *logs);
-    size_t pending = 0, appends = 0;
+    struct spread spread = {.v = v, .items = items,
+                            .opening = veil_call_array(call, n, sizeof *spread.opening)};
+    size_t to_open = 0, pending = 0, appends = 0;
     vault_conn *c = NULL;
     veil_err err = VEIL_OK;
-    if (!ids || !rows || !found || !logs)
+    if (!ids || !rows || !found || !logs || !spread.opening)
         return VEIL_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
-        veil_err e = ticket_open(v, call, &items[i], subjects + i * VAULT_SUBJECT_BYTES);
-        if (!items[i].pending)
-            veil_item_end(call, &items[i].out, e);
+        veil_err e = ticket_check(v, call, &items[i], subjects + i * VAULT_SUBJECT_BYTES);
+        if (items[i].to_open)
+            spread.opening[to_open++] = &items[i];
         else
-            memcpy(ids[pending++], items[i].in.device_id, VEIL_DEVICE_ID_BYTES);
+            veil_item_end(call, &items[i].out, e);
+    }
+    veil_helpers_for(v->helpers, to_open, open_one, &spread);
+    for (size_t k = 0; k < to_open; k++) {
+        struct ticket_item *it = spread.opening[k];
+        veil_err e = ticket_opened(call, it);
+        if (!it->pending)
+            veil_item_end(call, &it->out, e);
+        else
+            memcpy(ids[pending++], it->in.device_id, VEIL_DEVICE_ID_BYTES);
     }
     if (!err && pending && !(err = vault_store_conn(v->store, &c)))
         err = vault_store_devices(c, (const unsigned char(*)[VEIL_DEVICE_ID_BYTES])ids, pending,
@@ -292,7 +327,7 @@ static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_i
         items[i].row = rows[k++];
     }
     if (!err)
-        check_signatures(v, items, n);
+        veil_helpers_for(v->helpers, n, check_one, &spread);
     for (size_t i = 0; i < n; i++) {
         struct ticket_item *it = &items[i];
         if (!it->pending)

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "veil/log.h"
 #include "veil/metrics.h"
@@ -26,7 +27,7 @@ extern const size_t vault_migrations_count;
 static char *cfg_proofing_file;
 static int64_t cfg_attestation_max_age_s, cfg_skew_s, cfg_webcert_days, cfg_master_version,
     cfg_log_batch, cfg_stepup_fresh_s, cfg_cooling_off_s, cfg_presentation_ttl_s,
-    cfg_log_partition_s, cfg_log_retention_s;
+    cfg_log_partition_s, cfg_log_retention_s, cfg_crypto_threads;
 static struct vault_config config;
 
 static const veil_config_var vault_vars[] = {
@@ -47,6 +48,9 @@ static const veil_config_var vault_vars[] = {
     {"VAULT_LOG_BATCH_MAX", VEIL_CFG_INT, "256", 0, &cfg_log_batch, 0, VAULT_LOG_BATCH_LIMIT,
      "access-log entries committed together at most (group commit; 0: each append commits "
      "alone on its worker's connection)"},
+    {"VAULT_CRYPTO_THREADS", VEIL_CFG_INT, "-1", 0, &cfg_crypto_threads, -1, 16,
+     "helper threads that open and check a batch of tickets beside the worker holding it "
+     "(-1: one fewer than the cores, 0: none)"},
     {"VAULT_ACCESS_LOG_PARTITION_S", VEIL_CFG_INT, "86400", 0, &cfg_log_partition_s, 1, 31 * 86400,
      "period of one access-log partition, seconds (vault access-log-retention)"},
     {"VAULT_ACCESS_LOG_RETENTION_S", VEIL_CFG_INT, "0", 0, &cfg_log_retention_s, 0,
@@ -105,6 +109,7 @@ static void stop(void *state)
         pthread_join(v->key_watcher, NULL);
     veil_notifier_free(v->key_notifier);
     vault_logw_free(v->logw); /* the server drained: nobody can append any more */
+    veil_helpers_free(v->helpers);
     vault_store_close(v->store);
     vault_keys_free(v->keys);
     free(v);
@@ -181,6 +186,15 @@ static void *key_watch_main(void *arg)
     return NULL;
 }
 
+/* VAULT_CRYPTO_THREADS, -1 resolved: one fewer than the cores online. */
+static unsigned crypto_threads(void)
+{
+    if (cfg_crypto_threads >= 0)
+        return (unsigned)cfg_crypto_threads;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores > 1 ? (unsigned)(cores - 1 < 16 ? cores - 1 : 16) : 0;
+}
+
 static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, size_t errlen)
 {
     struct vault *v = calloc(1, sizeof *v);
@@ -207,6 +221,10 @@ static veil_err start(const veil_service_ctx *ctx, void **state, char *errbuf, s
         return err;
     if (cfg_log_batch > 0 && (err = vault_logw_new((size_t)cfg_log_batch, &v->logw)))
         return err;
+    if ((err = veil_helpers_new(crypto_threads(), &v->helpers))) {
+        snprintf(errbuf, errlen, "cannot start the crypto helper threads");
+        return err;
+    }
     log_key_versions("vault keys loaded", v->keys);
     if ((err = veil_notifier_start(ctx->database_url, VAULT_KEYS_CHANNEL, &v->key_notifier)) ||
         (err = veil_server_on_drain(ctx->server, veil_notifier_shutdown, v->key_notifier)) ||

@@ -30,6 +30,7 @@
 #include "veil/feed.h"
 #include "veil/formats.h"
 #include "veil/keys.h"
+#include "veil/parallel.h"
 #include "veil/rpc.h"
 #include "veil/service.h"
 #include "veil/vault.pb-c.h"
@@ -726,6 +727,7 @@ struct vault {
     struct vault_keys *keys;
     vault_store *store;
     struct vault_logw *logw; /* group commit of log appends; NULL: each append commits alone */
+    veil_helpers *helpers;   /* a batch's ticket crypto beside its worker (VAULT_CRYPTO_THREADS) */
     struct vault_config cfg;
     _Atomic int64_t next_purge_ms; /* housekeeping runs at most once a minute */
     veil_notifier *key_notifier;   /* LISTENs on VAULT_KEYS_CHANNEL */

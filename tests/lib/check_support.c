@@ -1,11 +1,13 @@
 /*
  * check_support.c - libveil's small parts: key files and keyrings, signers,
- * codecs and byte readers, UTF-8 checks, configuration and JSON logs.
+ * codecs and byte readers, UTF-8 checks, configuration and JSON logs, and
+ * the helper threads a batch's items are spread over (veil/parallel.h).
  */
 #include <check.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,7 @@
 #include "veil/gateway.pb-c.h"
 #include "veil/keys.h"
 #include "veil/log.h"
+#include "veil/parallel.h"
 #include "veil/rpc.h"
 
 static void write_file(const char *path, const char *text, mode_t mode)
@@ -551,6 +554,98 @@ START_TEST(test_log_long_and_invalid_utf8)
 }
 END_TEST
 
+/* ---- veil/parallel.h ---- */
+
+struct spread_count {
+    size_t n;
+    _Atomic int *runs;
+};
+
+static void count_item(void *arg, size_t i)
+{
+    struct spread_count *c = arg;
+    ck_assert_uint_lt(i, c->n);
+    atomic_fetch_add(&c->runs[i], 1);
+}
+
+/* Several callers at once, batches of every size: each item runs exactly once. */
+struct caller {
+    veil_helpers *h;
+    int bad;
+};
+
+static void *caller_main(void *arg)
+{
+    struct caller *c = arg;
+    _Atomic int runs[97];
+    for (size_t n = 0; n <= 97; n++)
+        for (int round = 0; round < 20; round++) {
+            for (size_t i = 0; i < 97; i++)
+                atomic_init(&runs[i], 0);
+            struct spread_count sc = {n, runs};
+            veil_helpers_for(c->h, n, count_item, &sc);
+            for (size_t i = 0; i < n; i++)
+                if (atomic_load(&runs[i]) != 1)
+                    c->bad++;
+        }
+    return NULL;
+}
+
+START_TEST(test_helpers_each_item_once)
+{
+    for (unsigned threads = 0; threads <= 3; threads++) {
+        veil_helpers *h;
+        ck_assert_int_eq(veil_helpers_new(threads, &h), VEIL_OK);
+        struct caller callers[4];
+        pthread_t t[4];
+        for (int k = 0; k < 4; k++) {
+            callers[k] = (struct caller){h, 0};
+            ck_assert_int_eq(pthread_create(&t[k], NULL, caller_main, &callers[k]), 0);
+        }
+        for (int k = 0; k < 4; k++) {
+            pthread_join(t[k], NULL);
+            ck_assert_msg(callers[k].bad == 0, "%u helpers: %d items did not run exactly once",
+                          threads, callers[k].bad);
+        }
+        veil_helpers_free(h);
+    }
+    /* no pool at all: the caller runs everything */
+    _Atomic int runs[3] = {0, 0, 0};
+    struct spread_count sc = {3, runs};
+    veil_helpers_for(NULL, 3, count_item, &sc);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(atomic_load(&runs[i]), 1);
+}
+END_TEST
+
+/*
+ * With a helper, two items of one batch run at the same time: each of the
+ * first two waits (up to 10 s) until the other has started, which a caller
+ * alone could never see.
+ */
+static _Atomic int started;
+
+static void meet(void *arg, size_t i)
+{
+    (void)arg;
+    if (i > 1)
+        return;
+    atomic_fetch_add(&started, 1);
+    for (int waited = 0; atomic_load(&started) < 2 && waited < 10000; waited++)
+        usleep(1000);
+}
+
+START_TEST(test_helpers_run_items_side_by_side)
+{
+    veil_helpers *h;
+    ck_assert_int_eq(veil_helpers_new(1, &h), VEIL_OK);
+    atomic_store(&started, 0);
+    veil_helpers_for(h, 2, meet, NULL);
+    ck_assert_msg(atomic_load(&started) == 2, "the second item never ran");
+    veil_helpers_free(h);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {test_key_files,
@@ -564,6 +659,8 @@ int main(void)
                                   test_config,
                                   test_log_lines_are_json,
                                   test_log_long_and_invalid_utf8,
+                                  test_helpers_each_item_once,
+                                  test_helpers_run_items_side_by_side,
                                   NULL};
     const h_case cases[] = {{"support", 0, NULL, NULL, NULL, NULL, tests}, {NULL}};
     return h_run_suite_forked(h_suite("support", cases));

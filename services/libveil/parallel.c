@@ -1,0 +1,154 @@
+/*
+ * parallel.c - a batch's items over the calling thread and helper threads
+ * (veil/parallel.h).
+ *
+ * One mutex guards a list of jobs, one per veil_helpers_for in progress.
+ * Items are handed out by an atomic counter per job, so the threads working
+ * on a job never wait for each other between items; the mutex is taken only
+ * to post a job, to join or leave one, and to wait for its end.  A job lives
+ * on its caller's stack: the caller takes it off the list when its own share
+ * is done, then waits until every item has returned and no helper still
+ * holds the job, so no helper touches it after the call returned.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "veil/parallel.h"
+
+struct job {
+    void (*fn)(void *ctx, size_t i);
+    void *ctx;
+    size_t n;
+    _Atomic size_t next, done;
+    unsigned users; /* helpers working on it; under mu */
+    struct job *older, *newer;
+};
+
+struct veil_helpers {
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a job was posted, or stopping */
+    pthread_cond_t idle; /* a helper left a job, or finished its last item */
+    struct job *oldest, *newest;
+    int stopping;
+    unsigned n_threads;
+    pthread_t threads[];
+};
+
+/* Runs the job's items until none is left; 1 when this thread finished the last. */
+static int work_on(struct job *j)
+{
+    int last = 0;
+    for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
+        j->fn(j->ctx, i);
+        if (atomic_fetch_add(&j->done, 1) + 1 == j->n)
+            last = 1;
+    }
+    return last;
+}
+
+/* The oldest job with an item left to hand out; mu held. */
+static struct job *pick(veil_helpers *h)
+{
+    for (struct job *j = h->oldest; j; j = j->newer)
+        if (atomic_load(&j->next) < j->n)
+            return j;
+    return NULL;
+}
+
+static void unlink_job(veil_helpers *h, struct job *j)
+{
+    if (j->older)
+        j->older->newer = j->newer;
+    else if (h->oldest == j)
+        h->oldest = j->newer;
+    if (j->newer)
+        j->newer->older = j->older;
+    else if (h->newest == j)
+        h->newest = j->older;
+    j->older = j->newer = NULL;
+}
+
+static void *helper_main(void *arg)
+{
+    veil_helpers *h = arg;
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        struct job *j;
+        while (!h->stopping && !(j = pick(h)))
+            pthread_cond_wait(&h->work, &h->mu);
+        if (h->stopping)
+            break;
+        j->users++;
+        pthread_mutex_unlock(&h->mu);
+        int last = work_on(j);
+        pthread_mutex_lock(&h->mu);
+        if (--j->users == 0 || last)
+            pthread_cond_broadcast(&h->idle);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+veil_err veil_helpers_new(unsigned threads, veil_helpers **out)
+{
+    *out = NULL;
+    veil_helpers *h = calloc(1, sizeof *h + threads * sizeof(pthread_t));
+    if (!h)
+        return VEIL_ERR_NOMEM;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->work, NULL);
+    pthread_cond_init(&h->idle, NULL);
+    for (; h->n_threads < threads; h->n_threads++)
+        if (pthread_create(&h->threads[h->n_threads], NULL, helper_main, h) != 0) {
+            veil_helpers_free(h);
+            return VEIL_ERR_NOMEM;
+        }
+    *out = h;
+    return VEIL_OK;
+}
+
+void veil_helpers_free(veil_helpers *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->stopping = 1;
+    pthread_cond_broadcast(&h->work);
+    pthread_mutex_unlock(&h->mu);
+    for (unsigned i = 0; i < h->n_threads; i++)
+        pthread_join(h->threads[i], NULL);
+    pthread_cond_destroy(&h->idle);
+    pthread_cond_destroy(&h->work);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+void veil_helpers_for(veil_helpers *h, size_t n, void (*fn)(void *ctx, size_t i), void *ctx)
+{
+    if (!h || h->n_threads == 0 || n < 2) {
+        for (size_t i = 0; i < n; i++)
+            fn(ctx, i);
+        return;
+    }
+    struct job j = {.fn = fn, .ctx = ctx, .n = n};
+    atomic_init(&j.next, 0);
+    atomic_init(&j.done, 0);
+    pthread_mutex_lock(&h->mu);
+    j.older = h->newest;
+    if (h->newest)
+        h->newest->newer = &j;
+    else
+        h->oldest = &j;
+    h->newest = &j;
+    pthread_cond_broadcast(&h->work);
+    pthread_mutex_unlock(&h->mu);
+
+    work_on(&j);
+
+    pthread_mutex_lock(&h->mu);
+    unlink_job(h, &j); /* no helper picks it up from now on */
+    while (atomic_load(&j.done) < n || j.users > 0)
+        pthread_cond_wait(&h->idle, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
