@@ -142,8 +142,13 @@ static void prepare(struct login *l, size_t n, int skip, int late)
     }
 }
 
-/* Sends every login's CompleteLogin at once (one channel per app) and collects every reply. */
-static void burst(struct login *l, size_t n)
+/*
+ * Sends every login's call at once (one channel per app, reqs[i] for l[i])
+ * and hands each reply to got, with its login, as it lands.
+ */
+static void burst_calls(struct login *l, size_t n, const char *method,
+                        ProtobufCMessage *const *reqs,
+                        void (*got)(struct login *, veil_err, void *resp, const veil_status *))
 {
     veil_channel *ch[2];
     veil_cq *cq;
@@ -153,32 +158,45 @@ static void burst(struct login *l, size_t n)
         ch[a] = h_channel(S.gateway.addr, identity, &veil__gateway__login__descriptor);
     }
     ck_assert_int_eq(veil_cq_new(&cq), VEIL_OK);
-    Veil__Gateway__CompleteLoginRequest req[n];
     for (size_t i = 0; i < n; i++) {
-        veil__gateway__complete_login_request__init(&req[i]);
-        req[i].ticket = l[i].ticket;
-        req[i].attributes = l[i].app ? NULL : (char **)age;
-        req[i].n_attributes = l[i].app ? 0 : 1;
         veil_pending *p;
-        ck_assert_int_eq(veil_channel_start(ch[l[i].app], "CompleteLogin", &req[i].base,
+        ck_assert_int_eq(veil_channel_start(ch[l[i].app], method, reqs[i],
                                             30000 * h_timeout_scale(), cq, &l[i], &p),
                          VEIL_OK);
     }
     for (size_t done = 0; done < n; done++) {
         veil_pending *p = veil_cq_next(cq, 60000 * h_timeout_scale());
         ck_assert_ptr_nonnull(p);
-        void *user;
-        Veil__Gateway__CompleteLoginResponse *resp = NULL;
+        void *user, *resp = NULL;
         veil_status st;
         veil_err err = veil_pending_finish(p, NULL, &resp, &st, &user);
-        struct login *x = user;
-        x->err = err;
-        x->st = st;
-        x->resp = resp;
+        got(user, err, resp, &st);
     }
     veil_cq_free(cq);
     for (int a = 0; a < 2; a++)
         veil_channel_free(ch[a]);
+}
+
+static void got_login(struct login *l, veil_err err, void *resp, const veil_status *st)
+{
+    l->err = err;
+    l->st = *st;
+    l->resp = resp;
+}
+
+/* Sends every login's CompleteLogin at once and collects every reply. */
+static void burst(struct login *l, size_t n)
+{
+    Veil__Gateway__CompleteLoginRequest req[n];
+    ProtobufCMessage *reqs[n];
+    for (size_t i = 0; i < n; i++) {
+        veil__gateway__complete_login_request__init(&req[i]);
+        req[i].ticket = l[i].ticket;
+        req[i].attributes = l[i].app ? NULL : (char **)age;
+        req[i].n_attributes = l[i].app ? 0 : 1;
+        reqs[i] = &req[i].base;
+    }
+    burst_calls(l, n, "CompleteLogin", reqs, got_login);
 }
 
 /* Checks a login that succeeded: its own pseudonym, attributes and assertion. */
@@ -359,6 +377,42 @@ static void db_ok(PGconn *db, const char *sql)
     PQclear(r);
 }
 
+/*
+ * The challenges table under statistics that do not describe it, as a busy
+ * gateway's may be: autovacuum off, ANALYZE over `analyzed` challenges of
+ * an app that then goes (their expiry the SQL expression `expiry`, of i),
+ * and `live` live challenges of other.app (sha256 of "live1" ... ) added
+ * after.  statistics_restored undoes it and closes the connection.
+ */
+static PGconn *misleading_statistics(const char *expiry, int analyzed, int live)
+{
+    char sql[512];
+    PGconn *db = PQconnectdb(S.db[0]);
+    ck_assert_int_eq(PQstatus(db), CONNECTION_OK);
+    db_ok(db, "ALTER TABLE challenges SET (autovacuum_enabled = off)");
+    snprintf(sql, sizeof sql,
+             "INSERT INTO challenges (challenge, app_id, expires_at) SELECT"
+             " sha256(('gone' || i)::bytea), 'gone.app', %s FROM generate_series(1, %d) i",
+             expiry, analyzed);
+    db_ok(db, sql);
+    db_ok(db, "ANALYZE challenges");
+    db_ok(db, "DELETE FROM challenges WHERE app_id = 'gone.app'");
+    snprintf(sql, sizeof sql,
+             "INSERT INTO challenges (challenge, app_id, expires_at) SELECT"
+             " sha256(('live' || i)::bytea), 'other.app', now() + interval '2 minutes'"
+             " FROM generate_series(1, %d) i",
+             live);
+    db_ok(db, sql);
+    return db;
+}
+
+static void statistics_restored(PGconn *db)
+{
+    db_ok(db, "DELETE FROM challenges WHERE app_id = 'other.app'");
+    db_ok(db, "ALTER TABLE challenges RESET (autovacuum_enabled)");
+    PQfinish(db);
+}
+
 #define EXPIRY_READ                                                                              \
     "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'challenges_expiry'"
 #define PKEY_SCANS                                                                               \
@@ -379,17 +433,8 @@ static void db_ok(PGconn *db, const char *sql)
 START_TEST(test_challenges_taken_by_key_with_stale_statistics)
 {
     citizens();
-    PGconn *db = PQconnectdb(S.db[0]);
-    ck_assert_int_eq(PQstatus(db), CONNECTION_OK);
-    db_ok(db, "ALTER TABLE challenges SET (autovacuum_enabled = off)");
-    db_ok(db, "INSERT INTO challenges (challenge, app_id, expires_at)"
-              " SELECT sha256(('stale' || i)::bytea), 'stale.app',"
-              " now() - interval '1 hour' + i * interval '1 ms' FROM generate_series(1, 5000) i");
-    db_ok(db, "ANALYZE challenges");
-    db_ok(db, "DELETE FROM challenges WHERE app_id = 'stale.app'");
-    db_ok(db, "INSERT INTO challenges (challenge, app_id, expires_at)"
-              " SELECT sha256(('live' || i)::bytea), 'other.app', now() + interval '2 minutes'"
-              " FROM generate_series(1, 3000) i");
+    PGconn *db = misleading_statistics("now() - interval '1 hour' + i * interval '1 ms'", 5000,
+                                       3000);
     double read0 = db_number(db, EXPIRY_READ), scans0 = db_number(db, PKEY_SCANS);
     burst_each_its_own(BURST);
     /* each backend reports its counts within ~10 s (PostgreSQL's idle flush) */
@@ -402,9 +447,7 @@ START_TEST(test_challenges_taken_by_key_with_stale_statistics)
     ck_assert_msg(read - read0 < 3000,
                   "the logins read %.0f challenges through challenges_expiry", read - read0);
     ck_assert_msg(scans > scans0, "no challenge was looked up by its primary key");
-    db_ok(db, "DELETE FROM challenges WHERE app_id = 'other.app'");
-    db_ok(db, "ALTER TABLE challenges RESET (autovacuum_enabled)");
-    PQfinish(db);
+    statistics_restored(db);
 }
 END_TEST
 
@@ -424,17 +467,7 @@ END_TEST
  */
 START_TEST(test_large_batch_taken_by_key_with_undercounting_statistics)
 {
-    PGconn *db = PQconnectdb(S.db[0]);
-    ck_assert_int_eq(PQstatus(db), CONNECTION_OK);
-    db_ok(db, "ALTER TABLE challenges SET (autovacuum_enabled = off)");
-    db_ok(db, "INSERT INTO challenges (challenge, app_id, expires_at)"
-              " SELECT sha256(('few' || i)::bytea), 'few.app', now() + interval '2 minutes'"
-              " FROM generate_series(1, 50) i");
-    db_ok(db, "ANALYZE challenges");
-    db_ok(db, "DELETE FROM challenges WHERE app_id = 'few.app'");
-    db_ok(db, "INSERT INTO challenges (challenge, app_id, expires_at)"
-              " SELECT sha256(('many' || i)::bytea), 'other.app', now() + interval '2 minutes'"
-              " FROM generate_series(1, 28000) i");
+    PGconn *db = misleading_statistics("now() + interval '2 minutes'", 50, LIVE_N);
 
     struct gw_store *store;
     ck_assert_int_eq(gw_store_open(S.db[0], &store), VEIL_OK);
@@ -450,7 +483,7 @@ START_TEST(test_large_batch_taken_by_key_with_undercounting_statistics)
     ck_assert_int_eq(gw_store_challenge_put(store, pp, TAKE_N), VEIL_OK);
     /* a repeat, another app's challenge claimed by this app, and an unknown one */
     static unsigned char other[32], unknown[32];
-    crypto_hash_sha256(other, (const unsigned char *)"many7", 5);
+    crypto_hash_sha256(other, (const unsigned char *)"live7", 5);
     randombytes_buf(unknown, sizeof unknown);
     take[TAKE_N] = (gw_challenge_claim){.challenge = ch[3], .app_id = "mine.app"};
     take[TAKE_N + 1] = (gw_challenge_claim){.challenge = other, .app_id = "mine.app"};
@@ -476,11 +509,21 @@ START_TEST(test_large_batch_taken_by_key_with_undercounting_statistics)
                      LIVE_N);
     ck_assert_int_eq((int)db_number(db, "SELECT count(*) FROM challenges WHERE app_id = 'mine.app'"),
                      0);
-    db_ok(db, "DELETE FROM challenges WHERE app_id = 'other.app'");
-    db_ok(db, "ALTER TABLE challenges RESET (autovacuum_enabled)");
-    PQfinish(db);
+    statistics_restored(db);
 }
 END_TEST
+
+/* A BeginLogin's reply: the login's phone makes its ticket from the challenge. */
+static void got_challenge(struct login *x, veil_err err, void *resp, const veil_status *st)
+{
+    Veil__Gateway__BeginLoginResponse *r = resp;
+    ck_assert_msg(err == VEIL_OK, "BeginLogin failed: %s", st->message);
+    ck_assert_uint_eq(r->challenge.len, 32);
+    ck_assert_int_eq(vw_ticket(citizen[x->citizen], apps[x->app], r->challenge.data, 32,
+                               veil_now_ms(), &x->ticket),
+                     VEIL_OK);
+    e2e_free(r);
+}
 
 /*
  * Many BeginLogins at once (both apps): their challenges are stored in
@@ -495,40 +538,14 @@ START_TEST(test_concurrent_begin_logins_batched)
         char *before = e2e_scrape(S.metrics_port[H_GATEWAY]);
         struct login l[BURST];
         memset(l, 0, sizeof l);
-        veil_channel *ch[2];
-        veil_cq *cq;
-        for (int a = 0; a < 2; a++) {
-            char identity[64];
-            snprintf(identity, sizeof identity, "app/%s", apps[a]);
-            ch[a] = h_channel(S.gateway.addr, identity, &veil__gateway__login__descriptor);
-        }
-        ck_assert_int_eq(veil_cq_new(&cq), VEIL_OK);
         Veil__Gateway__BeginLoginRequest req = VEIL__GATEWAY__BEGIN_LOGIN_REQUEST__INIT;
+        ProtobufCMessage *reqs[BURST];
         for (int i = 0; i < BURST; i++) {
             l[i].citizen = i % CITIZENS;
             l[i].app = (i / CITIZENS) % 2;
-            veil_pending *p;
-            ck_assert_int_eq(veil_channel_start(ch[l[i].app], "BeginLogin", &req.base,
-                                                30000 * h_timeout_scale(), cq, &l[i], &p),
-                             VEIL_OK);
+            reqs[i] = &req.base;
         }
-        for (int done = 0; done < BURST; done++) {
-            veil_pending *p = veil_cq_next(cq, 60000 * h_timeout_scale());
-            ck_assert_ptr_nonnull(p);
-            void *user;
-            Veil__Gateway__BeginLoginResponse *resp = NULL;
-            veil_status st;
-            ck_assert_int_eq(veil_pending_finish(p, NULL, &resp, &st, &user), VEIL_OK);
-            struct login *x = user;
-            ck_assert_uint_eq(resp->challenge.len, 32);
-            ck_assert_int_eq(vw_ticket(citizen[x->citizen], apps[x->app], resp->challenge.data,
-                                       32, veil_now_ms(), &x->ticket),
-                             VEIL_OK);
-            e2e_free(resp);
-        }
-        veil_cq_free(cq);
-        for (int a = 0; a < 2; a++)
-            veil_channel_free(ch[a]);
+        burst_calls(l, BURST, "BeginLogin", reqs, got_challenge);
         char *after = e2e_scrape(S.metrics_port[H_GATEWAY]);
         seen = batched(after, "challenge_put") > batched(before, "challenge_put");
         free(before);
@@ -819,29 +836,21 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("login_batch");
-    TCase *tc = tcase_create("batch");
-    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test_concurrent_logins_batched_each_its_own);
-    tcase_add_test(tc, test_concurrent_begin_logins_batched);
-    tcase_add_test(tc, test_bad_items_fail_alone);
-    tcase_add_test(tc, test_batched_logins_keep_their_traces);
-    tcase_add_test(tc, test_logins_in_flight_beyond_workers);
-    tcase_add_test(tc, test_challenges_taken_by_key_with_stale_statistics);
-    tcase_add_test(tc, test_large_batch_taken_by_key_with_undercounting_statistics);
-    suite_add_tcase(s, tc);
-    TCase *off = tcase_create("batching_off");
-    tcase_add_unchecked_fixture(off, off_up, off_down);
-    tcase_set_timeout(off, 600);
-    tcase_add_test(off, test_batching_off_logins_pass_side_by_side);
-    suite_add_tcase(s, off);
-    TCase *miss = tcase_create("cache_misses");
-    tcase_add_unchecked_fixture(miss, stack_up_no_cache, stack_down);
-    tcase_set_timeout(miss, 600);
-    tcase_add_test(miss, test_cache_misses_batched_each_its_own);
-    tcase_add_test(miss, test_refused_miss_fails_alone);
-    tcase_add_test(miss, test_cache_misses_in_flight_beyond_workers);
-    suite_add_tcase(s, miss);
-    return h_run_suite(s);
+    const TTest *const batch[] = {test_concurrent_logins_batched_each_its_own,
+                                  test_concurrent_begin_logins_batched,
+                                  test_bad_items_fail_alone,
+                                  test_batched_logins_keep_their_traces,
+                                  test_logins_in_flight_beyond_workers,
+                                  test_challenges_taken_by_key_with_stale_statistics,
+                                  test_large_batch_taken_by_key_with_undercounting_statistics,
+                                  NULL};
+    const TTest *const off[] = {test_batching_off_logins_pass_side_by_side, NULL};
+    const TTest *const miss[] = {test_cache_misses_batched_each_its_own,
+                                 test_refused_miss_fails_alone,
+                                 test_cache_misses_in_flight_beyond_workers, NULL};
+    const h_case cases[] = {{"batch", 600, stack_up, stack_down, NULL, NULL, batch},
+                            {"batching_off", 600, off_up, off_down, NULL, NULL, off},
+                            {"cache_misses", 600, stack_up_no_cache, stack_down, NULL, NULL, miss},
+                            {NULL}};
+    return h_run_suite(h_suite("login_batch", cases));
 }
