@@ -7,8 +7,14 @@
  * on a job never wait for each other between items; the mutex is taken only
  * to post a job, to join or leave one, and to wait for its end.  A job lives
  * on its caller's stack: the caller takes it off the list when its own share
- * is done, then waits until every item has returned and no helper still
- * holds the job, so no helper touches it after the call returned.
+ * is done (every item has been handed out by then), then waits until no
+ * helper still holds the job.  A helper leaves only after its last item
+ * returned, so then every item has returned, and no helper touches the job
+ * after the call returned.
+ *
+ * (veil_pool, the RPC server's workers, is not used here: an item pushed on
+ * its ring stays there until a thread pops it, so a caller that had done
+ * every item itself would still wait for a busy thread to pop its job.)
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,7 +26,7 @@ struct job {
     void (*fn)(void *ctx, size_t i);
     void *ctx;
     size_t n;
-    _Atomic size_t next, done;
+    _Atomic size_t next;
     unsigned users; /* helpers working on it; under mu */
     struct job *older, *newer;
 };
@@ -28,23 +34,18 @@ struct job {
 struct veil_helpers {
     pthread_mutex_t mu;
     pthread_cond_t work; /* a job was posted, or stopping */
-    pthread_cond_t idle; /* a helper left a job, or finished its last item */
+    pthread_cond_t idle; /* the last helper working on a job left it */
     struct job *oldest, *newest;
     int stopping;
     unsigned n_threads;
     pthread_t threads[];
 };
 
-/* Runs the job's items until none is left; 1 when this thread finished the last. */
-static int work_on(struct job *j)
+/* Runs the job's items until none is left to hand out. */
+static void work_on(struct job *j)
 {
-    int last = 0;
-    for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
+    for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n;)
         j->fn(j->ctx, i);
-        if (atomic_fetch_add(&j->done, 1) + 1 == j->n)
-            last = 1;
-    }
-    return last;
 }
 
 /* The oldest job with an item left to hand out; mu held. */
@@ -81,9 +82,9 @@ static void *helper_main(void *arg)
             break;
         j->users++;
         pthread_mutex_unlock(&h->mu);
-        int last = work_on(j);
+        work_on(j);
         pthread_mutex_lock(&h->mu);
-        if (--j->users == 0 || last)
+        if (--j->users == 0)
             pthread_cond_broadcast(&h->idle);
     }
     pthread_mutex_unlock(&h->mu);
@@ -133,7 +134,6 @@ void veil_helpers_for(veil_helpers *h, size_t n, void (*fn)(void *ctx, size_t i)
     }
     struct job j = {.fn = fn, .ctx = ctx, .n = n};
     atomic_init(&j.next, 0);
-    atomic_init(&j.done, 0);
     pthread_mutex_lock(&h->mu);
     j.older = h->newest;
     if (h->newest)
@@ -148,7 +148,7 @@ void veil_helpers_for(veil_helpers *h, size_t n, void (*fn)(void *ctx, size_t i)
 
     pthread_mutex_lock(&h->mu);
     unlink_job(h, &j); /* no helper picks it up from now on */
-    while (atomic_load(&j.done) < n || j.users > 0)
+    while (j.users > 0)
         pthread_cond_wait(&h->idle, &h->mu);
     pthread_mutex_unlock(&h->mu);
 }

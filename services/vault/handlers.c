@@ -201,15 +201,15 @@ static veil_err ticket_check(struct vault *v, veil_call *call, struct ticket_ite
 struct spread {
     const struct vault *v;
     struct ticket_item *items;
-    struct ticket_item **opening;
 };
 
-/* Opens one to_open ticket's sealed box. */
+/* Opens an item's sealed box if it is a phone ticket left to_open. */
 static void open_one(void *arg, size_t i)
 {
     struct spread *s = arg;
-    struct ticket_item *it = s->opening[i];
-    it->opened = vault_ticket_open(s->v->keys, &it->t, &it->in);
+    struct ticket_item *it = &s->items[i];
+    if (it->to_open)
+        it->opened = vault_ticket_open(s->v->keys, &it->t, &it->in);
 }
 
 /* After its sealed box: a phone ticket whose inner key version is the key's is left pending. */
@@ -294,23 +294,22 @@ static veil_err verify_tickets(struct vault *v, veil_call *call, struct ticket_i
     struct vault_device_row *rows = veil_call_array(call, n, sizeof *rows);
     int *found = veil_call_array(call, n, sizeof *found);
     struct vault_access_item *logs = veil_call_array(call, n, sizeof *logs);
-    struct spread spread = {.v = v, .items = items,
-                            .opening = veil_call_array(call, n, sizeof *spread.opening)};
-    size_t to_open = 0, pending = 0, appends = 0;
+    struct spread spread = {.v = v, .items = items};
+    size_t pending = 0, appends = 0;
     vault_conn *c = NULL;
     veil_err err = VEIL_OK;
-    if (!ids || !rows || !found || !logs || !spread.opening)
+    if (!ids || !rows || !found || !logs)
         return VEIL_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
         veil_err e = ticket_check(v, call, &items[i], subjects + i * VAULT_SUBJECT_BYTES);
-        if (items[i].to_open)
-            spread.opening[to_open++] = &items[i];
-        else
+        if (!items[i].to_open)
             veil_item_end(call, &items[i].out, e);
     }
-    veil_helpers_for(v->helpers, to_open, open_one, &spread);
-    for (size_t k = 0; k < to_open; k++) {
-        struct ticket_item *it = spread.opening[k];
+    veil_helpers_for(v->helpers, n, open_one, &spread);
+    for (size_t i = 0; i < n; i++) {
+        struct ticket_item *it = &items[i];
+        if (!it->to_open)
+            continue;
         veil_err e = ticket_opened(call, it);
         if (!it->pending)
             veil_item_end(call, &it->out, e);
