@@ -27,15 +27,15 @@ struct job {
     void *ctx;
     size_t n;
     _Atomic size_t next;
-    unsigned users; /* helpers working on it; under mu */
-    struct job *older, *newer;
+    unsigned users;       /* helpers working on it; under mu */
+    struct job *next_job; /* the next newer job; under mu */
 };
 
 struct veil_helpers {
     pthread_mutex_t mu;
     pthread_cond_t work; /* a job was posted, or stopping */
     pthread_cond_t idle; /* the last helper working on a job left it */
-    struct job *oldest, *newest;
+    struct job *jobs;    /* oldest first: a few at most, one per batch being spread */
     int stopping;
     unsigned n_threads;
     pthread_t threads[];
@@ -51,23 +51,19 @@ static void work_on(struct job *j)
 /* The oldest job with an item left to hand out; mu held. */
 static struct job *pick(veil_helpers *h)
 {
-    for (struct job *j = h->oldest; j; j = j->newer)
+    for (struct job *j = h->jobs; j; j = j->next_job)
         if (atomic_load(&j->next) < j->n)
             return j;
     return NULL;
 }
 
-static void unlink_job(veil_helpers *h, struct job *j)
+/* The link that points at j, or at the end of the list when j is NULL; mu held. */
+static struct job **link_to(veil_helpers *h, const struct job *j)
 {
-    if (j->older)
-        j->older->newer = j->newer;
-    else if (h->oldest == j)
-        h->oldest = j->newer;
-    if (j->newer)
-        j->newer->older = j->older;
-    else if (h->newest == j)
-        h->newest = j->older;
-    j->older = j->newer = NULL;
+    struct job **p = &h->jobs;
+    while (*p != j)
+        p = &(*p)->next_job;
+    return p;
 }
 
 static void *helper_main(void *arg)
@@ -135,19 +131,14 @@ void veil_helpers_for(veil_helpers *h, size_t n, void (*fn)(void *ctx, size_t i)
     struct job j = {.fn = fn, .ctx = ctx, .n = n};
     atomic_init(&j.next, 0);
     pthread_mutex_lock(&h->mu);
-    j.older = h->newest;
-    if (h->newest)
-        h->newest->newer = &j;
-    else
-        h->oldest = &j;
-    h->newest = &j;
+    *link_to(h, NULL) = &j; /* the newest */
     pthread_cond_broadcast(&h->work);
     pthread_mutex_unlock(&h->mu);
 
     work_on(&j);
 
     pthread_mutex_lock(&h->mu);
-    unlink_job(h, &j); /* no helper picks it up from now on */
+    *link_to(h, &j) = j.next_job; /* no helper picks it up from now on */
     while (j.users > 0)
         pthread_cond_wait(&h->idle, &h->mu);
     pthread_mutex_unlock(&h->mu);
